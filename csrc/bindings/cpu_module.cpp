@@ -1,0 +1,334 @@
+// fusedmlp._cpu: argument checking and conversion only; the math lives in csrc/cpu/.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cpu/gemm/gemm.h"
+#include "cpu/trainer.h"
+
+namespace py = pybind11;
+using namespace fusedmlp;
+using namespace fusedmlp::cpu;
+
+namespace {
+
+template <class T>
+const char* type_name() {
+  return sizeof(T) == 4 ? "float32" : "float64";
+}
+
+template <class T>
+bool has_type(const py::array& a) {
+  return a.dtype().is(py::dtype::of<T>());
+}
+
+template <class T>
+T* contiguous_ptr(const py::array& a, const char* name, index_t size, bool writable) {
+  if (!has_type<T>(a))
+    throw py::type_error(std::string(name) + " must be a " + type_name<T>() + " array, got " +
+                         std::string(py::str(a.dtype())));
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(name) + " must be C-contiguous");
+  if (a.size() != size)
+    throw py::value_error(std::string(name) + " has " + std::to_string(a.size()) +
+                          " elements, expected " + std::to_string(size));
+  if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+// Keeps the arrays behind an InputMatrix alive for the duration of a call.
+struct InputHolder {
+  InputMatrix m;
+  std::vector<py::array> keep;
+};
+
+// A dense float32/float64 2-D array with any strides, or a scipy CSR matrix (int64 indptr,
+// int32/int64 indices) as passed by the Python layer after validation.
+InputHolder to_input(const py::object& x, index_t n_features) {
+  InputHolder h;
+  if (py::isinstance<py::array>(x)) {
+    py::array a = py::reinterpret_borrow<py::array>(x);
+    if (a.ndim() != 2) throw py::value_error("X must be 2-dimensional");
+    const auto isz = static_cast<index_t>(a.itemsize());
+    if (has_type<float>(a))
+      h.m.type = ScalarType::f32;
+    else if (has_type<double>(a))
+      h.m.type = ScalarType::f64;
+    else
+      throw py::type_error("X must be float32 or float64, got " + std::string(py::str(a.dtype())));
+    if (a.strides(0) % isz != 0 || a.strides(1) % isz != 0)
+      throw py::value_error("X has strides that are not a multiple of its item size");
+    h.m.n_rows = a.shape(0);
+    h.m.n_cols = a.shape(1);
+    h.m.data = a.data();
+    h.m.rs = a.strides(0) / isz;
+    h.m.cs = a.strides(1) / isz;
+    h.keep.push_back(a);
+  } else {
+    if (!py::hasattr(x, "indptr") || py::str(x.attr("format")).cast<std::string>() != "csr")
+      throw py::type_error("X must be a numpy array or a scipy CSR matrix");
+    py::tuple shape = x.attr("shape");
+    py::array data = x.attr("data"), indices = x.attr("indices"), indptr = x.attr("indptr");
+    h.m.sparse = true;
+    h.m.n_rows = shape[0].cast<index_t>();
+    h.m.n_cols = shape[1].cast<index_t>();
+    if (has_type<float>(data))
+      h.m.type = ScalarType::f32;
+    else if (has_type<double>(data))
+      h.m.type = ScalarType::f64;
+    else
+      throw py::type_error("sparse X must hold float32 or float64 values");
+    if (!(data.flags() & py::array::c_style) || !(indices.flags() & py::array::c_style))
+      throw py::value_error("sparse X arrays must be C-contiguous");
+    h.m.data = data.data();
+    h.m.indptr = contiguous_ptr<std::int64_t>(indptr, "X.indptr", h.m.n_rows + 1, false);
+    if (has_type<std::int32_t>(indices))
+      h.m.indices32 = static_cast<const std::int32_t*>(indices.data());
+    else if (has_type<std::int64_t>(indices))
+      h.m.indices64 = static_cast<const std::int64_t*>(indices.data());
+    else
+      throw py::type_error("sparse X indices must be int32 or int64");
+    const index_t nnz = h.m.indptr[h.m.n_rows];
+    if (h.m.indptr[0] != 0 || nnz > static_cast<index_t>(data.size()) ||
+        nnz > static_cast<index_t>(indices.size()))
+      throw py::value_error("sparse X is not a valid CSR matrix");
+    h.keep.insert(h.keep.end(), {data, indices, indptr});
+  }
+  if (h.m.n_cols != n_features)
+    throw py::value_error("X has " + std::to_string(h.m.n_cols) + " features, the network expects " +
+                          std::to_string(n_features));
+  return h;
+}
+
+// Polls Python for pending signals (Ctrl-C) from inside a GIL-free loop.
+struct SignalCheck {
+  bool raised = false;
+  bool operator()() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      raised = true;
+      return true;
+    }
+    return false;
+  }
+};
+
+int resolve_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+
+template <class T>
+class PyTrainer {
+ public:
+  PyTrainer(const std::vector<index_t>& units, const std::string& activation,
+            const std::string& loss, int n_threads)
+      : trainer_(NetworkLayout(units, activation_from_name(activation), loss_from_name(loss)),
+                 resolve_threads(n_threads)) {}
+
+  index_t n_params() const { return trainer_.layout().n_params; }
+
+  py::dict run_epoch(const py::object& x, const py::array& y, const py::object& sample_weight,
+                     const py::array& order, const py::array& params, const py::dict& opt,
+                     const py::dict& hyper) {
+    const NetworkLayout& L = trainer_.layout();
+    InputHolder in = to_input(x, L.n_inputs());
+    TrainingData<T> data = make_data(in, y, sample_weight);
+    const index_t n_order = static_cast<index_t>(order.size());
+    const auto* idx = contiguous_ptr<std::int64_t>(order, "order", n_order, false);
+    for (index_t i = 0; i < n_order; ++i)
+      if (idx[i] < 0 || idx[i] >= in.m.n_rows) throw py::index_error("order holds a row out of range");
+    T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
+
+    EpochOptions o;
+    const std::string solver = hyper["solver"].cast<std::string>();
+    if (solver == "sgd")
+      o.solver = Solver::sgd;
+    else if (solver == "adam")
+      o.solver = Solver::adam;
+    else
+      throw py::value_error("unknown stochastic solver '" + solver + "'");
+    o.batch_size = hyper["batch_size"].cast<index_t>();
+    o.learning_rate = hyper["learning_rate"].cast<double>();
+    o.alpha = hyper["alpha"].cast<double>();
+    OptimizerState<T> state;
+    py::array t_arr;
+    if (o.solver == Solver::sgd) {
+      o.momentum = hyper["momentum"].cast<double>();
+      o.nesterov = hyper["nesterov"].cast<bool>();
+      state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", L.n_params, true);
+    } else {
+      o.beta_1 = hyper["beta_1"].cast<double>();
+      o.beta_2 = hyper["beta_2"].cast<double>();
+      o.epsilon = hyper["epsilon"].cast<double>();
+      state.m = contiguous_ptr<T>(opt["m"], "m", L.n_params, true);
+      state.v = contiguous_ptr<T>(opt["v"], "v", L.n_params, true);
+      t_arr = opt["t"];
+      state.t = *contiguous_ptr<std::int64_t>(t_arr, "t", 1, true);
+    }
+    if (o.batch_size < 1) throw py::value_error("batch_size must be >= 1");
+
+    SignalCheck check;
+    EpochResult r;
+    {
+      py::gil_scoped_release release;
+      r = trainer_.run_epoch(data, reinterpret_cast<const index_t*>(idx), n_order, p, state, o,
+                             std::ref(check));
+    }
+    if (o.solver == Solver::adam) *static_cast<std::int64_t*>(t_arr.mutable_data()) = state.t;
+    if (check.raised) throw py::error_already_set();
+    py::dict out;
+    out["accumulated_loss"] = r.accumulated_loss;
+    out["samples_seen"] = r.samples_seen;
+    return out;
+  }
+
+  double loss_grad(const py::object& x, const py::array& y, const py::object& sample_weight,
+                   const py::array& params, double alpha, const py::array& grad) {
+    const NetworkLayout& L = trainer_.layout();
+    InputHolder in = to_input(x, L.n_inputs());
+    TrainingData<T> data = make_data(in, y, sample_weight);
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    T* g = contiguous_ptr<T>(grad, "grad", L.n_params, true);
+    SignalCheck check;
+    double loss = 0.0;
+    try {
+      py::gil_scoped_release release;
+      loss = trainer_.loss_grad(data, p, alpha, g, std::ref(check));
+    } catch (const std::runtime_error&) {
+      if (check.raised) throw py::error_already_set();
+      throw;
+    }
+    return loss;
+  }
+
+  py::array predict(const py::object& x, const py::array& params) {
+    const NetworkLayout& L = trainer_.layout();
+    InputHolder in = to_input(x, L.n_inputs());
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    py::array_t<T> out({in.m.n_rows, L.n_outputs()});
+    T* o = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      trainer_.predict(in.m, p, o);
+    }
+    return std::move(out);
+  }
+
+ private:
+  TrainingData<T> make_data(const InputHolder& in, const py::array& y,
+                            const py::object& sample_weight) {
+    const NetworkLayout& L = trainer_.layout();
+    TrainingData<T> d;
+    d.x = in.m;
+    d.y = contiguous_ptr<T>(y, "Y", in.m.n_rows * L.n_outputs(), false);
+    if (!sample_weight.is_none())
+      d.sample_weight = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight),
+                                          "sample_weight", in.m.n_rows, false);
+    return d;
+  }
+
+  Trainer<T> trainer_;
+};
+
+// C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
+// exposed for the tests and the benchmarks.
+template <class T>
+py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
+                       const std::string& activation, const py::object& bias, const py::object& aux,
+                       double alpha, double scale, bool with_colsum, int n_threads,
+                       py::object c_in) {
+  if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
+  if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
+  if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
+  const index_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
+  const auto isz = static_cast<index_t>(sizeof(T));
+  for (const py::array* x : {&a, &b})
+    if (x->strides(0) % isz != 0 || x->strides(1) % isz != 0)
+      throw py::value_error("gemm: strides must be multiples of the item size");
+  Operand<T> A{static_cast<const T*>(a.data()), a.strides(0) / isz, a.strides(1) / isz};
+  Operand<T> B{static_cast<const T*>(b.data()), b.strides(0) / isz, b.strides(1) / isz};
+  Epilogue<T> ep;
+  py::array bias_arr, aux_arr;
+  if (epilogue == "none") {
+    ep.kind = EpilogueKind::none;
+  } else if (epilogue == "bias_activation") {
+    ep.kind = EpilogueKind::bias_activation;
+    bias_arr = py::array_t<T, py::array::c_style | py::array::forcecast>(bias);
+    ep.bias = contiguous_ptr<T>(bias_arr, "bias", n, false);
+  } else if (epilogue == "weight_grad" || epilogue == "activation_grad") {
+    ep.kind = epilogue == "weight_grad" ? EpilogueKind::weight_grad : EpilogueKind::activation_grad;
+    aux_arr = py::array_t<T, py::array::c_style | py::array::forcecast>(aux);
+    ep.aux = contiguous_ptr<T>(aux_arr, "aux", m * n, false);
+    ep.ld_aux = n;
+  } else {
+    throw py::value_error("gemm: unknown epilogue '" + epilogue + "'");
+  }
+  ep.act = activation_from_name(activation);
+  ep.alpha = static_cast<T>(alpha);
+  ep.scale = static_cast<T>(scale);
+  bool accumulate = false;
+  py::array_t<T> c({m, n});
+  if (!c_in.is_none()) {
+    py::array ci = py::array_t<T, py::array::c_style | py::array::forcecast>(c_in);
+    std::copy_n(contiguous_ptr<T>(ci, "C", m * n, false), m * n, c.mutable_data());
+    accumulate = true;
+  }
+  py::array_t<T> colsum(n);
+  if (with_colsum) {
+    ep.colsum_b = colsum.mutable_data();
+    ep.colsum_scale = static_cast<T>(scale);
+    for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
+  }
+  T* cp = c.mutable_data();
+  {
+    py::gil_scoped_release release;
+    GemmWorkspace ws;
+    gemm<T>(m, n, k, A, B, cp, n, ep, accumulate, resolve_threads(n_threads), ws);
+  }
+  if (with_colsum) return py::make_tuple(c, colsum);
+  return std::move(c);
+}
+
+template <class T>
+void bind_trainer(py::module_& m, const char* name) {
+  py::class_<PyTrainer<T>>(m, name)
+      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&, int>(),
+           py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("n_threads") = 0)
+      .def_property_readonly("n_params", &PyTrainer<T>::n_params)
+      .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"),
+           py::arg("sample_weight"), py::arg("order"), py::arg("params"), py::arg("optimizer"),
+           py::arg("hyper"))
+      .def("loss_grad", &PyTrainer<T>::loss_grad, py::arg("X"), py::arg("Y"),
+           py::arg("sample_weight"), py::arg("params"), py::arg("alpha"), py::arg("grad"))
+      .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "fusedmlp CPU engine: fused dense layers, losses and optimizers in C++";
+  bind_trainer<float>(m, "TrainerF32");
+  bind_trainer<double>(m, "TrainerF64");
+
+  m.def("best_isa", [] { return isa_name(best_supported_isa()); },
+        "The fastest instruction set this CPU can run.");
+  m.def("active_isa", [] { return isa_name(active_isa()); },
+        "The instruction set the GEMM uses now.");
+  m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
+        py::arg("name"), "Choose the GEMM's instruction set (tests, benchmarks).");
+  m.def("max_threads", [] { return omp_get_max_threads(); },
+        "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
+  m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
+        py::arg("activation") = "identity", py::arg("bias") = py::none(),
+        py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
+        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none());
+  m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
+        py::arg("activation") = "identity", py::arg("bias") = py::none(),
+        py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
+        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none());
+}

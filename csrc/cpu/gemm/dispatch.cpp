@@ -1,0 +1,156 @@
+// Run-time choice of the GEMM's instruction set, argument checks, and the workspace.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+#include "cpu/gemm/gemm.h"
+
+namespace fusedmlp {
+namespace cpu {
+
+#define FUSEDMLP_DECLARE_ISA(ns)                                                                \
+  namespace ns {                                                                                \
+  template <class T>                                                                            \
+  void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,     \
+            const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws);          \
+  }
+FUSEDMLP_DECLARE_ISA(isa_generic)
+#if defined(FUSEDMLP_X86)
+FUSEDMLP_DECLARE_ISA(isa_avx2)
+FUSEDMLP_DECLARE_ISA(isa_avx512)
+#endif
+#undef FUSEDMLP_DECLARE_ISA
+
+// ---- workspace -------------------------------------------------------------------------------
+
+struct GemmWorkspace::Buffer {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  ~Buffer() { std::free(data); }
+  void* ensure(std::size_t want) {
+    if (want <= bytes) return data;
+    std::free(data);
+    const std::size_t rounded = (want + 4095) / 4096 * 4096;
+    data = std::aligned_alloc(64, rounded);
+    if (data == nullptr) {
+      bytes = 0;
+      throw std::bad_alloc();
+    }
+    bytes = rounded;
+    return data;
+  }
+};
+
+GemmWorkspace::GemmWorkspace() : shared_(new Buffer) {}
+GemmWorkspace::~GemmWorkspace() = default;
+
+void* GemmWorkspace::shared(std::size_t bytes) { return shared_->ensure(bytes); }
+
+void GemmWorkspace::reserve_threads(int n_threads) {
+  while (static_cast<int>(threads_.size()) < n_threads) threads_.emplace_back(new Buffer);
+}
+
+void* GemmWorkspace::per_thread(int thread, std::size_t bytes) {
+  reserve_threads(thread + 1);
+  return threads_[thread]->ensure(bytes);
+}
+
+// ---- instruction sets ------------------------------------------------------------------------
+
+Isa best_supported_isa() {
+#if defined(FUSEDMLP_X86) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("fma"))
+    return Isa::avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+#endif
+  return Isa::generic;
+}
+
+namespace {
+std::atomic<int> g_active{-1};
+}
+
+Isa active_isa() {
+  int v = g_active.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = static_cast<int>(best_supported_isa());
+    g_active.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<Isa>(v);
+}
+
+void set_active_isa(Isa isa) {
+  if (static_cast<int>(isa) > static_cast<int>(best_supported_isa()))
+    throw std::invalid_argument("this CPU cannot run the '" + isa_name(isa) +
+                                "' kernels; the best it supports is '" +
+                                isa_name(best_supported_isa()) + "'");
+  g_active.store(static_cast<int>(isa), std::memory_order_relaxed);
+}
+
+std::string isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::generic: return "generic";
+    case Isa::avx2: return "avx2";
+    case Isa::avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+Isa isa_from_name(const std::string& name) {
+  if (name == "generic") return Isa::generic;
+  if (name == "avx2") return Isa::avx2;
+  if (name == "avx512") return Isa::avx512;
+  throw std::invalid_argument("unknown instruction set '" + name +
+                              "' (expected 'generic', 'avx2' or 'avx512')");
+}
+
+// ---- entry point -----------------------------------------------------------------------------
+
+template <class T>
+void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
+          const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
+  if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative dimension");
+  if (n_threads < 1) n_threads = 1;
+  switch (ep.kind) {
+    case EpilogueKind::none:
+      break;
+    case EpilogueKind::bias_activation:
+    case EpilogueKind::activation_grad:
+      if (ep.act != Activation::identity && ep.act != Activation::logistic &&
+          ep.act != Activation::tanh && ep.act != Activation::relu)
+        throw std::invalid_argument("gemm: the epilogue supports hidden activations only");
+      if (ep.kind == EpilogueKind::bias_activation && ep.bias == nullptr)
+        throw std::invalid_argument("gemm: bias_activation needs a bias");
+      if (ep.kind == EpilogueKind::activation_grad && ep.aux == nullptr)
+        throw std::invalid_argument("gemm: activation_grad needs the stored activations");
+      break;
+    case EpilogueKind::weight_grad:
+      if (ep.aux == nullptr) throw std::invalid_argument("gemm: weight_grad needs the weights");
+      break;
+    default:
+      throw std::invalid_argument("gemm: unknown epilogue");
+  }
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+    case Isa::avx2:
+      return isa_avx2::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+#endif
+    default:
+      return isa_generic::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+  }
+}
+
+template void gemm<float>(index_t, index_t, index_t, Operand<float>, Operand<float>, float*, index_t,
+                          const Epilogue<float>&, bool, int, GemmWorkspace&);
+template void gemm<double>(index_t, index_t, index_t, Operand<double>, Operand<double>, double*,
+                           index_t, const Epilogue<double>&, bool, int, GemmWorkspace&);
+
+}  // namespace cpu
+}  // namespace fusedmlp

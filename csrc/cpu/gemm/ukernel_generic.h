@@ -1,0 +1,44 @@
+// Portable micro-kernels in plain C++: the compiler vectorizes the j loop for whatever the
+// baseline instruction set is (SSE2 on x86-64, NEON on aarch64). Same contract as
+// ukernel_avx512.h.
+#pragma once
+
+#include "cpu/gemm/blocking.h"
+
+namespace fusedmlp {
+namespace cpu {
+namespace isa_generic {
+
+template <class T, class B>
+struct PortableKernel : B {
+  static void run(index_t kc, const T* a, index_t a_ks, const T* b, T* tile) {
+    constexpr int MR = B::MR;
+    constexpr int NR = B::NR;
+    T acc[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
+    for (index_t p = 0; p < kc; ++p) {
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) {
+        const T ai = a[i];
+#pragma omp simd
+        for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+      }
+      a += a_ks;
+      b += NR;
+    }
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
+  }
+};
+
+template <class T>
+struct Kernel;
+template <>
+struct Kernel<float> : PortableKernel<float, BlockingGenericF32> {};
+template <>
+struct Kernel<double> : PortableKernel<double, BlockingGenericF64> {};
+
+}  // namespace isa_generic
+}  // namespace cpu
+}  // namespace fusedmlp

@@ -1,0 +1,92 @@
+// The CPU trainer: whole epochs of mini-batch training, the whole-data loss and gradient for
+// L-BFGS, and prediction, each one call from Python with the GIL released.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include "cpu/dense.h"
+#include "cpu/gemm/gemm.h"
+#include "fusedmlp/network.h"
+#include "fusedmlp/optimizer.h"
+
+namespace fusedmlp {
+namespace cpu {
+
+template <class T>
+struct TrainingData {
+  InputMatrix x;
+  const T* y = nullptr;              // n_rows x n_outputs, C-contiguous
+  const T* sample_weight = nullptr;  // n_rows, or null
+};
+
+struct EpochOptions {
+  Solver solver = Solver::adam;
+  index_t batch_size = 200;
+  double learning_rate = 1e-3;  // sgd: the current rate; adam: learning_rate_init
+  double momentum = 0.9;
+  bool nesterov = true;
+  double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8;
+  double alpha = 1e-4;  // L2 strength
+};
+
+template <class T>
+struct OptimizerState {
+  T* velocity = nullptr;  // sgd
+  T* m = nullptr;         // adam
+  T* v = nullptr;
+  long long t = 0;        // adam step count, carried across epochs and partial_fit calls
+};
+
+struct EpochResult {
+  double accumulated_loss = 0.0;  // sum over batches of batch loss * batch rows
+  index_t samples_seen = 0;
+  bool interrupted = false;       // should_stop() asked to stop between two batches
+};
+
+// Called between batches (at most every few tens of milliseconds); returning true stops the
+// epoch after the current batch, leaving the parameters consistent.
+using StopCheck = std::function<bool()>;
+
+template <class T>
+class Trainer {
+ public:
+  Trainer(NetworkLayout layout, int n_threads);
+
+  const NetworkLayout& layout() const { return layout_; }
+
+  // One epoch over the rows order[0..n_order) in mini-batches of opts.batch_size.
+  EpochResult run_epoch(const TrainingData<T>& data, const index_t* order, index_t n_order,
+                        T* params, OptimizerState<T>& state, const EpochOptions& opts,
+                        const StopCheck& should_stop);
+
+  // scikit-learn's full-batch objective and gradient (the L-BFGS path): returns the loss and
+  // writes d loss / d params into grad (the flat layout).
+  double loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
+                   const StopCheck& should_stop);
+
+  // out (n_rows x n_outputs) = the network's output, output activation applied.
+  void predict(const InputMatrix& x, const T* params, T* out);
+
+ private:
+  void ensure_rows(index_t rows);
+  void forward(const BatchInput<T>& input, const T* params, index_t rows);
+  void backward(const BatchInput<T>& input, const T* params, index_t rows, T alpha, T scale,
+                bool accumulate, bool finish, T* grad);
+  T* out(size_t layer) { return acts_.data() + act_offsets_[layer]; }
+
+  NetworkLayout layout_;
+  int n_threads_;
+  GemmWorkspace ws_;
+  BatchInput<T> batch_;
+  index_t capacity_rows_ = 0;
+  std::vector<index_t> act_offsets_;  // offsets of each layer's output rows x fan_out
+  std::vector<T> acts_;
+  std::vector<T> delta_[2];
+  std::vector<T> y_batch_;
+  std::vector<T> w_batch_;
+  std::vector<T> grad_;
+};
+
+}  // namespace cpu
+}  // namespace fusedmlp

@@ -1,0 +1,61 @@
+// The network layout: layer widths and where each layer's weights and biases sit in the one
+// flat parameter buffer (W0, b0, W1, b1, ... in layer order; W_l is fan_in x fan_out,
+// row-major, so coefs_[l] in Python is a view of it). Gradients and optimizer state share it.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fusedmlp/activation.h"
+#include "fusedmlp/common.h"
+#include "fusedmlp/loss.h"
+
+namespace fusedmlp {
+
+struct LayerLayout {
+  index_t fan_in;
+  index_t fan_out;
+  index_t w_offset;  // start of W (fan_in x fan_out) in the flat buffer
+  index_t b_offset;  // start of b (fan_out)
+};
+
+struct NetworkLayout {
+  std::vector<LayerLayout> layers;
+  index_t n_params = 0;
+  Activation hidden = Activation::relu;
+  Loss loss = Loss::squared_error;
+
+  NetworkLayout() = default;
+  NetworkLayout(const std::vector<index_t>& units, Activation hidden_act, Loss loss_kind)
+      : hidden(hidden_act), loss(loss_kind) {
+    if (units.size() < 2) throw std::invalid_argument("a network needs at least 2 layers of units");
+    for (index_t u : units) {
+      if (u <= 0) throw std::invalid_argument("layer widths must be positive, got " + std::to_string(u));
+    }
+    index_t offset = 0;
+    for (size_t l = 0; l + 1 < units.size(); ++l) {
+      LayerLayout layer{units[l], units[l + 1], offset, offset + units[l] * units[l + 1]};
+      offset = layer.b_offset + layer.fan_out;
+      layers.push_back(layer);
+    }
+    n_params = offset;
+  }
+
+  index_t n_layers() const { return static_cast<index_t>(layers.size()); }
+  index_t n_inputs() const { return layers.front().fan_in; }
+  index_t n_outputs() const { return layers.back().fan_out; }
+  index_t max_width() const {
+    index_t w = 0;
+    for (const auto& l : layers) w = l.fan_out > w ? l.fan_out : w;
+    return w;
+  }
+  // Sum of the widths of every layer after the input: the activations one row needs.
+  index_t activation_width() const {
+    index_t w = 0;
+    for (const auto& l : layers) w += l.fan_out;
+    return w;
+  }
+};
+
+}  // namespace fusedmlp

@@ -1,0 +1,95 @@
+"""Engine selection: the compiled trainers behind the estimators.
+
+An engine trains and evaluates one network layout in one compute dtype. Every engine has
+the same three calls, each one call into native code with the GIL released:
+
+- ``run_epoch(X, Y, sample_weight, order, params, optimizer, hyper)``: a whole epoch of
+  mini-batch training over the rows ``order``; returns ``{"accumulated_loss", "samples_seen"}``.
+- ``loss_grad(X, Y, sample_weight, params, alpha, grad)``: the full-batch loss, gradient
+  written into ``grad`` (the L-BFGS path).
+- ``predict(X, params)``: the network's output with the output activation applied.
+
+``X`` is a 2-D float32/float64 numpy array with any strides (converted while batches are
+gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` are
+C-contiguous arrays of the compute dtype.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _cpu
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def cuda_available():
+    """Whether the CUDA engine was built and a CUDA device is usable now."""
+    try:
+        from . import _cuda
+    except ImportError:
+        return False
+    return bool(_cuda.device_count() > 0)
+
+
+def resolve_device(device):
+    """The device an estimator's ``device`` parameter selects."""
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if device == "cuda" and not cuda_available():
+        raise ValueError(
+            "device='cuda' was requested but no usable CUDA device was found "
+            "(fusedmlp.cuda_available() is False). Build fusedmlp with CUDA and run on a "
+            "machine with an NVIDIA GPU, or use device='cpu'."
+        )
+    return device
+
+
+def make_engine(device, dtype, layer_units, activation, loss, n_threads):
+    """A trainer for one layout. ``n_threads=None`` uses OpenMP's current limit."""
+    units = [int(u) for u in layer_units]
+    threads = 0 if n_threads is None else int(n_threads)
+    if device == "cuda":
+        from . import _cuda
+
+        cls = _cuda.TrainerF32 if dtype == np.float32 else _cuda.TrainerF64
+        return cls(units, activation, loss)
+    cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
+    return cls(units, activation, loss, threads)
+
+
+class _CSR:
+    """A CSR matrix's arrays as the engines read them (int64 row pointers)."""
+
+    format = "csr"
+
+    def __init__(self, data, indices, indptr, shape):
+        self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
+
+
+def as_engine_input(X):
+    """X as the engines read it: the numpy array itself, or CSR arrays checked for validity.
+
+    Nothing the user passed is modified or copied, except that CSC becomes CSR and 32-bit
+    row pointers become 64-bit.
+    """
+    if not sp.issparse(X):
+        return X
+    X = X.tocsr()
+    n_rows, n_cols = X.shape
+    indptr = np.ascontiguousarray(X.indptr, dtype=np.int64)
+    indices = X.indices
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
+    indices = np.ascontiguousarray(indices)
+    data = np.ascontiguousarray(X.data)
+    if (
+        indptr.shape[0] != n_rows + 1
+        or indptr[0] != 0
+        or np.any(np.diff(indptr) < 0)
+        or indptr[-1] > min(data.shape[0], indices.shape[0])
+    ):
+        raise ValueError("X is not a valid CSR matrix: its row pointers are inconsistent.")
+    used = indices[: indptr[-1]]
+    if used.size and (used.min() < 0 or used.max() >= n_cols):
+        raise ValueError("X is not a valid sparse matrix: a column index is out of range.")
+    return _CSR(data, indices, indptr, (n_rows, n_cols))

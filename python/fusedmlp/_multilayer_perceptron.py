@@ -1,0 +1,1204 @@
+"""MLPClassifier and MLPRegressor: scikit-learn's estimators on fusedmlp's engines.
+
+The control flow (validation, initialisation, the epoch loop with its stopping rules,
+schedules, callbacks-to-come and verbose output) follows scikit-learn's
+``sklearn/neural_network/_multilayer_perceptron.py`` step by step, so that behaviour and,
+with ``dtype=float64``, numbers match it. What scikit-learn does per mini-batch in numpy
+happens here in one native call per epoch (``_engine.py``).
+"""
+
+import warnings
+from abc import ABC, abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse as sp
+from sklearn.base import (
+    BaseEstimator,
+    ClassifierMixin,
+    RegressorMixin,
+    _fit_context,
+    is_classifier,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    type_of_target,
+    unique_labels,
+)
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from . import _engine
+from ._optimizers import AdamOptimizer, SGDOptimizer
+
+try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # pragma: no cover
+
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {key: value}
+
+
+try:
+    from sklearn.utils.optimize import _check_optimize_result
+except ImportError:  # pragma: no cover
+
+    def _check_optimize_result(solver, result, max_iter=None, extra_warning_msg=None):
+        n_iter = min(result.nit, max_iter) if max_iter is not None else result.nit
+        if result.status != 0:
+            warnings.warn(
+                f"{solver} failed to converge after {n_iter} iteration(s) "
+                f"(status={result.status}):\n{result.message}\n",
+                ConvergenceWarning,
+            )
+        return n_iter
+
+
+_STOCHASTIC_SOLVERS = ["sgd", "adam"]
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _resolve_dtype(dtype):
+    return np.dtype(_DTYPES.get(dtype, dtype)).type
+
+
+class _Layout:
+    """Where each layer's weights and biases sit in the flat parameter buffer.
+
+    The buffer holds W0, b0, W1, b1, ... in layer order (the engines' layout); scikit-learn's
+    L-BFGS vector holds W0, W1, ..., b0, b1, ...: ``flat[to_sklearn_order]`` is that vector.
+    """
+
+    def __init__(self, layer_units):
+        self.units = [int(u) for u in layer_units]
+        self.coef_slices, self.intercept_slices, self.shapes = [], [], []
+        start = 0
+        for fan_in, fan_out in zip(self.units[:-1], self.units[1:]):
+            self.coef_slices.append(slice(start, start + fan_in * fan_out))
+            self.shapes.append((fan_in, fan_out))
+            start += fan_in * fan_out
+            self.intercept_slices.append(slice(start, start + fan_out))
+            start += fan_out
+        self.n_params = start
+        flat = np.arange(self.n_params)
+        self.to_sklearn_order = np.concatenate(
+            [flat[s] for s in self.coef_slices] + [flat[s] for s in self.intercept_slices]
+        )
+
+    def views(self, params):
+        coefs = [params[s].reshape(shape) for s, shape in zip(self.coef_slices, self.shapes)]
+        intercepts = [params[s] for s in self.intercept_slices]
+        return coefs, intercepts
+
+
+class BaseMultilayerPerceptron(BaseEstimator, ABC):
+    """Base class for MLP classification and regression (use the derived classes)."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": [
+            "array-like",
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(Integral, 1, None, closed="left"),
+            Options(Real, {np.inf}),
+        ],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        # fusedmlp's own parameters
+        "dtype": [
+            StrOptions(set(_DTYPES)),
+            Options(type, {np.float32, np.float64}),
+            Options(np.dtype, {np.dtype(np.float32), np.dtype(np.float64)}),
+        ],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "device": [StrOptions(set(_engine.DEVICES))],
+    }
+
+    @abstractmethod
+    def __init__(
+        self, hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+        learning_rate_init, power_t, max_iter, loss, shuffle, random_state, tol, verbose,
+        warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+        beta_1, beta_2, epsilon, n_iter_no_change, max_fun, dtype, n_threads, device,
+    ):
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+        self.device = device
+
+    # ---- the flat parameter buffer ------------------------------------------------------
+
+    def _bind_params(self, params):
+        """Make ``params`` the model's buffer; coefs_ and intercepts_ become views of it."""
+        self._params = params
+        self.coefs_, self.intercepts_ = self._layout.views(params)
+        self._param_views = (list(self.coefs_), list(self.intercepts_))
+
+    def _current_params(self, dtype):
+        """The flat buffer, rebuilt from coefs_/intercepts_ when they are no longer its views
+        (assigned by the user, or unpickled) or are of another dtype. Never modifies self."""
+        params = getattr(self, "_params", None)
+        views = getattr(self, "_param_views", None)
+        intact = (
+            params is not None
+            and views is not None
+            and params.dtype == dtype
+            and len(self.coefs_) == len(views[0])
+            and len(self.intercepts_) == len(views[1])
+            and all(a is b for a, b in zip(self.coefs_, views[0]))
+            and all(a is b for a, b in zip(self.intercepts_, views[1]))
+        )
+        if intact:
+            return params
+        layout = _Layout(
+            [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        )
+        params = np.empty(layout.n_params, dtype=dtype)
+        for c, s in zip(self.coefs_, layout.coef_slices):
+            params[s] = np.asarray(c).ravel()
+        for b, s in zip(self.intercepts_, layout.intercept_slices):
+            params[s] = np.asarray(b).ravel()
+        return params
+
+    def _adopt_params(self, dtype):
+        """Before training: make sure the buffer and its views are the model's state."""
+        params = self._current_params(dtype)
+        if params is not getattr(self, "_params", None):
+            self._bind_params(params)
+
+    def _compute_dtype(self):
+        return _resolve_dtype(self.dtype)
+
+    def _engine_for(self, layer_units, loss):
+        device = _engine.resolve_device(self.device)
+        return _engine.make_engine(
+            device, self._compute_dtype(), layer_units, self.activation, loss, self.n_threads
+        )
+
+    def _engine_loss(self):
+        """The engine's loss: the user's loss paired with the output activation."""
+        if self.out_activation_ == "softmax":
+            return "log_loss"
+        if self.out_activation_ == "logistic":
+            return "binary_log_loss"
+        return self.loss
+
+    # ---- fitting ------------------------------------------------------------------------
+
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+
+        # Same random draws, in the same order, as scikit-learn: per layer, coef then intercept.
+        self._layout = _Layout(layer_units)
+        params = np.empty(self._layout.n_params, dtype=dtype)
+        for i in range(self.n_layers_ - 1):
+            coef_init, intercept_init = self._init_coef(layer_units[i], layer_units[i + 1])
+            params[self._layout.coef_slices[i]] = coef_init.ravel()
+            params[self._layout.intercept_slices[i]] = intercept_init
+        self._bind_params(params)
+        self._best_params = params.copy()
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _init_coef(self, fan_in, fan_out):
+        # Glorot et al.'s uniform initialisation, drawn in float64 as scikit-learn does
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        init_bound = np.sqrt(factor / (fan_in + fan_out))
+        coef_init = self._random_state.uniform(-init_bound, init_bound, (fan_in, fan_out))
+        intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
+        return coef_init, intercept_init
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        hidden_layer_sizes = self.hidden_layer_sizes
+        if not hasattr(hidden_layer_sizes, "__iter__"):
+            hidden_layer_sizes = [hidden_layer_sizes]
+        hidden_layer_sizes = list(hidden_layer_sizes)
+
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError(
+                "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
+            )
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        dtype = self._compute_dtype()
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+
+        self.n_outputs_ = y.shape[1]
+
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+
+        self._random_state = check_random_state(self.random_state)
+
+        if first_pass:
+            self._initialize(y, layer_units, dtype)
+        else:
+            self._check_continuation(layer_units, dtype)
+
+        X_engine = _engine.as_engine_input(X)
+        Y = np.ascontiguousarray(y, dtype=dtype)
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
+        engine = self._engine_for(layer_units, self._engine_loss())
+
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, X_engine, Y, sample_weight, engine, incremental)
+        elif self.solver == "lbfgs":
+            self._fit_lbfgs(X_engine, Y, sample_weight, engine)
+
+        if not np.isfinite(self._params).all():
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _check_continuation(self, layer_units, dtype):
+        """warm_start and partial_fit continue the model they have: it must fit the data."""
+        current = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        if list(current) != list(layer_units):
+            raise ValueError(
+                "The network has layer sizes %s but this call needs %s: "
+                "hidden_layer_sizes, the number of features or the number of outputs "
+                "changed since the last fit. Refit from scratch (warm_start=False)."
+                % (current, list(layer_units))
+            )
+        self.n_layers_ = len(layer_units)
+        self._layout = _Layout(layer_units)
+        self._adopt_params(dtype)
+        optimizer = getattr(self, "_optimizer", None)
+        if optimizer is not None and optimizer.arrays()[
+            "velocity" if optimizer.solver == "sgd" else "m"
+        ].dtype != dtype:
+            optimizer.astype(dtype)
+
+    def _fit_lbfgs(self, X, Y, sample_weight, engine):
+        layout = self._layout
+        params = self._params
+        grad = np.empty_like(params)
+
+        def loss_grad(packed):
+            params[layout.to_sklearn_order] = packed
+            loss = engine.loss_grad(X, Y, sample_weight, params, float(self.alpha), grad)
+            return loss, grad[layout.to_sklearn_order].astype(np.float64)
+
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        opt_res = scipy.optimize.minimize(
+            loss_grad,
+            params[layout.to_sklearn_order].astype(np.float64),
+            method="L-BFGS-B",
+            jac=True,
+            options={
+                "maxfun": self.max_fun,
+                "maxiter": self.max_iter,
+                "gtol": self.tol,
+                **_get_additional_lbfgs_options_dict("iprint", iprint),
+            },
+        )
+        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.loss_ = float(opt_res.fun)
+        params[layout.to_sklearn_order] = opt_res.x
+
+    def _make_optimizer(self, n_params, dtype):
+        if self.solver == "sgd":
+            return SGDOptimizer(
+                n_params, dtype, self.learning_rate_init, self.learning_rate, self.momentum,
+                self.nesterovs_momentum, self.power_t,
+            )
+        return AdamOptimizer(
+            n_params, dtype, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
+        )
+
+    def _fit_stochastic(self, X, X_engine, Y, sample_weight, engine, incremental):
+        params = self._params
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._make_optimizer(params.shape[0], params.dtype)
+
+        # early_stopping in partial_fit doesn't make sense
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        n_total = X.shape[0]
+        if early_stopping:
+            # Split row indices exactly as scikit-learn splits the arrays (same random draws);
+            # training then reads X in place through the indices instead of copying it.
+            should_stratify = is_classifier(self) and self.n_outputs_ == 1
+            stratify = Y if should_stratify else None
+            train_idx, val_idx = train_test_split(
+                np.arange(n_total),
+                random_state=self._random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if val_idx.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            X_val = X[val_idx]
+            y_val = Y[val_idx]
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            sample_weight_val = None if sample_weight is None else sample_weight[val_idx]
+        else:
+            train_idx = None
+            X_val = y_val = sample_weight_val = None
+
+        n_samples = n_total if train_idx is None else train_idx.shape[0]
+        sample_idx = np.arange(n_samples, dtype=np.int64)
+
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped"
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        hyper = dict(batch_size=batch_size, alpha=float(self.alpha))
+        try:
+            self.n_iter_ = 0
+            for it in range(self.max_iter):
+                if self.shuffle:
+                    # Only the indices are shuffled, as in scikit-learn (same random draws).
+                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                order = sample_idx if train_idx is None else train_idx[sample_idx]
+                order = np.ascontiguousarray(order, dtype=np.int64)
+
+                result = engine.run_epoch(
+                    X_engine, Y, sample_weight, order, params, self._optimizer.arrays(),
+                    {**hyper, **self._optimizer.hyper()},
+                )
+                if not np.isfinite(params).all():
+                    raise ValueError(
+                        "Solver produced non-finite parameter weights. The input data may"
+                        " contain large values and need to be preprocessed."
+                    )
+
+                self.n_iter_ += 1
+                self.loss_ = result["accumulated_loss"] / n_samples
+
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                # update no_improvement_count based on training loss or
+                # validation score according to early_stopping
+                self._update_no_improvement_count(
+                    early_stopping, X_val, y_val, sample_weight_val
+                )
+
+                # for learning rate that needs to be updated at iteration end
+                self._optimizer.iteration_ends(self.t_)
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    # not better than last `n_iter_no_change` iterations by tol
+                    # stop or decrease learning rate
+                    if early_stopping:
+                        msg = (
+                            "Validation score did not improve more than "
+                            "tol=%f for %d consecutive epochs."
+                            % (self.tol, self.n_iter_no_change)
+                        )
+                    else:
+                        msg = (
+                            "Training loss did not improve more than tol=%f"
+                            " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
+                        )
+
+                    is_stopping = self._optimizer.trigger_stopping(msg, self.verbose)
+                    if is_stopping:
+                        break
+                    else:
+                        self._no_improvement_count = 0
+
+                if incremental:
+                    break
+
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet." % self.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        if early_stopping:
+            # restore best weights
+            params[:] = self._best_params
+
+    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+        if early_stopping:
+            # compute validation score (can be NaN), use that for stopping
+            val_score = self._score(X, y, sample_weight=sample_weight)
+
+            self.validation_scores_.append(val_score)
+
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            # update best parameters
+            # use validation_scores_, not loss_curve_
+            last_valid_score = self.validation_scores_[-1]
+
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                self._best_params = self._params.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers in
+            regression).
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Returns a trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                " optimizers. %s is not stochastic." % self.solver
+            )
+        return True
+
+    # ---- prediction ---------------------------------------------------------------------
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """The network's output for X, output activation applied.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        check_input : bool, default=True
+            Perform input data validation or not.
+
+        Returns
+        -------
+        y_pred : ndarray of shape (n_samples, n_outputs)
+        """
+        if check_input:
+            X = validate_data(
+                self,
+                X,
+                accept_sparse=["csr", "csc"],
+                dtype=(self.coefs_[0].dtype.type, np.float64, np.float32),
+                reset=False,
+            )
+        dtype = self.coefs_[0].dtype.type
+        if dtype not in (np.float32, np.float64):
+            dtype = np.float64
+        params = self._current_params(dtype)
+        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        engine = _engine.make_engine(
+            _engine.resolve_device(self.device), dtype, units, self.activation,
+            self._engine_loss(), self.n_threads,
+        )
+        return engine.predict(_engine.as_engine_input(X), params)
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        """Private score method without input validation."""
+        # Input validation would remove feature names, so we disable it
+        y_pred = self._predict(X, check_input=False)
+
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    # ---- scikit-learn protocol ----------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        # coefs_ and intercepts_ are pickled as arrays; the flat buffer they view is rebuilt
+        # from them on the next use, so it is not pickled twice.
+        for key in ("_params", "_param_views", "_layout"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "coefs_" in state:
+            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+            self._layout = _Layout(units)
+            self._bind_params(self._current_params(self.coefs_[0].dtype.type))
+
+
+_COMMON_PARAMS_DOC = """
+    hidden_layer_sizes : array-like of shape(n_layers - 2,), default=(100,)
+        The ith element represents the number of neurons in the ith hidden layer.
+
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Activation function for the hidden layer: 'identity' f(x) = x, 'logistic'
+        f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x), 'relu' f(x) = max(0, x).
+
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        The solver for weight optimization: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on the
+        full-batch loss and gradient computed by the engine), 'sgd' (stochastic gradient
+        descent) or 'adam' (Kingma and Ba's stochastic optimizer).
+
+    alpha : float, default=0.0001
+        Strength of the L2 regularization term. The L2 regularization term is divided by the
+        sample size when added to the loss.
+
+    batch_size : int, default='auto'
+        Size of minibatches for stochastic optimizers. If the solver is 'lbfgs', no
+        minibatches are used. When set to "auto", `batch_size=min(200, n_samples)`.
+
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Learning rate schedule for weight updates ('sgd' only): 'constant' keeps
+        `learning_rate_init`; 'invscaling' uses `learning_rate_init / pow(t, power_t)`;
+        'adaptive' divides the rate by 5 each time two consecutive epochs fail to improve
+        the training loss (or the validation score with `early_stopping`) by `tol`.
+
+    learning_rate_init : float, default=0.001
+        The initial learning rate ('sgd' and 'adam').
+
+    power_t : float, default=0.5
+        The exponent for inverse scaling learning rate ('sgd' with 'invscaling').
+
+    max_iter : int, default=200
+        Maximum number of iterations: epochs for the stochastic solvers, iterations for
+        'lbfgs'.
+
+    shuffle : bool, default=True
+        Whether to shuffle samples in each iteration ('sgd' and 'adam').
+
+    random_state : int, RandomState instance, default=None
+        Determines the weight initialisation, the train-validation split of early stopping
+        and the batch order. With `dtype=float64` the same value gives scikit-learn's
+        numbers.
+
+    tol : float, default=1e-4
+        Tolerance for the optimization: training stops (or, with 'adaptive', the rate
+        drops) when the loss or score does not improve by at least `tol` for
+        `n_iter_no_change` consecutive iterations.
+
+    verbose : bool, default=False
+        Whether to print progress messages to stdout.
+
+    warm_start : bool, default=False
+        When set to True, reuse the solution of the previous call to fit as initialization.
+
+    momentum : float, default=0.9
+        Momentum for gradient descent update, in [0, 1] ('sgd').
+
+    nesterovs_momentum : bool, default=True
+        Whether to use Nesterov's momentum ('sgd' with momentum > 0).
+
+    early_stopping : bool, default=False
+        Whether to set aside `validation_fraction` of the training data (stratified for
+        single-output classification) and stop when the validation score does not improve
+        by `tol` for `n_iter_no_change` epochs; the best weights are restored.
+
+    validation_fraction : float, default=0.1
+        The proportion of training data to set aside as validation set for early stopping.
+
+    beta_1 : float, default=0.9
+        Exponential decay rate for the first moment estimates in adam, in [0, 1).
+
+    beta_2 : float, default=0.999
+        Exponential decay rate for the second moment estimates in adam, in [0, 1).
+
+    epsilon : float, default=1e-8
+        Value for numerical stability in adam.
+
+    n_iter_no_change : int, default=10
+        Maximum number of epochs to not meet `tol` improvement ('sgd' and 'adam').
+
+    max_fun : int, default=15000
+        Maximum number of loss function calls ('lbfgs').
+
+    dtype : {'float32', 'float64'} or numpy float type, default='float32'
+        Compute precision of training and prediction (fusedmlp's own parameter). float32
+        is about twice as fast and trains as well, as in deep-learning libraries; float64
+        with the same `random_state` reproduces scikit-learn's numbers. The input is read
+        in its own float type and converted batch by batch, never copied as a whole.
+
+    n_threads : int, default=None
+        Number of CPU threads (fusedmlp's own parameter). None uses OpenMP's current limit,
+        which follows `OMP_NUM_THREADS` and threadpoolctl.
+
+    device : {'cpu', 'cuda', 'auto'}, default='cpu'
+        Where training and prediction run (fusedmlp's own parameter). 'auto' picks 'cuda'
+        when `fusedmlp.cuda_available()`. Fitted attributes are numpy arrays either way.
+"""
+
+_COMMON_ATTRIBUTES_DOC = """
+    loss_ : float
+        The current loss computed with the loss function.
+
+    best_loss_ : float or None
+        The minimum loss reached by the solver throughout fitting; None with
+        `early_stopping=True` (see `best_validation_score_`). Stochastic solvers only.
+
+    loss_curve_ : list of shape (`n_iter_`,)
+        The loss at the end of each iteration. Stochastic solvers only.
+
+    validation_scores_ : list of shape (`n_iter_`,) or None
+        The score on the held-out validation set at each iteration, with
+        `early_stopping=True`; otherwise None.
+
+    best_validation_score_ : float or None
+        The best validation score, with `early_stopping=True`; otherwise None.
+
+    t_ : int
+        The number of training samples seen by the solver during fitting.
+
+    coefs_ : list of shape (n_layers - 1,)
+        The ith element is the weight matrix of layer i, of shape (fan_in, fan_out), in the
+        compute dtype. The arrays are views of one flat parameter buffer; assigning new
+        arrays is allowed and takes effect on the next call.
+
+    intercepts_ : list of shape (n_layers - 1,)
+        The ith element is the bias vector of layer i + 1.
+
+    n_features_in_ : int
+        Number of features seen during fit.
+
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features seen during fit, when `X` has string feature names.
+
+    n_iter_ : int
+        The number of iterations the solver has run.
+
+    n_layers_ : int
+        Number of layers.
+
+    n_outputs_ : int
+        Number of outputs.
+
+    out_activation_ : str
+        Name of the output activation function.
+"""
+
+
+class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multi-layer Perceptron classifier, a drop-in for scikit-learn's MLPClassifier.
+
+    Optimizes the log-loss with L-BFGS, SGD or Adam. Training runs one native call per
+    epoch on fusedmlp's fused engines; parameters, attributes and behaviour are
+    scikit-learn's, plus the keyword-only `dtype`, `n_threads` and `device`.
+
+    Parameters
+    ----------"""
+        + _COMMON_PARAMS_DOC
+        + """
+    Attributes
+    ----------
+    classes_ : ndarray or list of ndarray of shape (n_classes,)
+        Class labels for each output.
+"""
+        + _COMMON_ATTRIBUTES_DOC
+        + """
+    Examples
+    --------
+    >>> from fusedmlp import MLPClassifier
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(n_samples=100, random_state=1)
+    >>> clf = MLPClassifier(random_state=1, max_iter=300).fit(X, y)
+    >>> clf.predict(X[:3]).shape
+    (3,)
+    """
+    )
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        dtype="float32",
+        n_threads=None,
+        device="cpu",
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss="log_loss",
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            dtype=dtype,
+            n_threads=n_threads,
+            device=device,
+        )
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            dtype=_input_dtypes(self._compute_dtype()),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+
+        # incremental warm_start classes_ def  action
+        #    0            0         0        define classes_
+        #    0            1         0        define classes_
+        #    0            0         1        redefine classes_
+        #    0            1         1        check compat warm_start
+        #    1            1         1        check compat warm_start
+        #    1            0         1        check compat last fit
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron classifier.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray, shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X, y, sample_weight=None):
+        return super()._score_with_function(
+            X, y, sample_weight=sample_weight, score_function=accuracy_score
+        )
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : array-like of shape (n_samples,)
+            The target values.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        classes : array of shape (n_classes,), default=None
+            Classes across all calls to partial_fit; required on the first call.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """Return the log of probability estimates.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+            `log(predict_proba(X))`.
+        """
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+            The predicted probability of each class, in the order of `classes_`.
+        """
+        check_is_fitted(self)
+        y_pred = self._forward_pass_fast(X)
+
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
+    __doc__ = (
+        """Multi-layer Perceptron regressor, a drop-in for scikit-learn's MLPRegressor.
+
+    Optimizes the half squared error or the half Poisson deviance with L-BFGS, SGD or Adam,
+    one native call per epoch on fusedmlp's fused engines.
+
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default='squared_error'
+        The loss: half squared error with an identity output, or half Poisson deviance with
+        an exponential output (log link), which needs `y >= 0`.
+"""
+        + _COMMON_PARAMS_DOC
+        + """
+    Attributes
+    ----------"""
+        + _COMMON_ATTRIBUTES_DOC
+        + """
+    Notes
+    -----
+    `partial_fit` is available for the stochastic solvers only. scikit-learn 1.9 also offers
+    it with solver='lbfgs', where it silently runs a whole L-BFGS fit; here, as for
+    MLPClassifier, it raises AttributeError.
+
+    Examples
+    --------
+    >>> from fusedmlp import MLPRegressor
+    >>> from sklearn.datasets import make_regression
+    >>> X, y = make_regression(n_samples=200, n_features=20, random_state=1)
+    >>> regr = MLPRegressor(random_state=1, max_iter=2000, tol=0.1).fit(X, y)
+    >>> regr.predict(X[:2]).shape
+    (2,)
+    """
+    )
+
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        dtype="float32",
+        n_threads=None,
+        device="cpu",
+    ):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            solver=solver,
+            alpha=alpha,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init,
+            power_t=power_t,
+            max_iter=max_iter,
+            loss=loss,
+            shuffle=shuffle,
+            random_state=random_state,
+            tol=tol,
+            verbose=verbose,
+            warm_start=warm_start,
+            momentum=momentum,
+            nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            beta_1=beta_1,
+            beta_2=beta_2,
+            epsilon=epsilon,
+            n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun,
+            dtype=dtype,
+            n_threads=n_threads,
+            device=device,
+        )
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted values.
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def _score(self, X, y, sample_weight=None):
+        return super()._score_with_function(
+            X, y, sample_weight=sample_weight, score_function=r2_score
+        )
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            y_numeric=True,
+            dtype=_input_dtypes(self._compute_dtype()),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(
+                "Some value(s) of y are negative which is not allowed for the "
+                "Poisson loss."
+            )
+        return X, y
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single iteration over the given data.
+
+        Available for the stochastic solvers ('sgd', 'adam') only.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        y : ndarray of shape (n_samples,)
+            The target values.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+def _input_dtypes(compute_dtype):
+    """Float inputs are kept in their own type; anything else becomes the compute type."""
+    return (compute_dtype, np.float64 if compute_dtype == np.float32 else np.float32)

@@ -1,0 +1,20 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Real datasets beside the project (../shared/data), or where FUSEDMLP_DATA points.
+DATA_DIR = Path(os.environ.get("FUSEDMLP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def load_npz(name):
+    path = DATA_DIR / name
+    if not path.exists():
+        pytest.skip(f"dataset {path} is not present")
+    return np.load(path)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

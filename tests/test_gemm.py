@@ -1,0 +1,177 @@
+"""The CPU GEMM against a float64 numpy reference: every m, n, k remainder around the
+micro-tile sizes, every operand layout the trainer uses, every epilogue, every instruction set
+this CPU can run, float32 and float64."""
+
+import numpy as np
+import pytest
+
+from fusedmlp import _cpu
+
+ISAS = [i for i in ("generic", "avx2", "avx512")
+        if ["generic", "avx2", "avx512"].index(i) <= ["generic", "avx2", "avx512"].index(_cpu.best_isa())]
+GEMM = {np.float32: _cpu.gemm_f32, np.float64: _cpu.gemm_f64}
+EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    before = _cpu.active_isa()
+    _cpu.set_isa(request.param)
+    yield request.param
+    _cpu.set_isa(before)
+
+
+def check_close(got, ref, k, dtype, what):
+    """|got - ref| <= abs_tol + |ref| * eps * growth, printing the first mismatches."""
+    tol = EPS[dtype] * (4 * max(k, 1)) * (1.0 + np.abs(ref))
+    bad = np.argwhere(~(np.abs(got - ref) <= tol))
+    if bad.size:
+        lines = [f"{tuple(i)}: got {got[tuple(i)]!r} ref {ref[tuple(i)]!r}" for i in bad[:5]]
+        pytest.fail(f"{what}: {len(bad)} mismatches, first:\n" + "\n".join(lines))
+
+
+def layouts(a):
+    """The same matrix as C-order, Fortran-order, and a transposed view of a copy."""
+    yield a
+    yield np.asfortranarray(a)
+    yield np.ascontiguousarray(a.T).T
+
+
+# sizes around the micro-tile edges of every instruction set: MR in {4, 6, 12}, NR in {8, 16, 32}
+EDGE = [1, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 24, 31, 32, 33, 47, 49]
+KS = [0, 1, 2, 7, 8, 9, 191, 192, 193, 257, 450]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_remainder(isa, dtype):
+    rng = np.random.default_rng(1)
+    for m in EDGE:
+        for n in EDGE:
+            k = KS[(m * 7 + n) % len(KS)]
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            ref = a.astype(np.float64) @ b.astype(np.float64)
+            check_close(GEMM[dtype](a, b), ref, k, dtype, f"{isa} m={m} n={n} k={k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_depth(isa, dtype):
+    rng = np.random.default_rng(2)
+    for k in KS:
+        a = rng.standard_normal((13, k)).astype(dtype)
+        b = rng.standard_normal((k, 33)).astype(dtype)
+        ref = a.astype(np.float64) @ b.astype(np.float64)
+        check_close(GEMM[dtype](a, b), ref, k, dtype, f"{isa} k={k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_operands(isa, dtype):
+    rng = np.random.default_rng(3)
+    for m, n, k in [(37, 50, 29), (200, 33, 13), (5, 300, 200)]:
+        a0 = rng.standard_normal((m, k)).astype(dtype)
+        b0 = rng.standard_normal((k, n)).astype(dtype)
+        ref = a0.astype(np.float64) @ b0.astype(np.float64)
+        for a in layouts(a0):
+            for b in layouts(b0):
+                check_close(GEMM[dtype](a, b), ref, k, dtype, f"{isa} {m}x{n}x{k} strides {a.strides} {b.strides}")
+        # strided (non-unit) views in both dimensions are packed too
+        big = np.zeros((2 * m, 3 * k), dtype=dtype)
+        big[::2, ::3] = a0
+        check_close(GEMM[dtype](big[::2, ::3], b0), ref, k, dtype, f"{isa} doubly strided A")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu"])
+def test_bias_activation_epilogue(isa, dtype, act):
+    rng = np.random.default_rng(4)
+    m, n, k = 29, 45, 70
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype) / 8
+    bias = rng.standard_normal(n).astype(dtype)
+    z = a.astype(np.float64) @ b.astype(np.float64) + bias
+    ref = {"identity": z, "logistic": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z), "relu": np.maximum(z, 0)}[act]
+    got = GEMM[dtype](a, b, epilogue="bias_activation", activation=act, bias=bias)
+    check_close(got, ref, k, dtype, f"{isa} {act}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_grad_epilogue_and_colsum(isa, dtype):
+    # dW = (A^T dZ + alpha W) * scale with A^T read in place, db = colsum(dZ) * scale
+    rng = np.random.default_rng(5)
+    batch, fan_in, fan_out = 57, 40, 35
+    act = rng.standard_normal((batch, fan_in)).astype(dtype)
+    dz = rng.standard_normal((batch, fan_out)).astype(dtype)
+    w = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+    alpha, scale = 0.3, 1 / batch
+    got, colsum = GEMM[dtype](act.T, dz, epilogue="weight_grad", aux=w, alpha=alpha, scale=scale, colsum=True)
+    ref = (act.astype(np.float64).T @ dz + alpha * w) * scale
+    check_close(got, ref, batch, dtype, f"{isa} weight grad")
+    check_close(colsum, dz.astype(np.float64).sum(0) * scale, batch, dtype, f"{isa} colsum")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", ["identity", "logistic", "tanh", "relu"])
+def test_activation_grad_epilogue(isa, dtype, act):
+    # dZ_prev = (dZ W^T) * f'(a_prev), W^T read through strides
+    rng = np.random.default_rng(6)
+    batch, fan_in, fan_out = 43, 37, 26
+    dz = rng.standard_normal((batch, fan_out)).astype(dtype)
+    w = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+    z = rng.standard_normal((batch, fan_in))
+    a_prev = {"identity": z, "logistic": 1 / (1 + np.exp(-z)), "tanh": np.tanh(z), "relu": np.maximum(z, 0)}[act].astype(dtype)
+    deriv = {"identity": np.ones_like(z), "logistic": a_prev * (1 - a_prev), "tanh": 1 - a_prev.astype(np.float64) ** 2,
+             "relu": (a_prev != 0).astype(np.float64)}[act]
+    got = GEMM[dtype](dz, w.T, epilogue="activation_grad", activation=act, aux=a_prev)
+    ref = (dz.astype(np.float64) @ w.T.astype(np.float64)) * deriv
+    check_close(got, ref, fan_out, dtype, f"{isa} {act} grad")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulate(isa, dtype):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((30, 500)).astype(dtype)
+    b = rng.standard_normal((500, 40)).astype(dtype)
+    c0 = rng.standard_normal((30, 40)).astype(dtype)
+    got = GEMM[dtype](a, b, c=c0)
+    check_close(got, c0 + a.astype(np.float64) @ b, 500, dtype, f"{isa} accumulate")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_big_residual(isa, dtype, threads):
+    # Big sizes checked cheaply: C t against A (B t) for a random vector t.
+    rng = np.random.default_rng(8)
+    m, n, k = 1031, 777, 1500
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    t = rng.standard_normal(n)
+    c = GEMM[dtype](a, b, n_threads=threads)
+    lhs = c.astype(np.float64) @ t
+    rhs = a.astype(np.float64) @ (b.astype(np.float64) @ t)
+    scale = np.abs(a).astype(np.float64) @ (np.abs(b).astype(np.float64) @ np.abs(t))
+    assert np.all(np.abs(lhs - rhs) <= 4 * k * EPS[dtype] * scale)
+
+
+def test_rows_do_not_depend_on_the_batch(isa):
+    # A row's result is the same whether it is computed alone, in a tile edge or mid-batch:
+    # predictions do not change with the batch they are made in.
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((97, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 70)).astype(np.float32)
+    full = _cpu.gemm_f32(a, b)
+    for rows in (slice(0, 1), slice(5, 6), slice(13, 40), slice(96, 97)):
+        np.testing.assert_array_equal(_cpu.gemm_f32(a[rows], b), full[rows])
+
+
+def test_bad_arguments():
+    a = np.ones((3, 4), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        _cpu.gemm_f32(a, np.ones((5, 2), np.float32))
+    with pytest.raises(TypeError):
+        _cpu.gemm_f32(a, np.ones((4, 2), np.float64))
+    with pytest.raises(ValueError, match="unknown"):
+        _cpu.gemm_f32(a, np.ones((4, 2), np.float32), epilogue="nope")
+    with pytest.raises(ValueError):
+        _cpu.gemm_f32(a, np.ones((4, 2), np.float32), epilogue="bias_activation", activation="softmax", bias=np.ones(2))
+    with pytest.raises(ValueError, match="instruction set"):
+        _cpu.set_isa("sse9")

@@ -1,0 +1,163 @@
+"""float64 parity with scikit-learn: same random_state, same initial weights, and after 10
+epochs the same loss_curve_ and coefs_ to a relative tolerance of 1e-6."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import neural_network as sk
+from sklearn.datasets import make_classification, make_multilabel_classification, make_regression
+from sklearn.preprocessing import LabelBinarizer, StandardScaler
+from sklearn.utils import check_random_state
+
+import fusedmlp as fm
+
+RTOL = 1e-6
+SOLVERS = {
+    "sgd-nesterov": dict(solver="sgd", learning_rate_init=0.05, nesterovs_momentum=True),
+    "sgd-momentum": dict(solver="sgd", learning_rate_init=0.05, nesterovs_momentum=False),
+    "sgd-invscaling": dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.2, momentum=0.5),
+    "sgd-adaptive": dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.05, tol=0.5,
+                         n_iter_no_change=1),
+    "adam": dict(solver="adam", learning_rate_init=0.01),
+    "lbfgs": dict(solver="lbfgs"),
+}
+ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
+TARGETS = ["regression", "multioutput-regression", "binary", "multiclass", "multilabel"]
+
+
+def make_data(target, n=157, d=9):
+    if target in ("regression", "multioutput-regression"):
+        X, y = make_regression(n_samples=n, n_features=d, n_targets=1 if target == "regression" else 3,
+                               noise=5.0, random_state=0)
+        y = y / np.std(y)
+    elif target == "binary":
+        X, y = make_classification(n_samples=n, n_features=d, n_informative=5, random_state=0)
+    elif target == "multiclass":
+        X, y = make_classification(n_samples=n, n_features=d, n_informative=6, n_classes=4, random_state=0)
+        y = np.array(["ant", "bee", "cat", "dog"])[y]
+    else:
+        X, y = make_multilabel_classification(n_samples=n, n_features=d, n_classes=3, random_state=0)
+    return StandardScaler().fit_transform(X), y
+
+
+def fit_pair(target, params, sample_weight=None, X=None, y=None, **fit_kw):
+    if X is None:
+        X, y = make_data(target)
+    cls = ("MLPRegressor" if "regression" in target else "MLPClassifier")
+    kw = dict(hidden_layer_sizes=(11, 7), random_state=3, max_iter=10, batch_size=32, n_iter_no_change=100)
+    kw.update(params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = getattr(sk, cls)(**kw).fit(X, y, sample_weight=sample_weight, **fit_kw)
+        got = getattr(fm, cls)(dtype="float64", **kw).fit(X, y, sample_weight=sample_weight, **fit_kw)
+    return ref, got
+
+
+def assert_same_model(ref, got):
+    assert got.n_iter_ == ref.n_iter_
+    assert got.t_ == ref.t_
+    assert got.out_activation_ == ref.out_activation_
+    assert got.n_layers_ == ref.n_layers_ and got.n_outputs_ == ref.n_outputs_
+    np.testing.assert_allclose(got.loss_, ref.loss_, rtol=RTOL)
+    if hasattr(ref, "loss_curve_"):
+        np.testing.assert_allclose(got.loss_curve_, ref.loss_curve_, rtol=RTOL)
+        assert got.best_loss_ == pytest.approx(ref.best_loss_, rel=RTOL) if ref.best_loss_ is not None else got.best_loss_ is None
+        if ref.validation_scores_ is not None:
+            np.testing.assert_allclose(got.validation_scores_, ref.validation_scores_, rtol=RTOL)
+            assert got.best_validation_score_ == pytest.approx(ref.best_validation_score_, rel=RTOL)
+        else:
+            assert got.validation_scores_ is None and got.best_validation_score_ is None
+    for a, b in zip(got.coefs_ + got.intercepts_, ref.coefs_ + ref.intercepts_):
+        assert a.dtype == np.float64 and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-12)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_parity(solver, activation, target):
+    ref, got = fit_pair(target, dict(SOLVERS[solver], activation=activation))
+    assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("solver", list(SOLVERS))
+def test_parity_sample_weight(solver, target):
+    X, y = make_data(target)
+    sw = check_random_state(7).uniform(0.1, 3.0, X.shape[0])
+    ref, got = fit_pair(target, dict(SOLVERS[solver], activation="tanh"), sample_weight=sw, X=X, y=y)
+    assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_parity_early_stopping(solver, target, weighted):
+    X, y = make_data(target, n=300)
+    sw = check_random_state(7).uniform(0.1, 3.0, X.shape[0]) if weighted else None
+    params = dict(SOLVERS[solver], activation="relu", early_stopping=True, validation_fraction=0.2,
+                  n_iter_no_change=3, tol=1e-2, max_iter=30)
+    ref, got = fit_pair(target, params, sample_weight=sw, X=X, y=y)
+    assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam", "lbfgs"])
+def test_parity_poisson(solver):
+    rng = check_random_state(0)
+    X = rng.standard_normal((200, 6))
+    y = rng.poisson(np.exp(X[:, 0] * 0.5 + 0.2))
+    ref, got = fit_pair("regression", dict(SOLVERS[solver], loss="poisson", activation="tanh"), X=X, y=y)
+    assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_parity_sparse(fmt, solver):
+    X, y = make_data("multiclass")
+    X[np.abs(X) < 0.8] = 0
+    Xs = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+    ref, got = fit_pair("multiclass", dict(SOLVERS[solver], activation="relu"), X=Xs, y=y)
+    assert_same_model(ref, got)
+    _, dense = fit_pair("multiclass", dict(SOLVERS[solver], activation="relu"), X=X, y=y)
+    assert_same_model(ref, dense)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_parity_partial_fit_and_warm_start(shuffle):
+    X, y = make_data("multiclass")
+    kw = dict(hidden_layer_sizes=(11, 7), random_state=3, batch_size=25, shuffle=shuffle, learning_rate_init=0.01)
+    ref = sk.MLPClassifier(**kw)
+    got = fm.MLPClassifier(dtype="float64", **kw)
+    classes = np.unique(y)
+    for _ in range(4):
+        ref.partial_fit(X, y, classes=classes)
+        got.partial_fit(X, y, classes=classes)
+    assert_same_model(ref, got)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref.set_params(warm_start=True, max_iter=5).fit(X, y)
+        got.set_params(warm_start=True, max_iter=5).fit(X, y)
+    assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_initial_weights_identical(target, activation):
+    X, y = make_data(target)
+    y2 = np.asarray(y)
+    est_cls = (sk.MLPRegressor, fm.MLPRegressor) if "regression" in target else (sk.MLPClassifier, fm.MLPClassifier)
+    models = []
+    for est in (est_cls[0](activation=activation, random_state=11, hidden_layer_sizes=(13, 5)),
+                est_cls[1](activation=activation, random_state=11, hidden_layer_sizes=(13, 5), dtype="float64")):
+        yb = y2
+        if "regression" not in target:
+            est._label_binarizer = LabelBinarizer().fit(y2)
+            yb = est._label_binarizer.transform(y2)
+        yb = yb.reshape(len(yb), -1)
+        est._random_state = check_random_state(11)
+        est._initialize(yb, [X.shape[1], 13, 5, yb.shape[1]], np.float64)
+        models.append(est)
+    for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
+        np.testing.assert_array_equal(a, b)
