@@ -26,7 +26,7 @@ const char* type_name() {
 
 template <class T>
 bool has_type(const py::array& a) {
-  return a.dtype().is(py::dtype::of<T>());
+  return a.dtype().equal(py::dtype::of<T>());
 }
 
 template <class T>
@@ -210,8 +210,8 @@ class PyTrainer {
     const NetworkLayout& L = trainer_.layout();
     InputHolder in = to_input(x, L.n_inputs());
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
-    py::array_t<T> out({in.m.n_rows, L.n_outputs()});
-    T* o = out.mutable_data();
+    py::array_t<double> out({in.m.n_rows, L.n_outputs()});
+    double* o = out.mutable_data();
     {
       py::gil_scoped_release release;
       trainer_.predict(in.m, p, o);

@@ -222,7 +222,7 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
 }
 
 template <class T>
-void Trainer<T>::predict(const InputMatrix& x, const T* params, T* result) {
+void Trainer<T>::predict(const InputMatrix& x, const T* params, double* result) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   ensure_rows(chunk);
@@ -232,8 +232,12 @@ void Trainer<T>::predict(const InputMatrix& x, const T* params, T* result) {
     const index_t rows = std::min(chunk, n - start);
     gather_input<T>(x, nullptr, start, rows, batch_, n_threads_);
     forward(batch_, params, rows);
-    output_activation<T>(layout_.loss, out(last), rows, n_out);
-    std::memcpy(result + start * n_out, out(last), sizeof(T) * static_cast<size_t>(rows * n_out));
+    // The output activation runs in float64 whatever the compute type, so probabilities
+    // keep their float64 resolution (a float32 logistic rounds to exactly 1 beyond z = 17).
+    double* dst = result + start * n_out;
+    const T* z = out(last);
+    for (index_t i = 0; i < rows * n_out; ++i) dst[i] = static_cast<double>(z[i]);
+    output_activation<double>(layout_.loss, dst, rows, n_out);
   }
 }
 

@@ -65,8 +65,9 @@ class Trainer {
   double loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
                    const StopCheck& should_stop);
 
-  // out (n_rows x n_outputs) = the network's output, output activation applied.
-  void predict(const InputMatrix& x, const T* params, T* out);
+  // out (n_rows x n_outputs) = the network's output, the output activation applied in
+  // float64.
+  void predict(const InputMatrix& x, const T* params, double* out);
 
  private:
   void ensure_rows(index_t rows);

@@ -73,6 +73,8 @@ def as_engine_input(X):
     row pointers become 64-bit.
     """
     if not sp.issparse(X):
+        if not X.dtype.isnative:
+            X = X.astype(X.dtype.newbyteorder("="))
         return X
     X = X.tocsr()
     n_rows, n_cols = X.shape
@@ -81,7 +83,7 @@ def as_engine_input(X):
     if indices.dtype not in (np.int32, np.int64):
         indices = indices.astype(np.int64)
     indices = np.ascontiguousarray(indices)
-    data = np.ascontiguousarray(X.data)
+    data = np.ascontiguousarray(X.data, dtype=X.data.dtype.newbyteorder("="))
     if (
         indptr.shape[0] != n_rows + 1
         or indptr[0] != 0

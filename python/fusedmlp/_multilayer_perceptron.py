@@ -259,7 +259,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             params[self._layout.coef_slices[i]] = coef_init.ravel()
             params[self._layout.intercept_slices[i]] = intercept_init
         self._bind_params(params)
-        self._best_params = params.copy()
+        self._best_params = None  # the early-stopping snapshot, taken when first needed
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
@@ -397,6 +397,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
         n_total = X.shape[0]
+        if early_stopping and getattr(self, "_best_params", None) is None:
+            self._best_params = params.copy()
         if early_stopping:
             # Split row indices exactly as scikit-learn splits the arrays (same random draws);
             # training then reads X in place through the indices instead of copying it.
@@ -587,16 +589,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
         if check_input:
-            X = validate_data(
-                self,
-                X,
-                accept_sparse=["csr", "csc"],
-                dtype=(self.coefs_[0].dtype.type, np.float64, np.float32),
-                reset=False,
-            )
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(dtype)
         params = self._current_params(dtype)
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
         engine = _engine.make_engine(

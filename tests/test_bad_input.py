@@ -1,0 +1,211 @@
+"""Bad input gets scikit-learn's error (same exception type, same message), never a crash;
+and nothing a user passes in is modified."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import neural_network as sk
+from sklearn.exceptions import NotFittedError
+
+import fusedmlp as fm
+
+rng = np.random.default_rng(0)
+X = rng.standard_normal((40, 4))
+y_cls = np.arange(40) % 3
+y_reg = rng.standard_normal(40)
+
+
+def with_nan(a):
+    a = a.copy()
+    a[3, 1] = np.nan
+    return a
+
+
+def with_inf(a):
+    a = a.copy()
+    a[5, 2] = np.inf
+    return a
+
+
+BAD_FIT = {
+    "nan": (with_nan(X), y_cls, {}),
+    "inf": (with_inf(X), y_cls, {}),
+    "1d-X": (X[:, 0], y_cls, {}),
+    "3d-X": (X.reshape(40, 2, 2), y_cls, {}),
+    "empty": (X[:0], y_cls[:0], {}),
+    "no-features": (X[:, :0], y_cls, {}),
+    "strings": (np.array([["a", "b"]] * 40), y_cls, {}),
+    "object-none": (np.array([[None, 1.0]] * 40, dtype=object), y_cls, {}),
+    "complex": (X.astype(complex), y_cls, {}),
+    "short-y": (X, y_cls[:-1], {}),
+    "y-2d-bad": (X, np.ones((40, 2, 2)), {}),
+    "weight-length": (X, y_cls, {"sample_weight": np.ones(39)}),
+    "weight-2d": (X, y_cls, {"sample_weight": np.ones((40, 2))}),
+    "weight-nan": (X, y_cls, {"sample_weight": np.r_[np.nan, np.ones(39)]}),
+    "weight-string": (X, y_cls, {"sample_weight": "heavy"}),
+}
+
+BAD_PARAMS = [
+    dict(hidden_layer_sizes=0),
+    dict(hidden_layer_sizes=(10, -1)),
+    dict(hidden_layer_sizes="big"),
+    dict(activation="softmax"),
+    dict(solver="newton"),
+    dict(alpha=-1.0),
+    dict(batch_size=0),
+    dict(learning_rate="cyclic"),
+    dict(learning_rate_init=0.0),
+    dict(max_iter=0),
+    dict(momentum=1.5),
+    dict(validation_fraction=1.0),
+    dict(beta_1=1.0),
+    dict(epsilon=0.0),
+    dict(n_iter_no_change=0),
+    dict(tol=-1.0),
+]
+
+
+def outcome(est, fn):
+    """(exception type, message) of fn(est), or (None, None); the options listed in a
+    message's {...} are sorted, since set order may differ between two estimators."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            fn(est)
+        except Exception as e:  # noqa: BLE001 - the outcome itself is under test
+            return type(e), re.sub(r"\{([^{}]*)\}", lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", str(e))
+    return None, None
+
+
+@pytest.mark.parametrize("name", list(BAD_FIT))
+@pytest.mark.parametrize("cls", ["MLPClassifier", "MLPRegressor"])
+def test_bad_fit_input_same_error_as_sklearn(cls, name):
+    Xb, yb, kw = BAD_FIT[name]
+    yb = yb if cls == "MLPClassifier" or name in ("short-y", "y-2d-bad", "empty") else y_reg[: len(yb)]
+    kwargs = dict(max_iter=5, hidden_layer_sizes=(5,))
+    ref = outcome(getattr(sk, cls)(**kwargs), lambda e: e.fit(Xb, yb, **kw))
+    got = outcome(getattr(fm, cls)(**kwargs), lambda e: e.fit(Xb, yb, **kw))
+    assert ref[0] is not None, "scikit-learn accepted this input; the case is wrong"
+    assert got == ref
+
+
+@pytest.mark.parametrize("params", BAD_PARAMS, ids=str)
+@pytest.mark.parametrize("cls", ["MLPClassifier", "MLPRegressor"])
+def test_invalid_parameters_same_error_as_sklearn(cls, params):
+    ref = outcome(getattr(sk, cls)(**params), lambda e: e.fit(X, y_cls))
+    got = outcome(getattr(fm, cls)(**params), lambda e: e.fit(X, y_cls))
+    assert ref[0] is not None
+    assert got == ref
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(dtype="float16"), "'dtype' parameter"),
+        (dict(dtype=int), "'dtype' parameter"),
+        (dict(n_threads=0), "'n_threads' parameter"),
+        (dict(device="tpu"), "'device' parameter"),
+    ],
+)
+def test_invalid_own_parameters(params, match):
+    with pytest.raises(ValueError, match=match):
+        fm.MLPClassifier(**params).fit(X, y_cls)
+
+
+def test_cuda_without_a_device_is_a_clear_error():
+    if fm.cuda_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ValueError, match="no usable CUDA device"):
+        fm.MLPClassifier(device="cuda", max_iter=2).fit(X, y_cls)
+
+
+@pytest.mark.parametrize("cls", ["MLPClassifier", "MLPRegressor"])
+def test_prediction_errors_same_as_sklearn(cls):
+    y = y_cls if cls == "MLPClassifier" else y_reg
+    kwargs = dict(max_iter=5, hidden_layer_sizes=(5,))
+    for fn in (lambda e: e.predict(X),):
+        assert outcome(getattr(fm, cls)(**kwargs), fn)[0] is NotFittedError
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = getattr(sk, cls)(**kwargs).fit(X, y)
+        got = getattr(fm, cls)(**kwargs).fit(X, y)
+    for bad in (X[:, :3], with_nan(X), X[:, 0], X[:0], np.array([["x"] * 4])):
+        assert outcome(got, lambda e: e.predict(bad)) == outcome(ref, lambda e: e.predict(bad))
+
+
+def test_partial_fit_errors_same_as_sklearn():
+    for fn in (
+        lambda e: e.partial_fit(X, y_cls),  # classes missing on the first call
+        lambda e: e.partial_fit(X, y_cls, classes=[0, 1, 2]).partial_fit(X, y_cls + 5),
+        lambda e: e.set_params(early_stopping=True).partial_fit(X, y_cls, classes=[0, 1, 2]),
+        lambda e: e.partial_fit(X, y_cls, classes=[0, 1, 2]).partial_fit(X[:, :2], y_cls),
+    ):
+        ref = outcome(sk.MLPClassifier(hidden_layer_sizes=(5,)), fn)
+        got = outcome(fm.MLPClassifier(hidden_layer_sizes=(5,)), fn)
+        assert ref[0] is not None and got == ref
+    for cls in ("MLPClassifier", "MLPRegressor"):
+        with pytest.raises(AttributeError, match="has no attribute 'partial_fit'"):
+            getattr(fm, cls)(solver="lbfgs").partial_fit
+
+
+def test_too_small_validation_set_same_error_as_sklearn():
+    fn = lambda e: e.fit(X[:12], y_cls[:12])  # noqa: E731
+    kw = dict(early_stopping=True, validation_fraction=0.05, hidden_layer_sizes=(3,))
+    assert outcome(fm.MLPClassifier(**kw), fn) == outcome(sk.MLPClassifier(**kw), fn)
+
+
+def test_changed_architecture_on_warm_start_is_a_clear_error():
+    est = fm.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y_cls)
+        est.set_params(hidden_layer_sizes=(6,))
+        with pytest.raises(ValueError, match="layer sizes"):
+            est.fit(X, y_cls)
+
+
+def test_poisson_rejects_negative_targets():
+    with pytest.raises(ValueError, match="negative"):
+        fm.MLPRegressor(loss="poisson").fit(X, y_reg)
+
+
+@pytest.mark.parametrize("solver", ["sgd"])
+def test_divergence_is_a_clear_error(solver):
+    Xh = X * 1e10
+    yh = y_reg * 1e10
+    kw = dict(solver=solver, learning_rate_init=10.0, max_iter=20, hidden_layer_sizes=(5,))
+    ref = outcome(sk.MLPRegressor(**kw), lambda e: e.fit(Xh, yh))
+    got = outcome(fm.MLPRegressor(dtype="float64", **kw), lambda e: e.fit(Xh, yh))
+    assert got[0] is ValueError and "non-finite parameter weights" in got[1]
+    assert ref == got
+
+
+def test_malformed_sparse_matrix_is_a_clear_error():
+    S = sp.csr_matrix(X)
+    S.indices[3] = 99  # a column that does not exist
+    with pytest.raises(ValueError, match="column index is out of range"):
+        fm.MLPClassifier(max_iter=2).fit(S, y_cls)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_inputs_are_not_modified(sparse, early_stopping):
+    Xi = sp.csr_matrix(X) if sparse else X.astype(np.float64)
+    yi = y_cls.copy()
+    sw = np.linspace(0.5, 2, 40)
+    before = (Xi.copy(), yi.copy(), sw.copy())
+    est = fm.MLPClassifier(max_iter=3, early_stopping=early_stopping, validation_fraction=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(Xi, yi, sample_weight=sw)
+        est.predict(Xi)
+        est.predict_proba(Xi)
+    if sparse:
+        assert (Xi != before[0]).nnz == 0
+    else:
+        np.testing.assert_array_equal(Xi, before[0])
+    np.testing.assert_array_equal(yi, before[1])
+    np.testing.assert_array_equal(sw, before[2])

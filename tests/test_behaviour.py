@@ -1,0 +1,187 @@
+"""Behaviour a scikit-learn user relies on: messages, warnings, persistence, continuation,
+interruption, threads and precision."""
+
+import os
+import pickle
+import signal
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn import neural_network as sk
+from sklearn.datasets import load_digits, make_regression
+from sklearn.exceptions import ConvergenceWarning
+
+import fusedmlp as fm
+from fusedmlp import _cpu
+
+X_digits, y_digits = load_digits(return_X_y=True)
+X_digits = X_digits / 16.0
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_verbose_output_matches_sklearn(capsys, solver, early_stopping):
+    kw = dict(solver=solver, verbose=True, max_iter=15, random_state=0, hidden_layer_sizes=(20,),
+              early_stopping=early_stopping, n_iter_no_change=2, tol=0.05, learning_rate="adaptive")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.MLPClassifier(**kw).fit(X_digits, y_digits)
+        ref = capsys.readouterr().out
+        fm.MLPClassifier(dtype="float64", **kw).fit(X_digits, y_digits)
+        got = capsys.readouterr().out
+    assert got == ref
+    assert "Iteration 1, loss = " in got
+
+
+def test_convergence_warning_matches_sklearn():
+    for est in (sk.MLPClassifier(max_iter=3), fm.MLPClassifier(max_iter=3)):
+        with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\) reached"):
+            est.fit(X_digits, y_digits)
+    for est in (sk.MLPClassifier(max_iter=2, solver="lbfgs"), fm.MLPClassifier(max_iter=2, solver="lbfgs")):
+        with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+            est.fit(X_digits, y_digits)
+
+
+def test_batch_size_clipping_warning():
+    with pytest.warns(UserWarning, match="It is going to be clipped"):
+        fm.MLPClassifier(batch_size=5000, max_iter=1).fit(X_digits[:100], y_digits[:100])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pickle_round_trip_and_continuation(dtype):
+    est = fm.MLPClassifier(hidden_layer_sizes=(30,), random_state=0, dtype=dtype)
+    est.partial_fit(X_digits, y_digits, classes=np.unique(y_digits))
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(clone.predict_proba(X_digits), est.predict_proba(X_digits))
+    # partial_fit continues from the pickled optimizer state exactly as without pickling
+    est.partial_fit(X_digits, y_digits)
+    clone.partial_fit(X_digits, y_digits)
+    for a, b in zip(est.coefs_ + est.intercepts_, clone.coefs_ + clone.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert clone.coefs_[0].dtype == np.dtype(dtype)
+    # the flat buffer is not pickled beside the arrays that view it: the parameters once,
+    # plus Adam's two moment vectors
+    n_bytes = sum(a.nbytes for a in est.coefs_ + est.intercepts_)
+    assert len(pickle.dumps(est)) < 3.2 * n_bytes + 20_000
+
+
+def test_coefs_are_views_and_assignment_takes_effect():
+    est = fm.MLPRegressor(hidden_layer_sizes=(8,), max_iter=5, random_state=0)
+    X, y = make_regression(n_samples=60, n_features=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    before = est.predict(X)
+    est.coefs_[1] *= 2.0  # in place, through the view
+    np.testing.assert_allclose(est.predict(X) - est.intercepts_[1][0], 2 * (before - est.intercepts_[1][0]), rtol=1e-5)
+    est.coefs_ = [np.zeros_like(c) for c in est.coefs_]  # replaced by the user
+    np.testing.assert_allclose(est.predict(X), est.intercepts_[1][0])
+
+
+def test_early_stopping_restores_the_best_weights():
+    est = fm.MLPClassifier(early_stopping=True, random_state=0, max_iter=200, n_iter_no_change=3,
+                           hidden_layer_sizes=(40,), dtype="float64")
+    est.fit(X_digits, y_digits)
+    assert est.best_loss_ is None and len(est.validation_scores_) == est.n_iter_
+    assert est.best_validation_score_ == max(est.validation_scores_)
+    assert est.n_iter_ < 200
+
+
+def test_threads_do_not_change_the_model():
+    kw = dict(hidden_layer_sizes=(64, 32), random_state=0, max_iter=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fm.MLPClassifier(n_threads=1, **kw).fit(X_digits, y_digits)
+        two = fm.MLPClassifier(n_threads=2, **kw).fit(X_digits, y_digits)
+    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one.loss_curve_, two.loss_curve_, rtol=1e-6)
+
+
+def test_threadpoolctl_limits_the_engine():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert _cpu.max_threads() == 1
+    assert _cpu.max_threads() == os.cpu_count() or "OMP_NUM_THREADS" in os.environ
+
+
+def test_ctrl_c_interrupts_an_epoch_within_a_second():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120_000, 400)).astype(np.float32)
+    y = rng.integers(0, 10, X.shape[0])
+    est = fm.MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=50, n_threads=1, random_state=0)
+    fired = []
+
+    def interrupt():
+        fired.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(1.5, interrupt)
+    timer.start()
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        est.fit(X, y)
+    stopped = time.perf_counter()
+    timer.join()
+    assert stopped - fired[0] < 1.0
+    # the estimator is usable and consistent after the interruption
+    assert np.isfinite(est.coefs_[0]).all()
+    assert est.predict(X[:10]).shape == (10,)
+    est.set_params(max_iter=1, hidden_layer_sizes=(8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X[:500], y[:500])
+
+
+def test_dtype_parameter():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f32 = fm.MLPClassifier(max_iter=20, random_state=0).fit(X_digits, y_digits)
+        f64 = fm.MLPClassifier(max_iter=20, random_state=0, dtype=np.float64).fit(X_digits, y_digits)
+    assert f32.coefs_[0].dtype == np.float32 and f64.coefs_[0].dtype == np.float64
+    assert f32.predict_proba(X_digits).dtype == np.float64
+    assert abs(f32.score(X_digits, y_digits) - f64.score(X_digits, y_digits)) < 0.01
+    # warm start in the other precision continues the same model
+    f32.set_params(warm_start=True, dtype="float64", max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f32.fit(X_digits, y_digits)
+    assert f32.coefs_[0].dtype == np.float64
+
+
+@pytest.mark.parametrize("X_type", ["float32", "float64", "int", "csr", "csc", "fortran", "strided"])
+def test_every_input_form_gives_the_same_model(X_type):
+    Xb = X_digits
+    forms = {
+        "float32": lambda: Xb.astype(np.float32),
+        "float64": lambda: Xb,
+        "int": lambda: (Xb * 16).astype(np.int64),
+        "csr": lambda: sp.csr_matrix(Xb),
+        "csc": lambda: sp.csc_matrix(Xb),
+        "fortran": lambda: np.asfortranarray(Xb),
+        "strided": lambda: np.repeat(Xb, 2, axis=1)[:, ::2],
+    }
+    Xf = forms[X_type]()
+    kw = dict(hidden_layer_sizes=(16,), random_state=0, max_iter=3, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = fm.MLPClassifier(**kw).fit(Xb * (16 if X_type == "int" else 1), y_digits)
+        got = fm.MLPClassifier(**kw).fit(Xf, y_digits)
+    rtol = 1e-6 if X_type == "float32" else 1e-12
+    for a, b in zip(got.coefs_, ref.coefs_):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-6 if X_type == "float32" else 1e-13)
+
+
+def test_feature_names():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(X_digits[:, :5], columns=[f"f{i}" for i in range(5)])
+    est = fm.MLPClassifier(max_iter=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(df, y_digits)
+    np.testing.assert_array_equal(est.feature_names_in_, df.columns)
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        est.predict(X_digits[:, :5])
