@@ -283,19 +283,76 @@ double weights_sq_norm(const NetworkLayout& layout, const T* params, int n_threa
 }
 
 template <class T>
-void sgd_update(T* params, T* velocity, const T* grad, index_t n, const SgdStep<T>& step,
-                int n_threads) {
+double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
+                        const OptimizerStep<T>& opt, bool want_norm, int n_threads) {
   const int nt = threads_for(n, n_threads);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1)
-  for (index_t i = 0; i < n; ++i) sgd_step(params[i], velocity[i], grad[i], step);
+  T* p = params + offset;
+  const T* g = grad + offset;
+  T* s0 = opt.state_0 + offset;
+  double sq = 0.0;
+  if (opt.solver == Solver::adam) {
+    T* s1 = opt.state_1 + offset;
+    const AdamStep<T> step = opt.adam;
+#pragma omp parallel for simd num_threads(nt) reduction(+ : sq) if (nt > 1)
+    for (index_t i = 0; i < n; ++i) {
+      adam_step(p[i], s0[i], s1[i], g[i], step);
+      sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
+    }
+  } else {
+    const SgdStep<T> step = opt.sgd;
+#pragma omp parallel for simd num_threads(nt) reduction(+ : sq) if (nt > 1)
+    for (index_t i = 0; i < n; ++i) {
+      sgd_step(p[i], s0[i], g[i], step);
+      sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
+    }
+  }
+  return want_norm ? sq : 0.0;
 }
 
 template <class T>
-void adam_update(T* params, T* m, T* v, const T* grad, index_t n, const AdamStep<T>& step,
-                 int n_threads) {
-  const int nt = threads_for(n, n_threads);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1)
-  for (index_t i = 0; i < n; ++i) adam_step(params[i], m[i], v[i], grad[i], step);
+void dense_weight_update(const BatchInput<T>* input, const T* dense_input, index_t rows,
+                         const T* dz, const LayerLayout& layer, T* params,
+                         const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
+                         double* sq_norm, int n_threads, GemmWorkspace& ws) {
+  T* w = params + layer.w_offset;
+  T* dw = scratch;
+  T* db = scratch + layer.fan_in * layer.fan_out;
+  const index_t n_w = layer.fan_in * layer.fan_out;
+  if (input != nullptr && (input->sparse || input->dense == nullptr)) {
+    // CSR input: the gradient is built in scratch, then one update pass
+    dense_weight_grad<T>(*input, dz, layer.fan_out, w, alpha, scale, false, true, dw, db,
+                         n_threads, ws);
+    OptimizerStep<T> shifted = opt;
+    shifted.state_0 = opt.state_0 + layer.w_offset;
+    shifted.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.w_offset : nullptr;
+    *sq_norm += optimizer_update<T>(w, dw, 0, n_w, shifted, true, n_threads);
+  } else {
+    const T* x = input != nullptr ? input->dense : dense_input;
+    const index_t ld = input != nullptr ? input->ld : layer.fan_in;
+    Epilogue<T> ep;
+    ep.kind = opt.solver == Solver::adam ? EpilogueKind::weight_update_adam
+                                         : EpilogueKind::weight_update_sgd;
+    ep.aux = w;
+    ep.w_update = w;
+    ep.ld_aux = layer.fan_out;
+    ep.alpha = alpha;
+    ep.scale = scale;
+    ep.state_0 = opt.state_0 + layer.w_offset;
+    ep.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.w_offset : nullptr;
+    ep.adam = opt.adam;
+    ep.sgd = opt.sgd;
+    ep.sq_norm = sq_norm;
+    ep.colsum_b = db;
+    ep.colsum_scale = scale;
+    // W -= step((input^T dz + alpha W) * scale); db = colsum(dz) * scale
+    gemm<T>(layer.fan_in, layer.fan_out, rows, Operand<T>{x, 1, ld},
+            Operand<T>{dz, layer.fan_out, 1}, dw, layer.fan_out, ep, false, n_threads, ws);
+  }
+  // biases: a pass over fan_out elements, outside the L2 norm
+  OptimizerStep<T> shifted = opt;
+  shifted.state_0 = opt.state_0 + layer.b_offset;
+  shifted.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.b_offset : nullptr;
+  optimizer_update<T>(params + layer.b_offset, db, 0, layer.fan_out, shifted, false, 1);
 }
 
 #define FUSEDMLP_INSTANTIATE(T)                                                                  \
@@ -315,8 +372,11 @@ void adam_update(T* params, T* m, T* v, const T* grad, index_t n, const AdamStep
   template double output_loss_grad<T>(Loss, T*, const T*, const T*, T*, index_t, index_t);       \
   template void output_activation<T>(Loss, T*, index_t, index_t);                                \
   template double weights_sq_norm<T>(const NetworkLayout&, const T*, int);                       \
-  template void sgd_update<T>(T*, T*, const T*, index_t, const SgdStep<T>&, int);                \
-  template void adam_update<T>(T*, T*, T*, const T*, index_t, const AdamStep<T>&, int);
+  template double optimizer_update<T>(T*, const T*, index_t, index_t, const OptimizerStep<T>&,   \
+                                      bool, int);                                                \
+  template void dense_weight_update<T>(const BatchInput<T>*, const T*, index_t, const T*,        \
+                                       const LayerLayout&, T*, const OptimizerStep<T>&, T, T, T*, \
+                                       double*, int, GemmWorkspace&);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

@@ -76,6 +76,27 @@ void dense_weight_grad(const T* input, index_t rows, index_t fan_in, index_t ld,
                        index_t fan_out, const T* w, T alpha, T scale, bool accumulate,
                        bool finish, T* dw, T* db, int n_threads, GemmWorkspace& ws);
 
+// One optimizer step over flat arrays: which solver, its constants, and its state (same layout
+// as the parameters).
+template <class T>
+struct OptimizerStep {
+  Solver solver = Solver::adam;
+  AdamStep<T> adam{};
+  SgdStep<T> sgd{};
+  T* state_0 = nullptr;  // adam: m, sgd: velocity
+  T* state_1 = nullptr;  // adam: v
+};
+
+// The weight and bias gradients of one layer, applied at once by the optimizer: W's gradient
+// goes from the GEMM's registers into the update (dense input), b's from the fused column sum.
+// Adds sum(W_new^2) to *sq_norm. params and the optimizer state are the flat buffers;
+// scratch holds at least the layer's fan_in x fan_out + fan_out elements.
+template <class T>
+void dense_weight_update(const BatchInput<T>* input, const T* dense_input, index_t rows,
+                         const T* dz, const LayerLayout& layer, T* params,
+                         const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
+                         double* sq_norm, int n_threads, GemmWorkspace& ws);
+
 // Completes accumulated raw sums: dW = (dW + alpha W) * scale, db *= scale.
 template <class T>
 void finish_weight_grad(T* dw, T* db, const T* w, index_t fan_in, index_t fan_out, T alpha,
@@ -102,13 +123,11 @@ void output_activation(Loss loss, T* z, index_t rows, index_t n_out);
 template <class T>
 double weights_sq_norm(const NetworkLayout& layout, const T* params, int n_threads);
 
-// One optimizer step over the whole flat buffer.
+// One optimizer step over a range of the flat buffer (offset..offset+n of params, state and
+// grad); returns sum(p_new^2) when want_norm.
 template <class T>
-void sgd_update(T* params, T* velocity, const T* grad, index_t n, const SgdStep<T>& step,
-                int n_threads);
-template <class T>
-void adam_update(T* params, T* m, T* v, const T* grad, index_t n, const AdamStep<T>& step,
-                 int n_threads);
+double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
+                        const OptimizerStep<T>& opt, bool want_norm, int n_threads);
 
 }  // namespace cpu
 }  // namespace fusedmlp

@@ -119,6 +119,27 @@ void Trainer<T>::backward(const BatchInput<T>& input, const T* params, index_t r
 }
 
 template <class T>
+double Trainer<T>::backward_update(const BatchInput<T>& input, T* params, index_t rows, T alpha,
+                                   T scale, const OptimizerStep<T>& opt) {
+  // On entry delta_[0] holds dZ of the output layer. Each layer's dZ for the layer below is
+  // formed from its weights before they are updated.
+  double sq = 0.0;
+  int cur = 0;
+  for (size_t l = layout_.layers.size(); l-- > 0;) {
+    const LayerLayout& layer = layout_.layers[l];
+    const T* dz = delta_[cur].data();
+    if (l > 0)
+      dense_backward_data<T>(dz, rows, layer.fan_out, params + layer.w_offset, layer.fan_in,
+                             out(l - 1), layout_.hidden, delta_[1 - cur].data(), n_threads_, ws_);
+    dense_weight_update<T>(l == 0 ? &input : nullptr, l == 0 ? nullptr : out(l - 1), rows, dz,
+                           layer, params, opt, alpha, scale, grad_.data() + layer.w_offset, &sq,
+                           n_threads_, ws_);
+    cur = 1 - cur;
+  }
+  return sq;
+}
+
+template <class T>
 EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* order,
                                   index_t n_order, T* params, OptimizerState<T>& state,
                                   const EpochOptions& opts, const StopCheck& should_stop) {
@@ -132,6 +153,19 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
 
   EpochResult result;
   StopClock stop(should_stop);
+  OptimizerStep<T> opt;
+  opt.solver = opts.solver;
+  if (opts.solver == Solver::sgd) {
+    opt.sgd = SgdStep<T>{static_cast<T>(opts.learning_rate), static_cast<T>(opts.momentum),
+                         opts.nesterov};
+    opt.state_0 = state.velocity;
+  } else {
+    opt.state_0 = state.m;
+    opt.state_1 = state.v;
+  }
+  // ||W||^2 of the weights each batch starts from: computed once, then carried by the fused
+  // updates.
+  double sq = weights_sq_norm<T>(layout_, params, n_threads_);
   for (index_t start = 0; start < n_order; start += batch_size) {
     if (stop.poll()) {
       result.interrupted = true;
@@ -155,28 +189,21 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     T* z_out = out(layout_.layers.size() - 1);
     const double row_loss =
         output_loss_grad<T>(loss, z_out, y_batch_.data(), sw, delta_[0].data(), rows, n_out);
-    const double sq = weights_sq_norm<T>(layout_, params, n_threads_);
     const double batch_loss = dispatch_loss(loss, [&](auto l_tag) {
       return row_loss / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
     }) + 0.5 * opts.alpha * sq / sw_sum;
 
-    const T scale = static_cast<T>(1.0 / sw_sum);
-    backward(batch_, params, rows, alpha, scale, false, true, grad_.data());
-
-    if (opts.solver == Solver::sgd) {
-      SgdStep<T> s{static_cast<T>(opts.learning_rate), static_cast<T>(opts.momentum),
-                   opts.nesterov};
-      sgd_update<T>(params, state.velocity, grad_.data(), layout_.n_params, s, n_threads_);
-    } else {
+    if (opts.solver == Solver::adam) {
       state.t += 1;
-      AdamStep<T> s{static_cast<T>(opts.beta_1),
-                    static_cast<T>(1.0 - opts.beta_1),
-                    static_cast<T>(opts.beta_2),
-                    static_cast<T>(1.0 - opts.beta_2),
-                    static_cast<T>(adam_lr_t(opts.learning_rate, opts.beta_1, opts.beta_2, state.t)),
-                    static_cast<T>(opts.epsilon)};
-      adam_update<T>(params, state.m, state.v, grad_.data(), layout_.n_params, s, n_threads_);
+      opt.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
+                             static_cast<T>(1.0 - opts.beta_1),
+                             static_cast<T>(opts.beta_2),
+                             static_cast<T>(1.0 - opts.beta_2),
+                             static_cast<T>(adam_lr_t(opts.learning_rate, opts.beta_1,
+                                                      opts.beta_2, state.t)),
+                             static_cast<T>(opts.epsilon)};
     }
+    sq = backward_update(batch_, params, rows, alpha, static_cast<T>(1.0 / sw_sum), opt);
     result.accumulated_loss += batch_loss * static_cast<double>(rows);
     result.samples_seen += rows;
   }

@@ -74,6 +74,9 @@ class Trainer {
   void forward(const BatchInput<T>& input, const T* params, index_t rows);
   void backward(const BatchInput<T>& input, const T* params, index_t rows, T alpha, T scale,
                 bool accumulate, bool finish, T* grad);
+  // Backward pass fused with the optimizer step; returns sum(W_new^2) over all layers.
+  double backward_update(const BatchInput<T>& input, T* params, index_t rows, T alpha, T scale,
+                         const OptimizerStep<T>& opt);
   T* out(size_t layer) { return acts_.data() + act_offsets_[layer]; }
 
   NetworkLayout layout_;

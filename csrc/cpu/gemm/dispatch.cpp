@@ -132,6 +132,13 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
     case EpilogueKind::weight_grad:
       if (ep.aux == nullptr) throw std::invalid_argument("gemm: weight_grad needs the weights");
       break;
+    case EpilogueKind::weight_update_adam:
+    case EpilogueKind::weight_update_sgd:
+      if (ep.aux == nullptr || ep.w_update != ep.aux || ep.state_0 == nullptr ||
+          (ep.kind == EpilogueKind::weight_update_adam && ep.state_1 == nullptr) ||
+          ep.sq_norm == nullptr)
+        throw std::invalid_argument("gemm: weight_update needs the weights, state and norm");
+      break;
     default:
       throw std::invalid_argument("gemm: unknown epilogue");
   }

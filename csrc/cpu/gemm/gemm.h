@@ -16,6 +16,7 @@
 
 #include "fusedmlp/activation.h"
 #include "fusedmlp/common.h"
+#include "fusedmlp/optimizer.h"
 
 namespace fusedmlp {
 namespace cpu {
@@ -33,6 +34,11 @@ enum class EpilogueKind : int {
   bias_activation = 1,  // C = act(AB + bias[j])                      forward
   weight_grad = 2,      // C = (AB + alpha * aux[i, j]) * scale       dW with the L2 term
   activation_grad = 3,  // C = AB * act'(from output aux[i, j])       dA_prev -> dZ_prev
+  // g = (AB + alpha * W[i, j]) * scale applied at once by the optimizer to W (= aux, updated
+  // in place) and its state; g itself is not stored (C is only scratch between k blocks).
+  // Adds sum(W_new^2) to *sq_norm. The weight gradient fused with the optimizer step.
+  weight_update_adam = 4,
+  weight_update_sgd = 5,
 };
 
 template <class T>
@@ -48,6 +54,13 @@ struct Epilogue {
   // colsum_b[j] (+)= colsum_scale * sum_p B(p, j), '+=' when accumulate.
   T* colsum_b = nullptr;
   T colsum_scale = T(1);
+  // weight_update_*: the weights (aux, writable), optimizer state with the same layout as C
+  T* w_update = nullptr;
+  T* state_0 = nullptr;  // adam: m, sgd: velocity
+  T* state_1 = nullptr;  // adam: v
+  AdamStep<T> adam{};
+  SgdStep<T> sgd{};
+  double* sq_norm = nullptr;
 };
 
 // Scratch memory for packing, owned by the caller (one per trainer or per call), never global.

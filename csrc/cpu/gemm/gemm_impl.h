@@ -134,11 +134,84 @@ FUSEDMLP_ALWAYS_INLINE void write_activation_grad(const T* tile, int mr, int nr,
 
 // Stores one tile at C(i0, j0); the epilogue runs only on the last k block. Activation codes
 // were validated by the dispatcher, so the switches below cover every case they can get.
+// The weight gradient of one tile, handed straight to the optimizer: W, its state and the
+// norm of the new weights are updated; the gradient never goes to memory.
+// One row of update_tile; restrict-qualified parameters so the compiler vectorizes it.
+template <class T, int N, bool ADAM, bool ACC>
+FUSEDMLP_ALWAYS_INLINE T update_row(int n, const T* __restrict t, const T* __restrict crow,
+                                    T* __restrict w, T* __restrict s0, T* __restrict s1, T alpha,
+                                    T scale, const AdamStep<T>& adam, const SgdStep<T>& sgd) {
+  T row_sq = T(0);
+  const int len = N > 0 ? N : n;
+#pragma omp simd reduction(+ : row_sq)
+  for (int j = 0; j < len; ++j) {
+    const T g = ((ACC ? t[j] + crow[j] : t[j]) + alpha * w[j]) * scale;
+    if constexpr (ADAM)
+      adam_step(w[j], s0[j], s1[j], g, adam);
+    else
+      sgd_step(w[j], s0[j], g, sgd);
+    row_sq += w[j] * w[j];
+  }
+  return row_sq;
+}
+
+// Starts loading a tile's weights and optimizer state while the micro-kernel computes its
+// gradient: the write-back then finds them in cache instead of waiting on memory.
+template <class T, int NR>
+FUSEDMLP_ALWAYS_INLINE void prefetch_update_tile(const Epilogue<T>& ep, index_t i0, index_t j0,
+                                                 int mr) {
+  constexpr int lines = (NR * static_cast<int>(sizeof(T)) + 63) / 64;
+  const T* arrays[3] = {ep.w_update, ep.state_0, ep.state_1};
+  for (const T* base : arrays) {
+    if (base == nullptr) continue;
+    for (int i = 0; i < mr; ++i) {
+      const char* row = reinterpret_cast<const char*>(base + (i0 + i) * ep.ld_aux + j0);
+      for (int l = 0; l < lines; ++l) __builtin_prefetch(row + 64 * l, 1, 3);
+    }
+  }
+}
+
+template <class T, int NR, bool ADAM, bool ACC>
+void update_tile(const T* tile, int mr, int nr, const T* c, index_t ldc, index_t i0, index_t j0,
+                 const Epilogue<T>& ep, double& sq) {
+  const index_t ld = ep.ld_aux;
+  const T alpha = ep.alpha, scale = ep.scale;
+  const AdamStep<T> adam = ep.adam;
+  const SgdStep<T> sgd = ep.sgd;
+  double s = 0.0;  // at most NR terms per row are summed in T
+  for (int i = 0; i < mr; ++i) {
+    const index_t off = (i0 + i) * ld + j0;
+    T* s1 = ADAM ? ep.state_1 + off : nullptr;
+    if (nr == NR)
+      s += update_row<T, NR, ADAM, ACC>(NR, tile + i * NR, c + i * ldc, ep.w_update + off,
+                                         ep.state_0 + off, s1, alpha, scale, adam, sgd);
+    else
+      s += update_row<T, 0, ADAM, ACC>(nr, tile + i * NR, c + i * ldc, ep.w_update + off,
+                                        ep.state_0 + off, s1, alpha, scale, adam, sgd);
+  }
+  sq += s;
+}
+
 template <class T, int NR>
 void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, index_t j0, bool acc,
-                bool last, const Epilogue<T>& ep) {
+                bool last, const Epilogue<T>& ep, double& sq) {
+  if (last && ep.kind == EpilogueKind::weight_update_adam) {
+    if (acc)
+      update_tile<T, NR, true, true>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+    else
+      update_tile<T, NR, true, false>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+    return;
+  }
+  if (last && ep.kind == EpilogueKind::weight_update_sgd) {
+    if (acc)
+      update_tile<T, NR, false, true>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+    else
+      update_tile<T, NR, false, false>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+    return;
+  }
   auto plain = [](T v, int, int) { return v; };
-  if (!last || ep.kind == EpilogueKind::none) {
+  if (!last || ep.kind == EpilogueKind::none || ep.kind == EpilogueKind::weight_update_adam ||
+      ep.kind == EpilogueKind::weight_update_sgd) {
     write_tile<T, NR>(tile, mr, nr, c, ldc, acc, plain);
     return;
   }
@@ -199,54 +272,81 @@ void gemm_run(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c,
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   constexpr index_t KC = K::KC;
-  constexpr index_t MC = 32 * MR;
+  constexpr index_t MC = K::MC;
   if (m <= 0 || n <= 0) return;
 
   const index_t n_panels = (n + NR - 1) / NR;
   alignas(64) T zero_tile[MR * NR];
   if (k <= 0) {  // A * B is the zero matrix; the epilogue still applies
     for (int i = 0; i < MR * NR; ++i) zero_tile[i] = T(0);
+    double sq = 0.0;
     for (index_t i0 = 0; i0 < m; i0 += MR)
       for (index_t j0 = 0; j0 < n; j0 += NR)
         store_tile<T, NR>(zero_tile, static_cast<int>(imin(MR, m - i0)),
                           static_cast<int>(imin(NR, n - j0)), c + i0 * ldc + j0, ldc, i0, j0,
-                          accumulate, true, ep);
+                          accumulate, true, ep, sq);
     if (ep.colsum_b != nullptr && !accumulate)
       for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
+    if (ep.sq_norm != nullptr) *ep.sq_norm += sq;
     return;
   }
 
   const index_t n_kblocks = (k + KC - 1) / KC;
   const index_t kc_max = (k + n_kblocks - 1) / n_kblocks;  // balanced depth blocks
-  const index_t n_mblocks = (m + MC - 1) / MC;
-  const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
-  const bool a_in_place = (a.rs == 1);
+  const index_t m_panels_all = (m + MR - 1) / MR;
 
-  index_t work_threads = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
+  // A is read in place when one of its strides is 1 (row- or column-major, the only layouts
+  // the trainer uses); other strides are packed into MR-row panels.
+  enum { kColumnMajor, kRowMajor, kPacked };
+  const int a_mode = a.rs == 1 ? kColumnMajor : (a.cs == 1 ? kRowMajor : kPacked);
+
+  // Threads split the columns of C (each packs only its B panels and A is shared in place),
+  // or its rows when the epilogue updates weights: then each thread walks a contiguous block
+  // of W and the optimizer state row after row, which the prefetcher streams, at the price of
+  // every thread packing all of B (k x n, small next to the m x n x k work).
+  const bool update = ep.kind == EpilogueKind::weight_update_adam ||
+                      ep.kind == EpilogueKind::weight_update_sgd;
+  const bool split_m = update || n_panels < n_threads;
+  const index_t split_units = split_m ? m_panels_all : n_panels;
+  const index_t work_threads = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
   int nt = n_threads;
-  if (nt > n_panels) nt = static_cast<int>(n_panels);
+  if (nt > split_units) nt = static_cast<int>(split_units);
   if (nt > work_threads) nt = static_cast<int>(work_threads);
+  if (nt > 64) nt = 64;
   if (nt < 1) nt = 1;
 
-  T* a_pack = a_in_place ? nullptr
-                         : static_cast<T*>(ws.shared(sizeof(T) * static_cast<std::size_t>(mc_max * kc_max)));
-  const index_t max_my_panels = (n_panels + nt - 1) / nt;
+  const index_t n_mblocks = (m + MC - 1) / MC;
+  const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
+  const bool shared_a_pack = a_mode == kPacked && !split_m;
+  T* a_pack = shared_a_pack
+                  ? static_cast<T*>(ws.shared(sizeof(T) * static_cast<std::size_t>(mc_max * kc_max)))
+                  : nullptr;
+  const index_t max_my_panels = split_m ? n_panels : (n_panels + nt - 1) / nt;
   const index_t b_elems = kc_max * NR * max_my_panels;
-  const index_t edge_elems = MR * kc_max;
+  const index_t a_elems = (a_mode == kPacked && split_m) ? mc_max * kc_max : MR * kc_max;
   const index_t tile_elems = MR * NR;
   ws.reserve_threads(nt);
   T* thread_buf[64];
-  if (nt > 64) nt = 64;
   for (int t = 0; t < nt; ++t)
     thread_buf[t] = static_cast<T*>(
-        ws.per_thread(t, sizeof(T) * static_cast<std::size_t>(b_elems + edge_elems + tile_elems + 64)));
+        ws.per_thread(t, sizeof(T) * static_cast<std::size_t>(b_elems + a_elems + tile_elems + 64)));
 
+  double sq_part[64] = {};
   auto body = [&](int tid, int nth) {
-    const index_t pj0 = n_panels * tid / nth;
-    const index_t pj1 = n_panels * (tid + 1) / nth;
+    double& sq = sq_part[tid];
+    index_t pj0 = 0, pj1 = n_panels, r0 = 0, r1 = m;
+    if (split_m) {
+      r0 = imin(m, m_panels_all * tid / nth * MR);
+      r1 = imin(m, m_panels_all * (tid + 1) / nth * MR);
+    } else {
+      pj0 = n_panels * tid / nth;
+      pj1 = n_panels * (tid + 1) / nth;
+    }
+    // With split rows every thread packs all of B; one of them computes the column sum.
+    T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
     T* b_block = thread_buf[tid];
-    T* edge = b_block + b_elems;
-    T* tile = edge + edge_elems;
+    T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
+    T* tile = a_own + a_elems;
     tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
 
     for (index_t kb = 0; kb < n_kblocks; ++kb) {
@@ -258,49 +358,57 @@ void gemm_run(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c,
         const index_t j0 = pj * NR;
         const int nr = static_cast<int>(imin(NR, n - j0));
         pack_b_panel<T, NR>(b, p0, kc, j0, nr, b_block + (pj - pj0) * kc * NR,
-                            ep.colsum_b != nullptr ? ep.colsum_b + j0 : nullptr, ep.colsum_scale,
+                            colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale,
                             kb == 0 && !accumulate);
       }
-      for (index_t ic = 0; ic < m; ic += mc_max) {
-        const index_t mc = imin(mc_max, m - ic);
+      // The barrier-free paths: in-place A, or (split rows) each thread packing its own rows.
+      for (index_t ic = r0; ic < r1; ic += mc_max) {
+        const index_t mc = imin(mc_max, r1 - ic);
         const index_t m_panels = (mc + MR - 1) / MR;
-        if (!a_in_place) {
-          for (index_t ip = tid; ip < m_panels; ip += nth)
+        const T* a_block = nullptr;
+        if (a_mode == kPacked) {
+          T* dst = shared_a_pack ? a_pack : a_own;
+          const index_t first = shared_a_pack ? tid : 0, step = shared_a_pack ? nth : 1;
+          for (index_t ip = first; ip < m_panels; ip += step)
             pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
-                                a_pack + ip * MR * kc);
-          if (nth > 1) {
+                                dst + ip * MR * kc);
+          if (shared_a_pack && nth > 1) {
 #pragma omp barrier
           }
+          a_block = dst;
         }
         bool edge_packed = false;
-        for (index_t pj = pj0; pj < pj1; ++pj) {
+        auto tile_at = [&](index_t ip, index_t pj) {
+          const index_t i0 = ic + ip * MR;
+          const int mr = static_cast<int>(imin(MR, m - i0));
           const index_t j0 = pj * NR;
           const int nr = static_cast<int>(imin(NR, n - j0));
           const T* bp = b_block + (pj - pj0) * kc * NR;
-          for (index_t ip = 0; ip < m_panels; ++ip) {
-            const index_t i0 = ic + ip * MR;
-            const int mr = static_cast<int>(imin(MR, m - i0));
-            const T* ap;
-            index_t a_ks;
-            if (!a_in_place) {
-              ap = a_pack + ip * MR * kc;
-              a_ks = MR;
-            } else if (mr == MR) {
-              ap = a.data + i0 + p0 * a.cs;
-              a_ks = a.cs;
-            } else {
-              if (!edge_packed) {
-                pack_a_panel<T, MR>(a, i0, mr, p0, kc, edge);
-                edge_packed = true;
-              }
-              ap = edge;
-              a_ks = MR;
+          T* ct = c + i0 * ldc + j0;
+          if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
+          if (a_mode == kPacked) {
+            K::template run<false>(kc, a_block + ip * MR * kc, MR, bp, tile, ct, ldc);
+          } else if (mr < MR) {  // short edge panel: copy it so every MR row is readable
+            if (!edge_packed) {
+              pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
+              edge_packed = true;
             }
-            K::run(kc, ap, a_ks, bp, tile);
-            store_tile<T, NR>(tile, mr, nr, c + i0 * ldc + j0, ldc, i0, j0, acc, last, ep);
+            K::template run<false>(kc, a_own, MR, bp, tile, ct, ldc);
+          } else if (a_mode == kColumnMajor) {
+            K::template run<false>(kc, a.data + i0 + p0 * a.cs, a.cs, bp, tile, ct, ldc);
+          } else {
+            K::template run<true>(kc, a.data + i0 * a.rs + p0, a.rs, bp, tile, ct, ldc);
           }
+          store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep, sq);
+        };
+        if (split_m) {  // row bands: an A panel stays in L1 across the B panels
+          for (index_t ip = 0; ip < m_panels; ++ip)
+            for (index_t pj = pj0; pj < pj1; ++pj) tile_at(ip, pj);
+        } else {  // column panels: a B panel stays in L1 across the A panels
+          for (index_t pj = pj0; pj < pj1; ++pj)
+            for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
         }
-        if (!a_in_place && nth > 1) {
+        if (shared_a_pack && nth > 1) {
 #pragma omp barrier
         }
       }
@@ -313,6 +421,8 @@ void gemm_run(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c,
 #pragma omp parallel num_threads(nt)
     body(omp_get_thread_num(), omp_get_num_threads());
   }
+  if (ep.sq_norm != nullptr)
+    for (int t = 0; t < nt; ++t) *ep.sq_norm += sq_part[t];
 }
 
 }  // namespace FUSEDMLP_ISA_NS

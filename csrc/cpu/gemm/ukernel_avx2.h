@@ -10,65 +10,88 @@ namespace cpu {
 namespace isa_avx2 {
 
 template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  using type = __m256;
+  static constexpr int width = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load(const float* p) { return _mm256_load_ps(p); }
+  static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
+};
+template <>
+struct Vec<double> {
+  using type = __m256d;
+  static constexpr int width = 4;
+  static __m256d zero() { return _mm256_setzero_pd(); }
+  static __m256d load(const double* p) { return _mm256_load_pd(p); }
+  static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+  static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
+};
+
+// MR = 6 rows x NR = two vectors: 12 accumulators, 2 B vectors, 1 broadcast (16 registers).
+template <class T, class Blocking>
+struct Kernel6x2 : Blocking {
+  using V = Vec<T>;
+  using R = typename V::type;
+  static constexpr int MR = Blocking::MR;
+  static constexpr int NR = Blocking::NR;
+  static_assert(MR == 6 && NR == 2 * V::width, "tile shape");
+
+  template <bool ROW_A>
+  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T* c,
+                  index_t ldc) {
+    for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    R c0[MR], c1[MR];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::zero();
+      c1[i] = V::zero();
+    }
+    const T* a0 = a;
+    const T* a3 = a + 3 * lda;
+    const index_t l1 = lda, l2 = 2 * lda;
+    for (index_t p = 0; p < kc; ++p) {
+      const R b0 = V::load(b);
+      const R b1 = V::load(b + V::width);
+      if constexpr (ROW_A) {
+        const T* rows[MR] = {a0, a0 + l1, a0 + l2, a3, a3 + l1, a3 + l2};
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; ++i) {
+          const R ai = V::bcast(rows[i]);
+          c0[i] = V::fma(ai, b0, c0[i]);
+          c1[i] = V::fma(ai, b1, c1[i]);
+        }
+        ++a0;
+        ++a3;
+      } else {
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; ++i) {
+          const R ai = V::bcast(a + i);
+          c0[i] = V::fma(ai, b0, c0[i]);
+          c1[i] = V::fma(ai, b1, c1[i]);
+        }
+        a += lda;
+      }
+      b += NR;
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; ++i) {
+      V::store(tile + i * NR, c0[i]);
+      V::store(tile + i * NR + V::width, c1[i]);
+    }
+  }
+};
+
+template <class T>
 struct Kernel;
-
 template <>
-struct Kernel<float> : BlockingAvx2F32 {  // 6 x 16: 12 accumulators, 2 B vectors
-  static void run(index_t kc, const float* a, index_t a_ks, const float* b, float* tile) {
-    __m256 c0[MR], c1[MR];
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      c0[i] = _mm256_setzero_ps();
-      c1[i] = _mm256_setzero_ps();
-    }
-    for (index_t p = 0; p < kc; ++p) {
-      const __m256 b0 = _mm256_load_ps(b);
-      const __m256 b1 = _mm256_load_ps(b + 8);
-#pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) {
-        const __m256 ai = _mm256_broadcast_ss(a + i);
-        c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
-        c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
-      }
-      a += a_ks;
-      b += NR;
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_store_ps(tile + i * NR, c0[i]);
-      _mm256_store_ps(tile + i * NR + 8, c1[i]);
-    }
-  }
-};
-
+struct Kernel<float> : Kernel6x2<float, BlockingAvx2F32> {};
 template <>
-struct Kernel<double> : BlockingAvx2F64 {  // 6 x 8
-  static void run(index_t kc, const double* a, index_t a_ks, const double* b, double* tile) {
-    __m256d c0[MR], c1[MR];
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      c0[i] = _mm256_setzero_pd();
-      c1[i] = _mm256_setzero_pd();
-    }
-    for (index_t p = 0; p < kc; ++p) {
-      const __m256d b0 = _mm256_load_pd(b);
-      const __m256d b1 = _mm256_load_pd(b + 4);
-#pragma GCC unroll 6
-      for (int i = 0; i < MR; ++i) {
-        const __m256d ai = _mm256_broadcast_sd(a + i);
-        c0[i] = _mm256_fmadd_pd(ai, b0, c0[i]);
-        c1[i] = _mm256_fmadd_pd(ai, b1, c1[i]);
-      }
-      a += a_ks;
-      b += NR;
-    }
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
-      _mm256_store_pd(tile + i * NR, c0[i]);
-      _mm256_store_pd(tile + i * NR + 4, c1[i]);
-    }
-  }
-};
+struct Kernel<double> : Kernel6x2<double, BlockingAvx2F64> {};
 
 }  // namespace isa_avx2
 }  // namespace cpu

@@ -1,11 +1,14 @@
 // AVX-512 micro-kernels.
 //
-// Contract: tile[i * NR + j] := sum_{p < kc} a[p * a_ks + i] * b[p * NR + j] for the full
-// MR x NR tile. a is an A panel with MR consecutive rows per k step (a_ks = MR when packed,
-// the leading dimension when read in place); b is a packed B panel, 64-byte aligned, NR
-// consecutive columns per k step. tile is 64-byte aligned. Edges are zero-padded by packing;
-// the write-back (gemm_impl.h) stores only the valid m x n part. Every element is summed in
-// the same k order whatever its position, so a row's result never depends on the other rows.
+// Contract: tile[i * NR + j] := sum_{p < kc} A(i, p) * b[p * NR + j] for the full MR x NR tile.
+// A is read in one of two layouts (template argument ROW_A):
+//   ROW_A = false: A(i, p) = a[p * lda + i]  (a packed panel with lda = MR, or a column-major
+//                  matrix read in place)
+//   ROW_A = true:  A(i, p) = a[i * lda + p]  (a row-major matrix read in place)
+// All MR rows must be readable (the caller packs a short edge panel). b is a packed B panel,
+// 64-byte aligned, NR consecutive columns per k step, zero-padded; tile is 64-byte aligned;
+// c (the destination tile, row stride ldc) is only prefetched. Every element is summed in the
+// same k order whatever its position, so a row's result never depends on the other rows.
 #pragma once
 
 #include <immintrin.h>
@@ -17,67 +20,93 @@ namespace cpu {
 namespace isa_avx512 {
 
 template <class T>
+struct Vec;
+template <>
+struct Vec<float> {
+  using type = __m512;
+  static constexpr int width = 16;
+  static __m512 zero() { return _mm512_setzero_ps(); }
+  static __m512 load(const float* p) { return _mm512_load_ps(p); }
+  static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
+  static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+  static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
+};
+template <>
+struct Vec<double> {
+  using type = __m512d;
+  static constexpr int width = 8;
+  static __m512d zero() { return _mm512_setzero_pd(); }
+  static __m512d load(const double* p) { return _mm512_load_pd(p); }
+  static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
+  static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+  static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
+};
+
+// MR = 12 rows x NR = two vectors: 24 accumulators, 2 B vectors, 1 broadcast.
+template <class T, class Blocking>
+struct Kernel12x2 : Blocking {
+  using V = Vec<T>;
+  using R = typename V::type;
+  static constexpr int MR = Blocking::MR;
+  static constexpr int NR = Blocking::NR;
+  static_assert(MR == 12 && NR == 2 * V::width, "tile shape");
+
+  template <bool ROW_A>
+  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T* c,
+                  index_t ldc) {
+    for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    R c0[MR], c1[MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::zero();
+      c1[i] = V::zero();
+    }
+    // Row-major A: three row groups, each addressed as base + {0, 1, 2, 3} * lda.
+    const T* a0 = a;
+    const T* a4 = a + 4 * lda;
+    const T* a8 = a + 8 * lda;
+    const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
+    for (index_t p = 0; p < kc; ++p) {
+      const R b0 = V::load(b);
+      const R b1 = V::load(b + V::width);
+      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NR), _MM_HINT_T0);
+      if constexpr (ROW_A) {
+        const T* rows[MR] = {a0, a0 + l1, a0 + l2, a0 + l3, a4, a4 + l1,
+                             a4 + l2, a4 + l3, a8, a8 + l1, a8 + l2, a8 + l3};
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; ++i) {
+          const R ai = V::bcast(rows[i]);
+          c0[i] = V::fma(ai, b0, c0[i]);
+          c1[i] = V::fma(ai, b1, c1[i]);
+        }
+        ++a0;
+        ++a4;
+        ++a8;
+      } else {
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; ++i) {
+          const R ai = V::bcast(a + i);
+          c0[i] = V::fma(ai, b0, c0[i]);
+          c1[i] = V::fma(ai, b1, c1[i]);
+        }
+        a += lda;
+      }
+      b += NR;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      V::store(tile + i * NR, c0[i]);
+      V::store(tile + i * NR + V::width, c1[i]);
+    }
+  }
+};
+
+template <class T>
 struct Kernel;
-
 template <>
-struct Kernel<float> : BlockingAvx512F32 {  // 12 x 32: 24 accumulators, 2 B vectors
-  static void run(index_t kc, const float* a, index_t a_ks, const float* b, float* tile) {
-    __m512 c0[MR], c1[MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      c0[i] = _mm512_setzero_ps();
-      c1[i] = _mm512_setzero_ps();
-    }
-    for (index_t p = 0; p < kc; ++p) {
-      const __m512 b0 = _mm512_load_ps(b);
-      const __m512 b1 = _mm512_load_ps(b + 16);
-      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NR), _MM_HINT_T0);
-#pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        const __m512 ai = _mm512_set1_ps(a[i]);
-        c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
-        c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
-      }
-      a += a_ks;
-      b += NR;
-    }
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_store_ps(tile + i * NR, c0[i]);
-      _mm512_store_ps(tile + i * NR + 16, c1[i]);
-    }
-  }
-};
-
+struct Kernel<float> : Kernel12x2<float, BlockingAvx512F32> {};
 template <>
-struct Kernel<double> : BlockingAvx512F64 {  // 12 x 16
-  static void run(index_t kc, const double* a, index_t a_ks, const double* b, double* tile) {
-    __m512d c0[MR], c1[MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      c0[i] = _mm512_setzero_pd();
-      c1[i] = _mm512_setzero_pd();
-    }
-    for (index_t p = 0; p < kc; ++p) {
-      const __m512d b0 = _mm512_load_pd(b);
-      const __m512d b1 = _mm512_load_pd(b + 8);
-      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NR), _MM_HINT_T0);
-#pragma GCC unroll 12
-      for (int i = 0; i < MR; ++i) {
-        const __m512d ai = _mm512_set1_pd(a[i]);
-        c0[i] = _mm512_fmadd_pd(ai, b0, c0[i]);
-        c1[i] = _mm512_fmadd_pd(ai, b1, c1[i]);
-      }
-      a += a_ks;
-      b += NR;
-    }
-#pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      _mm512_store_pd(tile + i * NR, c0[i]);
-      _mm512_store_pd(tile + i * NR + 8, c1[i]);
-    }
-  }
-};
+struct Kernel<double> : Kernel12x2<double, BlockingAvx512F64> {};
 
 }  // namespace isa_avx512
 }  // namespace cpu

@@ -11,20 +11,21 @@ namespace isa_generic {
 
 template <class T, class B>
 struct PortableKernel : B {
-  static void run(index_t kc, const T* a, index_t a_ks, const T* b, T* tile) {
-    constexpr int MR = B::MR;
-    constexpr int NR = B::NR;
+  static constexpr int MR = B::MR;
+  static constexpr int NR = B::NR;
+
+  template <bool ROW_A>
+  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T*, index_t) {
     T acc[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
     for (index_t p = 0; p < kc; ++p) {
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
-        const T ai = a[i];
+        const T ai = ROW_A ? a[i * lda + p] : a[p * lda + i];
 #pragma omp simd
         for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
       }
-      a += a_ks;
       b += NR;
     }
     for (int i = 0; i < MR; ++i)
