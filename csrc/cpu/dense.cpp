@@ -1,11 +1,8 @@
 // Fused dense layers of the CPU engine (see dense.h).
 #include "cpu/dense.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
-#include <stdexcept>
 
 #include "fusedmlp/activation.h"
 #include "fusedmlp/loss.h"
@@ -13,47 +10,52 @@
 namespace fusedmlp {
 namespace cpu {
 
+void team_barrier(const Team& team) {
+  if (team.nth > 1) {
+#pragma omp barrier
+  }
+}
+
 namespace {
 
-// Elementwise passes below this size run on the calling thread only.
-constexpr index_t kParallelElements = 1 << 15;
+template <class T>
+constexpr ScalarType scalar_type_of() {
+  return sizeof(T) == 4 ? ScalarType::f32 : ScalarType::f64;
+}
 
-int threads_for(index_t elements, int n_threads) {
-  return elements >= kParallelElements ? std::max(1, n_threads) : 1;
+template <class T>
+bool reads_in_place(const InputMatrix& x, const index_t* rows) {
+  return !x.sparse && rows == nullptr && x.type == scalar_type_of<T>() && x.cs == 1;
 }
 
 template <class T, class S>
-void copy_row(const S* src, index_t cs, index_t n, T* dst) {
-  if (cs == 1) {
-#pragma omp simd
-    for (index_t j = 0; j < n; ++j) dst[j] = static_cast<T>(src[j]);
-  } else {
-    for (index_t j = 0; j < n; ++j) dst[j] = static_cast<T>(src[j * cs]);
-  }
-}
-
-template <class T, class S>
-void gather_dense(const InputMatrix& x, const index_t* rows, index_t first, index_t count,
-                  T* dst, int n_threads) {
+void gather_dense(const Team& team, const InputMatrix& x, const index_t* rows, index_t first,
+                  index_t count, T* dst) {
   const S* data = static_cast<const S*>(x.data);
   const index_t d = x.n_cols;
-  const int nt = threads_for(count * d, n_threads);
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-  for (index_t i = 0; i < count; ++i) {
-    const index_t r = rows != nullptr ? rows[i] : first + i;
-    copy_row<T, S>(data + r * x.rs, x.cs, d, dst + i * d);
+  index_t i0, i1;
+  team_range(team, count, i0, i1);
+  for (index_t i = i0; i < i1; ++i) {
+    const S* src = data + (rows != nullptr ? rows[i] : first + i) * x.rs;
+    T* out = dst + i * d;
+    if (x.cs == 1) {
+#pragma omp simd
+      for (index_t j = 0; j < d; ++j) out[j] = static_cast<T>(src[j]);
+    } else {
+      for (index_t j = 0; j < d; ++j) out[j] = static_cast<T>(src[j * x.cs]);
+    }
   }
 }
+
+index_t row_nnz(const InputMatrix& x, index_t r) { return x.indptr[r + 1] - x.indptr[r]; }
 
 template <class T, class Index>
 void gather_csr(const InputMatrix& x, const Index* col, const index_t* rows, index_t first,
                 index_t count, BatchInput<T>& batch) {
-  batch.indptr.resize(static_cast<size_t>(count) + 1);
+  batch.indptr.resize(static_cast<size_t>(count) + 1);  // within the capacity reserved
   batch.indptr[0] = 0;
-  for (index_t i = 0; i < count; ++i) {
-    const index_t r = rows != nullptr ? rows[i] : first + i;
-    batch.indptr[i + 1] = batch.indptr[i] + (x.indptr[r + 1] - x.indptr[r]);
-  }
+  for (index_t i = 0; i < count; ++i)
+    batch.indptr[i + 1] = batch.indptr[i] + row_nnz(x, rows != nullptr ? rows[i] : first + i);
   const index_t nnz = batch.indptr[count];
   batch.indices.resize(static_cast<size_t>(nnz));
   batch.values.resize(static_cast<size_t>(nnz));
@@ -69,70 +71,105 @@ void gather_csr(const InputMatrix& x, const Index* col, const index_t* rows, ind
   }
 }
 
-template <class T>
-constexpr ScalarType scalar_type_of() {
-  return sizeof(T) == 4 ? ScalarType::f32 : ScalarType::f64;
-}
-
 }  // namespace
 
 template <class T>
-void gather_input(const InputMatrix& x, const index_t* rows, index_t first, index_t count,
-                  BatchInput<T>& batch, int n_threads) {
-  batch.rows = count;
-  batch.cols = x.n_cols;
-  batch.sparse = x.sparse;
+void prepare_batches(const InputMatrix& x, const index_t* order, index_t n_order,
+                     index_t batch_rows, BatchInput<T>& batch) {
   if (x.sparse) {
-    if (x.indices32 != nullptr)
-      gather_csr<T>(x, x.indices32, rows, first, count, batch);
-    else
-      gather_csr<T>(x, x.indices64, rows, first, count, batch);
+    index_t most = 0;
+    for (index_t start = 0; start < n_order; start += batch_rows) {
+      index_t nnz = 0;
+      for (index_t i = start; i < std::min(n_order, start + batch_rows); ++i)
+        nnz += row_nnz(x, order != nullptr ? order[i] : i);
+      most = std::max(most, nnz);
+    }
+    batch.indptr.reserve(static_cast<size_t>(batch_rows) + 1);
+    batch.indices.reserve(static_cast<size_t>(most));
+    batch.values.reserve(static_cast<size_t>(most));
+  } else if (!reads_in_place<T>(x, order)) {
+    if (batch.dense_storage.size() < static_cast<size_t>(batch_rows * x.n_cols))
+      batch.dense_storage.resize(static_cast<size_t>(batch_rows * x.n_cols));
+  }
+}
+
+template <class T>
+void gather_input(const Team& team, const InputMatrix& x, const index_t* rows, index_t first,
+                  index_t count, BatchInput<T>& batch) {
+  BatchView<T>& v = batch.view;
+  if (team.tid == 0) {
+    v.rows = count;
+    v.cols = x.n_cols;
+    v.sparse = x.sparse;
+  }
+  if (x.sparse) {
+    if (team.tid == 0) {
+      if (x.indices32 != nullptr)
+        gather_csr<T>(x, x.indices32, rows, first, count, batch);
+      else
+        gather_csr<T>(x, x.indices64, rows, first, count, batch);
+      v.indptr = batch.indptr.data();
+      v.indices = batch.indices.data();
+      v.values = batch.values.data();
+    }
     return;
   }
-  if (rows == nullptr && x.type == scalar_type_of<T>() && x.cs == 1) {
-    batch.dense = static_cast<const T*>(x.data) + first * x.rs;  // read in place
-    batch.ld = x.rs;
+  if (reads_in_place<T>(x, rows)) {
+    if (team.tid == 0) {
+      v.dense = static_cast<const T*>(x.data) + first * x.rs;
+      v.ld = x.rs;
+    }
     return;
   }
-  batch.dense_storage.resize(static_cast<size_t>(count * x.n_cols));
+  T* dst = batch.dense_storage.data();
   if (x.type == ScalarType::f32)
-    gather_dense<T, float>(x, rows, first, count, batch.dense_storage.data(), n_threads);
+    gather_dense<T, float>(team, x, rows, first, count, dst);
   else
-    gather_dense<T, double>(x, rows, first, count, batch.dense_storage.data(), n_threads);
-  batch.dense = batch.dense_storage.data();
-  batch.ld = x.n_cols;
+    gather_dense<T, double>(team, x, rows, first, count, dst);
+  if (team.tid == 0) {
+    v.dense = dst;
+    v.ld = x.n_cols;
+  }
+}
+
+template <class T>
+void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,
+                 T* dst) {
+  index_t i0, i1;
+  team_range(team, count, i0, i1);
+  for (index_t i = i0; i < i1; ++i)
+    std::memcpy(dst + i * width, src + rows[i] * width, sizeof(T) * static_cast<size_t>(width));
 }
 
 // ---- forward ---------------------------------------------------------------------------------
 
 template <class T>
-void dense_forward(const T* input, index_t rows, index_t fan_in, index_t ld, const T* w,
-                   const T* b, index_t fan_out, Activation act, T* out, int n_threads,
+void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
+                   const T* w, const T* b, index_t fan_out, Activation act, T* out,
                    GemmWorkspace& ws) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::bias_activation;
   ep.act = act;
   ep.bias = b;
   // out (rows x fan_out) = act(input (rows x fan_in) W (fan_in x fan_out) + b)
-  gemm<T>(rows, fan_out, fan_in, Operand<T>{input, ld, 1}, Operand<T>{w, fan_out, 1}, out, fan_out,
-          ep, false, n_threads, ws);
+  gemm_team<T>(team, rows, fan_out, fan_in, Operand<T>{input, ld, 1}, Operand<T>{w, fan_out, 1},
+               out, fan_out, ep, false, ws);
 }
 
 template <class T>
-void dense_forward(const BatchInput<T>& input, const T* w, const T* b, index_t fan_out,
-                   Activation act, T* out, int n_threads, GemmWorkspace& ws) {
+void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
+                   index_t fan_out, Activation act, T* out, GemmWorkspace& ws) {
   if (!input.sparse) {
-    dense_forward<T>(input.dense, input.rows, input.cols, input.ld, w, b, fan_out, act, out,
-                     n_threads, ws);
+    dense_forward<T>(team, input.dense, input.rows, input.cols, input.ld, w, b, fan_out, act, out,
+                     ws);
     return;
   }
-  // CSR input: out[i, :] = act(b + sum_q values[q] * W[indices[q], :])
-  const index_t rows = input.rows;
-  const int nt = threads_for(rows * fan_out, n_threads);
+  // CSR input: out[i, :] = act(b + sum_q values[q] * W[indices[q], :]), rows split
+  index_t i0, i1;
+  team_range(team, input.rows, i0, i1);
   dispatch_hidden_activation(act, [&](auto a_tag) {
     constexpr Activation A = decltype(a_tag)::value;
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (index_t i = 0; i < rows; ++i) {
+    for (index_t i = i0; i < i1; ++i) {
       T* o = out + i * fan_out;
       std::memcpy(o, b, sizeof(T) * static_cast<size_t>(fan_out));
       for (index_t q = input.indptr[i]; q < input.indptr[i + 1]; ++q) {
@@ -144,80 +181,15 @@ void dense_forward(const BatchInput<T>& input, const T* w, const T* b, index_t f
 #pragma omp simd
       for (index_t j = 0; j < fan_out; ++j) o[j] = activate<A>(o[j]);
     }
+    return 0;
   });
 }
 
 // ---- backward --------------------------------------------------------------------------------
 
 template <class T>
-void dense_weight_grad(const T* input, index_t rows, index_t fan_in, index_t ld, const T* dz,
-                       index_t fan_out, const T* w, T alpha, T scale, bool accumulate,
-                       bool finish, T* dw, T* db, int n_threads, GemmWorkspace& ws) {
-  if (finish && accumulate)
-    throw std::invalid_argument("dense_weight_grad: finish the accumulated sums separately");
-  Epilogue<T> ep;
-  if (finish) {
-    ep.kind = EpilogueKind::weight_grad;
-    ep.aux = w;
-    ep.ld_aux = fan_out;
-    ep.alpha = alpha;
-    ep.scale = scale;
-  }
-  ep.colsum_b = db;
-  ep.colsum_scale = finish ? scale : T(1);
-  // dW (fan_in x fan_out) = input^T (fan_in x rows) dz (rows x fan_out); db = colsum(dz)
-  gemm<T>(fan_in, fan_out, rows, Operand<T>{input, 1, ld}, Operand<T>{dz, fan_out, 1}, dw,
-          fan_out, ep, accumulate, n_threads, ws);
-}
-
-template <class T>
-void dense_weight_grad(const BatchInput<T>& input, const T* dz, index_t fan_out, const T* w,
-                       T alpha, T scale, bool accumulate, bool finish, T* dw, T* db,
-                       int n_threads, GemmWorkspace& ws) {
-  if (!input.sparse) {
-    dense_weight_grad<T>(input.dense, input.rows, input.cols, input.ld, dz, fan_out, w, alpha, scale,
-                         accumulate, finish, dw, db, n_threads, ws);
-    return;
-  }
-  if (finish && accumulate)
-    throw std::invalid_argument("dense_weight_grad: finish the accumulated sums separately");
-  // CSR input: dW[col, :] += value * dz[i, :]; threads own disjoint column ranges of dW.
-  const index_t fan_in = input.cols, rows = input.rows;
-  const int nt = threads_for(fan_in * fan_out, n_threads);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-    const index_t j0 = fan_out * tid / nth, j1 = fan_out * (tid + 1) / nth;
-    if (!accumulate)
-      for (index_t r = 0; r < fan_in; ++r)
-        for (index_t j = j0; j < j1; ++j) dw[r * fan_out + j] = T(0);
-    for (index_t j = j0; j < j1; ++j) {
-      T s = T(0);
-      for (index_t i = 0; i < rows; ++i) s += dz[i * fan_out + j];
-      db[j] = finish ? s * scale : (accumulate ? db[j] + s : s);
-    }
-    for (index_t i = 0; i < rows; ++i) {
-      const T* d = dz + i * fan_out;
-      for (index_t q = input.indptr[i]; q < input.indptr[i + 1]; ++q) {
-        const T v = input.values[q];
-        T* o = dw + input.indices[q] * fan_out;
-#pragma omp simd
-        for (index_t j = j0; j < j1; ++j) o[j] += v * d[j];
-      }
-    }
-    if (finish)
-      for (index_t r = 0; r < fan_in; ++r) {
-        T* o = dw + r * fan_out;
-        const T* wr = w + r * fan_out;
-#pragma omp simd
-        for (index_t j = j0; j < j1; ++j) o[j] = (o[j] + alpha * wr[j]) * scale;
-      }
-  }
-}
-
-template <class T>
-void dense_backward_data(const T* dz, index_t rows, index_t fan_out, const T* w, index_t fan_in,
-                         const T* a_prev, Activation act, T* dz_prev, int n_threads,
+void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
+                         index_t fan_in, const T* a_prev, Activation act, T* dz_prev,
                          GemmWorkspace& ws) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::activation_grad;
@@ -225,30 +197,153 @@ void dense_backward_data(const T* dz, index_t rows, index_t fan_out, const T* w,
   ep.aux = a_prev;
   ep.ld_aux = fan_in;
   // dz_prev (rows x fan_in) = dz (rows x fan_out) W^T (fan_out x fan_in), times act'(a_prev)
-  gemm<T>(rows, fan_in, fan_out, Operand<T>{dz, fan_out, 1}, Operand<T>{w, 1, fan_out}, dz_prev,
-          fan_in, ep, false, n_threads, ws);
+  gemm_team<T>(team, rows, fan_in, fan_out, Operand<T>{dz, fan_out, 1}, Operand<T>{w, 1, fan_out},
+               dz_prev, fan_in, ep, false, ws);
+}
+
+namespace {
+
+// Sparse input: dW[:, j0:j1] (+)= X^T dz and db[j0:j1] (+)= colsum(dz) for this thread's
+// columns; threads own disjoint column ranges, so nothing is shared.
+template <class T>
+void csr_weight_grad_columns(const BatchView<T>& input, const T* dz, index_t fan_out, index_t j0,
+                             index_t j1, bool accumulate, T* dw, T* db) {
+  const index_t fan_in = input.cols, rows = input.rows;
+  if (!accumulate) {
+    for (index_t r = 0; r < fan_in; ++r)
+      for (index_t j = j0; j < j1; ++j) dw[r * fan_out + j] = T(0);
+    for (index_t j = j0; j < j1; ++j) db[j] = T(0);
+  }
+  for (index_t i = 0; i < rows; ++i) {
+    const T* d = dz + i * fan_out;
+    for (index_t j = j0; j < j1; ++j) db[j] += d[j];
+    for (index_t q = input.indptr[i]; q < input.indptr[i + 1]; ++q) {
+      const T v = input.values[q];
+      T* o = dw + input.indices[q] * fan_out;
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) o[j] += v * d[j];
+    }
+  }
 }
 
 template <class T>
-void finish_weight_grad(T* dw, T* db, const T* w, index_t fan_in, index_t fan_out, T alpha,
-                        T scale, int n_threads) {
-  const index_t n = fan_in * fan_out;
-  const int nt = threads_for(n, n_threads);
-#pragma omp parallel for simd num_threads(nt) if (nt > 1)
-  for (index_t i = 0; i < n; ++i) dw[i] = (dw[i] + alpha * w[i]) * scale;
-  for (index_t j = 0; j < fan_out; ++j) db[j] *= scale;
+double step_columns(T* w, const T* g, T* s0, T* s1, index_t n_rows, index_t ld, index_t j0,
+                    index_t j1, const OptimizerStep<T>& opt) {
+  double sq = 0.0;
+  for (index_t r = 0; r < n_rows; ++r) {
+    const index_t o = r * ld;
+    for (index_t j = j0; j < j1; ++j) {
+      if (opt.solver == Solver::adam)
+        adam_step(w[o + j], s0[o + j], s1[o + j], g[o + j], opt.adam);
+      else
+        sgd_step(w[o + j], s0[o + j], g[o + j], opt.sgd);
+      sq += static_cast<double>(w[o + j]) * static_cast<double>(w[o + j]);
+    }
+  }
+  return sq;
+}
+
+}  // namespace
+
+template <class T>
+void dense_weight_update(const Team& team, const BatchView<T>* input, const T* dense_input,
+                         index_t rows, const T* dz, const LayerLayout& layer, T* params,
+                         const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
+                         double* sq_norm, GemmWorkspace& ws) {
+  T* w = params + layer.w_offset;
+  T* b = params + layer.b_offset;
+  T* dw = scratch;
+  T* db = scratch + layer.fan_in * layer.fan_out;
+  T* w_s0 = opt.state_0 + layer.w_offset;
+  T* w_s1 = opt.state_1 != nullptr ? opt.state_1 + layer.w_offset : nullptr;
+  T* b_s0 = opt.state_0 + layer.b_offset;
+  T* b_s1 = opt.state_1 != nullptr ? opt.state_1 + layer.b_offset : nullptr;
+  if (input != nullptr && input->sparse) {
+    // CSR input: each thread builds and applies the gradient of its own columns
+    index_t j0, j1;
+    team_range(team, layer.fan_out, j0, j1);
+    csr_weight_grad_columns(*input, dz, layer.fan_out, j0, j1, false, dw, db);
+    for (index_t r = 0; r < layer.fan_in; ++r)
+      for (index_t j = j0; j < j1; ++j) {
+        T& g = dw[r * layer.fan_out + j];
+        g = (g + alpha * w[r * layer.fan_out + j]) * scale;
+      }
+    for (index_t j = j0; j < j1; ++j) db[j] *= scale;
+    sq_norm[team.slot * kSlotStride] += step_columns(w, dw, w_s0, w_s1, layer.fan_in, layer.fan_out, j0, j1, opt);
+    step_columns(b, db, b_s0, b_s1, 1, layer.fan_out, j0, j1, opt);
+    return;
+  }
+  const T* x = input != nullptr ? input->dense : dense_input;
+  const index_t ld = input != nullptr ? input->ld : layer.fan_in;
+  Epilogue<T> ep;
+  ep.kind = opt.solver == Solver::adam ? EpilogueKind::weight_update_adam
+                                       : EpilogueKind::weight_update_sgd;
+  ep.aux = w;
+  ep.w_update = w;
+  ep.ld_aux = layer.fan_out;
+  ep.alpha = alpha;
+  ep.scale = scale;
+  ep.state_0 = w_s0;
+  ep.state_1 = w_s1;
+  ep.adam = opt.adam;
+  ep.sgd = opt.sgd;
+  ep.sq_norm = sq_norm;
+  ep.colsum_b = db;
+  ep.colsum_scale = scale;
+  ep.b_update = b;
+  ep.b_state_0 = b_s0;
+  ep.b_state_1 = b_s1;
+  // W, b -= step((input^T dz + alpha W) * scale, colsum(dz) * scale)
+  gemm_team<T>(team, layer.fan_in, layer.fan_out, rows, Operand<T>{x, 1, ld},
+               Operand<T>{dz, layer.fan_out, 1}, dw, layer.fan_out, ep, false, ws);
+}
+
+template <class T>
+void dense_weight_grad_sum(const Team& team, const BatchView<T>* input, const T* dense_input,
+                           index_t rows, const T* dz, const LayerLayout& layer, bool accumulate,
+                           T* grad, GemmWorkspace& ws) {
+  T* dw = grad + layer.w_offset;
+  T* db = grad + layer.b_offset;
+  if (input != nullptr && input->sparse) {
+    index_t j0, j1;
+    team_range(team, layer.fan_out, j0, j1);
+    csr_weight_grad_columns(*input, dz, layer.fan_out, j0, j1, accumulate, dw, db);
+    return;
+  }
+  const T* x = input != nullptr ? input->dense : dense_input;
+  const index_t ld = input != nullptr ? input->ld : layer.fan_in;
+  Epilogue<T> ep;
+  ep.colsum_b = db;
+  // dW (+)= input^T dz; db (+)= colsum(dz)
+  gemm_team<T>(team, layer.fan_in, layer.fan_out, rows, Operand<T>{x, 1, ld},
+               Operand<T>{dz, layer.fan_out, 1}, dw, layer.fan_out, ep, accumulate, ws);
+}
+
+template <class T>
+void finish_weight_grad(const Team& team, const LayerLayout& layer, const T* params, T alpha,
+                        T scale, T* grad) {
+  const T* w = params + layer.w_offset;
+  T* dw = grad + layer.w_offset;
+  index_t i0, i1;
+  team_range(team, layer.fan_in * layer.fan_out, i0, i1);
+#pragma omp simd
+  for (index_t i = i0; i < i1; ++i) dw[i] = (dw[i] + alpha * w[i]) * scale;
+  if (team.tid == 0)
+    for (index_t j = 0; j < layer.fan_out; ++j) grad[layer.b_offset + j] *= scale;
 }
 
 // ---- output layer ----------------------------------------------------------------------------
 
 template <class T>
-double output_loss_grad(Loss loss, T* z, const T* y, const T* sample_weight, T* delta,
-                        index_t rows, index_t n_out) {
+double output_loss_grad(const Team& team, Loss loss, T* z, const T* y, const T* sample_weight,
+                        T* delta, index_t rows, index_t n_out) {
+  index_t i0, i1;
+  team_range(team, rows, i0, i1);
   return dispatch_loss(loss, [&](auto l_tag) {
     constexpr Loss L = decltype(l_tag)::value;
     const bool weighted = sample_weight != nullptr;
     double total = 0.0;
-    for (index_t i = 0; i < rows; ++i)
+    for (index_t i = i0; i < i1; ++i)
       total += output_loss_grad_row<L, T>(z + i * n_out, y + i * n_out,
                                           weighted ? sample_weight[i] : T(1), weighted,
                                           delta + i * n_out, n_out);
@@ -257,10 +352,14 @@ double output_loss_grad(Loss loss, T* z, const T* y, const T* sample_weight, T* 
 }
 
 template <class T>
-void output_activation(Loss loss, T* z, index_t rows, index_t n_out) {
+void output_activation(const Team& team, Loss loss, const T* z, double* out, index_t rows,
+                       index_t n_out) {
+  index_t i0, i1;
+  team_range(team, rows, i0, i1);
+  for (index_t i = i0 * n_out; i < i1 * n_out; ++i) out[i] = static_cast<double>(z[i]);
   dispatch_loss(loss, [&](auto l_tag) {
     constexpr Loss L = decltype(l_tag)::value;
-    for (index_t i = 0; i < rows; ++i) output_activation_row<L, T>(z + i * n_out, n_out);
+    for (index_t i = i0; i < i1; ++i) output_activation_row<L, double>(out + i * n_out, n_out);
     return 0;
   });
 }
@@ -268,24 +367,25 @@ void output_activation(Loss loss, T* z, index_t rows, index_t n_out) {
 // ---- parameters ------------------------------------------------------------------------------
 
 template <class T>
-double weights_sq_norm(const NetworkLayout& layout, const T* params, int n_threads) {
+double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* params) {
   double total = 0.0;
   for (const auto& layer : layout.layers) {
     const T* w = params + layer.w_offset;
-    const index_t n = layer.fan_in * layer.fan_out;
-    const int nt = threads_for(n, n_threads);
+    index_t i0, i1;
+    team_range(team, layer.fan_in * layer.fan_out, i0, i1);
     double s = 0.0;
-#pragma omp parallel for simd num_threads(nt) reduction(+ : s) if (nt > 1)
-    for (index_t i = 0; i < n; ++i) s += static_cast<double>(w[i]) * static_cast<double>(w[i]);
+#pragma omp simd reduction(+ : s)
+    for (index_t i = i0; i < i1; ++i) s += static_cast<double>(w[i]) * static_cast<double>(w[i]);
     total += s;
   }
   return total;
 }
 
 template <class T>
-double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
-                        const OptimizerStep<T>& opt, bool want_norm, int n_threads) {
-  const int nt = threads_for(n, n_threads);
+double optimizer_update(const Team& team, T* params, const T* grad, index_t offset, index_t n,
+                        const OptimizerStep<T>& opt, bool want_norm) {
+  index_t i0, i1;
+  team_range(team, n, i0, i1);
   T* p = params + offset;
   const T* g = grad + offset;
   T* s0 = opt.state_0 + offset;
@@ -293,15 +393,15 @@ double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
   if (opt.solver == Solver::adam) {
     T* s1 = opt.state_1 + offset;
     const AdamStep<T> step = opt.adam;
-#pragma omp parallel for simd num_threads(nt) reduction(+ : sq) if (nt > 1)
-    for (index_t i = 0; i < n; ++i) {
+#pragma omp simd reduction(+ : sq)
+    for (index_t i = i0; i < i1; ++i) {
       adam_step(p[i], s0[i], s1[i], g[i], step);
       sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
     }
   } else {
     const SgdStep<T> step = opt.sgd;
-#pragma omp parallel for simd num_threads(nt) reduction(+ : sq) if (nt > 1)
-    for (index_t i = 0; i < n; ++i) {
+#pragma omp simd reduction(+ : sq)
+    for (index_t i = i0; i < i1; ++i) {
       sgd_step(p[i], s0[i], g[i], step);
       sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
     }
@@ -309,74 +409,30 @@ double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
   return want_norm ? sq : 0.0;
 }
 
-template <class T>
-void dense_weight_update(const BatchInput<T>* input, const T* dense_input, index_t rows,
-                         const T* dz, const LayerLayout& layer, T* params,
-                         const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
-                         double* sq_norm, int n_threads, GemmWorkspace& ws) {
-  T* w = params + layer.w_offset;
-  T* dw = scratch;
-  T* db = scratch + layer.fan_in * layer.fan_out;
-  const index_t n_w = layer.fan_in * layer.fan_out;
-  if (input != nullptr && (input->sparse || input->dense == nullptr)) {
-    // CSR input: the gradient is built in scratch, then one update pass
-    dense_weight_grad<T>(*input, dz, layer.fan_out, w, alpha, scale, false, true, dw, db,
-                         n_threads, ws);
-    OptimizerStep<T> shifted = opt;
-    shifted.state_0 = opt.state_0 + layer.w_offset;
-    shifted.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.w_offset : nullptr;
-    *sq_norm += optimizer_update<T>(w, dw, 0, n_w, shifted, true, n_threads);
-  } else {
-    const T* x = input != nullptr ? input->dense : dense_input;
-    const index_t ld = input != nullptr ? input->ld : layer.fan_in;
-    Epilogue<T> ep;
-    ep.kind = opt.solver == Solver::adam ? EpilogueKind::weight_update_adam
-                                         : EpilogueKind::weight_update_sgd;
-    ep.aux = w;
-    ep.w_update = w;
-    ep.ld_aux = layer.fan_out;
-    ep.alpha = alpha;
-    ep.scale = scale;
-    ep.state_0 = opt.state_0 + layer.w_offset;
-    ep.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.w_offset : nullptr;
-    ep.adam = opt.adam;
-    ep.sgd = opt.sgd;
-    ep.sq_norm = sq_norm;
-    ep.colsum_b = db;
-    ep.colsum_scale = scale;
-    // W -= step((input^T dz + alpha W) * scale); db = colsum(dz) * scale
-    gemm<T>(layer.fan_in, layer.fan_out, rows, Operand<T>{x, 1, ld},
-            Operand<T>{dz, layer.fan_out, 1}, dw, layer.fan_out, ep, false, n_threads, ws);
-  }
-  // biases: a pass over fan_out elements, outside the L2 norm
-  OptimizerStep<T> shifted = opt;
-  shifted.state_0 = opt.state_0 + layer.b_offset;
-  shifted.state_1 = opt.state_1 != nullptr ? opt.state_1 + layer.b_offset : nullptr;
-  optimizer_update<T>(params + layer.b_offset, db, 0, layer.fan_out, shifted, false, 1);
-}
-
-#define FUSEDMLP_INSTANTIATE(T)                                                                  \
-  template void gather_input<T>(const InputMatrix&, const index_t*, index_t, index_t,            \
-                                BatchInput<T>&, int);                                            \
-  template void dense_forward<T>(const BatchInput<T>&, const T*, const T*, index_t, Activation,  \
-                                 T*, int, GemmWorkspace&);                                       \
-  template void dense_forward<T>(const T*, index_t, index_t, index_t, const T*, const T*,        \
-                                 index_t, Activation, T*, int, GemmWorkspace&);                  \
-  template void dense_weight_grad<T>(const BatchInput<T>&, const T*, index_t, const T*, T, T,    \
-                                     bool, bool, T*, T*, int, GemmWorkspace&);                   \
-  template void dense_weight_grad<T>(const T*, index_t, index_t, index_t, const T*, index_t,     \
-                                     const T*, T, T, bool, bool, T*, T*, int, GemmWorkspace&);   \
-  template void finish_weight_grad<T>(T*, T*, const T*, index_t, index_t, T, T, int);            \
-  template void dense_backward_data<T>(const T*, index_t, index_t, const T*, index_t, const T*,  \
-                                       Activation, T*, int, GemmWorkspace&);                     \
-  template double output_loss_grad<T>(Loss, T*, const T*, const T*, T*, index_t, index_t);       \
-  template void output_activation<T>(Loss, T*, index_t, index_t);                                \
-  template double weights_sq_norm<T>(const NetworkLayout&, const T*, int);                       \
-  template double optimizer_update<T>(T*, const T*, index_t, index_t, const OptimizerStep<T>&,   \
-                                      bool, int);                                                \
-  template void dense_weight_update<T>(const BatchInput<T>*, const T*, index_t, const T*,        \
-                                       const LayerLayout&, T*, const OptimizerStep<T>&, T, T, T*, \
-                                       double*, int, GemmWorkspace&);
+#define FUSEDMLP_INSTANTIATE(T)                                                                    \
+  template void prepare_batches<T>(const InputMatrix&, const index_t*, index_t, index_t,            \
+                                   BatchInput<T>&);                                                 \
+  template void gather_input<T>(const Team&, const InputMatrix&, const index_t*, index_t, index_t,  \
+                                BatchInput<T>&);                                                    \
+  template void gather_rows<T>(const Team&, const T*, index_t, const index_t*, index_t, T*);       \
+  template void dense_forward<T>(const Team&, const BatchView<T>&, const T*, const T*, index_t,    \
+                                 Activation, T*, GemmWorkspace&);                                   \
+  template void dense_forward<T>(const Team&, const T*, index_t, index_t, index_t, const T*,       \
+                                 const T*, index_t, Activation, T*, GemmWorkspace&);                \
+  template void dense_backward_data<T>(const Team&, const T*, index_t, index_t, const T*, index_t, \
+                                       const T*, Activation, T*, GemmWorkspace&);                   \
+  template void dense_weight_update<T>(const Team&, const BatchView<T>*, const T*, index_t,        \
+                                       const T*, const LayerLayout&, T*, const OptimizerStep<T>&,   \
+                                       T, T, T*, double*, GemmWorkspace&);                          \
+  template void dense_weight_grad_sum<T>(const Team&, const BatchView<T>*, const T*, index_t,      \
+                                         const T*, const LayerLayout&, bool, T*, GemmWorkspace&);   \
+  template void finish_weight_grad<T>(const Team&, const LayerLayout&, const T*, T, T, T*);        \
+  template double output_loss_grad<T>(const Team&, Loss, T*, const T*, const T*, T*, index_t,      \
+                                      index_t);                                                     \
+  template void output_activation<T>(const Team&, Loss, const T*, double*, index_t, index_t);      \
+  template double weights_sq_norm<T>(const Team&, const NetworkLayout&, const T*);                 \
+  template double optimizer_update<T>(const Team&, T*, const T*, index_t, index_t,                 \
+                                      const OptimizerStep<T>&, bool);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

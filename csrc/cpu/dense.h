@@ -1,7 +1,12 @@
 // Fused dense layers of the CPU engine: the forward pass (X W + b and the activation in the
 // GEMM's write-back), the backward pass (activation derivative from the stored outputs folded
-// into dZ, dW with its L2 term, db in the same pass), the fused output loss, and the optimizer
-// pass over the flat parameter buffer. trainer.cpp strings them into whole epochs.
+// into dZ; the weight gradient handed from the GEMM's registers to the optimizer; the bias
+// gradient summed while dZ is packed), the fused output loss, and the optimizer pass over the
+// flat parameter buffer. trainer.cpp strings them into whole epochs.
+//
+// Every function here is one member's share of a team (see gemm.h): it splits its work by
+// team.tid, never synchronises and never throws; the caller puts barriers between dependent
+// steps and prepares every buffer beforehand.
 #pragma once
 
 #include <cstdint>
@@ -33,48 +38,76 @@ struct InputMatrix {
   const std::int64_t* indices64 = nullptr;
 };
 
-// One mini-batch of input rows in the compute type: a dense row-major buffer, or CSR.
+// Rows of the network's input in the compute type: a dense row-major block, or CSR. A view:
+// the storage belongs to a BatchInput.
 template <class T>
-struct BatchInput {
+struct BatchView {
   index_t rows = 0;
   index_t cols = 0;
   bool sparse = false;
   const T* dense = nullptr;  // rows x cols, row stride ld
   index_t ld = 0;
-  std::vector<index_t> indptr;  // sparse batch
+  const index_t* indptr = nullptr;  // rows + 1 absolute offsets into indices/values
+  const index_t* indices = nullptr;
+  const T* values = nullptr;
+
+  // rows [first, first + count) of this view
+  BatchView slice(index_t first, index_t count) const {
+    BatchView v = *this;
+    v.rows = count;
+    if (sparse)
+      v.indptr = indptr + first;
+    else
+      v.dense = dense + first * ld;
+    return v;
+  }
+};
+
+// One mini-batch gathered from the user's input: its storage and the view of it.
+template <class T>
+struct BatchInput {
+  BatchView<T> view;
+  std::vector<index_t> indptr;
   std::vector<index_t> indices;
   std::vector<T> values;
   std::vector<T> dense_storage;
 };
 
-// Gathers rows rows[0..count) of the input (or rows first..first+count when rows is null)
-// into batch, converting to T. Reads a dense, C-contiguous input of type T in place.
+// Sizes batch's buffers for every batch of `order` (or of consecutive chunks of batch_rows
+// when order is null), outside any team: gathering then never allocates.
 template <class T>
-void gather_input(const InputMatrix& x, const index_t* rows, index_t first, index_t count,
-                  BatchInput<T>& batch, int n_threads);
+void prepare_batches(const InputMatrix& x, const index_t* order, index_t n_order,
+                     index_t batch_rows, BatchInput<T>& batch);
 
-// out (rows x fan_out) = act(input W + b) for a dense or sparse batch.
+// Rows rows[0..count) of the input (or first..first+count when rows is null) into batch, in
+// the compute type; a dense C-contiguous input of type T is read in place. Dense rows are
+// split across the team; a sparse batch is built by thread 0. Barrier before use.
 template <class T>
-void dense_forward(const BatchInput<T>& input, const T* w, const T* b, index_t fan_out,
-                   Activation act, T* out, int n_threads, GemmWorkspace& ws);
+void gather_input(const Team& team, const InputMatrix& x, const index_t* rows, index_t first,
+                  index_t count, BatchInput<T>& batch);
 
-// Same for a hidden-layer input already in the compute type (rows x fan_in, row stride ld).
+// dst[i, :] = src[rows[i], :] for rows split across the team.
 template <class T>
-void dense_forward(const T* input, index_t rows, index_t fan_in, index_t ld, const T* w,
-                   const T* b, index_t fan_out, Activation act, T* out, int n_threads,
+void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,
+                 T* dst);
+
+// out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse)
+template <class T>
+void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
+                   index_t fan_out, Activation act, T* out, GemmWorkspace& ws);
+
+// ... and for a hidden layer's input (rows x fan_in, row stride ld)
+template <class T>
+void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
+                   const T* w, const T* b, index_t fan_out, Activation act, T* out,
                    GemmWorkspace& ws);
 
-// dW = (input^T dz [+ dW if accumulate] + alpha W) * scale  (L2 term and scale only when
-// finish), db = colsum(dz) * scale (accumulated likewise). With finish = false the raw sums
-// are accumulated so the whole-data gradient can be built chunk by chunk.
+// dz_prev (rows x fan_in) = (dz W^T) * act'(a_prev), the derivative taken from the stored
+// outputs a_prev of the previous layer.
 template <class T>
-void dense_weight_grad(const BatchInput<T>& input, const T* dz, index_t fan_out, const T* w,
-                       T alpha, T scale, bool accumulate, bool finish, T* dw, T* db,
-                       int n_threads, GemmWorkspace& ws);
-template <class T>
-void dense_weight_grad(const T* input, index_t rows, index_t fan_in, index_t ld, const T* dz,
-                       index_t fan_out, const T* w, T alpha, T scale, bool accumulate,
-                       bool finish, T* dw, T* db, int n_threads, GemmWorkspace& ws);
+void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
+                         index_t fan_in, const T* a_prev, Activation act, T* dz_prev,
+                         GemmWorkspace& ws);
 
 // One optimizer step over flat arrays: which solver, its constants, and its state (same layout
 // as the parameters).
@@ -88,46 +121,57 @@ struct OptimizerStep {
 };
 
 // The weight and bias gradients of one layer, applied at once by the optimizer: W's gradient
-// goes from the GEMM's registers into the update (dense input), b's from the fused column sum.
-// Adds sum(W_new^2) to *sq_norm. params and the optimizer state are the flat buffers;
-// scratch holds at least the layer's fan_in x fan_out + fan_out elements.
+// goes from the GEMM's registers into the update, b's from the column sum fused into packing
+// dz. sum(W_new^2) is added to sq_norm[team.tid * kSlotStride]. The layer input is `input` (the network's
+// input) or, when that is null, dense_input (rows x fan_in). scratch holds fan_in x fan_out +
+// fan_out elements at the layer's offsets (used between k blocks, and for sparse input).
 template <class T>
-void dense_weight_update(const BatchInput<T>* input, const T* dense_input, index_t rows,
-                         const T* dz, const LayerLayout& layer, T* params,
+void dense_weight_update(const Team& team, const BatchView<T>* input, const T* dense_input,
+                         index_t rows, const T* dz, const LayerLayout& layer, T* params,
                          const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
-                         double* sq_norm, int n_threads, GemmWorkspace& ws);
+                         double* sq_norm, GemmWorkspace& ws);
 
-// Completes accumulated raw sums: dW = (dW + alpha W) * scale, db *= scale.
+// Raw gradient sums: dW (+)= input^T dz, db (+)= colsum(dz) at the layer's offsets in grad
+// (the L-BFGS path chunk by chunk, and the row blocks of small networks).
 template <class T>
-void finish_weight_grad(T* dw, T* db, const T* w, index_t fan_in, index_t fan_out, T alpha,
-                        T scale, int n_threads);
+void dense_weight_grad_sum(const Team& team, const BatchView<T>* input, const T* dense_input,
+                           index_t rows, const T* dz, const LayerLayout& layer, bool accumulate,
+                           T* grad, GemmWorkspace& ws);
 
-// dz_prev (rows x fan_in) = (dz W^T) * act'(a_prev), the derivative taken from the stored
-// outputs a_prev of the previous layer.
+// Completes the sums: dW = (dW + alpha W) * scale, db *= scale.
 template <class T>
-void dense_backward_data(const T* dz, index_t rows, index_t fan_out, const T* w, index_t fan_in,
-                         const T* a_prev, Activation act, T* dz_prev, int n_threads,
-                         GemmWorkspace& ws);
+void finish_weight_grad(const Team& team, const LayerLayout& layer, const T* params, T alpha,
+                        T scale, T* grad);
 
 // Output layer: z (rows x n_out) becomes the output activation in place, delta = (a - y) * w.
-// Returns the sum of the weighted per-sample losses (not yet divided).
+// Returns this thread's sum of weighted per-sample losses (not yet divided).
 template <class T>
-double output_loss_grad(Loss loss, T* z, const T* y, const T* sample_weight, T* delta,
-                        index_t rows, index_t n_out);
+double output_loss_grad(const Team& team, Loss loss, T* z, const T* y, const T* sample_weight,
+                        T* delta, index_t rows, index_t n_out);
 
-// Applies the output activation in place (prediction).
+// Applies the output activation to rows of z in float64 into out (prediction).
 template <class T>
-void output_activation(Loss loss, T* z, index_t rows, index_t n_out);
+void output_activation(const Team& team, Loss loss, const T* z, double* out, index_t rows,
+                       index_t n_out);
 
-// Sum of squares of every weight matrix (not the biases): the L2 penalty's norm.
+// This thread's share of the sum of squares of every weight matrix (not the biases).
 template <class T>
-double weights_sq_norm(const NetworkLayout& layout, const T* params, int n_threads);
+double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* params);
 
-// One optimizer step over a range of the flat buffer (offset..offset+n of params, state and
-// grad); returns sum(p_new^2) when want_norm.
+// One optimizer step over params[offset .. offset + n) with its gradient, split across the
+// team; returns this thread's share of sum(p_new^2) when want_norm.
 template <class T>
-double optimizer_update(T* params, const T* grad, index_t offset, index_t n,
-                        const OptimizerStep<T>& opt, bool want_norm, int n_threads);
+double optimizer_update(const Team& team, T* params, const T* grad, index_t offset, index_t n,
+                        const OptimizerStep<T>& opt, bool want_norm);
+
+// The team's barrier (nothing for a team of one).
+void team_barrier(const Team& team);
+
+// [begin, end) of `count` items for this thread.
+inline void team_range(const Team& team, index_t count, index_t& begin, index_t& end) {
+  begin = count * team.tid / team.nth;
+  end = count * (team.tid + 1) / team.nth;
+}
 
 }  // namespace cpu
 }  // namespace fusedmlp

@@ -1,11 +1,15 @@
 // The CPU trainer (see trainer.h). Python never loops over mini-batches: this file does.
 #include "cpu/trainer.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
 
+#include "cpu/denormals.h"
 #include "fusedmlp/loss.h"
 
 namespace fusedmlp {
@@ -16,10 +20,26 @@ namespace {
 // Rows per chunk for the whole-data passes (prediction, L-BFGS): large enough to keep the
 // GEMMs efficient, small enough to bound the activation memory.
 index_t chunk_rows(const NetworkLayout& layout, index_t n_rows) {
-  const index_t per_row = layout.activation_width() + layout.max_width() * 2 + layout.n_inputs();
+  const index_t per_row = layout.activation_width() * 2 + layout.n_inputs();
   index_t rows = (index_t(8) << 20) / std::max<index_t>(per_row, 1);  // ~8M elements
   rows = std::clamp<index_t>(rows, 64, 4096);
   return std::min(rows, std::max<index_t>(n_rows, 1));
+}
+
+// Row-block mode: a batch splits into ceil(rows / kBlockRows) blocks of equal size (give or
+// take one row), for networks of at most kRowBlockParams parameters (whose per-block
+// gradients stay small). Equal blocks keep the threads equally busy.
+constexpr index_t kBlockRows = 60;
+
+index_t n_row_blocks(index_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
+index_t block_start(index_t rows, index_t blk) { return rows * blk / n_row_blocks(rows); }
+constexpr index_t kRowBlockParams = index_t(1) << 16;
+
+// Multiply-adds one row costs in a forward pass.
+index_t macs_per_row(const NetworkLayout& layout) {
+  index_t macs = 0;
+  for (const auto& l : layout.layers) macs += l.fan_in * l.fan_out;
+  return macs;
 }
 
 class StopClock {
@@ -39,20 +59,28 @@ class StopClock {
   clock::time_point last_;
 };
 
-template <class T>
-void gather_rows(const T* src, index_t width, const index_t* rows, index_t first, index_t count,
-                 T* dst) {
-  for (index_t i = 0; i < count; ++i) {
-    const index_t r = rows != nullptr ? rows[i] : first + i;
-    std::memcpy(dst + i * width, src + r * width, sizeof(T) * static_cast<size_t>(width));
+// Per-thread partial sums, a cache line apart (the layout Epilogue::sq_norm expects).
+class Partials {
+ public:
+  explicit Partials(int n) : v_(static_cast<size_t>(n) * kSlotStride, 0.0) {}
+  double& operator[](int t) { return v_[static_cast<size_t>(t) * kSlotStride]; }
+  double* slots() { return v_.data(); }
+  double sum(int n) {
+    double s = 0.0;
+    for (int t = 0; t < n; ++t) s += (*this)[t];
+    return s;
   }
-}
+  void clear(int t) { (*this)[t] = 0.0; }
+
+ private:
+  std::vector<double> v_;
+};
 
 }  // namespace
 
 template <class T>
 Trainer<T>::Trainer(NetworkLayout layout, int n_threads)
-    : layout_(std::move(layout)), n_threads_(std::max(1, n_threads)) {
+    : layout_(std::move(layout)), n_threads_(std::clamp(n_threads, 1, 64)) {
   if (layout_.layers.empty()) throw std::invalid_argument("Trainer: empty network");
   if (layout_.hidden != Activation::identity && layout_.hidden != Activation::logistic &&
       layout_.hidden != Activation::tanh && layout_.hidden != Activation::relu)
@@ -60,25 +88,48 @@ Trainer<T>::Trainer(NetworkLayout layout, int n_threads)
 }
 
 template <class T>
-void Trainer<T>::ensure_rows(index_t rows) {
-  if (rows <= capacity_rows_) return;
-  act_offsets_.clear();
-  index_t offset = 0;
-  for (const auto& layer : layout_.layers) {
-    act_offsets_.push_back(offset);
-    offset += rows * layer.fan_out;
-  }
-  acts_.assign(static_cast<size_t>(offset), T(0));
-  const size_t widest = static_cast<size_t>(rows * layout_.max_width());
-  delta_[0].assign(widest, T(0));
-  delta_[1].assign(widest, T(0));
-  y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
-  w_batch_.assign(static_cast<size_t>(rows), T(0));
-  capacity_rows_ = rows;
+int Trainer<T>::team_size(index_t rows) const {
+  // below ~0.5M multiply-adds per pass a team costs more than it saves
+  const index_t work = rows * macs_per_row(layout_);
+  if (work < index_t(1) << 19) return 1;
+  return n_threads_;
 }
 
 template <class T>
-void Trainer<T>::forward(const BatchInput<T>& input, const T* params, index_t rows) {
+void Trainer<T>::ensure_rows(index_t rows, int n_threads) {
+  if (rows > capacity_rows_) {
+    act_offsets_.clear();
+    index_t offset = 0;
+    for (const auto& layer : layout_.layers) {
+      act_offsets_.push_back(offset);
+      offset += rows * layer.fan_out;
+    }
+    acts_.assign(static_cast<size_t>(offset), T(0));
+    deltas_.assign(static_cast<size_t>(offset), T(0));
+    y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
+    w_batch_.assign(static_cast<size_t>(rows), T(0));
+    capacity_rows_ = rows;
+  }
+  // Every product of a pass over `rows` rows, so no thread allocates inside the team.
+  std::size_t bytes = 0;
+  for (const auto& l : layout_.layers) {
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_out, l.fan_in, true));     // X W
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(l.fan_in, l.fan_out, rows, true));     // A^T dZ
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_in, l.fan_out, false));    // dZ W^T
+  }
+  ws_.reserve(n_threads, bytes);
+}
+
+template <class T>
+bool Trainer<T>::use_row_blocks(index_t batch_rows) const {
+  const index_t blocks = n_row_blocks(batch_rows);
+  return layout_.n_params <= kRowBlockParams && blocks > 1 &&
+         blocks * layout_.n_params <= (index_t(1) << 22);
+}
+
+template <class T>
+void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* params,
+                         index_t r0, index_t rows) {
   const size_t n_layers = layout_.layers.size();
   for (size_t l = 0; l < n_layers; ++l) {
     const LayerLayout& layer = layout_.layers[l];
@@ -87,56 +138,107 @@ void Trainer<T>::forward(const BatchInput<T>& input, const T* params, index_t ro
     const T* w = params + layer.w_offset;
     const T* b = params + layer.b_offset;
     if (l == 0)
-      dense_forward<T>(input, w, b, layer.fan_out, act, out(0), n_threads_, ws_);
+      dense_forward<T>(team, input.slice(r0, rows), w, b, layer.fan_out, act, out(0, r0), ws_);
     else
-      dense_forward<T>(out(l - 1), rows, layer.fan_in, layer.fan_in, w, b, layer.fan_out, act,
-                       out(l), n_threads_, ws_);
+      dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
+                       layer.fan_out, act, out(l, r0), ws_);
+    team_barrier(team);
   }
 }
 
 template <class T>
-void Trainer<T>::backward(const BatchInput<T>& input, const T* params, index_t rows, T alpha,
-                          T scale, bool accumulate, bool finish, T* grad) {
-  // On entry delta_[0] holds dZ of the output layer.
-  int cur = 0;
+void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T* params,
+                                 index_t rows, T alpha, T scale, const OptimizerStep<T>& opt,
+                                 double* sq_slots) {
+  // On entry delta(last) holds dZ of the output layer. Each layer's dZ for the layer below
+  // is formed from its weights before they are updated; every layer has its own dZ buffer,
+  // so only that read-before-update needs a barrier.
   for (size_t l = layout_.layers.size(); l-- > 0;) {
     const LayerLayout& layer = layout_.layers[l];
-    const T* w = params + layer.w_offset;
-    const T* dz = delta_[cur].data();
-    T* dw = grad + layer.w_offset;
-    T* db = grad + layer.b_offset;
-    if (l == 0) {
-      dense_weight_grad<T>(input, dz, layer.fan_out, w, alpha, scale, accumulate, finish, dw, db,
-                           n_threads_, ws_);
-    } else {
-      dense_weight_grad<T>(out(l - 1), rows, layer.fan_in, layer.fan_in, dz, layer.fan_out, w,
-                           alpha, scale, accumulate, finish, dw, db, n_threads_, ws_);
-      dense_backward_data<T>(dz, rows, layer.fan_out, w, layer.fan_in, out(l - 1),
-                             layout_.hidden, delta_[1 - cur].data(), n_threads_, ws_);
-      cur = 1 - cur;
+    if (l > 0) {
+      dense_backward_data<T>(team, delta(l), rows, layer.fan_out, params + layer.w_offset,
+                             layer.fan_in, out(l - 1), layout_.hidden, delta(l - 1), ws_);
+      team_barrier(team);
+    }
+    dense_weight_update<T>(team, l == 0 ? &input : nullptr, l == 0 ? nullptr : out(l - 1), rows,
+                           delta(l), layer, params, opt, alpha, scale,
+                           grad_.data() + layer.w_offset, sq_slots, ws_);
+  }
+}
+
+template <class T>
+void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const T* params,
+                              index_t r0, index_t rows, bool accumulate, T* grad) {
+  const BatchView<T> in = input.slice(r0, rows);
+  for (size_t l = layout_.layers.size(); l-- > 0;) {
+    const LayerLayout& layer = layout_.layers[l];
+    dense_weight_grad_sum<T>(team, l == 0 ? &in : nullptr, l == 0 ? nullptr : out(l - 1, r0), rows,
+                             delta(l, r0), layer, accumulate, grad, ws_);
+    if (l > 0) {
+      dense_backward_data<T>(team, delta(l, r0), rows, layer.fan_out, params + layer.w_offset,
+                             layer.fan_in, out(l - 1, r0), layout_.hidden, delta(l - 1, r0), ws_);
+      team_barrier(team);
     }
   }
 }
 
 template <class T>
-double Trainer<T>::backward_update(const BatchInput<T>& input, T* params, index_t rows, T alpha,
-                                   T scale, const OptimizerStep<T>& opt) {
-  // On entry delta_[0] holds dZ of the output layer. Each layer's dZ for the layer below is
-  // formed from its weights before they are updated.
-  double sq = 0.0;
-  int cur = 0;
-  for (size_t l = layout_.layers.size(); l-- > 0;) {
-    const LayerLayout& layer = layout_.layers[l];
-    const T* dz = delta_[cur].data();
-    if (l > 0)
-      dense_backward_data<T>(dz, rows, layer.fan_out, params + layer.w_offset, layer.fan_in,
-                             out(l - 1), layout_.hidden, delta_[1 - cur].data(), n_threads_, ws_);
-    dense_weight_update<T>(l == 0 ? &input : nullptr, l == 0 ? nullptr : out(l - 1), rows, dz,
-                           layer, params, opt, alpha, scale, grad_.data() + layer.w_offset, &sq,
-                           n_threads_, ws_);
-    cur = 1 - cur;
+double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T* sw,
+                              double sw_sum, const EpochOptions& opts, const OptimizerStep<T>& opt,
+                              std::vector<double>& block_loss, double* sq_slots) {
+  const index_t n_out = layout_.n_outputs();
+  const size_t last = layout_.layers.size() - 1;
+  const index_t n_blocks = n_row_blocks(rows);
+  const index_t n_params = layout_.n_params;
+  const Team solo = Team::solo(team.slot);
+  // Each block: forward, loss, backward to a raw gradient of its own.
+  for (index_t blk = team.tid; blk < n_blocks; blk += team.nth) {
+    const index_t r0 = block_start(rows, blk);
+    const index_t rb = block_start(rows, blk + 1) - r0;
+    forward(solo, batch_.view, params, r0, rb);
+    block_loss[blk] = output_loss_grad<T>(solo, layout_.loss, out(last, r0),
+                                          y_batch_.data() + r0 * n_out,
+                                          sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
+                                          n_out);
+    backward_sum(solo, batch_.view, params, r0, rb, false, block_grads_.data() + blk * n_params);
   }
-  return sq;
+  team_barrier(team);
+  // The gradients summed in block order, then one optimizer step, split by parameter.
+  const T alpha = static_cast<T>(opts.alpha);
+  const T scale = static_cast<T>(1.0 / sw_sum);
+  T* g = grad_.data();
+  double my_sq = 0.0;
+  for (const auto& layer : layout_.layers) {
+    for (int part = 0; part < 2; ++part) {  // the weights, then the biases
+      const index_t offset = part == 0 ? layer.w_offset : layer.b_offset;
+      const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
+      index_t i0, i1;
+      team_range(team, count, i0, i1);
+      T* gi = g + offset;
+      const T* bg = block_grads_.data() + offset;
+      std::memcpy(gi + i0, bg + i0, sizeof(T) * static_cast<size_t>(i1 - i0));
+      for (index_t blk = 1; blk < n_blocks; ++blk) {
+        const T* src = bg + blk * n_params;
+#pragma omp simd
+        for (index_t i = i0; i < i1; ++i) gi[i] += src[i];
+      }
+      if (part == 0) {
+        const T* w = params + offset;
+#pragma omp simd
+        for (index_t i = i0; i < i1; ++i) gi[i] = (gi[i] + alpha * w[i]) * scale;
+      } else {
+#pragma omp simd
+        for (index_t i = i0; i < i1; ++i) gi[i] *= scale;
+      }
+      my_sq += optimizer_update<T>(Team::solo(team.slot), params, g, offset + i0, i1 - i0, opt,
+                                   part == 0);
+    }
+  }
+  sq_slots[team.slot * kSlotStride] = my_sq;
+  team_barrier(team);
+  double batch_loss = 0.0;
+  for (index_t blk = 0; blk < n_blocks; ++blk) batch_loss += block_loss[blk];
+  return batch_loss;
 }
 
 template <class T>
@@ -145,14 +247,22 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                                   const EpochOptions& opts, const StopCheck& should_stop) {
   if (opts.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
-  ensure_rows(batch_size);
+  const bool blocks = use_row_blocks(batch_size);
+  const int nth = blocks ? n_threads_ : team_size(batch_size);
+  prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
+  ensure_rows(batch_size, nth);
   grad_.resize(static_cast<size_t>(layout_.n_params));
+  std::vector<double> block_loss;
+  if (blocks) {
+    const index_t n_blocks = n_row_blocks(batch_size);
+    block_grads_.resize(static_cast<size_t>(n_blocks * layout_.n_params));
+    block_loss.resize(static_cast<size_t>(n_blocks));
+  }
   const index_t n_out = layout_.n_outputs();
   const Loss loss = layout_.loss;
   const T alpha = static_cast<T>(opts.alpha);
+  const size_t last = layout_.layers.size() - 1;
 
-  EpochResult result;
-  StopClock stop(should_stop);
   OptimizerStep<T> opt;
   opt.solver = opts.solver;
   if (opts.solver == Solver::sgd) {
@@ -163,50 +273,80 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     opt.state_0 = state.m;
     opt.state_1 = state.v;
   }
-  // ||W||^2 of the weights each batch starts from: computed once, then carried by the fused
-  // updates.
-  double sq = weights_sq_norm<T>(layout_, params, n_threads_);
-  for (index_t start = 0; start < n_order; start += batch_size) {
-    if (stop.poll()) {
-      result.interrupted = true;
-      break;
-    }
-    const index_t rows = std::min(batch_size, n_order - start);
-    const index_t* idx = order + start;
-    gather_input<T>(data.x, idx, 0, rows, batch_, n_threads_);
-    gather_rows<T>(data.y, n_out, idx, 0, rows, y_batch_.data());
-    const T* sw = nullptr;
-    double sw_sum = static_cast<double>(rows);
-    if (data.sample_weight != nullptr) {
-      gather_rows<T>(data.sample_weight, 1, idx, 0, rows, w_batch_.data());
-      sw = w_batch_.data();
-      T s = T(0);
-      for (index_t i = 0; i < rows; ++i) s += sw[i];
-      sw_sum = static_cast<double>(s);
-    }
 
-    forward(batch_, params, rows);
-    T* z_out = out(layout_.layers.size() - 1);
-    const double row_loss =
-        output_loss_grad<T>(loss, z_out, y_batch_.data(), sw, delta_[0].data(), rows, n_out);
-    const double batch_loss = dispatch_loss(loss, [&](auto l_tag) {
-      return row_loss / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
-    }) + 0.5 * opts.alpha * sq / sw_sum;
+  EpochResult result;
+  StopClock stop(should_stop);
+  std::atomic<int> stop_flag{0};
+  std::atomic<long long> batches_done{0};
+  Partials loss_part(nth), sq_part(nth);
+  const long long t0 = state.t;
 
-    if (opts.solver == Solver::adam) {
-      state.t += 1;
-      opt.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
-                             static_cast<T>(1.0 - opts.beta_1),
-                             static_cast<T>(opts.beta_2),
-                             static_cast<T>(1.0 - opts.beta_2),
-                             static_cast<T>(adam_lr_t(opts.learning_rate, opts.beta_1,
-                                                      opts.beta_2, state.t)),
-                             static_cast<T>(opts.epsilon)};
+#pragma omp parallel num_threads(nth) if (nth > 1)
+  {
+    FlushDenormals<T> ftz;
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    // ||W||^2 of the weights each batch starts from: once here, then carried by the updates
+    sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
+    team_barrier(team);
+    double sq = sq_part.sum(team.nth);
+    OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
+    long long batch_index = 0;
+    for (index_t start = 0; start < n_order; start += batch_size, ++batch_index) {
+      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+      const index_t rows = std::min(batch_size, n_order - start);
+      const index_t* idx = order + start;
+      gather_input<T>(team, data.x, idx, 0, rows, batch_);
+      gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
+      if (data.sample_weight != nullptr)
+        gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
+      team_barrier(team);
+      if (stop_flag.load(std::memory_order_relaxed)) break;
+
+      const T* sw = data.sample_weight != nullptr ? w_batch_.data() : nullptr;
+      double sw_sum = static_cast<double>(rows);
+      if (sw != nullptr) {
+        T s = T(0);
+        for (index_t i = 0; i < rows; ++i) s += sw[i];
+        sw_sum = static_cast<double>(s);
+      }
+
+      if (opts.solver == Solver::adam) {
+        const long long t = t0 + batch_index + 1;
+        step.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
+                                static_cast<T>(1.0 - opts.beta_1),
+                                static_cast<T>(opts.beta_2),
+                                static_cast<T>(1.0 - opts.beta_2),
+                                static_cast<T>(adam_lr_t(opts.learning_rate, opts.beta_1,
+                                                         opts.beta_2, t)),
+                                static_cast<T>(opts.epsilon)};
+      }
+      double row_loss;
+      if (blocks) {
+        row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss, sq_part.slots());
+      } else {
+        forward(team, batch_.view, params, 0, rows);
+        loss_part[team.tid] = output_loss_grad<T>(team, loss, out(last), y_batch_.data(), sw,
+                                                  delta(last), rows, n_out);
+        team_barrier(team);
+        row_loss = loss_part.sum(team.nth);
+        sq_part.clear(team.tid);
+        backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum), step,
+                        sq_part.slots());
+        team_barrier(team);
+      }
+      const double batch_loss = dispatch_loss(loss, [&](auto l_tag) {
+        return row_loss / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
+      }) + 0.5 * opts.alpha * sq / sw_sum;
+      sq = sq_part.sum(team.nth);
+      if (team.tid == 0) {
+        result.accumulated_loss += batch_loss * static_cast<double>(rows);
+        result.samples_seen += rows;
+        batches_done.store(batch_index + 1, std::memory_order_relaxed);
+      }
     }
-    sq = backward_update(batch_, params, rows, alpha, static_cast<T>(1.0 / sw_sum), opt);
-    result.accumulated_loss += batch_loss * static_cast<double>(rows);
-    result.samples_seen += rows;
   }
+  if (opts.solver == Solver::adam) state.t = t0 + batches_done.load();
+  result.interrupted = stop_flag.load() != 0;
   return result;
 }
 
@@ -215,56 +355,77 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
                              const StopCheck& should_stop) {
   const index_t n = data.x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
-  ensure_rows(chunk);
+  const int nth = team_size(chunk);
+  prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
+  ensure_rows(chunk, nth);
   const index_t n_out = layout_.n_outputs();
+  const size_t last = layout_.layers.size() - 1;
   StopClock stop(should_stop);
+  std::atomic<int> stop_flag{0};
+  Partials loss_part(nth), sq_part(nth);
 
-  double row_loss = 0.0, sw_sum = 0.0;
-  for (index_t start = 0; start < n; start += chunk) {
-    if (stop.poll()) throw std::runtime_error("interrupted");
-    const index_t rows = std::min(chunk, n - start);
-    gather_input<T>(data.x, nullptr, start, rows, batch_, n_threads_);
-    forward(batch_, params, rows);
-    const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
-    row_loss += output_loss_grad<T>(layout_.loss, out(layout_.layers.size() - 1),
-                                    data.y + start * n_out, sw, delta_[0].data(), rows, n_out);
-    backward(batch_, params, rows, T(0), T(1), start > 0, false, grad);
-  }
+  double sw_sum = static_cast<double>(n);
   if (data.sample_weight != nullptr) {
     T s = T(0);
     for (index_t i = 0; i < n; ++i) s += data.sample_weight[i];
     sw_sum = static_cast<double>(s);
-  } else {
-    sw_sum = static_cast<double>(n);
   }
   const T scale = static_cast<T>(1.0 / sw_sum);
-  for (const auto& layer : layout_.layers)
-    finish_weight_grad<T>(grad + layer.w_offset, grad + layer.b_offset, params + layer.w_offset,
-                          layer.fan_in, layer.fan_out, static_cast<T>(alpha), scale, n_threads_);
-  const double sq = weights_sq_norm<T>(layout_, params, n_threads_);
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+  {
+    FlushDenormals<T> ftz;
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    for (index_t start = 0; start < n; start += chunk) {
+      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+      const index_t rows = std::min(chunk, n - start);
+      gather_input<T>(team, data.x, nullptr, start, rows, batch_);
+      team_barrier(team);
+      if (stop_flag.load(std::memory_order_relaxed)) break;
+      forward(team, batch_.view, params, 0, rows);
+      const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
+      loss_part[team.tid] += output_loss_grad<T>(team, layout_.loss, out(last),
+                                                 data.y + start * n_out, sw, delta(last), rows,
+                                                 n_out);
+      team_barrier(team);
+      backward_sum(team, batch_.view, params, 0, rows, start > 0, grad);
+      team_barrier(team);
+    }
+    if (!stop_flag.load(std::memory_order_relaxed)) {
+      for (const auto& layer : layout_.layers)
+        finish_weight_grad<T>(team, layer, params, static_cast<T>(alpha), scale, grad);
+      sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
+    }
+  }
+  if (stop_flag.load()) throw std::runtime_error("interrupted");
   return dispatch_loss(layout_.loss, [&](auto l_tag) {
-           return row_loss / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
+           return loss_part.sum(nth) / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
          }) +
-         0.5 * alpha * sq / sw_sum;
+         0.5 * alpha * sq_part.sum(nth) / sw_sum;
 }
 
 template <class T>
 void Trainer<T>::predict(const InputMatrix& x, const T* params, double* result) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
-  ensure_rows(chunk);
+  const int nth = team_size(chunk);
+  prepare_batches<T>(x, nullptr, n, chunk, batch_);
+  ensure_rows(chunk, nth);
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
-  for (index_t start = 0; start < n; start += chunk) {
-    const index_t rows = std::min(chunk, n - start);
-    gather_input<T>(x, nullptr, start, rows, batch_, n_threads_);
-    forward(batch_, params, rows);
-    // The output activation runs in float64 whatever the compute type, so probabilities
-    // keep their float64 resolution (a float32 logistic rounds to exactly 1 beyond z = 17).
-    double* dst = result + start * n_out;
-    const T* z = out(last);
-    for (index_t i = 0; i < rows * n_out; ++i) dst[i] = static_cast<double>(z[i]);
-    output_activation<double>(layout_.loss, dst, rows, n_out);
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+  {
+    FlushDenormals<T> ftz;
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    for (index_t start = 0; start < n; start += chunk) {
+      const index_t rows = std::min(chunk, n - start);
+      gather_input<T>(team, x, nullptr, start, rows, batch_);
+      team_barrier(team);
+      forward(team, batch_.view, params, 0, rows);
+      output_activation<T>(team, layout_.loss, out(last), result + start * n_out, rows, n_out);
+      team_barrier(team);
+    }
   }
 }
 

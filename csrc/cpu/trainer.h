@@ -1,5 +1,14 @@
 // The CPU trainer: whole epochs of mini-batch training, the whole-data loss and gradient for
 // L-BFGS, and prediction, each one call from Python with the GIL released.
+//
+// Each call runs one team of OpenMP threads for its whole duration (one parallel region per
+// epoch, not per operation). Two ways to share a batch:
+// - layer by layer: every GEMM and element-wise pass is split across the team, with a
+//   barrier between dependent steps (networks with many parameters);
+// - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of
+//   kBlockRows rows go through the whole network on one thread each, their gradients are
+//   summed in block order, then the team applies the optimizer. The blocks do not depend on
+//   the thread count, so neither does the model.
 #pragma once
 
 #include <functional>
@@ -44,8 +53,8 @@ struct EpochResult {
   bool interrupted = false;       // should_stop() asked to stop between two batches
 };
 
-// Called between batches (at most every few tens of milliseconds); returning true stops the
-// epoch after the current batch, leaving the parameters consistent.
+// Called by the calling thread between batches (at most every few tens of milliseconds);
+// returning true stops after the current batch, leaving the parameters consistent.
 using StopCheck = std::function<bool()>;
 
 template <class T>
@@ -61,7 +70,8 @@ class Trainer {
                         const StopCheck& should_stop);
 
   // scikit-learn's full-batch objective and gradient (the L-BFGS path): returns the loss and
-  // writes d loss / d params into grad (the flat layout).
+  // writes d loss / d params into grad (the flat layout). Throws std::runtime_error
+  // ("interrupted") when should_stop() says so.
   double loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
                    const StopCheck& should_stop);
 
@@ -70,26 +80,41 @@ class Trainer {
   void predict(const InputMatrix& x, const T* params, double* out);
 
  private:
-  void ensure_rows(index_t rows);
-  void forward(const BatchInput<T>& input, const T* params, index_t rows);
-  void backward(const BatchInput<T>& input, const T* params, index_t rows, T alpha, T scale,
-                bool accumulate, bool finish, T* grad);
-  // Backward pass fused with the optimizer step; returns sum(W_new^2) over all layers.
-  double backward_update(const BatchInput<T>& input, T* params, index_t rows, T alpha, T scale,
-                         const OptimizerStep<T>& opt);
-  T* out(size_t layer) { return acts_.data() + act_offsets_[layer]; }
+  void ensure_rows(index_t rows, int n_threads);
+  int team_size(index_t rows) const;
+  // Rows [r0, r0 + rows) of the batch through the network; with a team, a barrier after each
+  // layer.
+  void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
+               index_t rows);
+  void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
+                       T alpha, T scale, const OptimizerStep<T>& opt, double* sq_part);
+  void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
+                    index_t rows, bool accumulate, T* grad);
+  // The small-network epoch step: row blocks through the whole network, one thread each.
+  // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2).
+  double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
+                    const EpochOptions& opts, const OptimizerStep<T>& opt,
+                    std::vector<double>& block_loss, double* sq_slots);
+  bool use_row_blocks(index_t batch_rows) const;
+  T* out(size_t layer, index_t r0 = 0) {
+    return acts_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
+  }
+  T* delta(size_t layer, index_t r0 = 0) {
+    return deltas_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
+  }
 
   NetworkLayout layout_;
   int n_threads_;
   GemmWorkspace ws_;
   BatchInput<T> batch_;
   index_t capacity_rows_ = 0;
-  std::vector<index_t> act_offsets_;  // offsets of each layer's output rows x fan_out
+  std::vector<index_t> act_offsets_;  // each layer's rows x fan_out block in acts_ and deltas_
   std::vector<T> acts_;
-  std::vector<T> delta_[2];
+  std::vector<T> deltas_;
   std::vector<T> y_batch_;
   std::vector<T> w_batch_;
   std::vector<T> grad_;
+  std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
 };
 
 }  // namespace cpu

@@ -1,4 +1,6 @@
 // Run-time choice of the GEMM's instruction set, argument checks, and the workspace.
+#include <omp.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -13,8 +15,10 @@ namespace cpu {
 #define FUSEDMLP_DECLARE_ISA(ns)                                                                \
   namespace ns {                                                                                \
   template <class T>                                                                            \
-  void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,     \
-            const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws);          \
+  void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, \
+                 T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws); \
+  template <class T>                                                                            \
+  std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);            \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
 #if defined(FUSEDMLP_X86)
@@ -43,17 +47,15 @@ struct GemmWorkspace::Buffer {
   }
 };
 
-GemmWorkspace::GemmWorkspace() : shared_(new Buffer) {}
+GemmWorkspace::GemmWorkspace() = default;
 GemmWorkspace::~GemmWorkspace() = default;
 
-void* GemmWorkspace::shared(std::size_t bytes) { return shared_->ensure(bytes); }
-
-void GemmWorkspace::reserve_threads(int n_threads) {
+void GemmWorkspace::reserve(int n_threads, std::size_t bytes) {
   while (static_cast<int>(threads_.size()) < n_threads) threads_.emplace_back(new Buffer);
+  for (int t = 0; t < n_threads; ++t) threads_[t]->ensure(bytes);
 }
 
 void* GemmWorkspace::per_thread(int thread, std::size_t bytes) {
-  reserve_threads(thread + 1);
   return threads_[thread]->ensure(bytes);
 }
 
@@ -112,10 +114,8 @@ Isa isa_from_name(const std::string& name) {
 // ---- entry point -----------------------------------------------------------------------------
 
 template <class T>
-void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
-          const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
+void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep) {
   if (m < 0 || n < 0 || k < 0) throw std::invalid_argument("gemm: negative dimension");
-  if (n_threads < 1) n_threads = 1;
   switch (ep.kind) {
     case EpilogueKind::none:
       break;
@@ -138,26 +138,78 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
           (ep.kind == EpilogueKind::weight_update_adam && ep.state_1 == nullptr) ||
           ep.sq_norm == nullptr)
         throw std::invalid_argument("gemm: weight_update needs the weights, state and norm");
+      if (ep.b_update != nullptr &&
+          (ep.colsum_b == nullptr || ep.b_state_0 == nullptr ||
+           (ep.kind == EpilogueKind::weight_update_adam && ep.b_state_1 == nullptr)))
+        throw std::invalid_argument("gemm: the bias update needs the column sum and state");
       break;
     default:
       throw std::invalid_argument("gemm: unknown epilogue");
   }
+}
+
+template <class T>
+void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
+               T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
     case Isa::avx512:
-      return isa_avx512::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+      return isa_avx512::gemm_team<T>(team, m, n, k, a, b, c, ldc, ep, accumulate, ws);
     case Isa::avx2:
-      return isa_avx2::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+      return isa_avx2::gemm_team<T>(team, m, n, k, a, b, c, ldc, ep, accumulate, ws);
 #endif
     default:
-      return isa_generic::gemm<T>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+      return isa_generic::gemm_team<T>(team, m, n, k, a, b, c, ldc, ep, accumulate, ws);
   }
 }
 
-template void gemm<float>(index_t, index_t, index_t, Operand<float>, Operand<float>, float*, index_t,
-                          const Epilogue<float>&, bool, int, GemmWorkspace&);
-template void gemm<double>(index_t, index_t, index_t, Operand<double>, Operand<double>, double*,
-                           index_t, const Epilogue<double>&, bool, int, GemmWorkspace&);
+template <class T>
+std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+    case Isa::avx2:
+      return isa_avx2::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+#endif
+    default:
+      return isa_generic::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+  }
+}
+
+template <class T>
+void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
+          const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
+  check_gemm<T>(m, n, k, ep);
+  if (n_threads < 1) n_threads = 1;
+  if (n_threads > 64) n_threads = 64;
+  // A team only when the product is worth more than waking threads for.
+  if (m * n * k < index_t(64) * 1024 * n_threads) n_threads = 1;
+  ws.reserve(n_threads, gemm_scratch_bytes<T>(m, n, k, b.cs == 1));
+  double sq[64 * kSlotStride] = {};
+  Epilogue<T> e = ep;
+  if (ep.sq_norm != nullptr) e.sq_norm = sq;
+  if (n_threads == 1) {
+    gemm_team<T>(Team{0, 1}, m, n, k, a, b, c, ldc, e, accumulate, ws);
+  } else {
+#pragma omp parallel num_threads(n_threads)
+    gemm_team<T>(Team{omp_get_thread_num(), omp_get_num_threads()}, m, n, k, a, b, c, ldc, e,
+                 accumulate, ws);
+  }
+  if (ep.sq_norm != nullptr)
+    for (int t = 0; t < n_threads; ++t) *ep.sq_norm += sq[t * kSlotStride];
+}
+
+#define FUSEDMLP_INSTANTIATE(T)                                                                   \
+  template void gemm<T>(index_t, index_t, index_t, Operand<T>, Operand<T>, T*, index_t,            \
+                        const Epilogue<T>&, bool, int, GemmWorkspace&);                           \
+  template void gemm_team<T>(const Team&, index_t, index_t, index_t, Operand<T>, Operand<T>, T*,   \
+                             index_t, const Epilogue<T>&, bool, GemmWorkspace&);                  \
+  template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
+  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t, bool);
+FUSEDMLP_INSTANTIATE(float)
+FUSEDMLP_INSTANTIATE(double)
+#undef FUSEDMLP_INSTANTIATE
 
 }  // namespace cpu
 }  // namespace fusedmlp

@@ -41,6 +41,8 @@ enum class EpilogueKind : int {
   weight_update_sgd = 5,
 };
 
+constexpr int kSlotStride = 8;
+
 template <class T>
 struct Epilogue {
   EpilogueKind kind = EpilogueKind::none;
@@ -60,7 +62,30 @@ struct Epilogue {
   T* state_1 = nullptr;  // adam: v
   AdamStep<T> adam{};
   SgdStep<T> sgd{};
+  // weight_update_*: sum(W_new^2) is added to sq_norm[tid * kSlotStride], one slot per team
+  // thread, a cache line apart
   double* sq_norm = nullptr;
+  // weight_update_*, optional: the biases, stepped with the fused column sum as gradient
+  T* b_update = nullptr;
+  T* b_state_0 = nullptr;
+  T* b_state_1 = nullptr;
+};
+
+// The threads that run one GEMM together: every thread of an OpenMP parallel region calls
+// gemm_team with its own tid, or one thread calls it alone (Team::solo). `slot` is the
+// thread's own scratch in the workspace (and its partial-sum slot): its tid in the region,
+// also when it works alone.
+struct Team {
+  int tid = 0;
+  int nth = 1;
+  int slot = 0;
+  Team() = default;
+  Team(int tid_, int nth_) : tid(tid_), nth(nth_), slot(tid_) {}
+  static Team solo(int slot) {
+    Team t;
+    t.slot = slot;
+    return t;
+  }
 };
 
 // Scratch memory for packing, owned by the caller (one per trainer or per call), never global.
@@ -70,20 +95,38 @@ class GemmWorkspace {
   ~GemmWorkspace();
   GemmWorkspace(const GemmWorkspace&) = delete;
   GemmWorkspace& operator=(const GemmWorkspace&) = delete;
-  // 64-byte aligned buffers of at least `bytes`; contents are not preserved when they grow.
-  void* shared(std::size_t bytes);
+  // Makes room for n_threads threads with at least `bytes` each. Call it before a parallel
+  // region: inside one, per_thread() only hands out what was reserved.
+  void reserve(int n_threads, std::size_t bytes);
+  // The 64-byte aligned buffer of one thread, grown to `bytes` if needed (outside a region).
   void* per_thread(int thread, std::size_t bytes);
-  void reserve_threads(int n_threads);
 
  private:
   struct Buffer;
-  std::unique_ptr<Buffer> shared_;
   std::vector<std::unique_ptr<Buffer>> threads_;
 };
 
+// Checks the arguments (throws std::invalid_argument), then runs a team of up to n_threads.
+// ep.sq_norm, if used, is a single double here.
 template <class T>
 void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
           const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws);
+
+// The same GEMM as one member of a team: splits the work by team.tid, never synchronises
+// and never throws (arguments are checked by the caller, e.g. with check_gemm). Threads the
+// product is too small for return at once. The caller places a barrier between dependent
+// calls and reserves ws beforehand (gemm_scratch_bytes).
+template <class T>
+void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
+               T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws);
+
+template <class T>
+void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep);
+
+// Scratch bytes per thread gemm_team needs for this shape (whatever the team size);
+// b_row_major: B's column stride is 1.
+template <class T>
+std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);
 
 // Instruction sets with their own micro-kernels.
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };

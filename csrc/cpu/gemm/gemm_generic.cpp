@@ -8,15 +8,23 @@ namespace cpu {
 namespace isa_generic {
 
 template <class T>
-void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
-          const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
-  gemm_run<T, Kernel<T>>(m, n, k, a, b, c, ldc, ep, accumulate, n_threads, ws);
+void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
+               T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws) {
+  gemm_team_run<T, Kernel<T>>(team, m, n, k, a, b, c, ldc, ep, accumulate, ws);
 }
 
-template void gemm<float>(index_t, index_t, index_t, Operand<float>, Operand<float>, float*,
-                          index_t, const Epilogue<float>&, bool, int, GemmWorkspace&);
-template void gemm<double>(index_t, index_t, index_t, Operand<double>, Operand<double>, double*,
-                           index_t, const Epilogue<double>&, bool, int, GemmWorkspace&);
+template <class T>
+std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major) {
+  return sizeof(T) * static_cast<std::size_t>(gemm_scratch_elems<T, Kernel<T>>(m, n, k, b_row_major));
+}
+
+#define FUSEDMLP_INSTANTIATE(T)                                                                 \
+  template void gemm_team<T>(const Team&, index_t, index_t, index_t, Operand<T>, Operand<T>, T*, \
+                             index_t, const Epilogue<T>&, bool, GemmWorkspace&);                \
+  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t, bool);
+FUSEDMLP_INSTANTIATE(float)
+FUSEDMLP_INSTANTIATE(double)
+#undef FUSEDMLP_INSTANTIATE
 
 }  // namespace isa_generic
 }  // namespace cpu

@@ -6,19 +6,27 @@
 // templates, so no function compiled for one instruction set can be shared through the
 // linker with code compiled for another.
 //
-// Loop structure (per thread, threads split the columns of C into NR-wide panels):
+// Work split: the threads of a team take disjoint NR-column panels of C, or disjoint MR-row
+// panels when the epilogue updates weights (each thread then streams a contiguous block of
+// W and its optimizer state) or when C has too few column panels. No thread waits on
+// another inside a GEMM.
+//
+// Loop structure per thread:
 //   for each KC-deep block of k:
 //     pack this thread's B panels (KC x NR each), fusing the column sum of B if asked
 //     for each MC-row block of A:
-//       pack the A block into MR-row panels, shared by all threads (unless A is column-major,
-//       then full MR-row panels are read in place)
-//       for each of my B panels, for each A panel: micro-kernel, then the write-back applies
-//       accumulation and, on the last k block, the epilogue while the tile is in L1.
+//       A is read in place (row- or column-major); other layouts and short edge panels are
+//       packed into MR-row panels by the thread itself
+//       tiles in column-panel order (a B panel stays in L1) or row-band order (an A panel
+//       does): micro-kernel, then the write-back applies accumulation and, on the last k
+//       block, the epilogue while the tile is in L1.
+// Two special shapes: fewer than MR rows (single-row prediction, tiny layers) read B in place
+// and sum in exactly the micro-kernel's order, so a row's result does not depend on how many
+// rows came with it; and C with at most NARROW_N columns (a single-output layer) is computed
+// column by column instead of in mostly empty NR-wide tiles.
 #ifndef FUSEDMLP_ISA_NS
 #error "define FUSEDMLP_ISA_NS before including gemm_impl.h"
 #endif
-
-#include <omp.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -57,13 +65,25 @@ void pack_a_panel(const Operand<T>& a, index_t i0, int mr, index_t p0, index_t k
 }
 
 // B panel (kc x NR columns from j0) -> dst[p * NR + j], zero columns past nr. When colsum is
-// given, colsum[j] (+)= scale * sum_p B(p, j) for this block ('=' when set).
+// given, colsum[j] (+)= scale * sum_p B(p, j) for this block ('=' when set). With dst null
+// only the column sum is taken (B is then read in place by the micro-kernel).
 template <class T, int NR>
 void pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst,
                   T* colsum, T scale, bool set) {
   T sums[NR];
   for (int j = 0; j < NR; ++j) sums[j] = T(0);
-  if (b.cs == 1) {
+  if (dst == nullptr) {
+    if (colsum == nullptr) return;
+    for (index_t p = 0; p < kc; ++p) {
+      const T* src = b.data + (p0 + p) * b.rs + j0 * b.cs;
+      if (b.cs == 1 && nr == NR) {
+#pragma omp simd
+        for (int j = 0; j < NR; ++j) sums[j] += src[j];
+      } else {
+        for (int j = 0; j < nr; ++j) sums[j] += src[j * b.cs];
+      }
+    }
+  } else if (b.cs == 1) {
     for (index_t p = 0; p < kc; ++p) {
       const T* src = b.data + (p0 + p) * b.rs + j0;
       T* d = dst + p * NR;
@@ -266,9 +286,106 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
   }
 }
 
+// Scratch elements per thread: its B panels, its own A panels (edge, or packed A block)
+// and one tile, plus alignment slack. Must agree with the carving in gemm_team_run.
 template <class T, class K>
-void gemm_run(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
-              const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
+index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
+  constexpr int MR = K::MR;
+  constexpr int NR = K::NR;
+  if (m <= 0 || n <= 0 || k <= 0 || n * 8 <= NR) return MR * NR + 64;
+  const index_t n_kblocks = (k + K::KC - 1) / K::KC;
+  const index_t kc_max = (k + n_kblocks - 1) / n_kblocks;
+  const index_t n_panels = (n + NR - 1) / NR;
+  const index_t n_mblocks = (m + K::MC - 1) / K::MC;
+  const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
+  // a thread packs at most all panels; with fewer than MR rows it reads B in place and packs
+  // only the edge panel
+  const index_t b_elems = (m < MR && b_row_major) ? kc_max * NR : kc_max * NR * n_panels;
+  return b_elems + (mc_max > MR ? mc_max : MR) * kc_max + MR * NR + 64;
+}
+
+// Steps a range of biases with their gradient (the fused column sum).
+template <class T>
+void update_biases(const Epilogue<T>& ep, index_t j0, index_t j1) {
+  if (ep.b_update == nullptr) return;
+  const T* g = ep.colsum_b;
+  if (ep.kind == EpilogueKind::weight_update_adam) {
+    const AdamStep<T> adam = ep.adam;
+    for (index_t j = j0; j < j1; ++j) adam_step(ep.b_update[j], ep.b_state_0[j], ep.b_state_1[j], g[j], adam);
+  } else {
+    const SgdStep<T> sgd = ep.sgd;
+    for (index_t j = j0; j < j1; ++j) sgd_step(ep.b_update[j], ep.b_state_0[j], g[j], sgd);
+  }
+}
+
+// Every element of the micro-tile sums its k block in one multiply-add chain from zero; the
+// shapes below reproduce that chain with the kernel's own multiply-add (K::madd).
+template <class T, class K>
+void small_m_tile(int mr, index_t kc, const Operand<T>& a, index_t p0, const T* b, index_t ldb,
+                  T* tile) {
+  constexpr int NR = K::NR;
+  for (int i = 0; i < mr; ++i) {
+    T acc[NR];
+    for (int j = 0; j < NR; ++j) acc[j] = T(0);
+    const T* arow = a.data + i * a.rs + p0 * a.cs;
+    for (index_t p = 0; p < kc; ++p) {
+      const T ai = arow[p * a.cs];
+      const T* bp = b + p * ldb;
+#pragma omp simd
+      for (int j = 0; j < NR; ++j) acc[j] = K::madd(ai, bp[j], acc[j]);
+    }
+    for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[j];
+  }
+}
+
+// C with at most NR / 8 columns (an output layer of one or a few units): each element is a
+// dot product over k, written into tile layout for the usual write-back. The path is chosen
+// by n alone, so a row's result still never depends on the other rows.
+template <class T, class K>
+void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T>& a,
+                   const Operand<T>& b, T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate,
+                   T* tile, double& sq) {
+  constexpr int MR = K::MR;
+  constexpr int NR = K::NR;
+  for (index_t i0 = r0; i0 < r1; i0 += MR) {
+    const int mr = static_cast<int>(imin(MR, r1 - i0));
+    for (index_t j = 0; j < n; ++j) {
+      if (a.rs == 1) {  // column-major A: axpy over the rows, k in order for every element
+        T col[MR];
+        for (int i = 0; i < MR; ++i) col[i] = T(0);
+        for (index_t p = 0; p < k; ++p) {
+          const T bj = b.data[p * b.rs + j * b.cs];
+          const T* ap = a.data + i0 + p * a.cs;
+#pragma omp simd
+          for (int i = 0; i < mr; ++i) col[i] = K::madd(ap[i], bj, col[i]);
+        }
+        for (int i = 0; i < mr; ++i) tile[i * NR + j] = col[i];
+      } else if (a.cs == 1 && b.rs == 1) {  // contiguous dot products of A's rows, B's column
+        const T* bc = b.data + j * b.cs;
+        for (int i = 0; i < mr; ++i) {
+          const T* ar = a.data + (i0 + i) * a.rs;
+          T s = T(0);
+#pragma omp simd reduction(+ : s)
+          for (index_t p = 0; p < k; ++p) s += ar[p] * bc[p];
+          tile[i * NR + j] = s;
+        }
+      } else {  // any strides
+        const T* bc = b.data + j * b.cs;
+        for (int i = 0; i < mr; ++i) {
+          const T* ar = a.data + (i0 + i) * a.rs;
+          T s = T(0);
+          for (index_t p = 0; p < k; ++p) s += ar[p * a.cs] * bc[p * b.rs];
+          tile[i * NR + j] = s;
+        }
+      }
+    }
+    store_tile<T, NR>(tile, mr, static_cast<int>(n), c + i0 * ldc, ldc, i0, 0, accumulate, true, ep, sq);
+  }
+}
+
+template <class T, class K>
+void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
+                   T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws) {
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   constexpr index_t KC = K::KC;
@@ -276,153 +393,171 @@ void gemm_run(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c,
   if (m <= 0 || n <= 0) return;
 
   const index_t n_panels = (n + NR - 1) / NR;
-  alignas(64) T zero_tile[MR * NR];
-  if (k <= 0) {  // A * B is the zero matrix; the epilogue still applies
+  const bool update = ep.kind == EpilogueKind::weight_update_adam ||
+                      ep.kind == EpilogueKind::weight_update_sgd;
+  double* sq_slot = ep.sq_norm != nullptr ? ep.sq_norm + team.slot * kSlotStride : nullptr;
+  if (k <= 0) {  // A * B is the zero matrix; the epilogue still applies (one thread)
+    if (team.tid != 0) return;
+    alignas(64) T zero_tile[MR * NR];
     for (int i = 0; i < MR * NR; ++i) zero_tile[i] = T(0);
     double sq = 0.0;
+    if (ep.colsum_b != nullptr && !accumulate)
+      for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
     for (index_t i0 = 0; i0 < m; i0 += MR)
       for (index_t j0 = 0; j0 < n; j0 += NR)
         store_tile<T, NR>(zero_tile, static_cast<int>(imin(MR, m - i0)),
                           static_cast<int>(imin(NR, n - j0)), c + i0 * ldc + j0, ldc, i0, j0,
                           accumulate, true, ep, sq);
-    if (ep.colsum_b != nullptr && !accumulate)
-      for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
-    if (ep.sq_norm != nullptr) *ep.sq_norm += sq;
+    if (update) update_biases(ep, 0, n);
+    if (sq_slot != nullptr) *sq_slot += sq;
+    return;
+  }
+
+  const index_t m_panels_all = (m + MR - 1) / MR;
+  if (n * 8 <= NR) {
+    index_t nt_narrow = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
+    if (nt_narrow > team.nth) nt_narrow = team.nth;
+    if (nt_narrow > m_panels_all) nt_narrow = m_panels_all;
+    if (nt_narrow < 1) nt_narrow = 1;
+    if (team.tid >= nt_narrow) return;
+    T* tile = static_cast<T*>(ws.per_thread(team.slot, sizeof(T) * (MR * NR + 64)));
+    tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
+    if (team.tid == 0 && ep.colsum_b != nullptr)
+      for (index_t j = 0; j < n; ++j) {
+        T s = T(0);
+        for (index_t p = 0; p < k; ++p) s += b.data[p * b.rs + j * b.cs];
+        ep.colsum_b[j] = (accumulate ? ep.colsum_b[j] : T(0)) + ep.colsum_scale * s;
+      }
+    const index_t r0 = imin(m, m_panels_all * team.tid / nt_narrow * MR);
+    const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt_narrow * MR);
+    double sq = 0.0;
+    narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile, sq);
+    if (update && team.tid == 0) update_biases(ep, 0, n);
+    if (sq_slot != nullptr) *sq_slot += sq;
     return;
   }
 
   const index_t n_kblocks = (k + KC - 1) / KC;
   const index_t kc_max = (k + n_kblocks - 1) / n_kblocks;  // balanced depth blocks
-  const index_t m_panels_all = (m + MR - 1) / MR;
 
   // A is read in place when one of its strides is 1 (row- or column-major, the only layouts
   // the trainer uses); other strides are packed into MR-row panels.
   enum { kColumnMajor, kRowMajor, kPacked };
   const int a_mode = a.rs == 1 ? kColumnMajor : (a.cs == 1 ? kRowMajor : kPacked);
+  // Fewer than MR rows: read B in place instead of packing it for one use.
+  const bool small_m = m < MR && b.cs == 1;
 
-  // Threads split the columns of C (each packs only its B panels and A is shared in place),
-  // or its rows when the epilogue updates weights: then each thread walks a contiguous block
-  // of W and the optimizer state row after row, which the prefetcher streams, at the price of
-  // every thread packing all of B (k x n, small next to the m x n x k work).
-  const bool update = ep.kind == EpilogueKind::weight_update_adam ||
-                      ep.kind == EpilogueKind::weight_update_sgd;
-  const bool split_m = update || n_panels < n_threads;
+  // A few row panels do not repay packing B: full-width panels of a row-major B are then read
+  // in place (edge panels are still packed, zero-padded).
+  const bool b_in_place = !small_m && b.cs == 1 && m_panels_all <= 8;
+
+  const bool split_m = !small_m && (update || n_panels < team.nth);
   const index_t split_units = split_m ? m_panels_all : n_panels;
   const index_t work_threads = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
-  int nt = n_threads;
+  int nt = team.nth;
   if (nt > split_units) nt = static_cast<int>(split_units);
   if (nt > work_threads) nt = static_cast<int>(work_threads);
-  if (nt > 64) nt = 64;
   if (nt < 1) nt = 1;
+  if (team.tid >= nt) return;
+  const int tid = team.tid;
 
   const index_t n_mblocks = (m + MC - 1) / MC;
   const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
-  const bool shared_a_pack = a_mode == kPacked && !split_m;
-  T* a_pack = shared_a_pack
-                  ? static_cast<T*>(ws.shared(sizeof(T) * static_cast<std::size_t>(mc_max * kc_max)))
-                  : nullptr;
-  const index_t max_my_panels = split_m ? n_panels : (n_panels + nt - 1) / nt;
-  const index_t b_elems = kc_max * NR * max_my_panels;
-  const index_t a_elems = (a_mode == kPacked && split_m) ? mc_max * kc_max : MR * kc_max;
-  const index_t tile_elems = MR * NR;
-  ws.reserve_threads(nt);
-  T* thread_buf[64];
-  for (int t = 0; t < nt; ++t)
-    thread_buf[t] = static_cast<T*>(
-        ws.per_thread(t, sizeof(T) * static_cast<std::size_t>(b_elems + a_elems + tile_elems + 64)));
+  const index_t b_elems = small_m ? kc_max * NR : kc_max * NR * n_panels;
+  const index_t a_elems = (mc_max > MR ? mc_max : MR) * kc_max;
+  T* b_block = static_cast<T*>(ws.per_thread(team.slot, gemm_scratch_elems<T, K>(m, n, k, b.cs == 1) * sizeof(T)));
+  T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
+  T* tile = a_own + a_elems;
+  tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
 
-  double sq_part[64] = {};
-  auto body = [&](int tid, int nth) {
-    double& sq = sq_part[tid];
-    index_t pj0 = 0, pj1 = n_panels, r0 = 0, r1 = m;
-    if (split_m) {
-      r0 = imin(m, m_panels_all * tid / nth * MR);
-      r1 = imin(m, m_panels_all * (tid + 1) / nth * MR);
-    } else {
-      pj0 = n_panels * tid / nth;
-      pj1 = n_panels * (tid + 1) / nth;
-    }
-    // With split rows every thread packs all of B; one of them computes the column sum.
-    T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
-    T* b_block = thread_buf[tid];
-    T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
-    T* tile = a_own + a_elems;
-    tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
+  index_t pj0 = 0, pj1 = n_panels, r0 = 0, r1 = m;
+  if (split_m) {
+    r0 = imin(m, m_panels_all * tid / nt * MR);
+    r1 = imin(m, m_panels_all * (tid + 1) / nt * MR);
+  } else {
+    pj0 = n_panels * tid / nt;
+    pj1 = n_panels * (tid + 1) / nt;
+  }
+  // With split rows every thread packs all of B; thread 0 computes the column sum.
+  T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
+  double sq = 0.0;
 
-    for (index_t kb = 0; kb < n_kblocks; ++kb) {
-      const index_t p0 = kb * kc_max;
-      const index_t kc = imin(kc_max, k - p0);
-      const bool acc = accumulate || kb > 0;
-      const bool last = kb == n_kblocks - 1;
+  for (index_t kb = 0; kb < n_kblocks; ++kb) {
+    const index_t p0 = kb * kc_max;
+    const index_t kc = imin(kc_max, k - p0);
+    const bool acc = accumulate || kb > 0;
+    const bool last = kb == n_kblocks - 1;
+    const bool set = kb == 0 && !accumulate;
+    if (small_m) {
       for (index_t pj = pj0; pj < pj1; ++pj) {
         const index_t j0 = pj * NR;
         const int nr = static_cast<int>(imin(NR, n - j0));
-        pack_b_panel<T, NR>(b, p0, kc, j0, nr, b_block + (pj - pj0) * kc * NR,
-                            colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale,
-                            kb == 0 && !accumulate);
+        // the column sum the packing would have fused
+        pack_b_panel<T, NR>(b, p0, kc, j0, nr, nullptr, colsum != nullptr ? colsum + j0 : nullptr,
+                            ep.colsum_scale, set);
+        T* ct = c + j0;
+        if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
+        if (nr == NR) {
+          small_m_tile<T, K>(static_cast<int>(m), kc, a, p0, b.data + p0 * b.rs + j0, b.rs, tile);
+        } else {  // the edge panel, zero-padded so every lane reads valid memory
+          pack_b_panel<T, NR>(b, p0, kc, j0, nr, b_block, nullptr, T(1), false);
+          small_m_tile<T, K>(static_cast<int>(m), kc, a, p0, b_block, NR, tile);
+        }
+        store_tile<T, NR>(tile, static_cast<int>(m), nr, ct, ldc, 0, j0, acc, last, ep, sq);
       }
-      // The barrier-free paths: in-place A, or (split rows) each thread packing its own rows.
-      for (index_t ic = r0; ic < r1; ic += mc_max) {
-        const index_t mc = imin(mc_max, r1 - ic);
-        const index_t m_panels = (mc + MR - 1) / MR;
-        const T* a_block = nullptr;
+      continue;
+    }
+    for (index_t pj = pj0; pj < pj1; ++pj) {
+      const index_t j0 = pj * NR;
+      const int nr = static_cast<int>(imin(NR, n - j0));
+      pack_b_panel<T, NR>(b, p0, kc, j0, nr,
+                          (b_in_place && nr == NR) ? nullptr : b_block + (pj - pj0) * kc * NR,
+                          colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
+    }
+    for (index_t ic = r0; ic < r1; ic += mc_max) {
+      const index_t mc = imin(mc_max, r1 - ic);
+      const index_t m_panels = (mc + MR - 1) / MR;
+      if (a_mode == kPacked)
+        for (index_t ip = 0; ip < m_panels; ++ip)
+          pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
+                              a_own + ip * MR * kc);
+      bool edge_packed = false;
+      auto tile_at = [&](index_t ip, index_t pj) {
+        const index_t i0 = ic + ip * MR;
+        const int mr = static_cast<int>(imin(MR, m - i0));
+        const index_t j0 = pj * NR;
+        const int nr = static_cast<int>(imin(NR, n - j0));
+        const bool direct_b = b_in_place && nr == NR;
+        const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_block + (pj - pj0) * kc * NR;
+        const index_t ldb = direct_b ? b.rs : NR;
+        T* ct = c + i0 * ldc + j0;
+        if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
         if (a_mode == kPacked) {
-          T* dst = shared_a_pack ? a_pack : a_own;
-          const index_t first = shared_a_pack ? tid : 0, step = shared_a_pack ? nth : 1;
-          for (index_t ip = first; ip < m_panels; ip += step)
-            pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
-                                dst + ip * MR * kc);
-          if (shared_a_pack && nth > 1) {
-#pragma omp barrier
+          K::template run<false>(kc, a_own + ip * MR * kc, MR, bp, ldb, tile, ct, ldc);
+        } else if (mr < MR) {  // short edge panel: copy it so every MR row is readable
+          if (!edge_packed) {
+            pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
+            edge_packed = true;
           }
-          a_block = dst;
+          K::template run<false>(kc, a_own, MR, bp, ldb, tile, ct, ldc);
+        } else if (a_mode == kColumnMajor) {
+          K::template run<false>(kc, a.data + i0 + p0 * a.cs, a.cs, bp, ldb, tile, ct, ldc);
+        } else {
+          K::template run<true>(kc, a.data + i0 * a.rs + p0, a.rs, bp, ldb, tile, ct, ldc);
         }
-        bool edge_packed = false;
-        auto tile_at = [&](index_t ip, index_t pj) {
-          const index_t i0 = ic + ip * MR;
-          const int mr = static_cast<int>(imin(MR, m - i0));
-          const index_t j0 = pj * NR;
-          const int nr = static_cast<int>(imin(NR, n - j0));
-          const T* bp = b_block + (pj - pj0) * kc * NR;
-          T* ct = c + i0 * ldc + j0;
-          if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
-          if (a_mode == kPacked) {
-            K::template run<false>(kc, a_block + ip * MR * kc, MR, bp, tile, ct, ldc);
-          } else if (mr < MR) {  // short edge panel: copy it so every MR row is readable
-            if (!edge_packed) {
-              pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
-              edge_packed = true;
-            }
-            K::template run<false>(kc, a_own, MR, bp, tile, ct, ldc);
-          } else if (a_mode == kColumnMajor) {
-            K::template run<false>(kc, a.data + i0 + p0 * a.cs, a.cs, bp, tile, ct, ldc);
-          } else {
-            K::template run<true>(kc, a.data + i0 * a.rs + p0, a.rs, bp, tile, ct, ldc);
-          }
-          store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep, sq);
-        };
-        if (split_m) {  // row bands: an A panel stays in L1 across the B panels
-          for (index_t ip = 0; ip < m_panels; ++ip)
-            for (index_t pj = pj0; pj < pj1; ++pj) tile_at(ip, pj);
-        } else {  // column panels: a B panel stays in L1 across the A panels
-          for (index_t pj = pj0; pj < pj1; ++pj)
-            for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
-        }
-        if (shared_a_pack && nth > 1) {
-#pragma omp barrier
-        }
+        store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep, sq);
+      };
+      if (split_m) {  // row bands: an A panel stays in L1 across the B panels
+        for (index_t ip = 0; ip < m_panels; ++ip)
+          for (index_t pj = pj0; pj < pj1; ++pj) tile_at(ip, pj);
+      } else {  // column panels: a B panel stays in L1 across the A panels
+        for (index_t pj = pj0; pj < pj1; ++pj)
+          for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
       }
     }
-  };
-
-  if (nt == 1) {
-    body(0, 1);
-  } else {
-#pragma omp parallel num_threads(nt)
-    body(omp_get_thread_num(), omp_get_num_threads());
   }
-  if (ep.sq_norm != nullptr)
-    for (int t = 0; t < nt; ++t) *ep.sq_norm += sq_part[t];
+  if (update && colsum != nullptr) update_biases(ep, pj0 * NR, imin(n, pj1 * NR));
+  if (sq_slot != nullptr) *sq_slot += sq;
 }
 
 }  // namespace FUSEDMLP_ISA_NS

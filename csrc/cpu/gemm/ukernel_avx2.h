@@ -16,7 +16,7 @@ struct Vec<float> {
   using type = __m256;
   static constexpr int width = 8;
   static __m256 zero() { return _mm256_setzero_ps(); }
-  static __m256 load(const float* p) { return _mm256_load_ps(p); }
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
   static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
@@ -26,7 +26,7 @@ struct Vec<double> {
   using type = __m256d;
   static constexpr int width = 4;
   static __m256d zero() { return _mm256_setzero_pd(); }
-  static __m256d load(const double* p) { return _mm256_load_pd(p); }
+  static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
   static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
   static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
@@ -41,9 +41,17 @@ struct Kernel6x2 : Blocking {
   static constexpr int NR = Blocking::NR;
   static_assert(MR == 6 && NR == 2 * V::width, "tile shape");
 
+  // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
+  static T madd(T a, T b, T c) {
+    if constexpr (sizeof(T) == 4)
+      return __builtin_fmaf(a, b, c);
+    else
+      return __builtin_fma(a, b, c);
+  }
+
   template <bool ROW_A>
-  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T* c,
-                  index_t ldc) {
+  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
+                  const T* c, index_t ldc) {
     for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     R c0[MR], c1[MR];
 #pragma GCC unroll 6
@@ -76,7 +84,7 @@ struct Kernel6x2 : Blocking {
         }
         a += lda;
       }
-      b += NR;
+      b += ldb;
     }
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {

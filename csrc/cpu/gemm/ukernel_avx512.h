@@ -1,12 +1,13 @@
 // AVX-512 micro-kernels.
 //
-// Contract: tile[i * NR + j] := sum_{p < kc} A(i, p) * b[p * NR + j] for the full MR x NR tile.
-// A is read in one of two layouts (template argument ROW_A):
+// Contract: tile[i * NR + j] := sum_{p < kc} A(i, p) * b[p * ldb + j] for the full MR x NR tile.
+// B is a panel of NR columns with row stride ldb: packed (ldb = NR, 64-byte aligned) or a
+// row-major matrix read in place. A is read in one of two layouts (template argument ROW_A):
 //   ROW_A = false: A(i, p) = a[p * lda + i]  (a packed panel with lda = MR, or a column-major
 //                  matrix read in place)
 //   ROW_A = true:  A(i, p) = a[i * lda + p]  (a row-major matrix read in place)
-// All MR rows must be readable (the caller packs a short edge panel). b is a packed B panel,
-// 64-byte aligned, NR consecutive columns per k step, zero-padded; tile is 64-byte aligned;
+// All MR rows and NR columns must be readable (the caller packs short edge panels); tile is
+// 64-byte aligned;
 // c (the destination tile, row stride ldc) is only prefetched. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
 #pragma once
@@ -26,7 +27,7 @@ struct Vec<float> {
   using type = __m512;
   static constexpr int width = 16;
   static __m512 zero() { return _mm512_setzero_ps(); }
-  static __m512 load(const float* p) { return _mm512_load_ps(p); }
+  static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
   static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
@@ -36,7 +37,7 @@ struct Vec<double> {
   using type = __m512d;
   static constexpr int width = 8;
   static __m512d zero() { return _mm512_setzero_pd(); }
-  static __m512d load(const double* p) { return _mm512_load_pd(p); }
+  static __m512d load(const double* p) { return _mm512_loadu_pd(p); }
   static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
   static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
@@ -51,9 +52,17 @@ struct Kernel12x2 : Blocking {
   static constexpr int NR = Blocking::NR;
   static_assert(MR == 12 && NR == 2 * V::width, "tile shape");
 
+  // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
+  static T madd(T a, T b, T c) {
+    if constexpr (sizeof(T) == 4)
+      return __builtin_fmaf(a, b, c);
+    else
+      return __builtin_fma(a, b, c);
+  }
+
   template <bool ROW_A>
-  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T* c,
-                  index_t ldc) {
+  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
+                  const T* c, index_t ldc) {
     for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     R c0[MR], c1[MR];
 #pragma GCC unroll 12
@@ -69,7 +78,7 @@ struct Kernel12x2 : Blocking {
     for (index_t p = 0; p < kc; ++p) {
       const R b0 = V::load(b);
       const R b1 = V::load(b + V::width);
-      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * NR), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, a0 + l1, a0 + l2, a0 + l3, a4, a4 + l1,
                              a4 + l2, a4 + l3, a8, a8 + l1, a8 + l2, a8 + l3};
@@ -91,7 +100,7 @@ struct Kernel12x2 : Blocking {
         }
         a += lda;
       }
-      b += NR;
+      b += ldb;
     }
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {

@@ -14,8 +14,12 @@ struct PortableKernel : B {
   static constexpr int MR = B::MR;
   static constexpr int NR = B::NR;
 
+  // The multiply-add of the micro-kernel's chains (a separate multiply and add here).
+  static T madd(T a, T b, T c) { return a * b + c; }
+
   template <bool ROW_A>
-  static void run(index_t kc, const T* a, index_t lda, const T* b, T* tile, const T*, index_t) {
+  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, const T*,
+                  index_t) {
     T acc[MR][NR];
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
@@ -26,7 +30,7 @@ struct PortableKernel : B {
 #pragma omp simd
         for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
       }
-      b += NR;
+      b += ldb;
     }
     for (int i = 0; i < MR; ++i)
       for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];

@@ -1,0 +1,480 @@
+"""fusedmlp's benchmark suite: fusedmlp beside scikit-learn and PyTorch, in one run.
+
+    python -m fusedmlp.bench [--data DIR] [--repeats N] [--cases a,b,...] [--markdown]
+
+Every case times the peers on the same data in the same process, interleaved, and reports
+medians. Training cases report seconds per epoch, the ratio to each peer, fusedmlp's GFLOP/s
+and the "limit": the time numpy's matrix multiply takes for exactly that epoch's products,
+measured in a child process with its OpenBLAS left to its native kernel (OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE removed from the child's environment only). Real data from --data (or
+$FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the same
+shapes otherwise. Peak memory is measured in child processes.
+"""
+
+import argparse
+import gc
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+CASES = ("fashion32", "fashion64", "california", "wide", "inference", "perceptron", "memory")
+
+
+# ---- data ------------------------------------------------------------------------------------
+
+def find_data_dir(explicit=None):
+    candidates = [explicit, os.environ.get("FUSEDMLP_DATA"), "shared/data", "../shared/data"]
+    for c in candidates:
+        if c and Path(c, "fashion_mnist.npz").exists():
+            return Path(c)
+    return None
+
+
+def fashion_mnist(data_dir, dtype):
+    if data_dir is not None:
+        d = np.load(data_dir / "fashion_mnist.npz")
+        X_train = (d["X_train"] / 255.0).astype(dtype)
+        X_test = (d["X_test"] / 255.0).astype(dtype)
+        return X_train, d["y_train"].astype(np.int64), X_test, d["y_test"].astype(np.int64), "Fashion-MNIST"
+    rng = np.random.default_rng(0)
+    X = rng.random((70000, 784)).astype(dtype)
+    y = rng.integers(0, 10, 70000)
+    return X[:60000], y[:60000], X[60000:], y[60000:], "synthetic 70000x784"
+
+
+def california(data_dir):
+    if data_dir is not None and (data_dir / "california_housing.npz").exists():
+        d = np.load(data_dir / "california_housing.npz")
+        X, y, name = d["X"], d["y"], "California housing"
+    else:
+        rng = np.random.default_rng(0)
+        X, y, name = rng.standard_normal((20640, 8)), rng.standard_normal(20640), "synthetic 20640x8"
+    X = (X - X.mean(0)) / X.std(0)
+    return X, y, name
+
+
+# ---- arithmetic --------------------------------------------------------------------------------
+
+def gemm_shapes(units, batch):
+    """The (m, k, n) of every product of one training batch: X W, A^T dZ, dZ W^T."""
+    shapes = []
+    for i, (fan_in, fan_out) in enumerate(zip(units[:-1], units[1:])):
+        shapes.append(("fwd", batch, fan_in, fan_out))
+        shapes.append(("dW", fan_in, batch, fan_out))
+        if i > 0:
+            shapes.append(("dA", batch, fan_out, fan_in))
+    return shapes
+
+
+def epoch_flops(units, n_samples, batch):
+    n_batches = -(-n_samples // batch)
+    return sum(2 * m * k * n for _, m, k, n in gemm_shapes(units, batch)) * n_batches
+
+
+_LIMIT_CHILD = r"""
+import json, sys, time
+import numpy as np
+units, batch, n_samples, dtype, repeats = json.loads(sys.argv[1])
+dt = np.dtype(dtype)
+rng = np.random.default_rng(0)
+n_batches = -(-n_samples // batch)
+total = 0.0
+for i, (fi, fo) in enumerate(zip(units[:-1], units[1:])):
+    X = rng.random((batch, fi)).astype(dt); W = rng.random((fi, fo)).astype(dt)
+    dZ = rng.random((batch, fo)).astype(dt)
+    products = [lambda: X @ W, lambda: X.T @ dZ] + ([lambda: dZ @ W.T] if i > 0 else [])
+    for f in products:
+        for _ in range(3): f()
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
+        total += float(np.median(ts))
+print(json.dumps(total * n_batches))
+"""
+
+
+def numpy_limit(units, n_samples, batch, dtype, repeats=30):
+    """Seconds numpy's matmul needs for one epoch's products, OpenBLAS on its native kernel."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    arg = json.dumps([list(units), batch, n_samples, np.dtype(dtype).name, repeats])
+    out = subprocess.run([sys.executable, "-c", _LIMIT_CHILD, arg], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+# ---- peers -------------------------------------------------------------------------------------
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class TorchMLP:
+    """The same network and training loop in eager PyTorch: Adam, mini-batches of a random
+    permutation, L2 as weight decay (scikit-learn's alpha / batch size)."""
+
+    def __init__(self, torch, units, classifier, threads, alpha=1e-4, batch=200, lr=1e-3):
+        self.torch, self.units, self.classifier, self.batch, self.lr = torch, units, classifier, batch, lr
+        self.alpha = alpha
+        torch.set_num_threads(threads)
+
+    def _model(self):
+        nn = self.torch.nn
+        layers = []
+        for i, (a, b) in enumerate(zip(self.units[:-1], self.units[1:])):
+            layers.append(nn.Linear(a, b))
+            if i < len(self.units) - 2:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    def fit(self, X, y, epochs):
+        torch = self.torch
+        torch.manual_seed(0)
+        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        yt = torch.from_numpy(y.astype(np.int64) if self.classifier else y.astype(np.float32).reshape(-1, 1))
+        self.model = self._model()
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.alpha / self.batch)
+        loss_fn = torch.nn.CrossEntropyLoss() if self.classifier else torch.nn.MSELoss()
+        n = Xt.shape[0]
+        for _ in range(epochs):
+            perm = torch.randperm(n)
+            for i in range(0, n, self.batch):
+                idx = perm[i:i + self.batch]
+                opt.zero_grad()
+                loss = loss_fn(self.model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+        return self
+
+    def predict(self, X):
+        with self.torch.no_grad():
+            return self.model(self.torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).numpy()
+
+
+# ---- timing ------------------------------------------------------------------------------------
+
+def interleaved(fns, repeats):
+    """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def quiet(fn):
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    return run
+
+
+def training_case(title, X, y, units, peers, repeats, limit_dtype, threads):
+    """Seconds per epoch of each configuration in `peers` (name -> (factory, epochs))."""
+    def fit(make, n_epochs):
+        est = make()
+        if isinstance(est, TorchMLP):
+            return est.fit(X, y, epochs=n_epochs)
+        return est.set_params(max_iter=n_epochs).fit(X, y)
+
+    fns = {name: quiet(lambda m=make, e=n_epochs: fit(m, e)) for name, (make, n_epochs) in peers.items()}
+    raw = interleaved(fns, repeats)
+    per_epoch = {name: raw[name] / peers[name][1] for name in raw}
+    flops = epoch_flops(units, X.shape[0], 200)
+    limit = numpy_limit(units, X.shape[0], 200, limit_dtype)
+    return dict(title=title, kind="train", seconds=per_epoch, flops=flops, limit=limit,
+                limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads)
+
+
+def mlp_params(units, **kw):
+    return dict(hidden_layer_sizes=tuple(units[1:-1]), batch_size=200, tol=0.0,
+                n_iter_no_change=10**9, random_state=0, **kw)
+
+
+# ---- cases -------------------------------------------------------------------------------------
+
+def case_fashion(data_dir, repeats, threads, input_dtype):
+    from sklearn.neural_network import MLPClassifier as Sk
+
+    from fusedmlp import MLPClassifier as Fm
+
+    X, y, _, _, name = fashion_mnist(data_dir, input_dtype)
+    units = [784, 300, 100, 10]
+    p = mlp_params(units)
+    peers = {
+        "scikit-learn": (lambda: Sk(**p), 1),
+        "fusedmlp": (lambda: Fm(n_threads=threads, **p), 3),
+    }
+    if input_dtype == np.float64:
+        peers["fusedmlp dtype=float64"] = (lambda: Fm(n_threads=threads, dtype="float64", **p), 2)
+    torch = torch_or_none()
+    if torch is not None and input_dtype == np.float32:
+        peers["PyTorch"] = (lambda: TorchMLP(torch, units, True, threads), 1)
+    res = training_case(f"{name} 784-300-100-10, {np.dtype(input_dtype).name} input, batch 200, adam",
+                        X, y, units, peers, repeats, np.float32, threads)
+    if input_dtype == np.float64:
+        res["limit64"] = numpy_limit(units, X.shape[0], 200, np.float64)
+    return res
+
+
+def case_california(data_dir, repeats, threads):
+    from sklearn.neural_network import MLPRegressor as Sk
+
+    from fusedmlp import MLPRegressor as Fm
+
+    X, y, name = california(data_dir)
+    units = [8, 50, 50, 50, 1]
+    p = mlp_params(units)
+    peers = {
+        "scikit-learn": (lambda: Sk(**p), 5),
+        "fusedmlp": (lambda: Fm(n_threads=threads, **p), 50),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        peers["PyTorch"] = (lambda: TorchMLP(torch, units, False, threads), 5)
+    return training_case(f"{name} 8-50-50-50-1, batch 200, adam", X, y, units, peers, repeats,
+                         np.float32, threads)
+
+
+def case_wide(data_dir, repeats, threads):
+    from sklearn.neural_network import MLPClassifier as Sk
+
+    from fusedmlp import MLPClassifier as Fm
+
+    X, y, _, _, name = fashion_mnist(data_dir, np.float32)
+    units = [784, 1024, 1024, 10]
+    p = mlp_params(units)
+    peers = {
+        "scikit-learn": (lambda: Sk(**p), 1),
+        "fusedmlp": (lambda: Fm(n_threads=threads, **p), 1),
+    }
+    torch = torch_or_none()
+    if torch is not None:
+        peers["PyTorch"] = (lambda: TorchMLP(torch, units, True, threads), 1)
+    return training_case(f"{name} 784-1024-1024-10 (wide), float32, batch 200, adam", X, y,
+                         units, peers, max(1, repeats // 2), np.float32, threads)
+
+
+def case_inference(data_dir, repeats, threads):
+    from sklearn.neural_network import MLPClassifier as Sk
+
+    from fusedmlp import MLPClassifier as Fm
+
+    X, y, X_test, _, name = fashion_mnist(data_dir, np.float32)
+    X_test = X_test[:10000]
+    units = [784, 300, 100, 10]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = Sk(**mlp_params(units, max_iter=1)).fit(X[:5000], y[:5000])
+        fm = Fm(n_threads=threads, **mlp_params(units, max_iter=1)).fit(X[:5000], y[:5000])
+    models = {"scikit-learn": sk, "fusedmlp": fm}
+    torch = torch_or_none()
+    if torch is not None:
+        tm = TorchMLP(torch, units, True, threads).fit(X[:5000], y[:5000], epochs=1)
+        models["PyTorch"] = tm
+    batch = interleaved({k: (lambda m=m: m.predict(X_test)) for k, m in models.items()}, repeats * 3)
+    row = X_test[:1]
+    single = {}
+    for k, m in models.items():
+        for _ in range(50):
+            m.predict(row)
+        ts = []
+        for _ in range(2000):
+            t = time.perf_counter()
+            m.predict(row)
+            ts.append(time.perf_counter() - t)
+        single[k] = float(np.median(ts))
+    return dict(title=f"{name} inference, 784-300-100-10", kind="inference", batch=batch,
+                single=single, n=X_test.shape[0], threads=threads)
+
+
+def case_perceptron(data_dir, repeats, threads):
+    from sklearn.linear_model import Perceptron as Sk
+
+    try:
+        from fusedmlp import Perceptron as Fm
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100_000, 100))
+    w = rng.standard_normal(100)
+    y = (X @ w + 0.5 * rng.standard_normal(100_000) > 0).astype(int)
+    fns = {
+        "scikit-learn": quiet(lambda: Sk(max_iter=5, tol=None, random_state=0).fit(X, y)),
+        "fusedmlp": quiet(lambda: Fm(max_iter=5, tol=None, random_state=0).fit(X, y)),
+    }
+    return dict(title="Perceptron fit, 100000 x 100 dense float64, 5 epochs", kind="fit",
+                seconds=interleaved(fns, repeats), threads=threads)
+
+
+_MEMORY_CHILD = r"""
+import json, sys, warnings
+import numpy as np
+def rss(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) * 1024
+lib, dtype, data_dir, units = json.loads(sys.argv[1])
+if lib == "fusedmlp":
+    from fusedmlp import MLPClassifier
+else:
+    from sklearn.neural_network import MLPClassifier
+base = rss("VmRSS:")
+d = np.load(data_dir + "/fashion_mnist.npz") if data_dir else None
+X = (d["X_train"] / 255.0).astype(dtype) if d is not None else np.random.default_rng(0).random((60000, 784)).astype(dtype)
+y = d["y_train"] if d is not None else np.arange(60000) % 10
+del d
+loaded = rss("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak to the current size
+est = MLPClassifier(hidden_layer_sizes=tuple(units[1:-1]), max_iter=2, random_state=0)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    est.fit(X, y)
+peak = rss("VmHWM:")
+n_params = sum(c.size + b.size for c, b in zip(est.coefs_, est.intercepts_))
+print(json.dumps(dict(base=base, loaded=loaded, peak=peak, data=X.nbytes + y.nbytes,
+                      params=n_params, itemsize=est.coefs_[0].itemsize)))
+"""
+
+
+def case_memory(data_dir):
+    units = [784, 300, 100, 10]
+    out = {}
+    for lib in ("fusedmlp", "scikit-learn"):
+        for dtype in ("float32", "float64"):
+            arg = json.dumps([lib, dtype, str(data_dir) if data_dir else "", units])
+            r = json.loads(subprocess.run([sys.executable, "-c", _MEMORY_CHILD, arg], capture_output=True,
+                                          text=True, check=True).stdout)
+            # the model while training: parameters and Adam's two moment vectors
+            model = 3 * r["params"] * r["itemsize"]
+            batch_acts = 200 * sum(units[1:]) * r["itemsize"] * 2  # activations and deltas
+            budget = r["data"] + model + batch_acts
+            r.update(budget=budget, used=r["peak"] - r["base"], ratio=(r["peak"] - r["base"]) / budget)
+            out[f"{lib} {dtype} input"] = r
+    return dict(title="Peak memory of fit, Fashion-MNIST 784-300-100-10, 2 epochs", kind="memory", runs=out)
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+def machine():
+    import scipy
+    import sklearn
+
+    import fusedmlp
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    torch = torch_or_none()
+    return (f"{cpu}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
+            f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
+            f"scikit-learn {sklearn.__version__}, PyTorch {torch.__version__ if torch else 'not installed'}")
+
+
+def report(results, markdown):
+    lines = []
+    emit = lines.append
+    for r in results:
+        if r is None:
+            continue
+        emit(f"\n### {r['title']}" if markdown else f"\n== {r['title']}")
+        if r["kind"] == "train":
+            fm = r["seconds"]["fusedmlp"]
+            gflops = r["flops"] / fm / 1e9
+            emit("| configuration | s / epoch | fusedmlp speed-up |" if markdown else
+                 f"{'configuration':<26} {'s/epoch':>9} {'fusedmlp speed-up':>18}")
+            if markdown:
+                emit("|---|---:|---:|")
+            for name, s in r["seconds"].items():
+                emit(f"| {name} | {s:.4f} | {s / fm:.2f}x |" if markdown else f"{name:<26} {s:>9.4f} {s / fm:>17.2f}x")
+            emit(f"\nepoch = {r['flops'] / 1e9:.2f} GFLOP of matrix products; fusedmlp {gflops:.0f} GFLOP/s; "
+                 f"numpy {r['limit_dtype']} matmul on the same products: {r['limit']:.4f} s "
+                 f"({r['flops'] / r['limit'] / 1e9:.0f} GFLOP/s); limit / fusedmlp = {r['limit'] / fm:.2f}")
+            if "limit64" in r and "fusedmlp dtype=float64" in r["seconds"]:
+                f64 = r["seconds"]["fusedmlp dtype=float64"]
+                emit(f"float64: numpy float64 matmul limit {r['limit64']:.4f} s "
+                     f"({r['flops'] / r['limit64'] / 1e9:.0f} GFLOP/s); limit / fusedmlp dtype=float64 = "
+                     f"{r['limit64'] / f64:.2f}")
+        elif r["kind"] == "inference":
+            fm_b, fm_s = r["batch"]["fusedmlp"], r["single"]["fusedmlp"]
+            emit("| library | predict 10000 rows (s) | speed-up | single-row predict (us) | speed-up |" if markdown
+                 else f"{'library':<14} {'predict 10k (s)':>16} {'speed-up':>9} {'1 row (us)':>11} {'speed-up':>9}")
+            if markdown:
+                emit("|---|---:|---:|---:|---:|")
+            for k in r["batch"]:
+                b, s = r["batch"][k], r["single"][k]
+                emit(f"| {k} | {b:.4f} | {b / fm_b:.2f}x | {s * 1e6:.1f} | {s / fm_s:.2f}x |" if markdown else
+                     f"{k:<14} {b:>16.4f} {b / fm_b:>8.2f}x {s * 1e6:>11.1f} {s / fm_s:>8.2f}x")
+        elif r["kind"] == "fit":
+            fm = r["seconds"]["fusedmlp"]
+            for k, s in r["seconds"].items():
+                emit(f"| {k} | {s:.4f} s | {s / fm:.2f}x |" if markdown else f"{k:<14} {s:>9.4f} s {s / fm:>8.2f}x")
+        elif r["kind"] == "memory":
+            emit("| fit | data (MB) | peak over baseline (MB) | budget: data + model + batch (MB) | ratio |" if markdown
+                 else f"{'fit':<28} {'data MB':>8} {'peak MB':>8} {'budget MB':>10} {'ratio':>6}")
+            if markdown:
+                emit("|---|---:|---:|---:|---:|")
+            for k, v in r["runs"].items():
+                mb = 1 / 2**20
+                emit(f"| {k} | {v['data'] * mb:.0f} | {v['used'] * mb:.0f} | {v['budget'] * mb:.0f} | {v['ratio']:.2f} |"
+                     if markdown else
+                     f"{k:<28} {v['data'] * mb:>8.0f} {v['used'] * mb:>8.0f} {v['budget'] * mb:>10.0f} {v['ratio']:>6.2f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", help="directory with fashion_mnist.npz and california_housing.npz")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per configuration")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every library")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    args = parser.parse_args(argv)
+    data_dir = find_data_dir(args.data)
+    print(("**Machine:** " if args.markdown else "machine: ") + machine())
+    print(("**Data:** " if args.markdown else "data: ") + (str(data_dir) if data_dir else "synthetic (no data directory found)"))
+    print(f"threads: {args.threads}; repeats: {args.repeats}; command: python -m fusedmlp.bench {' '.join(argv or sys.argv[1:])}")
+    results = []
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    for case in cases:
+        if case not in CASES:
+            parser.error(f"unknown case {case!r}")
+        if case == "fashion32":
+            r = case_fashion(data_dir, args.repeats, args.threads, np.float32)
+        elif case == "fashion64":
+            r = case_fashion(data_dir, args.repeats, args.threads, np.float64)
+        elif case == "california":
+            r = case_california(data_dir, args.repeats, args.threads)
+        elif case == "wide":
+            r = case_wide(data_dir, args.repeats, args.threads)
+        elif case == "inference":
+            r = case_inference(data_dir, args.repeats, args.threads)
+        elif case == "perceptron":
+            r = case_perceptron(data_dir, args.repeats, args.threads)
+        else:
+            r = case_memory(data_dir)
+        results.append(r)
+        print(report([r], args.markdown), flush=True)
+
+
+if __name__ == "__main__":
+    main()
