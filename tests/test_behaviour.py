@@ -185,3 +185,29 @@ def test_feature_names():
     np.testing.assert_array_equal(est.feature_names_in_, df.columns)
     with pytest.warns(UserWarning, match="does not have valid feature names"):
         est.predict(X_digits[:, :5])
+
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "regression"])
+def test_small_and_large_predictions_agree(target):
+    # One row, a few rows and the whole set take different paths (validation, kernels):
+    # every row gets the same answer whichever path it went through.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3000, 12))
+    if target == "regression":
+        y, est = X[:, 0] * 2 + X[:, 1], fm.MLPRegressor(max_iter=5, random_state=0)
+    elif target == "binary":
+        y, est = np.where(X[:, 0] > 0, "yes", "no"), fm.MLPClassifier(max_iter=5, random_state=0)
+    elif target == "multiclass":
+        y, est = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) * 2, fm.MLPClassifier(max_iter=5, random_state=0)
+    else:
+        y, est = (X[:, :3] > 0).astype(int), fm.MLPClassifier(max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    full = est.predict(X)
+    for rows in (slice(0, 1), slice(7, 8), slice(10, 40), slice(2999, 3000)):
+        np.testing.assert_array_equal(est.predict(X[rows]), full[rows])
+        np.testing.assert_array_equal(est.predict(X[rows].tolist()), full[rows])
+    if target != "regression":
+        proba = est.predict_proba(X)
+        np.testing.assert_array_equal(est.predict_proba(X[5:6]), proba[5:6])

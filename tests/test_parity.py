@@ -161,3 +161,17 @@ def test_initial_weights_identical(target, activation):
         models.append(est)
     for a, b in zip(models[0].coefs_ + models[0].intercepts_, models[1].coefs_ + models[1].intercepts_):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("target", ["regression", "multiclass", "multilabel"])
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
+@pytest.mark.parametrize("batch_size", [200, 333])
+def test_parity_full_size_batches(solver, target, batch_size):
+    # Batches of several row blocks (small networks split a batch into blocks of ~60 rows and
+    # sum their gradients) and of one block per layer-split GEMM.
+    X, y = make_data(target, n=1000)
+    ref, got = fit_pair(target, dict(SOLVERS[solver], activation="relu", batch_size=batch_size), X=X, y=y)
+    assert_same_model(ref, got)
+    ref, got = fit_pair(target, dict(SOLVERS[solver], activation="tanh", batch_size=batch_size,
+                                     hidden_layer_sizes=(300, 300)), X=X, y=y)
+    assert_same_model(ref, got)

@@ -588,7 +588,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         -------
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
-        if check_input:
+        if check_input and not self._plain_input(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
@@ -602,6 +602,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self._engine_loss(), self.n_threads,
         )
         return engine.predict(_engine.as_engine_input(X), params)
+
+    def _plain_input(self, X, max_checked=4096):
+        """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
+        the fitted width, all finite, for a model fitted without feature names. Anything else
+        goes through validate_data, with its conversions, errors and warnings."""
+        return (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float32, np.float64)
+            and 0 < X.size <= max_checked
+            and X.shape[1] == self.n_features_in_
+            and not hasattr(self, "feature_names_in_")
+            and bool(np.isfinite(X).all())
+        )
 
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation."""
@@ -935,6 +949,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
     def _predict(self, X, check_input=True):
         y_pred = self._forward_pass_fast(X, check_input=check_input)
+        # LabelBinarizer.inverse_transform's decisions, without its validation: the most
+        # probable class, or the positive class above probability 0.5
+        if self.out_activation_ == "softmax":
+            return self.classes_.take(y_pred.argmax(axis=1))
+        if self.n_outputs_ == 1 and len(self.classes_) == 2:
+            return self.classes_.take((y_pred.ravel() > 0.5).astype(np.intp))
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
