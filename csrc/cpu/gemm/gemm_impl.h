@@ -521,7 +521,11 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         for (index_t ip = 0; ip < m_panels; ++ip)
           pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
                               a_own + ip * MR * kc);
-      bool edge_packed = false;
+      // a_own holds one packed A panel: a short edge panel (so every MR row is readable), or
+      // in row-band order a column-major panel, which packed is read contiguously by all the
+      // B panels that follow instead of a strided line per k step.
+      index_t packed_ip = -1;
+      const bool pack_col_panels = split_m && a_mode == kColumnMajor && pj1 - pj0 > 1;
       auto tile_at = [&](index_t ip, index_t pj) {
         const index_t i0 = ic + ip * MR;
         const int mr = static_cast<int>(imin(MR, m - i0));
@@ -534,10 +538,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
         if (a_mode == kPacked) {
           K::template run<false>(kc, a_own + ip * MR * kc, MR, bp, ldb, tile, ct, ldc);
-        } else if (mr < MR) {  // short edge panel: copy it so every MR row is readable
-          if (!edge_packed) {
+        } else if (mr < MR || pack_col_panels) {
+          if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
-            edge_packed = true;
+            packed_ip = ip;
           }
           K::template run<false>(kc, a_own, MR, bp, ldb, tile, ct, ldc);
         } else if (a_mode == kColumnMajor) {
