@@ -10,102 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "bindings/input.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/trainer.h"
 
 namespace py = pybind11;
 using namespace fusedmlp;
 using namespace fusedmlp::cpu;
+using namespace fusedmlp::bindings;
 
 namespace {
-
-template <class T>
-const char* type_name() {
-  return sizeof(T) == 4 ? "float32" : "float64";
-}
-
-template <class T>
-bool has_type(const py::array& a) {
-  return a.dtype().equal(py::dtype::of<T>());
-}
-
-template <class T>
-T* contiguous_ptr(const py::array& a, const char* name, index_t size, bool writable) {
-  if (!has_type<T>(a))
-    throw py::type_error(std::string(name) + " must be a " + type_name<T>() + " array, got " +
-                         std::string(py::str(a.dtype())));
-  if (!(a.flags() & py::array::c_style))
-    throw py::value_error(std::string(name) + " must be C-contiguous");
-  if (a.size() != size)
-    throw py::value_error(std::string(name) + " has " + std::to_string(a.size()) +
-                          " elements, expected " + std::to_string(size));
-  if (writable && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
-  return static_cast<T*>(const_cast<void*>(a.data()));
-}
-
-// Keeps the arrays behind an InputMatrix alive for the duration of a call.
-struct InputHolder {
-  InputMatrix m;
-  std::vector<py::array> keep;
-};
-
-// A dense float32/float64 2-D array with any strides, or a scipy CSR matrix (int64 indptr,
-// int32/int64 indices) as passed by the Python layer after validation.
-InputHolder to_input(const py::object& x, index_t n_features) {
-  InputHolder h;
-  if (py::isinstance<py::array>(x)) {
-    py::array a = py::reinterpret_borrow<py::array>(x);
-    if (a.ndim() != 2) throw py::value_error("X must be 2-dimensional");
-    const auto isz = static_cast<index_t>(a.itemsize());
-    if (has_type<float>(a))
-      h.m.type = ScalarType::f32;
-    else if (has_type<double>(a))
-      h.m.type = ScalarType::f64;
-    else
-      throw py::type_error("X must be float32 or float64, got " + std::string(py::str(a.dtype())));
-    if (a.strides(0) % isz != 0 || a.strides(1) % isz != 0)
-      throw py::value_error("X has strides that are not a multiple of its item size");
-    h.m.n_rows = a.shape(0);
-    h.m.n_cols = a.shape(1);
-    h.m.data = a.data();
-    h.m.rs = a.strides(0) / isz;
-    h.m.cs = a.strides(1) / isz;
-    h.keep.push_back(a);
-  } else {
-    if (!py::hasattr(x, "indptr") || py::str(x.attr("format")).cast<std::string>() != "csr")
-      throw py::type_error("X must be a numpy array or a scipy CSR matrix");
-    py::tuple shape = x.attr("shape");
-    py::array data = x.attr("data"), indices = x.attr("indices"), indptr = x.attr("indptr");
-    h.m.sparse = true;
-    h.m.n_rows = shape[0].cast<index_t>();
-    h.m.n_cols = shape[1].cast<index_t>();
-    if (has_type<float>(data))
-      h.m.type = ScalarType::f32;
-    else if (has_type<double>(data))
-      h.m.type = ScalarType::f64;
-    else
-      throw py::type_error("sparse X must hold float32 or float64 values");
-    if (!(data.flags() & py::array::c_style) || !(indices.flags() & py::array::c_style))
-      throw py::value_error("sparse X arrays must be C-contiguous");
-    h.m.data = data.data();
-    h.m.indptr = contiguous_ptr<std::int64_t>(indptr, "X.indptr", h.m.n_rows + 1, false);
-    if (has_type<std::int32_t>(indices))
-      h.m.indices32 = static_cast<const std::int32_t*>(indices.data());
-    else if (has_type<std::int64_t>(indices))
-      h.m.indices64 = static_cast<const std::int64_t*>(indices.data());
-    else
-      throw py::type_error("sparse X indices must be int32 or int64");
-    const index_t nnz = h.m.indptr[h.m.n_rows];
-    if (h.m.indptr[0] != 0 || nnz > static_cast<index_t>(data.size()) ||
-        nnz > static_cast<index_t>(indices.size()))
-      throw py::value_error("sparse X is not a valid CSR matrix");
-    h.keep.insert(h.keep.end(), {data, indices, indptr});
-  }
-  if (h.m.n_cols != n_features)
-    throw py::value_error("X has " + std::to_string(h.m.n_cols) + " features, the network expects " +
-                          std::to_string(n_features));
-  return h;
-}
 
 // Polls Python for pending signals (Ctrl-C) from inside a GIL-free loop.
 struct SignalCheck {
