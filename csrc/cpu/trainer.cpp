@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -41,23 +40,6 @@ index_t macs_per_row(const NetworkLayout& layout) {
   for (const auto& l : layout.layers) macs += l.fan_in * l.fan_out;
   return macs;
 }
-
-class StopClock {
- public:
-  explicit StopClock(const StopCheck& check) : check_(check), last_(clock::now()) {}
-  bool poll() {
-    if (!check_) return false;
-    const auto now = clock::now();
-    if (now - last_ < std::chrono::milliseconds(20)) return false;
-    last_ = now;
-    return check_();
-  }
-
- private:
-  using clock = std::chrono::steady_clock;
-  const StopCheck& check_;
-  clock::time_point last_;
-};
 
 // Per-thread partial sums, a cache line apart (the layout Epilogue::sq_norm expects).
 class Partials {

@@ -11,11 +11,11 @@
 //   the thread count, so neither does the model.
 #pragma once
 
-#include <functional>
 #include <vector>
 
 #include "cpu/dense.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/stop_clock.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
 
@@ -52,10 +52,6 @@ struct EpochResult {
   index_t samples_seen = 0;
   bool interrupted = false;       // should_stop() asked to stop between two batches
 };
-
-// Called by the calling thread between batches (at most every few tens of milliseconds);
-// returning true stops after the current batch, leaving the parameters consistent.
-using StopCheck = std::function<bool()>;
 
 template <class T>
 class Trainer {
