@@ -224,6 +224,8 @@ void bind_trainer(py::module_& m, const char* name) {
 
 }  // namespace
 
+void bind_perceptron(py::module_& m);  // perceptron_bindings.cpp
+
 PYBIND11_MODULE(_cpu, m) {
   m.doc() = "fusedmlp CPU engine: fused dense layers, losses and optimizers in C++";
   bind_trainer<float>(m, "TrainerF32");
@@ -245,4 +247,5 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
         py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none());
+  bind_perceptron(m);
 }

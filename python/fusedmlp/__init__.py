@@ -1,8 +1,9 @@
-"""fusedmlp: scikit-learn's multilayer perceptrons, trained in fused C++ and CUDA kernels.
+"""fusedmlp: scikit-learn's multilayer perceptrons and Perceptron, trained in fused C++ and
+CUDA kernels.
 
 Change one import line::
 
-    from fusedmlp import MLPClassifier, MLPRegressor
+    from fusedmlp import MLPClassifier, MLPRegressor, Perceptron
 
 and the same code trains the same models, faster. See ``help(fusedmlp.MLPClassifier)``.
 """
@@ -12,10 +13,18 @@ import os as _os
 from . import _cpu
 from ._engine import cuda_available
 from ._multilayer_perceptron import MLPClassifier, MLPRegressor
+from ._perceptron import Perceptron
 
 __version__ = "0.1.0"
 
-__all__ = ["MLPClassifier", "MLPRegressor", "cuda_available", "cpu_isa", "__version__"]
+__all__ = [
+    "MLPClassifier",
+    "MLPRegressor",
+    "Perceptron",
+    "cuda_available",
+    "cpu_isa",
+    "__version__",
+]
 
 
 def cpu_isa():
