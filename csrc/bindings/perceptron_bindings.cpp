@@ -31,6 +31,12 @@ Penalty penalty_from_name(const std::string& name) {
   throw py::value_error("unknown penalty '" + name + "'");
 }
 
+py::array as_array(const py::object& obj, const char* name) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(std::string(name) + " must be a numpy array or None");
+  return py::reinterpret_borrow<py::array>(obj);
+}
+
 template <class T>
 const T* task_array(const py::dict& tasks, const char* key, index_t n_tasks) {
   if (!tasks.contains(key)) throw py::key_error(std::string("tasks has no '") + key + "'");
@@ -52,16 +58,17 @@ void check_csr(const InputMatrix& m) {
 template <class T>
 class PyPerceptronSolver {
  public:
-  // X: the training set (dense or CSR, dtype T); y_class: int64 class index per sample;
-  // sample_weight: T per sample; validation: uint8 mask per sample or None; coef: n_tasks x
+  // X: the training set (dense or CSR, dtype T); y_class: int32 class index per sample;
+  // sample_weight: T per sample, or None for all ones; validation: uint8 mask per sample or
+  // None; coef: n_tasks x
   // n_features, C-contiguous, the initial weights, trained in place; tasks: dict of n_tasks
   // arrays "positive" (int64), "intercept", "weight_pos", "weight_neg" (float64), "seed"
   // (int64 in [0, 2**32)); options: the solver's settings.
-  PyPerceptronSolver(const py::object& x, const py::array& y_class, const py::array& sample_weight,
+  PyPerceptronSolver(const py::object& x, const py::array& y_class, const py::object& sample_weight,
                      const py::object& validation, double validation_weight_sum,
                      const py::array& coef, const py::dict& tasks, const py::dict& options,
                      bool reference)
-      : coef_(coef), y_class_(y_class), sample_weight_(sample_weight) {
+      : coef_(coef), y_class_(y_class) {
     if (coef.ndim() != 2) throw py::value_error("coef must be 2-dimensional");
     const index_t n_tasks = coef.shape(0), n_features = coef.shape(1);
     T* w = contiguous_ptr<T>(coef, "coef", n_tasks * n_features, true);
@@ -79,10 +86,13 @@ class PyPerceptronSolver {
 
     PerceptronData<T> data;
     data.x = m;
-    data.y_class = contiguous_ptr<std::int64_t>(y_class, "y_class", m.n_rows, false);
-    data.sample_weight = contiguous_ptr<T>(sample_weight, "sample_weight", m.n_rows, false);
+    data.y_class = contiguous_ptr<std::int32_t>(y_class, "y_class", m.n_rows, false);
+    if (!sample_weight.is_none()) {
+      sample_weight_ = as_array(sample_weight, "sample_weight");
+      data.sample_weight = contiguous_ptr<T>(*sample_weight_, "sample_weight", m.n_rows, false);
+    }
     if (!validation.is_none()) {
-      validation_ = py::reinterpret_borrow<py::array>(validation);
+      validation_ = as_array(validation, "validation");
       data.validation =
           contiguous_ptr<std::uint8_t>(*validation_, "validation", m.n_rows, false);
     }
@@ -177,8 +187,8 @@ class PyPerceptronSolver {
 
  private:
   // the arrays the solver reads and writes, kept alive with it
-  py::array coef_, y_class_, sample_weight_;
-  std::optional<py::array> validation_;
+  py::array coef_, y_class_;
+  std::optional<py::array> sample_weight_, validation_;
   std::unique_ptr<InputHolder> input_;
   std::unique_ptr<PerceptronSolver<T>> solver_;
 };
@@ -186,7 +196,7 @@ class PyPerceptronSolver {
 template <class T>
 void bind_solver(py::module_& m, const char* name) {
   py::class_<PyPerceptronSolver<T>>(m, name)
-      .def(py::init<const py::object&, const py::array&, const py::array&, const py::object&,
+      .def(py::init<const py::object&, const py::array&, const py::object&, const py::object&,
                     double, const py::array&, const py::dict&, const py::dict&, bool>(),
            py::arg("X"), py::arg("y_class"), py::arg("sample_weight"), py::arg("validation"),
            py::arg("validation_weight_sum"), py::arg("coef"), py::arg("tasks"),

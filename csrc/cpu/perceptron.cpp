@@ -303,7 +303,9 @@ double validation_score(StateOf<T>& st, const Rows& rows, const PerceptronData<T
     const double decision = static_cast<double>(acc) + st.intercept;
     const double predicted = decision > 0.0 ? 1.0 : -1.0;
     const double y = data.y_class[s] == st.spec.positive ? 1.0 : -1.0;
-    st.score_terms[k] = (predicted == y ? 1.0 : 0.0) * static_cast<double>(data.sample_weight[s]);
+    const double weight =
+        data.sample_weight != nullptr ? static_cast<double>(data.sample_weight[s]) : 1.0;
+    st.score_terms[k] = (predicted == y ? 1.0 : 0.0) * weight;
   }
   return numpy_sum(st.score_terms.data(), static_cast<index_t>(val_rows.size())) /
          data.validation_weight_sum;
@@ -629,7 +631,8 @@ void make_records(const DenseRows<T>& rows, const PerceptronData<T>& data, index
     RecordHeader h;
     h.scale = quantize_row(rows.row(r, scratch).x, n,
                            reinterpret_cast<std::int16_t*>(staging + sizeof(RecordHeader)));
-    h.sample_weight = static_cast<double>(data.sample_weight[r]);
+    h.sample_weight =
+        data.sample_weight != nullptr ? static_cast<double>(data.sample_weight[r]) : 1.0;
     h.y_class = data.y_class[r];
     h.validation = data.validation != nullptr && data.validation[r];
     std::memcpy(staging, &h, sizeof h);
@@ -711,7 +714,7 @@ bool sgd_epoch(StateOf<T>& st, const Rows& rows, const EpochContext<T>& ctx, Epo
       } else {
         rows.prefetch(ahead);
         __builtin_prefetch(data.y_class + ahead);
-        __builtin_prefetch(data.sample_weight + ahead);
+        if (data.sample_weight != nullptr) __builtin_prefetch(data.sample_weight + ahead);
         if (data.validation != nullptr) __builtin_prefetch(data.validation + ahead);
       }
     }
@@ -727,7 +730,7 @@ bool sgd_epoch(StateOf<T>& st, const Rows& rows, const EpochContext<T>& ctx, Epo
     } else {
       if (data.validation != nullptr && data.validation[s]) continue;  // not learned from
       y_class = data.y_class[s];
-      sample_weight = data.sample_weight[s];
+      sample_weight = data.sample_weight != nullptr ? data.sample_weight[s] : T(1);
     }
 
     const auto row = rows.row(s, scratch);
@@ -969,7 +972,9 @@ bool PerceptronSolver<T>::run(const std::vector<index_t>& tasks, index_t epochs,
   if (todo.empty() || epochs <= 0) return true;
   const index_t n_todo = static_cast<index_t>(todo.size());
   const int nth = static_cast<int>(std::max<index_t>(1, std::min<index_t>(n_threads, n_todo)));
-  make_records_once(std::max(1, n_threads));
+  // A data-parallel pass over X, like the BLAS calls in scikit-learn: OpenMP's thread limit
+  // (OMP_NUM_THREADS, threadpoolctl), whatever the number of tasks trained at once.
+  make_records_once(std::max(n_threads, omp_get_max_threads()));
   EpochContext<T> ctx{&data_, &opts_, &validation_rows_};
   ctx.records = records_;
   std::atomic<bool> stop{false}, out_of_memory{false};

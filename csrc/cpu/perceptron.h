@@ -49,8 +49,8 @@ struct PerceptronOptions {
 template <class T>
 struct PerceptronData {
   InputMatrix x;                          // dense (any strides) or CSR, of type T
-  const std::int64_t* y_class = nullptr;  // per sample: the index of its class, -1 for none
-  const T* sample_weight = nullptr;       // per sample
+  const std::int32_t* y_class = nullptr;  // per sample: the index of its class, -1 for none
+  const T* sample_weight = nullptr;       // per sample, or null for all ones
   const std::uint8_t* validation = nullptr;  // per sample: 1 on the early-stopping validation
                                              // set (null: no validation set)
   double validation_weight_sum = 0.0;  // sum of sample_weight over the validation set, in

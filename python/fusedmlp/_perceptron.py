@@ -305,7 +305,8 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
     # ---- scikit-learn's BaseSGDClassifier --------------------------------------------------
 
     def _partial_fit(
-        self, X, y, max_iter, classes, sample_weight, coef_init, intercept_init
+        self, X, y, max_iter, classes, sample_weight, coef_init, intercept_init,
+        classes_of_y=False,
     ):
         first_call = not hasattr(self, "classes_")
         X, y = validate_data(
@@ -326,9 +327,14 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         n_classes = self.classes_.shape[0]
 
         # Allocate datastructures from input arguments
-        self._expanded_class_weight = compute_class_weight(
-            self.class_weight, classes=self.classes_, y=y
-        )
+        if self.class_weight is None and classes_of_y:
+            # what compute_class_weight returns when the classes are y's own, without its
+            # pass over y
+            self._expanded_class_weight = np.ones(n_classes, dtype=np.float64)
+        else:
+            self._expanded_class_weight = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=y
+            )
 
         # Skip check that validation weights are not all zero when `early_stopping` is
         # set to True as `_make_validation_split` will raise a more informative error.
@@ -399,6 +405,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             sample_weight,
             coef_init,
             intercept_init,
+            classes_of_y=True,
         )
 
         if (
@@ -423,8 +430,11 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         # validation split uses self.random_state, then the shuffle seed
         random_state = check_random_state(self.random_state)
         random_state.randint(1, MAX_INT)
-        y_i = np.ones(y.shape, dtype=X.dtype, order="C")
-        y_i[y != self.classes_[1]] = -1.0
+        if self.early_stopping:  # the split is of the +1/-1 labels
+            y_i = np.ones(y.shape, dtype=X.dtype, order="C")
+            y_i[y != self.classes_[1]] = -1.0
+        else:
+            y_i = y
         validation_mask = self._make_validation_split(y_i, sample_mask=sample_weight > 0)
         seed = random_state.randint(MAX_INT)
 
@@ -500,12 +510,14 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
     ):
         """scikit-learn's _plain_sgd for every task, in one native call: trains coef (one row
         per task) in place; returns each task's number of epochs and intercept."""
+        # all-ones weights are not handed over: one memory read less per sample
+        unit_weights = bool(np.all(sample_weight == 1))
         dtype = coef.dtype
         if X.dtype != dtype:
             # partial_fit on data of the other precision than the model's
             X = X.astype(dtype)
             sample_weight = sample_weight.astype(dtype)
-        y_class = np.full(y.shape[0], -1, dtype=np.int64)
+        y_class = np.full(y.shape[0], -1, dtype=np.int32)
         for i, c in enumerate(self.classes_):
             y_class[y == c] = i
 
@@ -523,7 +535,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         solver = solver_class(
             _engine.as_engine_input(X),
             y_class,
-            np.ascontiguousarray(sample_weight, dtype=dtype),
+            None if unit_weights else np.ascontiguousarray(sample_weight, dtype=dtype),
             validation,
             validation_weight_sum,
             coef,
