@@ -1,4 +1,8 @@
 import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,3 +22,22 @@ def load_npz(name):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@contextmanager
+def sigint_after(seconds):
+    """Sends this process SIGINT (Ctrl-C) after `seconds`; yields a list that receives the
+    time.perf_counter() of the sending."""
+    fired = []
+
+    def interrupt():
+        fired.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
+        timer.join()

@@ -183,11 +183,12 @@ def test_divergence_is_a_clear_error(solver):
     assert ref == got
 
 
-def test_malformed_sparse_matrix_is_a_clear_error():
+@pytest.mark.parametrize("cls", ["MLPClassifier", "Perceptron"])
+def test_malformed_sparse_matrix_is_a_clear_error(cls):
     S = sp.csr_matrix(X)
     S.indices[3] = 99  # a column that does not exist
     with pytest.raises(ValueError, match="column index is out of range"):
-        fm.MLPClassifier(max_iter=2).fit(S, y_cls)
+        getattr(fm, cls)(max_iter=2).fit(S, y_cls)
 
 
 @pytest.mark.parametrize("sparse", [False, True])

@@ -3,8 +3,6 @@ interruption, threads and precision."""
 
 import os
 import pickle
-import signal
-import threading
 import time
 import warnings
 
@@ -17,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 import fusedmlp as fm
 from fusedmlp import _cpu
+from tests.conftest import sigint_after
 
 X_digits, y_digits = load_digits(return_X_y=True)
 X_digits = X_digits / 16.0
@@ -114,18 +113,10 @@ def test_ctrl_c_interrupts_an_epoch_within_a_second():
     X = rng.standard_normal((120_000, 400)).astype(np.float32)
     y = rng.integers(0, 10, X.shape[0])
     est = fm.MLPClassifier(hidden_layer_sizes=(1024, 1024), max_iter=50, n_threads=1, random_state=0)
-    fired = []
-
-    def interrupt():
-        fired.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    timer = threading.Timer(1.5, interrupt)
-    timer.start()
-    with pytest.warns(UserWarning, match="Training interrupted by user"):
-        est.fit(X, y)
-    stopped = time.perf_counter()
-    timer.join()
+    with sigint_after(1.5) as fired:
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            est.fit(X, y)
+        stopped = time.perf_counter()
     assert stopped - fired[0] < 1.0
     # the estimator is usable and consistent after the interruption
     assert np.isfinite(est.coefs_[0]).all()
