@@ -280,8 +280,11 @@ def test_predictions_and_sparsify_as_sklearn():
     got.sparsify()
     assert sp.issparse(got.coef_)
     np.testing.assert_array_equal(got.predict(X), ref.predict(X))
+    with pytest.raises(TypeError, match="call densify"):  # scikit-learn: a TypeError too
+        got.partial_fit(X, y)
     got.densify()
     assert isinstance(got.coef_, np.ndarray)
+    got.partial_fit(X, y)
 
 
 # ---- the native loop ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <type_traits>
 
@@ -657,7 +658,7 @@ struct Interrupt {
 
 constexpr index_t kPollEvery = 1024;  // samples between two looks at the stop flag
 // Rows are read in shuffled order: each is fetched from memory this many samples ahead.
-constexpr std::int32_t kPrefetchAhead = 8;
+constexpr std::int32_t kPrefetchAhead = 16;
 
 inline void prefetch_bytes(const void* p, index_t bytes) {
   const char* c = static_cast<const char*>(p);
@@ -891,7 +892,38 @@ void train_task_dispatch(StateOf<T>& st, const EpochContext<T>& ctx, index_t epo
     go(SparseRows<T, std::int64_t>{values, x.indices64, x.indptr});
 }
 
+// ---- the records' memory ------------------------------------------------------------------------
+
+// Fresh memory costs a page fault per 4 KiB on first write, which for the records costs about as
+// much as reading X; so the last records buffer freed is kept for the next fit, up to this size.
+constexpr size_t kKeptRecordsBytes = size_t(128) << 20;
+
+std::mutex kept_records_mutex;
+std::unique_ptr<unsigned char[]> kept_records;  // not zeroed: records are written before read
+size_t kept_records_capacity = 0;
+
 }  // namespace
+
+std::unique_ptr<unsigned char[]> take_records_buffer(size_t& capacity) {
+  {
+    std::lock_guard<std::mutex> lock(kept_records_mutex);
+    if (kept_records && kept_records_capacity >= capacity) {
+      capacity = kept_records_capacity;
+      return std::move(kept_records);
+    }
+    kept_records.reset();  // too small: give it back before taking more
+  }
+  return std::unique_ptr<unsigned char[]>(new unsigned char[capacity]);
+}
+
+void keep_records_buffer(std::unique_ptr<unsigned char[]> buffer, size_t capacity) {
+  if (capacity > kKeptRecordsBytes) return;
+  std::lock_guard<std::mutex> lock(kept_records_mutex);
+  if (!kept_records || kept_records_capacity < capacity) {
+    kept_records = std::move(buffer);
+    kept_records_capacity = capacity;
+  }
+}
 
 // ---- the solver --------------------------------------------------------------------------------
 
@@ -927,7 +959,9 @@ PerceptronSolver<T>::PerceptronSolver(const PerceptronData<T>& data, const Perce
 }
 
 template <class T>
-PerceptronSolver<T>::~PerceptronSolver() = default;
+PerceptronSolver<T>::~PerceptronSolver() {
+  if (records_storage_) keep_records_buffer(std::move(records_storage_), records_capacity_);
+}
 
 template <class T>
 index_t PerceptronSolver<T>::n_tasks() const {
@@ -945,7 +979,8 @@ void PerceptronSolver<T>::make_records_once(int n_threads) {
       n * record_bytes(d) > kRecordsMaxBytes)
     return;
   // not zeroed: make_records writes every byte that is read
-  records_storage_.reset(new unsigned char[static_cast<size_t>(n * record_bytes(d) + kCacheLine)]);
+  records_capacity_ = static_cast<size_t>(n * record_bytes(d) + kCacheLine);
+  records_storage_ = take_records_buffer(records_capacity_);
   const auto address = reinterpret_cast<std::uintptr_t>(records_storage_.get());
   records_ = records_storage_.get() + (kCacheLine - address % kCacheLine) % kCacheLine;
   const DenseRows<T> rows{static_cast<const T*>(x.data), x.rs, x.cs, d};

@@ -139,8 +139,10 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
     -----
     Differences from scikit-learn 1.9, all deliberate: ``coef_init`` and ``intercept_init``
     are copied, never trained in place; a :meth:`partial_fit` on data of the other float
-    precision than the model's converts the data (scikit-learn raises a TypeError); with
-    ``verbose``, joblib's own progress lines are not printed.
+    precision than the model's converts the data (scikit-learn raises a TypeError from its
+    Cython loop), and one after :meth:`sparsify` raises a TypeError that says to call
+    :meth:`densify` (scikit-learn's TypeError comes from Cython); with ``verbose``, joblib's
+    own progress lines are not printed.
 
     Examples
     --------
@@ -438,7 +440,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         validation_mask = self._make_validation_split(y_i, sample_mask=sample_weight > 0)
         seed = random_state.randint(MAX_INT)
 
-        coef = np.array(self.coef_, order="C").reshape(1, -1)
+        coef = self._coef_to_train().reshape(1, -1)
         intercepts = np.array([self.intercept_[0]], dtype=np.float64)
         n_iter, intercepts = self._run_sgd(
             X, y, sample_weight, max_iter, validation_mask, coef, intercepts,
@@ -448,6 +450,16 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             seeds=[seed],
         )
         self._store_binary(X, coef, intercepts, n_iter)
+
+    def _coef_to_train(self):
+        """A copy of coef_, which the native loop trains in place."""
+        if sp.issparse(self.coef_):
+            # scikit-learn fails here too, with a TypeError from its Cython loop
+            raise TypeError(
+                "coef_ is a sparse matrix (after sparsify()); call densify() before "
+                "partial_fit."
+            )
+        return np.array(self.coef_, order="C")
 
     def _store_binary(self, X, coef, intercepts, n_iter):
         n_iter_ = int(n_iter[0])
@@ -480,7 +492,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         n_classes = len(self.classes_)
         n_threads = min(effective_n_jobs(self.n_jobs), n_classes)
 
-        coef = np.array(self.coef_, order="C")
+        coef = self._coef_to_train()
         intercepts = np.asarray(self.intercept_, dtype=np.float64)
         n_iter, intercepts = self._run_sgd(
             X, y, sample_weight, max_iter, validation_mask, coef, intercepts,
