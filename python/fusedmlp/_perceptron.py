@@ -78,7 +78,10 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         The number of threads that train the classes of a multiclass (one-versus-all) problem
         at once, read as joblib reads it: ``None`` means 1 unless in a
         :obj:`joblib.parallel_backend` context, ``-1`` means all processors. The threads are
-        OpenMP threads of one native call; the model does not depend on their number.
+        OpenMP threads of one native call; the model does not depend on their number. The
+        one pass that prepares dense X for the fast path is data-parallel, like the BLAS
+        calls in scikit-learn, and uses OpenMP's thread limit (``OMP_NUM_THREADS``,
+        threadpoolctl).
 
     random_state : int, RandomState instance or None, default=0
         Used to shuffle the training data, when ``shuffle`` is set to ``True``. Pass an int for
