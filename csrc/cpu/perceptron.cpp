@@ -558,35 +558,44 @@ double quantize_row_generic(const T* x, index_t n, std::int16_t* q) {
 }
 
 #if defined(FUSEDMLP_X86)
+// The same in AVX2: max |x_j| in four accumulators, a value that is not finite found by its
+// bits (exponent all ones), and the conversion's own rounding (cvtpd2dq rounds as MXCSR says:
+// to nearest even, which the caller checks).
 template <class T>
 __attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, std::int16_t* q) {
-  const __m256d no_sign = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffLL));
-  __m256d m4 = _mm256_setzero_pd(), z4 = _mm256_setzero_pd();
+  const __m256i no_sign = _mm256_set1_epi64x(0x7fffffffffffffffLL);
+  const __m256i largest = _mm256_set1_epi64x(0x7fefffffffffffffLL);  // DBL_MAX's bits
+  __m256d m[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
+                  _mm256_setzero_pd()};
+  __m256i bad = _mm256_setzero_si256();
   index_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    for (int k = 0; k < 4; ++k) {
+      const __m256i a = _mm256_and_si256(_mm256_castpd_si256(load4(x + j + 4 * k)), no_sign);
+      bad = _mm256_or_si256(bad, _mm256_cmpgt_epi64(a, largest));
+      m[k] = _mm256_max_pd(m[k], _mm256_castsi256_pd(a));
+    }
   for (; j + 4 <= n; j += 4) {
-    const __m256d v = load4(x + j);
-    m4 = _mm256_max_pd(m4, _mm256_and_pd(v, no_sign));
-    z4 = _mm256_add_pd(z4, _mm256_mul_pd(v, _mm256_setzero_pd()));
+    const __m256i a = _mm256_and_si256(_mm256_castpd_si256(load4(x + j)), no_sign);
+    bad = _mm256_or_si256(bad, _mm256_cmpgt_epi64(a, largest));
+    m[0] = _mm256_max_pd(m[0], _mm256_castsi256_pd(a));
   }
-  alignas(32) double ml[4], zl[4];
-  _mm256_store_pd(ml, m4);
-  _mm256_store_pd(zl, z4);
-  double m = std::max(std::max(ml[0], ml[1]), std::max(ml[2], ml[3]));
-  double z = (zl[0] + zl[1]) + (zl[2] + zl[3]);
+  alignas(32) double ml[4];
+  _mm256_store_pd(ml, _mm256_max_pd(_mm256_max_pd(m[0], m[1]), _mm256_max_pd(m[2], m[3])));
+  double mx = std::max(std::max(ml[0], ml[1]), std::max(ml[2], ml[3]));
+  bool finite = _mm256_testz_si256(bad, bad) != 0;
   for (; j < n; ++j) {
-    const double v = static_cast<double>(x[j]), a = std::fabs(v);
-    m = a > m ? a : m;
-    z += v * 0.0;
+    const double a = std::fabs(static_cast<double>(x[j]));
+    finite &= a <= std::numeric_limits<double>::max();
+    mx = a > mx ? a : mx;
   }
-  const double scale = int16_scale(m, z == 0.0);
+  const double scale = int16_scale(mx, finite);
   if (scale == 0.0) return 0.0;
   const __m256d inv_scale = _mm256_set1_pd(1.0 / scale);  // exact: a power of two
   j = 0;
   for (; j + 8 <= n; j += 8) {
-    const __m128i a = _mm256_cvtpd_epi32(_mm256_round_pd(
-        _mm256_mul_pd(load4(x + j), inv_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    const __m128i b = _mm256_cvtpd_epi32(_mm256_round_pd(
-        _mm256_mul_pd(load4(x + j + 4), inv_scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m128i a = _mm256_cvtpd_epi32(_mm256_mul_pd(load4(x + j), inv_scale));
+    const __m128i b = _mm256_cvtpd_epi32(_mm256_mul_pd(load4(x + j + 4), inv_scale));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + j), _mm_packs_epi32(a, b));
   }
   const double inv = 1.0 / scale;
@@ -596,6 +605,9 @@ __attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, 
   }
   return scale;
 }
+
+// Whether this thread's conversions round to nearest even (MXCSR's rounding control is 0).
+inline bool rounds_to_nearest() { return (_mm_getcsr() & 0x6000u) == 0; }
 #endif
 
 #if defined(FUSEDMLP_X86)
@@ -622,7 +634,7 @@ void make_records(const DenseRows<T>& rows, const PerceptronData<T>& data, index
         std::memcpy(dst, src, static_cast<size_t>(bytes));
       };
 #if defined(FUSEDMLP_X86)
-  if (active_isa() != Isa::generic) {
+  if (active_isa() != Isa::generic && rounds_to_nearest()) {
     quantize_row = &quantize_row_avx2<T>;
     store = &stream_record_avx2;
   }
