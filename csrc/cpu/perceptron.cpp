@@ -337,7 +337,8 @@ double validation_score(StateOf<T>& st, const Rows& rows, const PerceptronData<T
 
 // Dense rows of at least this many features are screened.
 constexpr index_t kScreenMinFeatures = 32;
-// Records are made when they take at most this much memory (X of up to ~3 GiB in float64).
+// Records are made when they take at most this much memory (for 100 features: X of up to
+// about 3 GiB in float64).
 constexpr index_t kRecordsMaxBytes = index_t(1) << 30;
 
 // A record: this header (scale 0 when the row has no int16 copy), then the n q_j, padded to
@@ -996,17 +997,21 @@ void PerceptronSolver<T>::make_records_once(int n_threads) {
   const auto address = reinterpret_cast<std::uintptr_t>(records_storage_.get());
   records_ = records_storage_.get() + (kCacheLine - address % kCacheLine) % kCacheLine;
   const DenseRows<T> rows{static_cast<const T*>(x.data), x.rs, x.cs, d};
+  // each thread's strided row and staged record, allocated here: nothing may throw in the team
+  const size_t scratch_size = x.cs != 1 ? static_cast<size_t>(d) : 0;
+  const size_t staging_size = static_cast<size_t>(record_bytes(d) + kCacheLine);
+  std::vector<T> scratch(scratch_size * static_cast<size_t>(n_threads) + 1);
+  std::vector<unsigned char> staging(staging_size * static_cast<size_t>(n_threads));
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
   {
-    std::vector<T> scratch(x.cs != 1 ? static_cast<size_t>(d) : 0);
-    std::vector<unsigned char> staging(static_cast<size_t>(record_bytes(d) + kCacheLine));
-    const auto address = reinterpret_cast<std::uintptr_t>(staging.data());
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    unsigned char* my_staging = staging.data() + staging_size * static_cast<size_t>(team.tid);
+    const auto address = reinterpret_cast<std::uintptr_t>(my_staging);
     index_t begin, end;
     team_range(team, n, begin, end);
     make_records<T>(rows, data_, begin, end, records_,
-                    staging.data() + (kCacheLine - address % kCacheLine) % kCacheLine,
-                    scratch.data());
+                    my_staging + (kCacheLine - address % kCacheLine) % kCacheLine,
+                    scratch.data() + scratch_size * static_cast<size_t>(team.tid));
   }
 }
 

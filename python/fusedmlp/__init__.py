@@ -28,7 +28,8 @@ __all__ = [
 
 
 def cpu_isa():
-    """The instruction set the CPU engine's matrix kernels use ('avx512', 'avx2', 'generic')."""
+    """The instruction set the CPU engine's kernels use ('avx512', 'avx2', 'generic'); the
+    Perceptron's screen uses its AVX2 kernels under 'avx512' and 'avx2'."""
     return _cpu.active_isa()
 
 
