@@ -411,6 +411,8 @@ double dot_int16_generic(const T* w, const std::int16_t* q, index_t n) {
 }
 
 #if defined(FUSEDMLP_X86)
+// The AVX2 kernels (a namespace of their own: no wide-register code outside one).
+namespace screen_isa_avx2 {
 // four T as doubles
 __attribute__((target("avx2"), always_inline)) inline __m256d load4(const double* p) {
   return _mm256_loadu_pd(p);
@@ -476,6 +478,7 @@ __attribute__((target("avx2"))) double dot_int16_avx2(const T* w, const std::int
   for (; j < n; ++j) ss += static_cast<double>(w[j]) * static_cast<double>(q[j]);
   return ss;
 }
+}  // namespace screen_isa_avx2
 #endif
 
 template <class T>
@@ -487,7 +490,8 @@ struct ScreenKernels {
 template <class T>
 ScreenKernels<T> screen_kernels() {
 #if defined(FUSEDMLP_X86)
-  if (active_isa() != Isa::generic) return {&dot_and_abs_sum_avx2<T>, &dot_int16_avx2<T>};
+  if (active_isa() != Isa::generic)
+    return {&screen_isa_avx2::dot_and_abs_sum_avx2<T>, &screen_isa_avx2::dot_int16_avx2<T>};
 #endif
   return {&dot_and_abs_sum_generic<T>, &dot_int16_generic<T>};
 }
@@ -559,6 +563,7 @@ double quantize_row_generic(const T* x, index_t n, std::int16_t* q) {
 }
 
 #if defined(FUSEDMLP_X86)
+namespace screen_isa_avx2 {
 // The same in AVX2: max |x_j| in four accumulators, a value that is not finite found by its
 // bits (exponent all ones), and the conversion's own rounding (cvtpd2dq rounds as MXCSR says:
 // to nearest even, which the caller checks).
@@ -609,9 +614,11 @@ __attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, 
 
 // Whether this thread's conversions round to nearest even (MXCSR's rounding control is 0).
 inline bool rounds_to_nearest() { return (_mm_getcsr() & 0x6000u) == 0; }
+}  // namespace screen_isa_avx2
 #endif
 
 #if defined(FUSEDMLP_X86)
+namespace screen_isa_avx2 {
 // Copies a record (whole cache lines, both ends aligned) to memory without reading the lines
 // first: the records are read in the epochs, not now.
 __attribute__((target("avx2"))) void stream_record_avx2(unsigned char* dst,
@@ -620,6 +627,7 @@ __attribute__((target("avx2"))) void stream_record_avx2(unsigned char* dst,
     _mm256_stream_si256(reinterpret_cast<__m256i*>(dst + off),
                         _mm256_load_si256(reinterpret_cast<const __m256i*>(src + off)));
 }
+}  // namespace screen_isa_avx2
 #endif
 
 // The records of samples [begin, end) (see RecordHeader). `staging` holds one record,
@@ -635,9 +643,9 @@ void make_records(const DenseRows<T>& rows, const PerceptronData<T>& data, index
         std::memcpy(dst, src, static_cast<size_t>(bytes));
       };
 #if defined(FUSEDMLP_X86)
-  if (active_isa() != Isa::generic && rounds_to_nearest()) {
-    quantize_row = &quantize_row_avx2<T>;
-    store = &stream_record_avx2;
+  if (active_isa() != Isa::generic && screen_isa_avx2::rounds_to_nearest()) {
+    quantize_row = &screen_isa_avx2::quantize_row_avx2<T>;
+    store = &screen_isa_avx2::stream_record_avx2;
   }
 #endif
   std::memset(staging, 0, static_cast<size_t>(stride));  // the padding
