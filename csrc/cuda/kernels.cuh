@@ -216,7 +216,11 @@ __device__ T block_sum(T v) {
 
 constexpr int kBlock = 256;  // threads of the element-wise kernels
 
-inline unsigned grid_for(long long n, int per_block = kBlock, unsigned cap = 4096) {
+// Blocks for a grid-stride loop over n elements. The simulator runs blocks one after another,
+// each with a thread per CUDA thread, so there the loops take fewer, longer blocks (the kernels
+// are the same; any grid size is correct for a grid-stride loop).
+inline unsigned grid_for(long long n, int per_block = kBlock,
+                         unsigned cap = FUSEDMLP_CUDA_SIMULATED ? 4 : 4096) {
   long long blocks = (n + per_block - 1) / per_block;
   if (blocks < 1) blocks = 1;
   return static_cast<unsigned>(blocks < cap ? blocks : cap);

@@ -228,8 +228,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _compute_dtype(self):
         return _resolve_dtype(self.dtype)
 
-    def _engine_for(self, layer_units, loss):
+    def _engine_for(self, layer_units, loss, X=None):
         device = _engine.resolve_device(self.device)
+        if device == "cuda" and X is not None and sp.issparse(X):
+            raise TypeError(
+                "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
+                "array (X.toarray()) or use device='cpu', which trains on CSR directly."
+            )
         return _engine.make_engine(
             device, self._compute_dtype(), layer_units, self.activation, loss, self.n_threads
         )
@@ -334,7 +339,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, self._engine_loss())
+        engine = self._engine_for(layer_units, self._engine_loss(), X)
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, X_engine, Y, sample_weight, engine, incremental)
