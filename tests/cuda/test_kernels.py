@@ -7,6 +7,8 @@ import pytest
 
 from fusedmlp import _cpu
 
+from ..conftest import engine_problem
+
 EDGE = [1, 15, 63, 64, 65, 129]
 KS = [1, 15, 16, 17, 33, 70]
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
@@ -88,20 +90,6 @@ def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
 LOSSES = {"squared_error": "identity", "poisson": "exp", "log_loss": "softmax", "binary_log_loss": "logistic"}
 
 
-def problem(loss, n, d, n_out, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d)).astype(dtype)
-    if loss == "squared_error":
-        Y = rng.standard_normal((n, n_out))
-    elif loss == "poisson":
-        Y = rng.poisson(1.0, (n, n_out)).astype(float)
-    elif loss == "log_loss":
-        Y = np.eye(n_out)[rng.integers(0, n_out, n)]
-    else:
-        Y = (rng.random((n, n_out)) < 0.4).astype(float)
-    return X, np.ascontiguousarray(Y, dtype=dtype)
-
-
 def trainers(engine, dtype, units, act, loss):
     suffix = "F32" if dtype == np.float32 else "F64"
     return (getattr(engine, "Trainer" + suffix)(units, act, loss),
@@ -133,7 +121,7 @@ def test_trainer_matches_cpu_engine(cuda_engine, dtype, loss, shape):
     units, batch = SHAPES[shape]
     act = ["relu", "tanh", "logistic", "identity"][shape % 4]
     n_out = units[-1] if loss != "binary_log_loss" or units[-1] > 0 else 1
-    X, Y = problem(loss, 110, units[0], n_out, dtype)
+    X, Y = engine_problem(loss, 110, units[0], n_out, dtype)
     sw = np.random.default_rng(3).uniform(0.5, 2, 110).astype(dtype) if shape % 2 else None
     gpu, cpu = trainers(cuda_engine, dtype, units, act, loss)
     rng = np.random.default_rng(4)
