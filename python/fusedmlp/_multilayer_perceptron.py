@@ -614,18 +614,21 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             return self._device_forward(X)
         if check_input and not self._plain_input(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        engine, params = self._prediction_engine(_engine.resolve_device(self.device))
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(params.dtype)
+        return engine.predict(_engine.as_engine_input(X), params)
+
+    def _prediction_engine(self, device):
+        """An engine for the fitted layout on `device`, and the parameters it reads."""
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(dtype)
-        params = self._current_params(dtype)
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
         engine = _engine.make_engine(
-            _engine.resolve_device(self.device), dtype, units, self.activation,
-            self._engine_loss(), self.n_threads,
+            device, dtype, units, self.activation, self._engine_loss(), self.n_threads
         )
-        return engine.predict(_engine.as_engine_input(X), params)
+        return engine, self._current_params(dtype)
 
     def _validate_device_X(self, X, reset):
         """X on a CUDA device: what validate_data checks, done with the array's namespace."""
@@ -666,12 +669,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _device_forward(self, X):
         """The network's output for X on the device, as a device array of the same kind."""
         X = self._validate_device_X(X, reset=False)
-        dtype = self.coefs_[0].dtype.type
-        params = self._current_params(dtype)
-        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-        engine = _engine.make_engine("cuda", dtype, units, self.activation, self._engine_loss(), None)
+        engine, params = self._prediction_engine("cuda")
         xp = _engine.namespace(X)
-        out = xp.empty((X.shape[0], units[-1]), dtype=xp.float64, device=X.device)
+        out = xp.empty((X.shape[0], self.n_outputs_), dtype=xp.float64, device=X.device)
         engine.predict_into(X, params, out, stream=_engine.current_stream(X))
         return out
 
