@@ -41,3 +41,18 @@ def sigint_after(seconds):
     finally:
         timer.cancel()
         timer.join()
+
+
+def engine_problem(loss, n, d, n_out, dtype=np.float64, seed=0):
+    """Inputs X (n x d) and targets Y (n x n_out) suited to one of the engines' losses."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    if loss == "squared_error":
+        Y = rng.standard_normal((n, n_out))
+    elif loss == "poisson":
+        Y = rng.poisson(1.5, (n, n_out)).astype(float)
+    elif loss == "log_loss":
+        Y = np.eye(n_out)[rng.integers(0, n_out, n)]
+    else:
+        Y = (rng.random((n, n_out)) < 0.4).astype(float)
+    return X, np.ascontiguousarray(Y, dtype=dtype)

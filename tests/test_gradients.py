@@ -7,22 +7,14 @@ import scipy.sparse as sp
 
 from fusedmlp import _cpu
 
+from .conftest import engine_problem
+
 ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
 LOSSES = ["squared_error", "poisson", "log_loss", "binary_log_loss"]
 
 
 def problem(loss, n=23, d=5, n_out=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, d))
-    if loss == "squared_error":
-        Y = rng.standard_normal((n, n_out))
-    elif loss == "poisson":
-        Y = rng.poisson(1.5, (n, n_out)).astype(float)
-    elif loss == "log_loss":
-        Y = np.eye(n_out)[rng.integers(0, n_out, n)]
-    else:
-        Y = (rng.random((n, n_out)) < 0.4).astype(float)
-    return X, np.ascontiguousarray(Y)
+    return engine_problem(loss, n, d, n_out, seed=seed)
 
 
 @pytest.mark.parametrize("weighted", [False, True])

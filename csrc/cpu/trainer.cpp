@@ -25,13 +25,18 @@ index_t chunk_rows(const NetworkLayout& layout, index_t n_rows) {
   return std::min(rows, std::max<index_t>(n_rows, 1));
 }
 
-// Row-block mode: a batch splits into ceil(rows / kBlockRows) blocks of equal size (give or
-// take one row), for networks of at most kRowBlockParams parameters (whose per-block
-// gradients stay small). Equal blocks keep the threads equally busy.
+// Row-block mode: a batch splits into ceil(rows / kBlockRows) blocks of about equal size,
+// their boundaries rounded to the micro-kernel's tile rows `mr` so that only the last block
+// has a short edge panel; for networks of at most kRowBlockParams parameters (whose
+// per-block gradients stay small). The blocks depend on the batch and the kernel, never on
+// the thread count.
 constexpr index_t kBlockRows = 60;
 
 index_t n_row_blocks(index_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
-index_t block_start(index_t rows, index_t blk) { return rows * blk / n_row_blocks(rows); }
+index_t block_start(index_t rows, index_t blk, index_t mr) {
+  const index_t n = n_row_blocks(rows);
+  return blk >= n ? rows : std::min(rows, rows * blk / n / mr * mr);
+}
 constexpr index_t kRowBlockParams = index_t(1) << 16;
 
 // Multiply-adds one row costs in a forward pass.
@@ -172,11 +177,12 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   const size_t last = layout_.layers.size() - 1;
   const index_t n_blocks = n_row_blocks(rows);
   const index_t n_params = layout_.n_params;
+  const index_t mr = gemm_tile_rows<T>();
   const Team solo = Team::solo(team.slot);
   // Each block: forward, loss, backward to a raw gradient of its own.
   for (index_t blk = team.tid; blk < n_blocks; blk += team.nth) {
-    const index_t r0 = block_start(rows, blk);
-    const index_t rb = block_start(rows, blk + 1) - r0;
+    const index_t r0 = block_start(rows, blk, mr);
+    const index_t rb = block_start(rows, blk + 1, mr) - r0;
     forward(solo, batch_.view, params, r0, rb);
     block_loss[blk] = output_loss_grad<T>(solo, layout_.loss, out(last, r0),
                                           y_batch_.data() + r0 * n_out,

@@ -14,12 +14,31 @@ gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` 
 C-contiguous arrays of the compute dtype.
 """
 
+import os
+
 import numpy as np
 import scipy.sparse as sp
 
 from . import _cpu
 
 DEVICES = ("cpu", "cuda", "auto")
+
+# FUSEDMLP_CUDA_SIMULATOR=1 runs device="cuda" on the CUDA engine compiled for the CPU
+# simulator (fusedmlp._cuda_sim): the whole device path, kernels included, without a GPU.
+# For tests and development; it is slow.
+SIMULATOR_ENV = "FUSEDMLP_CUDA_SIMULATOR"
+
+
+def _cuda_module():
+    if os.environ.get(SIMULATOR_ENV) == "1":
+        from . import _cuda_sim
+
+        return _cuda_sim
+    try:
+        from . import _cuda
+    except ImportError:
+        return None
+    return _cuda
 
 
 def cuda_available():
@@ -33,28 +52,69 @@ def cuda_available():
 
 def resolve_device(device):
     """The device an estimator's ``device`` parameter selects."""
+    if device == "cpu":
+        return "cpu"
+    module = _cuda_module()
+    usable = module is not None and module.device_count() > 0
     if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    if device == "cuda" and not cuda_available():
+        return "cuda" if usable else "cpu"
+    if not usable:
         raise ValueError(
             "device='cuda' was requested but no usable CUDA device was found "
             "(fusedmlp.cuda_available() is False). Build fusedmlp with CUDA and run on a "
             "machine with an NVIDIA GPU, or use device='cpu'."
         )
-    return device
+    return "cuda"
 
 
 def make_engine(device, dtype, layer_units, activation, loss, n_threads):
     """A trainer for one layout. ``n_threads=None`` uses OpenMP's current limit."""
     units = [int(u) for u in layer_units]
-    threads = 0 if n_threads is None else int(n_threads)
     if device == "cuda":
-        from . import _cuda
-
-        cls = _cuda.TrainerF32 if dtype == np.float32 else _cuda.TrainerF64
+        module = _cuda_module()
+        cls = module.TrainerF32 if dtype == np.float32 else module.TrainerF64
         return cls(units, activation, loss)
+    threads = 0 if n_threads is None else int(n_threads)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
     return cls(units, activation, loss, threads)
+
+
+# ---- arrays on the device ------------------------------------------------------------------
+
+def is_device_array(X):
+    """Whether X lives on a CUDA device (CuPy, Numba, PyTorch CUDA tensors, ...)."""
+    return hasattr(X, "__cuda_array_interface__")
+
+
+def namespace(X):
+    """The array API namespace of a device array (cupy, torch, ...)."""
+    if hasattr(X, "__array_namespace__"):
+        return X.__array_namespace__()
+    raise TypeError(
+        f"{type(X).__name__} exposes __cuda_array_interface__ but no __array_namespace__; "
+        "pass a CuPy array or a PyTorch tensor, or a numpy array"
+    )
+
+
+def to_host(a):
+    """A device array's values as a numpy array (other inputs unchanged)."""
+    if not is_device_array(a):
+        return a
+    if hasattr(a, "get"):  # CuPy
+        return a.get()
+    if hasattr(a, "cpu"):  # PyTorch
+        return a.cpu().numpy()
+    return np.asarray(a)
+
+
+def current_stream(X):
+    """The stream device work on X should be ordered after: CuPy's current stream for CuPy
+    arrays, else 0 (the engine's own stream, after waiting for the array's producer)."""
+    if type(X).__module__.startswith("cupy"):
+        import cupy
+
+        return int(cupy.cuda.get_current_stream().ptr)
+    return 0
 
 
 class _CSR:

@@ -33,7 +33,13 @@ from sklearn.utils.multiclass import (
     type_of_target,
     unique_labels,
 )
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    validate_data,
+)
 
 from . import _engine
 from ._optimizers import AdamOptimizer, SGDOptimizer
@@ -222,8 +228,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _compute_dtype(self):
         return _resolve_dtype(self.dtype)
 
-    def _engine_for(self, layer_units, loss):
+    def _engine_for(self, layer_units, loss, X=None):
         device = _engine.resolve_device(self.device)
+        if device == "cuda" and X is not None and sp.issparse(X):
+            raise TypeError(
+                "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
+                "array (X.toarray()) or use device='cpu', which trains on CSR directly."
+            )
         return _engine.make_engine(
             device, self._compute_dtype(), layer_units, self.activation, loss, self.n_threads
         )
@@ -294,10 +305,21 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         dtype = self._compute_dtype()
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        if _engine.is_device_array(X):
+            X = self._validate_device_X(X, reset=first_pass)
+            y = check_array(
+                _engine.to_host(y), ensure_2d=False, dtype=None, ensure_all_finite=True,
+                input_name="y",
+            )
+            check_consistent_length(X, y)
+            y = self._validate_targets(y, incremental)
+        else:
+            X, y = self._validate_input(X, y, incremental, reset=first_pass)
         n_samples, n_features = X.shape
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+            sample_weight = _check_sample_weight(
+                _engine.to_host(sample_weight), np.empty((n_samples, 0))
+            )
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
@@ -317,7 +339,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, self._engine_loss())
+        engine = self._engine_for(layer_units, self._engine_loss(), X)
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, X_engine, Y, sample_weight, engine, incremental)
@@ -588,20 +610,70 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         -------
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
+        if _engine.is_device_array(X):
+            return self._device_forward(X)
         if check_input and not self._plain_input(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        engine, params = self._prediction_engine(_engine.resolve_device(self.device))
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(params.dtype)
+        return engine.predict(_engine.as_engine_input(X), params)
+
+    def _prediction_engine(self, device):
+        """An engine for the fitted layout on `device`, and the parameters it reads."""
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(dtype)
-        params = self._current_params(dtype)
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
         engine = _engine.make_engine(
-            _engine.resolve_device(self.device), dtype, units, self.activation,
-            self._engine_loss(), self.n_threads,
+            device, dtype, units, self.activation, self._engine_loss(), self.n_threads
         )
-        return engine.predict(_engine.as_engine_input(X), params)
+        return engine, self._current_params(dtype)
+
+    def _validate_device_X(self, X, reset):
+        """X on a CUDA device: what validate_data checks, done with the array's namespace."""
+        if _engine.resolve_device(self.device) != "cuda":
+            raise TypeError(
+                "X is an array on a CUDA device; fit and predict it with device='cuda' (or "
+                "'auto'), or pass the data as a numpy array."
+            )
+        cai = X.__cuda_array_interface__
+        if len(cai["shape"]) != 2:
+            raise ValueError(
+                f"Expected a 2-dimensional array, got an array of shape {tuple(cai['shape'])}."
+            )
+        if cai["typestr"] not in ("<f4", "<f8"):
+            raise TypeError(
+                f"X on a CUDA device must be float32 or float64, got {cai['typestr']!r}."
+            )
+        n_samples, n_features = cai["shape"]
+        if n_samples < 1 or n_features < 1:
+            raise ValueError(
+                f"Found array with {n_samples} sample(s) and {n_features} feature(s) while a "
+                "minimum of 1 is required."
+            )
+        xp = _engine.namespace(X)
+        if not bool(xp.all(xp.isfinite(X))):
+            raise ValueError("Input X contains NaN or infinity.")
+        if reset:
+            self.n_features_in_ = n_features
+            if hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+        elif n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {self.__class__.__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return X
+
+    def _device_forward(self, X):
+        """The network's output for X on the device, as a device array of the same kind."""
+        X = self._validate_device_X(X, reset=False)
+        engine, params = self._prediction_engine("cuda")
+        xp = _engine.namespace(X)
+        out = xp.empty((X.shape[0], self.n_outputs_), dtype=xp.float64, device=X.device)
+        engine.predict_into(X, params, out, stream=_engine.current_stream(X))
+        return out
 
     def _plain_input(self, X, max_checked=4096):
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
@@ -620,7 +692,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation."""
         # Input validation would remove feature names, so we disable it
-        y_pred = self._predict(X, check_input=False)
+        y_pred = _engine.to_host(self._predict(X, check_input=False))
 
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
@@ -899,6 +971,9 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             dtype=_input_dtypes(self._compute_dtype()),
             reset=reset,
         )
+        return X, self._validate_targets(y, incremental)
+
+    def _validate_targets(self, y, incremental):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
 
@@ -929,7 +1004,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
                 )
 
         y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return y
 
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.
@@ -949,6 +1024,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
     def _predict(self, X, check_input=True):
         y_pred = self._forward_pass_fast(X, check_input=check_input)
+        if _engine.is_device_array(y_pred):
+            return self._decode_on_device(y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
         # probable class, or the positive class above probability 0.5
         if self.out_activation_ == "softmax":
@@ -958,6 +1035,24 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
+
+    def _decode_on_device(self, y_pred):
+        """Class labels for device outputs: on the device when the labels are numbers (strings
+        cannot live there: then a numpy array)."""
+        xp = _engine.namespace(y_pred)
+        if self.out_activation_ == "softmax":
+            index = xp.argmax(y_pred, axis=1)
+        elif self.n_outputs_ == 1 and len(self.classes_) == 2:
+            index = xp.astype(xp.reshape(y_pred, (-1,)) > 0.5, xp.int64)
+        else:  # multilabel, or a single class: LabelBinarizer on the host
+            host = _engine.to_host(y_pred)
+            return self._label_binarizer.inverse_transform(
+                host.ravel() if self.n_outputs_ == 1 else host
+            )
+        if np.issubdtype(self.classes_.dtype, np.number):
+            classes = xp.asarray(self.classes_, device=y_pred.device)
+            return xp.take(classes, index, axis=0)
+        return self.classes_.take(_engine.to_host(index))
 
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
@@ -1011,6 +1106,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             `log(predict_proba(X))`.
         """
         y_prob = self.predict_proba(X)
+        if _engine.is_device_array(y_prob):
+            return _engine.namespace(y_prob).log(y_prob)
         return np.log(y_prob, out=y_prob)
 
     def predict_proba(self, X):
@@ -1028,6 +1125,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         """
         check_is_fitted(self)
         y_pred = self._forward_pass_fast(X)
+        if _engine.is_device_array(y_pred):
+            xp = _engine.namespace(y_pred)
+            if self.n_outputs_ == 1:
+                y_pred = xp.reshape(y_pred, (-1,))
+                return xp.stack([1 - y_pred, y_pred], axis=1)
+            return y_pred
 
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -1163,6 +1266,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     def _predict(self, X, check_input=True):
         y_pred = self._forward_pass_fast(X, check_input=check_input)
         if y_pred.shape[1] == 1:
+            if _engine.is_device_array(y_pred):
+                return _engine.namespace(y_pred).reshape(y_pred, (-1,))
             return y_pred.ravel()
         return y_pred
 
@@ -1182,6 +1287,12 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             dtype=_input_dtypes(self._compute_dtype()),
             reset=reset,
         )
+        return X, self._validate_targets(y, incremental)
+
+    def _validate_targets(self, y, incremental):
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+            y = y.astype(np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and np.any(y < 0):
@@ -1189,7 +1300,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                 "Some value(s) of y are negative which is not allowed for the "
                 "Poisson loss."
             )
-        return X, y
+        return y
 
     @available_if(lambda est: est._check_solver())
     @_fit_context(prefer_skip_nested_validation=True)

@@ -7,6 +7,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "cpu/gemm/blocking.h"
 #include "cpu/gemm/gemm.h"
 
 namespace fusedmlp {
@@ -178,6 +179,20 @@ std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major
 }
 
 template <class T>
+int gemm_tile_rows() {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return sizeof(T) == 4 ? BlockingAvx512F32::MR : BlockingAvx512F64::MR;
+    case Isa::avx2:
+      return sizeof(T) == 4 ? BlockingAvx2F32::MR : BlockingAvx2F64::MR;
+#endif
+    default:
+      return sizeof(T) == 4 ? BlockingGenericF32::MR : BlockingGenericF64::MR;
+  }
+}
+
+template <class T>
 void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
           const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
   check_gemm<T>(m, n, k, ep);
@@ -206,6 +221,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   template void gemm_team<T>(const Team&, index_t, index_t, index_t, Operand<T>, Operand<T>, T*,   \
                              index_t, const Epilogue<T>&, bool, GemmWorkspace&);                  \
   template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
+  template int gemm_tile_rows<T>();                                                                \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t, bool);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)

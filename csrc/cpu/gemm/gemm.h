@@ -128,6 +128,11 @@ void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep);
 template <class T>
 std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);
 
+// Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
+// short edge panel.
+template <class T>
+int gemm_tile_rows();
+
 // Instruction sets with their own micro-kernels.
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 

@@ -1,0 +1,320 @@
+// fusedmlp._cuda (nvcc build) and fusedmlp._cuda_sim (the same engine on the CUDA simulator):
+// argument checking and conversion only; the engine lives in csrc/cuda/.
+//
+// Arrays arrive as numpy arrays (host memory, copied to the device) or as any object with a
+// __cuda_array_interface__ (CuPy, Numba, PyTorch CUDA tensors: read in place on the device,
+// after the producer's stream has run).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bindings/input.h"
+#include "cuda/trainer.cuh"
+
+#ifndef FUSEDMLP_CUDA_MODULE
+#error "FUSEDMLP_CUDA_MODULE names the module (_cuda or _cuda_sim)"
+#endif
+
+namespace py = pybind11;
+using namespace fusedmlp;
+using fusedmlp::bindings::contiguous_ptr;
+using fusedmlp::bindings::has_type;
+
+namespace {
+
+bool on_device(const py::object& x) { return py::hasattr(x, "__cuda_array_interface__"); }
+
+// A 2-D float32/float64 matrix, on the host (numpy) or on the device (__cuda_array_interface__).
+struct Matrix {
+  cuda::MatrixView view;
+  py::object keep;
+  std::uintptr_t stream = 0;
+};
+
+Matrix to_matrix(const py::object& x, index_t n_features) {
+  Matrix m;
+  m.keep = x;
+  if (on_device(x)) {
+    py::dict cai = x.attr("__cuda_array_interface__");
+    py::tuple shape = cai["shape"];
+    const std::string typestr = py::str(cai["typestr"]);
+    if (shape.size() != 2) throw py::value_error("X must be 2-dimensional");
+    if (typestr != "<f4" && typestr != "<f8")
+      throw py::type_error("X on the device must be float32 or float64, got '" + typestr + "'");
+    m.view.f32 = typestr == "<f4";
+    const index_t isz = m.view.f32 ? 4 : 8;
+    m.view.rows = shape[0].cast<index_t>();
+    m.view.cols = shape[1].cast<index_t>();
+    py::tuple data = cai["data"];
+    m.view.data = reinterpret_cast<const void*>(data[0].cast<std::uintptr_t>());
+    if (!cai.contains("strides") || cai["strides"].is_none()) {
+      m.view.rs = m.view.cols;
+      m.view.cs = 1;
+    } else {
+      py::tuple strides = cai["strides"];
+      const index_t s0 = strides[0].cast<index_t>(), s1 = strides[1].cast<index_t>();
+      if (s0 < 0 || s1 < 0 || s0 % isz != 0 || s1 % isz != 0)
+        throw py::value_error("X on the device must have non-negative strides, multiples of its item size");
+      m.view.rs = s0 / isz;
+      m.view.cs = s1 / isz;
+    }
+    if (cai.contains("stream") && !cai["stream"].is_none()) m.stream = cai["stream"].cast<std::uintptr_t>();
+    m.view.on_device = true;
+  } else {
+    if (!py::isinstance<py::array>(x)) throw py::type_error("X must be a numpy array or a device array");
+    py::array a = py::reinterpret_borrow<py::array>(x);
+    if (a.ndim() != 2) throw py::value_error("X must be 2-dimensional");
+    if (has_type<float>(a))
+      m.view.f32 = true;
+    else if (has_type<double>(a))
+      m.view.f32 = false;
+    else
+      throw py::type_error("X must be float32 or float64, got " + std::string(py::str(a.dtype())));
+    const index_t isz = m.view.f32 ? 4 : 8;
+    if (a.strides(0) < 0 || a.strides(1) < 0 || a.strides(0) % isz != 0 || a.strides(1) % isz != 0)
+      throw py::value_error("X must have non-negative strides, multiples of its item size");
+    m.view.rows = a.shape(0);
+    m.view.cols = a.shape(1);
+    m.view.rs = a.strides(0) / isz;
+    m.view.cs = a.strides(1) / isz;
+    m.view.data = a.data();
+    m.view.on_device = false;
+  }
+  if (m.view.cols != n_features)
+    throw py::value_error("X has " + std::to_string(m.view.cols) + " features, the network expects " +
+                          std::to_string(n_features));
+  return m;
+}
+
+struct SignalCheck {
+  bool raised = false;
+  bool operator()() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      raised = true;
+      return true;
+    }
+    return false;
+  }
+};
+
+template <class T>
+class PyTrainer {
+ public:
+  PyTrainer(const std::vector<index_t>& units, const std::string& activation, const std::string& loss)
+      : trainer_(NetworkLayout(units, activation_from_name(activation), loss_from_name(loss))) {}
+
+  index_t n_params() const { return trainer_.layout().n_params; }
+
+  py::dict run_epoch(const py::object& x, const py::array& y, const py::object& sample_weight,
+                     const py::array& order, const py::array& params, const py::dict& opt,
+                     const py::dict& hyper, std::uintptr_t stream) {
+    const NetworkLayout& L = trainer_.layout();
+    load(x, y, sample_weight);
+    const index_t n_order = static_cast<index_t>(order.size());
+    const auto* idx = contiguous_ptr<std::int64_t>(order, "order", n_order, false);
+    for (index_t i = 0; i < n_order; ++i)
+      if (idx[i] < 0 || idx[i] >= rows_) throw py::index_error("order holds a row out of range");
+    T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
+    cuda::EpochOptions o;
+    const std::string solver = hyper["solver"].cast<std::string>();
+    if (solver != "sgd" && solver != "adam") throw py::value_error("unknown stochastic solver '" + solver + "'");
+    o.solver = solver == "sgd" ? Solver::sgd : Solver::adam;
+    o.batch_size = hyper["batch_size"].cast<index_t>();
+    if (o.batch_size < 1) throw py::value_error("batch_size must be >= 1");
+    o.learning_rate = hyper["learning_rate"].cast<double>();
+    o.alpha = hyper["alpha"].cast<double>();
+    cuda::OptimizerState<T> state;
+    py::array t_arr;
+    if (o.solver == Solver::sgd) {
+      o.momentum = hyper["momentum"].cast<double>();
+      o.nesterov = hyper["nesterov"].cast<bool>();
+      state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", L.n_params, true);
+    } else {
+      o.beta_1 = hyper["beta_1"].cast<double>();
+      o.beta_2 = hyper["beta_2"].cast<double>();
+      o.epsilon = hyper["epsilon"].cast<double>();
+      state.m = contiguous_ptr<T>(opt["m"], "m", L.n_params, true);
+      state.v = contiguous_ptr<T>(opt["v"], "v", L.n_params, true);
+      t_arr = opt["t"];
+      state.t = *contiguous_ptr<std::int64_t>(t_arr, "t", 1, true);
+    }
+    SignalCheck check;
+    cuda::EpochResult r;
+    {
+      py::gil_scoped_release release;
+      trainer_.set_stream(stream);
+      r = trainer_.run_epoch(reinterpret_cast<const index_t*>(idx), n_order, p, state, o, std::ref(check));
+    }
+    if (o.solver == Solver::adam) *static_cast<std::int64_t*>(t_arr.mutable_data()) = state.t;
+    if (check.raised) throw py::error_already_set();
+    py::dict out;
+    out["accumulated_loss"] = r.accumulated_loss;
+    out["samples_seen"] = r.samples_seen;
+    return out;
+  }
+
+  double loss_grad(const py::object& x, const py::array& y, const py::object& sample_weight,
+                   const py::array& params, double alpha, const py::array& grad) {
+    const NetworkLayout& L = trainer_.layout();
+    load(x, y, sample_weight);
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    T* g = contiguous_ptr<T>(grad, "grad", L.n_params, true);
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    return trainer_.loss_grad(p, alpha, g);
+  }
+
+  py::array predict(const py::object& x, const py::array& params, std::uintptr_t stream) {
+    const NetworkLayout& L = trainer_.layout();
+    Matrix m = to_matrix(x, L.n_inputs());
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    py::array_t<double> out({m.view.rows, L.n_outputs()});
+    double* o = out.mutable_data();
+    {
+      py::gil_scoped_release release;
+      cuda::wait_for_stream(m.stream);
+      trainer_.set_stream(stream);
+      trainer_.predict(m.view, p, o, false);
+    }
+    return std::move(out);
+  }
+
+  // Writes into `out`, a C-contiguous float64 device array (rows x n_outputs).
+  void predict_into(const py::object& x, const py::array& params, const py::object& out,
+                    std::uintptr_t stream) {
+    const NetworkLayout& L = trainer_.layout();
+    Matrix m = to_matrix(x, L.n_inputs());
+    if (!on_device(out)) throw py::type_error("out must be a device array");
+    py::dict cai = out.attr("__cuda_array_interface__");
+    py::tuple shape = cai["shape"];
+    if (std::string(py::str(cai["typestr"])) != "<f8" || shape.size() != 2 ||
+        shape[0].cast<index_t>() != m.view.rows || shape[1].cast<index_t>() != L.n_outputs() ||
+        (cai.contains("strides") && !cai["strides"].is_none()))
+      throw py::value_error("out must be a C-contiguous float64 device array of shape (n_rows, n_outputs)");
+    double* o = reinterpret_cast<double*>(py::tuple(cai["data"])[0].cast<std::uintptr_t>());
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    py::gil_scoped_release release;
+    cuda::wait_for_stream(m.stream);
+    trainer_.set_stream(stream);
+    trainer_.predict(m.view, p, o, true);
+  }
+
+ private:
+  // The training data goes to the device once: again only when other arrays come.
+  void load(const py::object& x, const py::array& y, const py::object& sample_weight) {
+    const NetworkLayout& L = trainer_.layout();
+    if (x.is(x_) && y.is(y_) && sample_weight.is(w_)) return;
+    Matrix m = to_matrix(x, L.n_inputs());
+    const T* yp = contiguous_ptr<T>(y, "Y", m.view.rows * L.n_outputs(), false);
+    const T* wp = nullptr;
+    if (!sample_weight.is_none())
+      wp = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight), "sample_weight", m.view.rows, false);
+    {
+      py::gil_scoped_release release;
+      cuda::wait_for_stream(m.stream);
+      trainer_.set_stream(0);
+      trainer_.load_training_data(m.view, yp, wp);
+    }
+    x_ = x;
+    y_ = y;
+    w_ = sample_weight;
+    rows_ = m.view.rows;
+  }
+
+  cuda::Trainer<T> trainer_;
+  py::object x_, y_, w_;
+  index_t rows_ = 0;
+};
+
+template <class T>
+py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
+                   const std::string& activation, const py::object& bias, const py::object& aux,
+                   double alpha, double scale, bool with_colsum, py::object c_in) {
+  if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
+  if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
+  if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
+  const index_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
+  const auto isz = static_cast<index_t>(sizeof(T));
+  for (const py::array* x : {&a, &b})
+    if (x->strides(0) < 0 || x->strides(1) < 0 || x->strides(0) % isz != 0 || x->strides(1) % isz != 0)
+      throw py::value_error("gemm: strides must be non-negative multiples of the item size");
+  int epi;
+  if (epilogue == "none") epi = 0;
+  else if (epilogue == "bias_activation") epi = 1;
+  else if (epilogue == "weight_grad") epi = 2;
+  else if (epilogue == "activation_grad") epi = 3;
+  else throw py::value_error("gemm: unknown epilogue '" + epilogue + "'");
+  const Activation act = activation_from_name(activation);
+  if ((epi == 1 || epi == 3) && act != Activation::identity && act != Activation::logistic &&
+      act != Activation::tanh && act != Activation::relu)
+    throw py::value_error("gemm: the epilogue supports hidden activations only");
+  py::array_t<T, py::array::c_style | py::array::forcecast> bias_arr, aux_arr;
+  const T* bp = nullptr;
+  const T* ap = nullptr;
+  if (epi == 1) {
+    bias_arr = py::array_t<T, py::array::c_style | py::array::forcecast>(bias);
+    bp = contiguous_ptr<T>(bias_arr, "bias", n, false);
+  }
+  if (epi == 2 || epi == 3) {
+    aux_arr = py::array_t<T, py::array::c_style | py::array::forcecast>(aux);
+    ap = contiguous_ptr<T>(aux_arr, "aux", m * n, false);
+  }
+  py::array_t<T> c({m, n});
+  bool accumulate = false;
+  if (!c_in.is_none()) {
+    py::array ci = py::array_t<T, py::array::c_style | py::array::forcecast>(c_in);
+    std::copy_n(contiguous_ptr<T>(ci, "C", m * n, false), m * n, c.mutable_data());
+    accumulate = true;
+  } else {
+    std::fill_n(c.mutable_data(), m * n, T(0));
+  }
+  py::array_t<T> colsum(n);
+  std::fill_n(colsum.mutable_data(), n, T(0));
+  {
+    py::gil_scoped_release release;
+    cuda::test_gemm<T>(m, n, k, static_cast<const T*>(a.data()), a.strides(0) / isz, a.strides(1) / isz,
+                       static_cast<const T*>(b.data()), b.strides(0) / isz, b.strides(1) / isz,
+                       c.mutable_data(), epi, act, bp, ap, static_cast<T>(alpha), static_cast<T>(scale),
+                       with_colsum ? colsum.mutable_data() : nullptr, accumulate);
+  }
+  if (with_colsum) return py::make_tuple(c, colsum);
+  return std::move(c);
+}
+
+template <class T>
+void bind_trainer(py::module_& m, const char* name) {
+  py::class_<PyTrainer<T>>(m, name)
+      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&>(),
+           py::arg("units"), py::arg("activation"), py::arg("loss"))
+      .def_property_readonly("n_params", &PyTrainer<T>::n_params)
+      .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
+           py::arg("order"), py::arg("params"), py::arg("optimizer"), py::arg("hyper"),
+           py::arg("stream") = 0)
+      .def("loss_grad", &PyTrainer<T>::loss_grad, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
+           py::arg("params"), py::arg("alpha"), py::arg("grad"))
+      .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"), py::arg("stream") = 0)
+      .def("predict_into", &PyTrainer<T>::predict_into, py::arg("X"), py::arg("params"), py::arg("out"),
+           py::arg("stream") = 0);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
+  m.doc() = "fusedmlp CUDA engine: fused kernels for training and inference on a device";
+  bind_trainer<float>(m, "TrainerF32");
+  bind_trainer<double>(m, "TrainerF64");
+  m.def("device_count", &cuda::device_count, "Number of usable CUDA devices.");
+  m.attr("simulated") = cuda::simulated();
+  m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
+        py::arg("activation") = "identity", py::arg("bias") = py::none(), py::arg("aux") = py::none(),
+        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none());
+  m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
+        py::arg("activation") = "identity", py::arg("bias") = py::none(), py::arg("aux") = py::none(),
+        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none());
+}

@@ -1,0 +1,428 @@
+// CUDA kernels of the engine, with their launchers. The math (activations, losses, optimizer
+// steps) comes from csrc/include/fusedmlp/, shared with the CPU engine.
+//
+// Sections: per-batch device state; the tiled GEMM with fused epilogues; batch gathering and
+// setup; the fused output loss; the optimizer; the fully fused forward pass for narrow
+// networks; prediction output.
+//
+// Kernels that run inside the captured per-batch graph read what changes from batch to batch
+// (the batch index, its row count, its weight sum, Adam's step) from a BatchState in device
+// memory, never from their arguments, which the graph fixes at capture.
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/launch.cuh"
+#include "fusedmlp/activation.h"
+#include "fusedmlp/loss.h"
+#include "fusedmlp/network.h"
+#include "fusedmlp/optimizer.h"
+
+namespace fusedmlp {
+namespace cuda {
+
+// ---- per-batch state ----------------------------------------------------------------------------
+
+struct BatchState {
+  long long n_order;    // rows in this epoch's order
+  long long batch;      // index of the current batch
+  long long t;          // Adam steps taken
+  int batch_size;
+  int rows;             // rows of the current batch
+  double sw_sum;        // sum of the batch's sample weights (its row count when unweighted)
+  double inv_sw;        // 1 / sw_sum
+  double row_loss;      // summed weighted per-sample losses of the batch
+  double sq;            // ||W||^2 of the weights the batch starts from
+  double sq_next;       // ||W_new||^2, summed by the optimizer
+  double epoch_loss;    // sum over batches of batch loss * rows
+  double lr;            // sgd: the learning rate; adam: learning_rate_init
+  double lr_t;          // adam: the step size of the current step
+};
+
+// Layer boundaries in the flat parameter buffer, passed by value.
+constexpr int kMaxLayers = 32;
+struct LayerTable {
+  int n_layers;
+  long long w_offset[kMaxLayers];
+  long long b_offset[kMaxLayers];
+  int fan_in[kMaxLayers];
+  int fan_out[kMaxLayers];
+};
+
+// element (i, p) = data[i * rs + p * cs]
+template <class T>
+struct Mat {
+  const T* data;
+  long long rs, cs;
+};
+
+template <class T>
+FUSEDMLP_HD T block_scale(const BatchState* st) {
+  return static_cast<T>(st->inv_sw);
+}
+
+// ---- GEMM with fused epilogues ------------------------------------------------------------------
+//
+// C (m x n) := epilogue(A (m x k) B (k x n) [+ C]). A 64 x 64 tile of C per block of 128
+// threads, each thread an 8 x 4 register tile; A and B staged through shared memory in
+// 16-deep slices. Epilogues as in the CPU engine (cpu/gemm/gemm.h): bias + activation
+// (forward), L2 term and batch scale (weight gradient), activation derivative from the stored
+// outputs (data gradient); the blocks of the first row of tiles also sum B's columns (the bias
+// gradient when B = dZ).
+
+constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreadM = 8, kThreadN = 4;
+constexpr int kGemmThreads = (kTileM / kThreadM) * (kTileN / kThreadN);  // 128
+
+enum class Epi : int { none = 0, bias_activation = 1, weight_grad = 2, activation_grad = 3 };
+
+template <class T>
+struct GemmArgs {
+  int m, n, k;
+  int rows_dim;  // 1: m is the batch's row count, 2: k is, 0: neither (read from state->rows)
+  const BatchState* state;
+  Mat<T> a, b;
+  T* c;
+  long long ldc;
+  const T* bias;     // bias_activation
+  const T* aux;      // weight_grad: W; activation_grad: stored outputs; same shape as C
+  long long ld_aux;
+  T alpha;           // weight_grad: C = (AB + alpha W) * scale
+  T scale;           // used when batch_scale is false
+  bool batch_scale;  // scale = 1 / the batch's weight sum (state->inv_sw)
+  T* colsum;         // optional: colsum[j] (+)= scale * sum_p B(p, j)
+  bool accumulate;   // C += ..., colsum += ...
+};
+
+template <class T, Epi E, Activation A>
+__global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
+  __shared__ T As[kTileK][kTileM + 1];  // A tile, transposed: As[p][i]
+  __shared__ T Bs[kTileK][kTileN];
+  const int m = g.rows_dim == 1 ? g.state->rows : g.m;
+  const int k = g.rows_dim == 2 ? g.state->rows : g.k;
+  const int n = g.n;
+  const int row0 = static_cast<int>(blockIdx.y) * kTileM;
+  const int col0 = static_cast<int>(blockIdx.x) * kTileN;
+  if (row0 >= m) return;  // the whole block: tiles past a short batch
+  const int tid = static_cast<int>(threadIdx.x);
+  const int tx = tid % (kTileN / kThreadN);  // along n
+  const int ty = tid / (kTileN / kThreadN);  // along m
+  const bool sum_columns = g.colsum != nullptr && blockIdx.y == 0;
+
+  T acc[kThreadM][kThreadN];
+  for (int i = 0; i < kThreadM; ++i)
+    for (int j = 0; j < kThreadN; ++j) acc[i][j] = T(0);
+  T col_acc = T(0);  // threads tid < kTileN: the column sum of column col0 + tid
+
+  const bool a_row_major = g.a.cs == 1;
+  const bool b_row_major = g.b.cs == 1;
+  for (int k0 = 0; k0 < k; k0 += kTileK) {
+    // Stage the slices: consecutive threads walk the operand's contiguous dimension.
+    for (int l = tid; l < kTileM * kTileK; l += kGemmThreads) {
+      const int i = a_row_major ? l / kTileK : l % kTileM;
+      const int p = a_row_major ? l % kTileK : l / kTileM;
+      const int r = row0 + i, q = k0 + p;
+      As[p][i] = (r < m && q < k) ? g.a.data[r * g.a.rs + q * g.a.cs] : T(0);
+    }
+    for (int l = tid; l < kTileK * kTileN; l += kGemmThreads) {
+      const int p = b_row_major ? l / kTileN : l % kTileK;
+      const int j = b_row_major ? l % kTileN : l / kTileK;
+      const int q = k0 + p, c = col0 + j;
+      Bs[p][j] = (q < k && c < n) ? g.b.data[q * g.b.rs + c * g.b.cs] : T(0);
+    }
+    __syncthreads();
+    if (sum_columns && tid < kTileN)
+      for (int p = 0; p < kTileK; ++p) col_acc += Bs[p][tid];
+    for (int p = 0; p < kTileK; ++p) {
+      T a_frag[kThreadM], b_frag[kThreadN];
+      for (int i = 0; i < kThreadM; ++i) a_frag[i] = As[p][ty * kThreadM + i];
+      for (int j = 0; j < kThreadN; ++j) b_frag[j] = Bs[p][tx * kThreadN + j];
+      for (int i = 0; i < kThreadM; ++i)
+        for (int j = 0; j < kThreadN; ++j) acc[i][j] += a_frag[i] * b_frag[j];
+    }
+    __syncthreads();
+  }
+
+  const T scale = g.batch_scale ? block_scale<T>(g.state) : g.scale;
+  for (int i = 0; i < kThreadM; ++i) {
+    const int r = row0 + ty * kThreadM + i;
+    if (r >= m) break;
+    for (int j = 0; j < kThreadN; ++j) {
+      const int c = col0 + tx * kThreadN + j;
+      if (c >= n) break;
+      T* out = g.c + r * g.ldc + c;
+      T v = acc[i][j];
+      if (g.accumulate) v += *out;
+      if constexpr (E == Epi::bias_activation) {
+        v = activate<A>(v + g.bias[c]);
+      } else if constexpr (E == Epi::weight_grad) {
+        v = (v + g.alpha * g.aux[r * g.ld_aux + c]) * scale;
+      } else if constexpr (E == Epi::activation_grad) {
+        v = v * activation_grad_from_output<A>(g.aux[r * g.ld_aux + c]);
+      }
+      *out = v;
+    }
+  }
+  if (sum_columns && tid < kTileN && col0 + tid < n) {
+    T* out = g.colsum + col0 + tid;
+    *out = (g.accumulate ? *out : T(0)) + scale * col_acc;
+  }
+}
+
+template <class T, Epi E, Activation A>
+void gemm_launch(const GemmArgs<T>& g, int max_m, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((g.n + kTileN - 1) / kTileN),
+                  static_cast<unsigned>((max_m + kTileM - 1) / kTileM));
+  launch(gemm_kernel<T, E, A>, grid, dim3(kGemmThreads), 0, stream, g);
+}
+
+// The one switch from the runtime epilogue and activation to the kernel's template arguments.
+template <class T>
+void gemm(const GemmArgs<T>& g, Epi epi, Activation act, int max_m, cudaStream_t stream) {
+  if (g.n <= 0 || max_m <= 0) return;
+  switch (epi) {
+    case Epi::none:
+      return gemm_launch<T, Epi::none, Activation::identity>(g, max_m, stream);
+    case Epi::weight_grad:
+      return gemm_launch<T, Epi::weight_grad, Activation::identity>(g, max_m, stream);
+    case Epi::bias_activation:
+      return dispatch_hidden_activation(act, [&](auto a) {
+        return gemm_launch<T, Epi::bias_activation, decltype(a)::value>(g, max_m, stream);
+      });
+    case Epi::activation_grad:
+      return dispatch_hidden_activation(act, [&](auto a) {
+        return gemm_launch<T, Epi::activation_grad, decltype(a)::value>(g, max_m, stream);
+      });
+  }
+  throw std::invalid_argument("gemm: unknown epilogue");
+}
+
+// ---- block reductions ---------------------------------------------------------------------------
+
+// Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+template <class T>
+__device__ T block_sum(T v) {
+  __shared__ T warp_sums[32];
+  for (int offset = warpSize / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const int lane = static_cast<int>(threadIdx.x) % warpSize;
+  const int warp = static_cast<int>(threadIdx.x) / warpSize;
+  if (lane == 0) warp_sums[warp] = v;
+  __syncthreads();
+  const int n_warps = static_cast<int>(blockDim.x) / warpSize;
+  T total = T(0);
+  for (int w = 0; w < n_warps; ++w) total += warp_sums[w];
+  __syncthreads();  // warp_sums is reused by the next call
+  return total;
+}
+
+constexpr int kBlock = 256;  // threads of the element-wise kernels
+
+// Blocks for a grid-stride loop over n elements. The simulator runs blocks one after another,
+// each with a thread per CUDA thread, so there the loops take fewer, longer blocks (the kernels
+// are the same; any grid size is correct for a grid-stride loop).
+inline unsigned grid_for(long long n, int per_block = kBlock,
+                         unsigned cap = FUSEDMLP_CUDA_SIMULATED ? 4 : 4096) {
+  long long blocks = (n + per_block - 1) / per_block;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks < cap ? blocks : cap);
+}
+
+// ---- batches ------------------------------------------------------------------------------------
+
+// The current batch's rows of X (converted to T), Y and the sample weights, by the order.
+template <class T, class S>
+__global__ void gather_kernel(const S* x, long long x_rs, long long x_cs, int d, const T* y,
+                              int n_out, const T* w, const long long* order, BatchState* st,
+                              T* xb, T* yb, T* wb) {
+  const long long start = st->batch * st->batch_size;
+  const long long left = st->n_order - start;
+  const int rows = static_cast<int>(left < st->batch_size ? left : st->batch_size);
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (long long e = first; e < static_cast<long long>(rows) * d; e += stride) {
+    const long long r = e / d, c = e % d;
+    xb[e] = static_cast<T>(x[order[start + r] * x_rs + c * x_cs]);
+  }
+  for (long long e = first; e < static_cast<long long>(rows) * n_out; e += stride) {
+    const long long r = e / n_out, c = e % n_out;
+    yb[e] = y[order[start + r] * n_out + c];
+  }
+  if (w != nullptr)
+    for (long long r = first; r < rows; r += stride) wb[r] = w[order[start + r]];
+}
+
+// One block: the batch's row count, weight sum, and the optimizer's step size.
+template <class T>
+__global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, bool adam,
+                                   double beta_1, double beta_2) {
+  const long long start = st->batch * st->batch_size;
+  const long long left = st->n_order - start;
+  const int rows = static_cast<int>(left < st->batch_size ? left : st->batch_size);
+  double s = 0.0;
+  if (weighted) {
+    T part = T(0);
+    for (int r = static_cast<int>(threadIdx.x); r < rows; r += static_cast<int>(blockDim.x)) part += wb[r];
+    s = static_cast<double>(block_sum<T>(part));
+  } else {
+    s = static_cast<double>(rows);
+  }
+  if (threadIdx.x == 0) {
+    st->rows = rows;
+    st->sw_sum = s;
+    st->inv_sw = 1.0 / s;
+    st->row_loss = 0.0;
+    st->sq_next = 0.0;
+    if (adam) {
+      const double t = static_cast<double>(st->t + 1);
+      st->lr_t = st->lr * sqrt(1.0 - pow(beta_2, t)) / (1.0 - pow(beta_1, t));
+    }
+  }
+}
+
+// One thread: the batch loss into the epoch's, then on to the next batch.
+template <Loss L>
+__global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, bool adam) {
+  const double batch_loss =
+      st->row_loss / loss_denominator<L>(st->sw_sum, n_out) + 0.5 * alpha * st->sq / st->sw_sum;
+  st->epoch_loss += batch_loss * st->rows;
+  st->sq = st->sq_next;
+  st->batch += 1;
+  if (adam) st->t += 1;
+}
+
+// ---- output loss --------------------------------------------------------------------------------
+
+// One thread per row: z becomes the output activation, delta = (a - y) * w; the block's losses
+// are summed into state->row_loss. rows < 0: the batch's row count from the state.
+template <class T, Loss L>
+__global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
+                                   BatchState* st, double* loss_sum) {
+  const int n = rows < 0 ? st->rows : rows;
+  const int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  double l = 0.0;
+  if (r < n)
+    l = output_loss_grad_row<L, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
+                                   w != nullptr ? w[r] : T(1), w != nullptr,
+                                   delta + static_cast<long long>(r) * n_out, n_out);
+  const double total = block_sum<double>(l);
+  if (threadIdx.x == 0) atomicAdd(loss_sum != nullptr ? loss_sum : &st->row_loss, total);
+}
+
+// ---- optimizer ----------------------------------------------------------------------------------
+
+FUSEDMLP_HD bool is_weight(const LayerTable& layers, long long i) {
+  for (int l = 0; l < layers.n_layers; ++l)
+    if (i >= layers.w_offset[l] && i < layers.b_offset[l]) return true;
+  return false;
+}
+
+// One step over the whole flat buffer; ||W_new||^2 into state->sq_next.
+template <class T, Solver S>
+__global__ void optimizer_kernel(T* params, const T* grad, T* s0, T* s1, long long n,
+                                 LayerTable layers, BatchState* st, double momentum, bool nesterov,
+                                 double beta_1, double beta_2, double epsilon) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  double sq = 0.0;
+  SgdStep<T> sgd{static_cast<T>(st->lr), static_cast<T>(momentum), nesterov};
+  AdamStep<T> adam{static_cast<T>(beta_1), static_cast<T>(1.0 - beta_1), static_cast<T>(beta_2),
+                   static_cast<T>(1.0 - beta_2), static_cast<T>(st->lr_t), static_cast<T>(epsilon)};
+  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+    if constexpr (S == Solver::adam)
+      adam_step(params[i], s0[i], s1[i], grad[i], adam);
+    else
+      sgd_step(params[i], s0[i], grad[i], sgd);
+    if (is_weight(layers, i)) sq += static_cast<double>(params[i]) * static_cast<double>(params[i]);
+  }
+  const double total = block_sum<double>(sq);
+  if (threadIdx.x == 0) atomicAdd(&st->sq_next, total);
+}
+
+// ||W||^2 into *out (the loss's L2 term for the first batch of an epoch).
+template <class T>
+__global__ void sq_norm_kernel(const T* params, long long n, LayerTable layers, double* out) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  double sq = 0.0;
+  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    if (is_weight(layers, i)) sq += static_cast<double>(params[i]) * static_cast<double>(params[i]);
+  const double total = block_sum<double>(sq);
+  if (threadIdx.x == 0) atomicAdd(out, total);
+}
+
+// The full-batch gradient's last step: dW = (dW + alpha W) * scale, db *= scale.
+template <class T>
+__global__ void finish_grad_kernel(T* grad, const T* params, long long n, LayerTable layers,
+                                   T alpha, T scale) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    grad[i] = is_weight(layers, i) ? (grad[i] + alpha * params[i]) * scale : grad[i] * scale;
+}
+
+// ---- fully fused forward pass for narrow networks -----------------------------------------------
+//
+// Every layer at most kNarrow wide (the input too): a block keeps kFusedRows rows in shared
+// memory through all layers, reading each layer's weights once per block from global memory
+// (coalesced along the output units) and writing each layer's outputs out for the backward
+// pass. One launch replaces a GEMM per layer.
+
+constexpr int kNarrow = 128;
+constexpr int kFusedThreads = 128;
+template <class T>
+constexpr int fused_rows() {  // 33 KB of shared memory in either precision
+  return sizeof(T) == 4 ? 32 : 16;
+}
+
+// The per-layer output buffers of the fused kernel, passed by value.
+template <class T>
+struct OutputTable {
+  T* out[kMaxLayers];
+};
+
+template <class T, Activation A>
+__global__ void __launch_bounds__(kFusedThreads)
+    fused_forward_kernel(const T* x, int ldx, const T* params, LayerTable layers, OutputTable<T> outs,
+                         int rows, const BatchState* st) {
+  constexpr int kFusedRows = fused_rows<T>();
+  __shared__ T buf[2][kFusedRows][kNarrow + 1];
+  const int n = rows < 0 ? st->rows : rows;
+  const int r0 = static_cast<int>(blockIdx.x) * kFusedRows;
+  if (r0 >= n) return;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int d = layers.fan_in[0];
+  for (int e = tid; e < kFusedRows * d; e += kFusedThreads) {
+    const int r = e / d, c = e % d;
+    buf[0][r][c] = r0 + r < n ? x[static_cast<long long>(r0 + r) * ldx + c] : T(0);
+  }
+  __syncthreads();
+  int cur = 0;
+  for (int l = 0; l < layers.n_layers; ++l) {
+    const int fan_in = layers.fan_in[l], fan_out = layers.fan_out[l];
+    const T* w = params + layers.w_offset[l];
+    const T* b = params + layers.b_offset[l];
+    const bool last = l + 1 == layers.n_layers;
+    T* out = outs.out[l];
+    for (int e = tid; e < kFusedRows * fan_out; e += kFusedThreads) {
+      const int r = e / fan_out, j = e % fan_out;
+      T s = b[j];
+      for (int p = 0; p < fan_in; ++p) s += buf[cur][r][p] * w[p * fan_out + j];
+      if (!last) s = activate<A>(s);
+      buf[1 - cur][r][j] = s;
+      if (r0 + r < n) out[static_cast<long long>(r0 + r) * fan_out + j] = s;
+    }
+    __syncthreads();
+    cur = 1 - cur;
+  }
+}
+
+// ---- prediction output --------------------------------------------------------------------------
+
+// out (float64) = output activation of z, one thread per row.
+template <class T, Loss L>
+__global__ void output_activation_kernel(const T* z, double* out, int rows, int n_out) {
+  const int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (r >= rows) return;
+  double* o = out + static_cast<long long>(r) * n_out;
+  for (int j = 0; j < n_out; ++j) o[j] = static_cast<double>(z[static_cast<long long>(r) * n_out + j]);
+  output_activation_row<L, double>(o, n_out);
+}
+
+}  // namespace cuda
+}  // namespace fusedmlp

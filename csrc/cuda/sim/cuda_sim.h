@@ -1,0 +1,178 @@
+// A CPU simulator of the CUDA execution model, so the CUDA engine's kernels run and are tested
+// where no GPU exists: the same .cu sources, compiled by the host compiler with this header
+// instead of nvcc's.
+//
+// The model:
+// - a grid's blocks run one after another; a block's threads run as real threads (a pool,
+//   reused across launches), so ThreadSanitizer sees every data race a GPU could have;
+// - __syncthreads() is a barrier across the block's threads; __syncwarp() and the warp
+//   shuffles synchronise the 32 threads of a warp;
+// - __shared__ variables are `static`: with one block at a time, every thread of the block
+//   sees the same object, as on a GPU (a kernel must not run from two host threads at once);
+// - atomics are std::atomic_ref operations;
+// - device memory is host memory; streams run their work in order at once, except while a
+//   stream is being captured into a graph, when kernels and copies are recorded and a graph
+//   launch replays them.
+// What is not simulated: timing, occupancy, memory coalescing, dynamic shared memory.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <type_traits>
+
+// ---- language ---------------------------------------------------------------------------------
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __restrict__ __restrict
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+using uint3 = dim3;
+
+extern thread_local dim3 threadIdx;
+extern thread_local dim3 blockIdx;
+extern thread_local dim3 blockDim;
+extern thread_local dim3 gridDim;
+constexpr int warpSize = 32;
+
+void __syncthreads();
+void __syncwarp(unsigned mask = 0xffffffffu);
+
+namespace fusedmlp {
+namespace sim {
+// The warp exchange behind the shuffles: publishes this thread's 8 bytes, waits for its warp,
+// returns lane `src`'s (or its own when src is outside the warp), waits again.
+std::uint64_t warp_exchange(std::uint64_t bits, int src);
+int lane_id();
+}  // namespace sim
+}  // namespace fusedmlp
+
+template <class T>
+T __shfl_sync(unsigned, T v, int src, int width = 32) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffle of a small value");
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  const int lane = fusedmlp::sim::lane_id();
+  const int base = lane / width * width;
+  bits = fusedmlp::sim::warp_exchange(bits, base + (src % width));
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+template <class T>
+T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  const int lane = fusedmlp::sim::lane_id();
+  const int src = (lane % width) + static_cast<int>(delta) < width ? lane + static_cast<int>(delta) : -1;
+  bits = fusedmlp::sim::warp_exchange(bits, src);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
+  std::uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  const int lane = fusedmlp::sim::lane_id();
+  const int src = lane ^ lane_mask;
+  bits = fusedmlp::sim::warp_exchange(bits, (src / width == lane / width) ? src : -1);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+template <class T>
+T atomicAdd(T* address, T value) {
+  return std::atomic_ref<T>(*address).fetch_add(value, std::memory_order_relaxed);
+}
+
+template <class T>
+T atomicMax(T* address, T value) {
+  std::atomic_ref<T> ref(*address);
+  T old = ref.load(std::memory_order_relaxed);
+  while (old < value && !ref.compare_exchange_weak(old, value, std::memory_order_relaxed)) {
+  }
+  return old;
+}
+
+template <class T>
+T __ldg(const T* p) {
+  return *p;
+}
+
+// ---- runtime API (the subset the engine uses) -------------------------------------------------
+
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorNoDevice = 100,
+  cudaErrorStreamCaptureUnsupported = 900,
+};
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+
+struct SimStream;
+struct SimGraph;
+using cudaStream_t = SimStream*;
+using cudaGraph_t = SimGraph*;
+using cudaGraphExec_t = SimGraph*;
+
+cudaError_t cudaMalloc(void** ptr, std::size_t bytes);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream = nullptr);
+cudaError_t cudaMemset(void* dst, int value, std::size_t bytes);
+cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t stream = nullptr);
+cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+const char* cudaGetErrorString(cudaError_t error);
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+
+namespace fusedmlp {
+namespace sim {
+
+// Runs body once per thread of every block of the grid (or records it while the stream is
+// capturing). Called by launch() in cuda/launch.cuh; kernels are never called directly.
+void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
+
+// Number of block launches run so far (tests use it to see that work happened on the device).
+std::uint64_t blocks_run();
+
+}  // namespace sim
+}  // namespace fusedmlp

@@ -1,0 +1,574 @@
+// The CUDA trainer (see trainer.cuh).
+#include "cuda/trainer.cuh"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "cuda/kernels.cuh"
+
+namespace fusedmlp {
+namespace cuda {
+
+int device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: not an error here
+    return 0;
+  }
+  return n;
+}
+
+bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
+
+void wait_for_stream(std::uintptr_t stream) {
+  if (stream == 0) return;
+  if (stream == 1 || stream == 2)
+    FUSEDMLP_CUDA_CHECK(cudaDeviceSynchronize());
+  else
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(reinterpret_cast<cudaStream_t>(stream)));
+}
+
+namespace {
+
+LayerTable make_table(const NetworkLayout& layout) {
+  if (layout.n_layers() > kMaxLayers)
+    throw std::invalid_argument("the CUDA engine supports at most " + std::to_string(kMaxLayers) +
+                                " layers");
+  LayerTable t{};
+  t.n_layers = static_cast<int>(layout.n_layers());
+  for (int l = 0; l < t.n_layers; ++l) {
+    t.w_offset[l] = layout.layers[l].w_offset;
+    t.b_offset[l] = layout.layers[l].b_offset;
+    t.fan_in[l] = static_cast<int>(layout.layers[l].fan_in);
+    t.fan_out[l] = static_cast<int>(layout.layers[l].fan_out);
+  }
+  return t;
+}
+
+bool narrow(const NetworkLayout& layout) {
+  for (const auto& l : layout.layers)
+    if (l.fan_in > kNarrow || l.fan_out > kNarrow) return false;
+  return true;
+}
+
+template <class T>
+void upload(DeviceBuffer<T>& dst, const T* src, std::size_t n, cudaStream_t stream) {
+  dst.resize(n);
+  if (n != 0) FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src, n * sizeof(T), cudaMemcpyHostToDevice, stream));
+}
+
+template <class T>
+void download(T* dst, const DeviceBuffer<T>& src, std::size_t n, cudaStream_t stream) {
+  if (n != 0) FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(dst, src.get(), n * sizeof(T), cudaMemcpyDeviceToHost, stream));
+}
+
+// Bytes a strided view spans from its first element (strides are non-negative).
+std::size_t span_bytes(const MatrixView& x) {
+  if (x.rows == 0 || x.cols == 0) return 0;
+  const index_t last = (x.rows - 1) * x.rs + (x.cols - 1) * x.cs;
+  return static_cast<std::size_t>(last + 1) * (x.f32 ? 4 : 8);
+}
+
+}  // namespace
+
+template <class T>
+struct Trainer<T>::Impl {
+  NetworkLayout layout;
+  LayerTable table;
+  bool fused;
+  Stream own;
+  cudaStream_t borrowed = nullptr;
+  cudaStream_t work() const { return borrowed != nullptr ? borrowed : own.get(); }
+
+  // the training data (X in its own type) and the epoch's order
+  DeviceBuffer<char> x_store;
+  MatrixView x;  // device view of X
+  DeviceBuffer<T> y, w;
+  DeviceBuffer<long long> order;
+  index_t n_rows = 0;
+  bool weighted = false;
+
+  // the model and its optimizer
+  DeviceBuffer<T> params, grad, s0, s1;
+  DeviceBuffer<BatchState> state;
+
+  // one batch: its input, targets, weights, and every layer's outputs and dZ
+  index_t capacity = 0;
+  DeviceBuffer<T> xb, yb, wb, acts, deltas;
+  std::vector<index_t> act_offsets;
+  DeviceBuffer<double> out, scalar;
+
+  // the captured per-batch sequence and what it was captured for
+  GraphExec graph;
+  std::vector<double> graph_key;
+
+  T* act(size_t l) { return acts.get() + act_offsets[l]; }
+  T* delta(size_t l) { return deltas.get() + act_offsets[l]; }
+
+  void ensure_rows(index_t rows) {
+    if (rows <= capacity) return;
+    act_offsets.clear();
+    index_t total = 0;
+    for (const auto& l : layout.layers) {
+      act_offsets.push_back(total);
+      total += rows * l.fan_out;
+    }
+    xb.resize(static_cast<size_t>(rows * layout.n_inputs()));
+    yb.resize(static_cast<size_t>(rows * layout.n_outputs()));
+    wb.resize(static_cast<size_t>(rows));
+    acts.resize(static_cast<size_t>(total));
+    deltas.resize(static_cast<size_t>(total));
+    capacity = rows;
+    graph.reset();  // the captured sequence points at the old buffers
+  }
+
+  // The network's outputs for `rows` rows of xb (rows < 0: the batch's, from the state).
+  void forward(int rows, int max_rows, cudaStream_t s) {
+    const size_t n_layers = layout.layers.size();
+    if (fused) {
+      OutputTable<T> outs{};
+      for (size_t l = 0; l < n_layers; ++l) outs.out[l] = act(l);
+      dispatch_hidden_activation(layout.hidden, [&](auto a) {
+        launch(fused_forward_kernel<T, decltype(a)::value>,
+               dim3(static_cast<unsigned>((max_rows + fused_rows<T>() - 1) / fused_rows<T>())),
+               dim3(kFusedThreads), 0, s, static_cast<const T*>(xb.get()),
+               static_cast<int>(layout.n_inputs()), static_cast<const T*>(params.get()), table, outs,
+               rows, static_cast<const BatchState*>(state.get()));
+        return 0;
+      });
+      return;
+    }
+    for (size_t l = 0; l < n_layers; ++l) {
+      const LayerLayout& L = layout.layers[l];
+      GemmArgs<T> g{};
+      g.m = rows < 0 ? max_rows : rows;
+      g.n = static_cast<int>(L.fan_out);
+      g.k = static_cast<int>(L.fan_in);
+      g.rows_dim = rows < 0 ? 1 : 0;
+      g.state = state.get();
+      g.a = Mat<T>{l == 0 ? xb.get() : act(l - 1), L.fan_in, 1};
+      g.b = Mat<T>{params.get() + L.w_offset, L.fan_out, 1};
+      g.c = act(l);
+      g.ldc = L.fan_out;
+      g.bias = params.get() + L.b_offset;
+      // the output layer's activation comes with its loss
+      gemm<T>(g, Epi::bias_activation, l + 1 == n_layers ? Activation::identity : layout.hidden,
+              g.m, s);
+    }
+  }
+
+  // dZ of the output layer (delta(last)) back through the network. Per-batch (graph) mode:
+  // weight gradients scaled and with their L2 term; raw mode (loss_grad): sums accumulated.
+  void backward(int rows, int max_rows, bool per_batch, T alpha, bool accumulate, cudaStream_t s) {
+    for (size_t l = layout.layers.size(); l-- > 0;) {
+      const LayerLayout& L = layout.layers[l];
+      const T* input = l == 0 ? xb.get() : act(l - 1);
+      GemmArgs<T> g{};
+      g.m = static_cast<int>(L.fan_in);
+      g.n = static_cast<int>(L.fan_out);
+      g.k = rows < 0 ? max_rows : rows;
+      g.rows_dim = rows < 0 ? 2 : 0;
+      g.state = state.get();
+      g.a = Mat<T>{input, 1, L.fan_in};            // input^T
+      g.b = Mat<T>{delta(l), L.fan_out, 1};        // dZ
+      g.c = grad.get() + L.w_offset;
+      g.ldc = L.fan_out;
+      g.aux = params.get() + L.w_offset;
+      g.ld_aux = L.fan_out;
+      g.alpha = alpha;
+      g.scale = T(1);
+      g.batch_scale = per_batch;
+      g.colsum = grad.get() + L.b_offset;
+      g.accumulate = accumulate;
+      // dW = (input^T dZ + alpha W) / sum(w), db = colsum(dZ) / sum(w)
+      gemm<T>(g, per_batch ? Epi::weight_grad : Epi::none, Activation::identity, g.m, s);
+      if (l == 0) continue;
+      GemmArgs<T> d{};
+      d.m = rows < 0 ? max_rows : rows;
+      d.n = static_cast<int>(L.fan_in);
+      d.k = static_cast<int>(L.fan_out);
+      d.rows_dim = rows < 0 ? 1 : 0;
+      d.state = state.get();
+      d.a = Mat<T>{delta(l), L.fan_out, 1};                         // dZ
+      d.b = Mat<T>{params.get() + L.w_offset, 1, L.fan_out};        // W^T
+      d.c = delta(l - 1);
+      d.ldc = L.fan_in;
+      d.aux = act(l - 1);
+      d.ld_aux = L.fan_in;
+      // dZ_prev = (dZ W^T) * f'(a_prev)
+      gemm<T>(d, Epi::activation_grad, layout.hidden, d.m, s);
+    }
+  }
+
+  template <class S>
+  void gather(const EpochOptions& o, cudaStream_t s) {
+    const long long per_row = std::max<long long>(layout.n_inputs(), layout.n_outputs());
+    launch(gather_kernel<T, S>, dim3(grid_for(o.batch_size * per_row)), dim3(kBlock), 0, s,
+           static_cast<const S*>(x.data), static_cast<long long>(x.rs), static_cast<long long>(x.cs),
+           static_cast<int>(layout.n_inputs()), static_cast<const T*>(y.get()),
+           static_cast<int>(layout.n_outputs()), weighted ? static_cast<const T*>(w.get()) : nullptr,
+           static_cast<const long long*>(order.get()), state.get(), xb.get(), yb.get(), wb.get());
+  }
+
+  // Enqueues one batch: everything the graph replays.
+  void enqueue_batch(const EpochOptions& o, cudaStream_t s) {
+    const int bs = static_cast<int>(o.batch_size);
+    const bool adam = o.solver == Solver::adam;
+    if (x.f32)
+      gather<float>(o, s);
+    else
+      gather<double>(o, s);
+    launch(batch_setup_kernel<T>, dim3(1), dim3(kBlock), 0, s, state.get(),
+           static_cast<const T*>(wb.get()), weighted, adam, o.beta_1, o.beta_2);
+    forward(-1, bs, s);
+    const size_t last = layout.layers.size() - 1;
+    const int n_out = static_cast<int>(layout.n_outputs());
+    dispatch_loss(layout.loss, [&](auto l) {
+      launch(output_loss_kernel<T, decltype(l)::value>, dim3(grid_for(bs)), dim3(kBlock), 0, s,
+             act(last), static_cast<const T*>(yb.get()), weighted ? static_cast<const T*>(wb.get()) : nullptr,
+             delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr));
+      return 0;
+    });
+    backward(-1, bs, true, static_cast<T>(o.alpha), false, s);
+    const long long n = layout.n_params;
+    if (adam)
+      launch(optimizer_kernel<T, Solver::adam>, dim3(grid_for(n)), dim3(kBlock), 0, s, params.get(),
+             static_cast<const T*>(grad.get()), s0.get(), s1.get(), n, table, state.get(), o.momentum,
+             o.nesterov, o.beta_1, o.beta_2, o.epsilon);
+    else
+      launch(optimizer_kernel<T, Solver::sgd>, dim3(grid_for(n)), dim3(kBlock), 0, s, params.get(),
+             static_cast<const T*>(grad.get()), s0.get(), s1.get(), n, table, state.get(), o.momentum,
+             o.nesterov, o.beta_1, o.beta_2, o.epsilon);
+    dispatch_loss(layout.loss, [&](auto l) {
+      launch(batch_finish_kernel<decltype(l)::value>, dim3(1), dim3(1), 0, s, state.get(), n_out,
+             o.alpha, adam);
+      return 0;
+    });
+  }
+};
+
+template <class T>
+Trainer<T>::Trainer(NetworkLayout layout) : impl_(new Impl) {
+  if (layout.hidden != Activation::identity && layout.hidden != Activation::logistic &&
+      layout.hidden != Activation::tanh && layout.hidden != Activation::relu)
+    throw std::invalid_argument("Trainer: unsupported hidden activation");
+  impl_->table = make_table(layout);
+  impl_->fused = narrow(layout);
+  impl_->layout = std::move(layout);
+  const index_t n = impl_->layout.n_params;
+  impl_->params.resize(static_cast<size_t>(n));
+  impl_->grad.resize(static_cast<size_t>(n));
+  impl_->state.resize(1);
+  impl_->scalar.resize(1);
+}
+
+template <class T>
+Trainer<T>::~Trainer() = default;
+
+template <class T>
+const NetworkLayout& Trainer<T>::layout() const {
+  return impl_->layout;
+}
+
+template <class T>
+void Trainer<T>::set_stream(std::uintptr_t stream) {
+  impl_->borrowed = reinterpret_cast<cudaStream_t>(stream);
+}
+
+template <class T>
+void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sample_weight) {
+  Impl& I = *impl_;
+  cudaStream_t s = I.work();
+  if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
+  I.n_rows = x.rows;
+  if (x.on_device) {
+    I.x = x;
+  } else {
+    const std::size_t bytes = span_bytes(x);
+    I.x_store.resize(bytes);
+    if (bytes != 0)
+      FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.x_store.get(), x.data, bytes, cudaMemcpyHostToDevice, s));
+    I.x = x;
+    I.x.data = I.x_store.get();
+    I.x.on_device = true;
+  }
+  upload(I.y, y, static_cast<size_t>(x.rows * I.layout.n_outputs()), s);
+  I.weighted = sample_weight != nullptr;
+  if (I.weighted) upload(I.w, sample_weight, static_cast<size_t>(x.rows), s);
+  I.order.resize(static_cast<size_t>(std::max<index_t>(x.rows, 1)));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  I.graph.reset();  // new data, new pointers
+}
+
+template <class T>
+EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* params_host,
+                                  OptimizerState<T>& st, const EpochOptions& o,
+                                  const StopCheck& should_stop) {
+  Impl& I = *impl_;
+  if (I.n_rows == 0 && n_order > 0) throw std::logic_error("run_epoch: no training data loaded");
+  if (n_order > I.n_rows) throw std::invalid_argument("run_epoch: the order is longer than the data");
+  if (o.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
+  cudaStream_t s = I.work();
+  const index_t bs = std::min(o.batch_size, std::max<index_t>(n_order, 1));
+  EpochOptions opts = o;
+  opts.batch_size = bs;
+  const index_t n = I.layout.n_params;
+  const bool adam = o.solver == Solver::adam;
+  I.ensure_rows(bs);
+
+  static_assert(sizeof(long long) == sizeof(index_t), "index types");
+  if (n_order > 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.order.get(), order, static_cast<size_t>(n_order) * sizeof(long long),
+                                        cudaMemcpyHostToDevice, s));
+  upload(I.params, params_host, static_cast<size_t>(n), s);
+  if (adam) {
+    upload(I.s0, st.m, static_cast<size_t>(n), s);
+    upload(I.s1, st.v, static_cast<size_t>(n), s);
+  } else {
+    upload(I.s0, st.velocity, static_cast<size_t>(n), s);
+  }
+  BatchState host{};
+  host.n_order = n_order;
+  host.batch = 0;
+  host.t = st.t;
+  host.batch_size = static_cast<int>(bs);
+  host.lr = o.learning_rate;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+  launch(sq_norm_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, static_cast<const T*>(I.params.get()), n,
+         I.table, &I.state.get()->sq);
+
+  // The per-batch sequence, captured once and replayed: everything it depends on that is not
+  // in the state is in the key.
+  const std::vector<double> key = {static_cast<double>(bs), static_cast<double>(o.solver), o.momentum,
+                                   static_cast<double>(o.nesterov), o.beta_1, o.beta_2, o.epsilon, o.alpha};
+  if (!I.graph.ready() || key != I.graph_key) {
+    cudaStream_t cap = I.own.get();  // capture needs a stream of our own
+    if (cap != s) FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+    FUSEDMLP_CUDA_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
+    try {
+      I.enqueue_batch(opts, cap);
+    } catch (...) {
+      cudaGraph_t discard = nullptr;
+      cudaStreamEndCapture(cap, &discard);
+      if (discard != nullptr) cudaGraphDestroy(discard);
+      throw;
+    }
+    I.graph.end_capture(cap);
+    I.graph_key = key;
+  }
+
+  EpochResult result;
+  const index_t n_batches = (n_order + bs - 1) / bs;
+  auto last_poll = std::chrono::steady_clock::now();
+  index_t launched = 0;
+  for (; launched < n_batches; ++launched) {
+    if (should_stop && launched % 8 == 0 &&
+        std::chrono::steady_clock::now() - last_poll > std::chrono::milliseconds(20)) {
+      FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // what was launched has run
+      last_poll = std::chrono::steady_clock::now();
+      if (should_stop()) {
+        result.interrupted = true;
+        break;
+      }
+    }
+    I.graph.launch(s);
+  }
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&host, I.state.get(), sizeof host, cudaMemcpyDeviceToHost, s));
+  download(params_host, I.params, static_cast<size_t>(n), s);
+  if (adam) {
+    download(st.m, I.s0, static_cast<size_t>(n), s);
+    download(st.v, I.s1, static_cast<size_t>(n), s);
+  } else {
+    download(st.velocity, I.s0, static_cast<size_t>(n), s);
+  }
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  st.t = host.t;
+  result.accumulated_loss = host.epoch_loss;
+  result.samples_seen = std::min<index_t>(static_cast<index_t>(host.batch) * bs, n_order);
+  return result;
+}
+
+template <class T>
+double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
+  Impl& I = *impl_;
+  cudaStream_t s = I.work();
+  const index_t n = I.layout.n_params, n_rows = I.n_rows;
+  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
+  I.ensure_rows(chunk);
+  upload(I.params, params_host, static_cast<size_t>(n), s);
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
+  // rows in order, through the same gather as training
+  std::vector<long long> iota(static_cast<size_t>(n_rows));
+  for (index_t i = 0; i < n_rows; ++i) iota[static_cast<size_t>(i)] = i;
+  if (n_rows > 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.order.get(), iota.data(), iota.size() * sizeof(long long),
+                                        cudaMemcpyHostToDevice, s));
+  double sw_sum = static_cast<double>(n_rows);
+  if (I.weighted) {
+    std::vector<T> w(static_cast<size_t>(n_rows));
+    download(w.data(), I.w, w.size(), s);
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+    T total = T(0);
+    for (T v : w) total += v;
+    sw_sum = static_cast<double>(total);
+  }
+  EpochOptions o;
+  o.batch_size = chunk;
+  const size_t last = I.layout.layers.size() - 1;
+  const int n_out = static_cast<int>(I.layout.n_outputs());
+  for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
+    const int rows = static_cast<int>(std::min(chunk, n_rows - start));
+    BatchState host{};
+    host.n_order = n_rows;
+    host.batch = b;
+    host.batch_size = static_cast<int>(chunk);
+    host.rows = rows;
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+    if (I.x.f32)
+      I.template gather<float>(o, s);
+    else
+      I.template gather<double>(o, s);
+    I.forward(rows, rows, s);
+    dispatch_loss(I.layout.loss, [&](auto l) {
+      launch(output_loss_kernel<T, decltype(l)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s, I.act(last),
+             static_cast<const T*>(I.yb.get()), I.weighted ? static_cast<const T*>(I.wb.get()) : nullptr,
+             I.delta(last), rows, n_out, I.state.get(), I.scalar.get());
+      return 0;
+    });
+    I.backward(rows, rows, false, T(0), start > 0, s);
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
+  }
+  launch(finish_grad_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, I.grad.get(),
+         static_cast<const T*>(I.params.get()), n, I.table, static_cast<T>(alpha),
+         static_cast<T>(1.0 / sw_sum));
+  double row_loss = 0.0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&row_loss, I.scalar.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
+  launch(sq_norm_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, static_cast<const T*>(I.params.get()), n,
+         I.table, I.scalar.get());
+  double sq = 0.0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&sq, I.scalar.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  download(grad_host, I.grad, static_cast<size_t>(n), s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  return dispatch_loss(I.layout.loss, [&](auto l) {
+           return row_loss / loss_denominator<decltype(l)::value>(sw_sum, n_out);
+         }) +
+         0.5 * alpha * sq / sw_sum;
+}
+
+template <class T>
+void Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out, bool out_on_device) {
+  Impl& I = *impl_;
+  cudaStream_t s = I.work();
+  if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
+  const index_t n = I.layout.n_params, n_rows = x.rows;
+  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
+  const int n_out = static_cast<int>(I.layout.n_outputs());
+  I.ensure_rows(chunk);
+  upload(I.params, params_host, static_cast<size_t>(n), s);
+  // X on the device, in place or copied once
+  MatrixView dx = x;
+  DeviceBuffer<char> copy;
+  if (!x.on_device) {
+    const std::size_t bytes = span_bytes(x);
+    copy.resize(bytes);
+    if (bytes != 0) FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(copy.get(), x.data, bytes, cudaMemcpyHostToDevice, s));
+    dx.data = copy.get();
+  }
+  DeviceBuffer<double> dout;
+  if (!out_on_device) dout.resize(static_cast<size_t>(n_rows * n_out));
+  double* target = out_on_device ? out : dout.get();
+  // identity order, so the training gather reads the chunks
+  std::vector<long long> iota(static_cast<size_t>(n_rows));
+  for (index_t i = 0; i < n_rows; ++i) iota[static_cast<size_t>(i)] = i;
+  DeviceBuffer<long long> order(static_cast<size_t>(std::max<index_t>(n_rows, 1)));
+  if (n_rows > 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(order.get(), iota.data(), iota.size() * sizeof(long long),
+                                        cudaMemcpyHostToDevice, s));
+  const size_t last = I.layout.layers.size() - 1;
+  const int d = static_cast<int>(I.layout.n_inputs());
+  for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
+    const int rows = static_cast<int>(std::min(chunk, n_rows - start));
+    BatchState host{};
+    host.n_order = n_rows;
+    host.batch = b;
+    host.batch_size = static_cast<int>(chunk);
+    host.rows = rows;
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+    auto convert = [&](auto tag) {
+      using S = decltype(tag);
+      launch(gather_kernel<T, S>, dim3(grid_for(static_cast<long long>(chunk) * d)), dim3(kBlock), 0, s,
+             static_cast<const S*>(dx.data), static_cast<long long>(dx.rs), static_cast<long long>(dx.cs), d,
+             static_cast<const T*>(nullptr), 0, static_cast<const T*>(nullptr),
+             static_cast<const long long*>(order.get()), I.state.get(), I.xb.get(), I.yb.get(), I.wb.get());
+    };
+    if (dx.f32)
+      convert(float{});
+    else
+      convert(double{});
+    I.forward(rows, rows, s);
+    dispatch_loss(I.layout.loss, [&](auto l) {
+      launch(output_activation_kernel<T, decltype(l)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
+             static_cast<const T*>(I.act(last)), target + start * n_out, rows, n_out);
+      return 0;
+    });
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
+  }
+  if (!out_on_device && n_rows > 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out, dout.get(), static_cast<size_t>(n_rows * n_out) * sizeof(double),
+                                        cudaMemcpyDeviceToHost, s));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template <class T>
+void test_gemm(index_t m, index_t n, index_t k, const T* a, index_t a_rs, index_t a_cs, const T* b,
+               index_t b_rs, index_t b_cs, T* c, int epilogue, Activation act, const T* bias,
+               const T* aux, T alpha, T scale, T* colsum, bool accumulate) {
+  Stream stream;
+  cudaStream_t s = stream.get();
+  auto span = [](index_t rows, index_t cols, index_t rs, index_t cs) {
+    return rows == 0 || cols == 0 ? index_t(0) : (rows - 1) * rs + (cols - 1) * cs + 1;
+  };
+  DeviceBuffer<T> da, db, dc, dbias, daux, dcol;
+  upload(da, a, static_cast<size_t>(span(m, k, a_rs, a_cs)), s);
+  upload(db, b, static_cast<size_t>(span(k, n, b_rs, b_cs)), s);
+  upload(dc, c, static_cast<size_t>(m * n), s);
+  if (bias != nullptr) upload(dbias, bias, static_cast<size_t>(n), s);
+  if (aux != nullptr) upload(daux, aux, static_cast<size_t>(m * n), s);
+  if (colsum != nullptr) upload(dcol, colsum, static_cast<size_t>(n), s);
+  GemmArgs<T> g{};
+  g.m = static_cast<int>(m);
+  g.n = static_cast<int>(n);
+  g.k = static_cast<int>(k);
+  g.a = Mat<T>{da.get(), a_rs, a_cs};
+  g.b = Mat<T>{db.get(), b_rs, b_cs};
+  g.c = dc.get();
+  g.ldc = n;
+  g.bias = dbias.get();
+  g.aux = daux.get();
+  g.ld_aux = n;
+  g.alpha = alpha;
+  g.scale = scale;
+  g.colsum = colsum != nullptr ? dcol.get() : nullptr;
+  g.accumulate = accumulate;
+  gemm<T>(g, static_cast<Epi>(epilogue), act, g.m, s);
+  download(c, dc, static_cast<size_t>(m * n), s);
+  if (colsum != nullptr) download(colsum, dcol, static_cast<size_t>(n), s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template class Trainer<float>;
+template class Trainer<double>;
+template void test_gemm<float>(index_t, index_t, index_t, const float*, index_t, index_t, const float*,
+                               index_t, index_t, float*, int, Activation, const float*, const float*,
+                               float, float, float*, bool);
+template void test_gemm<double>(index_t, index_t, index_t, const double*, index_t, index_t, const double*,
+                                index_t, index_t, double*, int, Activation, const double*, const double*,
+                                double, double, double*, bool);
+
+}  // namespace cuda
+}  // namespace fusedmlp

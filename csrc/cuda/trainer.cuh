@@ -1,0 +1,105 @@
+// The CUDA trainer: the same three calls as the CPU trainer (cpu/trainer.h), on a device.
+//
+// The training data goes to the device once per fit (load_training_data) and stays there, or
+// is read in place when it already is device memory. Each epoch uploads the row order and the
+// parameters, replays the captured per-batch launch sequence (a CUDA graph: gather, forward,
+// fused loss, backward, optimizer) once per batch with no host synchronisation in between,
+// and brings back the parameters, the optimizer state and the epoch's loss.
+//
+// This header is plain C++ (no kernels): the bindings include it; trainer.cu holds the code.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "fusedmlp/common.h"
+#include "fusedmlp/network.h"
+#include "fusedmlp/optimizer.h"
+
+namespace fusedmlp {
+namespace cuda {
+
+// A dense matrix the engine reads: device memory, or host memory it copies.
+struct MatrixView {
+  const void* data = nullptr;
+  bool f32 = true;        // float32, else float64
+  bool on_device = false;
+  index_t rows = 0, cols = 0;
+  index_t rs = 0, cs = 0;  // element strides
+};
+
+struct EpochOptions {
+  Solver solver = Solver::adam;
+  index_t batch_size = 200;
+  double learning_rate = 1e-3;  // sgd: the current rate; adam: learning_rate_init
+  double momentum = 0.9;
+  bool nesterov = true;
+  double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8;
+  double alpha = 1e-4;
+};
+
+template <class T>
+struct OptimizerState {
+  T* velocity = nullptr;  // host arrays of n_params
+  T* m = nullptr;
+  T* v = nullptr;
+  long long t = 0;
+};
+
+struct EpochResult {
+  double accumulated_loss = 0.0;
+  index_t samples_seen = 0;
+  bool interrupted = false;
+};
+
+using StopCheck = std::function<bool()>;
+
+int device_count();  // usable devices (the simulator reports one)
+bool simulated();    // this build runs kernels on the CPU simulator
+// Blocks until the work queued on a foreign stream (a __cuda_array_interface__ producer's)
+// has run: 0 none, 1 and 2 the legacy and per-thread default streams, else a cudaStream_t.
+void wait_for_stream(std::uintptr_t stream);
+
+template <class T>
+class Trainer {
+ public:
+  explicit Trainer(NetworkLayout layout);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  const NetworkLayout& layout() const;
+
+  // Queue the work on this stream (a cudaStream_t, e.g. CuPy's current one) instead of the
+  // trainer's own; 0 goes back to its own. Graphs are captured on the own stream either way.
+  void set_stream(std::uintptr_t stream);
+
+  // X (n x n_inputs), Y (n x n_outputs, host, T) and the sample weights (host, or null): kept
+  // on the device for the epochs and loss evaluations that follow.
+  void load_training_data(const MatrixView& x, const T* y, const T* sample_weight);
+
+  EpochResult run_epoch(const index_t* order, index_t n_order, T* params, OptimizerState<T>& state,
+                        const EpochOptions& opts, const StopCheck& should_stop);
+
+  // The full-batch loss and gradient over the loaded data (the L-BFGS path).
+  double loss_grad(const T* params, double alpha, T* grad);
+
+  // out (x.rows x n_outputs, float64) = the network's output; out is device memory when
+  // out_on_device.
+  void predict(const MatrixView& x, const T* params, double* out, bool out_on_device);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Single operations on host arrays, for the tests: the kernels exactly as the trainer
+// launches them, with the data copied to the device and back.
+template <class T>
+void test_gemm(index_t m, index_t n, index_t k, const T* a, index_t a_rs, index_t a_cs, const T* b,
+               index_t b_rs, index_t b_cs, T* c, int epilogue, Activation act, const T* bias,
+               const T* aux, T alpha, T scale, T* colsum, bool accumulate);
+
+}  // namespace cuda
+}  // namespace fusedmlp

@@ -1,0 +1,146 @@
+"""The estimators with device='cuda', on the simulator (and on a real device when one
+exists): the same fits as the CPU engine, device arrays in and out, clear errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import make_classification, make_multilabel_classification, make_regression
+
+import fusedmlp as fm
+
+from .conftest import SimDeviceArray
+
+
+def data(target, n=240):
+    if target == "regression":
+        X, y = make_regression(n_samples=n, n_features=9, noise=3.0, random_state=0)
+        return X, y / np.std(y)
+    if target == "poisson":
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((n, 9))
+        return X, rng.poisson(np.exp(0.4 * X[:, 0]))
+    if target == "multilabel":
+        return make_multilabel_classification(n_samples=n, n_features=9, n_classes=3, random_state=0)
+    n_classes = 2 if target == "binary" else 4
+    return make_classification(n_samples=n, n_features=9, n_informative=6, n_classes=n_classes, random_state=0)
+
+
+def fit_both(target, **params):
+    X, y = data(target)
+    cls = fm.MLPRegressor if target in ("regression", "poisson") else fm.MLPClassifier
+    kw = dict(random_state=0, max_iter=6, batch_size=50, hidden_layer_sizes=(24,))
+    kw.update(params)
+    if target == "poisson":
+        kw["loss"] = "poisson"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = cls(device="cuda", **kw).fit(X, y)
+        cpu = cls(device="cpu", **kw).fit(X, y)
+    return gpu, cpu, X, y
+
+
+def assert_same_fit(gpu, cpu, dtype="float32"):
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    if hasattr(cpu, "loss_curve_"):
+        np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=rtol)
+    assert gpu.loss_ == pytest.approx(cpu.loss_, rel=rtol)
+    assert gpu.n_iter_ == cpu.n_iter_ and gpu.t_ == cpu.t_
+    for a, b in zip(gpu.coefs_ + gpu.intercepts_, cpu.coefs_ + cpu.intercepts_):
+        assert isinstance(a, np.ndarray) and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=rtol * 10, atol=rtol)
+
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "regression", "poisson"])
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_fit_matches_cpu_engine(cuda_engine, target, solver):
+    gpu, cpu, X, y = fit_both(target, solver=solver)
+    assert_same_fit(gpu, cpu)
+    if target in ("regression", "poisson"):
+        np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-4, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(gpu.predict(X), cpu.predict(X))
+
+
+@pytest.mark.parametrize("hidden", [(24,), (150, 20)], ids=["fused-narrow", "gemm-wide"])
+def test_float64_early_stopping_and_weights(cuda_engine, hidden):
+    X, y = data("multiclass")
+    sw = np.random.default_rng(1).uniform(0.2, 3, len(y))
+    kw = dict(random_state=0, max_iter=8, hidden_layer_sizes=hidden, dtype="float64", early_stopping=True,
+              validation_fraction=0.2, n_iter_no_change=3, batch_size=40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = fm.MLPClassifier(device="cuda", **kw).fit(X, y, sample_weight=sw)
+        cpu = fm.MLPClassifier(device="cpu", **kw).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(gpu.validation_scores_, cpu.validation_scores_, rtol=1e-10)
+    assert_same_fit(gpu, cpu, "float64")
+
+
+def test_partial_fit_and_warm_start(cuda_engine):
+    X, y = data("multiclass")
+    models = []
+    for device in ("cuda", "cpu"):
+        est = fm.MLPClassifier(device=device, random_state=0, hidden_layer_sizes=(20,))
+        for _ in range(3):
+            est.partial_fit(X, y, classes=np.unique(y))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.set_params(warm_start=True, max_iter=3).fit(X, y)
+        models.append(est)
+    assert_same_fit(*models)
+
+
+@pytest.mark.parametrize("target", ["binary", "multiclass", "regression"])
+def test_device_arrays_in_and_out(simulator, target):
+    # X on the device: fit reads it in place; predict and predict_proba return device arrays
+    X, y = data(target)
+    cls = fm.MLPRegressor if target == "regression" else fm.MLPClassifier
+    kw = dict(random_state=0, max_iter=4, hidden_layer_sizes=(16,), device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_device = cls(**kw).fit(SimDeviceArray(X.astype(np.float32)), y)
+        on_host = cls(**kw).fit(X.astype(np.float32), y)
+    pred = on_device.predict(SimDeviceArray(X))
+    assert isinstance(pred, SimDeviceArray)
+    np.testing.assert_array_equal(np.asarray(pred), on_host.predict(X))
+    if target != "regression":
+        proba = on_device.predict_proba(SimDeviceArray(X))
+        assert isinstance(proba, SimDeviceArray)
+        np.testing.assert_allclose(np.asarray(proba), on_host.predict_proba(X), rtol=1e-12)
+    assert on_device.score(SimDeviceArray(X), y) == pytest.approx(on_host.score(X, y))
+
+
+def test_device_array_errors(simulator):
+    X, y = data("binary")
+    est = fm.MLPClassifier(device="cuda", max_iter=2)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        bad = X.copy()
+        bad[3, 3] = np.nan
+        est.fit(SimDeviceArray(bad), y)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        est.fit(SimDeviceArray(X.astype(np.int32)), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    with pytest.raises(ValueError, match="expecting 9 features"):
+        est.predict(SimDeviceArray(X[:, :4]))
+    with pytest.raises(TypeError, match="device='cuda'"):
+        fm.MLPClassifier(device="cpu").fit(SimDeviceArray(X), y)
+
+
+def test_sparse_input_is_a_clear_error_on_cuda(simulator):
+    X, y = data("binary")
+    with pytest.raises(TypeError, match="dense"):
+        fm.MLPClassifier(device="cuda", max_iter=2).fit(sp.csr_matrix(X), y)
+
+
+def test_auto_without_a_device_uses_the_cpu(monkeypatch):
+    monkeypatch.delenv("FUSEDMLP_CUDA_SIMULATOR", raising=False)
+    if fm.cuda_available():
+        pytest.skip("a CUDA device is present")
+    X, y = data("binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="auto", max_iter=2).fit(X, y)
+    assert est.predict(X).shape == (len(y),)

@@ -1,0 +1,163 @@
+"""Every CUDA kernel, on the simulator (and on a real device when one exists), against a
+float64 numpy reference and the CPU engine, at sizes around every tile edge (GEMM tiles of
+64 x 64 x 16, fused-forward blocks of 32 or 16 rows, 256-thread element-wise blocks)."""
+
+import numpy as np
+import pytest
+
+from fusedmlp import _cpu
+
+from ..conftest import engine_problem
+
+EDGE = [1, 15, 63, 64, 65, 129]
+KS = [1, 15, 16, 17, 33, 70]
+EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
+CPU_GEMM = {np.float32: _cpu.gemm_f32, np.float64: _cpu.gemm_f64}
+
+
+def gemm_of(engine, dtype):
+    return engine.gemm_f32 if dtype == np.float32 else engine.gemm_f64
+
+
+def close(got, ref, k, dtype):
+    return np.all(np.abs(got - ref) <= EPS[dtype] * 4 * max(k, 1) * (1 + np.abs(ref)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_every_edge_and_layout(cuda_engine, dtype):
+    rng = np.random.default_rng(0)
+    gemm = gemm_of(cuda_engine, dtype)
+    for m in EDGE:
+        for n in EDGE:
+            k = KS[(m + 3 * n) % len(KS)]
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            ref = a.astype(np.float64) @ b
+            for A in (a, np.asfortranarray(a)):
+                for B in (b, np.asfortranarray(b)):
+                    got = gemm(A, B)
+                    assert close(got, ref, k, dtype), (m, n, k, A.strides, B.strides)
+            np.testing.assert_allclose(gemm(a, b), CPU_GEMM[dtype](a, b), rtol=EPS[dtype] * 4 * k, atol=EPS[dtype] * 4 * k)
+
+
+ACTS = {"identity": lambda z: z, "logistic": lambda z: 1 / (1 + np.exp(-z)), "tanh": np.tanh,
+        "relu": lambda z: np.maximum(z, 0)}
+DERIV = {"identity": lambda a: np.ones_like(a), "logistic": lambda a: a * (1 - a), "tanh": lambda a: 1 - a * a,
+         "relu": lambda a: (a != 0).astype(a.dtype)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("act", list(ACTS))
+def test_gemm_epilogues(cuda_engine, dtype, act):
+    rng = np.random.default_rng(1)
+    gemm = gemm_of(cuda_engine, dtype)
+    m, n, k = 70, 65, 33
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = (rng.standard_normal((k, n)) / 4).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    z = a.astype(np.float64) @ b + bias
+    got = gemm(a, b, epilogue="bias_activation", activation=act, bias=bias)
+    assert close(got, ACTS[act](z), k, dtype)
+    np.testing.assert_allclose(got, CPU_GEMM[dtype](a, b, epilogue="bias_activation", activation=act, bias=bias),
+                               rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32 else 1e-13)
+    # the data gradient: (dZ W^T) * f'(a_prev), W^T read through strides
+    a_prev = ACTS[act](rng.standard_normal((m, k))).astype(dtype)
+    dz = rng.standard_normal((m, n)).astype(dtype)
+    w = rng.standard_normal((k, n)).astype(dtype)
+    got = gemm(dz, w.T, epilogue="activation_grad", activation=act, aux=a_prev)
+    ref = (dz.astype(np.float64) @ w.T) * DERIV[act](a_prev.astype(np.float64))
+    assert close(got, ref, n, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
+    rng = np.random.default_rng(2)
+    gemm = gemm_of(cuda_engine, dtype)
+    batch, fan_in, fan_out = 77, 65, 130
+    act = rng.standard_normal((batch, fan_in)).astype(dtype)
+    dz = rng.standard_normal((batch, fan_out)).astype(dtype)
+    w = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+    got, colsum = gemm(act.T, dz, epilogue="weight_grad", aux=w, alpha=0.3, scale=1 / batch, colsum=True)
+    assert close(got, (act.astype(np.float64).T @ dz + 0.3 * w) / batch, batch, dtype)
+    assert close(colsum, dz.astype(np.float64).sum(0) / batch, batch, dtype)
+    c0 = rng.standard_normal((fan_in, fan_out)).astype(dtype)
+    got = gemm(act.T, dz, c=c0)
+    assert close(got, c0 + act.astype(np.float64).T @ dz, batch, dtype)
+
+
+# ---- the trainer's kernels, against the CPU engine ----------------------------------------------
+
+LOSSES = {"squared_error": "identity", "poisson": "exp", "log_loss": "softmax", "binary_log_loss": "logistic"}
+
+
+def trainers(engine, dtype, units, act, loss):
+    suffix = "F32" if dtype == np.float32 else "F64"
+    return (getattr(engine, "Trainer" + suffix)(units, act, loss),
+            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1))
+
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+# (units, batch size): narrow networks take the fused forward kernel, wider ones the GEMMs;
+# the sizes sit on and around the tile and block edges
+SHAPES = [
+    ([5, 7, 3], 16),
+    ([1, 64, 1], 33),
+    ([63, 65, 2], 64),
+    ([33, 128, 17, 4], 65),
+    ([20, 129, 3], 7),
+    ([70, 65, 130, 5], 100),
+]
+
+
+# every shape with two losses, every loss with three shapes
+CASES = [(shape, loss) for shape in range(len(SHAPES)) for loss in
+         (list(LOSSES)[shape % 4], list(LOSSES)[(shape + 2) % 4])]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, loss", CASES)
+def test_trainer_matches_cpu_engine(cuda_engine, dtype, loss, shape):
+    units, batch = SHAPES[shape]
+    act = ["relu", "tanh", "logistic", "identity"][shape % 4]
+    n_out = units[-1] if loss != "binary_log_loss" or units[-1] > 0 else 1
+    X, Y = engine_problem(loss, 110, units[0], n_out, dtype)
+    sw = np.random.default_rng(3).uniform(0.5, 2, 110).astype(dtype) if shape % 2 else None
+    gpu, cpu = trainers(cuda_engine, dtype, units, act, loss)
+    rng = np.random.default_rng(4)
+    p0 = (rng.uniform(-0.3, 0.3, cpu.n_params)).astype(dtype)
+
+    # whole-data loss and gradient (L-BFGS): gather, forward, loss, backward, finish kernels
+    g_gpu, g_cpu = np.empty_like(p0), np.empty_like(p0)
+    l_gpu = gpu.loss_grad(X, Y, sw, p0, 0.01, g_gpu)
+    l_cpu = cpu.loss_grad(X, Y, sw, p0, 0.01, g_cpu)
+    assert l_gpu == pytest.approx(l_cpu, rel=TOL[dtype]["rtol"])
+    np.testing.assert_allclose(g_gpu, g_cpu, **TOL[dtype])
+
+    # prediction: forward and the float64 output activation
+    np.testing.assert_allclose(gpu.predict(X, p0), cpu.predict(X, p0), **TOL[dtype])
+
+    # two epochs of each solver: the captured per-batch graph, replayed
+    for solver in ("adam", "sgd"):
+        order = np.random.default_rng(5).permutation(110).astype(np.int64)
+        results = []
+        for engine in (gpu, cpu):
+            p = p0.copy()
+            opt = ({"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)} if solver == "adam"
+                   else {"velocity": np.zeros_like(p)})
+            hyper = dict(solver=solver, batch_size=batch, learning_rate=0.01, alpha=1e-3, beta_1=0.9,
+                         beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True)
+            losses = [engine.run_epoch(X, Y, sw, order, p, opt, hyper)["accumulated_loss"] for _ in range(2)]
+            results.append((p, losses, opt))
+        (p_g, l_g, o_g), (p_c, l_c, o_c) = results
+        np.testing.assert_allclose(l_g, l_c, rtol=TOL[dtype]["rtol"] * 10)
+        np.testing.assert_allclose(p_g, p_c, rtol=TOL[dtype]["rtol"] * 10, atol=TOL[dtype]["atol"] * 10)
+        if solver == "adam":
+            assert int(o_g["t"][0]) == int(o_c["t"][0]) == 2 * -(-110 // batch)
+
+
+def test_simulator_runs_blocks(simulator):
+    # the simulated engine really launches blocks (the module is not a CPU stand-in)
+    from fusedmlp import _cuda_sim
+
+    assert _cuda_sim.simulated is True and _cuda_sim.device_count() == 1
