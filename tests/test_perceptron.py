@@ -524,6 +524,47 @@ def test_bad_fit_input_same_error_as_sklearn(name):
     assert got == ref
 
 
+# X's values are checked by the engine's pass over X, after the rest of validate_data: the
+# errors must still come in scikit-learn's order, and before any random draw
+Xwide = np.random.RandomState(1).standard_normal((40, 36))
+NAN_AND_MORE = {
+    "short-y": lambda e, X: e.fit(X, yb[:-1]),
+    "y-3d": lambda e, X: e.fit(X, np.ones((40, 2, 2))),
+    "y-nan": lambda e, X: e.fit(X, np.r_[np.nan, yb[1:]].astype(float)),
+    "one-class": lambda e, X: e.fit(X, np.zeros(40)),
+    "weight-length": lambda e, X: e.fit(X, yb, sample_weight=np.ones(3)),
+    "coef-init-shape": lambda e, X: e.fit(X, yb, coef_init=np.zeros((2, 2))),
+    "no-classes": lambda e, X: e.partial_fit(X, yb),
+    "features-changed": lambda e, X: e.partial_fit(
+        np.nan_to_num(X[:, :-1]), yb, classes=[0, 1, 2]).partial_fit(X, yb),
+}
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+@pytest.mark.parametrize("wide", [False, True])
+@pytest.mark.parametrize("case", list(NAN_AND_MORE))
+def test_non_finite_X_error_comes_first_as_in_sklearn(case, wide, value):
+    X = (Xwide if wide else Xb).copy()
+    X[7, 2] = value
+    fn = NAN_AND_MORE[case]
+    ref_rs, got_rs = np.random.RandomState(0), np.random.RandomState(0)
+    ref = outcome(lambda: fn(sk.Perceptron(random_state=ref_rs, max_iter=5), X))
+    got = outcome(lambda: fn(fm.Perceptron(random_state=got_rs, max_iter=5), X))
+    assert ref[0] is not None
+    assert got == ref
+    assert ref_rs.randint(1000) == got_rs.randint(1000)  # the same draws were made
+
+
+def test_non_finite_feature_names_case_same_error_as_sklearn():
+    pd = pytest.importorskip("pandas")
+    X = Xwide.copy()
+    X[3, 3] = np.nan
+    first = pd.DataFrame(np.nan_to_num(X), columns=[f"a{i}" for i in range(36)])
+    second = pd.DataFrame(X, columns=[f"b{i}" for i in range(36)])
+    fn = lambda e: e.partial_fit(first, yb, classes=[0, 1, 2]).partial_fit(second, yb)  # noqa: E731
+    assert outcome(lambda: fn(fm.Perceptron())) == outcome(lambda: fn(sk.Perceptron()))
+
+
 BAD_PARAMS = [
     dict(penalty="l3"), dict(penalty="none"), dict(alpha=-1.0), dict(l1_ratio=1.5),
     dict(l1_ratio=None), dict(fit_intercept="yes"), dict(max_iter=0), dict(max_iter=2.5),

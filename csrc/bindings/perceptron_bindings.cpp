@@ -55,6 +55,34 @@ void check_csr(const InputMatrix& m) {
   }
 }
 
+// X read once before a fit (cpu::PerceptronRows): dense, of type T.
+template <class T>
+class PyPerceptronRows {
+ public:
+  PyPerceptronRows(const py::object& x, index_t max_iter, int n_threads) {
+    if (!py::isinstance<py::array>(x)) throw py::type_error("X must be a dense numpy array");
+    const auto a = py::reinterpret_borrow<py::array>(x);
+    if (a.ndim() != 2) throw py::value_error("X must be 2-dimensional");
+    input_ = std::make_unique<InputHolder>(to_input(x, a.shape(1)));
+    if (input_->m.type != (sizeof(T) == 4 ? ScalarType::f32 : ScalarType::f64))
+      throw py::type_error(std::string("X must be ") + type_name<T>());
+    py::gil_scoped_release release;
+    rows_ = std::make_unique<PerceptronRows<T>>(input_->m, max_iter, std::max(1, n_threads));
+  }
+  bool all_finite() const { return rows_->all_finite(); }
+  bool has_records() const { return rows_->records() != nullptr; }
+  PerceptronRows<T>* get() const { return rows_.get(); }
+
+ private:
+  std::unique_ptr<InputHolder> input_;
+  std::unique_ptr<PerceptronRows<T>> rows_;
+};
+
+bool same_matrix(const InputMatrix& a, const InputMatrix& b) {
+  return a.sparse == b.sparse && a.type == b.type && a.data == b.data && a.n_rows == b.n_rows &&
+         a.n_cols == b.n_cols && a.rs == b.rs && a.cs == b.cs;
+}
+
 template <class T>
 class PyPerceptronSolver {
  public:
@@ -67,8 +95,8 @@ class PyPerceptronSolver {
   PyPerceptronSolver(const py::object& x, const py::array& y_class, const py::object& sample_weight,
                      const py::object& validation, double validation_weight_sum,
                      const py::array& coef, const py::dict& tasks, const py::dict& options,
-                     bool reference)
-      : coef_(coef), y_class_(y_class) {
+                     bool reference, const py::object& rows)
+      : coef_(coef), y_class_(y_class), rows_object_(rows) {
     if (coef.ndim() != 2) throw py::value_error("coef must be 2-dimensional");
     const index_t n_tasks = coef.shape(0), n_features = coef.shape(1);
     T* w = contiguous_ptr<T>(coef, "coef", n_tasks * n_features, true);
@@ -132,7 +160,13 @@ class PyPerceptronSolver {
       s.weight_neg = weight_neg[k];
       s.seed = static_cast<std::uint32_t>(seed[k]);
     }
-    solver_ = std::make_unique<PerceptronSolver<T>>(data, o, specs, w, reference);
+    PerceptronRows<T>* prepared = nullptr;
+    if (!rows.is_none()) {
+      prepared = rows.cast<const PyPerceptronRows<T>&>().get();
+      if (!same_matrix(prepared->x(), m))
+        throw py::value_error("rows were read from another X than this one");
+    }
+    solver_ = std::make_unique<PerceptronSolver<T>>(data, o, specs, w, reference, prepared);
   }
 
   index_t n_tasks() const { return solver_->n_tasks(); }
@@ -188,19 +222,26 @@ class PyPerceptronSolver {
  private:
   // the arrays the solver reads and writes, kept alive with it
   py::array coef_, y_class_;
+  py::object rows_object_;  // the PyPerceptronRows the solver reads, kept alive with it
   std::optional<py::array> sample_weight_, validation_;
   std::unique_ptr<InputHolder> input_;
   std::unique_ptr<PerceptronSolver<T>> solver_;
 };
 
 template <class T>
-void bind_solver(py::module_& m, const char* name) {
+void bind_solver(py::module_& m, const char* rows_name, const char* name) {
+  py::class_<PyPerceptronRows<T>>(m, rows_name)
+      .def(py::init<const py::object&, index_t, int>(), py::arg("X"), py::arg("max_iter"),
+           py::arg("n_threads") = 1)
+      .def_property_readonly("all_finite", &PyPerceptronRows<T>::all_finite)
+      .def_property_readonly("has_records", &PyPerceptronRows<T>::has_records);
   py::class_<PyPerceptronSolver<T>>(m, name)
       .def(py::init<const py::object&, const py::array&, const py::object&, const py::object&,
-                    double, const py::array&, const py::dict&, const py::dict&, bool>(),
+                    double, const py::array&, const py::dict&, const py::dict&, bool,
+                    const py::object&>(),
            py::arg("X"), py::arg("y_class"), py::arg("sample_weight"), py::arg("validation"),
            py::arg("validation_weight_sum"), py::arg("coef"), py::arg("tasks"),
-           py::arg("options"), py::arg("reference") = false)
+           py::arg("options"), py::arg("reference") = false, py::arg("rows") = py::none())
       .def_property_readonly("n_tasks", &PyPerceptronSolver<T>::n_tasks)
       .def("run", &PyPerceptronSolver<T>::run, py::arg("tasks"), py::arg("epochs"),
            py::arg("n_threads") = 1)
@@ -211,8 +252,8 @@ void bind_solver(py::module_& m, const char* name) {
 }  // namespace
 
 void bind_perceptron(py::module_& m) {
-  bind_solver<float>(m, "PerceptronSolverF32");
-  bind_solver<double>(m, "PerceptronSolverF64");
+  bind_solver<float>(m, "PerceptronRowsF32", "PerceptronSolverF32");
+  bind_solver<double>(m, "PerceptronRowsF64", "PerceptronSolverF64");
   m.def(
       "our_rand_r",
       [](std::uint32_t seed, int count) {

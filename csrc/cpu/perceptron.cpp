@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -530,7 +531,7 @@ bool screen_record(const ScreenKernels<T>& k, StateOf<T>& st, double scale,
 
 // A row's int16 copy: with m = max |x_j| and m < 2^k, x_j / 2^(k-14) rounded to nearest
 // (even) into q; returns 2^(k-14), or 0 (q untouched) for a row of zeros, with a value that is
-// not finite, or of a magnitude outside [2^-960, 2^960).
+// not finite, or of a magnitude outside [2^-960, 2^960). all_finite says whether every x_j is.
 inline double int16_scale(double m, bool finite) {
   if (!finite || !(m >= 0x1p-960 && m < 0x1p960)) return 0.0;
   std::uint64_t bits;
@@ -545,14 +546,15 @@ inline double int16_scale(double m, bool finite) {
 constexpr double kRoundToInteger = 6755399441055744.0;  // 1.5 * 2^52: adding it rounds to an integer
 
 template <class T>
-double quantize_row_generic(const T* x, index_t n, std::int16_t* q) {
+double quantize_row_generic(const T* x, index_t n, std::int16_t* q, bool& all_finite) {
   double m = 0.0, z = 0.0;  // max |x_j|; sum x_j * 0, NaN when an x_j is not finite
   for (index_t j = 0; j < n; ++j) {
     const double v = static_cast<double>(x[j]), a = std::fabs(v);
     m = a > m ? a : m;
     z += v * 0.0;
   }
-  const double scale = int16_scale(m, z == 0.0);
+  all_finite = z == 0.0;
+  const double scale = int16_scale(m, all_finite);
   if (scale == 0.0) return 0.0;
   const double inv_scale = 1.0 / scale;  // exact: a power of two
   for (index_t j = 0; j < n; ++j) {
@@ -568,7 +570,8 @@ namespace screen_isa_avx2 {
 // bits (exponent all ones), and the conversion's own rounding (cvtpd2dq rounds as MXCSR says:
 // to nearest even, which the caller checks).
 template <class T>
-__attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, std::int16_t* q) {
+__attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, std::int16_t* q,
+                                                         bool& all_finite) {
   const __m256i no_sign = _mm256_set1_epi64x(0x7fffffffffffffffLL);
   const __m256i largest = _mm256_set1_epi64x(0x7fefffffffffffffLL);  // DBL_MAX's bits
   __m256d m[4] = {_mm256_setzero_pd(), _mm256_setzero_pd(), _mm256_setzero_pd(),
@@ -595,6 +598,7 @@ __attribute__((target("avx2"))) double quantize_row_avx2(const T* x, index_t n, 
     finite &= a <= std::numeric_limits<double>::max();
     mx = a > mx ? a : mx;
   }
+  all_finite = finite;
   const double scale = int16_scale(mx, finite);
   if (scale == 0.0) return 0.0;
   const __m256d inv_scale = _mm256_set1_pd(1.0 / scale);  // exact: a power of two
@@ -630,14 +634,15 @@ __attribute__((target("avx2"))) void stream_record_avx2(unsigned char* dst,
 }  // namespace screen_isa_avx2
 #endif
 
-// The records of samples [begin, end) (see RecordHeader). `staging` holds one record,
-// cache-line aligned.
+// The int16 copies of rows [begin, end) into their records, headers zeroed but for the scale
+// (fill_record_headers adds the rest). `staging` holds one record, cache-line aligned. Returns
+// whether every value was finite.
 template <class T>
-void make_records(const DenseRows<T>& rows, const PerceptronData<T>& data, index_t begin,
-                  index_t end, unsigned char* records, unsigned char* staging, T* scratch) {
+bool quantize_records(const DenseRows<T>& rows, index_t begin, index_t end,
+                      unsigned char* records, unsigned char* staging, T* scratch) {
   const index_t n = rows.n_cols;
   const index_t stride = record_bytes(n);
-  double (*quantize_row)(const T*, index_t, std::int16_t*) = &quantize_row_generic<T>;
+  double (*quantize_row)(const T*, index_t, std::int16_t*, bool&) = &quantize_row_generic<T>;
   void (*store)(unsigned char*, const unsigned char*, index_t) =
       [](unsigned char* dst, const unsigned char* src, index_t bytes) {
         std::memcpy(dst, src, static_cast<size_t>(bytes));
@@ -648,21 +653,53 @@ void make_records(const DenseRows<T>& rows, const PerceptronData<T>& data, index
     store = &screen_isa_avx2::stream_record_avx2;
   }
 #endif
-  std::memset(staging, 0, static_cast<size_t>(stride));  // the padding
+  std::memset(staging, 0, static_cast<size_t>(stride));  // the header and the padding
+  bool all_finite = true;
+  for (index_t r = begin; r < end; ++r) {
+    bool finite = true;
+    const double scale = quantize_row(rows.row(r, scratch).x, n,
+                                      reinterpret_cast<std::int16_t*>(staging + sizeof(RecordHeader)),
+                                      finite);
+    all_finite &= finite;
+    std::memcpy(staging + offsetof(RecordHeader, scale), &scale, sizeof scale);
+    store(records + r * stride, staging, stride);
+  }
+#if defined(FUSEDMLP_X86)
+  _mm_sfence();  // the streamed stores are visible before anything reads the records
+#endif
+  return all_finite;
+}
+
+// The label, weight and validation flag of samples [begin, end) into their records.
+template <class T>
+void fill_record_headers(const PerceptronData<T>& data, index_t begin, index_t end,
+                         unsigned char* records) {
+  const index_t stride = record_bytes(data.x.n_cols);
   for (index_t r = begin; r < end; ++r) {
     RecordHeader h;
-    h.scale = quantize_row(rows.row(r, scratch).x, n,
-                           reinterpret_cast<std::int16_t*>(staging + sizeof(RecordHeader)));
+    std::memcpy(&h, records + r * stride, sizeof h);
     h.sample_weight =
         data.sample_weight != nullptr ? static_cast<double>(data.sample_weight[r]) : 1.0;
     h.y_class = data.y_class[r];
     h.validation = data.validation != nullptr && data.validation[r];
-    std::memcpy(staging, &h, sizeof h);
-    store(records + r * stride, staging, stride);
+    std::memcpy(records + r * stride, &h, sizeof h);
   }
-#if defined(FUSEDMLP_X86)
-  _mm_sfence();  // the streamed stores are visible before the epochs read them
-#endif
+}
+
+// Whether every value of rows [begin, end) is finite (the rows that get no records).
+template <class Rows, class T>
+bool rows_finite(const Rows& rows, index_t begin, index_t end, T* scratch) {
+  double z = 0.0;  // sum x * 0: NaN when an x is not finite
+  for (index_t r = begin; r < end; ++r) {
+    const auto row = rows.row(r, scratch);
+    double zl[4] = {};
+    index_t j = 0;
+    for (; j + 4 <= row.size(); j += 4)
+      for (int l = 0; l < 4; ++l) zl[l] += static_cast<double>(row.value(j + l)) * 0.0;
+    for (; j < row.size(); ++j) zl[0] += static_cast<double>(row.value(j)) * 0.0;
+    z += (zl[0] + zl[1]) + (zl[2] + zl[3]);
+  }
+  return z == 0.0;
 }
 
 // ---- the epoch ---------------------------------------------------------------------------------
@@ -951,8 +988,8 @@ void keep_records_buffer(std::unique_ptr<unsigned char[]> buffer, size_t capacit
 template <class T>
 PerceptronSolver<T>::PerceptronSolver(const PerceptronData<T>& data, const PerceptronOptions& opts,
                                       const std::vector<PerceptronTaskSpec>& tasks, T* coef,
-                                      bool reference)
-    : data_(data), opts_(opts), coef_(coef), reference_(reference) {
+                                      bool reference, PerceptronRows<T>* rows)
+    : data_(data), opts_(opts), coef_(coef), reference_(reference), rows_(rows) {
   if (opts_.penalty == Penalty::l2)
     opts_.l1_ratio = 0.0;
   else if (opts_.penalty == Penalty::l1)
@@ -980,8 +1017,60 @@ PerceptronSolver<T>::PerceptronSolver(const PerceptronData<T>& data, const Perce
 }
 
 template <class T>
-PerceptronSolver<T>::~PerceptronSolver() {
-  if (records_storage_) keep_records_buffer(std::move(records_storage_), records_capacity_);
+PerceptronSolver<T>::~PerceptronSolver() = default;
+
+// ---- the rows, read before a fit ---------------------------------------------------------------
+
+template <class T>
+bool PerceptronRows<T>::makes_records(const InputMatrix& x, index_t max_iter) {
+  // worth it when the rows are read more than once, and screened
+  return !x.sparse && x.n_cols >= kScreenMinFeatures && max_iter >= 2 &&
+         x.n_rows * record_bytes(x.n_cols) <= kRecordsMaxBytes;
+}
+
+template <class T>
+PerceptronRows<T>::PerceptronRows(const InputMatrix& x, index_t max_iter, int n_threads)
+    : x_(x) {
+  const index_t n = x.n_rows, d = x.n_cols;
+  const bool records = makes_records(x, max_iter);
+  if (records) {
+    // not zeroed: every byte read is written first
+    capacity_ = static_cast<size_t>(n * record_bytes(d) + kCacheLine);
+    storage_ = take_records_buffer(capacity_);
+    const auto address = reinterpret_cast<std::uintptr_t>(storage_.get());
+    records_ = storage_.get() + (kCacheLine - address % kCacheLine) % kCacheLine;
+  }
+  const DenseRows<T> rows{static_cast<const T*>(x.data), x.rs, x.cs, d};
+  // each thread's strided row, staged record and verdict, allocated here: nothing may throw in
+  // the team
+  n_threads = std::max(1, n_threads);
+  const size_t scratch_size = x.cs != 1 ? static_cast<size_t>(d) : 0;
+  const size_t staging_size = static_cast<size_t>(record_bytes(d) + kCacheLine);
+  std::vector<T> scratch(scratch_size * static_cast<size_t>(n_threads) + 1);
+  std::vector<unsigned char> staging(records ? staging_size * static_cast<size_t>(n_threads) : 0);
+  std::vector<unsigned char> finite(static_cast<size_t>(n_threads), 1);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+  {
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    index_t begin, end;
+    team_range(team, n, begin, end);
+    T* my_scratch = scratch.data() + scratch_size * static_cast<size_t>(team.tid);
+    if (records) {
+      unsigned char* my_staging = staging.data() + staging_size * static_cast<size_t>(team.tid);
+      const auto address = reinterpret_cast<std::uintptr_t>(my_staging);
+      finite[static_cast<size_t>(team.tid)] = quantize_records<T>(
+          rows, begin, end, records_,
+          my_staging + (kCacheLine - address % kCacheLine) % kCacheLine, my_scratch);
+    } else {
+      finite[static_cast<size_t>(team.tid)] = rows_finite(rows, begin, end, my_scratch);
+    }
+  }
+  for (unsigned char f : finite) all_finite_ = all_finite_ && f != 0;
+}
+
+template <class T>
+PerceptronRows<T>::~PerceptronRows() {
+  if (storage_) keep_records_buffer(std::move(storage_), capacity_);
 }
 
 template <class T>
@@ -990,37 +1079,25 @@ index_t PerceptronSolver<T>::n_tasks() const {
 }
 
 template <class T>
-void PerceptronSolver<T>::make_records_once(int n_threads) {
-  const InputMatrix& x = data_.x;
-  const index_t n = x.n_rows, d = x.n_cols;
-  if (records_tried_) return;
-  records_tried_ = true;
-  // worth it when the rows are read more than once, and screened
-  if (reference_ || x.sparse || d < kScreenMinFeatures || opts_.max_iter < 2 ||
-      n * record_bytes(d) > kRecordsMaxBytes)
-    return;
-  // not zeroed: make_records writes every byte that is read
-  records_capacity_ = static_cast<size_t>(n * record_bytes(d) + kCacheLine);
-  records_storage_ = take_records_buffer(records_capacity_);
-  const auto address = reinterpret_cast<std::uintptr_t>(records_storage_.get());
-  records_ = records_storage_.get() + (kCacheLine - address % kCacheLine) % kCacheLine;
-  const DenseRows<T> rows{static_cast<const T*>(x.data), x.rs, x.cs, d};
-  // each thread's strided row and staged record, allocated here: nothing may throw in the team
-  const size_t scratch_size = x.cs != 1 ? static_cast<size_t>(d) : 0;
-  const size_t staging_size = static_cast<size_t>(record_bytes(d) + kCacheLine);
-  std::vector<T> scratch(scratch_size * static_cast<size_t>(n_threads) + 1);
-  std::vector<unsigned char> staging(staging_size * static_cast<size_t>(n_threads));
+void PerceptronSolver<T>::prepare_records(int n_threads) {
+  if (records_ready_) return;
+  records_ready_ = true;
+  if (reference_ || data_.x.sparse) return;
+  if (rows_ == nullptr && PerceptronRows<T>::makes_records(data_.x, opts_.max_iter)) {
+    own_rows_ = std::make_unique<PerceptronRows<T>>(data_.x, opts_.max_iter, n_threads);
+    rows_ = own_rows_.get();
+  }
+  if (rows_ == nullptr || rows_->records() == nullptr) return;
+  unsigned char* records = rows_->records();
+  const index_t n = data_.x.n_rows;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
   {
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
-    unsigned char* my_staging = staging.data() + staging_size * static_cast<size_t>(team.tid);
-    const auto address = reinterpret_cast<std::uintptr_t>(my_staging);
     index_t begin, end;
     team_range(team, n, begin, end);
-    make_records<T>(rows, data_, begin, end, records_,
-                    my_staging + (kCacheLine - address % kCacheLine) % kCacheLine,
-                    scratch.data() + scratch_size * static_cast<size_t>(team.tid));
+    fill_record_headers<T>(data_, begin, end, records);
   }
+  records_ = records;
 }
 
 template <class T>
@@ -1034,7 +1111,7 @@ bool PerceptronSolver<T>::run(const std::vector<index_t>& tasks, index_t epochs,
   const int nth = static_cast<int>(std::max<index_t>(1, std::min<index_t>(n_threads, n_todo)));
   // A data-parallel pass over X, like the BLAS calls in scikit-learn: OpenMP's thread limit
   // (OMP_NUM_THREADS, threadpoolctl), whatever the number of tasks trained at once.
-  make_records_once(std::max(n_threads, omp_get_max_threads()));
+  prepare_records(std::max(n_threads, omp_get_max_threads()));
   EpochContext<T> ctx{&data_, &opts_, &validation_rows_};
   ctx.records = records_;
   std::atomic<bool> stop{false}, out_of_memory{false};
@@ -1086,6 +1163,8 @@ PerceptronTaskStatus PerceptronSolver<T>::status(index_t task) const {
   return s;
 }
 
+template class PerceptronRows<float>;
+template class PerceptronRows<double>;
 template class PerceptronSolver<float>;
 template class PerceptronSolver<double>;
 

@@ -84,13 +84,40 @@ struct PerceptronTaskStatus {
   PerceptronEpochReport last;
 };
 
+// Dense X read once, before a fit, on n_threads threads: whether every value is finite (the
+// check scikit-learn's validation makes) and, when the fit will screen its samples from them (32
+// features or more, more than one epoch, at most 1 GiB), the samples' records (the int16 copies
+// of the rows; see perceptron.cpp), which the solver completes with labels and weights.
+template <class T>
+class PerceptronRows {
+ public:
+  PerceptronRows(const InputMatrix& x, index_t max_iter, int n_threads);
+  ~PerceptronRows();
+  PerceptronRows(const PerceptronRows&) = delete;
+  PerceptronRows& operator=(const PerceptronRows&) = delete;
+
+  static bool makes_records(const InputMatrix& x, index_t max_iter);
+  bool all_finite() const { return all_finite_; }
+  const InputMatrix& x() const { return x_; }
+  unsigned char* records() const { return records_; }  // null: none
+
+ private:
+  InputMatrix x_;
+  bool all_finite_ = true;
+  std::unique_ptr<unsigned char[]> storage_;
+  size_t capacity_ = 0;
+  unsigned char* records_ = nullptr;  // n_rows records, cache-line aligned
+};
+
 template <class T>
 class PerceptronSolver {
  public:
   // coef: n_tasks x n_features row-major, the initial weights, trained in place. `reference`
-  // runs the plain loop everywhere (for tests).
+  // runs the plain loop everywhere (for tests). `rows`: X read beforehand (of this data), or
+  // null (the solver reads it when it needs to).
   PerceptronSolver(const PerceptronData<T>& data, const PerceptronOptions& opts,
-                   const std::vector<PerceptronTaskSpec>& tasks, T* coef, bool reference);
+                   const std::vector<PerceptronTaskSpec>& tasks, T* coef, bool reference,
+                   PerceptronRows<T>* rows = nullptr);
   ~PerceptronSolver();
   PerceptronSolver(const PerceptronSolver&) = delete;
   PerceptronSolver& operator=(const PerceptronSolver&) = delete;
@@ -111,8 +138,8 @@ class PerceptronSolver {
   struct State;  // one task's training state (perceptron.cpp)
 
  private:
-  // The samples' screening records (see perceptron.cpp), made on the first run when they pay.
-  void make_records_once(int n_threads);
+  // The samples' screening records, completed (or made) on the first run when they pay.
+  void prepare_records(int n_threads);
 
   PerceptronData<T> data_;
   PerceptronOptions opts_;
@@ -120,10 +147,10 @@ class PerceptronSolver {
   bool reference_;
   std::vector<index_t> validation_rows_;
   std::vector<std::unique_ptr<State>> states_;
-  bool records_tried_ = false;
-  std::unique_ptr<unsigned char[]> records_storage_;
-  size_t records_capacity_ = 0;
-  unsigned char* records_ = nullptr;  // n_rows records, cache-line aligned, or null
+  PerceptronRows<T>* rows_;
+  std::unique_ptr<PerceptronRows<T>> own_rows_;
+  bool records_ready_ = false;
+  unsigned char* records_ = nullptr;  // the records the epochs read, or null
 };
 
 // The memory of the samples' screening records: a buffer of at least `capacity` bytes (set to

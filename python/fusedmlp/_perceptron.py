@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils import check_random_state, compute_class_weight
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import _check_partial_fit_first_call
-from sklearn.utils.validation import _check_sample_weight, validate_data
+from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, validate_data
 
 from . import _cpu, _engine
 
@@ -307,6 +307,25 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         validation_mask[idx_val] = True
         return validation_mask
 
+    def _validate_data_and_read_rows(self, X, y, max_iter, **params):
+        """validate_data(self, X, y, **params), and dense X read once by the native engine,
+        which checks that its values are finite (scikit-learn's check, on OpenMP's threads) as
+        it prepares the rows the fit screens samples from. Returns X, y and the rows (None for
+        sparse X). The errors are scikit-learn's, in its order."""
+        if sp.issparse(X):
+            return (*validate_data(self, X, y, **params), None)
+        try:
+            X, y = validate_data(self, X, y, ensure_all_finite=False, **params)
+        except Exception:
+            # scikit-learn checks X's values before what validate_data checks after them
+            validate_data(self, X, y, **params)
+            raise
+        rows_class = _cpu.PerceptronRowsF32 if X.dtype == np.float32 else _cpu.PerceptronRowsF64
+        rows = rows_class(_engine.as_engine_input(X), int(max_iter), _cpu.max_threads())
+        if not rows.all_finite:
+            _assert_all_finite(X, input_name="X", estimator_name=type(self).__name__)
+        return X, y, rows
+
     # ---- scikit-learn's BaseSGDClassifier --------------------------------------------------
 
     def _partial_fit(
@@ -314,10 +333,10 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         classes_of_y=False,
     ):
         first_call = not hasattr(self, "classes_")
-        X, y = validate_data(
-            self,
+        X, y, rows = self._validate_data_and_read_rows(
             X,
             y,
+            max_iter,
             accept_sparse="csr",
             dtype=[np.float64, np.float32],
             order="C",
@@ -369,9 +388,9 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
 
         # delegate to concrete training procedure
         if n_classes > 2:
-            self._fit_multiclass(X, y, sample_weight=sample_weight, max_iter=max_iter)
+            self._fit_multiclass(X, y, sample_weight=sample_weight, max_iter=max_iter, rows=rows)
         elif n_classes == 2:
-            self._fit_binary(X, y, sample_weight=sample_weight, max_iter=max_iter)
+            self._fit_binary(X, y, sample_weight=sample_weight, max_iter=max_iter, rows=rows)
         else:
             raise ValueError(
                 "The number of classes has to be greater than one; got %d class"
@@ -429,7 +448,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
 
         return self
 
-    def _fit_binary(self, X, y, sample_weight, max_iter):
+    def _fit_binary(self, X, y, sample_weight, max_iter, rows=None):
         """Fit a binary classifier on X and y: scikit-learn's fit_binary for class 1."""
         # fit_binary's random draws: make_dataset draws a seed it does not shuffle with, the
         # validation split uses self.random_state, then the shuffle seed
@@ -451,6 +470,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             weight_pos=[self._expanded_class_weight[1]],
             weight_neg=[self._expanded_class_weight[0]],
             seeds=[seed],
+            rows=rows,
         )
         self._store_binary(X, coef, intercepts, n_iter)
 
@@ -473,7 +493,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         # intercept is a float, need to convert it to an array of length 1
         self.intercept_ = np.atleast_1d(float(intercepts[0]))
 
-    def _fit_multiclass(self, X, y, sample_weight, max_iter):
+    def _fit_multiclass(self, X, y, sample_weight, max_iter, rows=None):
         """Fit a multi-class classifier by combining binary classifiers.
 
         Each binary classifier predicts one class versus all others (OvA, OvR). They train
@@ -504,6 +524,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             weight_neg=[1.0] * n_classes,
             seeds=shuffle_seeds,
             n_threads=n_threads,
+            rows=rows,
         )
         self._store_multiclass(X, coef, intercepts, n_iter)
 
@@ -521,10 +542,11 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
 
     def _run_sgd(
         self, X, y, sample_weight, max_iter, validation_mask, coef, intercepts, positive,
-        weight_pos, weight_neg, seeds, n_threads=1,
+        weight_pos, weight_neg, seeds, n_threads=1, rows=None,
     ):
         """scikit-learn's _plain_sgd for every task, in one native call: trains coef (one row
-        per task) in place; returns each task's number of epochs and intercept."""
+        per task) in place; returns each task's number of epochs and intercept. `rows`: X as
+        _validate_data_and_read_rows read it."""
         # all-ones weights are not handed over: one memory read less per sample
         unit_weights = bool(np.all(sample_weight == 1))
         dtype = coef.dtype
@@ -532,6 +554,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             # partial_fit on data of the other precision than the model's
             X = X.astype(dtype)
             sample_weight = sample_weight.astype(dtype)
+            rows = None
         y_class = np.full(y.shape[0], -1, dtype=np.int32)
         for i, c in enumerate(self.classes_):
             y_class[y == c] = i
@@ -562,6 +585,7 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
                 seed=np.asarray(seeds, dtype=np.int64),
             ),
             options=self._solver_options(max_iter, sp.issparse(X)),
+            rows=rows,
         )
         n_tasks = coef.shape[0]
         try:
