@@ -83,6 +83,15 @@ namespace {
 
 // ---- the rows of the input ---------------------------------------------------------------------
 
+// Brings bytes into the cache ahead of their use (samples are read in shuffled order).
+inline void prefetch_bytes(const void* p, index_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (index_t off = 0; off < bytes; off += 64) {
+    __builtin_prefetch(c + off);
+    asm volatile("");  // GCC deletes a loop of prefetches alone as having no effect
+  }
+}
+
 // x: n values at features 0..n-1
 template <class T>
 struct DenseRow {
@@ -119,13 +128,7 @@ struct DenseRows {
     return Row{scratch, n_cols};
   }
   void prefetch(index_t s) const {
-    if (cs != 1) return;
-    const char* p = reinterpret_cast<const char*>(data + s * rs);
-    const index_t bytes = n_cols * static_cast<index_t>(sizeof(T));
-    for (index_t off = 0; off < bytes; off += 64) {
-      __builtin_prefetch(p + off);
-      asm volatile("");  // GCC deletes a loop of prefetches alone as having no effect
-    }
+    if (cs == 1) prefetch_bytes(data + s * rs, n_cols * static_cast<index_t>(sizeof(T)));
   }
 };
 
@@ -718,13 +721,6 @@ constexpr index_t kPollEvery = 1024;  // samples between two looks at the stop f
 // Rows are read in shuffled order: each is fetched from memory this many samples ahead.
 constexpr std::int32_t kPrefetchAhead = 16;
 
-inline void prefetch_bytes(const void* p, index_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (index_t off = 0; off < bytes; off += 64) {
-    __builtin_prefetch(c + off);
-    asm volatile("");  // GCC deletes a loop of prefetches alone as having no effect
-  }
-}
 
 // What an epoch reads besides the data.
 template <class T>
