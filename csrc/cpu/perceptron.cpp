@@ -17,7 +17,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstring>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 
@@ -946,38 +945,7 @@ void train_task_dispatch(StateOf<T>& st, const EpochContext<T>& ctx, index_t epo
     go(SparseRows<T, std::int64_t>{values, x.indices64, x.indptr});
 }
 
-// ---- the records' memory ------------------------------------------------------------------------
-
-// Fresh memory costs a page fault per 4 KiB on first write, which for the records costs about as
-// much as reading X; so the last records buffer freed is kept for the next fit, up to this size.
-constexpr size_t kKeptRecordsBytes = size_t(128) << 20;
-
-std::mutex kept_records_mutex;
-std::unique_ptr<unsigned char[]> kept_records;  // not zeroed: records are written before read
-size_t kept_records_capacity = 0;
-
 }  // namespace
-
-std::unique_ptr<unsigned char[]> take_records_buffer(size_t& capacity) {
-  {
-    std::lock_guard<std::mutex> lock(kept_records_mutex);
-    if (kept_records && kept_records_capacity >= capacity) {
-      capacity = kept_records_capacity;
-      return std::move(kept_records);
-    }
-    kept_records.reset();  // too small: give it back before taking more
-  }
-  return std::unique_ptr<unsigned char[]>(new unsigned char[capacity]);
-}
-
-void keep_records_buffer(std::unique_ptr<unsigned char[]> buffer, size_t capacity) {
-  if (capacity > kKeptRecordsBytes) return;
-  std::lock_guard<std::mutex> lock(kept_records_mutex);
-  if (!kept_records || kept_records_capacity < capacity) {
-    kept_records = std::move(buffer);
-    kept_records_capacity = capacity;
-  }
-}
 
 // ---- the solver --------------------------------------------------------------------------------
 
@@ -1032,7 +1000,7 @@ PerceptronRows<T>::PerceptronRows(const InputMatrix& x, index_t max_iter, int n_
   if (records) {
     // not zeroed: every byte read is written first
     capacity_ = static_cast<size_t>(n * record_bytes(d) + kCacheLine);
-    storage_ = take_records_buffer(capacity_);
+    storage_.reset(new unsigned char[capacity_]);  // not zeroed: records are written first
     const auto address = reinterpret_cast<std::uintptr_t>(storage_.get());
     records_ = storage_.get() + (kCacheLine - address % kCacheLine) % kCacheLine;
   }
@@ -1065,9 +1033,7 @@ PerceptronRows<T>::PerceptronRows(const InputMatrix& x, index_t max_iter, int n_
 }
 
 template <class T>
-PerceptronRows<T>::~PerceptronRows() {
-  if (storage_) keep_records_buffer(std::move(storage_), capacity_);
-}
+PerceptronRows<T>::~PerceptronRows() = default;
 
 template <class T>
 index_t PerceptronSolver<T>::n_tasks() const {

@@ -153,11 +153,6 @@ class PerceptronSolver {
   unsigned char* records_ = nullptr;  // the records the epochs read, or null
 };
 
-// The memory of the samples' screening records: a buffer of at least `capacity` bytes (set to
-// its size), reusing the one kept from an earlier fit; and giving it back at the end of a fit.
-std::unique_ptr<unsigned char[]> take_records_buffer(size_t& capacity);
-void keep_records_buffer(std::unique_ptr<unsigned char[]> buffer, size_t capacity);
-
 // scikit-learn's our_rand_r (an xorshift generator, sklearn/utils/_random.pxd).
 std::uint32_t our_rand_r(std::uint32_t* seed);
 
