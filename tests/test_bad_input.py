@@ -210,3 +210,28 @@ def test_inputs_are_not_modified(sparse, early_stopping):
         np.testing.assert_array_equal(Xi, before[0])
     np.testing.assert_array_equal(yi, before[1])
     np.testing.assert_array_equal(sw, before[2])
+
+
+@pytest.mark.parametrize("defect", ["column", "decreasing", "beyond"])
+def test_engine_rejects_malformed_csr_itself(defect):
+    # The engine's own argument check, behind the Python one: nothing out of range reaches C++.
+    from fusedmlp import _cpu
+
+    class CSR:
+        format = "csr"
+
+    m = CSR()
+    m.shape = (3, 4)
+    m.data = np.ones(4, np.float64)
+    m.indices = np.array([0, 1, 2, 3], np.int32)
+    m.indptr = np.array([0, 1, 3, 4], np.int64)
+    if defect == "column":
+        m.indices[2] = 4
+    elif defect == "decreasing":
+        m.indptr = np.array([0, 3, 1, 4], np.int64)
+    else:
+        m.indptr = np.array([0, 1, 3, 9], np.int64)
+    engine = _cpu.TrainerF64([4, 3, 1], "relu", "squared_error", 1)
+    params = np.zeros(engine.n_params)
+    with pytest.raises(ValueError, match="sparse X"):
+        engine.predict(m, params)

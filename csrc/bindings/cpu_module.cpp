@@ -21,19 +21,6 @@ using namespace fusedmlp::bindings;
 
 namespace {
 
-// Polls Python for pending signals (Ctrl-C) from inside a GIL-free loop.
-struct SignalCheck {
-  bool raised = false;
-  bool operator()() {
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) {
-      raised = true;
-      return true;
-    }
-    return false;
-  }
-};
-
 int resolve_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
 
 template <class T>

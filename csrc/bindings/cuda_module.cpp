@@ -24,6 +24,7 @@ namespace py = pybind11;
 using namespace fusedmlp;
 using fusedmlp::bindings::contiguous_ptr;
 using fusedmlp::bindings::has_type;
+using fusedmlp::bindings::SignalCheck;
 
 namespace {
 
@@ -90,18 +91,6 @@ Matrix to_matrix(const py::object& x, index_t n_features) {
                           std::to_string(n_features));
   return m;
 }
-
-struct SignalCheck {
-  bool raised = false;
-  bool operator()() {
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) {
-      raised = true;
-      return true;
-    }
-    return false;
-  }
-};
 
 template <class T>
 class PyTrainer {

@@ -1,5 +1,6 @@
-// Conversion of Python arguments to the engine's views, shared by the CPU bindings: the
-// input matrix (dense float32/float64 with any strides, or CSR) and contiguous arrays.
+// What every binding shares: conversion of Python arguments to the engines' views (the input
+// matrix, dense float32/float64 with any strides or CSR, checked so no index can reach outside
+// its arrays; contiguous arrays), and the poll for Ctrl-C from inside GIL-free loops.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -98,6 +99,13 @@ inline InputHolder to_input(const py::object& x, index_t n_features) {
     if (h.m.indptr[0] != 0 || nnz > static_cast<index_t>(data.size()) ||
         nnz > static_cast<index_t>(indices.size()))
       throw py::value_error("sparse X is not a valid CSR matrix");
+    // the engines index rows and weights with these: every one must be in range
+    for (index_t i = 0; i < h.m.n_rows; ++i)
+      if (h.m.indptr[i + 1] < h.m.indptr[i]) throw py::value_error("sparse X has decreasing row pointers");
+    for (index_t k = 0; k < nnz; ++k) {
+      const index_t j = h.m.indices32 != nullptr ? h.m.indices32[k] : h.m.indices64[k];
+      if (j < 0 || j >= h.m.n_cols) throw py::value_error("sparse X has a column index out of range");
+    }
     h.keep.insert(h.keep.end(), {data, indices, indptr});
   }
   if (h.m.n_cols != n_features)
@@ -105,6 +113,20 @@ inline InputHolder to_input(const py::object& x, index_t n_features) {
                           std::to_string(n_features));
   return h;
 }
+
+// Polls Python for pending signals (Ctrl-C) from inside a GIL-free loop; `raised` then says a
+// Python exception is pending, for the binding to raise with py::error_already_set.
+struct SignalCheck {
+  bool raised = false;
+  bool operator()() {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) {
+      raised = true;
+      return true;
+    }
+    return false;
+  }
+};
 
 }  // namespace bindings
 }  // namespace fusedmlp

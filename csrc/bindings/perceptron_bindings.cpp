@@ -43,18 +43,6 @@ const T* task_array(const py::dict& tasks, const char* key, index_t n_tasks) {
   return contiguous_ptr<T>(tasks[key], key, n_tasks, false);
 }
 
-// The CSR arrays must describe rows whose every index is a column of X: the loop indexes the
-// weights with them.
-void check_csr(const InputMatrix& m) {
-  for (index_t i = 0; i < m.n_rows; ++i)
-    if (m.indptr[i + 1] < m.indptr[i]) throw py::value_error("sparse X has decreasing row pointers");
-  const index_t nnz = m.indptr[m.n_rows];
-  for (index_t k = 0; k < nnz; ++k) {
-    const index_t j = m.indices32 != nullptr ? m.indices32[k] : m.indices64[k];
-    if (j < 0 || j >= m.n_cols) throw py::value_error("sparse X has a column index out of range");
-  }
-}
-
 // X read once before a fit (cpu::PerceptronRows): dense, of type T.
 template <class T>
 class PyPerceptronRows {
@@ -110,7 +98,6 @@ class PyPerceptronSolver {
                             " samples or features not supported; got (" + std::to_string(m.n_rows) +
                             ", " + std::to_string(m.n_cols) + ").");
     if (m.n_rows < 1) throw py::value_error("X has no samples");
-    if (m.sparse) check_csr(m);
 
     PerceptronData<T> data;
     data.x = m;
@@ -183,17 +170,12 @@ class PyPerceptronSolver {
       for (index_t k = 0; k < solver_->n_tasks(); ++k) which.push_back(k);
     }
     if (epochs < 0) throw py::value_error("epochs must be >= 0");
-    bool interrupted = false;
-    StopCheck ctrl_c = [&interrupted] {
-      py::gil_scoped_acquire gil;
-      interrupted = PyErr_CheckSignals() != 0;
-      return interrupted;
-    };
+    SignalCheck check;
     {
       py::gil_scoped_release release;
-      solver_->run(which, epochs, std::max(1, n_threads), ctrl_c);
+      solver_->run(which, epochs, std::max(1, n_threads), std::ref(check));
     }
-    if (interrupted) throw py::error_already_set();
+    if (check.raised) throw py::error_already_set();
   }
 
   void finish() { solver_->finish(); }
