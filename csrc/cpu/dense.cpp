@@ -381,34 +381,6 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
   return total;
 }
 
-template <class T>
-double optimizer_update(const Team& team, T* params, const T* grad, index_t offset, index_t n,
-                        const OptimizerStep<T>& opt, bool want_norm) {
-  index_t i0, i1;
-  team_range(team, n, i0, i1);
-  T* p = params + offset;
-  const T* g = grad + offset;
-  T* s0 = opt.state_0 + offset;
-  double sq = 0.0;
-  if (opt.solver == Solver::adam) {
-    T* s1 = opt.state_1 + offset;
-    const AdamStep<T> step = opt.adam;
-#pragma omp simd reduction(+ : sq)
-    for (index_t i = i0; i < i1; ++i) {
-      adam_step(p[i], s0[i], s1[i], g[i], step);
-      sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
-    }
-  } else {
-    const SgdStep<T> step = opt.sgd;
-#pragma omp simd reduction(+ : sq)
-    for (index_t i = i0; i < i1; ++i) {
-      sgd_step(p[i], s0[i], g[i], step);
-      sq += static_cast<double>(p[i]) * static_cast<double>(p[i]);
-    }
-  }
-  return want_norm ? sq : 0.0;
-}
-
 #define FUSEDMLP_INSTANTIATE(T)                                                                    \
   template void prepare_batches<T>(const InputMatrix&, const index_t*, index_t, index_t,            \
                                    BatchInput<T>&);                                                 \
@@ -430,9 +402,7 @@ double optimizer_update(const Team& team, T* params, const T* grad, index_t offs
   template double output_loss_grad<T>(const Team&, Loss, T*, const T*, const T*, T*, index_t,      \
                                       index_t);                                                     \
   template void output_activation<T>(const Team&, Loss, const T*, double*, index_t, index_t);      \
-  template double weights_sq_norm<T>(const Team&, const NetworkLayout&, const T*);                 \
-  template double optimizer_update<T>(const Team&, T*, const T*, index_t, index_t,                 \
-                                      const OptimizerStep<T>&, bool);
+  template double weights_sq_norm<T>(const Team&, const NetworkLayout&, const T*);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

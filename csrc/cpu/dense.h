@@ -158,12 +158,6 @@ void output_activation(const Team& team, Loss loss, const T* z, double* out, ind
 template <class T>
 double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* params);
 
-// One optimizer step over params[offset .. offset + n) with its gradient, split across the
-// team; returns this thread's share of sum(p_new^2) when want_norm.
-template <class T>
-double optimizer_update(const Team& team, T* params, const T* grad, index_t offset, index_t n,
-                        const OptimizerStep<T>& opt, bool want_norm);
-
 // The team's barrier (nothing for a team of one).
 void team_barrier(const Team& team);
 

@@ -193,33 +193,25 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   team_barrier(team);
   // The gradients summed in block order, then one optimizer step, split by parameter.
   const T alpha = static_cast<T>(opts.alpha);
-  const T scale = static_cast<T>(1.0 / sw_sum);
-  T* g = grad_.data();
+  OptimizerPass<T> pass;
+  pass.adam = opt.solver == Solver::adam;
+  pass.adam_step = opt.adam;
+  pass.sgd_step = opt.sgd;
+  pass.stride = n_params;
+  pass.n_partials = n_blocks;
+  pass.scale = static_cast<T>(1.0 / sw_sum);
   double my_sq = 0.0;
   for (const auto& layer : layout_.layers) {
-    for (int part = 0; part < 2; ++part) {  // the weights, then the biases
+    for (int part = 0; part < 2; ++part) {  // the weights (with the L2 term), then the biases
       const index_t offset = part == 0 ? layer.w_offset : layer.b_offset;
       const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
       index_t i0, i1;
       team_range(team, count, i0, i1);
-      T* gi = g + offset;
-      const T* bg = block_grads_.data() + offset;
-      std::memcpy(gi + i0, bg + i0, sizeof(T) * static_cast<size_t>(i1 - i0));
-      for (index_t blk = 1; blk < n_blocks; ++blk) {
-        const T* src = bg + blk * n_params;
-#pragma omp simd
-        for (index_t i = i0; i < i1; ++i) gi[i] += src[i];
-      }
-      if (part == 0) {
-        const T* w = params + offset;
-#pragma omp simd
-        for (index_t i = i0; i < i1; ++i) gi[i] = (gi[i] + alpha * w[i]) * scale;
-      } else {
-#pragma omp simd
-        for (index_t i = i0; i < i1; ++i) gi[i] *= scale;
-      }
-      my_sq += optimizer_update<T>(Team::solo(team.slot), params, g, offset + i0, i1 - i0, opt,
-                                   part == 0);
+      pass.partial = block_grads_.data() + offset + i0;
+      pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
+      T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
+      const double sq = optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, pass);
+      if (part == 0) my_sq += sq;
     }
   }
   sq_slots[team.slot * kSlotStride] = my_sq;

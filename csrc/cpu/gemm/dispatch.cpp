@@ -20,6 +20,9 @@ namespace cpu {
                  T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws); \
   template <class T>                                                                            \
   std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);            \
+  template <class T>                                                                            \
+  double optimizer_pass(T* params, T* state_0, T* state_1, index_t n,                           \
+                        const OptimizerPass<T>& pass);                                          \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
 #if defined(FUSEDMLP_X86)
@@ -179,6 +182,20 @@ std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major
 }
 
 template <class T>
+double optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::optimizer_pass<T>(params, state_0, state_1, n, pass);
+    case Isa::avx2:
+      return isa_avx2::optimizer_pass<T>(params, state_0, state_1, n, pass);
+#endif
+    default:
+      return isa_generic::optimizer_pass<T>(params, state_0, state_1, n, pass);
+  }
+}
+
+template <class T>
 int gemm_tile_rows() {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
@@ -222,6 +239,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
                              index_t, const Epilogue<T>&, bool, GemmWorkspace&);                  \
   template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
   template int gemm_tile_rows<T>();                                                                \
+  template double optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t, bool);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)

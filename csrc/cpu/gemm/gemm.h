@@ -128,6 +128,25 @@ void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep);
 template <class T>
 std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);
 
+// One optimizer step over n parameters whose gradient is a sum of partial gradients (the row
+// blocks of a batch): g = (sum_b partial[b * stride + i] + alpha * p[i]) * scale, then the Adam
+// or SGD step of p[i] and its state. Vectorized for the active instruction set; returns
+// sum(p_new^2).
+template <class T>
+struct OptimizerPass {
+  bool adam = true;
+  AdamStep<T> adam_step{};
+  SgdStep<T> sgd_step{};
+  const T* partial = nullptr;  // the first partial gradient of these n parameters
+  index_t stride = 0;          // distance between partial gradients
+  index_t n_partials = 1;
+  T alpha = T(0);
+  T scale = T(1);
+};
+
+template <class T>
+double optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);
+
 // Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
 // short edge panel.
 template <class T>

@@ -564,6 +564,40 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   if (sq_slot != nullptr) *sq_slot += sq;
 }
 
+template <class T, bool ADAM>
+double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, index_t n,
+                          const OptimizerPass<T>& pass) {
+  constexpr index_t kChunk = 64;  // squares summed in T over a chunk, then in double
+  const AdamStep<T> adam = pass.adam_step;
+  const SgdStep<T> sgd = pass.sgd_step;
+  const T alpha = pass.alpha, scale = pass.scale;
+  T g[kChunk];
+  double sq = 0.0;
+  for (index_t c = 0; c < n; c += kChunk) {
+    const int len = static_cast<int>(imin(kChunk, n - c));
+    const T* src = pass.partial + c;
+#pragma omp simd
+    for (int i = 0; i < len; ++i) g[i] = src[i];
+    for (index_t b = 1; b < pass.n_partials; ++b) {
+      const T* part = src + b * pass.stride;
+#pragma omp simd
+      for (int i = 0; i < len; ++i) g[i] += part[i];
+    }
+    T part_sq = T(0);
+#pragma omp simd reduction(+ : part_sq)
+    for (int i = 0; i < len; ++i) {
+      const T grad = (g[i] + alpha * p[c + i]) * scale;
+      if constexpr (ADAM)
+        adam_step(p[c + i], s0[c + i], s1[c + i], grad, adam);
+      else
+        sgd_step(p[c + i], s0[c + i], grad, sgd);
+      part_sq += p[c + i] * p[c + i];
+    }
+    sq += static_cast<double>(part_sq);
+  }
+  return sq;
+}
+
 }  // namespace FUSEDMLP_ISA_NS
 }  // namespace cpu
 }  // namespace fusedmlp
