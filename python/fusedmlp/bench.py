@@ -441,8 +441,12 @@ def report(results, markdown):
                      f"{lib:<14} {dt:<8} {b:>13.4f} {b / fb:>8.2f}x {s1 * 1e6:>11.1f} {s1 / fs:>8.2f}x")
         elif r["kind"] == "fit":
             fm = r["seconds"]["fusedmlp"]
+            emit("| library | fit (s) | fusedmlp speed-up |" if markdown else
+                 f"{'library':<14} {'fit (s)':>11} {'speed-up':>9}")
+            if markdown:
+                emit("|---|---:|---:|")
             for k, s in r["seconds"].items():
-                emit(f"| {k} | {s:.4f} s | {s / fm:.2f}x |" if markdown else f"{k:<14} {s:>9.4f} s {s / fm:>8.2f}x")
+                emit(f"| {k} | {s:.4f} | {s / fm:.2f}x |" if markdown else f"{k:<14} {s:>9.4f} s {s / fm:>8.2f}x")
         elif r["kind"] == "memory":
             emit("| fit | data (MB) | peak over baseline (MB) | budget: data + model + batch (MB) | ratio |" if markdown
                  else f"{'fit':<28} {'data MB':>8} {'peak MB':>8} {'budget MB':>10} {'ratio':>6}")
