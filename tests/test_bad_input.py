@@ -235,3 +235,18 @@ def test_engine_rejects_malformed_csr_itself(defect):
     params = np.zeros(engine.n_params)
     with pytest.raises(ValueError, match="sparse X"):
         engine.predict(m, params)
+
+
+def test_engine_rejects_a_negative_sparse_shape():
+    from fusedmlp import _cpu
+
+    class CSR:
+        format = "csr"
+        shape = (-1, 4)
+        data = np.ones(0)
+        indices = np.zeros(0, np.int32)
+        indptr = np.zeros(0, np.int64)
+
+    engine = _cpu.TrainerF64([4, 3, 1], "relu", "squared_error", 1)
+    with pytest.raises(ValueError, match="negative shape"):
+        engine.predict(CSR(), np.zeros(engine.n_params))

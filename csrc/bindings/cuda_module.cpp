@@ -66,6 +66,11 @@ Matrix to_matrix(const py::object& x, index_t n_features) {
     }
     if (cai.contains("stream") && !cai["stream"].is_none()) m.stream = cai["stream"].cast<std::uintptr_t>();
     m.view.on_device = true;
+    const int owner = cuda::pointer_device(m.view.data);
+    if (owner >= 0 && owner != cuda::current_device())
+      throw py::value_error("X is on CUDA device " + std::to_string(owner) + " but the current device is " +
+                            std::to_string(cuda::current_device()) +
+                            "; select that device (e.g. with cupy.cuda.Device) or move X");
   } else {
     if (!py::isinstance<py::array>(x)) throw py::type_error("X must be a numpy array or a device array");
     py::array a = py::reinterpret_borrow<py::array>(x);
@@ -299,6 +304,17 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
   bind_trainer<float>(m, "TrainerF32");
   bind_trainer<double>(m, "TrainerF64");
   m.def("device_count", &cuda::device_count, "Number of usable CUDA devices.");
+  m.def(
+      "all_finite",
+      [](const py::object& x) {
+        if (!on_device(x)) throw py::type_error("all_finite takes a device array");
+        py::dict cai = x.attr("__cuda_array_interface__");
+        Matrix m = to_matrix(x, py::tuple(cai["shape"]).size() == 2 ? py::tuple(cai["shape"])[1].cast<index_t>() : 0);
+        py::gil_scoped_release release;
+        cuda::wait_for_stream(m.stream);
+        return cuda::all_finite(m.view);
+      },
+      py::arg("X"), "Whether every element of a 2-D device array is finite.");
   m.attr("simulated") = cuda::simulated();
   m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(), py::arg("aux") = py::none(),

@@ -79,6 +79,7 @@ inline InputHolder to_input(const py::object& x, index_t n_features) {
     h.m.sparse = true;
     h.m.n_rows = shape[0].cast<index_t>();
     h.m.n_cols = shape[1].cast<index_t>();
+    if (h.m.n_rows < 0 || h.m.n_cols < 0) throw py::value_error("sparse X has a negative shape");
     if (has_type<float>(data))
       h.m.type = ScalarType::f32;
     else if (has_type<double>(data))

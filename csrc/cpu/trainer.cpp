@@ -345,10 +345,9 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
   Partials loss_part(nth), sq_part(nth);
 
   double sw_sum = static_cast<double>(n);
-  if (data.sample_weight != nullptr) {
-    T s = T(0);
-    for (index_t i = 0; i < n; ++i) s += data.sample_weight[i];
-    sw_sum = static_cast<double>(s);
+  if (data.sample_weight != nullptr) {  // in double: a float32 sum stops growing at 2^24
+    sw_sum = 0.0;
+    for (index_t i = 0; i < n; ++i) sw_sum += static_cast<double>(data.sample_weight[i]);
   }
   const T scale = static_cast<T>(1.0 / sw_sum);
 

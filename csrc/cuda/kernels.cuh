@@ -68,7 +68,7 @@ FUSEDMLP_HD T block_scale(const BatchState* st) {
 // 16-deep slices. Epilogues as in the CPU engine (cpu/gemm/gemm.h): bias + activation
 // (forward), L2 term and batch scale (weight gradient), activation derivative from the stored
 // outputs (data gradient); the blocks of the first row of tiles also sum B's columns (the bias
-// gradient when B = dZ).
+// gradient when B = dZ). Row tiles run along grid.x, column tiles along grid.y.
 
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreadM = 8, kThreadN = 4;
 constexpr int kGemmThreads = (kTileM / kThreadM) * (kTileN / kThreadN);  // 128
@@ -100,13 +100,13 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   const int m = g.rows_dim == 1 ? g.state->rows : g.m;
   const int k = g.rows_dim == 2 ? g.state->rows : g.k;
   const int n = g.n;
-  const int row0 = static_cast<int>(blockIdx.y) * kTileM;
-  const int col0 = static_cast<int>(blockIdx.x) * kTileN;
+  const int row0 = static_cast<int>(blockIdx.x) * kTileM;  // row tiles on x: a batch may be long
+  const int col0 = static_cast<int>(blockIdx.y) * kTileN;
   if (row0 >= m) return;  // the whole block: tiles past a short batch
   const int tid = static_cast<int>(threadIdx.x);
   const int tx = tid % (kTileN / kThreadN);  // along n
   const int ty = tid / (kTileN / kThreadN);  // along m
-  const bool sum_columns = g.colsum != nullptr && blockIdx.y == 0;
+  const bool sum_columns = g.colsum != nullptr && blockIdx.x == 0;
 
   T acc[kThreadM][kThreadN];
   for (int i = 0; i < kThreadM; ++i)
@@ -170,8 +170,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
 
 template <class T, Epi E, Activation A>
 void gemm_launch(const GemmArgs<T>& g, int max_m, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((g.n + kTileN - 1) / kTileN),
-                  static_cast<unsigned>((max_m + kTileM - 1) / kTileM));
+  const dim3 grid(static_cast<unsigned>((max_m + kTileM - 1) / kTileM),
+                  static_cast<unsigned>((g.n + kTileN - 1) / kTileN));
   launch(gemm_kernel<T, E, A>, grid, dim3(kGemmThreads), 0, stream, g);
 }
 
@@ -291,18 +291,19 @@ __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, boo
 
 // ---- output loss --------------------------------------------------------------------------------
 
-// One thread per row: z becomes the output activation, delta = (a - y) * w; the block's losses
-// are summed into state->row_loss. rows < 0: the batch's row count from the state.
+// Rows in a grid-stride loop: z becomes the output activation, delta = (a - y) * w; the
+// block's losses are summed into state->row_loss (or *loss_sum). rows < 0: the batch's row count
+// from the state.
 template <class T, Loss L>
 __global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
                                    BatchState* st, double* loss_sum) {
   const int n = rows < 0 ? st->rows : rows;
-  const int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  const int stride = static_cast<int>(gridDim.x * blockDim.x);
   double l = 0.0;
-  if (r < n)
-    l = output_loss_grad_row<L, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
-                                   w != nullptr ? w[r] : T(1), w != nullptr,
-                                   delta + static_cast<long long>(r) * n_out, n_out);
+  for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < n; r += stride)
+    l += output_loss_grad_row<L, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
+                                    w != nullptr ? w[r] : T(1), w != nullptr,
+                                    delta + static_cast<long long>(r) * n_out, n_out);
   const double total = block_sum<double>(l);
   if (threadIdx.x == 0) atomicAdd(loss_sum != nullptr ? loss_sum : &st->row_loss, total);
 }
@@ -414,14 +415,28 @@ __global__ void __launch_bounds__(kFusedThreads)
 
 // ---- prediction output --------------------------------------------------------------------------
 
-// out (float64) = output activation of z, one thread per row.
+// out (float64) = output activation of z, rows in a grid-stride loop.
 template <class T, Loss L>
 __global__ void output_activation_kernel(const T* z, double* out, int rows, int n_out) {
-  const int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
-  if (r >= rows) return;
-  double* o = out + static_cast<long long>(r) * n_out;
-  for (int j = 0; j < n_out; ++j) o[j] = static_cast<double>(z[static_cast<long long>(r) * n_out + j]);
-  output_activation_row<L, double>(o, n_out);
+  const int stride = static_cast<int>(gridDim.x * blockDim.x);
+  for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < rows; r += stride) {
+    double* o = out + static_cast<long long>(r) * n_out;
+    for (int j = 0; j < n_out; ++j) o[j] = static_cast<double>(z[static_cast<long long>(r) * n_out + j]);
+    output_activation_row<L, double>(o, n_out);
+  }
+}
+
+// *not_finite becomes 1 when any element of a strided matrix is NaN or infinite.
+template <class S>
+__global__ void finite_kernel(const S* x, long long rows, long long cols, long long rs, long long cs,
+                              int* not_finite) {
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  bool ok = true;
+  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < rows * cols; e += stride) {
+    const S v = x[(e / cols) * rs + (e % cols) * cs];
+    ok = ok && (v - v == v - v);  // false for NaN and infinities
+  }
+  if (!ok) atomicMax(not_finite, 1);
 }
 
 }  // namespace cuda

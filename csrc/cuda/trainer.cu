@@ -23,6 +23,43 @@ int device_count() {
 
 bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
 
+bool all_finite(const MatrixView& x) {
+  if (x.rows == 0 || x.cols == 0) return true;
+  Stream stream;
+  DeviceBuffer<int> flag(1);
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(flag.get(), 0, sizeof(int), stream.get()));
+  const long long n = static_cast<long long>(x.rows) * x.cols;
+  if (x.f32)
+    launch(finite_kernel<float>, dim3(grid_for(n)), dim3(kBlock), 0, stream.get(), static_cast<const float*>(x.data),
+           static_cast<long long>(x.rows), static_cast<long long>(x.cols), static_cast<long long>(x.rs),
+           static_cast<long long>(x.cs), flag.get());
+  else
+    launch(finite_kernel<double>, dim3(grid_for(n)), dim3(kBlock), 0, stream.get(), static_cast<const double*>(x.data),
+           static_cast<long long>(x.rows), static_cast<long long>(x.cols), static_cast<long long>(x.rs),
+           static_cast<long long>(x.cs), flag.get());
+  int bad = 0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&bad, flag.get(), sizeof(int), cudaMemcpyDeviceToHost, stream.get()));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  return bad == 0;
+}
+
+int pointer_device(const void* p) {
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, p) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged
+             ? attributes.device
+             : -1;
+}
+
+int current_device() {
+  int device = 0;
+  FUSEDMLP_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
 void wait_for_stream(std::uintptr_t stream) {
   if (stream == 0) return;
   if (stream == 1 || stream == 2)
@@ -412,9 +449,9 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
     std::vector<T> w(static_cast<size_t>(n_rows));
     download(w.data(), I.w, w.size(), s);
     FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
-    T total = T(0);
-    for (T v : w) total += v;
-    sw_sum = static_cast<double>(total);
+    double total = 0.0;
+    for (T v : w) total += static_cast<double>(v);
+    sw_sum = total;
   }
   EpochOptions o;
   o.batch_size = chunk;

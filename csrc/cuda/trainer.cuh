@@ -57,6 +57,12 @@ using StopCheck = std::function<bool()>;
 
 int device_count();  // usable devices (the simulator reports one)
 bool simulated();    // this build runs kernels on the CPU simulator
+// Whether every element of a device matrix is finite (NaN and infinities are not).
+bool all_finite(const MatrixView& x);
+// The device that owns a device pointer, or -1 when the runtime does not know it; and the
+// current device.
+int pointer_device(const void* p);
+int current_device();
 // Blocks until the work queued on a foreign stream (a __cuda_array_interface__ producer's)
 // has run: 0 none, 1 and 2 the legacy and per-thread default streams, else a cudaStream_t.
 void wait_for_stream(std::uintptr_t stream);

@@ -87,13 +87,18 @@ def is_device_array(X):
 
 
 def namespace(X):
-    """The array API namespace of a device array (cupy, torch, ...)."""
+    """The array API namespace of a device array (CuPy's, ...), or None."""
     if hasattr(X, "__array_namespace__"):
         return X.__array_namespace__()
-    raise TypeError(
-        f"{type(X).__name__} exposes __cuda_array_interface__ but no __array_namespace__; "
-        "pass a CuPy array or a PyTorch tensor, or a numpy array"
-    )
+    return None
+
+
+def cupy_or_none():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
 
 
 def to_host(a):
@@ -126,15 +131,21 @@ class _CSR:
         self.data, self.indices, self.indptr, self.shape = data, indices, indptr, shape
 
 
-def as_engine_input(X):
-    """X as the engines read it: the numpy array itself, or CSR arrays checked for validity.
+def as_engine_input(X, device="cpu"):
+    """X as the engines read it: a device array or the numpy array itself, or CSR arrays
+    checked for validity.
 
-    Nothing the user passed is modified or copied, except that CSC becomes CSR and 32-bit
-    row pointers become 64-bit.
+    Nothing the user passed is modified or copied, except that CSC becomes CSR, 32-bit row
+    pointers become 64-bit, non-native byte order is swapped, and the CUDA engine gets a copy
+    of an array with negative strides.
     """
+    if is_device_array(X):
+        return X
     if not sp.issparse(X):
         if not X.dtype.isnative:
             X = X.astype(X.dtype.newbyteorder("="))
+        if device == "cuda" and any(s < 0 for s in X.strides):
+            X = np.ascontiguousarray(X)
         return X
     X = X.tocsr()
     n_rows, n_cols = X.shape

@@ -68,6 +68,7 @@ except ImportError:  # pragma: no cover
 
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
+_CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -228,13 +229,27 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
     def _compute_dtype(self):
         return _resolve_dtype(self.dtype)
 
-    def _engine_for(self, layer_units, loss, X=None):
+    def _device_for(self, X, layer_units):
+        """The device this call runs on: 'auto' takes the GPU only for what it supports."""
         device = _engine.resolve_device(self.device)
-        if device == "cuda" and X is not None and sp.issparse(X):
+        if device != "cuda":
+            return device
+        too_deep = len(layer_units) - 1 > _CUDA_MAX_LAYERS
+        if self.device == "auto" and (sp.issparse(X) or too_deep):
+            return "cpu"
+        if sp.issparse(X):
             raise TypeError(
                 "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
-                "array (X.toarray()) or use device='cpu', which trains on CSR directly."
+                "array (X.toarray()) or use device='cpu' (or 'auto'), which trains on CSR."
             )
+        if too_deep:
+            raise ValueError(
+                f"device='cuda' supports networks of at most {_CUDA_MAX_LAYERS} layers; this "
+                f"one has {len(layer_units) - 1}. Use device='cpu' or 'auto'."
+            )
+        return device
+
+    def _engine_for(self, layer_units, loss, device):
         return _engine.make_engine(
             device, self._compute_dtype(), layer_units, self.activation, loss, self.n_threads
         )
@@ -335,11 +350,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         else:
             self._check_continuation(layer_units, dtype)
 
-        X_engine = _engine.as_engine_input(X)
+        device = self._device_for(X, layer_units)
+        X_engine = _engine.as_engine_input(X, device)
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, self._engine_loss(), X)
+        engine = self._engine_for(layer_units, self._engine_loss(), device)
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, X_engine, Y, sample_weight, engine, incremental)
@@ -614,10 +630,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             return self._device_forward(X)
         if check_input and not self._plain_input(X):
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        engine, params = self._prediction_engine(_engine.resolve_device(self.device))
+        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
+        if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
+            device = "cpu"  # the parameters are host arrays: any engine can use them
+        engine, params = self._prediction_engine(device)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(params.dtype)
-        return engine.predict(_engine.as_engine_input(X), params)
+        return engine.predict(_engine.as_engine_input(X, device), params)
 
     def _prediction_engine(self, device):
         """An engine for the fitted layout on `device`, and the parameters it reads."""
@@ -653,7 +673,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 "minimum of 1 is required."
             )
         xp = _engine.namespace(X)
-        if not bool(xp.all(xp.isfinite(X))):
+        finite = (bool(xp.all(xp.isfinite(X))) if xp is not None
+                  else _engine._cuda_module().all_finite(X))
+        if not finite:
             raise ValueError("Input X contains NaN or infinity.")
         if reset:
             self.n_features_in_ = n_features
@@ -670,8 +692,14 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """The network's output for X on the device, as a device array of the same kind."""
         X = self._validate_device_X(X, reset=False)
         engine, params = self._prediction_engine("cuda")
-        xp = _engine.namespace(X)
-        out = xp.empty((X.shape[0], self.n_outputs_), dtype=xp.float64, device=X.device)
+        n_rows = X.__cuda_array_interface__["shape"][0]
+        xp, cupy = _engine.namespace(X), _engine.cupy_or_none()
+        if xp is not None:  # an array-API array (CuPy, ...): the result is one of its kind
+            out = xp.empty((n_rows, self.n_outputs_), dtype=xp.float64, device=X.device)
+        elif cupy is not None:  # another device array (Numba, PyTorch): a CuPy result
+            out = cupy.empty((n_rows, self.n_outputs_), dtype=cupy.float64)
+        else:  # no array library for device results: numpy
+            return engine.predict(X, params)
         engine.predict_into(X, params, out, stream=_engine.current_stream(X))
         return out
 

@@ -144,3 +144,71 @@ def test_auto_without_a_device_uses_the_cpu(monkeypatch):
         warnings.simplefilter("ignore")
         est = fm.MLPClassifier(device="auto", max_iter=2).fit(X, y)
     assert est.predict(X).shape == (len(y),)
+
+
+class _InterfaceOnly:
+    """A device array with __cuda_array_interface__ and nothing else (like a Numba array)."""
+
+    def __init__(self, a):
+        self._a = np.ascontiguousarray(a)
+        self.__cuda_array_interface__ = {"shape": self._a.shape, "typestr": self._a.dtype.str, "version": 3,
+                                         "data": (self._a.ctypes.data, False), "strides": None, "stream": None}
+
+    @property
+    def shape(self):
+        return self._a.shape
+
+
+def test_device_arrays_without_a_namespace(simulator):
+    # finiteness is checked on the device; without CuPy the predictions come back as numpy
+    X, y = data("multiclass")
+    Xf = X.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", max_iter=3, random_state=0).fit(_InterfaceOnly(Xf), y)
+        ref = fm.MLPClassifier(device="cuda", max_iter=3, random_state=0).fit(Xf, y)
+    np.testing.assert_array_equal(np.asarray(est.predict(_InterfaceOnly(Xf))), ref.predict(Xf))
+    bad = Xf.copy()
+    bad[7, 2] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        est.predict(_InterfaceOnly(bad))
+
+
+def test_more_rows_than_one_grid_covers(cuda_engine):
+    # per-row kernels loop over rows: prediction and the full-batch loss on 2,500 rows
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((2500, 6)), rng.standard_normal(2500)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = fm.MLPRegressor(device="cuda", solver="lbfgs", max_iter=3, random_state=0,
+                              hidden_layer_sizes=(5,)).fit(X, y)
+        cpu = fm.MLPRegressor(device="cpu", solver="lbfgs", max_iter=3, random_state=0,
+                              hidden_layer_sizes=(5,)).fit(X, y)
+    assert gpu.loss_ == pytest.approx(cpu.loss_, rel=1e-4)
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-4, atol=1e-5)
+
+
+def test_auto_keeps_sparse_and_deep_networks_on_the_cpu(simulator):
+    X, y = data("binary")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto = fm.MLPClassifier(device="auto", max_iter=2, random_state=0).fit(sp.csr_matrix(X), y)
+        cpu = fm.MLPClassifier(device="cpu", max_iter=2, random_state=0).fit(sp.csr_matrix(X), y)
+        np.testing.assert_array_equal(auto.coefs_[0], cpu.coefs_[0])
+        deep = fm.MLPClassifier(device="auto", max_iter=1, hidden_layer_sizes=(3,) * 33).fit(X, y)
+        assert deep.predict(X).shape == y.shape
+        with pytest.raises(ValueError, match="at most 32 layers"):
+            fm.MLPClassifier(device="cuda", max_iter=1, hidden_layer_sizes=(3,) * 33).fit(X, y)
+        # a model trained on the device predicts sparse input (on the CPU engine)
+        dense = fm.MLPClassifier(device="cuda", max_iter=2, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(dense.predict(sp.csr_matrix(X)), dense.predict(X))
+
+
+def test_negative_strides_on_the_device(simulator):
+    X, y = data("regression")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flipped = fm.MLPRegressor(device="cuda", max_iter=2, random_state=0).fit(X[::-1], y[::-1])
+        copied = fm.MLPRegressor(device="cuda", max_iter=2, random_state=0).fit(X[::-1].copy(), y[::-1])
+    np.testing.assert_array_equal(flipped.coefs_[0], copied.coefs_[0])
+    np.testing.assert_allclose(flipped.predict(X[::-1]), copied.predict(X[::-1].copy()))

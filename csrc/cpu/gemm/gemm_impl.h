@@ -287,21 +287,22 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
 }
 
 // Scratch elements per thread: its B panels, its own A panels (edge, or packed A block)
-// and one tile, plus alignment slack. Must agree with the carving in gemm_team_run.
+// and one tile, plus alignment slack; an upper bound of what gemm_team_run carves, and
+// monotone in m and k, so a workspace reserved for the largest batch also serves a shorter last
+// batch (whose balanced depth blocks can be deeper).
 template <class T, class K>
 index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   if (m <= 0 || n <= 0 || k <= 0 || n * 8 <= NR) return MR * NR + 64;
-  const index_t n_kblocks = (k + K::KC - 1) / K::KC;
-  const index_t kc_max = (k + n_kblocks - 1) / n_kblocks;
+  const index_t kc = k < K::KC ? k : K::KC;                      // >= any block's depth
+  const index_t m_round = (m + MR - 1) / MR * MR;
+  const index_t mc = m_round < K::MC ? m_round : K::MC;          // >= any block's height
   const index_t n_panels = (n + NR - 1) / NR;
-  const index_t n_mblocks = (m + K::MC - 1) / K::MC;
-  const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
   // a thread packs at most all panels; with fewer than MR rows it reads B in place and packs
   // only the edge panel
-  const index_t b_elems = (m < MR && b_row_major) ? kc_max * NR : kc_max * NR * n_panels;
-  return b_elems + (mc_max > MR ? mc_max : MR) * kc_max + MR * NR + 64;
+  const index_t b_elems = (m < MR && b_row_major) ? kc * NR : kc * NR * n_panels;
+  return b_elems + (mc > MR ? mc : MR) * kc + MR * NR + 64;
 }
 
 // Steps a range of biases with their gradient (the fused column sum).
