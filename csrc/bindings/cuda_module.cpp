@@ -24,6 +24,8 @@ namespace py = pybind11;
 using namespace fusedmlp;
 using fusedmlp::bindings::contiguous_ptr;
 using fusedmlp::bindings::has_type;
+using fusedmlp::bindings::EpochArgs;
+using fusedmlp::bindings::epoch_result;
 using fusedmlp::bindings::SignalCheck;
 
 namespace {
@@ -111,46 +113,20 @@ class PyTrainer {
     const NetworkLayout& L = trainer_.layout();
     load(x, y, sample_weight);
     const index_t n_order = static_cast<index_t>(order.size());
-    const auto* idx = contiguous_ptr<std::int64_t>(order, "order", n_order, false);
-    for (index_t i = 0; i < n_order; ++i)
-      if (idx[i] < 0 || idx[i] >= rows_) throw py::index_error("order holds a row out of range");
+    const index_t* idx = fusedmlp::bindings::row_order(order, rows_);
     T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
-    cuda::EpochOptions o;
-    const std::string solver = hyper["solver"].cast<std::string>();
-    if (solver != "sgd" && solver != "adam") throw py::value_error("unknown stochastic solver '" + solver + "'");
-    o.solver = solver == "sgd" ? Solver::sgd : Solver::adam;
-    o.batch_size = hyper["batch_size"].cast<index_t>();
-    if (o.batch_size < 1) throw py::value_error("batch_size must be >= 1");
-    o.learning_rate = hyper["learning_rate"].cast<double>();
-    o.alpha = hyper["alpha"].cast<double>();
-    cuda::OptimizerState<T> state;
-    py::array t_arr;
-    if (o.solver == Solver::sgd) {
-      o.momentum = hyper["momentum"].cast<double>();
-      o.nesterov = hyper["nesterov"].cast<bool>();
-      state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", L.n_params, true);
-    } else {
-      o.beta_1 = hyper["beta_1"].cast<double>();
-      o.beta_2 = hyper["beta_2"].cast<double>();
-      o.epsilon = hyper["epsilon"].cast<double>();
-      state.m = contiguous_ptr<T>(opt["m"], "m", L.n_params, true);
-      state.v = contiguous_ptr<T>(opt["v"], "v", L.n_params, true);
-      t_arr = opt["t"];
-      state.t = *contiguous_ptr<std::int64_t>(t_arr, "t", 1, true);
-    }
+    EpochArgs<T> args(hyper, opt, L.n_params);
     SignalCheck check;
-    cuda::EpochResult r;
+    EpochResult r;
     {
       py::gil_scoped_release release;
       trainer_.set_stream(stream);
-      r = trainer_.run_epoch(reinterpret_cast<const index_t*>(idx), n_order, p, state, o, std::ref(check));
+      r = trainer_.run_epoch(idx, n_order, p, args.state, args.opts,
+                             std::ref(check));
     }
-    if (o.solver == Solver::adam) *static_cast<std::int64_t*>(t_arr.mutable_data()) = state.t;
+    args.finish();
     if (check.raised) throw py::error_already_set();
-    py::dict out;
-    out["accumulated_loss"] = r.accumulated_loss;
-    out["samples_seen"] = r.samples_seen;
-    return out;
+    return epoch_result(r);
   }
 
   double loss_grad(const py::object& x, const py::array& y, const py::object& sample_weight,

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/dense.h"
+#include "fusedmlp/training.h"
 
 namespace fusedmlp {
 namespace bindings {
@@ -113,6 +114,60 @@ inline InputHolder to_input(const py::object& x, index_t n_features) {
     throw py::value_error("X has " + std::to_string(h.m.n_cols) + " features, the network expects " +
                           std::to_string(n_features));
   return h;
+}
+
+// An epoch's options and the optimizer's state, from the dicts the estimators pass
+// (_optimizers.py: `hyper` and `arrays()`); Adam's step count lives in a one-element int64 array
+// that finish() writes back, also after an interrupted epoch.
+template <class T>
+struct EpochArgs {
+  EpochOptions opts;
+  OptimizerState<T> state;
+  py::array t;
+
+  EpochArgs(const py::dict& hyper, const py::dict& opt, index_t n_params) {
+    const std::string solver = hyper["solver"].cast<std::string>();
+    if (solver != "sgd" && solver != "adam")
+      throw py::value_error("unknown stochastic solver '" + solver + "'");
+    opts.solver = solver == "sgd" ? Solver::sgd : Solver::adam;
+    opts.batch_size = hyper["batch_size"].cast<index_t>();
+    if (opts.batch_size < 1) throw py::value_error("batch_size must be >= 1");
+    opts.learning_rate = hyper["learning_rate"].cast<double>();
+    opts.alpha = hyper["alpha"].cast<double>();
+    if (opts.solver == Solver::sgd) {
+      opts.momentum = hyper["momentum"].cast<double>();
+      opts.nesterov = hyper["nesterov"].cast<bool>();
+      state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", n_params, true);
+    } else {
+      opts.beta_1 = hyper["beta_1"].cast<double>();
+      opts.beta_2 = hyper["beta_2"].cast<double>();
+      opts.epsilon = hyper["epsilon"].cast<double>();
+      state.m = contiguous_ptr<T>(opt["m"], "m", n_params, true);
+      state.v = contiguous_ptr<T>(opt["v"], "v", n_params, true);
+      t = opt["t"];
+      state.t = *contiguous_ptr<std::int64_t>(t, "t", 1, true);
+    }
+  }
+
+  void finish() {
+    if (opts.solver == Solver::adam) *static_cast<std::int64_t*>(t.mutable_data()) = state.t;
+  }
+};
+
+// The epoch's row order: int64, C-contiguous, every index a row of X.
+inline const index_t* row_order(const py::array& order, index_t n_rows) {
+  const index_t n = static_cast<index_t>(order.size());
+  const auto* idx = contiguous_ptr<std::int64_t>(order, "order", n, false);
+  for (index_t i = 0; i < n; ++i)
+    if (idx[i] < 0 || idx[i] >= n_rows) throw py::index_error("order holds a row out of range");
+  return reinterpret_cast<const index_t*>(idx);
+}
+
+inline py::dict epoch_result(const EpochResult& r) {
+  py::dict out;
+  out["accumulated_loss"] = r.accumulated_loss;
+  out["samples_seen"] = r.samples_seen;
+  return out;
 }
 
 // Polls Python for pending signals (Ctrl-C) from inside a GIL-free loop; `raised` then says a

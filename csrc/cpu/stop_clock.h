@@ -3,14 +3,11 @@
 #pragma once
 
 #include <chrono>
-#include <functional>
+
+#include "fusedmlp/training.h"
 
 namespace fusedmlp {
 namespace cpu {
-
-// Called by the calling thread between units of work (at most every few tens of
-// milliseconds); returning true asks the native call to stop, leaving its state consistent.
-using StopCheck = std::function<bool()>;
 
 class StopClock {
  public:

@@ -18,6 +18,7 @@
 #include "cpu/stop_clock.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
+#include "fusedmlp/training.h"
 
 namespace fusedmlp {
 namespace cpu {
@@ -27,30 +28,6 @@ struct TrainingData {
   InputMatrix x;
   const T* y = nullptr;              // n_rows x n_outputs, C-contiguous
   const T* sample_weight = nullptr;  // n_rows, or null
-};
-
-struct EpochOptions {
-  Solver solver = Solver::adam;
-  index_t batch_size = 200;
-  double learning_rate = 1e-3;  // sgd: the current rate; adam: learning_rate_init
-  double momentum = 0.9;
-  bool nesterov = true;
-  double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8;
-  double alpha = 1e-4;  // L2 strength
-};
-
-template <class T>
-struct OptimizerState {
-  T* velocity = nullptr;  // sgd
-  T* m = nullptr;         // adam
-  T* v = nullptr;
-  long long t = 0;        // adam step count, carried across epochs and partial_fit calls
-};
-
-struct EpochResult {
-  double accumulated_loss = 0.0;  // sum over batches of batch loss * batch rows
-  index_t samples_seen = 0;
-  bool interrupted = false;       // should_stop() asked to stop between two batches
 };
 
 template <class T>

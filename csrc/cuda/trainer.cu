@@ -240,6 +240,27 @@ struct Trainer<T>::Impl {
     }
   }
 
+  // Rows 0..n in order (the whole-data passes read X through the same gather as training).
+  static void upload_identity(DeviceBuffer<long long>& order, index_t n, cudaStream_t s) {
+    std::vector<long long> iota(static_cast<size_t>(n));
+    for (index_t i = 0; i < n; ++i) iota[static_cast<size_t>(i)] = i;
+    order.resize(static_cast<size_t>(std::max<index_t>(n, 1)));
+    if (n > 0)
+      FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(order.get(), iota.data(), iota.size() * sizeof(long long),
+                                          cudaMemcpyHostToDevice, s));
+  }
+
+  // The state of chunk b (rows of at most `chunk`) of a whole-data pass over n rows; `host` must
+  // stay alive until the copy has run (the callers synchronise once per chunk).
+  void begin_chunk(BatchState& host, index_t n, index_t chunk, index_t b, int rows, cudaStream_t s) {
+    host = BatchState{};
+    host.n_order = n;
+    host.batch = b;
+    host.batch_size = static_cast<int>(chunk);
+    host.rows = rows;
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+  }
+
   template <class S>
   void gather(const EpochOptions& o, cudaStream_t s) {
     const long long per_row = std::max<long long>(layout.n_inputs(), layout.n_outputs());
@@ -438,12 +459,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
   upload(I.params, params_host, static_cast<size_t>(n), s);
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
-  // rows in order, through the same gather as training
-  std::vector<long long> iota(static_cast<size_t>(n_rows));
-  for (index_t i = 0; i < n_rows; ++i) iota[static_cast<size_t>(i)] = i;
-  if (n_rows > 0)
-    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.order.get(), iota.data(), iota.size() * sizeof(long long),
-                                        cudaMemcpyHostToDevice, s));
+  Impl::upload_identity(I.order, n_rows, s);
   double sw_sum = static_cast<double>(n_rows);
   if (I.weighted) {
     std::vector<T> w(static_cast<size_t>(n_rows));
@@ -457,14 +473,10 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
   o.batch_size = chunk;
   const size_t last = I.layout.layers.size() - 1;
   const int n_out = static_cast<int>(I.layout.n_outputs());
+  BatchState host{};
   for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
     const int rows = static_cast<int>(std::min(chunk, n_rows - start));
-    BatchState host{};
-    host.n_order = n_rows;
-    host.batch = b;
-    host.batch_size = static_cast<int>(chunk);
-    host.rows = rows;
-    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+    I.begin_chunk(host, n_rows, chunk, b, rows, s);
     if (I.x.f32)
       I.template gather<float>(o, s);
     else
@@ -519,23 +531,14 @@ void Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   DeviceBuffer<double> dout;
   if (!out_on_device) dout.resize(static_cast<size_t>(n_rows * n_out));
   double* target = out_on_device ? out : dout.get();
-  // identity order, so the training gather reads the chunks
-  std::vector<long long> iota(static_cast<size_t>(n_rows));
-  for (index_t i = 0; i < n_rows; ++i) iota[static_cast<size_t>(i)] = i;
-  DeviceBuffer<long long> order(static_cast<size_t>(std::max<index_t>(n_rows, 1)));
-  if (n_rows > 0)
-    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(order.get(), iota.data(), iota.size() * sizeof(long long),
-                                        cudaMemcpyHostToDevice, s));
+  DeviceBuffer<long long> order;
+  Impl::upload_identity(order, n_rows, s);
   const size_t last = I.layout.layers.size() - 1;
   const int d = static_cast<int>(I.layout.n_inputs());
+  BatchState host{};
   for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
     const int rows = static_cast<int>(std::min(chunk, n_rows - start));
-    BatchState host{};
-    host.n_order = n_rows;
-    host.batch = b;
-    host.batch_size = static_cast<int>(chunk);
-    host.rows = rows;
-    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
+    I.begin_chunk(host, n_rows, chunk, b, rows, s);
     auto convert = [&](auto tag) {
       using S = decltype(tag);
       launch(gather_kernel<T, S>, dim3(grid_for(static_cast<long long>(chunk) * d)), dim3(kBlock), 0, s,

@@ -16,6 +16,7 @@
 #include "fusedmlp/common.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
+#include "fusedmlp/training.h"
 
 namespace fusedmlp {
 namespace cuda {
@@ -28,32 +29,6 @@ struct MatrixView {
   index_t rows = 0, cols = 0;
   index_t rs = 0, cs = 0;  // element strides
 };
-
-struct EpochOptions {
-  Solver solver = Solver::adam;
-  index_t batch_size = 200;
-  double learning_rate = 1e-3;  // sgd: the current rate; adam: learning_rate_init
-  double momentum = 0.9;
-  bool nesterov = true;
-  double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8;
-  double alpha = 1e-4;
-};
-
-template <class T>
-struct OptimizerState {
-  T* velocity = nullptr;  // host arrays of n_params
-  T* m = nullptr;
-  T* v = nullptr;
-  long long t = 0;
-};
-
-struct EpochResult {
-  double accumulated_loss = 0.0;
-  index_t samples_seen = 0;
-  bool interrupted = false;
-};
-
-using StopCheck = std::function<bool()>;
 
 int device_count();  // usable devices (the simulator reports one)
 bool simulated();    // this build runs kernels on the CPU simulator
