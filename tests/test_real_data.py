@@ -2,7 +2,6 @@
 
 import warnings
 
-import numpy as np
 import pytest
 from sklearn import neural_network as sk
 from sklearn.datasets import load_breast_cancer, load_digits

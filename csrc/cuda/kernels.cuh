@@ -56,11 +56,6 @@ struct Mat {
   long long rs, cs;
 };
 
-template <class T>
-FUSEDMLP_HD T block_scale(const BatchState* st) {
-  return static_cast<T>(st->inv_sw);
-}
-
 // ---- GEMM with fused epilogues ------------------------------------------------------------------
 //
 // C (m x n) := epilogue(A (m x k) B (k x n) [+ C]). A 64 x 64 tile of C per block of 128
@@ -142,7 +137,7 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
     __syncthreads();
   }
 
-  const T scale = g.batch_scale ? block_scale<T>(g.state) : g.scale;
+  const T scale = g.batch_scale ? static_cast<T>(g.state->inv_sw) : g.scale;
   for (int i = 0; i < kThreadM; ++i) {
     const int r = row0 + ty * kThreadM + i;
     if (r >= m) break;

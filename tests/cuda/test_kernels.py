@@ -157,7 +157,7 @@ def test_trainer_matches_cpu_engine(cuda_engine, dtype, loss, shape):
 
 
 def test_simulator_runs_blocks(simulator):
-    # the simulated engine really launches blocks (the module is not a CPU stand-in)
+    # the simulated build identifies itself and reports its one simulated device
     from fusedmlp import _cuda_sim
 
     assert _cuda_sim.simulated is True and _cuda_sim.device_count() == 1

@@ -40,7 +40,6 @@ struct BlockContext {
 thread_local BlockContext* t_block = nullptr;
 thread_local unsigned t_linear = 0;
 thread_local cudaError_t t_last_error = cudaSuccess;
-std::atomic<std::uint64_t> g_blocks{0};
 
 // A pool of threads that run one grid at a time: thread i plays threadIdx i of every block,
 // the blocks one after another, all threads meeting at the block barrier between blocks (a
@@ -111,7 +110,6 @@ class Pool {
           for (unsigned x = 0; x < grid.x; ++x) {
             blockIdx = dim3(x, y, z);
             (*body)();
-            if (index == 0) g_blocks.fetch_add(1, std::memory_order_relaxed);
             ctx->block.arrive_and_wait();
           }
       t_block = nullptr;
@@ -154,8 +152,6 @@ std::uint64_t warp_exchange(std::uint64_t bits, int src) {
 }
 
 void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
-
-std::uint64_t blocks_run() { return g_blocks.load(); }
 
 }  // namespace sim
 }  // namespace fusedmlp

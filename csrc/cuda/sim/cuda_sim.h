@@ -186,8 +186,5 @@ namespace sim {
 // capturing). Called by launch() in cuda/launch.cuh; kernels are never called directly.
 void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
 
-// Number of block launches run so far (tests use it to see that work happened on the device).
-std::uint64_t blocks_run();
-
 }  // namespace sim
 }  // namespace fusedmlp
