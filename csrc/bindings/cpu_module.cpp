@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bindings/input.h"
+#include "cpu/threads.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/trainer.h"
 
@@ -81,10 +82,13 @@ class PyTrainer {
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     py::array_t<double> out({in.m.n_rows, L.n_outputs()});
     double* o = out.mutable_data();
+    SignalCheck check;
+    bool finished;
     {
       py::gil_scoped_release release;
-      trainer_.predict(in.m, p, o);
+      finished = trainer_.predict(in.m, p, o, std::ref(check));
     }
+    if (!finished && check.raised) throw py::error_already_set();
     return std::move(out);
   }
 
@@ -194,6 +198,9 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("name"), "Choose the GEMM's instruction set (tests, benchmarks).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
+  m.def("single_threaded_after_fork", &single_threaded_after_fork,
+        "Whether this process was forked after its parent ran a thread team (libgomp's pool "
+        "does not survive fork), so every call runs on one thread.");
   m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,

@@ -21,6 +21,7 @@
 #include <type_traits>
 
 #include "cpu/gemm/gemm.h"
+#include "cpu/threads.h"
 
 #if defined(FUSEDMLP_X86)
 #include <immintrin.h>
@@ -1007,7 +1008,7 @@ PerceptronRows<T>::PerceptronRows(const InputMatrix& x, index_t max_iter, int n_
   const DenseRows<T> rows{static_cast<const T*>(x.data), x.rs, x.cs, d};
   // each thread's strided row, staged record and verdict, allocated here: nothing may throw in
   // the team
-  n_threads = std::max(1, n_threads);
+  n_threads = team_threads(n_threads);
   const size_t scratch_size = x.cs != 1 ? static_cast<size_t>(d) : 0;
   const size_t staging_size = static_cast<size_t>(record_bytes(d) + kCacheLine);
   std::vector<T> scratch(scratch_size * static_cast<size_t>(n_threads) + 1);
@@ -1052,6 +1053,7 @@ void PerceptronSolver<T>::prepare_records(int n_threads) {
   if (rows_ == nullptr || rows_->records() == nullptr) return;
   unsigned char* records = rows_->records();
   const index_t n = data_.x.n_rows;
+  n_threads = team_threads(n_threads);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
   {
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
@@ -1070,7 +1072,8 @@ bool PerceptronSolver<T>::run(const std::vector<index_t>& tasks, index_t epochs,
     if (!states_[static_cast<size_t>(k)]->done) todo.push_back(states_[static_cast<size_t>(k)].get());
   if (todo.empty() || epochs <= 0) return true;
   const index_t n_todo = static_cast<index_t>(todo.size());
-  const int nth = static_cast<int>(std::max<index_t>(1, std::min<index_t>(n_threads, n_todo)));
+  const int nth =
+      team_threads(static_cast<int>(std::max<index_t>(1, std::min<index_t>(n_threads, n_todo))));
   // A data-parallel pass over X, like the BLAS calls in scikit-learn: OpenMP's thread limit
   // (OMP_NUM_THREADS, threadpoolctl), whatever the number of tasks trained at once.
   prepare_records(std::max(n_threads, omp_get_max_threads()));

@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "cpu/denormals.h"
+#include "cpu/threads.h"
 #include "fusedmlp/loss.h"
 
 namespace fusedmlp {
@@ -79,7 +80,7 @@ int Trainer<T>::team_size(index_t rows) const {
   // below ~0.5M multiply-adds per pass a team costs more than it saves
   const index_t work = rows * macs_per_row(layout_);
   if (work < index_t(1) << 19) return 1;
-  return n_threads_;
+  return team_threads(n_threads_);
 }
 
 template <class T>
@@ -228,7 +229,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   if (opts.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
-  const int nth = blocks ? n_threads_ : team_size(batch_size);
+  const int nth = blocks ? team_threads(n_threads_) : team_size(batch_size);
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
   ensure_rows(batch_size, nth);
   grad_.resize(static_cast<size_t>(layout_.n_params));
@@ -384,7 +385,8 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
 }
 
 template <class T>
-void Trainer<T>::predict(const InputMatrix& x, const T* params, double* result) {
+bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
+                         const StopCheck& should_stop) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
@@ -392,20 +394,25 @@ void Trainer<T>::predict(const InputMatrix& x, const T* params, double* result) 
   ensure_rows(chunk, nth);
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
+  StopClock stop(should_stop);
+  std::atomic<int> stop_flag{0};
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
     FlushDenormals<T> ftz;
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
     for (index_t start = 0; start < n; start += chunk) {
+      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
       const index_t rows = std::min(chunk, n - start);
       gather_input<T>(team, x, nullptr, start, rows, batch_);
       team_barrier(team);
+      if (stop_flag.load(std::memory_order_relaxed)) break;
       forward(team, batch_.view, params, 0, rows);
       output_activation<T>(team, layout_.loss, out(last), result + start * n_out, rows, n_out);
       team_barrier(team);
     }
   }
+  return stop_flag.load() == 0;
 }
 
 template class Trainer<float>;

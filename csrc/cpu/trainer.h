@@ -49,8 +49,8 @@ class Trainer {
                    const StopCheck& should_stop);
 
   // out (n_rows x n_outputs) = the network's output, the output activation applied in
-  // float64.
-  void predict(const InputMatrix& x, const T* params, double* out);
+  // float64. Returns false, with out partly written, when should_stop() said so.
+  bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop);
 
  private:
   void ensure_rows(index_t rows, int n_threads);

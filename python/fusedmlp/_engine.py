@@ -74,7 +74,9 @@ def make_engine(device, dtype, layer_units, activation, loss, n_threads):
         module = _cuda_module()
         cls = module.TrainerF32 if dtype == np.float32 else module.TrainerF64
         return cls(units, activation, loss)
-    threads = 0 if n_threads is None else int(n_threads)
+    # the engine runs at most 64 threads; larger requests (any positive int is accepted,
+    # as for n_jobs) mean "as many as it runs"
+    threads = 0 if n_threads is None else min(int(n_threads), 64)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
     return cls(units, activation, loss, threads)
 

@@ -43,6 +43,7 @@ from sklearn.utils.validation import (
 
 from . import _engine
 from ._optimizers import AdamOptimizer, SGDOptimizer
+from ._validation import check_float32_range, check_sparse_structure
 
 try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -319,6 +320,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
+        check_sparse_structure(X)
+        check_sparse_structure(y, "y")
+        output_dtype = _sklearn_float_dtype(X)
         dtype = self._compute_dtype()
         if _engine.is_device_array(X):
             X = self._validate_device_X(X, reset=first_pass)
@@ -338,6 +342,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        if dtype == np.float32:
+            self._check_float32_range(X, y, sample_weight)
+        if first_pass:
+            # the dtype scikit-learn would train in (X's, when float32, else float64), which
+            # with X's decides the dtype of predictions, as in scikit-learn
+            self._output_dtype = output_dtype
 
         self.n_outputs_ = y.shape[1]
 
@@ -358,16 +368,49 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         engine = self._engine_for(layer_units, self._engine_loss(), device)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, X_engine, Y, sample_weight, engine, incremental)
+            self._fit_stochastic(X, X_engine, y, Y, sample_weight, engine, incremental)
         elif self.solver == "lbfgs":
             self._fit_lbfgs(X_engine, Y, sample_weight, engine)
 
-        if not np.isfinite(self._params).all():
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may"
-                " contain large values and need to be preprocessed."
-            )
+        self._check_finite_params()
         return self
+
+    def _check_finite_params(self):
+        """scikit-learn's error for non-finite weights, with the float32 range named when
+        the model computes in float32."""
+        if np.isfinite(self._params).all():
+            return
+        msg = (
+            "Solver produced non-finite parameter weights. The input data may"
+            " contain large values and need to be preprocessed."
+        )
+        if self._params.dtype == np.float32:
+            msg += (
+                " The model computes in float32 (dtype='float32'), whose range ends at"
+                " 3.4e+38; dtype='float64' reaches 1.8e+308."
+            )
+        raise ValueError(msg)
+
+    def _check_float32_range(self, X, y, sample_weight):
+        """A float32 model cannot hold values beyond float32's range: a clear error now
+        instead of non-finite weights later."""
+        if not _engine.is_device_array(X):
+            check_float32_range(X, "X")
+        if not is_classifier(self):
+            check_float32_range(y, "y")
+        check_float32_range(sample_weight, "sample_weight")
+        limits = {"alpha": self.alpha, "learning_rate_init": self.learning_rate_init}
+        if self.solver == "adam":
+            limits["epsilon"] = self.epsilon
+        finfo = np.finfo(np.float32)
+        for name, value in limits.items():
+            value = float(value)
+            if value > float(finfo.max) or (name == "epsilon" and value < float(finfo.tiny)):
+                raise ValueError(
+                    f"{name}={value!r} is not representable in float32 (normal numbers from "
+                    f"{finfo.tiny:.4g} to {finfo.max:.4g}), the model's compute dtype. Fit "
+                    "with dtype='float64'."
+                )
 
     def _check_continuation(self, layer_units, dtype):
         """warm_start and partial_fit continue the model they have: it must fit the data."""
@@ -392,25 +435,49 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         layout = self._layout
         params = self._params
         grad = np.empty_like(params)
+        # the last iterate scipy accepted, and its loss: what Ctrl-C leaves the model at
+        accepted = {"x": params[layout.to_sklearn_order].astype(np.float64), "loss": None,
+                    "n_iter": 0}
+        evaluated = {}
 
         def loss_grad(packed):
             params[layout.to_sklearn_order] = packed
             loss = engine.loss_grad(X, Y, sample_weight, params, float(self.alpha), grad)
+            evaluated["x"], evaluated["loss"] = packed, loss
+            if accepted["loss"] is None and accepted["n_iter"] == 0:
+                accepted["loss"] = loss  # scipy evaluates the starting point first
             return loss, grad[layout.to_sklearn_order].astype(np.float64)
 
+        def iteration_ends(xk):
+            accepted["x"] = np.array(xk, dtype=np.float64)
+            same = evaluated.get("x") is not None and np.array_equal(evaluated["x"], xk)
+            accepted["loss"] = evaluated["loss"] if same else None
+            accepted["n_iter"] += 1
+
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        opt_res = scipy.optimize.minimize(
-            loss_grad,
-            params[layout.to_sklearn_order].astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            options={
-                "maxfun": self.max_fun,
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-                **_get_additional_lbfgs_options_dict("iprint", iprint),
-            },
-        )
+        try:
+            opt_res = scipy.optimize.minimize(
+                loss_grad,
+                accepted["x"].copy(),
+                method="L-BFGS-B",
+                jac=True,
+                callback=iteration_ends,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                    **_get_additional_lbfgs_options_dict("iprint", iprint),
+                },
+            )
+        except KeyboardInterrupt:
+            # As the stochastic solvers (and scikit-learn's) do: keep what was learned
+            warnings.warn("Training interrupted by user.")
+            params[layout.to_sklearn_order] = accepted["x"]
+            self.n_iter_ = accepted["n_iter"]
+            # (unknown only when interrupted during the very first evaluation: no pass over
+            # the data is started after Ctrl-C)
+            self.loss_ = np.nan if accepted["loss"] is None else float(accepted["loss"])
+            return
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = float(opt_res.fun)
         params[layout.to_sklearn_order] = opt_res.x
@@ -425,7 +492,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             n_params, dtype, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
         )
 
-    def _fit_stochastic(self, X, X_engine, Y, sample_weight, engine, incremental):
+    def _fit_stochastic(self, X, X_engine, y, Y, sample_weight, engine, incremental):
         params = self._params
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_optimizer(params.shape[0], params.dtype)
@@ -440,8 +507,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if early_stopping:
             # Split row indices exactly as scikit-learn splits the arrays (same random draws);
             # training then reads X in place through the indices instead of copying it.
+            # (stratified on the binarized labels, as scikit-learn does: its messages name
+            # them)
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            stratify = Y if should_stratify else None
+            stratify = y if should_stratify else None
             train_idx, val_idx = train_test_split(
                 np.arange(n_total),
                 random_state=self._random_state,
@@ -483,17 +552,17 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     # Only the indices are shuffled, as in scikit-learn (same random draws).
                     sample_idx = shuffle(sample_idx, random_state=self._random_state)
                 order = sample_idx if train_idx is None else train_idx[sample_idx]
-                order = np.ascontiguousarray(order, dtype=np.int64)
+                order = _sorted_batches(order, batch_size)
 
                 result = engine.run_epoch(
                     X_engine, Y, sample_weight, order, params, self._optimizer.arrays(),
                     {**hyper, **self._optimizer.hyper()},
                 )
-                if not np.isfinite(params).all():
-                    raise ValueError(
-                        "Solver produced non-finite parameter weights. The input data may"
-                        " contain large values and need to be preprocessed."
-                    )
+                if not early_stopping:
+                    # Non-finite weights stay non-finite: stop now with the error
+                    # scikit-learn raises after its last epoch. With early stopping the best
+                    # validated weights are restored after the loop, as in scikit-learn.
+                    self._check_finite_params()
 
                 self.n_iter_ += 1
                 self.loss_ = result["accumulated_loss"] / n_samples
@@ -611,7 +680,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     # ---- prediction ---------------------------------------------------------------------
 
-    def _forward_pass_fast(self, X, check_input=True):
+    def _forward_pass_fast(self, X, check_input=True, cast=False):
         """The network's output for X, output activation applied.
 
         Parameters
@@ -622,22 +691,42 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         check_input : bool, default=True
             Perform input data validation or not.
 
+        cast : bool, default=False
+            Return the output in the dtype scikit-learn's would have (that of X's values
+            times weights of the dtype it trained in) instead of float64.
+
         Returns
         -------
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
         if _engine.is_device_array(X):
-            return self._device_forward(X)
-        if check_input and not self._plain_input(X):
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            return self._device_forward(X, cast)
+        if check_input:
+            check_sparse_structure(X)
+            if not self._plain_input(X):
+                X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        if X.dtype.kind not in "biuf":
+            # scikit-learn's X @ coefs_ fails here (a numpy TypeError)
+            raise TypeError(
+                f"X has dtype {X.dtype}, which cannot be multiplied by the network's "
+                "weights; pass numeric features."
+            )
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
         device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
         if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
             device = "cpu"  # the parameters are host arrays: any engine can use them
         engine, params = self._prediction_engine(device)
+        out_dtype = self._prediction_dtype(X.dtype)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(params.dtype)
-        return engine.predict(_engine.as_engine_input(X, device), params)
+        y_pred = engine.predict(_engine.as_engine_input(X, device), params)
+        if cast and out_dtype != y_pred.dtype:
+            y_pred = y_pred.astype(out_dtype)
+        return y_pred
+
+    def _prediction_dtype(self, x_dtype):
+        """scikit-learn's output dtype: X's values times weights of the dtype it trained in."""
+        return np.result_type(x_dtype, getattr(self, "_output_dtype", np.float64))
 
     def _prediction_engine(self, device):
         """An engine for the fitted layout on `device`, and the parameters it reads."""
@@ -688,19 +777,23 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         return X
 
-    def _device_forward(self, X):
+    def _device_forward(self, X, cast=False):
         """The network's output for X on the device, as a device array of the same kind."""
         X = self._validate_device_X(X, reset=False)
         engine, params = self._prediction_engine("cuda")
         n_rows = X.__cuda_array_interface__["shape"][0]
+        out_dtype = self._prediction_dtype(_sklearn_float_dtype(X)) if cast else np.float64
         xp, cupy = _engine.namespace(X), _engine.cupy_or_none()
         if xp is not None:  # an array-API array (CuPy, ...): the result is one of its kind
             out = xp.empty((n_rows, self.n_outputs_), dtype=xp.float64, device=X.device)
         elif cupy is not None:  # another device array (Numba, PyTorch): a CuPy result
+            xp = cupy
             out = cupy.empty((n_rows, self.n_outputs_), dtype=cupy.float64)
         else:  # no array library for device results: numpy
-            return engine.predict(X, params)
+            return engine.predict(X, params).astype(out_dtype, copy=False)
         engine.predict_into(X, params, out, stream=_engine.current_stream(X))
+        if out_dtype != np.float64:
+            out = xp.astype(out, xp.float32) if hasattr(xp, "astype") else out.astype(out_dtype)
         return out
 
     def _plain_input(self, X, max_checked=4096):
@@ -1152,7 +1245,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             The predicted probability of each class, in the order of `classes_`.
         """
         check_is_fitted(self)
-        y_pred = self._forward_pass_fast(X)
+        y_pred = self._forward_pass_fast(X, cast=True)
         if _engine.is_device_array(y_pred):
             xp = _engine.namespace(y_pred)
             if self.n_outputs_ == 1:
@@ -1292,7 +1385,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        y_pred = self._forward_pass_fast(X, check_input=check_input, cast=True)
         if y_pred.shape[1] == 1:
             if _engine.is_device_array(y_pred):
                 return _engine.namespace(y_pred).reshape(y_pred, (-1,))
@@ -1319,6 +1412,13 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     def _validate_targets(self, y, incremental):
         y = np.asarray(y)
+        if y.dtype.kind in "USVMm":
+            # scikit-learn's loss on such targets fails (a numpy TypeError); numbers held as
+            # strings are not converted silently
+            raise TypeError(
+                f"y has dtype {y.dtype}; MLPRegressor needs numeric targets. Convert them "
+                "first, e.g. y.astype(float)."
+            )
         if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
             y = y.astype(np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -1354,6 +1454,36 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             Trained MLP model.
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+
+def _sorted_batches(order, batch_size):
+    """The epoch's row order with each mini-batch's rows in increasing order.
+
+    A batch's gradient is a sum over its rows; summing them in one order whatever the
+    shuffle makes the result depend only on which rows form the batch, so that `fit` and the
+    same number of `partial_fit` calls (whose shuffles differ) give the same weights bit for
+    bit when the batches hold the same rows (e.g. full batches), and rows are read from X in
+    memory order.
+    """
+    order = np.array(order, dtype=np.int64)  # a copy: sorted in place below
+    full = order.shape[0] // batch_size * batch_size
+    order[:full].reshape(-1, batch_size).sort(axis=1)
+    order[full:].sort()
+    return order
+
+
+def _sklearn_float_dtype(X):
+    """The float dtype scikit-learn's MLPs would convert X to: float32 X stays float32,
+    anything else becomes float64."""
+    if _engine.is_device_array(X):
+        return np.float32 if X.__cuda_array_interface__["typestr"] == "<f4" else np.float64
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame
+    if dtypes is not None and not hasattr(X, "dtype"):
+        try:
+            return np.float32 if all(np.dtype(d) == np.float32 for d in dtypes) else np.float64
+        except TypeError:  # extension dtypes
+            return np.float64
+    return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
 
 
 def _input_dtypes(compute_dtype):

@@ -26,6 +26,7 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, validate_data
 
 from . import _cpu, _engine
+from ._validation import check_sparse_structure
 
 MAX_INT = np.iinfo(np.int32).max
 # scikit-learn damps the intercept's updates on sparse data (sklearn.linear_model._base)
@@ -688,6 +689,8 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         self : object
             Returns an instance of self.
         """
+        check_sparse_structure(X)
+        check_sparse_structure(y, "y")
         if not hasattr(self, "classes_"):
             self._more_validate_params(for_partial_fit=True)
 
@@ -742,6 +745,8 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         self : object
             Returns an instance of self.
         """
+        check_sparse_structure(X)
+        check_sparse_structure(y, "y")
         self._more_validate_params()
 
         return self._fit(
@@ -751,6 +756,24 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             intercept_init=intercept_init,
             sample_weight=sample_weight,
         )
+
+    def decision_function(self, X):
+        """Predict confidence scores for samples.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The data matrix for which we want to get the confidence scores.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            Confidence scores per `(n_samples, n_classes)` combination. In the binary case,
+            confidence score for `self.classes_[1]` where >0 means this class would be
+            predicted.
+        """
+        check_sparse_structure(X)
+        return super().decision_function(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

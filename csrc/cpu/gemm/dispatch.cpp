@@ -9,6 +9,7 @@
 
 #include "cpu/gemm/blocking.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/threads.h"
 
 namespace fusedmlp {
 namespace cpu {
@@ -217,6 +218,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   if (n_threads > 64) n_threads = 64;
   // A team only when the product is worth more than waking threads for.
   if (m * n * k < index_t(64) * 1024 * n_threads) n_threads = 1;
+  n_threads = team_threads(n_threads);
   ws.reserve(n_threads, gemm_scratch_bytes<T>(m, n, k, b.cs == 1));
   double sq[64 * kSlotStride] = {};
   Epilogue<T> e = ep;
