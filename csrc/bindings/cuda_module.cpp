@@ -135,9 +135,15 @@ class PyTrainer {
     load(x, y, sample_weight);
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     T* g = contiguous_ptr<T>(grad, "grad", L.n_params, true);
-    py::gil_scoped_release release;
-    trainer_.set_stream(0);
-    return trainer_.loss_grad(p, alpha, g);
+    SignalCheck check;
+    try {
+      py::gil_scoped_release release;
+      trainer_.set_stream(0);
+      return trainer_.loss_grad(p, alpha, g, std::ref(check));
+    } catch (const std::runtime_error&) {
+      if (check.raised) throw py::error_already_set();
+      throw;
+    }
   }
 
   py::array predict(const py::object& x, const py::array& params, std::uintptr_t stream) {
@@ -146,12 +152,15 @@ class PyTrainer {
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     py::array_t<double> out({m.view.rows, L.n_outputs()});
     double* o = out.mutable_data();
+    SignalCheck check;
+    bool finished;
     {
       py::gil_scoped_release release;
       cuda::wait_for_stream(m.stream);
       trainer_.set_stream(stream);
-      trainer_.predict(m.view, p, o, false);
+      finished = trainer_.predict(m.view, p, o, false, std::ref(check));
     }
+    if (!finished && check.raised) throw py::error_already_set();
     return std::move(out);
   }
 
@@ -169,10 +178,15 @@ class PyTrainer {
       throw py::value_error("out must be a C-contiguous float64 device array of shape (n_rows, n_outputs)");
     double* o = reinterpret_cast<double*>(py::tuple(cai["data"])[0].cast<std::uintptr_t>());
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
-    py::gil_scoped_release release;
-    cuda::wait_for_stream(m.stream);
-    trainer_.set_stream(stream);
-    trainer_.predict(m.view, p, o, true);
+    SignalCheck check;
+    bool finished;
+    {
+      py::gil_scoped_release release;
+      cuda::wait_for_stream(m.stream);
+      trainer_.set_stream(stream);
+      finished = trainer_.predict(m.view, p, o, true, std::ref(check));
+    }
+    if (!finished && check.raised) throw py::error_already_set();
   }
 
  private:

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/stop_clock.h"
 #include "cuda/kernels.cuh"
 
 namespace fusedmlp {
@@ -450,8 +451,10 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
 }
 
 template <class T>
-double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
+double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
+                             const StopCheck& should_stop) {
   Impl& I = *impl_;
+  cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
   const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
@@ -490,6 +493,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
     });
     I.backward(rows, rows, false, T(0), start > 0, s);
     FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
+    if (stop.poll()) throw std::runtime_error("interrupted");
   }
   launch(finish_grad_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, I.grad.get(),
          static_cast<const T*>(I.params.get()), n, I.table, static_cast<T>(alpha),
@@ -510,8 +514,10 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host) {
 }
 
 template <class T>
-void Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out, bool out_on_device) {
+bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out, bool out_on_device,
+                         const StopCheck& should_stop) {
   Impl& I = *impl_;
+  cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
   const index_t n = I.layout.n_params, n_rows = x.rows;
@@ -557,11 +563,13 @@ void Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
       return 0;
     });
     FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
+    if (stop.poll()) return false;
   }
   if (!out_on_device && n_rows > 0)
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out, dout.get(), static_cast<size_t>(n_rows * n_out) * sizeof(double),
                                         cudaMemcpyDeviceToHost, s));
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  return true;
 }
 
 template <class T>

@@ -63,12 +63,14 @@ class Trainer {
   EpochResult run_epoch(const index_t* order, index_t n_order, T* params, OptimizerState<T>& state,
                         const EpochOptions& opts, const StopCheck& should_stop);
 
-  // The full-batch loss and gradient over the loaded data (the L-BFGS path).
-  double loss_grad(const T* params, double alpha, T* grad);
+  // The full-batch loss and gradient over the loaded data (the L-BFGS path). Throws
+  // std::runtime_error("interrupted") when should_stop() says so (polled between chunks).
+  double loss_grad(const T* params, double alpha, T* grad, const StopCheck& should_stop = {});
 
   // out (x.rows x n_outputs, float64) = the network's output; out is device memory when
-  // out_on_device.
-  void predict(const MatrixView& x, const T* params, double* out, bool out_on_device);
+  // out_on_device. Returns false, with out partly written, when should_stop() said so.
+  bool predict(const MatrixView& x, const T* params, double* out, bool out_on_device,
+               const StopCheck& should_stop = {});
 
  private:
   struct Impl;

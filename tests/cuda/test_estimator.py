@@ -212,3 +212,68 @@ def test_negative_strides_on_the_device(simulator):
         copied = fm.MLPRegressor(device="cuda", max_iter=2, random_state=0).fit(X[::-1].copy(), y[::-1])
     np.testing.assert_array_equal(flipped.coefs_[0], copied.coefs_[0])
     np.testing.assert_allclose(flipped.predict(X[::-1]), copied.predict(X[::-1].copy()))
+
+
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target", ["multiclass", "regression"])
+def test_prediction_dtypes_as_on_the_cpu(simulator, target, fit_dtype):
+    # scikit-learn's dtype (X's values times the dtype it trains in), for host and device X
+    X, y = data(target)
+    cls = fm.MLPRegressor if target == "regression" else fm.MLPClassifier
+    method = "predict" if target == "regression" else "predict_proba"
+    kw = dict(random_state=0, max_iter=2, hidden_layer_sizes=(16,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = cls(device="cuda", **kw).fit(X.astype(fit_dtype), y)
+        cpu = cls(device="cpu", **kw).fit(X.astype(fit_dtype), y)
+    for predict_dtype in (np.float32, np.float64):
+        Xp = X[:20].astype(predict_dtype)
+        expected = getattr(cpu, method)(Xp)
+        on_host = getattr(gpu, method)(Xp)
+        on_device = getattr(gpu, method)(SimDeviceArray(Xp))
+        assert on_host.dtype == expected.dtype == np.asarray(on_device).dtype
+        np.testing.assert_allclose(on_host, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_and_partial_fit_identical_on_the_device(simulator, dtype):
+    X, y = data("regression")
+    kw = dict(solver="adam", random_state=1, batch_size=X.shape[0], dtype=dtype,
+              hidden_layer_sizes=(16,), device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = fm.MLPRegressor(max_iter=5, **kw).fit(X, y)
+    b = fm.MLPRegressor(**kw)
+    for _ in range(5):
+        b.partial_fit(X, y)
+    for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_ctrl_c_stops_device_predict_and_lbfgs(simulator):
+    # the simulator is slow enough for 40,000 rows to take seconds, polled between chunks of
+    # 4,096 rows
+    import time
+
+    from tests.conftest import sigint_after
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40_000, 64)).astype(np.float32)
+    y = rng.integers(0, 3, X.shape[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=1, device="cuda",
+                               random_state=0).fit(X[:300], y[:300])
+    with sigint_after(0.5) as fired:
+        with pytest.raises(KeyboardInterrupt):
+            est.predict_proba(X)
+        stopped = time.perf_counter()
+    assert stopped - fired[0] < 1.0
+    lbfgs = fm.MLPClassifier(hidden_layer_sizes=(64, 64), solver="lbfgs", max_iter=50,
+                             device="cuda", random_state=0)
+    with sigint_after(1.0) as fired:
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            lbfgs.fit(X, y)
+        stopped = time.perf_counter()
+    assert stopped - fired[0] < 1.0
+    assert lbfgs.predict(X[:3]).shape == (3,)
