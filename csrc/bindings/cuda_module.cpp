@@ -151,16 +151,7 @@ class PyTrainer {
     Matrix m = to_matrix(x, L.n_inputs());
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     py::array_t<double> out({m.view.rows, L.n_outputs()});
-    double* o = out.mutable_data();
-    SignalCheck check;
-    bool finished;
-    {
-      py::gil_scoped_release release;
-      cuda::wait_for_stream(m.stream);
-      trainer_.set_stream(stream);
-      finished = trainer_.predict(m.view, p, o, false, std::ref(check));
-    }
-    if (!finished && check.raised) throw py::error_already_set();
+    run_predict(m, p, out.mutable_data(), false, stream);
     return std::move(out);
   }
 
@@ -177,19 +168,23 @@ class PyTrainer {
         (cai.contains("strides") && !cai["strides"].is_none()))
       throw py::value_error("out must be a C-contiguous float64 device array of shape (n_rows, n_outputs)");
     double* o = reinterpret_cast<double*>(py::tuple(cai["data"])[0].cast<std::uintptr_t>());
-    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    run_predict(m, contiguous_ptr<T>(params, "params", L.n_params, false), o, true, stream);
+  }
+
+ private:
+  // The prediction itself, GIL released, Ctrl-C polled between chunks.
+  void run_predict(const Matrix& m, const T* p, double* o, bool out_on_device, std::uintptr_t stream) {
     SignalCheck check;
     bool finished;
     {
       py::gil_scoped_release release;
       cuda::wait_for_stream(m.stream);
       trainer_.set_stream(stream);
-      finished = trainer_.predict(m.view, p, o, true, std::ref(check));
+      finished = trainer_.predict(m.view, p, o, out_on_device, std::ref(check));
     }
     if (!finished && check.raised) throw py::error_already_set();
   }
 
- private:
   // The training data goes to the device once: again only when other arrays come.
   void load(const py::object& x, const py::array& y, const py::object& sample_weight) {
     const NetworkLayout& L = trainer_.layout();
