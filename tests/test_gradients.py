@@ -1,5 +1,6 @@
-"""Finite-difference checks of the engines' gradients, for every hidden activation and every
-loss, through the same entry point L-BFGS uses (the full-batch loss and gradient)."""
+"""Finite-difference checks of the engines' gradients, for every hidden activation, every loss
+and every head (loss with an output activation), through the same entry point L-BFGS uses (the
+full-batch loss and gradient). The lists come from the engine's registries."""
 
 import numpy as np
 import pytest
@@ -9,8 +10,14 @@ from fusedmlp import _cpu
 
 from .conftest import engine_problem
 
-ACTIVATIONS = ["identity", "logistic", "tanh", "relu"]
-LOSSES = ["squared_error", "poisson", "log_loss", "binary_log_loss"]
+ACTIVATIONS = [a["name"] for a in _cpu.activations() if a["hidden"]]
+LOSSES = [loss["name"] for loss in _cpu.losses()]
+# Non-canonical heads: regression losses after another element-wise output activation, whose
+# gradient is dL/da * f'(z) instead of the fused (a - y)
+HEADS = [(loss["name"], a["name"]) for loss in _cpu.losses() if loss["regression"]
+         for a in _cpu.activations() if a["name"] != loss["canonical_output"]
+         # outputs the Poisson deviance accepts (a > 0)
+         and (loss["name"] != "poisson" or a["name"] in ("logistic", "exp"))]
 
 
 def problem(loss, n=23, d=5, n_out=3, seed=0):
@@ -22,9 +29,51 @@ def problem(loss, n=23, d=5, n_out=3, seed=0):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_gradient_matches_finite_differences(activation, loss, sparse, weighted):
+    check_gradient(activation, loss, "", sparse, weighted)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("loss,out_activation", HEADS)
+def test_non_canonical_heads_match_finite_differences(loss, out_activation, weighted):
+    check_gradient("tanh", loss, out_activation, False, weighted)
+
+
+def test_invalid_heads_and_activations_are_errors():
+    units = [3, 4, 2]
+    with pytest.raises(ValueError, match="cannot follow"):
+        _cpu.TrainerF64(units, "relu", "log_loss", 1, "identity")
+    with pytest.raises(ValueError, match="cannot follow"):
+        _cpu.TrainerF64(units, "relu", "squared_error", 1, "softmax")
+    with pytest.raises(ValueError, match="hidden activation"):
+        _cpu.TrainerF64(units, "exp", "squared_error", 1)
+    with pytest.raises(ValueError, match="unknown activation"):
+        _cpu.TrainerF64(units, "swish", "squared_error", 1)
+    with pytest.raises(ValueError, match="unknown loss"):
+        _cpu.TrainerF64(units, "relu", "hinge", 1)
+    with pytest.raises(ValueError, match="hidden activation"):
+        _cpu.gemm_f64(np.ones((2, 3)), np.ones((3, 4)), epilogue="bias_activation",
+                      activation="exp", bias=np.zeros(4))
+
+
+def test_every_epoch_option_is_required():
+    engine = _cpu.TrainerF64([3, 4, 1], "relu", "squared_error", 1)
+    X = np.ones((5, 3))
+    Y = np.ones((5, 1))
+    p = np.zeros(engine.n_params)
+    opt = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)}
+    hyper = dict(solver="adam", batch_size=2, learning_rate=0.01, alpha=0.0, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True)
+    engine.run_epoch(X, Y, None, np.arange(5, dtype=np.int64), p, opt, hyper)
+    for missing in hyper:
+        partial = {k: v for k, v in hyper.items() if k != missing}
+        with pytest.raises(KeyError, match=missing):
+            engine.run_epoch(X, Y, None, np.arange(5, dtype=np.int64), p, opt, partial)
+
+
+def check_gradient(activation, loss, out_activation, sparse, weighted):
     X, Y = problem(loss)
     units = [X.shape[1], 7, 4, Y.shape[1]]
-    engine = _cpu.TrainerF64(units, activation, loss, 1)
+    engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation)
     rng = np.random.default_rng(1)
     params = rng.uniform(-0.6, 0.6, engine.n_params)
     sw = rng.uniform(0.2, 2.0, X.shape[0]) if weighted else None

@@ -28,9 +28,8 @@ template <class T>
 class PyTrainer {
  public:
   PyTrainer(const std::vector<index_t>& units, const std::string& activation,
-            const std::string& loss, int n_threads)
-      : trainer_(NetworkLayout(units, activation_from_name(activation), loss_from_name(loss)),
-                 resolve_threads(n_threads)) {}
+            const std::string& loss, int n_threads, const std::string& out_activation)
+      : trainer_(make_layout(units, activation, loss, out_activation), resolve_threads(n_threads)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
 
@@ -170,8 +169,10 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
 template <class T>
 void bind_trainer(py::module_& m, const char* name) {
   py::class_<PyTrainer<T>>(m, name)
-      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&, int>(),
-           py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("n_threads") = 0)
+      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&, int,
+                    const std::string&>(),
+           py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("n_threads") = 0,
+           py::arg("out_activation") = "")
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("order"), py::arg("params"), py::arg("optimizer"),
@@ -198,6 +199,31 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("name"), "Choose the GEMM's instruction set (tests, benchmarks).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
+  m.def("activations", [] {
+    py::list out;
+    for (const ActivationInfo& a : kActivations) {
+      py::dict d;
+      d["name"] = a.name;
+      d["derivative"] = a.derivative == Derivative::from_input ? "input" : "output";
+      d["hidden"] = a.hidden;
+      d["in_sklearn"] = a.in_sklearn;
+      d["glorot_factor"] = a.glorot_factor;
+      out.append(d);
+    }
+    return out;
+  }, "The activation registry (csrc/include/fusedmlp/activation.h), one dict per activation.");
+  m.def("losses", [] {
+    py::list out;
+    for (const LossInfo& l : kLosses) {
+      py::dict d;
+      d["name"] = l.name;
+      d["canonical_output"] = l.canonical_output == Activation::softmax
+                                  ? "softmax" : activation_info(l.canonical_output).name;
+      d["regression"] = l.regression;
+      out.append(d);
+    }
+    return out;
+  }, "The loss registry (csrc/include/fusedmlp/loss.h), one dict per loss.");
   m.def("single_threaded_after_fork", &single_threaded_after_fork,
         "Whether this process was forked after its parent ran a thread team (libgomp's pool "
         "does not survive fork), so every call runs on one thread.");

@@ -102,8 +102,9 @@ Matrix to_matrix(const py::object& x, index_t n_features) {
 template <class T>
 class PyTrainer {
  public:
-  PyTrainer(const std::vector<index_t>& units, const std::string& activation, const std::string& loss)
-      : trainer_(NetworkLayout(units, activation_from_name(activation), loss_from_name(loss))) {}
+  PyTrainer(const std::vector<index_t>& units, const std::string& activation, const std::string& loss,
+            const std::string& out_activation)
+      : trainer_(fusedmlp::bindings::make_layout(units, activation, loss, out_activation)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
 
@@ -230,9 +231,7 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
   else if (epilogue == "activation_grad") epi = 3;
   else throw py::value_error("gemm: unknown epilogue '" + epilogue + "'");
   const Activation act = activation_from_name(activation);
-  if ((epi == 1 || epi == 3) && act != Activation::identity && act != Activation::logistic &&
-      act != Activation::tanh && act != Activation::relu)
-    throw py::value_error("gemm: the epilogue supports hidden activations only");
+  if (epi == 1 || epi == 3) check_hidden_activation(act);
   py::array_t<T, py::array::c_style | py::array::forcecast> bias_arr, aux_arr;
   const T* bp = nullptr;
   const T* ap = nullptr;
@@ -269,8 +268,9 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
 template <class T>
 void bind_trainer(py::module_& m, const char* name) {
   py::class_<PyTrainer<T>>(m, name)
-      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&>(),
-           py::arg("units"), py::arg("activation"), py::arg("loss"))
+      .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&,
+                    const std::string&>(),
+           py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("out_activation") = "")
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
            py::arg("order"), py::arg("params"), py::arg("optimizer"), py::arg("hyper"),

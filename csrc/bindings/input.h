@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu/dense.h"
+#include "fusedmlp/network.h"
 #include "fusedmlp/training.h"
 
 namespace fusedmlp {
@@ -116,6 +117,27 @@ inline InputHolder to_input(const py::object& x, index_t n_features) {
   return h;
 }
 
+inline void parse_option(const py::handle& value, Solver& out) {
+  const std::string solver = value.cast<std::string>();
+  if (solver != "sgd" && solver != "adam")
+    throw py::value_error("unknown stochastic solver '" + solver + "'");
+  out = solver == "sgd" ? Solver::sgd : Solver::adam;
+}
+
+template <class V>
+inline void parse_option(const py::handle& value, V& out) {
+  out = value.cast<V>();
+}
+
+// The network a trainer is built for: an empty output activation means the loss's canonical one.
+inline NetworkLayout make_layout(const std::vector<index_t>& units, const std::string& activation,
+                                 const std::string& loss, const std::string& out_activation) {
+  const Loss l = loss_from_name(loss);
+  const Activation out = out_activation.empty() ? loss_info(l).canonical_output
+                                                : activation_from_name(out_activation);
+  return NetworkLayout(units, activation_from_name(activation), l, out);
+}
+
 // An epoch's options and the optimizer's state, from the dicts the estimators pass
 // (_optimizers.py: `hyper` and `arrays()`); Adam's step count lives in a one-element int64 array
 // that finish() writes back, also after an interrupted epoch.
@@ -126,22 +148,15 @@ struct EpochArgs {
   py::array t;
 
   EpochArgs(const py::dict& hyper, const py::dict& opt, index_t n_params) {
-    const std::string solver = hyper["solver"].cast<std::string>();
-    if (solver != "sgd" && solver != "adam")
-      throw py::value_error("unknown stochastic solver '" + solver + "'");
-    opts.solver = solver == "sgd" ? Solver::sgd : Solver::adam;
-    opts.batch_size = hyper["batch_size"].cast<index_t>();
+#define FUSEDMLP_PARSE_ROW(type, name, value, in_graph)                                  \
+  if (!hyper.contains(#name)) throw py::key_error("the epoch options lack '" #name "'"); \
+  parse_option(hyper[#name], opts.name);
+    FUSEDMLP_EPOCH_OPTIONS(FUSEDMLP_PARSE_ROW)
+#undef FUSEDMLP_PARSE_ROW
     if (opts.batch_size < 1) throw py::value_error("batch_size must be >= 1");
-    opts.learning_rate = hyper["learning_rate"].cast<double>();
-    opts.alpha = hyper["alpha"].cast<double>();
     if (opts.solver == Solver::sgd) {
-      opts.momentum = hyper["momentum"].cast<double>();
-      opts.nesterov = hyper["nesterov"].cast<bool>();
       state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", n_params, true);
     } else {
-      opts.beta_1 = hyper["beta_1"].cast<double>();
-      opts.beta_2 = hyper["beta_2"].cast<double>();
-      opts.epsilon = hyper["epsilon"].cast<double>();
       state.m = contiguous_ptr<T>(opt["m"], "m", n_params, true);
       state.v = contiguous_ptr<T>(opt["v"], "v", n_params, true);
       t = opt["t"];

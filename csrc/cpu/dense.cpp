@@ -266,7 +266,7 @@ void dense_weight_update(const Team& team, const BatchView<T>* input, const T* d
     for (index_t r = 0; r < layer.fan_in; ++r)
       for (index_t j = j0; j < j1; ++j) {
         T& g = dw[r * layer.fan_out + j];
-        g = (g + alpha * w[r * layer.fan_out + j]) * scale;
+        g = l2_grad(g, alpha, w[r * layer.fan_out + j], scale);
       }
     for (index_t j = j0; j < j1; ++j) db[j] *= scale;
     sq_norm[team.slot * kSlotStride] += step_columns(w, dw, w_s0, w_s1, layer.fan_in, layer.fan_out, j0, j1, opt);
@@ -327,7 +327,7 @@ void finish_weight_grad(const Team& team, const LayerLayout& layer, const T* par
   index_t i0, i1;
   team_range(team, layer.fan_in * layer.fan_out, i0, i1);
 #pragma omp simd
-  for (index_t i = i0; i < i1; ++i) dw[i] = (dw[i] + alpha * w[i]) * scale;
+  for (index_t i = i0; i < i1; ++i) dw[i] = l2_grad(dw[i], alpha, w[i], scale);
   if (team.tid == 0)
     for (index_t j = 0; j < layer.fan_out; ++j) grad[layer.b_offset + j] *= scale;
 }
@@ -335,31 +335,32 @@ void finish_weight_grad(const Team& team, const LayerLayout& layer, const T* par
 // ---- output layer ----------------------------------------------------------------------------
 
 template <class T>
-double output_loss_grad(const Team& team, Loss loss, T* z, const T* y, const T* sample_weight,
-                        T* delta, index_t rows, index_t n_out) {
+double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, const T* y,
+                        const T* sample_weight, T* delta, index_t rows, index_t n_out) {
   index_t i0, i1;
   team_range(team, rows, i0, i1);
-  return dispatch_loss(loss, [&](auto l_tag) {
+  return dispatch_head(layout.loss, layout.output, [&](auto l_tag, auto a_tag) {
     constexpr Loss L = decltype(l_tag)::value;
+    constexpr Activation A = decltype(a_tag)::value;
     const bool weighted = sample_weight != nullptr;
     double total = 0.0;
     for (index_t i = i0; i < i1; ++i)
-      total += output_loss_grad_row<L, T>(z + i * n_out, y + i * n_out,
-                                          weighted ? sample_weight[i] : T(1), weighted,
-                                          delta + i * n_out, n_out);
+      total += output_loss_grad_row<L, A, T>(z + i * n_out, y + i * n_out,
+                                             weighted ? sample_weight[i] : T(1), weighted,
+                                             delta + i * n_out, n_out);
     return total;
   });
 }
 
 template <class T>
-void output_activation(const Team& team, Loss loss, const T* z, double* out, index_t rows,
-                       index_t n_out) {
+void output_activation(const Team& team, const NetworkLayout& layout, const T* z, double* out,
+                       index_t rows, index_t n_out) {
   index_t i0, i1;
   team_range(team, rows, i0, i1);
   for (index_t i = i0 * n_out; i < i1 * n_out; ++i) out[i] = static_cast<double>(z[i]);
-  dispatch_loss(loss, [&](auto l_tag) {
-    constexpr Loss L = decltype(l_tag)::value;
-    for (index_t i = i0; i < i1; ++i) output_activation_row<L, double>(out + i * n_out, n_out);
+  dispatch_output(layout.loss, layout.output, [&](auto a_tag) {
+    constexpr Activation A = decltype(a_tag)::value;
+    for (index_t i = i0; i < i1; ++i) output_activation_row<A, double>(out + i * n_out, n_out);
     return 0;
   });
 }
@@ -399,9 +400,10 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
   template void dense_weight_grad_sum<T>(const Team&, const BatchView<T>*, const T*, index_t,      \
                                          const T*, const LayerLayout&, bool, T*, GemmWorkspace&);   \
   template void finish_weight_grad<T>(const Team&, const LayerLayout&, const T*, T, T, T*);        \
-  template double output_loss_grad<T>(const Team&, Loss, T*, const T*, const T*, T*, index_t,      \
-                                      index_t);                                                     \
-  template void output_activation<T>(const Team&, Loss, const T*, double*, index_t, index_t);      \
+  template double output_loss_grad<T>(const Team&, const NetworkLayout&, T*, const T*, const T*,  \
+                                      T*, index_t, index_t);                                        \
+  template void output_activation<T>(const Team&, const NetworkLayout&, const T*, double*, index_t, \
+                                     index_t);                                                      \
   template double weights_sq_norm<T>(const Team&, const NetworkLayout&, const T*);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)

@@ -143,16 +143,17 @@ template <class T>
 void finish_weight_grad(const Team& team, const LayerLayout& layer, const T* params, T alpha,
                         T scale, T* grad);
 
-// Output layer: z (rows x n_out) becomes the output activation in place, delta = (a - y) * w.
-// Returns this thread's sum of weighted per-sample losses (not yet divided).
+// Output layer, the layout's head (loss.h): z (rows x n_out) becomes the output activation in
+// place, delta = d loss / d z (times the sample weight). Returns this thread's sum of weighted
+// per-sample losses (not yet divided).
 template <class T>
-double output_loss_grad(const Team& team, Loss loss, T* z, const T* y, const T* sample_weight,
-                        T* delta, index_t rows, index_t n_out);
+double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, const T* y,
+                        const T* sample_weight, T* delta, index_t rows, index_t n_out);
 
 // Applies the output activation to rows of z in float64 into out (prediction).
 template <class T>
-void output_activation(const Team& team, Loss loss, const T* z, double* out, index_t rows,
-                       index_t n_out);
+void output_activation(const Team& team, const NetworkLayout& layout, const T* z, double* out,
+                       index_t rows, index_t n_out);
 
 // This thread's share of the sum of squares of every weight matrix (not the biases).
 template <class T>

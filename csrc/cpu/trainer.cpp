@@ -70,9 +70,7 @@ template <class T>
 Trainer<T>::Trainer(NetworkLayout layout, int n_threads)
     : layout_(std::move(layout)), n_threads_(std::clamp(n_threads, 1, 64)) {
   if (layout_.layers.empty()) throw std::invalid_argument("Trainer: empty network");
-  if (layout_.hidden != Activation::identity && layout_.hidden != Activation::logistic &&
-      layout_.hidden != Activation::tanh && layout_.hidden != Activation::relu)
-    throw std::invalid_argument("Trainer: unsupported hidden activation");
+  check_hidden_activation(layout_.hidden);
 }
 
 template <class T>
@@ -185,7 +183,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
     const index_t r0 = block_start(rows, blk, mr);
     const index_t rb = block_start(rows, blk + 1, mr) - r0;
     forward(solo, batch_.view, params, r0, rb);
-    block_loss[blk] = output_loss_grad<T>(solo, layout_.loss, out(last, r0),
+    block_loss[blk] = output_loss_grad<T>(solo, layout_, out(last, r0),
                                           y_batch_.data() + r0 * n_out,
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
@@ -306,7 +304,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss, sq_part.slots());
       } else {
         forward(team, batch_.view, params, 0, rows);
-        loss_part[team.tid] = output_loss_grad<T>(team, loss, out(last), y_batch_.data(), sw,
+        loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,
                                                   delta(last), rows, n_out);
         team_barrier(team);
         row_loss = loss_part.sum(team.nth);
@@ -315,12 +313,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                         sq_part.slots());
         team_barrier(team);
       }
-      const double batch_loss = dispatch_loss(loss, [&](auto l_tag) {
-        return row_loss / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
-      }) + 0.5 * opts.alpha * sq / sw_sum;
+      const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
       sq = sq_part.sum(team.nth);
       if (team.tid == 0) {
-        result.accumulated_loss += batch_loss * static_cast<double>(rows);
+        result.accumulated_loss += loss_value * static_cast<double>(rows);
         result.samples_seen += rows;
         batches_done.store(batch_index + 1, std::memory_order_relaxed);
       }
@@ -364,7 +360,7 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
       if (stop_flag.load(std::memory_order_relaxed)) break;
       forward(team, batch_.view, params, 0, rows);
       const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
-      loss_part[team.tid] += output_loss_grad<T>(team, layout_.loss, out(last),
+      loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last),
                                                  data.y + start * n_out, sw, delta(last), rows,
                                                  n_out);
       team_barrier(team);
@@ -378,10 +374,7 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
     }
   }
   if (stop_flag.load()) throw std::runtime_error("interrupted");
-  return dispatch_loss(layout_.loss, [&](auto l_tag) {
-           return loss_part.sum(nth) / loss_denominator<decltype(l_tag)::value>(sw_sum, n_out);
-         }) +
-         0.5 * alpha * sq_part.sum(nth) / sw_sum;
+  return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));
 }
 
 template <class T>
@@ -408,7 +401,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
       forward(team, batch_.view, params, 0, rows);
-      output_activation<T>(team, layout_.loss, out(last), result + start * n_out, rows, n_out);
+      output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
       team_barrier(team);
     }
   }

@@ -150,9 +150,9 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
       if constexpr (E == Epi::bias_activation) {
         v = activate<A>(v + g.bias[c]);
       } else if constexpr (E == Epi::weight_grad) {
-        v = (v + g.alpha * g.aux[r * g.ld_aux + c]) * scale;
+        v = l2_grad(v, g.alpha, g.aux[r * g.ld_aux + c], scale);
       } else if constexpr (E == Epi::activation_grad) {
-        v = v * activation_grad_from_output<A>(g.aux[r * g.ld_aux + c]);
+        v = backprop_activation<A>(v, g.aux[r * g.ld_aux + c]);
       }
       *out = v;
     }
@@ -267,8 +267,7 @@ __global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, b
     st->row_loss = 0.0;
     st->sq_next = 0.0;
     if (adam) {
-      const double t = static_cast<double>(st->t + 1);
-      st->lr_t = st->lr * sqrt(1.0 - pow(beta_2, t)) / (1.0 - pow(beta_1, t));
+      st->lr_t = adam_lr_t(st->lr, beta_1, beta_2, st->t + 1);
     }
   }
 }
@@ -276,9 +275,7 @@ __global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, b
 // One thread: the batch loss into the epoch's, then on to the next batch.
 template <Loss L>
 __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, bool adam) {
-  const double batch_loss =
-      st->row_loss / loss_denominator<L>(st->sw_sum, n_out) + 0.5 * alpha * st->sq / st->sw_sum;
-  st->epoch_loss += batch_loss * st->rows;
+  st->epoch_loss += batch_loss<L>(st->row_loss, st->sw_sum, n_out, alpha, st->sq) * st->rows;
   st->sq = st->sq_next;
   st->batch += 1;
   if (adam) st->t += 1;
@@ -289,16 +286,16 @@ __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, boo
 // Rows in a grid-stride loop: z becomes the output activation, delta = (a - y) * w; the
 // block's losses are summed into state->row_loss (or *loss_sum). rows < 0: the batch's row count
 // from the state.
-template <class T, Loss L>
+template <class T, Loss L, Activation A>
 __global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
                                    BatchState* st, double* loss_sum) {
   const int n = rows < 0 ? st->rows : rows;
   const int stride = static_cast<int>(gridDim.x * blockDim.x);
   double l = 0.0;
   for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < n; r += stride)
-    l += output_loss_grad_row<L, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
-                                    w != nullptr ? w[r] : T(1), w != nullptr,
-                                    delta + static_cast<long long>(r) * n_out, n_out);
+    l += output_loss_grad_row<L, A, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
+                                       w != nullptr ? w[r] : T(1), w != nullptr,
+                                       delta + static_cast<long long>(r) * n_out, n_out);
   const double total = block_sum<double>(l);
   if (threadIdx.x == 0) atomicAdd(loss_sum != nullptr ? loss_sum : &st->row_loss, total);
 }
@@ -349,7 +346,7 @@ __global__ void finish_grad_kernel(T* grad, const T* params, long long n, LayerT
                                    T alpha, T scale) {
   const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
   for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    grad[i] = is_weight(layers, i) ? (grad[i] + alpha * params[i]) * scale : grad[i] * scale;
+    grad[i] = is_weight(layers, i) ? l2_grad(grad[i], alpha, params[i], scale) : grad[i] * scale;
 }
 
 // ---- fully fused forward pass for narrow networks -----------------------------------------------
@@ -411,13 +408,13 @@ __global__ void __launch_bounds__(kFusedThreads)
 // ---- prediction output --------------------------------------------------------------------------
 
 // out (float64) = output activation of z, rows in a grid-stride loop.
-template <class T, Loss L>
+template <class T, Activation A>
 __global__ void output_activation_kernel(const T* z, double* out, int rows, int n_out) {
   const int stride = static_cast<int>(gridDim.x * blockDim.x);
   for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < rows; r += stride) {
     double* o = out + static_cast<long long>(r) * n_out;
     for (int j = 0; j < n_out; ++j) o[j] = static_cast<double>(z[static_cast<long long>(r) * n_out + j]);
-    output_activation_row<L, double>(o, n_out);
+    output_activation_row<A, double>(o, n_out);
   }
 }
 

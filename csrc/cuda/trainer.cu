@@ -285,8 +285,8 @@ struct Trainer<T>::Impl {
     forward(-1, bs, s);
     const size_t last = layout.layers.size() - 1;
     const int n_out = static_cast<int>(layout.n_outputs());
-    dispatch_loss(layout.loss, [&](auto l) {
-      launch(output_loss_kernel<T, decltype(l)::value>, dim3(grid_for(bs)), dim3(kBlock), 0, s,
+    dispatch_head(layout.loss, layout.output, [&](auto l, auto a) {
+      launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(bs)), dim3(kBlock), 0, s,
              act(last), static_cast<const T*>(yb.get()), weighted ? static_cast<const T*>(wb.get()) : nullptr,
              delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr));
       return 0;
@@ -311,9 +311,7 @@ struct Trainer<T>::Impl {
 
 template <class T>
 Trainer<T>::Trainer(NetworkLayout layout) : impl_(new Impl) {
-  if (layout.hidden != Activation::identity && layout.hidden != Activation::logistic &&
-      layout.hidden != Activation::tanh && layout.hidden != Activation::relu)
-    throw std::invalid_argument("Trainer: unsupported hidden activation");
+  check_hidden_activation(layout.hidden);
   impl_->table = make_table(layout);
   impl_->fused = narrow(layout);
   impl_->layout = std::move(layout);
@@ -401,8 +399,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
 
   // The per-batch sequence, captured once and replayed: everything it depends on that is not
   // in the state is in the key.
-  const std::vector<double> key = {static_cast<double>(bs), static_cast<double>(o.solver), o.momentum,
-                                   static_cast<double>(o.nesterov), o.beta_1, o.beta_2, o.epsilon, o.alpha};
+  const std::vector<double> key = graph_key(o);
   if (!I.graph.ready() || key != I.graph_key) {
     cudaStream_t cap = I.own.get();  // capture needs a stream of our own
     if (cap != s) FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -485,8 +482,9 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
     else
       I.template gather<double>(o, s);
     I.forward(rows, rows, s);
-    dispatch_loss(I.layout.loss, [&](auto l) {
-      launch(output_loss_kernel<T, decltype(l)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s, I.act(last),
+    dispatch_head(I.layout.loss, I.layout.output, [&](auto l, auto a) {
+      launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
+             I.act(last),
              static_cast<const T*>(I.yb.get()), I.weighted ? static_cast<const T*>(I.wb.get()) : nullptr,
              I.delta(last), rows, n_out, I.state.get(), I.scalar.get());
       return 0;
@@ -507,10 +505,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&sq, I.scalar.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
   download(grad_host, I.grad, static_cast<size_t>(n), s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
-  return dispatch_loss(I.layout.loss, [&](auto l) {
-           return row_loss / loss_denominator<decltype(l)::value>(sw_sum, n_out);
-         }) +
-         0.5 * alpha * sq / sw_sum;
+  return batch_loss(I.layout.loss, row_loss, sw_sum, n_out, alpha, sq);
 }
 
 template <class T>
@@ -557,8 +552,8 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
     else
       convert(double{});
     I.forward(rows, rows, s);
-    dispatch_loss(I.layout.loss, [&](auto l) {
-      launch(output_activation_kernel<T, decltype(l)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
+    dispatch_output(I.layout.loss, I.layout.output, [&](auto a) {
+      launch(output_activation_kernel<T, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              static_cast<const T*>(I.act(last)), target + start * n_out, rows, n_out);
       return 0;
     });

@@ -14,6 +14,7 @@ gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` 
 C-contiguous arrays of the compute dtype.
 """
 
+import numbers
 import os
 
 import numpy as np
@@ -50,8 +51,21 @@ def cuda_available():
     return bool(_cuda.device_count() > 0)
 
 
+def check_n_threads(n_threads):
+    """n_threads as an int: None or a positive integer (also when set after fit, which
+    scikit-learn's parameter validation does not see)."""
+    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral) or n_threads < 1:
+        raise ValueError(
+            f"The 'n_threads' parameter must be None or an int in the range [1, inf); got "
+            f"{n_threads!r}."
+        )
+    return int(n_threads)
+
+
 def resolve_device(device):
     """The device an estimator's ``device`` parameter selects."""
+    if device not in DEVICES:
+        raise ValueError(f"The 'device' parameter must be one of {DEVICES}; got {device!r}.")
     if device == "cpu":
         return "cpu"
     module = _cuda_module()
@@ -67,6 +81,17 @@ def resolve_device(device):
     return "cuda"
 
 
+def activations():
+    """The engines' activation registry: one dict per activation (name, derivative, hidden,
+    in_sklearn, glorot_factor)."""
+    return _cpu.activations()
+
+
+def losses():
+    """The engines' loss registry: one dict per loss (name, canonical_output, regression)."""
+    return _cpu.losses()
+
+
 def make_engine(device, dtype, layer_units, activation, loss, n_threads):
     """A trainer for one layout. ``n_threads=None`` uses OpenMP's current limit."""
     units = [int(u) for u in layer_units]
@@ -76,7 +101,7 @@ def make_engine(device, dtype, layer_units, activation, loss, n_threads):
         return cls(units, activation, loss)
     # the engine runs at most 64 threads; larger requests (any positive int is accepted,
     # as for n_jobs) mean "as many as it runs"
-    threads = 0 if n_threads is None else min(int(n_threads), 64)
+    threads = 0 if n_threads is None else min(check_n_threads(n_threads), 64)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
     return cls(units, activation, loss, threads)
 

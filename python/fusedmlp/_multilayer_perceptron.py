@@ -69,12 +69,30 @@ except ImportError:  # pragma: no cover
 
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
+_NOT_NUMERIC = "USVMm"  # numpy kinds of strings, bytes, void, datetimes and timedeltas
+# The engines' registries (csrc/include/fusedmlp/activation.h, loss.h), read from the compiled
+# module: no list of names is written twice.
+ACTIVATIONS = {a["name"]: a for a in _engine.activations()}
+HIDDEN_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if a["hidden"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _resolve_dtype(dtype):
-    return np.dtype(_DTYPES.get(dtype, dtype)).type
+    """The compute type `dtype` names; a clear error for anything else (also when set after
+    fit, which scikit-learn's parameter validation does not see)."""
+    resolved = None
+    if isinstance(dtype, (str, type, np.dtype)):
+        try:
+            resolved = np.dtype(_DTYPES.get(dtype, dtype)).type
+        except TypeError:
+            pass
+    if resolved not in (np.float32, np.float64):
+        raise ValueError(
+            f"The 'dtype' parameter must be 'float32' or 'float64' (or the numpy types); got "
+            f"{dtype!r}."
+        )
+    return resolved
 
 
 class _Layout:
@@ -114,7 +132,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             "array-like",
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions(set(HIDDEN_ACTIVATIONS))],
         "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
@@ -302,7 +320,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _init_coef(self, fan_in, fan_out):
         # Glorot et al.'s uniform initialisation, drawn in float64 as scikit-learn does
-        factor = 2.0 if self.activation == "logistic" else 6.0
+        factor = ACTIVATIONS[self.activation]["glorot_factor"]
         init_bound = np.sqrt(factor / (fan_in + fan_out))
         coef_init = self._random_state.uniform(-init_bound, init_bound, (fan_in, fan_out))
         intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
@@ -333,11 +351,24 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             check_consistent_length(X, y)
             y = self._validate_targets(y, incremental)
         else:
-            X, y = self._validate_input(X, y, incremental, reset=first_pass)
+            X_given = X
+            try:
+                X, y = self._validate_input(X, y, incremental, reset=first_pass)
+            except ValueError as e:
+                if dtype == np.float32 and "infinity" in str(e):
+                    _explain_float32_overflow(X_given, e)
+                raise
         n_samples, n_features = X.shape
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
                 _engine.to_host(sample_weight), np.empty((n_samples, 0))
+            )
+        if not is_classifier(self) and y.dtype.kind in _NOT_NUMERIC:
+            # (after the sample weights, in scikit-learn's order: its loss on such targets
+            # fails, a numpy TypeError; numbers held as strings are not converted silently)
+            raise TypeError(
+                f"y has dtype {y.dtype}; MLPRegressor needs numeric targets. Convert them "
+                "first, e.g. y.astype(float)."
             )
 
         if y.ndim == 1:
@@ -544,7 +575,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 )
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
-        hyper = dict(batch_size=batch_size, alpha=float(self.alpha))
+        # every option of the engines' epoch contract (EpochOptions, csrc/include/fusedmlp/
+        # training.h); the optimizer's own values (its schedule's rate) override
+        hyper = dict(
+            batch_size=batch_size, alpha=float(self.alpha), momentum=float(self.momentum),
+            nesterov=bool(self.nesterovs_momentum), beta_1=float(self.beta_1),
+            beta_2=float(self.beta_2), epsilon=float(self.epsilon),
+        )
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
@@ -720,6 +757,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(params.dtype)
         y_pred = engine.predict(_engine.as_engine_input(X, device), params)
+        if params.dtype == np.float32 and not np.isfinite(y_pred).all():
+            check_float32_range(X, "X")  # values a float32 model cannot hold: say so
         if cast and out_dtype != y_pred.dtype:
             y_pred = y_pred.astype(out_dtype)
         return y_pred
@@ -1412,13 +1451,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     def _validate_targets(self, y, incremental):
         y = np.asarray(y)
-        if y.dtype.kind in "USVMm":
-            # scikit-learn's loss on such targets fails (a numpy TypeError); numbers held as
-            # strings are not converted silently
-            raise TypeError(
-                f"y has dtype {y.dtype}; MLPRegressor needs numeric targets. Convert them "
-                "first, e.g. y.astype(float)."
-            )
+        if y.dtype.kind in _NOT_NUMERIC:
+            return y  # rejected by _fit, after the sample weights are checked
         if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
             y = y.astype(np.float64)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -1470,6 +1504,19 @@ def _sorted_batches(order, batch_size):
     order[:full].reshape(-1, batch_size).sort(axis=1)
     order[full:].sort()
     return order
+
+
+def _explain_float32_overflow(X, error):
+    """Raise the float32-range error when X is finite as float64 but overflowed float32."""
+    try:
+        X64 = check_array(X, accept_sparse=["csr", "csc"], dtype=np.float64,
+                          ensure_all_finite=False, ensure_2d=False, allow_nd=True)
+    except (ValueError, TypeError):
+        return
+    data = X64.data if sp.issparse(X64) else X64
+    if np.isfinite(data).all():
+        check_float32_range(data, "X")  # raises, naming dtype='float64'
+        raise error
 
 
 def _sklearn_float_dtype(X):

@@ -230,6 +230,13 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         # only this one can fail
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit")
+        # scikit-learn's loop takes these as C ints (it raises OverflowError beyond)
+        for name in ("max_iter", "n_iter_no_change"):
+            if getattr(self, name) > MAX_INT:
+                raise ValueError(
+                    f"The '{name}' parameter must be at most {MAX_INT}; got "
+                    f"{getattr(self, name)!r}."
+                )
 
     def _allocate_parameter_mem(
         self, n_classes, n_features, input_dtype, coef_init=None, intercept_init=None
@@ -514,6 +521,11 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             rs.randint(1, MAX_INT)
             shuffle_seeds.append(rs.randint(MAX_INT))
         n_classes = len(self.classes_)
+        if self.n_jobs is not None and abs(self.n_jobs) > MAX_INT:
+            # (scikit-learn's one-vs-rest threads reject it too)
+            raise ValueError(
+                f"The 'n_jobs' parameter must be at most {MAX_INT}; got {self.n_jobs!r}."
+            )
         n_threads = min(effective_n_jobs(self.n_jobs), n_classes)
 
         coef = self._coef_to_train()

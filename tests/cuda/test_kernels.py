@@ -87,13 +87,37 @@ def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
 
 # ---- the trainer's kernels, against the CPU engine ----------------------------------------------
 
-LOSSES = {"squared_error": "identity", "poisson": "exp", "log_loss": "softmax", "binary_log_loss": "logistic"}
+LOSSES = {loss["name"]: loss["canonical_output"] for loss in _cpu.losses()}
 
 
-def trainers(engine, dtype, units, act, loss):
+def trainers(engine, dtype, units, act, loss, out_activation=""):
     suffix = "F32" if dtype == np.float32 else "F64"
-    return (getattr(engine, "Trainer" + suffix)(units, act, loss),
-            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1))
+    return (getattr(engine, "Trainer" + suffix)(units, act, loss, out_activation),
+            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1, out_activation))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss,out_activation", [("squared_error", "tanh"), ("squared_error", "relu"),
+                                                 ("poisson", "logistic")])
+def test_non_canonical_heads_match_cpu_engine(cuda_engine, dtype, loss, out_activation):
+    # dL/da * f'(z) on the device, for the narrow fused forward and the GEMM path
+    for units in ([6, 9, 2], [40, 150, 3]):
+        X, Y = engine_problem(loss, 90, units[0], units[-1], dtype)
+        gpu, cpu = trainers(cuda_engine, dtype, units, "relu", loss, out_activation)
+        p0 = np.random.default_rng(4).uniform(-0.3, 0.3, cpu.n_params).astype(dtype)
+        assert_loss_grad_and_predict_agree(gpu, cpu, X, Y, None, p0)
+
+
+def assert_loss_grad_and_predict_agree(gpu, cpu, X, Y, sw, p0):
+    # whole-data loss and gradient (L-BFGS): gather, forward, loss, backward, finish kernels
+    tol = TOL[p0.dtype.type]
+    g_gpu, g_cpu = np.empty_like(p0), np.empty_like(p0)
+    l_gpu = gpu.loss_grad(X, Y, sw, p0, 0.01, g_gpu)
+    l_cpu = cpu.loss_grad(X, Y, sw, p0, 0.01, g_cpu)
+    assert l_gpu == pytest.approx(l_cpu, rel=tol["rtol"])
+    np.testing.assert_allclose(g_gpu, g_cpu, **tol)
+    # prediction: forward and the float64 output activation
+    np.testing.assert_allclose(gpu.predict(X, p0), cpu.predict(X, p0), **tol)
 
 
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -126,16 +150,7 @@ def test_trainer_matches_cpu_engine(cuda_engine, dtype, loss, shape):
     gpu, cpu = trainers(cuda_engine, dtype, units, act, loss)
     rng = np.random.default_rng(4)
     p0 = (rng.uniform(-0.3, 0.3, cpu.n_params)).astype(dtype)
-
-    # whole-data loss and gradient (L-BFGS): gather, forward, loss, backward, finish kernels
-    g_gpu, g_cpu = np.empty_like(p0), np.empty_like(p0)
-    l_gpu = gpu.loss_grad(X, Y, sw, p0, 0.01, g_gpu)
-    l_cpu = cpu.loss_grad(X, Y, sw, p0, 0.01, g_cpu)
-    assert l_gpu == pytest.approx(l_cpu, rel=TOL[dtype]["rtol"])
-    np.testing.assert_allclose(g_gpu, g_cpu, **TOL[dtype])
-
-    # prediction: forward and the float64 output activation
-    np.testing.assert_allclose(gpu.predict(X, p0), cpu.predict(X, p0), **TOL[dtype])
+    assert_loss_grad_and_predict_agree(gpu, cpu, X, Y, sw, p0)
 
     # two epochs of each solver: the captured per-batch graph, replayed
     for solver in ("adam", "sgd"):

@@ -126,9 +126,7 @@ void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep) {
       break;
     case EpilogueKind::bias_activation:
     case EpilogueKind::activation_grad:
-      if (ep.act != Activation::identity && ep.act != Activation::logistic &&
-          ep.act != Activation::tanh && ep.act != Activation::relu)
-        throw std::invalid_argument("gemm: the epilogue supports hidden activations only");
+      check_hidden_activation(ep.act);
       if (ep.kind == EpilogueKind::bias_activation && ep.bias == nullptr)
         throw std::invalid_argument("gemm: bias_activation needs a bias");
       if (ep.kind == EpilogueKind::activation_grad && ep.aux == nullptr)

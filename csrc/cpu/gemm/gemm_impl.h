@@ -148,12 +148,12 @@ template <class T, int NR, Activation A>
 FUSEDMLP_ALWAYS_INLINE void write_activation_grad(const T* tile, int mr, int nr, T* c, index_t ldc,
                                                   bool acc, const T* aux, index_t ld) {
   write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [aux, ld](T v, int i, int j) {
-    return v * activation_grad_from_output<A>(aux[i * ld + j]);
+    return backprop_activation<A>(v, aux[i * ld + j]);
   });
 }
 
 // Stores one tile at C(i0, j0); the epilogue runs only on the last k block. Activation codes
-// were validated by the dispatcher, so the switches below cover every case they can get.
+// were validated by the dispatcher (check_gemm), so the activation switch cannot throw here.
 // The weight gradient of one tile, handed straight to the optimizer: W, its state and the
 // norm of the new weights are updated; the gradient never goes to memory.
 // One row of update_tile; restrict-qualified parameters so the compiler vectorizes it.
@@ -165,7 +165,7 @@ FUSEDMLP_ALWAYS_INLINE T update_row(int n, const T* __restrict t, const T* __res
   const int len = N > 0 ? N : n;
 #pragma omp simd reduction(+ : row_sq)
   for (int j = 0; j < len; ++j) {
-    const T g = ((ACC ? t[j] + crow[j] : t[j]) + alpha * w[j]) * scale;
+    const T g = l2_grad(ACC ? t[j] + crow[j] : t[j], alpha, w[j], scale);
     if constexpr (ADAM)
       adam_step(w[j], s0[j], s1[j], g, adam);
     else
@@ -238,47 +238,27 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
   switch (ep.kind) {
     case EpilogueKind::bias_activation: {
       const T* bias = ep.bias + j0;
-      switch (ep.act) {
-        case Activation::logistic:
-          write_bias_activation<T, NR, Activation::logistic>(tile, mr, nr, c, ldc, acc, bias);
-          return;
-        case Activation::tanh:
-          write_bias_activation<T, NR, Activation::tanh>(tile, mr, nr, c, ldc, acc, bias);
-          return;
-        case Activation::relu:
-          write_bias_activation<T, NR, Activation::relu>(tile, mr, nr, c, ldc, acc, bias);
-          return;
-        default:
-          write_bias_activation<T, NR, Activation::identity>(tile, mr, nr, c, ldc, acc, bias);
-          return;
-      }
+      dispatch_hidden_activation(ep.act, [&](auto a) {
+        write_bias_activation<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, bias);
+      });
+      return;
     }
     case EpilogueKind::weight_grad: {
       const T* aux = ep.aux + i0 * ep.ld_aux + j0;
       const index_t ld = ep.ld_aux;
       const T alpha = ep.alpha, scale = ep.scale;
       write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [=](T v, int i, int j) {
-        return (v + alpha * aux[i * ld + j]) * scale;
+        return l2_grad(v, alpha, aux[i * ld + j], scale);
       });
       return;
     }
     case EpilogueKind::activation_grad: {
       const T* aux = ep.aux + i0 * ep.ld_aux + j0;
       const index_t ld = ep.ld_aux;
-      switch (ep.act) {
-        case Activation::logistic:
-          write_activation_grad<T, NR, Activation::logistic>(tile, mr, nr, c, ldc, acc, aux, ld);
-          return;
-        case Activation::tanh:
-          write_activation_grad<T, NR, Activation::tanh>(tile, mr, nr, c, ldc, acc, aux, ld);
-          return;
-        case Activation::relu:
-          write_activation_grad<T, NR, Activation::relu>(tile, mr, nr, c, ldc, acc, aux, ld);
-          return;
-        default:
-          write_tile<T, NR>(tile, mr, nr, c, ldc, acc, plain);
-          return;
-      }
+      dispatch_hidden_activation(ep.act, [&](auto a) {
+        write_activation_grad<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, aux, ld);
+      });
+      return;
     }
     default:
       write_tile<T, NR>(tile, mr, nr, c, ldc, acc, plain);
@@ -587,7 +567,7 @@ double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, i
     T part_sq = T(0);
 #pragma omp simd reduction(+ : part_sq)
     for (int i = 0; i < len; ++i) {
-      const T grad = (g[i] + alpha * p[c + i]) * scale;
+      const T grad = l2_grad(g[i], alpha, p[c + i], scale);
       if constexpr (ADAM)
         adam_step(p[c + i], s0[c + i], s1[c + i], grad, adam);
       else

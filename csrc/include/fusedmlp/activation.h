@@ -1,8 +1,14 @@
-// Activation functions: the formula and its derivative, written once for every engine.
+// Activation functions: the registry of every activation with its traits, the formulas and
+// their derivatives, written once for every engine.
 //
-// Derivatives are taken from the activation's OUTPUT a = f(z) (scikit-learn's convention), so
-// the fused backward pass needs only the stored activations. An activation added later that
-// needs its input instead (e.g. GELU) must store pre-activations and say so here.
+// To add an activation: one row in FUSEDMLP_ACTIVATIONS and one branch in each of activate()
+// and activation_grad() below. The enum, name parsing, the runtime-to-template switch and the
+// list Python reads (fusedmlp._cpu.activations()) are generated from the row.
+//
+// Derivatives are taken from the activation's OUTPUT a = f(z) where possible (scikit-learn's
+// convention), so the fused backward pass needs only the stored activations. An activation
+// whose derivative needs its input z says so (Derivative::from_input): the engines then store
+// its layer's pre-activations as well.
 #pragma once
 
 #include <stdexcept>
@@ -14,16 +20,59 @@
 
 namespace fusedmlp {
 
-// Hidden activations first; exp and softmax only appear on the output layer.
-enum class Activation : int {
-  identity = 0,
-  logistic = 1,
-  tanh = 2,
-  relu = 3,
-  exp = 4,      // output of the Poisson loss (log link)
-  softmax = 5,  // output of the multiclass log loss; row-wise, see loss.h
+enum class Derivative : int {
+  from_output = 0,  // f'(z) written with a = f(z)
+  from_input = 1,   // f'(z) needs z: pre-activations are stored
 };
 
+// X(name, derivative, hidden, in_sklearn, glorot_factor)
+//   derivative     Derivative::from_output or from_input
+//   hidden         usable in hidden layers (exp is the Poisson loss's output only)
+//   in_sklearn     scikit-learn's MLPs have it (its init factor and behaviour are kept)
+//   glorot_factor  uniform initial weights in +-sqrt(factor / (fan_in + fan_out)), as
+//                  scikit-learn draws them (2 for logistic, 6 otherwise)
+#define FUSEDMLP_ACTIVATIONS(X)                                 \
+  X(identity, Derivative::from_output, true, true, 6.0)         \
+  X(logistic, Derivative::from_output, true, true, 2.0)         \
+  X(tanh, Derivative::from_output, true, true, 6.0)             \
+  X(relu, Derivative::from_output, true, true, 6.0)             \
+  X(exp, Derivative::from_output, false, false, 6.0)
+
+enum class Activation : int {
+#define FUSEDMLP_ENUM_ROW(name, ...) name,
+  FUSEDMLP_ACTIVATIONS(FUSEDMLP_ENUM_ROW)
+#undef FUSEDMLP_ENUM_ROW
+  softmax,  // the multiclass log loss's output: row-wise, in loss.h; not element-wise
+};
+
+struct ActivationInfo {
+  const char* name;
+  Derivative derivative;
+  bool hidden;
+  bool in_sklearn;
+  double glorot_factor;
+};
+
+// The registry, indexed by Activation (softmax, row-wise, is not in it).
+inline constexpr ActivationInfo kActivations[] = {
+#define FUSEDMLP_INFO_ROW(name, derivative, hidden, in_sklearn, glorot) \
+  {#name, derivative, hidden, in_sklearn, glorot},
+    FUSEDMLP_ACTIVATIONS(FUSEDMLP_INFO_ROW)
+#undef FUSEDMLP_INFO_ROW
+};
+inline constexpr int kNumActivations = static_cast<int>(sizeof(kActivations) / sizeof(kActivations[0]));
+
+constexpr const ActivationInfo& activation_info(Activation a) {
+  return kActivations[static_cast<int>(a)];
+}
+
+template <Activation A>
+inline constexpr bool needs_pre_activation = activation_info(A).derivative == Derivative::from_input;
+
+template <Activation>
+inline constexpr bool kNoSuchActivation = false;
+
+// a = f(z)
 template <Activation A, class T>
 FUSEDMLP_HD T activate(T z) {
   if constexpr (A == Activation::identity) {
@@ -37,55 +86,84 @@ FUSEDMLP_HD T activate(T z) {
   } else if constexpr (A == Activation::exp) {
     return math::exp(z);
   } else {
-    static_assert(A != Activation::softmax, "softmax is row-wise: use loss.h");
+    static_assert(kNoSuchActivation<A>, "softmax is row-wise (loss.h); others need a formula here");
     return z;
   }
 }
 
-// d f(z) / dz written in terms of a = f(z).
+// f'(z), written with a = f(z) for Derivative::from_output activations and with z for
+// Derivative::from_input ones: `v` is whichever the registry says the layer stores.
 template <Activation A, class T>
-FUSEDMLP_HD T activation_grad_from_output(T a) {
+FUSEDMLP_HD T activation_grad(T v) {
   if constexpr (A == Activation::identity) {
     return T(1);
   } else if constexpr (A == Activation::logistic) {
-    return a * (T(1) - a);
+    return v * (T(1) - v);
   } else if constexpr (A == Activation::tanh) {
-    return T(1) - a * a;
+    return T(1) - v * v;
   } else if constexpr (A == Activation::relu) {
-    return a == T(0) ? T(0) : T(1);  // scikit-learn: delta[Z == 0] = 0
+    return v == T(0) ? T(0) : T(1);  // scikit-learn: delta[Z == 0] = 0
+  } else if constexpr (A == Activation::exp) {
+    return v;
   } else {
-    static_assert(A == Activation::identity || A == Activation::logistic ||
-                      A == Activation::tanh || A == Activation::relu,
-                  "no derivative from the output for this activation");
+    static_assert(kNoSuchActivation<A>, "no derivative for this activation");
     return T(1);
   }
 }
 
-// The one switch from a runtime Activation to a template argument for hidden layers.
-// f is called as f(std::integral_constant<Activation, A>{}).
-template <class F>
-decltype(auto) dispatch_hidden_activation(Activation act, F&& f) {
-  switch (act) {
-    case Activation::identity:
-      return f(std::integral_constant<Activation, Activation::identity>{});
-    case Activation::logistic:
-      return f(std::integral_constant<Activation, Activation::logistic>{});
-    case Activation::tanh:
-      return f(std::integral_constant<Activation, Activation::tanh>{});
-    case Activation::relu:
-      return f(std::integral_constant<Activation, Activation::relu>{});
-    default:
-      throw std::invalid_argument("unsupported hidden activation code " +
-                                  std::to_string(static_cast<int>(act)));
+// The backward pass through an activation: d loss / d z from d loss / d a = v and the stored
+// value (a or z, as activation_grad takes it). relu selects instead of multiplying, as
+// scikit-learn assigns delta[Z == 0] = 0: an infinite gradient behind a dead unit stays 0, not NaN.
+template <Activation A, class T>
+FUSEDMLP_HD T backprop_activation(T v, T stored) {
+  if constexpr (A == Activation::relu) {
+    return stored == T(0) ? T(0) : v;
+  } else {
+    return v * activation_grad<A>(stored);
   }
 }
 
+// The one switch from a runtime Activation to a template argument, for element-wise
+// activations; f is called as f(std::integral_constant<Activation, A>{}). Unknown codes and
+// softmax throw: no activation silently becomes another.
+template <class F>
+decltype(auto) dispatch_activation(Activation act, F&& f) {
+  switch (act) {
+#define FUSEDMLP_CASE_ROW(name, ...) \
+  case Activation::name:             \
+    return f(std::integral_constant<Activation, Activation::name>{});
+    FUSEDMLP_ACTIVATIONS(FUSEDMLP_CASE_ROW)
+#undef FUSEDMLP_CASE_ROW
+    default:
+      break;
+  }
+  throw std::invalid_argument("unsupported activation code " + std::to_string(static_cast<int>(act)));
+}
+
+// Throws std::invalid_argument unless `act` may be used in a hidden layer.
+inline void check_hidden_activation(Activation act) {
+  const int code = static_cast<int>(act);
+  if (code < 0 || code >= kNumActivations || !kActivations[code].hidden)
+    throw std::invalid_argument("unsupported hidden activation code " + std::to_string(code));
+}
+
+// dispatch_activation for hidden layers: only the hidden activations are instantiated.
+template <class F>
+decltype(auto) dispatch_hidden_activation(Activation act, F&& f) {
+  check_hidden_activation(act);
+  using R = decltype(f(std::integral_constant<Activation, Activation::identity>{}));
+  return dispatch_activation(act, [&](auto tag) -> R {
+    if constexpr (activation_info(decltype(tag)::value).hidden) {
+      return f(tag);
+    } else {
+      throw std::invalid_argument("not a hidden activation");
+    }
+  });
+}
+
 inline Activation activation_from_name(const std::string& name) {
-  if (name == "identity") return Activation::identity;
-  if (name == "logistic") return Activation::logistic;
-  if (name == "tanh") return Activation::tanh;
-  if (name == "relu") return Activation::relu;
-  if (name == "exp") return Activation::exp;
+  for (int i = 0; i < kNumActivations; ++i)
+    if (name == kActivations[i].name) return static_cast<Activation>(i);
   if (name == "softmax") return Activation::softmax;
   throw std::invalid_argument("unknown activation '" + name + "'");
 }

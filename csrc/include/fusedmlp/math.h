@@ -17,6 +17,7 @@ FUSEDMLP_HD float tanh(float x) { return ::tanhf(x); }
 FUSEDMLP_HD double tanh(double x) { return ::tanh(x); }
 FUSEDMLP_HD float sqrt(float x) { return ::sqrtf(x); }
 FUSEDMLP_HD double sqrt(double x) { return ::sqrt(x); }
+FUSEDMLP_HD double pow(double x, double y) { return ::pow(x, y); }
 
 template <class T>
 FUSEDMLP_HD T max(T a, T b) { return a < b ? b : a; }

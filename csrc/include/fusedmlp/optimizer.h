@@ -46,9 +46,17 @@ FUSEDMLP_HD void adam_step(T& param, T& m, T& v, T g, const AdamStep<T>& s) {
   param += (-s.lr_t * m) / (math::sqrt(v) + s.epsilon);
 }
 
-inline double adam_lr_t(double learning_rate_init, double beta_1, double beta_2, long long t) {
-  return learning_rate_init * ::sqrt(1.0 - ::pow(beta_2, static_cast<double>(t))) /
-         (1.0 - ::pow(beta_1, static_cast<double>(t)));
+// Adam's step size at step t (1-based), the bias correction folded in as scikit-learn does.
+FUSEDMLP_HD double adam_lr_t(double learning_rate_init, double beta_1, double beta_2, long long t) {
+  return learning_rate_init * math::sqrt(1.0 - math::pow(beta_2, static_cast<double>(t))) /
+         (1.0 - math::pow(beta_1, static_cast<double>(t)));
+}
+
+// A weight's gradient with the L2 term, scikit-learn's: (dL/dW + alpha * W) / sum of weights,
+// with `scale` the reciprocal of the batch's sample-weight sum (biases take g * scale).
+template <class T>
+FUSEDMLP_HD T l2_grad(T g, T alpha, T w, T scale) {
+  return (g + alpha * w) * scale;
 }
 
 }  // namespace fusedmlp

@@ -4,21 +4,44 @@
 #pragma once
 
 #include <functional>
+#include <vector>
 
 #include "fusedmlp/common.h"
 #include "fusedmlp/optimizer.h"
 
 namespace fusedmlp {
 
+// The epoch contract, listed once: X(type, name, default, in_graph). The struct, the bindings'
+// parser (every option is required, by name) and the CUDA engine's graph key are generated from
+// it, so an option cannot be added to one and forgotten in another. in_graph: the option's
+// value is baked into the CUDA engine's captured per-batch graph (a change re-captures it);
+// false: the graph reads it from device state each replay.
+#define FUSEDMLP_EPOCH_OPTIONS(X)                                                   \
+  X(Solver, solver, Solver::adam, true)                                             \
+  X(index_t, batch_size, 200, true)                                                 \
+  X(double, learning_rate, 1e-3, false) /* sgd: the current rate; adam: the initial */ \
+  X(double, momentum, 0.9, true)                                                    \
+  X(bool, nesterov, true, true)                                                     \
+  X(double, beta_1, 0.9, true)                                                      \
+  X(double, beta_2, 0.999, true)                                                    \
+  X(double, epsilon, 1e-8, true)                                                    \
+  X(double, alpha, 1e-4, true) /* L2 strength */
+
 struct EpochOptions {
-  Solver solver = Solver::adam;
-  index_t batch_size = 200;
-  double learning_rate = 1e-3;  // sgd: the current rate; adam: learning_rate_init
-  double momentum = 0.9;
-  bool nesterov = true;
-  double beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8;
-  double alpha = 1e-4;  // L2 strength
+#define FUSEDMLP_FIELD_ROW(type, name, value, in_graph) type name = value;
+  FUSEDMLP_EPOCH_OPTIONS(FUSEDMLP_FIELD_ROW)
+#undef FUSEDMLP_FIELD_ROW
 };
+
+// The options a captured CUDA graph depends on, as one comparable key.
+inline std::vector<double> graph_key(const EpochOptions& o) {
+  std::vector<double> key;
+#define FUSEDMLP_KEY_ROW(type, name, value, in_graph) \
+  if (in_graph) key.push_back(static_cast<double>(o.name));
+  FUSEDMLP_EPOCH_OPTIONS(FUSEDMLP_KEY_ROW)
+#undef FUSEDMLP_KEY_ROW
+  return key;
+}
 
 template <class T>
 struct OptimizerState {
