@@ -7,6 +7,8 @@ with ``dtype=float64``, numbers match it. What scikit-learn does per mini-batch 
 happens here in one native call per epoch (``_engine.py``).
 """
 
+import functools
+import math
 import warnings
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
@@ -76,6 +78,7 @@ ACTIVATIONS = {a["name"]: a for a in _engine.activations()}
 HIDDEN_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if a["hidden"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _resolve_dtype(dtype):
@@ -374,7 +377,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         if dtype == np.float32:
-            self._check_float32_range(X, y, sample_weight)
+            self._check_float32_range(y, sample_weight)
         if first_pass:
             # the dtype scikit-learn would train in (X's, when float32, else float64), which
             # with X's decides the dtype of predictions, as in scikit-learn
@@ -402,15 +405,18 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self._fit_stochastic(X, X_engine, y, Y, sample_weight, engine, incremental)
         elif self.solver == "lbfgs":
             self._fit_lbfgs(X_engine, Y, sample_weight, engine)
+            if not np.isfinite(self.loss_):
+                self._check_float32_input(X)
 
-        self._check_finite_params()
+        self._check_finite_params(X)
         return self
 
-    def _check_finite_params(self):
+    def _check_finite_params(self, X):
         """scikit-learn's error for non-finite weights, with the float32 range named when
         the model computes in float32."""
         if np.isfinite(self._params).all():
             return
+        self._check_float32_input(X)
         msg = (
             "Solver produced non-finite parameter weights. The input data may"
             " contain large values and need to be preprocessed."
@@ -422,11 +428,16 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         raise ValueError(msg)
 
-    def _check_float32_range(self, X, y, sample_weight):
-        """A float32 model cannot hold values beyond float32's range: a clear error now
-        instead of non-finite weights later."""
-        if not _engine.is_device_array(X):
+    def _check_float32_input(self, X):
+        """Once training met a non-finite value: whether X holds values a float32 model
+        cannot represent (then a clear error). Checked only then, as a pass over a large X
+        costs as much as scikit-learn's own validation."""
+        if self._params.dtype == np.float32 and not _engine.is_device_array(X):
             check_float32_range(X, "X")
+
+    def _check_float32_range(self, y, sample_weight):
+        """A float32 model cannot hold values beyond float32's range: a clear error now
+        instead of non-finite weights later (X: when training meets a non-finite value)."""
         if not is_classifier(self):
             check_float32_range(y, "y")
         check_float32_range(sample_weight, "sample_weight")
@@ -582,6 +593,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             nesterov=bool(self.nesterovs_momentum), beta_1=float(self.beta_1),
             beta_2=float(self.beta_2), epsilon=float(self.epsilon),
         )
+        x_range_checked = False
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
@@ -599,10 +611,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     # Non-finite weights stay non-finite: stop now with the error
                     # scikit-learn raises after its last epoch. With early stopping the best
                     # validated weights are restored after the loop, as in scikit-learn.
-                    self._check_finite_params()
+                    self._check_finite_params(X)
 
                 self.n_iter_ += 1
                 self.loss_ = result["accumulated_loss"] / n_samples
+                if early_stopping and not np.isfinite(self.loss_) and not x_range_checked:
+                    self._check_float32_input(X)  # (the weights are restored, not checked)
+                    x_range_checked = True
 
                 self.t_ += n_samples
                 self.loss_curve_.append(self.loss_)
@@ -738,10 +753,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         """
         if _engine.is_device_array(X):
             return self._device_forward(X, cast)
-        if check_input:
+        plain = check_input and self._plain_input(X)
+        if check_input and not plain:
             check_sparse_structure(X)
-            if not self._plain_input(X):
-                X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         if X.dtype.kind not in "biuf":
             # scikit-learn's X @ coefs_ fails here (a numpy TypeError)
             raise TypeError(
@@ -753,19 +768,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
             device = "cpu"  # the parameters are host arrays: any engine can use them
         engine, params = self._prediction_engine(device)
-        out_dtype = self._prediction_dtype(X.dtype)
+        out_dtype = self._prediction_dtype(X.dtype) if cast else np.float64
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(params.dtype)
         y_pred = engine.predict(_engine.as_engine_input(X, device), params)
-        if params.dtype == np.float32 and not np.isfinite(y_pred).all():
+        if (not plain and params.dtype == np.float32 and X.dtype == np.float64
+                and not math.isfinite(y_pred.sum())):
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
-        if cast and out_dtype != y_pred.dtype:
+        if out_dtype != y_pred.dtype:
             y_pred = y_pred.astype(out_dtype)
         return y_pred
 
     def _prediction_dtype(self, x_dtype):
         """scikit-learn's output dtype: X's values times weights of the dtype it trained in."""
-        return np.result_type(x_dtype, getattr(self, "_output_dtype", np.float64))
+        return _result_type(x_dtype, getattr(self, "_output_dtype", np.float64))
 
     def _prediction_engine(self, device):
         """An engine for the fitted layout on `device`, and the parameters it reads."""
@@ -837,17 +853,21 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _plain_input(self, X, max_checked=4096):
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
-        the fitted width, all finite, for a model fitted without feature names. Anything else
-        goes through validate_data, with its conversions, errors and warnings."""
-        return (
+        the fitted width, all finite and within the model's float range, for a model fitted
+        without feature names. Anything else goes through validate_data, with its
+        conversions, errors and warnings."""
+        if not (
             type(X) is np.ndarray
             and X.ndim == 2
             and X.dtype in (np.float32, np.float64)
             and 0 < X.size <= max_checked
             and X.shape[1] == self.n_features_in_
             and not hasattr(self, "feature_names_in_")
-            and bool(np.isfinite(X).all())
-        )
+        ):
+            return False
+        if X.dtype == np.float64 and self.coefs_[0].dtype == np.float32:
+            return bool(np.abs(X).max() <= _FLOAT32_MAX)  # (False for NaN and infinity)
+        return bool(np.isfinite(X).all())
 
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation."""
@@ -1517,6 +1537,11 @@ def _explain_float32_overflow(X, error):
     if np.isfinite(data).all():
         check_float32_range(data, "X")  # raises, naming dtype='float64'
         raise error
+
+
+@functools.lru_cache(maxsize=64)
+def _result_type(x_dtype, weight_dtype):
+    return np.result_type(x_dtype, weight_dtype)
 
 
 def _sklearn_float_dtype(X):
