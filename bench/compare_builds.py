@@ -1,0 +1,115 @@
+"""Two builds of fusedmlp side by side: did a change make anything slower?
+
+    python bench/compare_builds.py OLD_DIR NEW_DIR [--rounds 3] [--data ../shared/data] [--busy]
+                                   [--cases california,fashion32,fashion64,predict]
+
+Each directory holds an installed fusedmlp package (e.g. `pip install --no-deps --target DIR .`
+on each commit, with `-Ccmake.define.FUSEDMLP_CUDA=OFF` to save time). The builds run in turns
+(old, new, old, new, ...) in fresh processes, each timing the cases below in process; the medians
+over rounds and the new/old ratios are printed. --busy adds one busy process per core for the
+whole run (contention). An editable install of fusedmlp in the running Python is bypassed.
+
+Cases: seconds per epoch (the difference of fits of two lengths) and the once-per-fit cost for
+California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 and float64 data
+(batch 200, Adam, float32 model), predict_proba on 10,000 Fashion-MNIST rows and predict on one.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+CASES = ("california", "fashion32", "fashion64", "predict")
+
+CHILD = r"""
+import json, os, sys, time, warnings
+sys.meta_path[:] = [m for m in sys.meta_path if "Redirecting" not in type(m).__name__]
+sys.path.insert(0, os.environ["FUSEDMLP_PKG"])
+import numpy as np
+import fusedmlp
+assert fusedmlp.__file__.startswith(os.environ["FUSEDMLP_PKG"]), fusedmlp.__file__
+from fusedmlp import MLPClassifier, MLPRegressor
+warnings.simplefilter("ignore")
+data = os.environ["FUSEDMLP_DATA"]
+d = np.load(os.path.join(data, "california_housing.npz"))
+Xc = (d["X"] - d["X"].mean(0)) / d["X"].std(0)
+yc = d["y"]
+f = np.load(os.path.join(data, "fashion_mnist.npz"))
+Xf64 = f["X_train"] / 255.0
+Xf = Xf64.astype(np.float32)
+yf = f["y_train"]
+
+def per_epoch(make, X, y, n1, n2):
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter(); make(n1).fit(X, y); a = time.perf_counter() - t
+        t = time.perf_counter(); make(n2).fit(X, y); b = time.perf_counter() - t
+        epoch = (b - a) / (n2 - n1)
+        runs.append((epoch, a - n1 * epoch))
+    return sorted(runs)[1]
+
+never_stop = dict(tol=0, n_iter_no_change=10**9, random_state=0)
+cases = os.environ["FUSEDMLP_CASES"].split(",")
+out = {}
+if "california" in cases:
+    out["california epoch (ms)"], out["california per fit (ms)"] = (1e3 * v for v in per_epoch(
+        lambda n: MLPRegressor(hidden_layer_sizes=(50, 50, 50), max_iter=n, **never_stop),
+        Xc, yc, 5, 45))
+if "fashion32" in cases:
+    out["fashion float32 epoch (s)"], out["fashion float32 per fit (s)"] = per_epoch(
+        lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xf, yf, 1, 3)
+if "fashion64" in cases:
+    out["fashion float64 data epoch (s)"], out["fashion float64 data per fit (s)"] = per_epoch(
+        lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xf64, yf, 1, 3)
+if "predict" in cases:
+    m = MLPClassifier((300, 100), max_iter=1, random_state=0).fit(Xf64[:2000], yf[:2000])
+    ts = []
+    for _ in range(15):
+        t = time.perf_counter(); m.predict_proba(Xf[:10000]); ts.append(time.perf_counter() - t)
+    out["predict_proba 10k rows (ms)"] = 1e3 * float(np.median(ts))
+    ts = []
+    for _ in range(3000):
+        t = time.perf_counter(); m.predict(Xf64[:1]); ts.append(time.perf_counter() - t)
+    out["predict 1 row (us)"] = 1e6 * float(np.median(ts))
+print(json.dumps(out))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data", default=os.environ.get("FUSEDMLP_DATA", "../shared/data"))
+    parser.add_argument("--busy", action="store_true", help="one busy process per core")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
+    args = parser.parse_args()
+    busy = []
+    if args.busy:
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(os.cpu_count() or 1)]
+    results = {"old": [], "new": []}
+    try:
+        for _ in range(args.rounds):
+            for name in ("old", "new"):
+                env = dict(os.environ, FUSEDMLP_PKG=str(Path(getattr(args, name)).resolve()),
+                           FUSEDMLP_DATA=str(Path(args.data).resolve()), FUSEDMLP_CASES=args.cases)
+                run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
+                                     text=True, check=True)
+                results[name].append(json.loads(run.stdout))
+    finally:
+        for p in busy:
+            p.kill()
+    print(f"{'case':34s} {'old':>10s} {'new':>10s} {'new/old':>8s}"
+          f"   (medians of {args.rounds} rounds{', busy cores' if args.busy else ''})")
+    for key in results["old"][0]:
+        old = statistics.median(r[key] for r in results["old"])
+        new = statistics.median(r[key] for r in results["new"])
+        print(f"{key:34s} {old:10.4f} {new:10.4f} {new / old:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
