@@ -47,7 +47,7 @@ def engine_problem(loss, n, d, n_out, dtype=np.float64, seed=0):
     """Inputs X (n x d) and targets Y (n x n_out) suited to one of the engines' losses."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n, d)).astype(dtype)
-    if loss == "squared_error":
+    if loss in ("squared_error", "absolute_error", "huber", "quantile"):
         Y = rng.standard_normal((n, n_out))
     elif loss == "poisson":
         Y = rng.poisson(1.5, (n, n_out)).astype(float)

@@ -16,8 +16,7 @@ LOSSES = [loss["name"] for loss in _cpu.losses()]
 # gradient is dL/da * f'(z) instead of the fused (a - y)
 HEADS = [(loss["name"], a["name"]) for loss in _cpu.losses() if loss["regression"]
          for a in _cpu.activations() if a["name"] != loss["canonical_output"]
-         # outputs the Poisson deviance accepts (a > 0)
-         and (loss["name"] != "poisson" or a["name"] in ("logistic", "exp"))]
+         and (a["positive"] or not loss["positive"])]
 
 
 def problem(loss, n=23, d=5, n_out=3, seed=0):
@@ -42,14 +41,24 @@ def test_invalid_heads_and_activations_are_errors():
     units = [3, 4, 2]
     with pytest.raises(ValueError, match="cannot follow"):
         _cpu.TrainerF64(units, "relu", "log_loss", 1, "identity")
-    with pytest.raises(ValueError, match="cannot follow"):
+    with pytest.raises(ValueError, match="cannot follow the 'softmax'"):
         _cpu.TrainerF64(units, "relu", "squared_error", 1, "softmax")
-    with pytest.raises(ValueError, match="hidden activation"):
+    # the Poisson deviance needs positive outputs
+    for output in ("identity", "tanh", "relu"):
+        with pytest.raises(ValueError, match=f"poisson loss cannot follow the '{output}'"):
+            _cpu.TrainerF64(units, "relu", "poisson", 1, output)
+    with pytest.raises(ValueError, match="'exp' is not a hidden activation"):
         _cpu.TrainerF64(units, "exp", "squared_error", 1)
     with pytest.raises(ValueError, match="unknown activation"):
         _cpu.TrainerF64(units, "swish", "squared_error", 1)
     with pytest.raises(ValueError, match="unknown loss"):
         _cpu.TrainerF64(units, "relu", "hinge", 1)
+    with pytest.raises(ValueError, match="huber_delta must be > 0"):
+        _cpu.TrainerF64(units, "relu", "huber", 1, "", {"huber_delta": 0.0})
+    with pytest.raises(ValueError, match="quantile must be in"):
+        _cpu.TrainerF64(units, "relu", "quantile", 1, "", {"quantile": 1.0})
+    with pytest.raises(KeyError, match="not a loss parameter"):
+        _cpu.TrainerF64(units, "relu", "huber", 1, "", {"delta": 0.5})
     with pytest.raises(ValueError, match="hidden activation"):
         _cpu.gemm_f64(np.ones((2, 3)), np.ones((3, 4)), epilogue="bias_activation",
                       activation="exp", bias=np.zeros(4))
@@ -70,10 +79,14 @@ def test_every_epoch_option_is_required():
             engine.run_epoch(X, Y, None, np.arange(5, dtype=np.int64), p, opt, partial)
 
 
+# parameters that put both sides of the kinks in play (residuals are mostly below 1)
+LOSS_PARAMS = {"huber": {"huber_delta": 0.3}, "quantile": {"quantile": 0.3}}
+
+
 def check_gradient(activation, loss, out_activation, sparse, weighted):
     X, Y = problem(loss)
     units = [X.shape[1], 7, 4, Y.shape[1]]
-    engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation)
+    engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation, LOSS_PARAMS.get(loss, {}))
     rng = np.random.default_rng(1)
     params = rng.uniform(-0.6, 0.6, engine.n_params)
     sw = rng.uniform(0.2, 2.0, X.shape[0]) if weighted else None

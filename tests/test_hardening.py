@@ -146,6 +146,18 @@ def test_prediction_dtypes_match_sklearn(cls, fit_dtype, predict_dtype):
             assert getattr(est, methods[0])(Xs).dtype == getattr(ref, methods[0])(Xs).dtype
 
 
+def test_prediction_dtype_of_a_dataframe_as_sklearn():
+    pd = pytest.importorskip("pandas")
+    X = pd.DataFrame({"a": X_reg[:, 0].astype(np.float32), "b": (X_reg[:, 1] > 0).astype(np.int8),
+                      "c": X_reg[:, 2].astype(np.float32)})
+    kw = dict(hidden_layer_sizes=(4,), max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sk.MLPRegressor(**kw).fit(X, y_reg)
+        est = fm.MLPRegressor(**kw).fit(X, y_reg)
+    assert est.predict(X).dtype == ref.predict(X).dtype == np.float32
+
+
 def test_regressor_predicts_float32_for_float32_data_as_sklearn_tests_require():
     X = X_digits.astype(np.float32)
     est = fm.MLPRegressor(hidden_layer_sizes=(5, 3), random_state=1, max_iter=50)
@@ -296,6 +308,8 @@ def test_malformed_sparse_targets_are_a_clear_error():
     Y.indices[1] = 7
     with pytest.raises(ValueError, match="y is not a valid sparse matrix"):
         fm.MLPClassifier(max_iter=2).fit(X_digits[:20], Y)
+    with pytest.raises(ValueError, match="y is not a valid sparse matrix"):
+        fm.MLPClassifier().partial_fit(X_digits[:20], Y, classes=[0, 1, 2])
 
 
 # ---- Ctrl-C ------------------------------------------------------------------------------

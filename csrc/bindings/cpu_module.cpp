@@ -28,8 +28,10 @@ template <class T>
 class PyTrainer {
  public:
   PyTrainer(const std::vector<index_t>& units, const std::string& activation,
-            const std::string& loss, int n_threads, const std::string& out_activation)
-      : trainer_(make_layout(units, activation, loss, out_activation), resolve_threads(n_threads)) {}
+            const std::string& loss, int n_threads, const std::string& out_activation,
+            const py::dict& loss_params)
+      : trainer_(make_layout(units, activation, loss, out_activation, loss_params),
+                 resolve_threads(n_threads)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
 
@@ -170,9 +172,9 @@ template <class T>
 void bind_trainer(py::module_& m, const char* name) {
   py::class_<PyTrainer<T>>(m, name)
       .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&, int,
-                    const std::string&>(),
+                    const std::string&, const py::dict&>(),
            py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("n_threads") = 0,
-           py::arg("out_activation") = "")
+           py::arg("out_activation") = "", py::arg("loss_params") = py::dict())
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("order"), py::arg("params"), py::arg("optimizer"),
@@ -208,6 +210,7 @@ PYBIND11_MODULE(_cpu, m) {
       d["hidden"] = a.hidden;
       d["in_sklearn"] = a.in_sklearn;
       d["glorot_factor"] = a.glorot_factor;
+      d["positive"] = a.positive;
       out.append(d);
     }
     return out;
@@ -220,6 +223,8 @@ PYBIND11_MODULE(_cpu, m) {
       d["canonical_output"] = l.canonical_output == Activation::softmax
                                   ? "softmax" : activation_info(l.canonical_output).name;
       d["regression"] = l.regression;
+      d["positive"] = l.positive;
+      d["fused"] = l.fused;
       out.append(d);
     }
     return out;

@@ -129,13 +129,26 @@ inline void parse_option(const py::handle& value, V& out) {
   out = value.cast<V>();
 }
 
-// The network a trainer is built for: an empty output activation means the loss's canonical one.
+// The network a trainer is built for: an empty output activation means the loss's canonical one;
+// loss_params holds any of LossParams' fields by name (the others keep their defaults).
 inline NetworkLayout make_layout(const std::vector<index_t>& units, const std::string& activation,
-                                 const std::string& loss, const std::string& out_activation) {
+                                 const std::string& loss, const std::string& out_activation,
+                                 const py::dict& loss_params) {
   const Loss l = loss_from_name(loss);
   const Activation out = out_activation.empty() ? loss_info(l).canonical_output
                                                 : activation_from_name(out_activation);
-  return NetworkLayout(units, activation_from_name(activation), l, out);
+  LossParams params;
+  py::ssize_t known = 0;
+#define FUSEDMLP_PARSE_ROW(name, value) \
+  if (loss_params.contains(#name)) {    \
+    params.name = loss_params[#name].cast<double>(); \
+    ++known;                            \
+  }
+  FUSEDMLP_LOSS_PARAMS(FUSEDMLP_PARSE_ROW)
+#undef FUSEDMLP_PARSE_ROW
+  if (known != static_cast<py::ssize_t>(loss_params.size()))
+    throw py::key_error("loss_params has a key that is not a loss parameter");
+  return NetworkLayout(units, activation_from_name(activation), l, out, params);
 }
 
 // An epoch's options and the optimizer's state, from the dicts the estimators pass

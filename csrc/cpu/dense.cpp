@@ -347,7 +347,7 @@ double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, con
     for (index_t i = i0; i < i1; ++i)
       total += output_loss_grad_row<L, A, T>(z + i * n_out, y + i * n_out,
                                              weighted ? sample_weight[i] : T(1), weighted,
-                                             delta + i * n_out, n_out);
+                                             delta + i * n_out, n_out, layout.loss_params);
     return total;
   });
 }

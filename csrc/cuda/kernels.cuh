@@ -288,14 +288,14 @@ __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, boo
 // from the state.
 template <class T, Loss L, Activation A>
 __global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
-                                   BatchState* st, double* loss_sum) {
+                                   BatchState* st, double* loss_sum, LossParams params) {
   const int n = rows < 0 ? st->rows : rows;
   const int stride = static_cast<int>(gridDim.x * blockDim.x);
   double l = 0.0;
   for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < n; r += stride)
     l += output_loss_grad_row<L, A, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
                                        w != nullptr ? w[r] : T(1), w != nullptr,
-                                       delta + static_cast<long long>(r) * n_out, n_out);
+                                       delta + static_cast<long long>(r) * n_out, n_out, params);
   const double total = block_sum<double>(l);
   if (threadIdx.x == 0) atomicAdd(loss_sum != nullptr ? loss_sum : &st->row_loss, total);
 }

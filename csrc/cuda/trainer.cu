@@ -288,7 +288,7 @@ struct Trainer<T>::Impl {
     dispatch_head(layout.loss, layout.output, [&](auto l, auto a) {
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(bs)), dim3(kBlock), 0, s,
              act(last), static_cast<const T*>(yb.get()), weighted ? static_cast<const T*>(wb.get()) : nullptr,
-             delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr));
+             delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr), layout.loss_params);
       return 0;
     });
     backward(-1, bs, true, static_cast<T>(o.alpha), false, s);
@@ -399,7 +399,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
 
   // The per-batch sequence, captured once and replayed: everything it depends on that is not
   // in the state is in the key.
-  const std::vector<double> key = graph_key(o);
+  const std::vector<double> key = graph_key(opts);  // (the batch size as captured: clamped)
   if (!I.graph.ready() || key != I.graph_key) {
     cudaStream_t cap = I.own.get();  // capture needs a stream of our own
     if (cap != s) FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -486,7 +486,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              I.act(last),
              static_cast<const T*>(I.yb.get()), I.weighted ? static_cast<const T*>(I.wb.get()) : nullptr,
-             I.delta(last), rows, n_out, I.state.get(), I.scalar.get());
+             I.delta(last), rows, n_out, I.state.get(), I.scalar.get(), I.layout.loss_params);
       return 0;
     });
     I.backward(rows, rows, false, T(0), start > 0, s);

@@ -92,18 +92,21 @@ def losses():
     return _cpu.losses()
 
 
-def make_engine(device, dtype, layer_units, activation, loss, n_threads):
-    """A trainer for one layout. ``n_threads=None`` uses OpenMP's current limit."""
+def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_activation="",
+                loss_params=None):
+    """A trainer for one layout and head (the loss, its output activation, '' for the loss's
+    canonical one, and the loss's parameters). ``n_threads=None`` uses OpenMP's current limit."""
     units = [int(u) for u in layer_units]
+    loss_params = {} if loss_params is None else dict(loss_params)
     if device == "cuda":
         module = _cuda_module()
         cls = module.TrainerF32 if dtype == np.float32 else module.TrainerF64
-        return cls(units, activation, loss)
+        return cls(units, activation, loss, out_activation, loss_params)
     # the engine runs at most 64 threads; larger requests (any positive int is accepted,
     # as for n_jobs) mean "as many as it runs"
     threads = 0 if n_threads is None else min(check_n_threads(n_threads), 64)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
-    return cls(units, activation, loss, threads)
+    return cls(units, activation, loss, threads, out_activation, loss_params)
 
 
 # ---- arrays on the device ------------------------------------------------------------------

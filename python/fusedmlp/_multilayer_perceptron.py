@@ -76,6 +76,8 @@ _NOT_NUMERIC = "USVMm"  # numpy kinds of strings, bytes, void, datetimes and tim
 # module: no list of names is written twice.
 ACTIVATIONS = {a["name"]: a for a in _engine.activations()}
 HIDDEN_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if a["hidden"])
+LOSSES = {loss["name"]: loss for loss in _engine.losses()}
+REGRESSION_LOSSES = sorted(name for name, loss in LOSSES.items() if loss["regression"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -271,18 +273,19 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         return device
 
-    def _engine_for(self, layer_units, loss, device):
+    def _engine_for(self, layer_units, device, dtype):
         return _engine.make_engine(
-            device, self._compute_dtype(), layer_units, self.activation, loss, self.n_threads
+            device, dtype, layer_units, self.activation, self.n_threads, *self._engine_head()
         )
 
-    def _engine_loss(self):
-        """The engine's loss: the user's loss paired with the output activation."""
-        if self.out_activation_ == "softmax":
-            return "log_loss"
-        if self.out_activation_ == "logistic":
-            return "binary_log_loss"
-        return self.loss
+    def _engine_head(self):
+        """The engine's head: the loss, the output activation and the loss's parameters."""
+        if is_classifier(self):
+            loss = "log_loss" if self.out_activation_ == "softmax" else "binary_log_loss"
+            return loss, self.out_activation_, {}
+        params = {"huber_delta": float(getattr(self, "huber_delta", 1.0)),
+                  "quantile": float(getattr(self, "quantile", 0.5))}
+        return self.loss, self.out_activation_, params
 
     # ---- fitting ------------------------------------------------------------------------
 
@@ -293,7 +296,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.n_layers_ = len(layer_units)
 
         if not is_classifier(self):
-            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+            self.out_activation_ = self._regression_output()
         elif self._label_binarizer.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
         else:
@@ -399,7 +402,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, self._engine_loss(), device)
+        engine = self._engine_for(layer_units, device, dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, X_engine, y, Y, sample_weight, engine, incremental)
@@ -441,7 +444,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if not is_classifier(self):
             check_float32_range(y, "y")
         check_float32_range(sample_weight, "sample_weight")
-        limits = {"alpha": self.alpha, "learning_rate_init": self.learning_rate_init}
+        limits = {"alpha": self.alpha}
+        if self.solver in _STOCHASTIC_SOLVERS:
+            limits["learning_rate_init"] = self.learning_rate_init
         if self.solver == "adam":
             limits["epsilon"] = self.epsilon
         finfo = np.finfo(np.float32)
@@ -789,10 +794,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
         units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-        engine = _engine.make_engine(
-            device, dtype, units, self.activation, self._engine_loss(), self.n_threads
-        )
-        return engine, self._current_params(dtype)
+        return self._engine_for(units, device, dtype), self._current_params(dtype)
 
     def _validate_device_X(self, X, reset):
         """X on a CUDA device: what validate_data checks, done with the array's namespace."""
@@ -1263,6 +1265,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         self : object
             Trained MLP model.
         """
+        check_sparse_structure(X)
+        check_sparse_structure(y, "y")
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
@@ -1329,17 +1333,36 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     __doc__ = (
         """Multi-layer Perceptron regressor, a drop-in for scikit-learn's MLPRegressor.
 
-    Optimizes the half squared error or the half Poisson deviance with L-BFGS, SGD or Adam,
-    one native call per epoch on fusedmlp's fused engines.
+    Optimizes the half squared error, the half Poisson deviance (scikit-learn's losses), or
+    the absolute error, Huber's loss or the quantile (pinball) loss, with L-BFGS, SGD or Adam,
+    one native call per epoch on fusedmlp's fused engines. The output layer can have an
+    activation (`out_activation`), e.g. softplus for a positive target.
 
     Parameters
     ----------
-    loss : {'squared_error', 'poisson'}, default='squared_error'
-        The loss: half squared error with an identity output, or half Poisson deviance with
-        an exponential output (log link), which needs `y >= 0`.
+    loss : {'squared_error', 'poisson', 'absolute_error', 'huber', 'quantile'}, \
+            default='squared_error'
+        The loss. 'squared_error': half the squared error (scikit-learn's). 'poisson': half
+        the Poisson deviance, with an exponential output by default (log link); needs
+        `y >= 0`. 'absolute_error': the mean absolute error. 'huber': PyTorch's HuberLoss,
+        quadratic within `huber_delta` of the target and linear beyond, robust to outliers.
+        'quantile': the pinball loss, whose minimiser is the `quantile` of the target. The
+        last three are averaged over samples and outputs (PyTorch's "mean").
 """
         + _COMMON_PARAMS_DOC
         + """
+    out_activation : {'identity', 'relu', 'softplus', 'logistic', 'tanh'}, default=None
+        The output layer's activation (fusedmlp's own parameter). None: the loss's own,
+        identity, or exp for 'poisson' (scikit-learn's). 'softplus' or 'relu' keep predictions
+        non-negative, 'logistic' in (0, 1), 'tanh' in (-1, 1). With 'poisson' the output
+        must be positive: exp (None), 'softplus' or 'logistic'.
+
+    huber_delta : float, default=1.0
+        Where Huber's loss turns from quadratic to linear (loss='huber'); > 0.
+
+    quantile : float, default=0.5
+        The quantile the model predicts (loss='quantile'), in (0, 1).
+
     Attributes
     ----------"""
         + _COMMON_ATTRIBUTES_DOC
@@ -1363,7 +1386,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
+        "out_activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), None],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
+        "quantile": [Interval(Real, 0, 1, closed="neither")],
     }
 
     def __init__(
@@ -1396,7 +1422,13 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         dtype="float32",
         n_threads=None,
         device="cpu",
+        out_activation=None,
+        huber_delta=1.0,
+        quantile=0.5,
     ):
+        self.out_activation = out_activation
+        self.huber_delta = huber_delta
+        self.quantile = quantile
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1426,6 +1458,20 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             n_threads=n_threads,
             device=device,
         )
+
+    def _regression_output(self):
+        """The output activation: out_activation, or the loss's own (exp for the Poisson
+        loss, scikit-learn's log link; identity otherwise)."""
+        out = self.out_activation
+        if out is None:
+            return LOSSES[self.loss]["canonical_output"]
+        if LOSSES[self.loss]["positive"] and not ACTIVATIONS[out]["positive"]:
+            positive = sorted(n for n in HIDDEN_ACTIVATIONS if ACTIVATIONS[n]["positive"])
+            raise ValueError(
+                f"loss={self.loss!r} needs positive outputs: out_activation must be None "
+                f"(the exponential) or one of {positive}; got {out!r}."
+            )
+        return out
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model.
@@ -1549,12 +1595,13 @@ def _sklearn_float_dtype(X):
     anything else becomes float64."""
     if _engine.is_device_array(X):
         return np.float32 if X.__cuda_array_interface__["typestr"] == "<f4" else np.float64
-    dtypes = getattr(X, "dtypes", None)  # a DataFrame
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame: check_array's common type of its columns
     if dtypes is not None and not hasattr(X, "dtype"):
         try:
-            return np.float32 if all(np.dtype(d) == np.float32 for d in dtypes) else np.float64
+            common = np.result_type(*[np.dtype(d) for d in dtypes])
         except TypeError:  # extension dtypes
             return np.float64
+        return np.float32 if common == np.float32 else np.float64
     return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
 
 

@@ -277,3 +277,13 @@ def test_ctrl_c_stops_device_predict_and_lbfgs(simulator):
         stopped = time.perf_counter()
     assert stopped - fired[0] < 1.0
     assert lbfgs.predict(X[:3]).shape == (3,)
+
+
+@pytest.mark.parametrize("params", [dict(loss="huber", huber_delta=0.5),
+                                    dict(loss="quantile", quantile=0.3, out_activation="softplus"),
+                                    dict(loss="absolute_error", activation="softplus", solver="lbfgs"),
+                                    dict(out_activation="tanh", dtype="float64")])
+def test_regression_heads_match_cpu_engine(cuda_engine, params):
+    gpu, cpu, X, y = fit_both("regression", **params)
+    assert_same_fit(gpu, cpu, params.get("dtype", "float32"))
+    np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-4, atol=1e-5)

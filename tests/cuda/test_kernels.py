@@ -90,20 +90,23 @@ def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
 LOSSES = {loss["name"]: loss["canonical_output"] for loss in _cpu.losses()}
 
 
-def trainers(engine, dtype, units, act, loss, out_activation=""):
+def trainers(engine, dtype, units, act, loss, out_activation="", loss_params=None):
     suffix = "F32" if dtype == np.float32 else "F64"
-    return (getattr(engine, "Trainer" + suffix)(units, act, loss, out_activation),
-            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1, out_activation))
+    loss_params = loss_params or {}
+    return (getattr(engine, "Trainer" + suffix)(units, act, loss, out_activation, loss_params),
+            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1, out_activation, loss_params))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("loss,out_activation", [("squared_error", "tanh"), ("squared_error", "relu"),
-                                                 ("poisson", "logistic")])
-def test_non_canonical_heads_match_cpu_engine(cuda_engine, dtype, loss, out_activation):
+@pytest.mark.parametrize("loss,out_activation,hidden", [
+    ("squared_error", "tanh", "relu"), ("squared_error", "relu", "relu"), ("poisson", "logistic", "relu"),
+    ("absolute_error", "softplus", "softplus"), ("huber", "", "tanh"), ("quantile", "identity", "relu")])
+def test_non_canonical_heads_match_cpu_engine(cuda_engine, dtype, loss, out_activation, hidden):
     # dL/da * f'(z) on the device, for the narrow fused forward and the GEMM path
+    params = {"huber": {"huber_delta": 0.4}, "quantile": {"quantile": 0.8}}.get(loss)
     for units in ([6, 9, 2], [40, 150, 3]):
         X, Y = engine_problem(loss, 90, units[0], units[-1], dtype)
-        gpu, cpu = trainers(cuda_engine, dtype, units, "relu", loss, out_activation)
+        gpu, cpu = trainers(cuda_engine, dtype, units, hidden, loss, out_activation, params)
         p0 = np.random.default_rng(4).uniform(-0.3, 0.3, cpu.n_params).astype(dtype)
         assert_loss_grad_and_predict_agree(gpu, cpu, X, Y, None, p0)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU engine under AddressSanitizer + UndefinedBehaviorSanitizer: builds fusedmlp._cpu
-# (CUDA off) with -fsanitize=address,undefined, and runs the GEMM, parity and bad-input tests
-# against that build. Any sanitizer report ends the run with a non-zero status.
+# (CUDA off) with -fsanitize=address,undefined, and runs the GEMM, parity, bad-input, gradient
+# and hardening tests (but those that start other processes) against that build. Any sanitizer report ends the run with a non-zero status.
 #
 #   tests/sanitizers/run.sh [extra pytest arguments]
 #
@@ -19,7 +19,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 CXX="${CXX:-g++}"
-BUILD="${FUSEDMLP_SANITIZER_BUILD:-${TMPDIR:-/tmp}/fusedmlp-sanitizers-build}"
+# one build directory per checkout: CMake refuses a build directory made for another source tree
+BUILD="${FUSEDMLP_SANITIZER_BUILD:-${TMPDIR:-/tmp}/fusedmlp-sanitizers-build-$(printf %s "$ROOT" | cksum | cut -d' ' -f1)}"
 SANITIZE="-fsanitize=address,undefined"
 
 runtime() {  # the compiler's copy of a sanitizer runtime, or nothing
@@ -37,8 +38,10 @@ command -v cmake >/dev/null || { echo "run.sh: cmake is not installed" >&2; exit
 
 GENERATOR=()
 command -v ninja >/dev/null && GENERATOR=(-G Ninja)
-# A build directory made by another generator cannot be reconfigured with this one.
-if [[ -f "$BUILD/CMakeCache.txt" ]] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GENERATOR[1]:-Unix Makefiles}$" "$BUILD/CMakeCache.txt"; then
+# A build directory made by another generator, or for another source tree, cannot be
+# reconfigured for this one.
+if [[ -f "$BUILD/CMakeCache.txt" ]] && { ! grep -q "^CMAKE_GENERATOR:INTERNAL=${GENERATOR[1]:-Unix Makefiles}$" "$BUILD/CMakeCache.txt" ||
+    ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$ROOT" "$BUILD/CMakeCache.txt"; }; then
   rm -rf "$BUILD"
 fi
 
@@ -81,7 +84,8 @@ status=0
   # which would lose the report in pytest's default (fd) capture. -v names each test before it
   # runs, so the line above a report is the test that provoked it.
   exec "$PYTHON" -m pytest -p sanitized_import -p no:cacheprovider --capture=sys -v \
-    tests/test_gemm.py tests/test_parity.py tests/test_bad_input.py "$@"
+    tests/test_gemm.py tests/test_parity.py tests/test_bad_input.py tests/test_gradients.py \
+    tests/test_hardening.py -k "not fork and not ctrl_c" "$@"
 ) || status=$?
 test_end=$(date +%s.%N)
 

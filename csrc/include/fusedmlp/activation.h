@@ -7,8 +7,9 @@
 //
 // Derivatives are taken from the activation's OUTPUT a = f(z) where possible (scikit-learn's
 // convention), so the fused backward pass needs only the stored activations. An activation
-// whose derivative needs its input z says so (Derivative::from_input): the engines then store
-// its layer's pre-activations as well.
+// whose derivative needs its input z says so (Derivative::from_input). The output layer handles
+// those (loss.h keeps z); hidden layers do not yet store pre-activations, so
+// check_hidden_activation() rejects such an activation there until they do.
 #pragma once
 
 #include <stdexcept>
@@ -25,18 +26,20 @@ enum class Derivative : int {
   from_input = 1,   // f'(z) needs z: pre-activations are stored
 };
 
-// X(name, derivative, hidden, in_sklearn, glorot_factor)
+// X(name, derivative, hidden, in_sklearn, glorot_factor, positive)
 //   derivative     Derivative::from_output or from_input
 //   hidden         usable in hidden layers (exp is the Poisson loss's output only)
 //   in_sklearn     scikit-learn's MLPs have it (its init factor and behaviour are kept)
 //   glorot_factor  uniform initial weights in +-sqrt(factor / (fan_in + fan_out)), as
 //                  scikit-learn draws them (2 for logistic, 6 otherwise)
+//   positive       its outputs are > 0 (what a loss of a positive mean, Poisson's, needs)
 #define FUSEDMLP_ACTIVATIONS(X)                                 \
-  X(identity, Derivative::from_output, true, true, 6.0)         \
-  X(logistic, Derivative::from_output, true, true, 2.0)         \
-  X(tanh, Derivative::from_output, true, true, 6.0)             \
-  X(relu, Derivative::from_output, true, true, 6.0)             \
-  X(exp, Derivative::from_output, false, false, 6.0)
+  X(identity, Derivative::from_output, true, true, 6.0, false)  \
+  X(logistic, Derivative::from_output, true, true, 2.0, true)   \
+  X(tanh, Derivative::from_output, true, true, 6.0, false)      \
+  X(relu, Derivative::from_output, true, true, 6.0, false)      \
+  X(softplus, Derivative::from_output, true, false, 6.0, true)  \
+  X(exp, Derivative::from_output, false, false, 6.0, true)
 
 enum class Activation : int {
 #define FUSEDMLP_ENUM_ROW(name, ...) name,
@@ -51,12 +54,13 @@ struct ActivationInfo {
   bool hidden;
   bool in_sklearn;
   double glorot_factor;
+  bool positive;
 };
 
 // The registry, indexed by Activation (softmax, row-wise, is not in it).
 inline constexpr ActivationInfo kActivations[] = {
-#define FUSEDMLP_INFO_ROW(name, derivative, hidden, in_sklearn, glorot) \
-  {#name, derivative, hidden, in_sklearn, glorot},
+#define FUSEDMLP_INFO_ROW(name, derivative, hidden, in_sklearn, glorot, positive) \
+  {#name, derivative, hidden, in_sklearn, glorot, positive},
     FUSEDMLP_ACTIVATIONS(FUSEDMLP_INFO_ROW)
 #undef FUSEDMLP_INFO_ROW
 };
@@ -83,6 +87,9 @@ FUSEDMLP_HD T activate(T z) {
     return math::tanh(z);
   } else if constexpr (A == Activation::relu) {
     return z > T(0) ? z : (z == z ? T(0) : z);  // numpy.maximum(z, 0): NaN propagates
+  } else if constexpr (A == Activation::softplus) {
+    // log(1 + e^z), PyTorch's: z itself above 20, where the two agree to rounding
+    return z > T(20) ? z : math::log1p(math::exp(z));
   } else if constexpr (A == Activation::exp) {
     return math::exp(z);
   } else {
@@ -103,6 +110,8 @@ FUSEDMLP_HD T activation_grad(T v) {
     return T(1) - v * v;
   } else if constexpr (A == Activation::relu) {
     return v == T(0) ? T(0) : T(1);  // scikit-learn: delta[Z == 0] = 0
+  } else if constexpr (A == Activation::softplus) {
+    return -math::expm1(-v);  // sigmoid(z) = 1 - e^(-a), accurate for small a too
   } else if constexpr (A == Activation::exp) {
     return v;
   } else {
@@ -140,23 +149,43 @@ decltype(auto) dispatch_activation(Activation act, F&& f) {
   throw std::invalid_argument("unsupported activation code " + std::to_string(static_cast<int>(act)));
 }
 
+// The activation's name, for messages ("softmax", or the code when it is none).
+inline std::string activation_name(Activation act) {
+  const int code = static_cast<int>(act);
+  if (code >= 0 && code < kNumActivations) return kActivations[code].name;
+  if (act == Activation::softmax) return "softmax";
+  return "code " + std::to_string(code);
+}
+
+// Whether `a` can run in a hidden layer of the engines as they are: a hidden activation whose
+// derivative needs no stored pre-activations.
+constexpr bool hidden_ready(Activation a) {
+  return static_cast<int>(a) >= 0 && static_cast<int>(a) < kNumActivations &&
+         kActivations[static_cast<int>(a)].hidden &&
+         kActivations[static_cast<int>(a)].derivative != Derivative::from_input;
+}
+
 // Throws std::invalid_argument unless `act` may be used in a hidden layer.
 inline void check_hidden_activation(Activation act) {
   const int code = static_cast<int>(act);
   if (code < 0 || code >= kNumActivations || !kActivations[code].hidden)
-    throw std::invalid_argument("unsupported hidden activation code " + std::to_string(code));
+    throw std::invalid_argument("'" + activation_name(act) + "' is not a hidden activation");
+  if (kActivations[code].derivative == Derivative::from_input)
+    throw std::invalid_argument("'" + activation_name(act) +
+                                "' needs stored pre-activations, which hidden layers do not keep yet");
 }
 
-// dispatch_activation for hidden layers: only the hidden activations are instantiated.
+// dispatch_activation for hidden layers: only the activations hidden layers can run are
+// instantiated. Callers validated `act` (check_hidden_activation) before any thread team
+// started; an invalid code here throws.
 template <class F>
 decltype(auto) dispatch_hidden_activation(Activation act, F&& f) {
-  check_hidden_activation(act);
   using R = decltype(f(std::integral_constant<Activation, Activation::identity>{}));
   return dispatch_activation(act, [&](auto tag) -> R {
-    if constexpr (activation_info(decltype(tag)::value).hidden) {
+    if constexpr (hidden_ready(decltype(tag)::value)) {
       return f(tag);
     } else {
-      throw std::invalid_argument("not a hidden activation");
+      throw std::invalid_argument("'" + activation_name(act) + "' cannot run in a hidden layer");
     }
   });
 }

@@ -18,6 +18,12 @@ FUSEDMLP_HD double tanh(double x) { return ::tanh(x); }
 FUSEDMLP_HD float sqrt(float x) { return ::sqrtf(x); }
 FUSEDMLP_HD double sqrt(double x) { return ::sqrt(x); }
 FUSEDMLP_HD double pow(double x, double y) { return ::pow(x, y); }
+FUSEDMLP_HD float log1p(float x) { return ::log1pf(x); }
+FUSEDMLP_HD double log1p(double x) { return ::log1p(x); }
+FUSEDMLP_HD float expm1(float x) { return ::expm1f(x); }
+FUSEDMLP_HD double expm1(double x) { return ::expm1(x); }
+FUSEDMLP_HD float abs(float x) { return ::fabsf(x); }
+FUSEDMLP_HD double abs(double x) { return ::fabs(x); }
 
 template <class T>
 FUSEDMLP_HD T max(T a, T b) { return a < b ? b : a; }

@@ -26,17 +26,19 @@ struct NetworkLayout {
   Activation hidden = Activation::relu;
   Loss loss = Loss::squared_error;
   Activation output = Activation::identity;  // the output layer's activation (loss.h: the head)
+  LossParams loss_params{};
 
   NetworkLayout() = default;
   NetworkLayout(const std::vector<index_t>& units, Activation hidden_act, Loss loss_kind)
       : NetworkLayout(units, hidden_act, loss_kind, loss_info(loss_kind).canonical_output) {}
   NetworkLayout(const std::vector<index_t>& units, Activation hidden_act, Loss loss_kind,
-                Activation output_act)
-      : hidden(hidden_act), loss(loss_kind), output(output_act) {
+                Activation output_act, const LossParams& params = {})
+      : hidden(hidden_act), loss(loss_kind), output(output_act), loss_params(params) {
+    if (!(params.huber_delta > 0.0)) throw std::invalid_argument("huber_delta must be > 0");
+    if (!(params.quantile > 0.0 && params.quantile < 1.0))
+      throw std::invalid_argument("quantile must be in (0, 1)");
     check_hidden_activation(hidden);
-    if (!valid_head(loss, output))
-      throw std::invalid_argument(std::string("the ") + loss_info(loss).name +
-                                  " loss cannot follow this output activation");
+    check_head(loss, output);
     if (units.size() < 2) throw std::invalid_argument("a network needs at least 2 layers of units");
     for (index_t u : units) {
       if (u <= 0) throw std::invalid_argument("layer widths must be positive, got " + std::to_string(u));
