@@ -97,7 +97,7 @@ def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_act
     """A trainer for one layout and head (the loss, its output activation, '' for the loss's
     canonical one, and the loss's parameters). ``n_threads=None`` uses OpenMP's current limit."""
     units = [int(u) for u in layer_units]
-    loss_params = {} if loss_params is None else dict(loss_params)
+    loss_params = {} if loss_params is None else loss_params
     if device == "cuda":
         module = _cuda_module()
         cls = module.TrainerF32 if dtype == np.float32 else module.TrainerF64

@@ -280,7 +280,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _engine_head(self):
         """The engine's head: the loss, the output activation and the loss's parameters."""
-        if is_classifier(self):
+        if isinstance(self, ClassifierMixin):  # (is_classifier reads the tags: slow per predict)
             loss = "log_loss" if self.out_activation_ == "softmax" else "binary_log_loss"
             return loss, self.out_activation_, {}
         params = {"huber_delta": float(getattr(self, "huber_delta", 1.0)),
