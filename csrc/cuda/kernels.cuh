@@ -283,9 +283,9 @@ __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, boo
 
 // ---- output loss --------------------------------------------------------------------------------
 
-// Rows in a grid-stride loop: z becomes the output activation, delta = (a - y) * w; the
-// block's losses are summed into state->row_loss (or *loss_sum). rows < 0: the batch's row count
-// from the state.
+// Rows in a grid-stride loop: z becomes the head's output activation, delta = d loss / d z
+// (times the weight; loss.h); the block's losses are summed into state->row_loss (or
+// *loss_sum). rows < 0: the batch's row count from the state.
 template <class T, Loss L, Activation A>
 __global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
                                    BatchState* st, double* loss_sum, LossParams params) {
