@@ -92,7 +92,8 @@ MLP_BAD_PARAMS = [
     ("n_iter_no_change", [0, -1, *HUGE_INTS, NAN, 1.5, -INF], {}),
     ("max_fun", [0, -1, *HUGE_INTS, 1.5, NAN], {"solver": "lbfgs"}),
 ]
-REGRESSOR_BAD_PARAMS = [("loss", ["absolute_error", "log_loss", None], {})]
+# (absolute_error, huber and quantile are fusedmlp's own losses: not malformed here)
+REGRESSOR_BAD_PARAMS = [("loss", ["hinge", "log_loss", None], {})]
 PERCEPTRON_BAD_PARAMS = [
     ("penalty", ["l3", "L2", 1], {}),
     ("alpha", [-1.0, NAN, INF, "x"], {"penalty": "l2"}),

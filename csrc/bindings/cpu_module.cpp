@@ -65,16 +65,8 @@ class PyTrainer {
     TrainingData<T> data = make_data(in, y, sample_weight);
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     T* g = contiguous_ptr<T>(grad, "grad", L.n_params, true);
-    SignalCheck check;
-    double loss = 0.0;
-    try {
-      py::gil_scoped_release release;
-      loss = trainer_.loss_grad(data, p, alpha, g, std::ref(check));
-    } catch (const std::runtime_error&) {
-      if (check.raised) throw py::error_already_set();
-      throw;
-    }
-    return loss;
+    return run_interruptible(
+        [&](const StopCheck& stop) { return trainer_.loss_grad(data, p, alpha, g, stop); });
   }
 
   py::array predict(const py::object& x, const py::array& params) {

@@ -136,15 +136,10 @@ class PyTrainer {
     load(x, y, sample_weight);
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
     T* g = contiguous_ptr<T>(grad, "grad", L.n_params, true);
-    SignalCheck check;
-    try {
-      py::gil_scoped_release release;
+    return fusedmlp::bindings::run_interruptible([&](const StopCheck& stop) {
       trainer_.set_stream(0);
-      return trainer_.loss_grad(p, alpha, g, std::ref(check));
-    } catch (const std::runtime_error&) {
-      if (check.raised) throw py::error_already_set();
-      throw;
-    }
+      return trainer_.loss_grad(p, alpha, g, stop);
+    });
   }
 
   py::array predict(const py::object& x, const py::array& params, std::uintptr_t stream) {

@@ -212,5 +212,19 @@ struct SignalCheck {
   }
 };
 
+// Runs `work(stop_check)` with the GIL released; when it throws std::runtime_error because the
+// check asked it to stop (Ctrl-C), the pending KeyboardInterrupt is raised instead.
+template <class F>
+auto run_interruptible(F&& work) {
+  SignalCheck check;
+  try {
+    py::gil_scoped_release release;
+    return work(StopCheck(std::ref(check)));
+  } catch (const std::runtime_error&) {
+    if (check.raised) throw py::error_already_set();
+    throw;
+  }
+}
+
 }  // namespace bindings
 }  // namespace fusedmlp

@@ -230,8 +230,9 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         # only this one can fail
         if self.early_stopping and for_partial_fit:
             raise ValueError("early_stopping should be False with partial_fit")
-        # scikit-learn's loop takes these as C ints (it raises OverflowError beyond)
-        for name in ("max_iter", "n_iter_no_change"):
+        # scikit-learn's loop takes these as C ints (it raises OverflowError beyond);
+        # partial_fit runs one epoch whatever max_iter says
+        for name in ("n_iter_no_change",) if for_partial_fit else ("max_iter", "n_iter_no_change"):
             if getattr(self, name) > MAX_INT:
                 raise ValueError(
                     f"The '{name}' parameter must be at most {MAX_INT}; got "
@@ -521,8 +522,9 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             rs.randint(1, MAX_INT)
             shuffle_seeds.append(rs.randint(MAX_INT))
         n_classes = len(self.classes_)
-        if self.n_jobs is not None and abs(self.n_jobs) > MAX_INT:
-            # (scikit-learn's one-vs-rest threads reject it too)
+        if self.n_jobs is not None and self.n_jobs > MAX_INT:
+            # (scikit-learn's one-vs-rest threads reject it too; negative counts mean "all
+            # cores but |n_jobs| - 1", at least one, as in joblib)
             raise ValueError(
                 f"The 'n_jobs' parameter must be at most {MAX_INT}; got {self.n_jobs!r}."
             )
