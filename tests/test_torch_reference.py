@@ -19,6 +19,7 @@ TORCH_ACTIVATIONS = {
     "tanh": torch.tanh,
     "relu": F.relu,
     "softplus": F.softplus,
+    "selu": F.selu,
     "exp": torch.exp,
 }
 

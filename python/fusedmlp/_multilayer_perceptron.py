@@ -908,9 +908,11 @@ _COMMON_PARAMS_DOC = """
     hidden_layer_sizes : array-like of shape(n_layers - 2,), default=(100,)
         The ith element represents the number of neurons in the ith hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'softplus', 'selu'}, default='relu'
         Activation function for the hidden layer: 'identity' f(x) = x, 'logistic'
-        f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x), 'relu' f(x) = max(0, x).
+        f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x), 'relu' f(x) = max(0, x), and beyond
+        scikit-learn, as PyTorch defines them: 'softplus' f(x) = log(1 + exp(x)), 'selu'
+        f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)).
 
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         The solver for weight optimization: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on the
@@ -1351,7 +1353,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 """
         + _COMMON_PARAMS_DOC
         + """
-    out_activation : {'identity', 'relu', 'softplus', 'logistic', 'tanh'}, default=None
+    out_activation : {'identity', 'relu', 'softplus', 'selu', 'logistic', 'tanh'}, default=None
         The output layer's activation (fusedmlp's own parameter). None: the loss's own,
         identity, or exp for 'poisson' (scikit-learn's). 'softplus' or 'relu' keep predictions
         non-negative, 'logistic' in (0, 1), 'tanh' in (-1, 1). With 'poisson' the output

@@ -100,7 +100,8 @@ def trainers(engine, dtype, units, act, loss, out_activation="", loss_params=Non
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("loss,out_activation,hidden", [
     ("squared_error", "tanh", "relu"), ("squared_error", "relu", "relu"), ("poisson", "logistic", "relu"),
-    ("absolute_error", "softplus", "softplus"), ("huber", "", "tanh"), ("quantile", "identity", "relu")])
+    ("absolute_error", "softplus", "softplus"), ("huber", "", "tanh"), ("quantile", "identity", "relu"),
+    ("huber", "selu", "selu")])
 def test_non_canonical_heads_match_cpu_engine(cuda_engine, dtype, loss, out_activation, hidden):
     # dL/da * f'(z) on the device, for the narrow fused forward and the GEMM path
     params = {"huber": {"huber_delta": 0.4}, "quantile": {"quantile": 0.8}}.get(loss)

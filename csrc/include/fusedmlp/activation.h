@@ -39,6 +39,7 @@ enum class Derivative : int {
   X(tanh, Derivative::from_output, true, true, 6.0, false)      \
   X(relu, Derivative::from_output, true, true, 6.0, false)      \
   X(softplus, Derivative::from_output, true, false, 6.0, true)  \
+  X(selu, Derivative::from_output, true, false, 6.0, false)     \
   X(exp, Derivative::from_output, false, false, 6.0, true)
 
 enum class Activation : int {
@@ -76,6 +77,9 @@ inline constexpr bool needs_pre_activation = activation_info(A).derivative == De
 template <Activation>
 inline constexpr bool kNoSuchActivation = false;
 
+inline constexpr double kSeluScale = 1.0507009873554804934193349852946;
+inline constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+
 // a = f(z)
 template <Activation A, class T>
 FUSEDMLP_HD T activate(T z) {
@@ -90,6 +94,8 @@ FUSEDMLP_HD T activate(T z) {
   } else if constexpr (A == Activation::softplus) {
     // log(1 + e^z), PyTorch's: z itself above 20, where the two agree to rounding
     return z > T(20) ? z : math::log1p(math::exp(z));
+  } else if constexpr (A == Activation::selu) {  // PyTorch's SELU, Klambauer et al.'s constants
+    return z > T(0) ? T(kSeluScale) * z : T(kSeluScale * kSeluAlpha) * math::expm1(z);
   } else if constexpr (A == Activation::exp) {
     return math::exp(z);
   } else {
@@ -112,6 +118,8 @@ FUSEDMLP_HD T activation_grad(T v) {
     return v == T(0) ? T(0) : T(1);  // scikit-learn: delta[Z == 0] = 0
   } else if constexpr (A == Activation::softplus) {
     return -math::expm1(-v);  // sigmoid(z) = 1 - e^(-a), accurate for small a too
+  } else if constexpr (A == Activation::selu) {
+    return v > T(0) ? T(kSeluScale) : v + T(kSeluScale * kSeluAlpha);  // a + scale * alpha below 0
   } else if constexpr (A == Activation::exp) {
     return v;
   } else {
