@@ -602,10 +602,6 @@ def _corrupt_compressed(S, name, rng, minor):
         raise AssertionError(name)
 
 
-def _pick(rng, values):
-    return values[int(rng.integers(0, len(values)))]
-
-
 COMPRESSED_DEFECTS = (
     "negative index", "index past the end", "huge index", "decreasing indptr",
     "indptr[0] != 0", "indptr too short", "indptr too long", "empty indptr",

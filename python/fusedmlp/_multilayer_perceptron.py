@@ -45,7 +45,7 @@ from sklearn.utils.validation import (
 
 from . import _engine
 from ._optimizers import AdamOptimizer, SGDOptimizer
-from ._validation import check_float32_range, check_sparse_structure
+from ._validation import FLOAT32_MAX, check_float32_range, check_sparse_structure
 
 try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -80,7 +80,6 @@ LOSSES = {loss["name"]: loss for loss in _engine.losses()}
 REGRESSION_LOSSES = sorted(name for name, loss in LOSSES.items() if loss["regression"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _resolve_dtype(dtype):
@@ -868,7 +867,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         ):
             return False
         if X.dtype == np.float64 and self.coefs_[0].dtype == np.float32:
-            return bool(np.abs(X).max() <= _FLOAT32_MAX)  # (False for NaN and infinity)
+            return bool(np.abs(X).max() <= FLOAT32_MAX)  # (False for NaN and infinity)
         return bool(np.isfinite(X).all())
 
     def _score_with_function(self, X, y, sample_weight, score_function):

@@ -10,7 +10,7 @@ modify nothing, and raise a ValueError naming what is wrong before any conversio
 import numpy as np
 import scipy.sparse as sp
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _index_array(a, what, name):
@@ -148,9 +148,9 @@ def check_float32_range(values, name, dtype_param="dtype"):
     data = np.asarray(data)
     if data.dtype.kind != "f" or data.dtype.itemsize <= 4 or data.size == 0:
         return
-    if np.max(data) > _FLOAT32_MAX or np.min(data) < -_FLOAT32_MAX:
+    if np.max(data) > FLOAT32_MAX or np.min(data) < -FLOAT32_MAX:
         raise ValueError(
-            f"{name} has values beyond the float32 range (|value| > {_FLOAT32_MAX:.4g}), which "
+            f"{name} has values beyond the float32 range (|value| > {FLOAT32_MAX:.4g}), which "
             f"a model computing in float32 cannot represent. Fit with {dtype_param}='float64' "
             "or scale the data."
         )
