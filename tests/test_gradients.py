@@ -10,13 +10,19 @@ from fusedmlp import _cpu
 
 from .conftest import engine_problem
 
-ACTIVATIONS = [a["name"] for a in _cpu.activations() if a["hidden"]]
+REGISTRY = {a["name"]: a for a in _cpu.activations()}
+# every hidden activation gradients can train (the steps, derivative "none", cannot)
+ACTIVATIONS = [a["name"] for a in REGISTRY.values() if a["hidden"] and a["derivative"] != "none"]
+STEPS = [a["name"] for a in REGISTRY.values() if a["derivative"] == "none"]
 LOSSES = [loss["name"] for loss in _cpu.losses()]
+OUTPUTS = [a["name"] for a in REGISTRY.values() if a["param"] is None and a["derivative"] != "none"]
 # Non-canonical heads: regression losses after another element-wise output activation, whose
 # gradient is dL/da * f'(z) instead of the fused (a - y)
-HEADS = [(loss["name"], a["name"]) for loss in _cpu.losses() if loss["regression"]
-         for a in _cpu.activations() if a["name"] != loss["canonical_output"]
-         and (a["positive"] or not loss["positive"])]
+HEADS = [(loss["name"], a) for loss in _cpu.losses() if loss["regression"]
+         for a in OUTPUTS if a != loss["canonical_output"]
+         and (REGISTRY[a]["positive"] or not loss["positive"])]
+# activations with a parameter, at a value other than the default
+ACTIVATION_PARAMS = {"negative_slope": 0.23, "elu_alpha": 0.6}
 
 
 def problem(loss, n=23, d=5, n_out=3, seed=0):
@@ -57,8 +63,22 @@ def test_invalid_heads_and_activations_are_errors():
         _cpu.TrainerF64(units, "relu", "huber", 1, "", {"huber_delta": 0.0})
     with pytest.raises(ValueError, match="quantile must be in"):
         _cpu.TrainerF64(units, "relu", "quantile", 1, "", {"quantile": 1.0})
-    with pytest.raises(KeyError, match="not a loss parameter"):
+    with pytest.raises(KeyError, match="neither a loss parameter"):
         _cpu.TrainerF64(units, "relu", "huber", 1, "", {"delta": 0.5})
+    # a parameter of another activation is not this one's
+    with pytest.raises(KeyError, match="neither a loss parameter"):
+        _cpu.TrainerF64(units, "relu", "squared_error", 1, "", {"negative_slope": 0.1})
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        _cpu.TrainerF64(units, "leaky_relu", "squared_error", 1, "", {"negative_slope": -0.1})
+    with pytest.raises(ValueError, match="elu_alpha must be > 0"):
+        _cpu.TrainerF64(units, "elu", "squared_error", 1, "", {"elu_alpha": 0.0})
+    for rates in ([1.0], [-0.1], [0.1, 0.2, 0.3], [float("nan")]):
+        with pytest.raises(ValueError, match="dropout"):
+            _cpu.TrainerF64(units, "relu", "squared_error", 1, "", {"dropout": rates})
+    # outputs have no parameter, and a gradient
+    for output in ("leaky_relu", "elu", "heaviside", "sign"):
+        with pytest.raises(ValueError, match="cannot follow"):
+            _cpu.TrainerF64(units, "relu", "squared_error", 1, output)
     with pytest.raises(ValueError, match="hidden activation"):
         _cpu.gemm_f64(np.ones((2, 3)), np.ones((3, 4)), epilogue="bias_activation",
                       activation="exp", bias=np.zeros(4))
@@ -71,7 +91,8 @@ def test_every_epoch_option_is_required():
     p = np.zeros(engine.n_params)
     opt = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)}
     hyper = dict(solver="adam", batch_size=2, learning_rate=0.01, alpha=0.0, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True)
+                 beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True, dropout_seed=0,
+                 epoch=0)
     engine.run_epoch(X, Y, None, np.arange(5, dtype=np.int64), p, opt, hyper)
     for missing in hyper:
         partial = {k: v for k, v in hyper.items() if k != missing}
@@ -83,10 +104,19 @@ def test_every_epoch_option_is_required():
 LOSS_PARAMS = {"huber": {"huber_delta": 0.3}, "quantile": {"quantile": 0.3}}
 
 
+def engine_options(activation, loss):
+    options = dict(LOSS_PARAMS.get(loss, {}))
+    param = REGISTRY[activation]["param"]
+    if param is not None:
+        options[param] = ACTIVATION_PARAMS[param]
+    return options
+
+
 def check_gradient(activation, loss, out_activation, sparse, weighted):
     X, Y = problem(loss)
     units = [X.shape[1], 7, 4, Y.shape[1]]
-    engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation, LOSS_PARAMS.get(loss, {}))
+    engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation,
+                             engine_options(activation, loss))
     rng = np.random.default_rng(1)
     params = rng.uniform(-0.6, 0.6, engine.n_params)
     sw = rng.uniform(0.2, 2.0, X.shape[0]) if weighted else None
@@ -137,3 +167,18 @@ def test_float32_gradient_matches_float64(loss):
         X.astype(np.float32), Y.astype(np.float32), None, p64.astype(np.float32), 0.1, g32)
     assert l32 == pytest.approx(l64, rel=1e-5)
     np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step_activations_predict_but_do_not_train(step):
+    """heaviside and sign run in prediction only: the training entry points refuse them."""
+    units = [2, 3, 1]
+    engine = _cpu.TrainerF64(units, step, "squared_error", 1)
+    params = np.random.default_rng(0).uniform(-1, 1, engine.n_params)
+    X = np.random.default_rng(1).normal(size=(6, 2))
+    W0, b0 = params[:6].reshape(2, 3), params[6:9]
+    W1, b1 = params[9:12].reshape(3, 1), params[12:]
+    f = {"heaviside": lambda z: np.heaviside(z, 1.0), "sign": np.sign}[step]
+    np.testing.assert_allclose(engine.predict(X, params), f(X @ W0 + b0) @ W1 + b1, rtol=1e-14)
+    with pytest.raises(ValueError, match="no useful gradient"):
+        engine.loss_grad(X, np.zeros((6, 1)), None, params, 0.0, np.empty_like(params))

@@ -21,7 +21,17 @@ TORCH_ACTIVATIONS = {
     "softplus": F.softplus,
     "selu": F.selu,
     "exp": torch.exp,
+    "leaky_relu": lambda z: F.leaky_relu(z, negative_slope=ACTIVATION_PARAMS["negative_slope"]),
+    "elu": lambda z: F.elu(z, alpha=ACTIVATION_PARAMS["elu_alpha"]),
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "silu": F.silu,
+    "heaviside": lambda z: torch.heaviside(z, torch.ones_like(z)),
+    "sign": torch.sign,
 }
+# activations with a parameter, at a value other than PyTorch's default
+ACTIVATION_PARAMS = {"negative_slope": 0.23, "elu_alpha": 0.6}
+REGISTRY = {a["name"]: a for a in _cpu.activations()}
 
 
 def torch_loss(loss, a, y, params):
@@ -47,9 +57,11 @@ def torch_loss(loss, a, y, params):
     raise KeyError(loss)
 
 
-HIDDEN = [a["name"] for a in _cpu.activations() if a["hidden"]]
+HIDDEN = [a["name"] for a in _cpu.activations() if a["hidden"] and a["derivative"] != "none"]
+STEPS = [a["name"] for a in _cpu.activations() if a["derivative"] == "none"]
 HEADS = [(loss["name"], a["name"]) for loss in _cpu.losses() if loss["regression"]
-         for a in _cpu.activations() if a["positive"] or not loss["positive"]]
+         for a in _cpu.activations() if (a["positive"] or not loss["positive"])
+         and a["param"] is None and a["derivative"] != "none"]
 HEADS += [(loss["name"], "") for loss in _cpu.losses() if not loss["regression"]]
 PARAMS = {"huber": {"huber_delta": 0.35}, "quantile": {"quantile": 0.7}}
 
@@ -65,7 +77,10 @@ def test_loss_and_gradients_equal_pytorch(hidden, loss, out_activation):
     X, Y = engine_problem(loss, 37, 5, n_out, seed=3)
     units = [5, 8, 6, n_out]
     params = PARAMS.get(loss, {})
-    engine = _cpu.TrainerF64(units, hidden, loss, 1, out_activation, params)
+    options = dict(params)
+    if REGISTRY[hidden]["param"] is not None:
+        options[REGISTRY[hidden]["param"]] = ACTIVATION_PARAMS[REGISTRY[hidden]["param"]]
+    engine = _cpu.TrainerF64(units, hidden, loss, 1, out_activation, options)
     flat = np.random.default_rng(7).uniform(-0.7, 0.7, engine.n_params)
     grad = np.empty_like(flat)
     value = engine.loss_grad(X, Y, None, flat, 0.0, grad)
@@ -92,3 +107,20 @@ def test_loss_and_gradients_equal_pytorch(hidden, loss, out_activation):
         expected *= units[-1]
     assert value == pytest.approx(reference.item(), rel=1e-12, abs=1e-14)
     np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_step_activations_predict_as_pytorch(step):
+    """The threshold units, on inputs that include exact zeros (where heaviside is 1 and sign
+    is 0, as torch.heaviside(z, 1) and torch.sign)."""
+    units = [4, 6, 2]
+    engine = _cpu.TrainerF64(units, step, "squared_error", 1)
+    rng = np.random.default_rng(5)
+    flat = rng.integers(-2, 3, engine.n_params).astype(np.float64)
+    X = rng.integers(-2, 3, (50, 4)).astype(np.float64)
+    W0 = torch.tensor(flat[:24].reshape(4, 6))
+    b0 = torch.tensor(flat[24:30])
+    W1 = torch.tensor(flat[30:42].reshape(6, 2))
+    b1 = torch.tensor(flat[42:])
+    h = TORCH_ACTIVATIONS[step](torch.tensor(X) @ W0 + b0)
+    np.testing.assert_array_equal(engine.predict(X, flat), (h @ W1 + b1).numpy())

@@ -29,8 +29,8 @@ class PyTrainer {
  public:
   PyTrainer(const std::vector<index_t>& units, const std::string& activation,
             const std::string& loss, int n_threads, const std::string& out_activation,
-            const py::dict& loss_params)
-      : trainer_(make_layout(units, activation, loss, out_activation, loss_params),
+            const py::dict& options)
+      : trainer_(make_layout(units, activation, loss, out_activation, options),
                  resolve_threads(n_threads)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
@@ -166,7 +166,7 @@ void bind_trainer(py::module_& m, const char* name) {
       .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&, int,
                     const std::string&, const py::dict&>(),
            py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("n_threads") = 0,
-           py::arg("out_activation") = "", py::arg("loss_params") = py::dict())
+           py::arg("out_activation") = "", py::arg("options") = py::dict())
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("order"), py::arg("params"), py::arg("optimizer"),
@@ -198,11 +198,15 @@ PYBIND11_MODULE(_cpu, m) {
     for (const ActivationInfo& a : kActivations) {
       py::dict d;
       d["name"] = a.name;
-      d["derivative"] = a.derivative == Derivative::from_input ? "input" : "output";
+      d["derivative"] = a.derivative == Derivative::from_input    ? "input"
+                        : a.derivative == Derivative::from_output ? "output"
+                                                                  : "none";
       d["hidden"] = a.hidden;
       d["in_sklearn"] = a.in_sklearn;
       d["glorot_factor"] = a.glorot_factor;
       d["positive"] = a.positive;
+      d["param"] = a.param[0] == '\0' ? py::object(py::none()) : py::object(py::str(a.param));
+      d["param_default"] = a.param_default;
       out.append(d);
     }
     return out;
@@ -221,6 +225,22 @@ PYBIND11_MODULE(_cpu, m) {
     }
     return out;
   }, "The loss registry (csrc/include/fusedmlp/loss.h), one dict per loss.");
+  m.def("dropout_mask", [](std::uint64_t seed, std::uint64_t epoch, std::uint64_t batch, int layer,
+                           index_t rows, index_t units, double rate) {
+    if (rows < 0 || units < 0) throw py::value_error("rows and units must be >= 0");
+    if (!(rate >= 0.0 && rate < 1.0)) throw py::value_error("rate must be in [0, 1)");
+    py::array_t<bool> kept({rows, units});
+    bool* out = kept.mutable_data();
+    const std::uint64_t key = dropout_key(seed, epoch, batch, layer);
+    const std::uint32_t threshold = dropout_threshold(rate);
+    for (index_t i = 0; i < rows; ++i)
+      for (index_t j = 0; j < units; ++j)
+        out[i * units + j] = threshold == 0 || dropout_bits(key, i, j) >= threshold;
+    return kept;
+  }, py::arg("seed"), py::arg("epoch"), py::arg("batch"), py::arg("layer"), py::arg("rows"),
+     py::arg("units"), py::arg("rate"),
+     "Which units dropout keeps in one layer of one batch (fusedmlp/dropout.h): the mask the "
+     "engines apply, for tests.");
   m.def("single_threaded_after_fork", &single_threaded_after_fork,
         "Whether this process was forked after its parent ran a thread team (libgomp's pool "
         "does not survive fork), so every call runs on one thread.");

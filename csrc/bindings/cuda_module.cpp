@@ -103,8 +103,8 @@ template <class T>
 class PyTrainer {
  public:
   PyTrainer(const std::vector<index_t>& units, const std::string& activation, const std::string& loss,
-            const std::string& out_activation, const py::dict& loss_params)
-      : trainer_(fusedmlp::bindings::make_layout(units, activation, loss, out_activation, loss_params)) {}
+            const std::string& out_activation, const py::dict& options)
+      : trainer_(fusedmlp::bindings::make_layout(units, activation, loss, out_activation, options)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
 
@@ -266,7 +266,7 @@ void bind_trainer(py::module_& m, const char* name) {
       .def(py::init<const std::vector<index_t>&, const std::string&, const std::string&,
                     const std::string&, const py::dict&>(),
            py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("out_activation") = "",
-           py::arg("loss_params") = py::dict())
+           py::arg("options") = py::dict())
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
            py::arg("order"), py::arg("params"), py::arg("optimizer"), py::arg("hyper"),

@@ -129,26 +129,39 @@ inline void parse_option(const py::handle& value, V& out) {
   out = value.cast<V>();
 }
 
-// The network a trainer is built for: an empty output activation means the loss's canonical one;
-// loss_params holds any of LossParams' fields by name (the others keep their defaults).
+// The network a trainer is built for: an empty output activation means the loss's canonical one.
+// `options` holds, by name, any of LossParams' fields, the hidden activation's parameter (its
+// registry name, e.g. negative_slope) and "dropout" (one rate, or one per hidden layer); what is
+// absent keeps its default.
 inline NetworkLayout make_layout(const std::vector<index_t>& units, const std::string& activation,
                                  const std::string& loss, const std::string& out_activation,
-                                 const py::dict& loss_params) {
+                                 const py::dict& options) {
   const Loss l = loss_from_name(loss);
   const Activation out = out_activation.empty() ? loss_info(l).canonical_output
                                                 : activation_from_name(out_activation);
-  LossParams params;
+  LossParams loss_params;
   py::ssize_t known = 0;
-#define FUSEDMLP_PARSE_ROW(name, value) \
-  if (loss_params.contains(#name)) {    \
-    params.name = loss_params[#name].cast<double>(); \
-    ++known;                            \
+#define FUSEDMLP_PARSE_ROW(name, value)                 \
+  if (options.contains(#name)) {                         \
+    loss_params.name = options[#name].cast<double>();    \
+    ++known;                                            \
   }
   FUSEDMLP_LOSS_PARAMS(FUSEDMLP_PARSE_ROW)
 #undef FUSEDMLP_PARSE_ROW
-  if (known != static_cast<py::ssize_t>(loss_params.size()))
-    throw py::key_error("loss_params has a key that is not a loss parameter");
-  return NetworkLayout(units, activation_from_name(activation), l, out, params);
+  NetworkLayout layout(units, activation_from_name(activation), l, out, loss_params);
+  const char* act_param = activation_info(layout.hidden).param;
+  if (act_param[0] != '\0' && options.contains(act_param)) {
+    layout.set_activation_param(options[act_param].cast<double>());
+    ++known;
+  }
+  if (options.contains("dropout")) {
+    layout.set_dropout(options["dropout"].cast<std::vector<double>>());
+    ++known;
+  }
+  if (known != static_cast<py::ssize_t>(options.size()))
+    throw py::key_error("options has a key that is neither a loss parameter, the activation's "
+                        "parameter nor 'dropout'");
+  return layout;
 }
 
 // An epoch's options and the optimizer's state, from the dicts the estimators pass

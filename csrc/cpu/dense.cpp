@@ -145,11 +145,12 @@ void gather_rows(const Team& team, const T* src, index_t width, const index_t* r
 
 template <class T>
 void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
-                   const T* w, const T* b, index_t fan_out, Activation act, T* out,
-                   GemmWorkspace& ws) {
+                   const T* w, const T* b, index_t fan_out, Activation act,
+                   const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::bias_activation;
   ep.act = act;
+  ep.hidden = hidden;
   ep.bias = b;
   // out (rows x fan_out) = act(input (rows x fan_in) W (fan_in x fan_out) + b)
   gemm_team<T>(team, rows, fan_out, fan_in, Operand<T>{input, ld, 1}, Operand<T>{w, fan_out, 1},
@@ -158,10 +159,11 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
 
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
-                   index_t fan_out, Activation act, T* out, GemmWorkspace& ws) {
+                   index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,
+                   GemmWorkspace& ws) {
   if (!input.sparse) {
-    dense_forward<T>(team, input.dense, input.rows, input.cols, input.ld, w, b, fan_out, act, out,
-                     ws);
+    dense_forward<T>(team, input.dense, input.rows, input.cols, input.ld, w, b, fan_out, act,
+                     hidden, out, ws);
     return;
   }
   // CSR input: out[i, :] = act(b + sum_q values[q] * W[indices[q], :]), rows split
@@ -178,8 +180,17 @@ void dense_forward(const Team& team, const BatchView<T>& input, const T* w, cons
 #pragma omp simd
         for (index_t j = 0; j < fan_out; ++j) o[j] += v * wr[j];
       }
+      if (hidden.pre == nullptr && !hidden.dropout()) {
 #pragma omp simd
-      for (index_t j = 0; j < fan_out; ++j) o[j] = activate<A>(o[j]);
+        for (index_t j = 0; j < fan_out; ++j) o[j] = activate<A>(o[j], hidden.param);
+        continue;
+      }
+      T* z = hidden.pre != nullptr ? hidden.pre + i * hidden.ld_pre : nullptr;
+      for (index_t j = 0; j < fan_out; ++j) {
+        if (z != nullptr) z[j] = o[j];
+        const T a = activate<A>(o[j], hidden.param);
+        o[j] = hidden.dropout() ? a * hidden.mask(i, j) : a;
+      }
     }
     return 0;
   });
@@ -189,14 +200,16 @@ void dense_forward(const Team& team, const BatchView<T>& input, const T* w, cons
 
 template <class T>
 void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
-                         index_t fan_in, const T* a_prev, Activation act, T* dz_prev,
-                         GemmWorkspace& ws) {
+                         index_t fan_in, const T* stored, bool stored_is_pre, Activation act,
+                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::activation_grad;
   ep.act = act;
-  ep.aux = a_prev;
+  ep.hidden = hidden;
+  ep.aux_is_pre = stored_is_pre;
+  ep.aux = stored;
   ep.ld_aux = fan_in;
-  // dz_prev (rows x fan_in) = dz (rows x fan_out) W^T (fan_out x fan_in), times act'(a_prev)
+  // dz_prev (rows x fan_in) = dz (rows x fan_out) W^T (fan_out x fan_in), times act'(z_prev)
   gemm_team<T>(team, rows, fan_in, fan_out, Operand<T>{dz, fan_out, 1}, Operand<T>{w, 1, fan_out},
                dz_prev, fan_in, ep, false, ws);
 }
@@ -389,11 +402,13 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
                                 BatchInput<T>&);                                                    \
   template void gather_rows<T>(const Team&, const T*, index_t, const index_t*, index_t, T*);       \
   template void dense_forward<T>(const Team&, const BatchView<T>&, const T*, const T*, index_t,    \
-                                 Activation, T*, GemmWorkspace&);                                   \
+                                 Activation, const HiddenUnits<T>&, T*, GemmWorkspace&);            \
   template void dense_forward<T>(const Team&, const T*, index_t, index_t, index_t, const T*,       \
-                                 const T*, index_t, Activation, T*, GemmWorkspace&);                \
+                                 const T*, index_t, Activation, const HiddenUnits<T>&, T*,          \
+                                 GemmWorkspace&);                                                   \
   template void dense_backward_data<T>(const Team&, const T*, index_t, index_t, const T*, index_t, \
-                                       const T*, Activation, T*, GemmWorkspace&);                   \
+                                       const T*, bool, Activation, const HiddenUnits<T>&, T*,       \
+                                       GemmWorkspace&);                                             \
   template void dense_weight_update<T>(const Team&, const BatchView<T>*, const T*, index_t,        \
                                        const T*, const LayerLayout&, T*, const OptimizerStep<T>&,   \
                                        T, T, T*, double*, GemmWorkspace&);                          \

@@ -14,6 +14,7 @@
 
 #include "cpu/gemm/gemm.h"
 #include "fusedmlp/common.h"
+#include "fusedmlp/dropout.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
 
@@ -91,23 +92,25 @@ template <class T>
 void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,
                  T* dst);
 
-// out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse)
+// out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse); `hidden`
+// carries the activation's parameter and, in training, where z goes and the dropout mask.
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
-                   index_t fan_out, Activation act, T* out, GemmWorkspace& ws);
+                   index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,
+                   GemmWorkspace& ws);
 
 // ... and for a hidden layer's input (rows x fan_in, row stride ld)
 template <class T>
 void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
-                   const T* w, const T* b, index_t fan_out, Activation act, T* out,
-                   GemmWorkspace& ws);
+                   const T* w, const T* b, index_t fan_out, Activation act,
+                   const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws);
 
-// dz_prev (rows x fan_in) = (dz W^T) * act'(a_prev), the derivative taken from the stored
-// outputs a_prev of the previous layer.
+// dz_prev (rows x fan_in) = (dz W^T) [* dropout mask] * act'(stored), the derivative taken
+// from the previous layer's outputs a_prev, or from its pre-activations when stored_is_pre.
 template <class T>
 void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
-                         index_t fan_in, const T* a_prev, Activation act, T* dz_prev,
-                         GemmWorkspace& ws);
+                         index_t fan_in, const T* stored, bool stored_is_pre, Activation act,
+                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws);
 
 // One optimizer step over flat arrays: which solver, its constants, and its state (same layout
 // as the parameters).

@@ -82,7 +82,39 @@ int Trainer<T>::team_size(index_t rows) const {
 }
 
 template <class T>
-void Trainer<T>::ensure_rows(index_t rows, int n_threads) {
+typename Trainer<T>::Pass Trainer<T>::training_pass(const EpochOptions* opts) const {
+  Pass pass;
+  pass.keep_pre = activation_needs_input(layout_.hidden);
+  if (opts != nullptr && layout_.has_dropout()) {
+    pass.keep_pre = pass.dropout = true;
+    pass.seed = static_cast<std::uint64_t>(opts->dropout_seed);
+    pass.epoch = static_cast<std::uint64_t>(opts->epoch);
+  }
+  return pass;
+}
+
+template <class T>
+HiddenUnits<T> Trainer<T>::hidden_units(size_t layer, index_t r0, const Pass& pass) {
+  HiddenUnits<T> h;
+  h.param = static_cast<T>(layout_.activation_param);
+  h.row0 = r0;
+  if (layer + 1 >= layout_.layers.size()) return h;  // the output layer: its head's business
+  if (pass.keep_pre) {
+    h.pre = pre(layer, r0);
+    h.ld_pre = layout_.layers[layer].fan_out;
+  }
+  const double rate = pass.dropout ? layout_.dropout_rate(layer) : 0.0;
+  if (rate > 0.0) {
+    h.key = dropout_key(pass.seed, pass.epoch, pass.batch, static_cast<int>(layer));
+    h.threshold = dropout_threshold(rate);
+    h.keep_scale = static_cast<T>(1.0 / (1.0 - rate));
+  }
+  return h;
+}
+
+template <class T>
+void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre) {
+  if (keep_pre && pres_.size() < acts_.size()) pres_.assign(acts_.size(), T(0));
   if (rows > capacity_rows_) {
     act_offsets_.clear();
     index_t offset = 0;
@@ -92,6 +124,7 @@ void Trainer<T>::ensure_rows(index_t rows, int n_threads) {
     }
     acts_.assign(static_cast<size_t>(offset), T(0));
     deltas_.assign(static_cast<size_t>(offset), T(0));
+    if (keep_pre) pres_.assign(static_cast<size_t>(offset), T(0));
     y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
     w_batch_.assign(static_cast<size_t>(rows), T(0));
     capacity_rows_ = rows;
@@ -115,7 +148,7 @@ bool Trainer<T>::use_row_blocks(index_t batch_rows) const {
 
 template <class T>
 void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* params,
-                         index_t r0, index_t rows) {
+                         index_t r0, index_t rows, const Pass& pass) {
   const size_t n_layers = layout_.layers.size();
   for (size_t l = 0; l < n_layers; ++l) {
     const LayerLayout& layer = layout_.layers[l];
@@ -123,11 +156,13 @@ void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* p
     const Activation act = (l + 1 == n_layers) ? Activation::identity : layout_.hidden;
     const T* w = params + layer.w_offset;
     const T* b = params + layer.b_offset;
+    const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     if (l == 0)
-      dense_forward<T>(team, input.slice(r0, rows), w, b, layer.fan_out, act, out(0, r0), ws_);
+      dense_forward<T>(team, input.slice(r0, rows), w, b, layer.fan_out, act, hidden, out(0, r0),
+                       ws_);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
-                       layer.fan_out, act, out(l, r0), ws_);
+                       layer.fan_out, act, hidden, out(l, r0), ws_);
     team_barrier(team);
   }
 }
@@ -135,7 +170,7 @@ void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* p
 template <class T>
 void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T* params,
                                  index_t rows, T alpha, T scale, const OptimizerStep<T>& opt,
-                                 double* sq_slots) {
+                                 double* sq_slots, const Pass& pass) {
   // On entry delta(last) holds dZ of the output layer. Each layer's dZ for the layer below
   // is formed from its weights before they are updated; every layer has its own dZ buffer,
   // so only that read-before-update needs a barrier.
@@ -143,7 +178,9 @@ void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T*
     const LayerLayout& layer = layout_.layers[l];
     if (l > 0) {
       dense_backward_data<T>(team, delta(l), rows, layer.fan_out, params + layer.w_offset,
-                             layer.fan_in, out(l - 1), layout_.hidden, delta(l - 1), ws_);
+                             layer.fan_in, pass.keep_pre ? pre(l - 1) : out(l - 1),
+                             pass.keep_pre, layout_.hidden, hidden_units(l - 1, 0, pass),
+                             delta(l - 1), ws_);
       team_barrier(team);
     }
     dense_weight_update<T>(team, l == 0 ? &input : nullptr, l == 0 ? nullptr : out(l - 1), rows,
@@ -154,7 +191,8 @@ void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T*
 
 template <class T>
 void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const T* params,
-                              index_t r0, index_t rows, bool accumulate, T* grad) {
+                              index_t r0, index_t rows, bool accumulate, T* grad,
+                              const Pass& pass) {
   const BatchView<T> in = input.slice(r0, rows);
   for (size_t l = layout_.layers.size(); l-- > 0;) {
     const LayerLayout& layer = layout_.layers[l];
@@ -162,7 +200,9 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
                              delta(l, r0), layer, accumulate, grad, ws_);
     if (l > 0) {
       dense_backward_data<T>(team, delta(l, r0), rows, layer.fan_out, params + layer.w_offset,
-                             layer.fan_in, out(l - 1, r0), layout_.hidden, delta(l - 1, r0), ws_);
+                             layer.fan_in, pass.keep_pre ? pre(l - 1, r0) : out(l - 1, r0),
+                             pass.keep_pre, layout_.hidden, hidden_units(l - 1, r0, pass),
+                             delta(l - 1, r0), ws_);
       team_barrier(team);
     }
   }
@@ -171,7 +211,8 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
 template <class T>
 double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T* sw,
                               double sw_sum, const EpochOptions& opts, const OptimizerStep<T>& opt,
-                              std::vector<double>& block_loss, double* sq_slots) {
+                              std::vector<double>& block_loss, double* sq_slots,
+                              const Pass& pass) {
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const index_t n_blocks = n_row_blocks(rows);
@@ -182,23 +223,24 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   for (index_t blk = team.tid; blk < n_blocks; blk += team.nth) {
     const index_t r0 = block_start(rows, blk, mr);
     const index_t rb = block_start(rows, blk + 1, mr) - r0;
-    forward(solo, batch_.view, params, r0, rb);
+    forward(solo, batch_.view, params, r0, rb, pass);
     block_loss[blk] = output_loss_grad<T>(solo, layout_, out(last, r0),
                                           y_batch_.data() + r0 * n_out,
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
-    backward_sum(solo, batch_.view, params, r0, rb, false, block_grads_.data() + blk * n_params);
+    backward_sum(solo, batch_.view, params, r0, rb, false, block_grads_.data() + blk * n_params,
+                 pass);
   }
   team_barrier(team);
   // The gradients summed in block order, then one optimizer step, split by parameter.
   const T alpha = static_cast<T>(opts.alpha);
-  OptimizerPass<T> pass;
-  pass.adam = opt.solver == Solver::adam;
-  pass.adam_step = opt.adam;
-  pass.sgd_step = opt.sgd;
-  pass.stride = n_params;
-  pass.n_partials = n_blocks;
-  pass.scale = static_cast<T>(1.0 / sw_sum);
+  OptimizerPass<T> opt_pass;
+  opt_pass.adam = opt.solver == Solver::adam;
+  opt_pass.adam_step = opt.adam;
+  opt_pass.sgd_step = opt.sgd;
+  opt_pass.stride = n_params;
+  opt_pass.n_partials = n_blocks;
+  opt_pass.scale = static_cast<T>(1.0 / sw_sum);
   double my_sq = 0.0;
   for (const auto& layer : layout_.layers) {
     for (int part = 0; part < 2; ++part) {  // the weights (with the L2 term), then the biases
@@ -206,10 +248,10 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
       const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
       index_t i0, i1;
       team_range(team, count, i0, i1);
-      pass.partial = block_grads_.data() + offset + i0;
-      pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
+      opt_pass.partial = block_grads_.data() + offset + i0;
+      opt_pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
       T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
-      const double sq = optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, pass);
+      const double sq = optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
       if (part == 0) my_sq += sq;
     }
   }
@@ -225,11 +267,13 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                                   index_t n_order, T* params, OptimizerState<T>& state,
                                   const EpochOptions& opts, const StopCheck& should_stop) {
   if (opts.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
+  check_trainable(layout_.hidden);
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
   const int nth = blocks ? team_threads(n_threads_) : team_size(batch_size);
+  const Pass epoch_pass = training_pass(&opts);
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
-  ensure_rows(batch_size, nth);
+  ensure_rows(batch_size, nth, epoch_pass.keep_pre);
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {
@@ -269,8 +313,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     team_barrier(team);
     double sq = sq_part.sum(team.nth);
     OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
+    Pass pass = epoch_pass;
     long long batch_index = 0;
     for (index_t start = 0; start < n_order; start += batch_size, ++batch_index) {
+      pass.batch = static_cast<std::uint64_t>(batch_index);
       if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
       const index_t rows = std::min(batch_size, n_order - start);
       const index_t* idx = order + start;
@@ -301,16 +347,17 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
       }
       double row_loss;
       if (blocks) {
-        row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss, sq_part.slots());
+        row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss,
+                              sq_part.slots(), pass);
       } else {
-        forward(team, batch_.view, params, 0, rows);
+        forward(team, batch_.view, params, 0, rows, pass);
         loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,
                                                   delta(last), rows, n_out);
         team_barrier(team);
         row_loss = loss_part.sum(team.nth);
         sq_part.clear(team.tid);
         backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum), step,
-                        sq_part.slots());
+                        sq_part.slots(), pass);
         team_barrier(team);
       }
       const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
@@ -330,11 +377,13 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
 template <class T>
 double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
                              const StopCheck& should_stop) {
+  check_trainable(layout_.hidden);
   const index_t n = data.x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
+  const Pass pass = training_pass(nullptr);  // the whole-data objective: no dropout
   prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth);
+  ensure_rows(chunk, nth, pass.keep_pre);
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   StopClock stop(should_stop);
@@ -358,13 +407,13 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
       gather_input<T>(team, data.x, nullptr, start, rows, batch_);
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
-      forward(team, batch_.view, params, 0, rows);
+      forward(team, batch_.view, params, 0, rows, pass);
       const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
       loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last),
                                                  data.y + start * n_out, sw, delta(last), rows,
                                                  n_out);
       team_barrier(team);
-      backward_sum(team, batch_.view, params, 0, rows, start > 0, grad);
+      backward_sum(team, batch_.view, params, 0, rows, start > 0, grad, pass);
       team_barrier(team);
     }
     if (!stop_flag.load(std::memory_order_relaxed)) {
@@ -384,9 +433,10 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
   prepare_batches<T>(x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth);
+  ensure_rows(chunk, nth, false);
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
+  const Pass pass;  // prediction: no pre-activations, no dropout
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
 
@@ -400,7 +450,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       gather_input<T>(team, x, nullptr, start, rows, batch_);
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
-      forward(team, batch_.view, params, 0, rows);
+      forward(team, batch_.view, params, 0, rows, pass);
       output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
       team_barrier(team);
     }

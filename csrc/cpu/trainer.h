@@ -11,11 +11,13 @@
 //   the thread count, so neither does the model.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "cpu/dense.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/stop_clock.h"
+#include "fusedmlp/dropout.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
 #include "fusedmlp/training.h"
@@ -53,27 +55,42 @@ class Trainer {
   bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop);
 
  private:
-  void ensure_rows(index_t rows, int n_threads);
+  // What a pass through the hidden layers does besides computing them: keep the
+  // pre-activations (training a from_input activation, or under dropout) and drop units (the
+  // dropout key's seed, epoch and batch; training only).
+  struct Pass {
+    bool keep_pre = false;
+    bool dropout = false;
+    std::uint64_t seed = 0, epoch = 0, batch = 0;
+  };
+  Pass training_pass(const EpochOptions* opts) const;
+  HiddenUnits<T> hidden_units(size_t layer, index_t r0, const Pass& pass);
+
+  void ensure_rows(index_t rows, int n_threads, bool keep_pre);
   int team_size(index_t rows) const;
   // Rows [r0, r0 + rows) of the batch through the network; with a team, a barrier after each
   // layer.
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
-               index_t rows);
+               index_t rows, const Pass& pass);
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
-                       T alpha, T scale, const OptimizerStep<T>& opt, double* sq_part);
+                       T alpha, T scale, const OptimizerStep<T>& opt, double* sq_part,
+                       const Pass& pass);
   void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
-                    index_t rows, bool accumulate, T* grad);
+                    index_t rows, bool accumulate, T* grad, const Pass& pass);
   // The small-network epoch step: row blocks through the whole network, one thread each.
   // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2).
   double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
-                    std::vector<double>& block_loss, double* sq_slots);
+                    std::vector<double>& block_loss, double* sq_slots, const Pass& pass);
   bool use_row_blocks(index_t batch_rows) const;
   T* out(size_t layer, index_t r0 = 0) {
     return acts_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
   }
   T* delta(size_t layer, index_t r0 = 0) {
     return deltas_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
+  }
+  T* pre(size_t layer, index_t r0 = 0) {
+    return pres_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
   }
 
   NetworkLayout layout_;
@@ -84,6 +101,7 @@ class Trainer {
   std::vector<index_t> act_offsets_;  // each layer's rows x fan_out block in acts_ and deltas_
   std::vector<T> acts_;
   std::vector<T> deltas_;
+  std::vector<T> pres_;  // the hidden layers' pre-activations, only for passes that keep them
   std::vector<T> y_batch_;
   std::vector<T> w_batch_;
   std::vector<T> grad_;

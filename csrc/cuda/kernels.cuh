@@ -14,6 +14,7 @@
 
 #include "cuda/launch.cuh"
 #include "fusedmlp/activation.h"
+#include "fusedmlp/dropout.h"
 #include "fusedmlp/loss.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
@@ -37,7 +38,14 @@ struct BatchState {
   double epoch_loss;    // sum over batches of batch loss * rows
   double lr;            // sgd: the learning rate; adam: learning_rate_init
   double lr_t;          // adam: the step size of the current step
+  unsigned long long dropout_seed;   // dropout's masks: (seed, epoch, batch, layer, row, unit)
+  unsigned long long dropout_epoch;
 };
+
+// The dropout key of `layer` in the current batch.
+__device__ inline std::uint64_t batch_dropout_key(const BatchState* st, int layer) {
+  return dropout_key(st->dropout_seed, st->dropout_epoch, static_cast<std::uint64_t>(st->batch), layer);
+}
 
 // Layer boundaries in the flat parameter buffer, passed by value.
 constexpr int kMaxLayers = 32;
@@ -86,6 +94,11 @@ struct GemmArgs {
   bool batch_scale;  // scale = 1 / the batch's weight sum (state->inv_sw)
   T* colsum;         // optional: colsum[j] (+)= scale * sum_p B(p, j)
   bool accumulate;   // C += ..., colsum += ...
+  // bias_activation, activation_grad: the activation's parameter, where z goes (forward) and
+  // the dropout mask of hidden layer `layer` (its key is read from the state per batch)
+  HiddenUnits<T> hidden;
+  int layer;
+  bool aux_is_pre;   // activation_grad: aux holds z, not a
 };
 
 template <class T, Epi E, Activation A>
@@ -138,6 +151,8 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   }
 
   const T scale = g.batch_scale ? static_cast<T>(g.state->inv_sw) : g.scale;
+  HiddenUnits<T> hidden = g.hidden;
+  if (hidden.dropout()) hidden.key = batch_dropout_key(g.state, g.layer);
   for (int i = 0; i < kThreadM; ++i) {
     const int r = row0 + ty * kThreadM + i;
     if (r >= m) break;
@@ -148,11 +163,19 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
       T v = acc[i][j];
       if (g.accumulate) v += *out;
       if constexpr (E == Epi::bias_activation) {
-        v = activate<A>(v + g.bias[c]);
+        const T z = v + g.bias[c];
+        if (hidden.pre != nullptr) hidden.pre[r * hidden.ld_pre + c] = z;
+        v = activate<A>(z, hidden.param);
+        if (hidden.dropout()) v *= hidden.mask(r, c);
       } else if constexpr (E == Epi::weight_grad) {
         v = l2_grad(v, g.alpha, g.aux[r * g.ld_aux + c], scale);
       } else if constexpr (E == Epi::activation_grad) {
-        v = backprop_activation<A>(v, g.aux[r * g.ld_aux + c]);
+        const T stored = g.aux[r * g.ld_aux + c];
+        if (g.aux_is_pre)
+          v = backprop_activation_from_input<A>(hidden.dropout() ? v * hidden.mask(r, c) : v, stored,
+                                                hidden.param);
+        else
+          v = backprop_activation<A>(v, stored, hidden.param);
       }
       *out = v;
     }
@@ -363,10 +386,15 @@ constexpr int fused_rows() {  // 33 KB of shared memory in either precision
   return sizeof(T) == 4 ? 32 : 16;
 }
 
-// The per-layer output buffers of the fused kernel, passed by value.
+// The per-layer buffers of the fused kernel, passed by value: outputs, and in training the
+// pre-activations (null: not kept) and each hidden layer's dropout (threshold 0: none).
 template <class T>
 struct OutputTable {
   T* out[kMaxLayers];
+  T* pre[kMaxLayers];
+  std::uint32_t threshold[kMaxLayers];
+  T keep_scale[kMaxLayers];
+  T param;  // the hidden activation's parameter
 };
 
 template <class T, Activation A>
@@ -396,7 +424,17 @@ __global__ void __launch_bounds__(kFusedThreads)
       const int r = e / fan_out, j = e % fan_out;
       T s = b[j];
       for (int p = 0; p < fan_in; ++p) s += buf[cur][r][p] * w[p * fan_out + j];
-      if (!last) s = activate<A>(s);
+      if (!last) {
+        if (outs.pre[l] != nullptr && r0 + r < n) outs.pre[l][static_cast<long long>(r0 + r) * fan_out + j] = s;
+        s = activate<A>(s, outs.param);
+        if (outs.threshold[l] != 0) {
+          HiddenUnits<T> h;
+          h.key = batch_dropout_key(st, l);
+          h.threshold = outs.threshold[l];
+          h.keep_scale = outs.keep_scale[l];
+          s *= h.mask(r0 + r, j);
+        }
+      }
       buf[1 - cur][r][j] = s;
       if (r0 + r < n) out[static_cast<long long>(r0 + r) * fan_out + j] = s;
     }

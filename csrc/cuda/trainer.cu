@@ -136,6 +136,7 @@ struct Trainer<T>::Impl {
   // one batch: its input, targets, weights, and every layer's outputs and dZ
   index_t capacity = 0;
   DeviceBuffer<T> xb, yb, wb, acts, deltas;
+  DeviceBuffer<T> pres;  // hidden pre-activations: only for a from_input activation or dropout
   std::vector<index_t> act_offsets;
   DeviceBuffer<double> out, scalar;
 
@@ -145,6 +146,38 @@ struct Trainer<T>::Impl {
 
   T* act(size_t l) { return acts.get() + act_offsets[l]; }
   T* delta(size_t l) { return deltas.get() + act_offsets[l]; }
+  T* pre(size_t l) { return pres.get() + act_offsets[l]; }
+
+  // What a pass keeps besides the outputs (see the CPU trainer's Pass): pre-activations when
+  // the activation's derivative needs them or under dropout; dropout in training epochs only.
+  struct Pass {
+    bool keep_pre = false;
+    bool dropout = false;
+  };
+  Pass pass(bool training_epoch) const {
+    Pass p;
+    p.dropout = training_epoch && layout.has_dropout();
+    p.keep_pre = activation_needs_input(layout.hidden) || p.dropout;
+    return p;
+  }
+  bool may_keep_pre() const { return activation_needs_input(layout.hidden) || layout.has_dropout(); }
+
+  // Hidden layer l's write-back (the output layer's is its head's).
+  HiddenUnits<T> hidden_units(size_t l, const Pass& p) {
+    HiddenUnits<T> h;
+    h.param = static_cast<T>(layout.activation_param);
+    if (l + 1 >= layout.layers.size()) return h;
+    if (p.keep_pre) {
+      h.pre = pre(l);
+      h.ld_pre = layout.layers[l].fan_out;
+    }
+    const double rate = p.dropout ? layout.dropout_rate(l) : 0.0;
+    if (rate > 0.0) {
+      h.threshold = dropout_threshold(rate);
+      h.keep_scale = static_cast<T>(1.0 / (1.0 - rate));
+    }
+    return h;
+  }
 
   void ensure_rows(index_t rows) {
     if (rows <= capacity) return;
@@ -159,16 +192,24 @@ struct Trainer<T>::Impl {
     wb.resize(static_cast<size_t>(rows));
     acts.resize(static_cast<size_t>(total));
     deltas.resize(static_cast<size_t>(total));
+    if (may_keep_pre()) pres.resize(static_cast<size_t>(total));
     capacity = rows;
     graph.reset();  // the captured sequence points at the old buffers
   }
 
   // The network's outputs for `rows` rows of xb (rows < 0: the batch's, from the state).
-  void forward(int rows, int max_rows, cudaStream_t s) {
+  void forward(int rows, int max_rows, const Pass& p, cudaStream_t s) {
     const size_t n_layers = layout.layers.size();
     if (fused) {
       OutputTable<T> outs{};
-      for (size_t l = 0; l < n_layers; ++l) outs.out[l] = act(l);
+      outs.param = static_cast<T>(layout.activation_param);
+      for (size_t l = 0; l < n_layers; ++l) {
+        const HiddenUnits<T> h = hidden_units(l, p);
+        outs.out[l] = act(l);
+        outs.pre[l] = h.pre;
+        outs.threshold[l] = h.threshold;
+        outs.keep_scale[l] = h.keep_scale;
+      }
       dispatch_hidden_activation(layout.hidden, [&](auto a) {
         launch(fused_forward_kernel<T, decltype(a)::value>,
                dim3(static_cast<unsigned>((max_rows + fused_rows<T>() - 1) / fused_rows<T>())),
@@ -192,6 +233,8 @@ struct Trainer<T>::Impl {
       g.c = act(l);
       g.ldc = L.fan_out;
       g.bias = params.get() + L.b_offset;
+      g.hidden = hidden_units(l, p);
+      g.layer = static_cast<int>(l);
       // the output layer's activation comes with its loss
       gemm<T>(g, Epi::bias_activation, l + 1 == n_layers ? Activation::identity : layout.hidden,
               g.m, s);
@@ -200,7 +243,8 @@ struct Trainer<T>::Impl {
 
   // dZ of the output layer (delta(last)) back through the network. Per-batch (graph) mode:
   // weight gradients scaled and with their L2 term; raw mode (loss_grad): sums accumulated.
-  void backward(int rows, int max_rows, bool per_batch, T alpha, bool accumulate, cudaStream_t s) {
+  void backward(int rows, int max_rows, bool per_batch, T alpha, bool accumulate, const Pass& p,
+                cudaStream_t s) {
     for (size_t l = layout.layers.size(); l-- > 0;) {
       const LayerLayout& L = layout.layers[l];
       const T* input = l == 0 ? xb.get() : act(l - 1);
@@ -234,9 +278,13 @@ struct Trainer<T>::Impl {
       d.b = Mat<T>{params.get() + L.w_offset, 1, L.fan_out};        // W^T
       d.c = delta(l - 1);
       d.ldc = L.fan_in;
-      d.aux = act(l - 1);
+      d.aux = p.keep_pre ? pre(l - 1) : act(l - 1);
       d.ld_aux = L.fan_in;
-      // dZ_prev = (dZ W^T) * f'(a_prev)
+      d.aux_is_pre = p.keep_pre;
+      d.hidden = hidden_units(l - 1, p);
+      d.hidden.pre = nullptr;  // (read through aux here)
+      d.layer = static_cast<int>(l - 1);
+      // dZ_prev = (dZ W^T) [* mask] * f'(z_prev)
       gemm<T>(d, Epi::activation_grad, layout.hidden, d.m, s);
     }
   }
@@ -282,7 +330,8 @@ struct Trainer<T>::Impl {
       gather<double>(o, s);
     launch(batch_setup_kernel<T>, dim3(1), dim3(kBlock), 0, s, state.get(),
            static_cast<const T*>(wb.get()), weighted, adam, o.beta_1, o.beta_2);
-    forward(-1, bs, s);
+    const Pass p = pass(true);
+    forward(-1, bs, p, s);
     const size_t last = layout.layers.size() - 1;
     const int n_out = static_cast<int>(layout.n_outputs());
     dispatch_head(layout.loss, layout.output, [&](auto l, auto a) {
@@ -291,7 +340,7 @@ struct Trainer<T>::Impl {
              delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr), layout.loss_params);
       return 0;
     });
-    backward(-1, bs, true, static_cast<T>(o.alpha), false, s);
+    backward(-1, bs, true, static_cast<T>(o.alpha), false, p, s);
     const long long n = layout.n_params;
     if (adam)
       launch(optimizer_kernel<T, Solver::adam>, dim3(grid_for(n)), dim3(kBlock), 0, s, params.get(),
@@ -365,6 +414,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
                                   OptimizerState<T>& st, const EpochOptions& o,
                                   const StopCheck& should_stop) {
   Impl& I = *impl_;
+  check_trainable(I.layout.hidden);
   if (I.n_rows == 0 && n_order > 0) throw std::logic_error("run_epoch: no training data loaded");
   if (n_order > I.n_rows) throw std::invalid_argument("run_epoch: the order is longer than the data");
   if (o.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
@@ -393,6 +443,8 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   host.t = st.t;
   host.batch_size = static_cast<int>(bs);
   host.lr = o.learning_rate;
+  host.dropout_seed = static_cast<unsigned long long>(o.dropout_seed);
+  host.dropout_epoch = static_cast<unsigned long long>(o.epoch);
   FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
   launch(sq_norm_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, static_cast<const T*>(I.params.get()), n,
          I.table, &I.state.get()->sq);
@@ -451,6 +503,7 @@ template <class T>
 double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
                              const StopCheck& should_stop) {
   Impl& I = *impl_;
+  check_trainable(I.layout.hidden);
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
@@ -481,7 +534,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
       I.template gather<float>(o, s);
     else
       I.template gather<double>(o, s);
-    I.forward(rows, rows, s);
+    I.forward(rows, rows, I.pass(false), s);
     dispatch_head(I.layout.loss, I.layout.output, [&](auto l, auto a) {
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              I.act(last),
@@ -489,7 +542,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
              I.delta(last), rows, n_out, I.state.get(), I.scalar.get(), I.layout.loss_params);
       return 0;
     });
-    I.backward(rows, rows, false, T(0), start > 0, s);
+    I.backward(rows, rows, false, T(0), start > 0, I.pass(false), s);
     FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
     if (stop.poll()) throw std::runtime_error("interrupted");
   }
@@ -551,7 +604,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
       convert(float{});
     else
       convert(double{});
-    I.forward(rows, rows, s);
+    I.forward(rows, rows, typename Impl::Pass{}, s);
     dispatch_output(I.layout.loss, I.layout.output, [&](auto a) {
       launch(output_activation_kernel<T, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              static_cast<const T*>(I.act(last)), target + start * n_out, rows, n_out);

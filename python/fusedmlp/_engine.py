@@ -93,20 +93,22 @@ def losses():
 
 
 def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_activation="",
-                loss_params=None):
+                options=None):
     """A trainer for one layout and head (the loss, its output activation, '' for the loss's
-    canonical one, and the loss's parameters). ``n_threads=None`` uses OpenMP's current limit."""
+    canonical one) and its options: the loss's, the hidden activation's (by its registry
+    name) and ``dropout`` (one rate or one per hidden layer). ``n_threads=None`` uses OpenMP's
+    current limit."""
     units = [int(u) for u in layer_units]
-    loss_params = {} if loss_params is None else loss_params
+    options = {} if options is None else options
     if device == "cuda":
         module = _cuda_module()
         cls = module.TrainerF32 if dtype == np.float32 else module.TrainerF64
-        return cls(units, activation, loss, out_activation, loss_params)
+        return cls(units, activation, loss, out_activation, options)
     # the engine runs at most 64 threads; larger requests (any positive int is accepted,
     # as for n_jobs) mean "as many as it runs"
     threads = 0 if n_threads is None else min(check_n_threads(n_threads), 64)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
-    return cls(units, activation, loss, threads, out_activation, loss_params)
+    return cls(units, activation, loss, threads, out_activation, options)
 
 
 # ---- arrays on the device ------------------------------------------------------------------

@@ -28,6 +28,7 @@ from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
@@ -76,6 +77,11 @@ _NOT_NUMERIC = "USVMm"  # numpy kinds of strings, bytes, void, datetimes and tim
 # module: no list of names is written twice.
 ACTIVATIONS = {a["name"]: a for a in _engine.activations()}
 HIDDEN_ACTIVATIONS = sorted(name for name, a in ACTIVATIONS.items() if a["hidden"])
+# a regression output: element-wise, with a gradient and without a parameter of its own
+OUTPUT_ACTIVATIONS = sorted(
+    name for name in HIDDEN_ACTIVATIONS
+    if ACTIVATIONS[name]["param"] is None and ACTIVATIONS[name]["derivative"] != "none"
+)
 LOSSES = {loss["name"]: loss for loss in _engine.losses()}
 REGRESSION_LOSSES = sorted(name for name, loss in LOSSES.items() if loss["regression"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
@@ -172,6 +178,9 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         ],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "device": [StrOptions(set(_engine.DEVICES))],
+        "negative_slope": [Interval(Real, 0, None, closed="left")],
+        "elu_alpha": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
     @abstractmethod
@@ -272,10 +281,50 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
         return device
 
-    def _engine_for(self, layer_units, device, dtype):
+    def _engine_for(self, layer_units, device, dtype, training=False):
+        loss, out_activation, options = self._engine_head()
+        param = ACTIVATIONS[self.activation]["param"]
+        if param is not None:
+            options[param] = float(getattr(self, param))
+        if training:
+            rates = self._dropout_rates(len(layer_units) - 2)
+            if rates is not None:
+                options["dropout"] = rates
         return _engine.make_engine(
-            device, dtype, layer_units, self.activation, self.n_threads, *self._engine_head()
+            device, dtype, layer_units, self.activation, self.n_threads, loss, out_activation,
+            options,
         )
+
+    def _dropout_rates(self, n_hidden):
+        """dropout as one rate per hidden layer, or None when no unit is dropped."""
+        rates = np.asarray(self.dropout, dtype=np.float64)
+        if rates.ndim > 1 or (rates.ndim == 1 and rates.shape[0] != n_hidden):
+            raise ValueError(
+                f"dropout must be one rate, or one rate per hidden layer ({n_hidden}); got "
+                f"{self.dropout!r}."
+            )
+        if not np.all((rates >= 0) & (rates < 1)):
+            raise ValueError(f"dropout rates must be in [0, 1); got {self.dropout!r}.")
+        rates = np.broadcast_to(rates, (n_hidden,))
+        if not np.any(rates > 0):
+            return None
+        return [float(r) for r in rates]
+
+    def _check_trainable(self, n_hidden):
+        """What gradient training cannot do: say so before anything is changed."""
+        if ACTIVATIONS[self.activation]["derivative"] == "none":
+            raise ValueError(
+                f"activation={self.activation!r} is a step function: its gradient is zero "
+                "almost everywhere, so no solver can train it. Use it to predict with "
+                "weights set by hand (set_weights), or train with a differentiable "
+                "activation."
+            )
+        if self.solver == "lbfgs" and self._dropout_rates(n_hidden) is not None:
+            raise ValueError(
+                "dropout is not supported by solver='lbfgs': L-BFGS needs one fixed "
+                "objective, and dropout draws a new network every mini-batch. Use "
+                "solver='adam' or 'sgd', or dropout=0."
+            )
 
     def _engine_head(self):
         """The engine's head: the loss, the output activation and the loss's parameters."""
@@ -285,6 +334,66 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         params = {"huber_delta": float(getattr(self, "huber_delta", 1.0)),
                   "quantile": float(getattr(self, "quantile", 0.5))}
         return self.loss, self.out_activation_, params
+
+    # ---- weights set by hand -------------------------------------------------------------
+
+    def _set_weights(self, coefs, intercepts, n_outputs_expected=None):
+        """Shared part of set_weights: checks the shapes and makes coefs_/intercepts_ the
+        model's parameters, in the compute dtype."""
+        if len(coefs) == 0 or len(coefs) != len(intercepts):
+            raise ValueError(
+                f"set_weights needs one coefficient matrix and one intercept vector per "
+                f"layer; got {len(coefs)} and {len(intercepts)}."
+            )
+        dtype = self._compute_dtype()
+        coefs = [check_array(c, dtype=np.float64, input_name=f"coefs[{i}]")
+                 for i, c in enumerate(coefs)]
+        intercepts = [column_or_1d(check_array(b, ensure_2d=False, dtype=np.float64,
+                                               input_name=f"intercepts[{i}]"))
+                      for i, b in enumerate(intercepts)]
+        for i, (c, b) in enumerate(zip(coefs, intercepts)):
+            if i > 0 and c.shape[0] != coefs[i - 1].shape[1]:
+                raise ValueError(
+                    f"coefs[{i}] has {c.shape[0]} rows but layer {i - 1} has "
+                    f"{coefs[i - 1].shape[1]} units."
+                )
+            if b.shape[0] != c.shape[1]:
+                raise ValueError(
+                    f"intercepts[{i}] has {b.shape[0]} values but coefs[{i}] has "
+                    f"{c.shape[1]} columns."
+                )
+        units = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+        if n_outputs_expected is not None and units[-1] != n_outputs_expected:
+            raise ValueError(
+                f"The last layer has {units[-1]} unit(s); these classes need "
+                f"{n_outputs_expected}."
+            )
+        if dtype == np.float32:
+            for i, c in enumerate(coefs):
+                check_float32_range(c, f"coefs[{i}]")
+        self._layout = _Layout(units)
+        params = np.empty(self._layout.n_params, dtype=dtype)
+        for c, b, cs, bs in zip(coefs, intercepts, self._layout.coef_slices,
+                                self._layout.intercept_slices):
+            params[cs] = c.ravel()
+            params[bs] = b
+        self._bind_params(params)
+        self.n_features_in_ = units[0]
+        if hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.n_outputs_ = units[-1]
+        self.n_layers_ = len(units)
+        self.n_iter_ = 0
+        self.t_ = 0
+        self._output_dtype = np.float64
+        self._best_params = None
+        self._dropout_seed = None
+        self._epochs_run = 0
+        for attr in ("_optimizer", "loss_", "loss_curve_", "validation_scores_",
+                     "validation_loss_curve_", "best_validation_score_", "best_loss_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._reset_training_state()  # (fit with warm_start=True continues from here)
 
     # ---- fitting ------------------------------------------------------------------------
 
@@ -310,17 +419,28 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             params[self._layout.intercept_slices[i]] = intercept_init
         self._bind_params(params)
         self._best_params = None  # the early-stopping snapshot, taken when first needed
+        # dropout's masks are keyed by (seed, epoch, batch, layer, row, unit); the seed is
+        # drawn when dropout is first used, so a model without dropout draws what
+        # scikit-learn draws
+        self._dropout_seed = None
+        self._epochs_run = 0
 
+        self._reset_training_state()
+
+    def _reset_training_state(self):
+        """The training history and stopping state of a model about to be trained anew."""
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     def _init_coef(self, fan_in, fan_out):
@@ -331,7 +451,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
         return coef_init, intercept_init
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self, X, y, sample_weight=None, incremental=False, validation=None):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -390,23 +510,34 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
 
         self._random_state = check_random_state(self.random_state)
+        self._check_trainable(len(layer_units) - 2)
 
         if first_pass:
             self._initialize(y, layer_units, dtype)
         else:
             self._check_continuation(layer_units, dtype)
 
+        if validation is not None:
+            validation = self._validation_set(*validation, dtype)
         device = self._device_for(X, layer_units)
         X_engine = _engine.as_engine_input(X, device)
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, device, dtype)
+        # what the engine trains on: the targets and weights after label smoothing and class
+        # weights (classifiers); validation scores use the user's own
+        Y_train, train_weight = self._training_targets(Y, sample_weight, incremental)
+        if train_weight is not None:
+            train_weight = np.ascontiguousarray(train_weight, dtype=dtype)
+        engine = self._engine_for(layer_units, device, dtype, training=True)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, X_engine, y, Y, sample_weight, engine, incremental)
+            self._fit_stochastic(
+                X, X_engine, y, Y_train, sample_weight, train_weight, engine, incremental,
+                validation,
+            )
         elif self.solver == "lbfgs":
-            self._fit_lbfgs(X_engine, Y, sample_weight, engine)
+            self._fit_lbfgs(X_engine, Y_train, train_weight, engine)
             if not np.isfinite(self.loss_):
                 self._check_float32_input(X)
 
@@ -538,7 +669,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             n_params, dtype, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
         )
 
-    def _fit_stochastic(self, X, X_engine, y, Y, sample_weight, engine, incremental):
+    def _training_targets(self, Y, sample_weight, incremental):
+        """The targets and sample weights the engine trains on (regressors: as given)."""
+        return Y, sample_weight
+
+    def _fit_stochastic(self, X, X_engine, y, Y, sample_weight, train_weight, engine,
+                        incremental, validation):
         params = self._params
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._make_optimizer(params.shape[0], params.dtype)
@@ -550,7 +686,11 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         n_total = X.shape[0]
         if early_stopping and getattr(self, "_best_params", None) is None:
             self._best_params = params.copy()
-        if early_stopping:
+        train_idx = None
+        X_val = y_val = sample_weight_val = Y_val = None
+        if early_stopping and validation is not None:
+            X_val, y_val, sample_weight_val, Y_val = validation  # the user's own
+        elif early_stopping:
             # Split row indices exactly as scikit-learn splits the arrays (same random draws);
             # training then reads X in place through the indices instead of copying it.
             # (stratified on the binarized labels, as scikit-learn does: its messages name
@@ -569,13 +709,20 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     "or the size of your dataset."
                 )
             X_val = X[val_idx]
-            y_val = Y[val_idx]
+            Y_val = Y[val_idx]
             if is_classifier(self):
-                y_val = self._label_binarizer.inverse_transform(y_val)
+                # (the labels as given: the targets trained on may be smoothed)
+                y_val = self._label_binarizer.inverse_transform(y[val_idx].astype(Y.dtype))
+            else:
+                y_val = Y_val
             sample_weight_val = None if sample_weight is None else sample_weight[val_idx]
-        else:
-            train_idx = None
-            X_val = y_val = sample_weight_val = None
+        if early_stopping:
+            validation_loss = self._validation_loss_function(
+                X_val, Y_val, sample_weight_val, params.shape[0], Y.dtype
+            )
+            if getattr(self, "validation_loss_curve_", None) is None:
+                self.validation_loss_curve_ = []
+        engine_weight = train_weight
 
         n_samples = n_total if train_idx is None else train_idx.shape[0]
         sample_idx = np.arange(n_samples, dtype=np.int64)
@@ -596,6 +743,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             batch_size=batch_size, alpha=float(self.alpha), momentum=float(self.momentum),
             nesterov=bool(self.nesterovs_momentum), beta_1=float(self.beta_1),
             beta_2=float(self.beta_2), epsilon=float(self.epsilon),
+            dropout_seed=self._dropout_key_seed(), epoch=0,
         )
         x_range_checked = False
         try:
@@ -607,10 +755,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 order = sample_idx if train_idx is None else train_idx[sample_idx]
                 order = _sorted_batches(order, batch_size)
 
+                hyper["epoch"] = getattr(self, "_epochs_run", 0)
                 result = engine.run_epoch(
-                    X_engine, Y, sample_weight, order, params, self._optimizer.arrays(),
+                    X_engine, Y, engine_weight, order, params, self._optimizer.arrays(),
                     {**hyper, **self._optimizer.hyper()},
                 )
+                self._epochs_run = hyper["epoch"] + 1
                 if not early_stopping:
                     # Non-finite weights stay non-finite: stop now with the error
                     # scikit-learn raises after its last epoch. With early stopping the best
@@ -628,6 +778,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 if self.verbose:
                     print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
+                if early_stopping:
+                    self.validation_loss_curve_.append(validation_loss(params))
                 # update no_improvement_count based on training loss or
                 # validation score according to early_stopping
                 self._update_no_improvement_count(
@@ -674,6 +826,33 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             # restore best weights
             params[:] = self._best_params
 
+    def _validation_loss_function(self, X_val, Y_val, sample_weight_val, n_params, dtype):
+        """params -> the training objective (loss and L2 term, no dropout) on the validation
+        set, computed by an engine of its own (which keeps the validation data)."""
+        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        device = self._device_for(X_val, units)
+        engine = self._engine_for(units, device, dtype)
+        X_engine = _engine.as_engine_input(X_val, device)
+        Y_val = np.ascontiguousarray(Y_val, dtype=dtype)
+        if sample_weight_val is not None:
+            sample_weight_val = np.ascontiguousarray(sample_weight_val, dtype=dtype)
+        grad = np.empty(n_params, dtype=dtype)
+        alpha = float(self.alpha)
+
+        def validation_loss(params):
+            return float(engine.loss_grad(X_engine, Y_val, sample_weight_val, params, alpha, grad))
+
+        return validation_loss
+
+    def _dropout_key_seed(self):
+        """The seed of dropout's masks (0 and no random draw when nothing is dropped)."""
+        if self._dropout_rates(len(self.coefs_) - 1) is None:
+            return 0
+        if getattr(self, "_dropout_seed", None) is None:
+            self._dropout_seed = int(self._random_state.randint(np.iinfo(np.int32).max))
+            self._epochs_run = getattr(self, "_epochs_run", 0)
+        return self._dropout_seed
+
     def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
         if early_stopping:
             # compute validation score (can be NaN), use that for stopping
@@ -704,7 +883,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 self.best_loss_ = self.loss_curve_[-1]
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
         """Fit the model to data matrix X and target(s) y.
 
         Parameters
@@ -719,12 +898,53 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
 
+        X_val : {array-like, sparse matrix} of shape (n_val_samples, n_features), default=None
+            A validation set of your own for early stopping (``early_stopping=True``): it
+            replaces the split of ``validation_fraction`` of X, and every row of X trains.
+            As scikit-learn's ``HistGradientBoosting*`` take it.
+
+        y_val : array-like of shape (n_val_samples,) or (n_val_samples, n_outputs), default=None
+            The validation set's targets (required with X_val).
+
+        sample_weight_val : array-like of shape (n_val_samples,), default=None
+            The validation set's sample weights.
+
         Returns
         -------
         self : object
             Returns a trained MLP model.
         """
-        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+        validation = None
+        if X_val is not None or y_val is not None:
+            if y_val is None:
+                raise ValueError("X_val is provided, but y_val was not provided.")
+            if X_val is None:
+                raise ValueError("y_val is provided, but X_val was not provided.")
+            if not self.early_stopping or self.solver not in _STOCHASTIC_SOLVERS:
+                raise ValueError(
+                    "X_val and y_val are passed to fit while early_stopping is False or the "
+                    f"solver ({self.solver!r}) does not stop early. A validation set is used "
+                    "by early stopping: set early_stopping=True with solver='adam' or 'sgd'."
+                )
+            validation = (X_val, y_val, sample_weight_val)
+        elif sample_weight_val is not None:
+            raise ValueError("sample_weight_val is provided, but X_val and y_val were not.")
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False,
+                         validation=validation)
+
+    def _validation_set(self, X_val, y_val, sample_weight_val, dtype):
+        """The user's validation set, checked as X and y are: (X_val, what the score
+        compares with, its weights, the targets the loss compares with)."""
+        check_sparse_structure(X_val, "X_val")
+        X_val = validate_data(
+            self, X_val, accept_sparse=["csr", "csc"], dtype=_input_dtypes(dtype), reset=False
+        )
+        y_val = check_array(y_val, ensure_2d=False, dtype=None, input_name="y_val")
+        check_consistent_length(X_val, y_val)
+        if sample_weight_val is not None:
+            sample_weight_val = _check_sample_weight(sample_weight_val, X_val, dtype=dtype)
+        y_score, Y_val = self._validation_targets(y_val, dtype)
+        return X_val, y_score, sample_weight_val, Y_val
 
     def _check_solver(self):
         if self.solver not in _STOCHASTIC_SOLVERS:
@@ -1113,7 +1333,17 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         dtype="float32",
         n_threads=None,
         device="cpu",
+        negative_slope=0.01,
+        elu_alpha=1.0,
+        dropout=0.0,
+        label_smoothing=0.0,
+        class_weight=None,
     ):
+        self.negative_slope = negative_slope
+        self.elu_alpha = elu_alpha
+        self.dropout = dropout
+        self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -1144,6 +1374,12 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             device=device,
         )
 
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
+        "label_smoothing": [Interval(Real, 0, 1, closed="both")],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
             self,
@@ -1155,6 +1391,53 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             reset=reset,
         )
         return X, self._validate_targets(y, incremental)
+
+    def _smoothed(self, Y):
+        """PyTorch's label smoothing for softmax outputs, (1 - e) y + e / K, and its binary
+        analogue for logistic outputs (each output a two-class problem, as Keras's
+        BinaryCrossentropy): (1 - e) y + e / 2."""
+        e = float(self.label_smoothing)
+        if e == 0.0:
+            return Y
+        k = Y.shape[1] if self.out_activation_ == "softmax" else 2
+        return (Y * (1.0 - e) + e / k).astype(Y.dtype, copy=False)
+
+    def _training_targets(self, Y, sample_weight, incremental):
+        Y_train = self._smoothed(Y)
+        if self.class_weight is None:
+            return Y_train, sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets.")
+        if incremental and self.class_weight == "balanced":
+            # scikit-learn's SGDClassifier.partial_fit says the same
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                "y=y). In place of y you can use a large enough sample of the full training "
+                "set target to properly estimate the class frequency distributions. Pass the "
+                "resulting weights as the class_weight parameter."
+            )
+        index = Y.argmax(axis=1) if Y.shape[1] > 1 else (Y[:, 0] > 0.5).astype(np.intp)
+        if len(self.classes_) == 1:
+            index = np.zeros(Y.shape[0], dtype=np.intp)
+        labels = self.classes_.take(index)
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=labels)
+        per_sample = weights[index]
+        if sample_weight is not None:
+            per_sample = per_sample * sample_weight
+        return Y_train, per_sample
+
+    def _validation_targets(self, y_val, dtype):
+        if y_val.ndim == 2 and y_val.shape[1] == 1:
+            y_val = column_or_1d(y_val, warn=True)
+        unknown = np.setdiff1d(unique_labels(y_val), self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y_val has classes not in the training data's classes {self.classes_}: "
+                f"{unknown}."
+            )
+        Y_val = self._label_binarizer.transform(y_val).astype(dtype)
+        return y_val, self._smoothed(Y_val)
 
     def _validate_targets(self, y, incremental):
         if y.ndim == 2 and y.shape[1] == 1:
@@ -1188,6 +1471,42 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
 
         y = self._label_binarizer.transform(y).astype(bool)
         return y
+
+    def set_weights(self, coefs, intercepts, *, classes):
+        """Make this classifier the network with these weights, without training.
+
+        For networks designed by hand, such as the textbook's threshold-unit XOR network
+        (``activation="heaviside"``, which gradients cannot train), or weights trained
+        elsewhere. As Keras's ``set_weights``; ``fit`` afterwards starts over (or continues
+        from these weights with ``warm_start=True``).
+
+        Parameters
+        ----------
+        coefs : list of array-like, coefs[i] of shape (units i, units i + 1)
+            The weight matrices, as ``coefs_`` holds them.
+
+        intercepts : list of array-like, intercepts[i] of shape (units i + 1,)
+            The bias vectors, as ``intercepts_`` holds them.
+
+        classes : array-like of shape (n_classes,)
+            The class labels, sorted into ``classes_`` as scikit-learn sorts them. Two
+            classes: one output unit (logistic; ``classes_[1]`` when its output is above 0.5,
+            that is when its input is above 0). More: one softmax unit per class.
+
+        Returns
+        -------
+        self : object
+        """
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or classes.shape[0] < 2:
+            raise ValueError("classes must list at least two class labels.")
+        binarizer = LabelBinarizer().fit(classes)
+        n_classes = len(binarizer.classes_)
+        self._set_weights(coefs, intercepts, 1 if n_classes == 2 else n_classes)
+        self._label_binarizer = binarizer
+        self.classes_ = binarizer.classes_
+        self.out_activation_ = "logistic" if n_classes == 2 else "softmax"
+        return self
 
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.
@@ -1388,7 +1707,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
     _parameter_constraints: dict = {
         **BaseMultilayerPerceptron._parameter_constraints,
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
-        "out_activation": [StrOptions(set(HIDDEN_ACTIVATIONS)), None],
+        "out_activation": [StrOptions(set(OUTPUT_ACTIVATIONS)), None],
         "huber_delta": [Interval(Real, 0, None, closed="neither")],
         "quantile": [Interval(Real, 0, 1, closed="neither")],
     }
@@ -1426,7 +1745,13 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         out_activation=None,
         huber_delta=1.0,
         quantile=0.5,
+        negative_slope=0.01,
+        elu_alpha=1.0,
+        dropout=0.0,
     ):
+        self.negative_slope = negative_slope
+        self.elu_alpha = elu_alpha
+        self.dropout = dropout
         self.out_activation = out_activation
         self.huber_delta = huber_delta
         self.quantile = quantile
@@ -1467,12 +1792,36 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         if out is None:
             return LOSSES[self.loss]["canonical_output"]
         if LOSSES[self.loss]["positive"] and not ACTIVATIONS[out]["positive"]:
-            positive = sorted(n for n in HIDDEN_ACTIVATIONS if ACTIVATIONS[n]["positive"])
+            positive = sorted(n for n in OUTPUT_ACTIVATIONS if ACTIVATIONS[n]["positive"])
             raise ValueError(
                 f"loss={self.loss!r} needs positive outputs: out_activation must be None "
                 f"(the exponential) or one of {positive}; got {out!r}."
             )
         return out
+
+    def set_weights(self, coefs, intercepts):
+        """Make this regressor the network with these weights, without training.
+
+        As Keras's ``set_weights``: for networks designed by hand (threshold units such as
+        ``activation="heaviside"``, which gradients cannot train) or weights trained
+        elsewhere. The output activation is ``out_activation`` (or the loss's own).
+
+        Parameters
+        ----------
+        coefs : list of array-like, coefs[i] of shape (units i, units i + 1)
+            The weight matrices, as ``coefs_`` holds them.
+
+        intercepts : list of array-like, intercepts[i] of shape (units i + 1,)
+            The bias vectors, as ``intercepts_`` holds them.
+
+        Returns
+        -------
+        self : object
+        """
+        out_activation = self._regression_output()
+        self._set_weights(coefs, intercepts)
+        self.out_activation_ = out_activation
+        return self
 
     def predict(self, X):
         """Predict using the multi-layer perceptron model.
@@ -1515,6 +1864,17 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
             reset=reset,
         )
         return X, self._validate_targets(y, incremental)
+
+    def _validation_targets(self, y_val, dtype):
+        y_val = self._validate_targets(y_val, False)
+        if y_val.dtype.kind in _NOT_NUMERIC:
+            raise TypeError(f"y_val has dtype {y_val.dtype}; MLPRegressor needs numeric targets.")
+        Y_val = np.ascontiguousarray(y_val.reshape(len(y_val), -1), dtype=dtype)
+        if Y_val.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y_val has {Y_val.shape[1]} output(s), the training targets {self.n_outputs_}."
+            )
+        return Y_val, Y_val
 
     def _validate_targets(self, y, incremental):
         y = np.asarray(y)

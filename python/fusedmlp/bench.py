@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-CASES = ("fashion32", "fashion64", "california", "wide", "inference", "perceptron", "memory")
+CASES = ("fashion32", "fashion64", "california", "wide", "features", "inference", "perceptron",
+         "memory")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -123,18 +124,22 @@ class TorchMLP:
     """The same network and training loop in eager PyTorch: Adam, mini-batches of a random
     permutation, L2 as weight decay (scikit-learn's alpha / batch size)."""
 
-    def __init__(self, torch, units, classifier, threads, alpha=1e-4, batch=200, lr=1e-3):
+    def __init__(self, torch, units, classifier, threads, alpha=1e-4, batch=200, lr=1e-3,
+                 activation="relu", dropout=0.0):
         self.torch, self.units, self.classifier, self.batch, self.lr = torch, units, classifier, batch, lr
-        self.alpha = alpha
+        self.alpha, self.activation, self.dropout = alpha, activation, dropout
         torch.set_num_threads(threads)
 
     def _model(self):
         nn = self.torch.nn
+        act = {"relu": nn.ReLU, "gelu": nn.GELU}[self.activation]
         layers = []
         for i, (a, b) in enumerate(zip(self.units[:-1], self.units[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(self.units) - 2:
-                layers.append(nn.ReLU())
+                layers.append(act())
+                if self.dropout:
+                    layers.append(nn.Dropout(self.dropout))
         return nn.Sequential(*layers)
 
     def fit(self, X, y, epochs):
@@ -257,6 +262,28 @@ def case_california(data_dir, repeats, threads):
         peers["PyTorch"] = (lambda: TorchMLP(torch, units, False, threads), 5)
     return training_case(f"{name} 8-50-50-50-1, batch 200, adam", X, y, units, peers, repeats,
                          np.float32, threads)
+
+
+def case_features(data_dir, repeats, threads):
+    """What gelu (stored pre-activations) and dropout (masks in the kernels) cost per epoch,
+    beside relu without dropout, and the same networks in PyTorch."""
+    from fusedmlp import MLPClassifier as Fm
+
+    X, y, _, _, name = fashion_mnist(data_dir, np.float32)
+    units = [784, 300, 100, 10]
+    p = mlp_params(units)
+    peers = {}
+    torch = torch_or_none()
+    for act, rate in (("relu", 0.0), ("gelu", 0.0), ("relu", 0.2), ("gelu", 0.2)):
+        label = act + (f" dropout={rate}" if rate else "")
+        # (relu without dropout is the baseline, "fusedmlp", the others' ratios are against)
+        peers["fusedmlp" if label == "relu" else f"fusedmlp {label}"] = (
+            lambda a=act, r=rate: Fm(n_threads=threads, activation=a, dropout=r, **p), 3)
+        if torch is not None:
+            peers[f"PyTorch {label}"] = (
+                lambda a=act, r=rate: TorchMLP(torch, units, True, threads, activation=a, dropout=r), 1)
+    return training_case(f"{name} 784-300-100-10, float32, batch 200, adam: activations and dropout",
+                         X, y, units, peers, repeats, np.float32, threads)
 
 
 def case_wide(data_dir, repeats, threads):
@@ -485,6 +512,8 @@ def main(argv=None):
             r = case_california(data_dir, args.repeats, args.threads)
         elif case == "wide":
             r = case_wide(data_dir, args.repeats, args.threads)
+        elif case == "features":
+            r = case_features(data_dir, args.repeats, args.threads)
         elif case == "inference":
             r = case_inference(data_dir, args.repeats, args.threads)
         elif case == "perceptron":

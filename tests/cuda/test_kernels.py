@@ -90,11 +90,11 @@ def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
 LOSSES = {loss["name"]: loss["canonical_output"] for loss in _cpu.losses()}
 
 
-def trainers(engine, dtype, units, act, loss, out_activation="", loss_params=None):
+def trainers(engine, dtype, units, act, loss, out_activation="", params=None):
     suffix = "F32" if dtype == np.float32 else "F64"
-    loss_params = loss_params or {}
-    return (getattr(engine, "Trainer" + suffix)(units, act, loss, out_activation, loss_params),
-            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1, out_activation, loss_params))
+    params = params or {}
+    return (getattr(engine, "Trainer" + suffix)(units, act, loss, out_activation, params),
+            getattr(_cpu, "Trainer" + suffix)(units, act, loss, 1, out_activation, params))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -165,7 +165,7 @@ def test_trainer_matches_cpu_engine(cuda_engine, dtype, loss, shape):
             opt = ({"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)} if solver == "adam"
                    else {"velocity": np.zeros_like(p)})
             hyper = dict(solver=solver, batch_size=batch, learning_rate=0.01, alpha=1e-3, beta_1=0.9,
-                         beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True)
+                         beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True, dropout_seed=0, epoch=0)
             losses = [engine.run_epoch(X, Y, sw, order, p, opt, hyper)["accumulated_loss"] for _ in range(2)]
             results.append((p, losses, opt))
         (p_g, l_g, o_g), (p_c, l_c, o_c) = results
@@ -180,3 +180,40 @@ def test_simulator_runs_blocks(simulator):
     from fusedmlp import _cuda_sim
 
     assert _cuda_sim.simulated is True and _cuda_sim.device_count() == 1
+
+
+REGISTRY = {a["name"]: a for a in _cpu.activations()}
+TRAINABLE = [name for name, a in REGISTRY.items() if a["hidden"] and a["derivative"] != "none"]
+ACTIVATION_PARAMS = {"negative_slope": 0.2, "elu_alpha": 0.7}
+
+
+@pytest.mark.parametrize("hidden", TRAINABLE)
+def test_activations_and_dropout_match_cpu_engine(cuda_engine, hidden):
+    """Every hidden activation (with a non-default parameter where it has one; stored
+    pre-activations where its derivative needs them) and dropout, on the fused narrow forward
+    kernel and on the GEMMs: the device's epochs equal the CPU engine's, masks included."""
+    dtype = np.float64
+    param = REGISTRY[hidden]["param"]
+    options = {param: ACTIVATION_PARAMS[param]} if param else {}
+    for units, dropout in (([6, 9, 7, 2], [0.3, 0.5]), ([40, 150, 3], [0.25])):
+        X, Y = engine_problem("squared_error", 70, units[0], units[-1], dtype)
+        gpu, cpu = trainers(cuda_engine, dtype, units, hidden, "squared_error", "",
+                            {**options, "dropout": dropout})
+        p0 = np.random.default_rng(4).uniform(-0.4, 0.4, cpu.n_params).astype(dtype)
+        assert_loss_grad_and_predict_agree(gpu, cpu, X, Y, None, p0)  # (no dropout there)
+        order = np.random.default_rng(5).permutation(70).astype(np.int64)
+        results = []
+        for engine in (gpu, cpu):
+            p = p0.copy()
+            opt = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)}
+            losses = []
+            for epoch in range(2):
+                hyper = dict(solver="adam", batch_size=32, learning_rate=0.01, alpha=1e-3,
+                             beta_1=0.9, beta_2=0.999, epsilon=1e-8, momentum=0.9,
+                             nesterov=True, dropout_seed=123, epoch=epoch)
+                losses.append(engine.run_epoch(X, Y, None, order, p, opt, hyper)["accumulated_loss"])
+            results.append((p, losses))
+        (p_g, l_g), (p_c, l_c) = results
+        np.testing.assert_allclose(l_g, l_c, rtol=1e-9)
+        np.testing.assert_allclose(p_g, p_c, rtol=1e-9, atol=1e-11)
+        assert not np.allclose(p_c, p0)

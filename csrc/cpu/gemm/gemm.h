@@ -16,6 +16,7 @@
 
 #include "fusedmlp/activation.h"
 #include "fusedmlp/common.h"
+#include "fusedmlp/dropout.h"
 #include "fusedmlp/optimizer.h"
 
 namespace fusedmlp {
@@ -31,9 +32,11 @@ struct Operand {
 
 enum class EpilogueKind : int {
   none = 0,             // C = AB
-  bias_activation = 1,  // C = act(AB + bias[j])                      forward
+  bias_activation = 1,  // C = act(AB + bias[j]) [* dropout mask]     forward (z kept in
+                        //   hidden.pre when that is set)
   weight_grad = 2,      // C = (AB + alpha * aux[i, j]) * scale       dW with the L2 term
-  activation_grad = 3,  // C = AB * act'(from output aux[i, j])       dA_prev -> dZ_prev
+  activation_grad = 3,  // C = AB [* mask] * act'(aux[i, j])          dA_prev -> dZ_prev; aux is
+                        //   a, or z when aux_is_pre
   // g = (AB + alpha * W[i, j]) * scale applied at once by the optimizer to W (= aux, updated
   // in place) and its state; g itself is not stored (C is only scratch between k blocks).
   // Adds sum(W_new^2) to *sq_norm. The weight gradient fused with the optimizer step.
@@ -47,6 +50,10 @@ template <class T>
 struct Epilogue {
   EpilogueKind kind = EpilogueKind::none;
   Activation act = Activation::identity;
+  // bias_activation, activation_grad: the activation's parameter, the pre-activations' buffer
+  // and the dropout mask (fusedmlp/dropout.h); rows of C are the mask's rows
+  HiddenUnits<T> hidden{};
+  bool aux_is_pre = false;  // activation_grad: aux holds z (stored pre-activations), not a
   const T* bias = nullptr;
   const T* aux = nullptr;  // same shape as C, row stride ld_aux
   index_t ld_aux = 0;

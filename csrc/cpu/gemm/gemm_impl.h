@@ -139,16 +139,41 @@ FUSEDMLP_ALWAYS_INLINE void write_tile(const T* tile, int mr, int nr, T* c, inde
 
 template <class T, int NR, Activation A>
 FUSEDMLP_ALWAYS_INLINE void write_bias_activation(const T* tile, int mr, int nr, T* c, index_t ldc,
-                                                  bool acc, const T* bias) {
+                                                  bool acc, const T* bias, T p) {
   write_tile<T, NR>(tile, mr, nr, c, ldc, acc,
-                    [bias](T v, int, int j) { return activate<A>(v + bias[j]); });
+                    [bias, p](T v, int, int j) { return activate<A>(v + bias[j], p); });
+}
+
+// The forward write-back of a hidden layer that keeps its pre-activations or drops units.
+template <class T, int NR, Activation A>
+void write_hidden_forward(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
+                          const T* bias, const HiddenUnits<T>& h, index_t i0, index_t j0) {
+  T* pre = h.pre != nullptr ? h.pre + i0 * h.ld_pre + j0 : nullptr;
+  const index_t ld_pre = h.ld_pre;
+  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [&](T v, int i, int j) {
+    const T z = v + bias[j];
+    if (pre != nullptr) pre[i * ld_pre + j] = z;
+    const T a = activate<A>(z, h.param);
+    return h.dropout() ? a * h.mask(i0 + i, j0 + j) : a;
+  });
 }
 
 template <class T, int NR, Activation A>
 FUSEDMLP_ALWAYS_INLINE void write_activation_grad(const T* tile, int mr, int nr, T* c, index_t ldc,
-                                                  bool acc, const T* aux, index_t ld) {
-  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [aux, ld](T v, int i, int j) {
-    return backprop_activation<A>(v, aux[i * ld + j]);
+                                                  bool acc, const T* aux, index_t ld, T p) {
+  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [aux, ld, p](T v, int i, int j) {
+    return backprop_activation<A>(v, aux[i * ld + j], p);
+  });
+}
+
+// The backward write-back from stored pre-activations, through the dropout mask if any.
+template <class T, int NR, Activation A>
+void write_activation_grad_from_pre(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
+                                    const T* z, index_t ld, const HiddenUnits<T>& h, index_t i0,
+                                    index_t j0) {
+  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [&](T v, int i, int j) {
+    const T g = h.dropout() ? v * h.mask(i0 + i, j0 + j) : v;
+    return backprop_activation_from_input<A>(g, z[i * ld + j], h.param);
   });
 }
 
@@ -239,7 +264,12 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
     case EpilogueKind::bias_activation: {
       const T* bias = ep.bias + j0;
       dispatch_hidden_activation(ep.act, [&](auto a) {
-        write_bias_activation<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, bias);
+        if (ep.hidden.pre == nullptr && !ep.hidden.dropout())
+          write_bias_activation<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, bias,
+                                                           ep.hidden.param);
+        else
+          write_hidden_forward<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, bias,
+                                                          ep.hidden, i0, j0);
       });
       return;
     }
@@ -256,7 +286,12 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
       const T* aux = ep.aux + i0 * ep.ld_aux + j0;
       const index_t ld = ep.ld_aux;
       dispatch_hidden_activation(ep.act, [&](auto a) {
-        write_activation_grad<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, aux, ld);
+        if (ep.aux_is_pre)
+          write_activation_grad_from_pre<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc,
+                                                                    aux, ld, ep.hidden, i0, j0);
+        else
+          write_activation_grad<T, NR, decltype(a)::value>(tile, mr, nr, c, ldc, acc, aux, ld,
+                                                           ep.hidden.param);
       });
       return;
     }

@@ -194,7 +194,9 @@ inline bool valid_head(Loss loss, Activation output) {
   const int l = static_cast<int>(loss), a = static_cast<int>(output);
   if (l < 0 || l >= kNumLosses) return false;
   if (output == kLosses[l].canonical_output) return true;
+  // (an output activation has no parameter, and a gradient)
   return kLosses[l].regression && a >= 0 && a < kNumActivations &&
+         kActivations[a].param[0] == '\0' && kActivations[a].derivative != Derivative::none &&
          (!kLosses[l].positive || kActivations[a].positive);
 }
 

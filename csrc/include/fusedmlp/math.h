@@ -22,6 +22,8 @@ FUSEDMLP_HD float log1p(float x) { return ::log1pf(x); }
 FUSEDMLP_HD double log1p(double x) { return ::log1p(x); }
 FUSEDMLP_HD float expm1(float x) { return ::expm1f(x); }
 FUSEDMLP_HD double expm1(double x) { return ::expm1(x); }
+FUSEDMLP_HD float erf(float x) { return ::erff(x); }
+FUSEDMLP_HD double erf(double x) { return ::erf(x); }
 FUSEDMLP_HD float abs(float x) { return ::fabsf(x); }
 FUSEDMLP_HD double abs(double x) { return ::fabs(x); }
 

@@ -27,6 +27,8 @@ struct NetworkLayout {
   Loss loss = Loss::squared_error;
   Activation output = Activation::identity;  // the output layer's activation (loss.h: the head)
   LossParams loss_params{};
+  double activation_param = 0.0;  // the hidden activation's parameter (activation.h)
+  std::vector<double> dropout;    // training's dropout rate of each hidden layer ({}: none)
 
   NetworkLayout() = default;
   NetworkLayout(const std::vector<index_t>& units, Activation hidden_act, Loss loss_kind)
@@ -50,6 +52,39 @@ struct NetworkLayout {
       layers.push_back(layer);
     }
     n_params = offset;
+    activation_param = activation_info(hidden).param_default;
+  }
+
+  // The activation's parameter, checked: leaky_relu's slope >= 0 and elu's alpha > 0 keep
+  // the derivative readable from the outputs (a > 0 exactly when z > 0).
+  void set_activation_param(double p) {
+    if (activation_info(hidden).param[0] == '\0')
+      throw std::invalid_argument("'" + activation_name(hidden) + "' has no parameter");
+    if (!(hidden == Activation::elu ? p > 0.0 : p >= 0.0) || !(p < 1e300))
+      throw std::invalid_argument(std::string(activation_info(hidden).param) + " must be " +
+                                  (hidden == Activation::elu ? "> 0" : ">= 0") + " and finite");
+    activation_param = p;
+  }
+
+  // Dropout rates, one per hidden layer (or one for all), each in [0, 1).
+  void set_dropout(const std::vector<double>& rates) {
+    const size_t hidden_layers = layers.size() - 1;
+    if (rates.size() != 1 && rates.size() != hidden_layers)
+      throw std::invalid_argument("dropout needs one rate, or one per hidden layer (" +
+                                  std::to_string(hidden_layers) + ")");
+    dropout.assign(hidden_layers, rates.size() == 1 ? rates[0] : 0.0);
+    for (size_t l = 0; l < hidden_layers; ++l) {
+      if (rates.size() != 1) dropout[l] = rates[l];
+      if (!(dropout[l] >= 0.0 && dropout[l] < 1.0))
+        throw std::invalid_argument("dropout rates must be in [0, 1)");
+    }
+    bool any = false;
+    for (double r : dropout) any = any || r > 0.0;
+    if (!any) dropout.clear();
+  }
+  bool has_dropout() const { return !dropout.empty(); }
+  double dropout_rate(size_t hidden_layer) const {
+    return hidden_layer < dropout.size() ? dropout[hidden_layer] : 0.0;
   }
 
   index_t n_layers() const { return static_cast<index_t>(layers.size()); }

@@ -25,7 +25,9 @@ namespace fusedmlp {
   X(double, beta_1, 0.9, true)                                                      \
   X(double, beta_2, 0.999, true)                                                    \
   X(double, epsilon, 1e-8, true)                                                    \
-  X(double, alpha, 1e-4, true) /* L2 strength */
+  X(double, alpha, 1e-4, true) /* L2 strength */                                   \
+  X(index_t, dropout_seed, 0, false) /* dropout's masks: (seed, epoch, batch, ...) */ \
+  X(index_t, epoch, 0, false)
 
 struct EpochOptions {
 #define FUSEDMLP_FIELD_ROW(type, name, value, in_graph) type name = value;

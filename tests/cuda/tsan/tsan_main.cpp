@@ -53,9 +53,11 @@ int gemms() {
 }
 
 template <class T>
-int training(std::vector<index_t> units, Loss loss) {
+int training(std::vector<index_t> units, Loss loss, Activation act = Activation::tanh,
+             const std::vector<double>& dropout = {}) {
   const index_t rows = 50, d = units.front(), n_out = units.back();
-  NetworkLayout layout(units, Activation::tanh, loss);
+  NetworkLayout layout(units, act, loss);
+  if (!dropout.empty()) layout.set_dropout(dropout);
   Trainer<T> trainer(layout);
   std::mt19937 rng(2);
   std::normal_distribution<double> normal;
@@ -83,6 +85,7 @@ int training(std::vector<index_t> units, Loss loss) {
     o.solver = solver;
     o.batch_size = 16;
     o.learning_rate = 0.01;
+    o.dropout_seed = 5;
     trainer.run_epoch(order.data(), rows, p.data(), st, o, StopCheck());
   }
   std::vector<T> g(layout.n_params);
@@ -103,6 +106,9 @@ int main(int argc, char** argv) {
   status += training<float>({5, 7, 3}, Loss::log_loss);               // fused narrow forward
   status += training<float>({20, 70, 2}, Loss::binary_log_loss);      // GEMM forward
   status += training<double>({4, 130, 1}, Loss::squared_error);
+  // stored pre-activations and dropout masks, fused forward and GEMMs
+  status += training<float>({5, 7, 6, 3}, Loss::log_loss, Activation::gelu, {0.3, 0.2});
+  status += training<double>({20, 70, 2}, Loss::binary_log_loss, Activation::silu, {0.25});
   std::printf("tsan harness %s\n", status == 0 ? "ok" : "failed");
   return status;
 }
