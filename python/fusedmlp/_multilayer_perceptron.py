@@ -1127,11 +1127,17 @@ _COMMON_PARAMS_DOC = """
     hidden_layer_sizes : array-like of shape(n_layers - 2,), default=(100,)
         The ith element represents the number of neurons in the ith hidden layer.
 
-    activation : {'identity', 'logistic', 'tanh', 'relu', 'softplus', 'selu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'softplus', 'selu', 'leaky_relu', \
+            'elu', 'gelu', 'gelu_tanh', 'silu', 'heaviside', 'sign'}, default='relu'
         Activation function for the hidden layer: 'identity' f(x) = x, 'logistic'
         f(x) = 1 / (1 + exp(-x)), 'tanh' f(x) = tanh(x), 'relu' f(x) = max(0, x), and beyond
         scikit-learn, as PyTorch defines them: 'softplus' f(x) = log(1 + exp(x)), 'selu'
-        f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)).
+        f(x) = scale * (x if x > 0 else alpha * (exp(x) - 1)), 'leaky_relu' f(x) = x if x > 0
+        else negative_slope * x, 'elu' f(x) = x if x > 0 else elu_alpha * (exp(x) - 1), 'gelu'
+        f(x) = x * Phi(x) (the exact form), 'gelu_tanh' (its tanh approximation), 'silu'
+        f(x) = x / (1 + exp(-x)). The threshold units 'heaviside' (1 for x >= 0, else 0) and
+        'sign' (-1, 0, 1) have no useful gradient: they predict with weights set by hand
+        (`set_weights`), and fitting them raises.
 
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         The solver for weight optimization: 'lbfgs' (quasi-Newton, scipy's L-BFGS-B on the
@@ -1223,6 +1229,20 @@ _COMMON_PARAMS_DOC = """
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Where training and prediction run (fusedmlp's own parameter). 'auto' picks 'cuda'
         when `fusedmlp.cuda_available()`. Fitted attributes are numpy arrays either way.
+
+    negative_slope : float, default=0.01
+        The slope of 'leaky_relu' below 0 (PyTorch's name); >= 0. Other activations ignore it.
+
+    elu_alpha : float, default=1.0
+        The saturation value of 'elu' below 0 (PyTorch's `alpha`; `alpha` here is the L2
+        strength); > 0. Other activations ignore it.
+
+    dropout : float or array-like of shape (n_layers - 2,), default=0.0
+        The rate at which hidden units are dropped in training, one for every hidden layer or
+        one per hidden layer, each in [0, 1) (fusedmlp's own parameter). Inverted dropout:
+        the units kept are scaled by 1 / (1 - rate), so prediction uses the network as it is.
+        The masks depend on `random_state`, the epoch, the batch, the layer, the row and the
+        unit only: not on the thread count or the device. Not with solver='lbfgs'.
 """
 
 _COMMON_ATTRIBUTES_DOC = """
@@ -1242,6 +1262,11 @@ _COMMON_ATTRIBUTES_DOC = """
 
     best_validation_score_ : float or None
         The best validation score, with `early_stopping=True`; otherwise None.
+
+    validation_loss_curve_ : list of shape (`n_iter_`,) or None
+        The training objective (loss and L2 term, without dropout) on the validation set
+        (`X_val`, or the `validation_fraction` split) at each iteration, with
+        `early_stopping=True`; otherwise None.
 
     t_ : int
         The number of training samples seen by the solver during fitting.
@@ -1286,6 +1311,19 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     ----------"""
         + _COMMON_PARAMS_DOC
         + """
+    label_smoothing : float, default=0.0
+        Trains on targets moved toward the uniform distribution, in [0, 1]: PyTorch's
+        (1 - e) y + e / n_classes for the softmax output (multiclass), (1 - e) y + e / 2 for
+        logistic outputs (binary and multilabel, as Keras). The loss reported is that of the
+        smoothed targets; validation scores use the labels as given.
+
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, read as scikit-learn's SGDClassifier reads them: {label:
+        weight} (other classes 1), or 'balanced', n_samples / (n_classes * count of the class)
+        in this fit's y. Multiplied with `sample_weight`; training rows only (early stopping
+        scores with the given weights). 'balanced' is not available in `partial_fit`, and no
+        class weights for multilabel targets.
+
     Attributes
     ----------
     classes_ : ndarray or list of ndarray of shape (n_classes,)
@@ -1671,7 +1709,8 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
 """
         + _COMMON_PARAMS_DOC
         + """
-    out_activation : {'identity', 'relu', 'softplus', 'selu', 'logistic', 'tanh'}, default=None
+    out_activation : {'identity', 'relu', 'softplus', 'selu', 'logistic', 'tanh', 'gelu', \
+            'gelu_tanh', 'silu'}, default=None
         The output layer's activation (fusedmlp's own parameter). None: the loss's own,
         identity, or exp for 'poisson' (scikit-learn's). 'softplus' or 'relu' keep predictions
         non-negative, 'logistic' in (0, 1), 'tanh' in (-1, 1). With 'poisson' the output

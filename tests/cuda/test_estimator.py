@@ -287,3 +287,19 @@ def test_regression_heads_match_cpu_engine(cuda_engine, params):
     gpu, cpu, X, y = fit_both("regression", **params)
     assert_same_fit(gpu, cpu, params.get("dtype", "float32"))
     np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("target,params", [
+    ("multiclass", dict(activation="gelu", dropout=0.3, label_smoothing=0.1,
+                        class_weight="balanced")),
+    ("binary", dict(activation="leaky_relu", negative_slope=0.2, dropout=[0.2, 0.4],
+                    hidden_layer_sizes=(24, 140), early_stopping=True)),
+    ("regression", dict(activation="silu", solver="lbfgs")),
+])
+def test_beyond_sklearn_features_match_cpu_engine(cuda_engine, target, params):
+    """Activations with stored pre-activations or a parameter, dropout (the same masks),
+    label smoothing and class weights: the device trains the CPU engine's model."""
+    gpu, cpu, X, y = fit_both(target, dtype="float64", **params)
+    assert_same_fit(gpu, cpu, "float64")
+    if params.get("early_stopping"):
+        np.testing.assert_allclose(gpu.validation_loss_curve_, cpu.validation_loss_curve_, rtol=1e-10)

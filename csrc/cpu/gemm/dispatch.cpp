@@ -131,6 +131,8 @@ void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep) {
         throw std::invalid_argument("gemm: bias_activation needs a bias");
       if (ep.kind == EpilogueKind::activation_grad && ep.aux == nullptr)
         throw std::invalid_argument("gemm: activation_grad needs the stored activations");
+      if (ep.kind == EpilogueKind::bias_activation && ep.hidden.dropout() && ep.hidden.pre == nullptr)
+        throw std::invalid_argument("gemm: dropout in the forward write-back keeps z: it needs hidden.pre");
       break;
     case EpilogueKind::weight_grad:
       if (ep.aux == nullptr) throw std::invalid_argument("gemm: weight_grad needs the weights");

@@ -144,18 +144,40 @@ FUSEDMLP_ALWAYS_INLINE void write_bias_activation(const T* tile, int mr, int nr,
                     [bias, p](T v, int, int j) { return activate<A>(v + bias[j], p); });
 }
 
-// The forward write-back of a hidden layer that keeps its pre-activations or drops units.
+// The forward write-back of a hidden layer that keeps its pre-activations or drops units: one
+// row at a time, the row's share of the dropout bits hashed once, the loop over units plain
+// enough to vectorise.
+template <class T, int NR, Activation A, bool DROP>
+void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
+                               const T* __restrict bias, const HiddenUnits<T>& h, index_t i0,
+                               index_t j0) {
+  const T p = h.param, scale = h.keep_scale;
+  const std::uint32_t threshold = h.threshold;
+  for (int i = 0; i < mr; ++i) {
+    T* __restrict crow = c + i * ldc;
+    T* __restrict pre = h.pre + (i0 + i) * h.ld_pre + j0;
+    const T* __restrict t = tile + i * NR;
+    const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
+#pragma omp simd
+    for (int j = 0; j < nr; ++j) {
+      const T z = (acc ? t[j] + crow[j] : t[j]) + bias[j];
+      pre[j] = z;
+      const T a = activate<A>(z, p);
+      if constexpr (DROP)
+        crow[j] = dropout_bits_in_row(row_hash, j0 + j) < threshold ? T(0) : a * scale;
+      else
+        crow[j] = a;
+    }
+  }
+}
+
 template <class T, int NR, Activation A>
 void write_hidden_forward(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
                           const T* bias, const HiddenUnits<T>& h, index_t i0, index_t j0) {
-  T* pre = h.pre != nullptr ? h.pre + i0 * h.ld_pre + j0 : nullptr;
-  const index_t ld_pre = h.ld_pre;
-  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [&](T v, int i, int j) {
-    const T z = v + bias[j];
-    if (pre != nullptr) pre[i * ld_pre + j] = z;
-    const T a = activate<A>(z, h.param);
-    return h.dropout() ? a * h.mask(i0 + i, j0 + j) : a;
-  });
+  if (h.dropout())
+    write_hidden_forward_rows<T, NR, A, true>(tile, mr, nr, c, ldc, acc, bias, h, i0, j0);
+  else
+    write_hidden_forward_rows<T, NR, A, false>(tile, mr, nr, c, ldc, acc, bias, h, i0, j0);
 }
 
 template <class T, int NR, Activation A>
@@ -167,14 +189,34 @@ FUSEDMLP_ALWAYS_INLINE void write_activation_grad(const T* tile, int mr, int nr,
 }
 
 // The backward write-back from stored pre-activations, through the dropout mask if any.
+template <class T, int NR, Activation A, bool DROP>
+void write_activation_grad_from_pre_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
+                                         bool acc, const T* z, index_t ld,
+                                         const HiddenUnits<T>& h, index_t i0, index_t j0) {
+  const T p = h.param, scale = h.keep_scale;
+  const std::uint32_t threshold = h.threshold;
+  for (int i = 0; i < mr; ++i) {
+    T* __restrict crow = c + i * ldc;
+    const T* __restrict zrow = z + i * ld;
+    const T* __restrict t = tile + i * NR;
+    const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
+#pragma omp simd
+    for (int j = 0; j < nr; ++j) {
+      T v = acc ? t[j] + crow[j] : t[j];
+      if constexpr (DROP) v = dropout_bits_in_row(row_hash, j0 + j) < threshold ? T(0) : v * scale;
+      crow[j] = backprop_activation_from_input<A>(v, zrow[j], p);
+    }
+  }
+}
+
 template <class T, int NR, Activation A>
 void write_activation_grad_from_pre(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
                                     const T* z, index_t ld, const HiddenUnits<T>& h, index_t i0,
                                     index_t j0) {
-  write_tile<T, NR>(tile, mr, nr, c, ldc, acc, [&](T v, int i, int j) {
-    const T g = h.dropout() ? v * h.mask(i0 + i, j0 + j) : v;
-    return backprop_activation_from_input<A>(g, z[i * ld + j], h.param);
-  });
+  if (h.dropout())
+    write_activation_grad_from_pre_rows<T, NR, A, true>(tile, mr, nr, c, ldc, acc, z, ld, h, i0, j0);
+  else
+    write_activation_grad_from_pre_rows<T, NR, A, false>(tile, mr, nr, c, ldc, acc, z, ld, h, i0, j0);
 }
 
 // Stores one tile at C(i0, j0); the epilogue runs only on the last k block. Activation codes
