@@ -182,3 +182,21 @@ def test_step_activations_predict_but_do_not_train(step):
     np.testing.assert_allclose(engine.predict(X, params), f(X @ W0 + b0) @ W1 + b1, rtol=1e-14)
     with pytest.raises(ValueError, match="no useful gradient"):
         engine.loss_grad(X, np.zeros((6, 1)), None, params, 0.0, np.empty_like(params))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_float32_activations_match_float64(activation):
+    """float32 runs its own arithmetic for some activations (gelu's erf and exp in plain,
+    vectorised arithmetic, math.h): the loss and gradient stay within float32's rounding of
+    float64's, pre-activations from -6 to 6 included."""
+    X, Y = problem("squared_error", n=60)
+    units = [X.shape[1], 16, Y.shape[1]]
+    options = engine_options(activation, "squared_error")
+    p64 = np.random.default_rng(3).uniform(-1.5, 1.5, _cpu.TrainerF64(units, activation, "squared_error", 1, "", options).n_params)
+    g64 = np.empty_like(p64)
+    g32 = np.empty(p64.size, np.float32)
+    l64 = _cpu.TrainerF64(units, activation, "squared_error", 1, "", options).loss_grad(X, Y, None, p64, 0.1, g64)
+    l32 = _cpu.TrainerF32(units, activation, "squared_error", 1, "", options).loss_grad(
+        X.astype(np.float32), Y.astype(np.float32), None, p64.astype(np.float32), 0.1, g32)
+    assert l32 == pytest.approx(l64, rel=2e-5)
+    np.testing.assert_allclose(g32, g64, rtol=2e-4, atol=2e-5)

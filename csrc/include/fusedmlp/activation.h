@@ -171,7 +171,7 @@ FUSEDMLP_HD T activation_grad(T v, T p = T(0)) {
   } else if constexpr (A == Activation::elu) {  // p > 0: a + alpha below 0, as PyTorch
     return v > T(0) ? T(1) : v + p;
   } else if constexpr (A == Activation::gelu) {  // Phi(z) + z phi(z)
-    return T(0.5) * (T(1) + math::erf(v * T(kSqrtHalf))) + v * T(kInvSqrt2Pi) * math::exp(T(-0.5) * v * v);
+    return T(0.5) * (T(1) + math::erf(v * T(kSqrtHalf))) + v * T(kInvSqrt2Pi) * math::exp_simd(T(-0.5) * v * v);
   } else if constexpr (A == Activation::gelu_tanh) {
     const T u = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
     const T t = math::tanh(u);
