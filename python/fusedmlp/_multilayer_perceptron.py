@@ -297,6 +297,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _dropout_rates(self, n_hidden):
         """dropout as one rate per hidden layer, or None when no unit is dropped."""
+        if isinstance(self.dropout, Real) and self.dropout == 0:
+            return None  # (the default, without numpy's overhead)
         rates = np.asarray(self.dropout, dtype=np.float64)
         if rates.ndim > 1 or (rates.ndim == 1 and rates.shape[0] != n_hidden):
             raise ValueError(

@@ -147,8 +147,8 @@ FUSEDMLP_ALWAYS_INLINE void write_bias_activation(const T* tile, int mr, int nr,
 // The forward write-back of a hidden layer that keeps its pre-activations or drops units: one
 // row at a time, the row's share of the dropout bits hashed once, the loop over units plain
 // enough to vectorise.
-template <class T, int NR, Activation A, bool DROP>
-void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
+template <class T, int NR, Activation A, bool DROP, bool ACC>
+void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
                                const T* __restrict bias, const HiddenUnits<T>& h, index_t i0,
                                index_t j0) {
   const T p = h.param, scale = h.keep_scale;
@@ -160,7 +160,7 @@ void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
     const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
 #pragma omp simd
     for (int j = 0; j < nr; ++j) {
-      const T z = (acc ? t[j] + crow[j] : t[j]) + bias[j];
+      const T z = (ACC ? t[j] + crow[j] : t[j]) + bias[j];
       pre[j] = z;
       const T a = activate<A>(z, p);
       if constexpr (DROP)
@@ -174,10 +174,13 @@ void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
 template <class T, int NR, Activation A>
 void write_hidden_forward(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
                           const T* bias, const HiddenUnits<T>& h, index_t i0, index_t j0) {
+  // (the accumulate and dropout cases as loops of their own: the vectoriser takes no branch)
   if (h.dropout())
-    write_hidden_forward_rows<T, NR, A, true>(tile, mr, nr, c, ldc, acc, bias, h, i0, j0);
+    acc ? write_hidden_forward_rows<T, NR, A, true, true>(tile, mr, nr, c, ldc, bias, h, i0, j0)
+        : write_hidden_forward_rows<T, NR, A, true, false>(tile, mr, nr, c, ldc, bias, h, i0, j0);
   else
-    write_hidden_forward_rows<T, NR, A, false>(tile, mr, nr, c, ldc, acc, bias, h, i0, j0);
+    acc ? write_hidden_forward_rows<T, NR, A, false, true>(tile, mr, nr, c, ldc, bias, h, i0, j0)
+        : write_hidden_forward_rows<T, NR, A, false, false>(tile, mr, nr, c, ldc, bias, h, i0, j0);
 }
 
 template <class T, int NR, Activation A>
@@ -189,10 +192,10 @@ FUSEDMLP_ALWAYS_INLINE void write_activation_grad(const T* tile, int mr, int nr,
 }
 
 // The backward write-back from stored pre-activations, through the dropout mask if any.
-template <class T, int NR, Activation A, bool DROP>
+template <class T, int NR, Activation A, bool DROP, bool ACC>
 void write_activation_grad_from_pre_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
-                                         bool acc, const T* z, index_t ld,
-                                         const HiddenUnits<T>& h, index_t i0, index_t j0) {
+                                         const T* z, index_t ld, const HiddenUnits<T>& h,
+                                         index_t i0, index_t j0) {
   const T p = h.param, scale = h.keep_scale;
   const std::uint32_t threshold = h.threshold;
   for (int i = 0; i < mr; ++i) {
@@ -202,7 +205,7 @@ void write_activation_grad_from_pre_rows(const T* tile, int mr, int nr, T* c, in
     const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
 #pragma omp simd
     for (int j = 0; j < nr; ++j) {
-      T v = acc ? t[j] + crow[j] : t[j];
+      T v = ACC ? t[j] + crow[j] : t[j];
       if constexpr (DROP) v = dropout_bits_in_row(row_hash, j0 + j) < threshold ? T(0) : v * scale;
       crow[j] = backprop_activation_from_input<A>(v, zrow[j], p);
     }
@@ -214,9 +217,11 @@ void write_activation_grad_from_pre(const T* tile, int mr, int nr, T* c, index_t
                                     const T* z, index_t ld, const HiddenUnits<T>& h, index_t i0,
                                     index_t j0) {
   if (h.dropout())
-    write_activation_grad_from_pre_rows<T, NR, A, true>(tile, mr, nr, c, ldc, acc, z, ld, h, i0, j0);
+    acc ? write_activation_grad_from_pre_rows<T, NR, A, true, true>(tile, mr, nr, c, ldc, z, ld, h, i0, j0)
+        : write_activation_grad_from_pre_rows<T, NR, A, true, false>(tile, mr, nr, c, ldc, z, ld, h, i0, j0);
   else
-    write_activation_grad_from_pre_rows<T, NR, A, false>(tile, mr, nr, c, ldc, acc, z, ld, h, i0, j0);
+    acc ? write_activation_grad_from_pre_rows<T, NR, A, false, true>(tile, mr, nr, c, ldc, z, ld, h, i0, j0)
+        : write_activation_grad_from_pre_rows<T, NR, A, false, false>(tile, mr, nr, c, ldc, z, ld, h, i0, j0);
 }
 
 // Stores one tile at C(i0, j0); the epilogue runs only on the last k block. Activation codes

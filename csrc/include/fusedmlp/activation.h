@@ -110,6 +110,14 @@ FUSEDMLP_HD T sigmoid(T z) {
   return T(1) / (T(1) + math::exp(-z));  // scipy.special.expit
 }
 
+// The same with math::exp_simd, which the CPU engine's write-back loops vectorise in float,
+// for activations beyond scikit-learn's (logistic keeps libm's exp, and scikit-learn's
+// float32 numbers)
+template <class T>
+FUSEDMLP_HD T sigmoid_simd(T z) {
+  return T(1) / (T(1) + math::exp_simd(-z));
+}
+
 // a = f(z); p is the activation's parameter (ignored by those without one)
 template <Activation A, class T>
 FUSEDMLP_HD T activate(T z, T p = T(0)) {
@@ -137,7 +145,7 @@ FUSEDMLP_HD T activate(T z, T p = T(0)) {
   } else if constexpr (A == Activation::gelu_tanh) {  // PyTorch's approximate='tanh'
     return T(0.5) * z * (T(1) + math::tanh(T(kSqrt2OverPi) * (z + T(kGeluCubic) * z * z * z)));
   } else if constexpr (A == Activation::silu) {
-    return z * sigmoid(z);
+    return z * sigmoid_simd(z);
   } else if constexpr (A == Activation::heaviside) {  // 1 from 0 on (the textbook's step)
     return z < T(0) ? T(0) : (z >= T(0) ? T(1) : z);
   } else if constexpr (A == Activation::sign) {  // numpy.sign
@@ -178,7 +186,7 @@ FUSEDMLP_HD T activation_grad(T v, T p = T(0)) {
     const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
     return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du;
   } else if constexpr (A == Activation::silu) {
-    const T s = sigmoid(v);
+    const T s = sigmoid_simd(v);
     return s * (T(1) + v * (T(1) - s));
   } else if constexpr (A == Activation::heaviside || A == Activation::sign) {
     return T(0);  // never trained: gradient solvers refuse them (check_trainable)
