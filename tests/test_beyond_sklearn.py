@@ -220,6 +220,24 @@ def test_dropout_models_do_not_depend_on_threads(classification, hidden):
     np.testing.assert_array_equal(one.predict_proba(X), plain.predict_proba(X))
 
 
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_dropout_on_sparse_input_and_partial_fit(classification, solver):
+    """The CSR first layer draws the same masks as the dense GEMM; partial_fit continues the
+    epochs' masks as fit does (and fit equals the same number of partial_fit calls)."""
+    X, y = classification
+    kw = dict(hidden_layer_sizes=(30, 12), dropout=[0.4, 0.2], max_iter=3, random_state=0,
+              dtype="float64", solver=solver, shuffle=False, batch_size=50)
+    dense = MLPClassifier(**kw).fit(X, y)
+    sparse = MLPClassifier(**kw).fit(sp.csr_matrix(X), y)
+    for a, b in zip(dense.coefs_, sparse.coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    steps = MLPClassifier(**kw)
+    for _ in range(3):
+        steps.partial_fit(X, y, classes=np.unique(y))
+    for a, b in zip(dense.coefs_, steps.coefs_):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_dropout_regularises(classification):
     X, y = classification
     kw = dict(hidden_layer_sizes=(64,), max_iter=150, random_state=0, dtype="float64", tol=0)
