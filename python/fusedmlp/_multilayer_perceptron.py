@@ -724,7 +724,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             )
             if getattr(self, "validation_loss_curve_", None) is None:
                 self.validation_loss_curve_ = []
-        engine_weight = train_weight
 
         n_samples = n_total if train_idx is None else train_idx.shape[0]
         sample_idx = np.arange(n_samples, dtype=np.int64)
@@ -759,7 +758,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
                 hyper["epoch"] = getattr(self, "_epochs_run", 0)
                 result = engine.run_epoch(
-                    X_engine, Y, engine_weight, order, params, self._optimizer.arrays(),
+                    X_engine, Y, train_weight, order, params, self._optimizer.arrays(),
                     {**hyper, **self._optimizer.hyper()},
                 )
                 self._epochs_run = hyper["epoch"] + 1
@@ -852,7 +851,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             return 0
         if getattr(self, "_dropout_seed", None) is None:
             self._dropout_seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-            self._epochs_run = getattr(self, "_epochs_run", 0)
         return self._dropout_seed
 
     def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
