@@ -154,6 +154,97 @@ def current_stream(X):
     return 0
 
 
+def sklearn_float_dtype(X):
+    """The float dtype scikit-learn's MLPs would convert X to: float32 X stays float32,
+    anything else becomes float64."""
+    if is_device_array(X):
+        return np.float32 if X.__cuda_array_interface__["typestr"] == "<f4" else np.float64
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame: check_array's common type of its columns
+    if dtypes is not None and not hasattr(X, "dtype"):
+        try:
+            common = np.result_type(*[np.dtype(d) for d in dtypes])
+        except TypeError:  # extension dtypes
+            return np.float64
+        return np.float32 if common == np.float32 else np.float64
+    return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
+
+
+def validate_device_X(est, X, reset):
+    """X on a CUDA device: what validate_data checks, done with the array's namespace."""
+    if resolve_device(est.device) != "cuda":
+        raise TypeError(
+            "X is an array on a CUDA device; fit and predict it with device='cuda' (or "
+            "'auto'), or pass the data as a numpy array."
+        )
+    cai = X.__cuda_array_interface__
+    if len(cai["shape"]) != 2:
+        raise ValueError(
+            f"Expected a 2-dimensional array, got an array of shape {tuple(cai['shape'])}."
+        )
+    if cai["typestr"] not in ("<f4", "<f8"):
+        raise TypeError(
+            f"X on a CUDA device must be float32 or float64, got {cai['typestr']!r}."
+        )
+    n_samples, n_features = cai["shape"]
+    if n_samples < 1 or n_features < 1:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_features} feature(s) while a "
+            "minimum of 1 is required."
+        )
+    xp = namespace(X)
+    finite = (bool(xp.all(xp.isfinite(X))) if xp is not None
+              else _cuda_module().all_finite(X))
+    if not finite:
+        raise ValueError("Input X contains NaN or infinity.")
+    if reset:
+        est.n_features_in_ = n_features
+        if hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+    elif n_features != est.n_features_in_:
+        raise ValueError(
+            f"X has {n_features} features, but {est.__class__.__name__} is expecting "
+            f"{est.n_features_in_} features as input."
+        )
+    return X
+
+def device_forward(est, X, cast=False):
+    """The network's output for X on the device, as a device array of the same kind."""
+    X = validate_device_X(est, X, reset=False)
+    engine, params = est._prediction_engine("cuda")
+    n_rows = X.__cuda_array_interface__["shape"][0]
+    out_dtype = est._prediction_dtype(sklearn_float_dtype(X)) if cast else np.float64
+    xp, cupy = namespace(X), cupy_or_none()
+    if xp is not None:  # an array-API array (CuPy, ...): the result is one of its kind
+        out = xp.empty((n_rows, est.n_outputs_), dtype=xp.float64, device=X.device)
+    elif cupy is not None:  # another device array (Numba, PyTorch): a CuPy result
+        xp = cupy
+        out = cupy.empty((n_rows, est.n_outputs_), dtype=cupy.float64)
+    else:  # no array library for device results: numpy
+        return engine.predict(X, params).astype(out_dtype, copy=False)
+    engine.predict_into(X, params, out, stream=current_stream(X))
+    if out_dtype != np.float64:
+        out = xp.astype(out, xp.float32) if hasattr(xp, "astype") else out.astype(out_dtype)
+    return out
+
+def decode_labels_on_device(est, y_pred):
+    """Class labels for device outputs: on the device when the labels are numbers (strings
+    cannot live there: then a numpy array)."""
+    xp = namespace(y_pred)
+    if est.out_activation_ == "softmax":
+        index = xp.argmax(y_pred, axis=1)
+    elif est.n_outputs_ == 1 and len(est.classes_) == 2:
+        index = xp.astype(xp.reshape(y_pred, (-1,)) > 0.5, xp.int64)
+    else:  # multilabel, or a single class: LabelBinarizer on the host
+        host = to_host(y_pred)
+        return est._label_binarizer.inverse_transform(
+            host.ravel() if est.n_outputs_ == 1 else host
+        )
+    if np.issubdtype(est.classes_.dtype, np.number):
+        classes = xp.asarray(est.classes_, device=y_pred.device)
+        return xp.take(classes, index, axis=0)
+    return est.classes_.take(to_host(index))
+
+
 class _CSR:
     """A CSR matrix's arrays as the engines read them (int64 row pointers)."""
 

@@ -9,12 +9,10 @@ happens here in one native call per epoch (``_engine.py``).
 
 import functools
 import math
-import warnings
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import (
     BaseEstimator,
@@ -23,11 +21,9 @@ from sklearn.base import (
     _fit_context,
     is_classifier,
 )
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
@@ -45,33 +41,11 @@ from sklearn.utils.validation import (
 )
 
 from . import _engine
-from ._optimizers import AdamOptimizer, SGDOptimizer
+from ._driver import STOCHASTIC_SOLVERS as _STOCHASTIC_SOLVERS
+from ._driver import StochasticTraining, fit_lbfgs
+from ._params import FlatParameters, Layout, layer_units
 from ._validation import FLOAT32_MAX, check_float32_range, check_sparse_structure
 
-try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
-    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
-except ImportError:  # pragma: no cover
-
-    def _get_additional_lbfgs_options_dict(key, value):
-        return {key: value}
-
-
-try:
-    from sklearn.utils.optimize import _check_optimize_result
-except ImportError:  # pragma: no cover
-
-    def _check_optimize_result(solver, result, max_iter=None, extra_warning_msg=None):
-        n_iter = min(result.nit, max_iter) if max_iter is not None else result.nit
-        if result.status != 0:
-            warnings.warn(
-                f"{solver} failed to converge after {n_iter} iteration(s) "
-                f"(status={result.status}):\n{result.message}\n",
-                ConvergenceWarning,
-            )
-        return n_iter
-
-
-_STOCHASTIC_SOLVERS = ["sgd", "adam"]
 _NOT_NUMERIC = "USVMm"  # numpy kinds of strings, bytes, void, datetimes and timedeltas
 # The engines' registries (csrc/include/fusedmlp/activation.h, loss.h), read from the compiled
 # module: no list of names is written twice.
@@ -105,36 +79,7 @@ def _resolve_dtype(dtype):
     return resolved
 
 
-class _Layout:
-    """Where each layer's weights and biases sit in the flat parameter buffer.
-
-    The buffer holds W0, b0, W1, b1, ... in layer order (the engines' layout); scikit-learn's
-    L-BFGS vector holds W0, W1, ..., b0, b1, ...: ``flat[to_sklearn_order]`` is that vector.
-    """
-
-    def __init__(self, layer_units):
-        self.units = [int(u) for u in layer_units]
-        self.coef_slices, self.intercept_slices, self.shapes = [], [], []
-        start = 0
-        for fan_in, fan_out in zip(self.units[:-1], self.units[1:]):
-            self.coef_slices.append(slice(start, start + fan_in * fan_out))
-            self.shapes.append((fan_in, fan_out))
-            start += fan_in * fan_out
-            self.intercept_slices.append(slice(start, start + fan_out))
-            start += fan_out
-        self.n_params = start
-        flat = np.arange(self.n_params)
-        self.to_sklearn_order = np.concatenate(
-            [flat[s] for s in self.coef_slices] + [flat[s] for s in self.intercept_slices]
-        )
-
-    def views(self, params):
-        coefs = [params[s].reshape(shape) for s, shape in zip(self.coef_slices, self.shapes)]
-        intercepts = [params[s] for s in self.intercept_slices]
-        return coefs, intercepts
-
-
-class BaseMultilayerPerceptron(BaseEstimator, ABC):
+class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
     """Base class for MLP classification and regression (use the derived classes)."""
 
     _parameter_constraints: dict = {
@@ -217,46 +162,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         self.dtype = dtype
         self.n_threads = n_threads
         self.device = device
-
-    # ---- the flat parameter buffer ------------------------------------------------------
-
-    def _bind_params(self, params):
-        """Make ``params`` the model's buffer; coefs_ and intercepts_ become views of it."""
-        self._params = params
-        self.coefs_, self.intercepts_ = self._layout.views(params)
-        self._param_views = (list(self.coefs_), list(self.intercepts_))
-
-    def _current_params(self, dtype):
-        """The flat buffer, rebuilt from coefs_/intercepts_ when they are no longer its views
-        (assigned by the user, or unpickled) or are of another dtype. Never modifies self."""
-        params = getattr(self, "_params", None)
-        views = getattr(self, "_param_views", None)
-        intact = (
-            params is not None
-            and views is not None
-            and params.dtype == dtype
-            and len(self.coefs_) == len(views[0])
-            and len(self.intercepts_) == len(views[1])
-            and all(a is b for a, b in zip(self.coefs_, views[0]))
-            and all(a is b for a, b in zip(self.intercepts_, views[1]))
-        )
-        if intact:
-            return params
-        layout = _Layout(
-            [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-        )
-        params = np.empty(layout.n_params, dtype=dtype)
-        for c, s in zip(self.coefs_, layout.coef_slices):
-            params[s] = np.asarray(c).ravel()
-        for b, s in zip(self.intercepts_, layout.intercept_slices):
-            params[s] = np.asarray(b).ravel()
-        return params
-
-    def _adopt_params(self, dtype):
-        """Before training: make sure the buffer and its views are the model's state."""
-        params = self._current_params(dtype)
-        if params is not getattr(self, "_params", None):
-            self._bind_params(params)
 
     def _compute_dtype(self):
         return _resolve_dtype(self.dtype)
@@ -364,7 +269,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                     f"intercepts[{i}] has {b.shape[0]} values but coefs[{i}] has "
                     f"{c.shape[1]} columns."
                 )
-        units = [coefs[0].shape[0]] + [c.shape[1] for c in coefs]
+        units = layer_units(coefs)
         if n_outputs_expected is not None and units[-1] != n_outputs_expected:
             raise ValueError(
                 f"The last layer has {units[-1]} unit(s); these classes need "
@@ -373,13 +278,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         if dtype == np.float32:
             for i, c in enumerate(coefs):
                 check_float32_range(c, f"coefs[{i}]")
-        self._layout = _Layout(units)
-        params = np.empty(self._layout.n_params, dtype=dtype)
-        for c, b, cs, bs in zip(coefs, intercepts, self._layout.coef_slices,
-                                self._layout.intercept_slices):
-            params[cs] = c.ravel()
-            params[bs] = b
-        self._bind_params(params)
+        layout = Layout(units)
+        self._bind_params(layout.pack(coefs, intercepts, dtype), layout)
         self.n_features_in_ = units[0]
         if hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
@@ -413,13 +313,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
             self.out_activation_ = "logistic"
 
         # Same random draws, in the same order, as scikit-learn: per layer, coef then intercept.
-        self._layout = _Layout(layer_units)
-        params = np.empty(self._layout.n_params, dtype=dtype)
+        layout = Layout(layer_units)
+        params = np.empty(layout.n_params, dtype=dtype)
         for i in range(self.n_layers_ - 1):
             coef_init, intercept_init = self._init_coef(layer_units[i], layer_units[i + 1])
-            params[self._layout.coef_slices[i]] = coef_init.ravel()
-            params[self._layout.intercept_slices[i]] = intercept_init
-        self._bind_params(params)
+            params[layout.coef_slices[i]] = coef_init.ravel()
+            params[layout.intercept_slices[i]] = intercept_init
+        self._bind_params(params, layout)
         self._best_params = None  # the early-stopping snapshot, taken when first needed
         # dropout's masks are keyed by (seed, epoch, batch, layer, row, unit); the seed is
         # drawn when dropout is first used, so a model without dropout draws what
@@ -467,10 +367,10 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
         check_sparse_structure(X)
         check_sparse_structure(y, "y")
-        output_dtype = _sklearn_float_dtype(X)
+        output_dtype = _engine.sklearn_float_dtype(X)
         dtype = self._compute_dtype()
         if _engine.is_device_array(X):
-            X = self._validate_device_X(X, reset=first_pass)
+            X = _engine.validate_device_X(self, X, reset=first_pass)
             y = check_array(
                 _engine.to_host(y), ensure_2d=False, dtype=None, ensure_all_finite=True,
                 input_name="y",
@@ -534,12 +434,12 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         engine = self._engine_for(layer_units, device, dtype, training=True)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(
-                X, X_engine, y, Y_train, sample_weight, train_weight, engine, incremental,
+            StochasticTraining(
+                self, X, X_engine, y, Y_train, sample_weight, train_weight, engine, incremental,
                 validation,
-            )
+            ).run()
         elif self.solver == "lbfgs":
-            self._fit_lbfgs(X_engine, Y_train, train_weight, engine)
+            fit_lbfgs(self, X_engine, Y_train, train_weight, engine)
             if not np.isfinite(self.loss_):
                 self._check_float32_input(X)
 
@@ -593,7 +493,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
 
     def _check_continuation(self, layer_units, dtype):
         """warm_start and partial_fit continue the model they have: it must fit the data."""
-        current = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        current = self._layer_units()
         if list(current) != list(layer_units):
             raise ValueError(
                 "The network has layer sizes %s but this call needs %s: "
@@ -602,7 +502,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 % (current, list(layer_units))
             )
         self.n_layers_ = len(layer_units)
-        self._layout = _Layout(layer_units)
+        self._layout = Layout(layer_units)
         self._adopt_params(dtype)
         optimizer = getattr(self, "_optimizer", None)
         if optimizer is not None and optimizer.arrays()[
@@ -610,277 +510,13 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         ].dtype != dtype:
             optimizer.astype(dtype)
 
-    def _fit_lbfgs(self, X, Y, sample_weight, engine):
-        layout = self._layout
-        params = self._params
-        grad = np.empty_like(params)
-        # the last iterate scipy accepted, and its loss: what Ctrl-C leaves the model at
-        accepted = {"x": params[layout.to_sklearn_order].astype(np.float64), "loss": None,
-                    "n_iter": 0}
-        evaluated = {}
-
-        def loss_grad(packed):
-            params[layout.to_sklearn_order] = packed
-            loss = engine.loss_grad(X, Y, sample_weight, params, float(self.alpha), grad)
-            evaluated["x"], evaluated["loss"] = packed, loss
-            if accepted["loss"] is None and accepted["n_iter"] == 0:
-                accepted["loss"] = loss  # scipy evaluates the starting point first
-            return loss, grad[layout.to_sklearn_order].astype(np.float64)
-
-        def iteration_ends(xk):
-            accepted["x"] = np.array(xk, dtype=np.float64)
-            same = evaluated.get("x") is not None and np.array_equal(evaluated["x"], xk)
-            accepted["loss"] = evaluated["loss"] if same else None
-            accepted["n_iter"] += 1
-
-        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        try:
-            opt_res = scipy.optimize.minimize(
-                loss_grad,
-                accepted["x"].copy(),
-                method="L-BFGS-B",
-                jac=True,
-                callback=iteration_ends,
-                options={
-                    "maxfun": self.max_fun,
-                    "maxiter": self.max_iter,
-                    "gtol": self.tol,
-                    **_get_additional_lbfgs_options_dict("iprint", iprint),
-                },
-            )
-        except KeyboardInterrupt:
-            # As the stochastic solvers (and scikit-learn's) do: keep what was learned
-            warnings.warn("Training interrupted by user.")
-            params[layout.to_sklearn_order] = accepted["x"]
-            self.n_iter_ = accepted["n_iter"]
-            # (unknown only when interrupted during the very first evaluation: no pass over
-            # the data is started after Ctrl-C)
-            self.loss_ = np.nan if accepted["loss"] is None else float(accepted["loss"])
-            return
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
-        self.loss_ = float(opt_res.fun)
-        params[layout.to_sklearn_order] = opt_res.x
-
-    def _make_optimizer(self, n_params, dtype):
-        if self.solver == "sgd":
-            return SGDOptimizer(
-                n_params, dtype, self.learning_rate_init, self.learning_rate, self.momentum,
-                self.nesterovs_momentum, self.power_t,
-            )
-        return AdamOptimizer(
-            n_params, dtype, self.learning_rate_init, self.beta_1, self.beta_2, self.epsilon
-        )
-
     def _training_targets(self, Y, sample_weight, incremental):
         """The targets and sample weights the engine trains on (regressors: as given)."""
         return Y, sample_weight
 
-    def _fit_stochastic(self, X, X_engine, y, Y, sample_weight, train_weight, engine,
-                        incremental, validation):
-        params = self._params
-        if not incremental or not hasattr(self, "_optimizer"):
-            self._optimizer = self._make_optimizer(params.shape[0], params.dtype)
 
-        # early_stopping in partial_fit doesn't make sense
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True")
-        early_stopping = self.early_stopping
-        n_total = X.shape[0]
-        if early_stopping and getattr(self, "_best_params", None) is None:
-            self._best_params = params.copy()
-        train_idx = None
-        X_val = y_val = sample_weight_val = Y_val = None
-        if early_stopping and validation is not None:
-            X_val, y_val, sample_weight_val, Y_val = validation  # the user's own
-        elif early_stopping:
-            # Split row indices exactly as scikit-learn splits the arrays (same random draws);
-            # training then reads X in place through the indices instead of copying it.
-            # (stratified on the binarized labels, as scikit-learn does: its messages name
-            # them)
-            should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            stratify = y if should_stratify else None
-            train_idx, val_idx = train_test_split(
-                np.arange(n_total),
-                random_state=self._random_state,
-                test_size=self.validation_fraction,
-                stratify=stratify,
-            )
-            if val_idx.shape[0] < 2:
-                raise ValueError(
-                    "The validation set is too small. Increase 'validation_fraction' "
-                    "or the size of your dataset."
-                )
-            X_val = X[val_idx]
-            Y_val = Y[val_idx]
-            if is_classifier(self):
-                # (the labels as given: the targets trained on may be smoothed)
-                y_val = self._label_binarizer.inverse_transform(y[val_idx].astype(Y.dtype))
-            else:
-                y_val = Y_val
-            sample_weight_val = None if sample_weight is None else sample_weight[val_idx]
-        if early_stopping:
-            validation_loss = self._validation_loss_function(
-                X_val, Y_val, sample_weight_val, params.shape[0], Y.dtype
-            )
-            if getattr(self, "validation_loss_curve_", None) is None:
-                self.validation_loss_curve_ = []
 
-        n_samples = n_total if train_idx is None else train_idx.shape[0]
-        sample_idx = np.arange(n_samples, dtype=np.int64)
 
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn(
-                    "Got `batch_size` less than 1 or larger than "
-                    "sample size. It is going to be clipped"
-                )
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-
-        # every option of the engines' epoch contract (EpochOptions, csrc/include/fusedmlp/
-        # training.h); the optimizer's own values (its schedule's rate) override
-        hyper = dict(
-            batch_size=batch_size, alpha=float(self.alpha), momentum=float(self.momentum),
-            nesterov=bool(self.nesterovs_momentum), beta_1=float(self.beta_1),
-            beta_2=float(self.beta_2), epsilon=float(self.epsilon),
-            dropout_seed=self._dropout_key_seed(), epoch=0,
-        )
-        x_range_checked = False
-        try:
-            self.n_iter_ = 0
-            for it in range(self.max_iter):
-                if self.shuffle:
-                    # Only the indices are shuffled, as in scikit-learn (same random draws).
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
-                order = sample_idx if train_idx is None else train_idx[sample_idx]
-                order = _sorted_batches(order, batch_size)
-
-                hyper["epoch"] = getattr(self, "_epochs_run", 0)
-                result = engine.run_epoch(
-                    X_engine, Y, train_weight, order, params, self._optimizer.arrays(),
-                    {**hyper, **self._optimizer.hyper()},
-                )
-                self._epochs_run = hyper["epoch"] + 1
-                if not early_stopping:
-                    # Non-finite weights stay non-finite: stop now with the error
-                    # scikit-learn raises after its last epoch. With early stopping the best
-                    # validated weights are restored after the loop, as in scikit-learn.
-                    self._check_finite_params(X)
-
-                self.n_iter_ += 1
-                self.loss_ = result["accumulated_loss"] / n_samples
-                if early_stopping and not np.isfinite(self.loss_) and not x_range_checked:
-                    self._check_float32_input(X)  # (the weights are restored, not checked)
-                    x_range_checked = True
-
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
-
-                if early_stopping:
-                    self.validation_loss_curve_.append(validation_loss(params))
-                # update no_improvement_count based on training loss or
-                # validation score according to early_stopping
-                self._update_no_improvement_count(
-                    early_stopping, X_val, y_val, sample_weight_val
-                )
-
-                # for learning rate that needs to be updated at iteration end
-                self._optimizer.iteration_ends(self.t_)
-
-                if self._no_improvement_count > self.n_iter_no_change:
-                    # not better than last `n_iter_no_change` iterations by tol
-                    # stop or decrease learning rate
-                    if early_stopping:
-                        msg = (
-                            "Validation score did not improve more than "
-                            "tol=%f for %d consecutive epochs."
-                            % (self.tol, self.n_iter_no_change)
-                        )
-                    else:
-                        msg = (
-                            "Training loss did not improve more than tol=%f"
-                            " for %d consecutive epochs." % (self.tol, self.n_iter_no_change)
-                        )
-
-                    is_stopping = self._optimizer.trigger_stopping(msg, self.verbose)
-                    if is_stopping:
-                        break
-                    else:
-                        self._no_improvement_count = 0
-
-                if incremental:
-                    break
-
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        "Stochastic Optimizer: Maximum iterations (%d) "
-                        "reached and the optimization hasn't converged yet." % self.max_iter,
-                        ConvergenceWarning,
-                    )
-        except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.")
-
-        if early_stopping:
-            # restore best weights
-            params[:] = self._best_params
-
-    def _validation_loss_function(self, X_val, Y_val, sample_weight_val, n_params, dtype):
-        """params -> the training objective (loss and L2 term, no dropout) on the validation
-        set, computed by an engine of its own (which keeps the validation data)."""
-        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-        device = self._device_for(X_val, units)
-        engine = self._engine_for(units, device, dtype)
-        X_engine = _engine.as_engine_input(X_val, device)
-        Y_val = np.ascontiguousarray(Y_val, dtype=dtype)
-        if sample_weight_val is not None:
-            sample_weight_val = np.ascontiguousarray(sample_weight_val, dtype=dtype)
-        grad = np.empty(n_params, dtype=dtype)
-        alpha = float(self.alpha)
-
-        def validation_loss(params):
-            return float(engine.loss_grad(X_engine, Y_val, sample_weight_val, params, alpha, grad))
-
-        return validation_loss
-
-    def _dropout_key_seed(self):
-        """The seed of dropout's masks (0 and no random draw when nothing is dropped)."""
-        if self._dropout_rates(len(self.coefs_) - 1) is None:
-            return 0
-        if getattr(self, "_dropout_seed", None) is None:
-            self._dropout_seed = int(self._random_state.randint(np.iinfo(np.int32).max))
-        return self._dropout_seed
-
-    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
-        if early_stopping:
-            # compute validation score (can be NaN), use that for stopping
-            val_score = self._score(X, y, sample_weight=sample_weight)
-
-            self.validation_scores_.append(val_score)
-
-            if self.verbose:
-                print("Validation score: %f" % self.validation_scores_[-1])
-            # update best parameters
-            # use validation_scores_, not loss_curve_
-            last_valid_score = self.validation_scores_[-1]
-
-            if last_valid_score < (self.best_validation_score_ + self.tol):
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-
-            if last_valid_score > self.best_validation_score_:
-                self.best_validation_score_ = last_valid_score
-                self._best_params = self._params.copy()
-        else:
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
-                self.best_loss_ = self.loss_curve_[-1]
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, X_val=None, y_val=None, sample_weight_val=None):
@@ -976,7 +612,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
         if _engine.is_device_array(X):
-            return self._device_forward(X, cast)
+            return _engine.device_forward(self, X, cast)
         plain = check_input and self._plain_input(X)
         if check_input and not plain:
             check_sparse_structure(X)
@@ -987,7 +623,7 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
                 f"X has dtype {X.dtype}, which cannot be multiplied by the network's "
                 "weights; pass numeric features."
             )
-        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        units = self._layer_units()
         device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
         if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
             device = "cpu"  # the parameters are host arrays: any engine can use them
@@ -1012,65 +648,8 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
-        units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        units = self._layer_units()
         return self._engine_for(units, device, dtype), self._current_params(dtype)
-
-    def _validate_device_X(self, X, reset):
-        """X on a CUDA device: what validate_data checks, done with the array's namespace."""
-        if _engine.resolve_device(self.device) != "cuda":
-            raise TypeError(
-                "X is an array on a CUDA device; fit and predict it with device='cuda' (or "
-                "'auto'), or pass the data as a numpy array."
-            )
-        cai = X.__cuda_array_interface__
-        if len(cai["shape"]) != 2:
-            raise ValueError(
-                f"Expected a 2-dimensional array, got an array of shape {tuple(cai['shape'])}."
-            )
-        if cai["typestr"] not in ("<f4", "<f8"):
-            raise TypeError(
-                f"X on a CUDA device must be float32 or float64, got {cai['typestr']!r}."
-            )
-        n_samples, n_features = cai["shape"]
-        if n_samples < 1 or n_features < 1:
-            raise ValueError(
-                f"Found array with {n_samples} sample(s) and {n_features} feature(s) while a "
-                "minimum of 1 is required."
-            )
-        xp = _engine.namespace(X)
-        finite = (bool(xp.all(xp.isfinite(X))) if xp is not None
-                  else _engine._cuda_module().all_finite(X))
-        if not finite:
-            raise ValueError("Input X contains NaN or infinity.")
-        if reset:
-            self.n_features_in_ = n_features
-            if hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-        elif n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but {self.__class__.__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        return X
-
-    def _device_forward(self, X, cast=False):
-        """The network's output for X on the device, as a device array of the same kind."""
-        X = self._validate_device_X(X, reset=False)
-        engine, params = self._prediction_engine("cuda")
-        n_rows = X.__cuda_array_interface__["shape"][0]
-        out_dtype = self._prediction_dtype(_sklearn_float_dtype(X)) if cast else np.float64
-        xp, cupy = _engine.namespace(X), _engine.cupy_or_none()
-        if xp is not None:  # an array-API array (CuPy, ...): the result is one of its kind
-            out = xp.empty((n_rows, self.n_outputs_), dtype=xp.float64, device=X.device)
-        elif cupy is not None:  # another device array (Numba, PyTorch): a CuPy result
-            xp = cupy
-            out = cupy.empty((n_rows, self.n_outputs_), dtype=cupy.float64)
-        else:  # no array library for device results: numpy
-            return engine.predict(X, params).astype(out_dtype, copy=False)
-        engine.predict_into(X, params, out, stream=_engine.current_stream(X))
-        if out_dtype != np.float64:
-            out = xp.astype(out, xp.float32) if hasattr(xp, "astype") else out.astype(out_dtype)
-        return out
 
     def _plain_input(self, X, max_checked=4096):
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
@@ -1106,21 +685,6 @@ class BaseMultilayerPerceptron(BaseEstimator, ABC):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        # coefs_ and intercepts_ are pickled as arrays; the flat buffer they view is rebuilt
-        # from them on the next use, so it is not pickled twice.
-        for key in ("_params", "_param_views", "_layout"):
-            state.pop(key, None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        if "coefs_" in state:
-            units = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
-            self._layout = _Layout(units)
-            self._bind_params(self._current_params(self.coefs_[0].dtype.type))
 
 
 _COMMON_PARAMS_DOC = """
@@ -1565,7 +1129,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     def _predict(self, X, check_input=True):
         y_pred = self._forward_pass_fast(X, check_input=check_input)
         if _engine.is_device_array(y_pred):
-            return self._decode_on_device(y_pred)
+            return _engine.decode_labels_on_device(self, y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
         # probable class, or the positive class above probability 0.5
         if self.out_activation_ == "softmax":
@@ -1575,24 +1139,6 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
-
-    def _decode_on_device(self, y_pred):
-        """Class labels for device outputs: on the device when the labels are numbers (strings
-        cannot live there: then a numpy array)."""
-        xp = _engine.namespace(y_pred)
-        if self.out_activation_ == "softmax":
-            index = xp.argmax(y_pred, axis=1)
-        elif self.n_outputs_ == 1 and len(self.classes_) == 2:
-            index = xp.astype(xp.reshape(y_pred, (-1,)) > 0.5, xp.int64)
-        else:  # multilabel, or a single class: LabelBinarizer on the host
-            host = _engine.to_host(y_pred)
-            return self._label_binarizer.inverse_transform(
-                host.ravel() if self.n_outputs_ == 1 else host
-            )
-        if np.issubdtype(self.classes_.dtype, np.number):
-            classes = xp.asarray(self.classes_, device=y_pred.device)
-            return xp.take(classes, index, axis=0)
-        return self.classes_.take(_engine.to_host(index))
 
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
@@ -1956,20 +1502,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
 
-def _sorted_batches(order, batch_size):
-    """The epoch's row order with each mini-batch's rows in increasing order.
-
-    A batch's gradient is a sum over its rows; summing them in one order whatever the
-    shuffle makes the result depend only on which rows form the batch, so that `fit` and the
-    same number of `partial_fit` calls (whose shuffles differ) give the same weights bit for
-    bit when the batches hold the same rows (e.g. full batches), and rows are read from X in
-    memory order.
-    """
-    order = np.array(order, dtype=np.int64)  # a copy: sorted in place below
-    full = order.shape[0] // batch_size * batch_size
-    order[:full].reshape(-1, batch_size).sort(axis=1)
-    order[full:].sort()
-    return order
 
 
 def _explain_float32_overflow(X, error):
@@ -1988,21 +1520,6 @@ def _explain_float32_overflow(X, error):
 @functools.lru_cache(maxsize=64)
 def _result_type(x_dtype, weight_dtype):
     return np.result_type(x_dtype, weight_dtype)
-
-
-def _sklearn_float_dtype(X):
-    """The float dtype scikit-learn's MLPs would convert X to: float32 X stays float32,
-    anything else becomes float64."""
-    if _engine.is_device_array(X):
-        return np.float32 if X.__cuda_array_interface__["typestr"] == "<f4" else np.float64
-    dtypes = getattr(X, "dtypes", None)  # a DataFrame: check_array's common type of its columns
-    if dtypes is not None and not hasattr(X, "dtype"):
-        try:
-            common = np.result_type(*[np.dtype(d) for d in dtypes])
-        except TypeError:  # extension dtypes
-            return np.float64
-        return np.float32 if common == np.float32 else np.float64
-    return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
 
 
 def _input_dtypes(compute_dtype):

@@ -1,0 +1,362 @@
+"""The epoch driver: the loop between native calls.
+
+One native call trains one epoch (stochastic solvers) or evaluates the loss and gradient
+(L-BFGS); what happens between those calls lives here, in scikit-learn's order: the shuffle,
+early stopping's split and scores, the stopping rules, the schedules, and the hooks that the
+history and callbacks read. The estimators (``_multilayer_perceptron.py``) validate the input,
+build the engine and call ``fit_lbfgs`` or ``StochasticTraining(...).run()``.
+"""
+
+import warnings
+
+import numpy as np
+import scipy.optimize
+from sklearn.base import is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import shuffle
+
+from . import _engine
+from ._params import AdamOptimizer, SGDOptimizer
+
+try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
+    from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
+except ImportError:  # pragma: no cover
+
+    def _get_additional_lbfgs_options_dict(key, value):
+        return {key: value}
+
+
+try:
+    from sklearn.utils.optimize import _check_optimize_result
+except ImportError:  # pragma: no cover
+
+    def _check_optimize_result(solver, result, max_iter=None, extra_warning_msg=None):
+        n_iter = min(result.nit, max_iter) if max_iter is not None else result.nit
+        if result.status != 0:
+            warnings.warn(
+                f"{solver} failed to converge after {n_iter} iteration(s) "
+                f"(status={result.status}):\n{result.message}\n",
+                ConvergenceWarning,
+            )
+        return n_iter
+
+
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+def fit_lbfgs(est, X, Y, sample_weight, engine):
+    """scikit-learn's L-BFGS fit: scipy drives, each evaluation is one native call."""
+    layout = est._layout
+    params = est._params
+    grad = np.empty_like(params)
+    # the last iterate scipy accepted, and its loss: what Ctrl-C leaves the model at
+    accepted = {"x": params[layout.to_sklearn_order].astype(np.float64), "loss": None,
+                "n_iter": 0}
+    evaluated = {}
+
+    def loss_grad(packed):
+        params[layout.to_sklearn_order] = packed
+        loss = engine.loss_grad(X, Y, sample_weight, params, float(est.alpha), grad)
+        evaluated["x"], evaluated["loss"] = packed, loss
+        if accepted["loss"] is None and accepted["n_iter"] == 0:
+            accepted["loss"] = loss  # scipy evaluates the starting point first
+        return loss, grad[layout.to_sklearn_order].astype(np.float64)
+
+    def iteration_ends(xk):
+        accepted["x"] = np.array(xk, dtype=np.float64)
+        same = evaluated.get("x") is not None and np.array_equal(evaluated["x"], xk)
+        accepted["loss"] = evaluated["loss"] if same else None
+        accepted["n_iter"] += 1
+
+    iprint = 1 if (est.verbose is True or est.verbose >= 1) else -1
+    try:
+        opt_res = scipy.optimize.minimize(
+            loss_grad,
+            accepted["x"].copy(),
+            method="L-BFGS-B",
+            jac=True,
+            callback=iteration_ends,
+            options={
+                "maxfun": est.max_fun,
+                "maxiter": est.max_iter,
+                "gtol": est.tol,
+                **_get_additional_lbfgs_options_dict("iprint", iprint),
+            },
+        )
+    except KeyboardInterrupt:
+        # As the stochastic solvers (and scikit-learn's) do: keep what was learned
+        warnings.warn("Training interrupted by user.")
+        params[layout.to_sklearn_order] = accepted["x"]
+        est.n_iter_ = accepted["n_iter"]
+        # (unknown only when interrupted during the very first evaluation: no pass over
+        # the data is started after Ctrl-C)
+        est.loss_ = np.nan if accepted["loss"] is None else float(accepted["loss"])
+        return
+    est.n_iter_ = _check_optimize_result("lbfgs", opt_res, est.max_iter)
+    est.loss_ = float(opt_res.fun)
+    params[layout.to_sklearn_order] = opt_res.x
+
+
+def make_optimizer(est, n_params, dtype):
+    if est.solver == "sgd":
+        return SGDOptimizer(
+            n_params, dtype, est.learning_rate_init, est.learning_rate, est.momentum,
+            est.nesterovs_momentum, est.power_t,
+        )
+    return AdamOptimizer(
+        n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon
+    )
+
+
+def dropout_key_seed(est):
+    """The seed of dropout's masks (0 and no random draw when nothing is dropped)."""
+    if est._dropout_rates(len(est.coefs_) - 1) is None:
+        return 0
+    if getattr(est, "_dropout_seed", None) is None:
+        est._dropout_seed = int(est._random_state.randint(np.iinfo(np.int32).max))
+    return est._dropout_seed
+
+
+def validation_loss_function(est, X_val, Y_val, sample_weight_val, n_params, dtype):
+    """params -> the training objective (loss and L2 term, no dropout) on the validation
+    set, computed by an engine of its own (which keeps the validation data)."""
+    units = est._layer_units()
+    device = est._device_for(X_val, units)
+    engine = est._engine_for(units, device, dtype)
+    X_engine = _engine.as_engine_input(X_val, device)
+    Y_val = np.ascontiguousarray(Y_val, dtype=dtype)
+    if sample_weight_val is not None:
+        sample_weight_val = np.ascontiguousarray(sample_weight_val, dtype=dtype)
+    grad = np.empty(n_params, dtype=dtype)
+    alpha = float(est.alpha)
+
+    def validation_loss(params):
+        return float(engine.loss_grad(X_engine, Y_val, sample_weight_val, params, alpha, grad))
+
+    return validation_loss
+
+
+def sorted_batches(order, batch_size):
+    """The epoch's row order with each mini-batch's rows in increasing order.
+
+    A batch's gradient is a sum over its rows; summing them in one order whatever the
+    shuffle makes the result depend only on which rows form the batch, so that `fit` and the
+    same number of `partial_fit` calls (whose shuffles differ) give the same weights bit for
+    bit when the batches hold the same rows (e.g. full batches), and rows are read from X in
+    memory order.
+    """
+    order = np.array(order, dtype=np.int64)  # a copy: sorted in place below
+    full = order.shape[0] // batch_size * batch_size
+    order[:full].reshape(-1, batch_size).sort(axis=1)
+    order[full:].sort()
+    return order
+
+
+class StochasticTraining:
+    """One fit or partial_fit call with 'sgd' or 'adam': scikit-learn's ``_fit_stochastic``,
+    one native epoch per iteration."""
+
+    def __init__(self, est, X, X_engine, y, Y, sample_weight, train_weight, engine,
+                 incremental, validation):
+        self.est = est
+        self.X, self.X_engine, self.y, self.Y = X, X_engine, y, Y
+        self.sample_weight, self.train_weight = sample_weight, train_weight
+        self.engine = engine
+        self.incremental = incremental
+        params = est._params
+        if not incremental or not hasattr(est, "_optimizer"):
+            est._optimizer = make_optimizer(est, params.shape[0], params.dtype)
+
+        # early_stopping in partial_fit doesn't make sense
+        if est.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        self.early_stopping = est.early_stopping
+        if self.early_stopping and getattr(est, "_best_params", None) is None:
+            est._best_params = params.copy()
+        self.train_idx = None
+        self.validation = self._validation_split(validation)
+        if self.early_stopping:
+            X_val, _, sample_weight_val, Y_val = self.validation
+            self.validation_loss = validation_loss_function(
+                est, X_val, Y_val, sample_weight_val, params.shape[0], Y.dtype
+            )
+            if getattr(est, "validation_loss_curve_", None) is None:
+                est.validation_loss_curve_ = []
+
+        n_total = X.shape[0]
+        self.n_samples = n_total if self.train_idx is None else self.train_idx.shape[0]
+        self.batch_size = self._batch_size()
+        # every option of the engines' epoch contract (EpochOptions, csrc/include/fusedmlp/
+        # training.h); the optimizer's own values (its schedule's rate) override
+        self.hyper = dict(
+            batch_size=self.batch_size, alpha=float(est.alpha), momentum=float(est.momentum),
+            nesterov=bool(est.nesterovs_momentum), beta_1=float(est.beta_1),
+            beta_2=float(est.beta_2), epsilon=float(est.epsilon),
+            dropout_seed=dropout_key_seed(est), epoch=0,
+        )
+
+    def _validation_split(self, validation):
+        """(X_val, y_val, sample_weight_val, Y_val): the user's own validation set, or
+        scikit-learn's split of validation_fraction of the rows (all None without early
+        stopping)."""
+        est, X, Y, y = self.est, self.X, self.Y, self.y
+        if not self.early_stopping:
+            return None, None, None, None
+        if validation is not None:
+            return validation
+        # Split row indices exactly as scikit-learn splits the arrays (same random draws);
+        # training then reads X in place through the indices instead of copying it.
+        # (stratified on the binarized labels, as scikit-learn does: its messages name them)
+        should_stratify = is_classifier(est) and est.n_outputs_ == 1
+        stratify = y if should_stratify else None
+        self.train_idx, val_idx = train_test_split(
+            np.arange(X.shape[0]),
+            random_state=est._random_state,
+            test_size=est.validation_fraction,
+            stratify=stratify,
+        )
+        if val_idx.shape[0] < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' "
+                "or the size of your dataset."
+            )
+        X_val = X[val_idx]
+        Y_val = Y[val_idx]
+        if is_classifier(est):
+            # (the labels as given: the targets trained on may be smoothed)
+            y_val = est._label_binarizer.inverse_transform(y[val_idx].astype(Y.dtype))
+        else:
+            y_val = Y_val
+        sw = self.sample_weight
+        return X_val, y_val, None if sw is None else sw[val_idx], Y_val
+
+    def _batch_size(self):
+        batch_size = self.est.batch_size
+        if batch_size == "auto":
+            return min(200, self.n_samples)
+        if batch_size > self.n_samples:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than "
+                "sample size. It is going to be clipped"
+            )
+        return int(np.clip(batch_size, 1, self.n_samples))
+
+    def run(self):
+        est = self.est
+        params = est._params
+        sample_idx = np.arange(self.n_samples, dtype=np.int64)
+        self.x_range_checked = False
+        try:
+            est.n_iter_ = 0
+            for _ in range(est.max_iter):
+                if est.shuffle:
+                    # Only the indices are shuffled, as in scikit-learn (same random draws).
+                    sample_idx = shuffle(sample_idx, random_state=est._random_state)
+                order = sample_idx if self.train_idx is None else self.train_idx[sample_idx]
+                self._epoch(sorted_batches(order, self.batch_size))
+                if self._stop():
+                    break
+                if self.incremental:
+                    break
+                if est.n_iter_ == est.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet." % est.max_iter,
+                        ConvergenceWarning,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        if self.early_stopping:
+            # restore best weights
+            params[:] = est._best_params
+
+    def _epoch(self, order):
+        """One native epoch over `order`, then scikit-learn's bookkeeping of its loss."""
+        est, hyper = self.est, self.hyper
+        hyper["epoch"] = getattr(est, "_epochs_run", 0)
+        result = self.engine.run_epoch(
+            self.X_engine, self.Y, self.train_weight, order, est._params,
+            est._optimizer.arrays(), {**hyper, **est._optimizer.hyper()},
+        )
+        est._epochs_run = hyper["epoch"] + 1
+        if not self.early_stopping:
+            # Non-finite weights stay non-finite: stop now with the error scikit-learn
+            # raises after its last epoch. With early stopping the best validated weights
+            # are restored after the loop, as in scikit-learn.
+            est._check_finite_params(self.X)
+
+        est.n_iter_ += 1
+        est.loss_ = result["accumulated_loss"] / self.n_samples
+        if self.early_stopping and not np.isfinite(est.loss_) and not self.x_range_checked:
+            est._check_float32_input(self.X)  # (the weights are restored, not checked)
+            self.x_range_checked = True
+
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+        if self.early_stopping:
+            est.validation_loss_curve_.append(self.validation_loss(est._params))
+        # update no_improvement_count based on training loss or validation score according
+        # to early_stopping
+        self._update_no_improvement_count()
+
+        # for learning rate that needs to be updated at iteration end
+        est._optimizer.iteration_ends(est.t_)
+
+    def _update_no_improvement_count(self):
+        est = self.est
+        if self.early_stopping:
+            X_val, y_val, sample_weight_val, _ = self.validation
+            # compute validation score (can be NaN), use that for stopping
+            val_score = est._score(X_val, y_val, sample_weight=sample_weight_val)
+
+            est.validation_scores_.append(val_score)
+
+            if est.verbose:
+                print("Validation score: %f" % est.validation_scores_[-1])
+            # update best parameters
+            # use validation_scores_, not loss_curve_
+            last_valid_score = est.validation_scores_[-1]
+
+            if last_valid_score < (est.best_validation_score_ + est.tol):
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+
+            if last_valid_score > est.best_validation_score_:
+                est.best_validation_score_ = last_valid_score
+                est._best_params = est._params.copy()
+        else:
+            if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if est.loss_curve_[-1] < est.best_loss_:
+                est.best_loss_ = est.loss_curve_[-1]
+
+    def _stop(self):
+        """scikit-learn's stopping rule after an epoch: n_iter_no_change epochs without an
+        improvement of tol stop training (or divide the 'adaptive' rate by 5)."""
+        est = self.est
+        if est._no_improvement_count <= est.n_iter_no_change:
+            return False
+        # not better than last `n_iter_no_change` iterations by tol: stop or decrease the
+        # learning rate
+        if self.early_stopping:
+            msg = (
+                "Validation score did not improve more than "
+                "tol=%f for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+            )
+        else:
+            msg = (
+                "Training loss did not improve more than tol=%f"
+                " for %d consecutive epochs." % (est.tol, est.n_iter_no_change)
+            )
+        if est._optimizer.trigger_stopping(msg, est.verbose):
+            return True
+        est._no_improvement_count = 0
+        return False
