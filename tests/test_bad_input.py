@@ -12,6 +12,7 @@ from sklearn.exceptions import NotFittedError
 
 import fusedmlp as fm
 from fusedmlp import _cpu
+from fusedmlp._params import SKLEARN_SCHEDULES, STEP_SCHEDULES
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((40, 4))
@@ -99,9 +100,11 @@ def test_invalid_parameters_same_error_as_sklearn(cls, params):
     ref = outcome(getattr(sk, cls)(**params), lambda e: e.fit(X, y_cls))
     got = outcome(getattr(fm, cls)(**params), lambda e: e.fit(X, y_cls))
     assert ref[0] is not None
-    if "activation" in params:
-        # fusedmlp offers more activations (its registry's): the same error, with its options
-        options = sorted(a["name"] for a in _cpu.activations() if a["hidden"])
+    if "activation" in params or "learning_rate" in params:
+        # fusedmlp offers more activations (its registry's) and schedules: the same error,
+        # with its options
+        options = (sorted(a["name"] for a in _cpu.activations() if a["hidden"])
+                   if "activation" in params else sorted(SKLEARN_SCHEDULES + STEP_SCHEDULES))
         ref = (ref[0], re.sub(r"\{[^{}]*\}", "{" + ", ".join(repr(o) for o in options) + "}", ref[1]))
     assert got == ref
 

@@ -45,7 +45,7 @@ class PyTrainer {
     const index_t* idx = row_order(order, in.m.n_rows);
     T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
 
-    EpochArgs<T> args(hyper, opt, L.n_params);
+    EpochArgs<T> args(hyper, opt, L.n_params, n_order);
     SignalCheck check;
     EpochResult r;
     {

@@ -116,7 +116,7 @@ class PyTrainer {
     const index_t n_order = static_cast<index_t>(order.size());
     const index_t* idx = fusedmlp::bindings::row_order(order, rows_);
     T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
-    EpochArgs<T> args(hyper, opt, L.n_params);
+    EpochArgs<T> args(hyper, opt, L.n_params, n_order);
     SignalCheck check;
     EpochResult r;
     {

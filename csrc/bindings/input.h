@@ -6,6 +6,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -172,14 +174,37 @@ struct EpochArgs {
   EpochOptions opts;
   OptimizerState<T> state;
   py::array t;
+  py::array rates, losses;  // keep the per-batch arrays alive for the call
 
-  EpochArgs(const py::dict& hyper, const py::dict& opt, index_t n_params) {
+  // The epoch's batch count (the batch size is clamped to the order's length, as the engines do).
+  index_t n_batches(index_t n_order) const {
+    const index_t bs = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
+    return (n_order + bs - 1) / bs;
+  }
+
+  EpochArgs(const py::dict& hyper, const py::dict& opt, index_t n_params, index_t n_order) {
 #define FUSEDMLP_PARSE_ROW(type, name, value, in_graph)                                  \
   if (!hyper.contains(#name)) throw py::key_error("the epoch options lack '" #name "'"); \
   parse_option(hyper[#name], opts.name);
     FUSEDMLP_EPOCH_OPTIONS(FUSEDMLP_PARSE_ROW)
 #undef FUSEDMLP_PARSE_ROW
     if (opts.batch_size < 1) throw py::value_error("batch_size must be >= 1");
+    // optional: one learning rate per batch (float64, finite, >= 0)
+    if (hyper.contains("learning_rates") && !hyper["learning_rates"].is_none()) {
+      rates = py::array::ensure(hyper["learning_rates"]);
+      if (!rates) throw py::type_error("learning_rates must be an array");
+      const double* r = contiguous_ptr<double>(rates, "learning_rates", n_batches(n_order), false);
+      for (index_t b = 0; b < n_batches(n_order); ++b)
+        if (!(r[b] >= 0.0) || !std::isfinite(r[b]))
+          throw py::value_error("learning_rates must be finite and >= 0");
+      opts.batch_learning_rates = r;
+    }
+    // optional output: each batch's loss (float64, one per batch, writable)
+    if (hyper.contains("batch_losses") && !hyper["batch_losses"].is_none()) {
+      losses = py::array::ensure(hyper["batch_losses"]);
+      if (!losses) throw py::type_error("batch_losses must be an array");
+      opts.batch_losses = contiguous_ptr<double>(losses, "batch_losses", n_batches(n_order), true);
+    }
     if (opts.solver == Solver::sgd) {
       state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", n_params, true);
     } else {

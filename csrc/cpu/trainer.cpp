@@ -335,15 +335,17 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         sw_sum = static_cast<double>(s);
       }
 
+      const double lr = batch_learning_rate(opts, batch_index);
       if (opts.solver == Solver::adam) {
         const long long t = t0 + batch_index + 1;
         step.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
                                 static_cast<T>(1.0 - opts.beta_1),
                                 static_cast<T>(opts.beta_2),
                                 static_cast<T>(1.0 - opts.beta_2),
-                                static_cast<T>(adam_lr_t(opts.learning_rate, opts.beta_1,
-                                                         opts.beta_2, t)),
+                                static_cast<T>(adam_lr_t(lr, opts.beta_1, opts.beta_2, t)),
                                 static_cast<T>(opts.epsilon)};
+      } else {
+        step.sgd.lr = static_cast<T>(lr);
       }
       double row_loss;
       if (blocks) {
@@ -363,6 +365,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
       const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
       sq = sq_part.sum(team.nth);
       if (team.tid == 0) {
+        if (opts.batch_losses != nullptr) opts.batch_losses[batch_index] = loss_value;
         result.accumulated_loss += loss_value * static_cast<double>(rows);
         result.samples_seen += rows;
         batches_done.store(batch_index + 1, std::memory_order_relaxed);

@@ -37,6 +37,8 @@ struct BatchState {
   double sq_next;       // ||W_new||^2, summed by the optimizer
   double epoch_loss;    // sum over batches of batch loss * rows
   double lr;            // sgd: the learning rate; adam: learning_rate_init
+  const double* batch_lr;  // a schedule's per-batch rates (device memory), or null: lr throughout
+  double* batch_loss;      // each batch's loss (device memory), or null
   double lr_t;          // adam: the step size of the current step
   unsigned long long dropout_seed;   // dropout's masks: (seed, epoch, batch, layer, row, unit)
   unsigned long long dropout_epoch;
@@ -289,6 +291,7 @@ __global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, b
     st->inv_sw = 1.0 / s;
     st->row_loss = 0.0;
     st->sq_next = 0.0;
+    if (st->batch_lr != nullptr) st->lr = st->batch_lr[st->batch];
     if (adam) {
       st->lr_t = adam_lr_t(st->lr, beta_1, beta_2, st->t + 1);
     }
@@ -298,7 +301,9 @@ __global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, b
 // One thread: the batch loss into the epoch's, then on to the next batch.
 template <Loss L>
 __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, bool adam) {
-  st->epoch_loss += batch_loss<L>(st->row_loss, st->sw_sum, n_out, alpha, st->sq) * st->rows;
+  const double loss = batch_loss<L>(st->row_loss, st->sw_sum, n_out, alpha, st->sq);
+  if (st->batch_loss != nullptr) st->batch_loss[st->batch] = loss;
+  st->epoch_loss += loss * st->rows;
   st->sq = st->sq_next;
   st->batch += 1;
   if (adam) st->t += 1;

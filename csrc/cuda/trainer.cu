@@ -126,6 +126,8 @@ struct Trainer<T>::Impl {
   MatrixView x;  // device view of X
   DeviceBuffer<T> y, w;
   DeviceBuffer<long long> order;
+  DeviceBuffer<double> batch_lr;    // the epoch's per-batch learning rates, when a schedule sets them
+  DeviceBuffer<double> batch_loss;  // the epoch's per-batch losses, when asked for
   index_t n_rows = 0;
   bool weighted = false;
 
@@ -443,6 +445,17 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   host.t = st.t;
   host.batch_size = static_cast<int>(bs);
   host.lr = o.learning_rate;
+  host.batch_lr = nullptr;
+  if (o.batch_learning_rates != nullptr && n_order > 0) {
+    upload(I.batch_lr, o.batch_learning_rates, static_cast<size_t>((n_order + bs - 1) / bs), s);
+    host.batch_lr = I.batch_lr.get();
+  }
+  const size_t n_batches_total = n_order > 0 ? static_cast<size_t>((n_order + bs - 1) / bs) : 0;
+  host.batch_loss = nullptr;
+  if (o.batch_losses != nullptr && n_batches_total > 0) {
+    I.batch_loss.resize(n_batches_total);
+    host.batch_loss = I.batch_loss.get();
+  }
   host.dropout_seed = static_cast<unsigned long long>(o.dropout_seed);
   host.dropout_epoch = static_cast<unsigned long long>(o.epoch);
   FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
@@ -492,6 +505,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   } else {
     download(st.velocity, I.s0, static_cast<size_t>(n), s);
   }
+  if (host.batch_loss != nullptr) download(o.batch_losses, I.batch_loss, n_batches_total, s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
   st.t = host.t;
   result.accumulated_loss = host.epoch_loss;

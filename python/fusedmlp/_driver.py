@@ -7,7 +7,9 @@ history and callbacks read. The estimators (``_multilayer_perceptron.py``) valid
 build the engine and call ``fit_lbfgs`` or ``StochasticTraining(...).run()``.
 """
 
+import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
@@ -17,7 +19,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import shuffle
 
 from . import _engine
-from ._params import AdamOptimizer, SGDOptimizer
+from ._params import AdamOptimizer, Schedule, SGDOptimizer
+
+try:  # scikit-learn >= 1.9: the callback protocol (sklearn.callback)
+    from sklearn.callback import CallbackSupportMixin
+except ImportError:  # pragma: no cover - exercised with older scikit-learn
+    CallbackSupportMixin = None
 
 try:  # scipy >= 1.15 deprecates iprint; scikit-learn hides the difference
     from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
@@ -45,8 +52,84 @@ except ImportError:  # pragma: no cover
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
-def fit_lbfgs(est, X, Y, sample_weight, engine):
-    """scikit-learn's L-BFGS fit: scipy drives, each evaluation is one native call."""
+if CallbackSupportMixin is not None:
+    CallbackSupport = CallbackSupportMixin
+else:  # pragma: no cover - exercised with older scikit-learn
+
+    class CallbackSupport:
+        """scikit-learn before 1.9 has no callback protocol: set_callbacks says so."""
+
+        def set_callbacks(self, *callbacks):
+            import sklearn
+
+            raise RuntimeError(
+                "set_callbacks needs scikit-learn's callback API (sklearn.callback), new in "
+                f"scikit-learn 1.9; this is scikit-learn {sklearn.__version__}. Upgrade "
+                "scikit-learn (pip install 'scikit-learn>=1.9') to use callbacks; everything "
+                "else works without them."
+            )
+
+
+class FitHooks:
+    """scikit-learn's callback protocol around one fit: the root task, then one subtask per
+    epoch (per iteration with L-BFGS). Without callbacks nothing per epoch is built; the
+    reconstruction attributes (a ready-to-predict copy of the model) only when a callback's
+    hook asks for ``fitted_estimator``."""
+
+    def __init__(self, est, X, y, sample_weight, max_subtasks):
+        self.est, self.X, self.y = est, X, y
+        self.metadata = None if sample_weight is None else {"sample_weight": sample_weight}
+        self.ctx = None
+        if CallbackSupportMixin is not None:
+            self.ctx = est._init_callback_context(max_subtasks=max_subtasks)
+            self.ctx.call_on_fit_task_begin(estimator=est, X=X, y=y, metadata=self.metadata)
+        self.active = self.ctx is not None and bool(getattr(est, "_skl_callbacks", None))
+        self.task = None
+
+    def _call(self, task, hook):
+        return getattr(task, hook)(
+            estimator=self.est, X=self.X, y=self.y, metadata=self.metadata,
+            reconstruction_attributes=self.est._reconstruction_attributes,
+        )
+
+    def begin(self, name):
+        if self.active:
+            self.task = self.ctx.subcontext(task_name=name)
+            self._call(self.task, "call_on_fit_task_begin")
+
+    def end(self):
+        """End the current subtask; whether a callback asks to stop."""
+        if not self.active or self.task is None:
+            return False
+        task, self.task = self.task, None
+        return bool(self._call(task, "call_on_fit_task_end"))
+
+    def close(self):
+        """End the fit's root task (and a subtask that never ran to its end)."""
+        if self.task is not None:
+            self.task.call_on_fit_task_end(estimator=self.est)
+            self.task = None
+        if self.ctx is not None:
+            self.ctx.call_on_fit_task_end(
+                estimator=self.est, X=self.X, y=self.y, metadata=self.metadata,
+                reconstruction_attributes={},
+            )
+
+
+def history_append(est, row):
+    """One epoch's row of history_, kept rectangular (NaN where a value is missing)."""
+    history = est.history_
+    n = len(next(iter(history.values()))) if history else 0
+    for key in row:
+        if key not in history:
+            history[key] = [np.nan] * n
+    for key, values in history.items():
+        values.append(float(row.get(key, np.nan)))
+
+
+def fit_lbfgs(est, X, Y, sample_weight, engine, hooks):
+    """scikit-learn's L-BFGS fit: scipy drives, each evaluation is one native call; each
+    iteration is a callback subtask and a row of history_."""
     layout = est._layout
     params = est._params
     grad = np.empty_like(params)
@@ -63,11 +146,29 @@ def fit_lbfgs(est, X, Y, sample_weight, engine):
             accepted["loss"] = loss  # scipy evaluates the starting point first
         return loss, grad[layout.to_sklearn_order].astype(np.float64)
 
+    clock = {"start": time.perf_counter()}
+
     def iteration_ends(xk):
         accepted["x"] = np.array(xk, dtype=np.float64)
         same = evaluated.get("x") is not None and np.array_equal(evaluated["x"], xk)
         accepted["loss"] = evaluated["loss"] if same else None
         accepted["n_iter"] += 1
+        now = time.perf_counter()
+        history_append(est, {
+            "loss": np.nan if accepted["loss"] is None else accepted["loss"],
+            "epoch_time": now - clock["start"],
+        })
+        clock["start"] = now
+        if hooks.active:
+            params[layout.to_sklearn_order] = xk  # what the callbacks see: this iterate
+            est.n_iter_ = accepted["n_iter"]
+            stop = hooks.end()
+            hooks.begin("iteration")
+            if stop:
+                accepted["stopped"] = True
+                raise StopIteration  # scipy ends the minimization at this iterate
+
+    hooks.begin("iteration")
 
     iprint = 1 if (est.verbose is True or est.verbose >= 1) else -1
     try:
@@ -93,20 +194,31 @@ def fit_lbfgs(est, X, Y, sample_weight, engine):
         # the data is started after Ctrl-C)
         est.loss_ = np.nan if accepted["loss"] is None else float(accepted["loss"])
         return
-    est.n_iter_ = _check_optimize_result("lbfgs", opt_res, est.max_iter)
+    if accepted.get("stopped"):  # a callback's request: not a failure to converge
+        est.n_iter_ = accepted["n_iter"]
+        if est.verbose:
+            print("A callback asked to stop at iteration %d." % est.n_iter_)
+    else:
+        est.n_iter_ = _check_optimize_result("lbfgs", opt_res, est.max_iter)
     est.loss_ = float(opt_res.fun)
     params[layout.to_sklearn_order] = opt_res.x
 
 
 def make_optimizer(est, n_params, dtype):
     if est.solver == "sgd":
-        return SGDOptimizer(
+        optimizer = SGDOptimizer(
             n_params, dtype, est.learning_rate_init, est.learning_rate, est.momentum,
             est.nesterovs_momentum, est.power_t,
         )
-    return AdamOptimizer(
-        n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon
+    else:
+        optimizer = AdamOptimizer(
+            n_params, dtype, est.learning_rate_init, est.beta_1, est.beta_2, est.epsilon
+        )
+    optimizer.schedule = Schedule(
+        est.learning_rate, est.learning_rate_warmup, est.learning_rate_min,
+        est.learning_rate_gamma, est.learning_rate_factor, est.learning_rate_patience, est.tol,
     )
+    return optimizer
 
 
 def dropout_key_seed(est):
@@ -153,17 +265,61 @@ def sorted_batches(order, batch_size):
     return order
 
 
+def batch_size_for(est, n_samples):
+    """scikit-learn's mini-batch size: 'auto' is min(200, n_samples); larger is clipped."""
+    batch_size = est.batch_size
+    if batch_size == "auto":
+        return min(200, n_samples)
+    if batch_size > n_samples:
+        warnings.warn(
+            "Got `batch_size` less than 1 or larger than "
+            "sample size. It is going to be clipped"
+        )
+    return int(np.clip(batch_size, 1, n_samples))
+
+
+def epoch_options(est, batch_size):
+    """Every option of the engines' epoch contract (EpochOptions, csrc/include/fusedmlp/
+    training.h) but the optimizer's own values (its solver and rate), which override."""
+    return dict(
+        batch_size=batch_size, alpha=float(est.alpha), momentum=float(est.momentum),
+        nesterov=bool(est.nesterovs_momentum), beta_1=float(est.beta_1),
+        beta_2=float(est.beta_2), epsilon=float(est.epsilon),
+        dropout_seed=dropout_key_seed(est), epoch=0,
+    )
+
+
+@dataclass
+class TrainingSet:
+    """A fit call's data as the driver reads it: X validated (and as the engine reads it),
+    the targets (as validated, as given, and as trained on after label smoothing), the
+    sample weights (as given, and as trained on after class weights), the engine, and the
+    user's validation set (or None)."""
+
+    X: object
+    X_engine: object
+    y: np.ndarray
+    y_given: object
+    Y_train: np.ndarray
+    sample_weight: object
+    train_weight: object
+    engine: object
+    validation: object = None
+
+
 class StochasticTraining:
     """One fit or partial_fit call with 'sgd' or 'adam': scikit-learn's ``_fit_stochastic``,
     one native epoch per iteration."""
 
-    def __init__(self, est, X, X_engine, y, Y, sample_weight, train_weight, engine,
-                 incremental, validation):
+    def __init__(self, est, data, incremental, hooks):
         self.est = est
-        self.X, self.X_engine, self.y, self.Y = X, X_engine, y, Y
-        self.sample_weight, self.train_weight = sample_weight, train_weight
-        self.engine = engine
+        self.hooks = hooks
+        X, Y = data.X, data.Y_train
+        self.X, self.X_engine, self.y, self.Y = X, data.X_engine, data.y, Y
+        self.sample_weight, self.train_weight = data.sample_weight, data.train_weight
+        self.engine = data.engine
         self.incremental = incremental
+        validation = data.validation
         params = est._params
         if not incremental or not hasattr(est, "_optimizer"):
             est._optimizer = make_optimizer(est, params.shape[0], params.dtype)
@@ -186,15 +342,9 @@ class StochasticTraining:
 
         n_total = X.shape[0]
         self.n_samples = n_total if self.train_idx is None else self.train_idx.shape[0]
-        self.batch_size = self._batch_size()
-        # every option of the engines' epoch contract (EpochOptions, csrc/include/fusedmlp/
-        # training.h); the optimizer's own values (its schedule's rate) override
-        self.hyper = dict(
-            batch_size=self.batch_size, alpha=float(est.alpha), momentum=float(est.momentum),
-            nesterov=bool(est.nesterovs_momentum), beta_1=float(est.beta_1),
-            beta_2=float(est.beta_2), epsilon=float(est.epsilon),
-            dropout_seed=dropout_key_seed(est), epoch=0,
-        )
+        self.batch_size = batch_size_for(est, self.n_samples)
+        self.n_batches = -(-self.n_samples // self.batch_size)
+        self.hyper = epoch_options(est, self.batch_size)
 
     def _validation_split(self, validation):
         """(X_val, y_val, sample_weight_val, Y_val): the user's own validation set, or
@@ -231,17 +381,6 @@ class StochasticTraining:
         sw = self.sample_weight
         return X_val, y_val, None if sw is None else sw[val_idx], Y_val
 
-    def _batch_size(self):
-        batch_size = self.est.batch_size
-        if batch_size == "auto":
-            return min(200, self.n_samples)
-        if batch_size > self.n_samples:
-            warnings.warn(
-                "Got `batch_size` less than 1 or larger than "
-                "sample size. It is going to be clipped"
-            )
-        return int(np.clip(batch_size, 1, self.n_samples))
-
     def run(self):
         est = self.est
         params = est._params
@@ -254,7 +393,12 @@ class StochasticTraining:
                     # Only the indices are shuffled, as in scikit-learn (same random draws).
                     sample_idx = shuffle(sample_idx, random_state=est._random_state)
                 order = sample_idx if self.train_idx is None else self.train_idx[sample_idx]
+                self.hooks.begin("epoch")
                 self._epoch(sorted_batches(order, self.batch_size))
+                if self.hooks.end():
+                    if est.verbose:
+                        print("A callback asked to stop after iteration %d." % est.n_iter_)
+                    break
                 if self._stop():
                     break
                 if self.incremental:
@@ -275,11 +419,21 @@ class StochasticTraining:
     def _epoch(self, order):
         """One native epoch over `order`, then scikit-learn's bookkeeping of its loss."""
         est, hyper = self.est, self.hyper
-        hyper["epoch"] = getattr(est, "_epochs_run", 0)
+        started = time.perf_counter()
+        optimizer = est._optimizer
+        schedule = optimizer.schedule
+        options = {**hyper, **optimizer.hyper()}
+        rate = options["learning_rate"]
+        if schedule.per_batch:
+            rates = schedule.rates(rate, self.n_batches, est.max_iter * self.n_batches)
+            options["learning_rates"] = rates
+            rate = float(rates[-1])
+        options["epoch"] = getattr(est, "_epochs_run", 0)
         result = self.engine.run_epoch(
             self.X_engine, self.Y, self.train_weight, order, est._params,
-            est._optimizer.arrays(), {**hyper, **est._optimizer.hyper()},
+            optimizer.arrays(), options,
         )
+        hyper["epoch"] = options["epoch"]
         est._epochs_run = hyper["epoch"] + 1
         if not self.early_stopping:
             # Non-finite weights stay non-finite: stop now with the error scikit-learn
@@ -298,14 +452,21 @@ class StochasticTraining:
         if est.verbose:
             print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
+        row = {"loss": est.loss_, "learning_rate": rate}
         if self.early_stopping:
             est.validation_loss_curve_.append(self.validation_loss(est._params))
+            row["val_loss"] = est.validation_loss_curve_[-1]
         # update no_improvement_count based on training loss or validation score according
         # to early_stopping
         self._update_no_improvement_count()
+        if self.early_stopping:
+            row["val_score"] = est.validation_scores_[-1]
 
         # for learning rate that needs to be updated at iteration end
-        est._optimizer.iteration_ends(est.t_)
+        optimizer.iteration_ends(est.t_)
+        schedule.epoch_ends(self.n_batches, row.get("val_loss", est.loss_))
+        row["epoch_time"] = time.perf_counter() - started
+        history_append(est, row)
 
     def _update_no_improvement_count(self):
         est = self.est

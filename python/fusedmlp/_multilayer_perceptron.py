@@ -42,8 +42,8 @@ from sklearn.utils.validation import (
 
 from . import _engine
 from ._driver import STOCHASTIC_SOLVERS as _STOCHASTIC_SOLVERS
-from ._driver import StochasticTraining, fit_lbfgs
-from ._params import FlatParameters, Layout, layer_units
+from ._driver import CallbackSupport, FitHooks, StochasticTraining, TrainingSet, fit_lbfgs
+from ._params import SKLEARN_SCHEDULES, STEP_SCHEDULES, FlatParameters, Layout, layer_units
 from ._validation import FLOAT32_MAX, check_float32_range, check_sparse_structure
 
 _NOT_NUMERIC = "USVMm"  # numpy kinds of strings, bytes, void, datetimes and timedeltas
@@ -79,7 +79,7 @@ def _resolve_dtype(dtype):
     return resolved
 
 
-class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
+class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, ABC):
     """Base class for MLP classification and regression (use the derived classes)."""
 
     _parameter_constraints: dict = {
@@ -94,7 +94,7 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate": [StrOptions(set(SKLEARN_SCHEDULES + STEP_SCHEDULES))],
         "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
         "power_t": [Interval(Real, 0, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -123,6 +123,11 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
         ],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "device": [StrOptions(set(_engine.DEVICES))],
+        "learning_rate_warmup": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate_min": [Interval(Real, 0, None, closed="left")],
+        "learning_rate_gamma": [Interval(Real, 0, 1, closed="right")],
+        "learning_rate_factor": [Interval(Real, 0, 1, closed="neither")],
+        "learning_rate_patience": [Interval(Integral, 0, None, closed="left")],
         "negative_slope": [Interval(Real, 0, None, closed="left")],
         "elu_alpha": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
@@ -331,6 +336,7 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
 
     def _reset_training_state(self):
         """The training history and stopping state of a model about to be trained anew."""
+        self.history_ = {}
         if self.solver in _STOCHASTIC_SOLVERS:
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -354,6 +360,26 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
         return coef_init, intercept_init
 
     def _fit(self, X, y, sample_weight=None, incremental=False, validation=None):
+        data = self._training_set(X, y, sample_weight, incremental, validation)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            max_subtasks = 1 if incremental else self.max_iter
+        else:  # one subtask per L-BFGS iteration, and the one scipy never starts
+            max_subtasks = self.max_iter + 1
+        hooks = FitHooks(self, data.X, data.y_given, data.sample_weight, max_subtasks)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            StochasticTraining(self, data, incremental, hooks).run()
+        elif self.solver == "lbfgs":
+            fit_lbfgs(self, data.X_engine, data.Y_train, data.train_weight, data.engine, hooks)
+            if not np.isfinite(self.loss_):
+                self._check_float32_input(data.X)
+
+        self._check_finite_params(data.X)
+        hooks.close()
+        return self
+
+    def _training_set(self, X, y, sample_weight, incremental, validation=None):
+        """Everything before the first epoch: the input validated and handed to an engine,
+        the model initialised (or checked for continuation)."""
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -364,6 +390,7 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
                 "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
             )
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        y_given = y  # (what callbacks score against: the labels as given)
 
         check_sparse_structure(X)
         check_sparse_structure(y, "y")
@@ -432,19 +459,26 @@ class BaseMultilayerPerceptron(FlatParameters, BaseEstimator, ABC):
         if train_weight is not None:
             train_weight = np.ascontiguousarray(train_weight, dtype=dtype)
         engine = self._engine_for(layer_units, device, dtype, training=True)
+        if not hasattr(self, "history_"):
+            self.history_ = {}  # (a model from set_weights or an older pickle)
+        return TrainingSet(
+            X=X, X_engine=X_engine, y=y, y_given=y_given, Y_train=Y_train,
+            sample_weight=sample_weight, train_weight=train_weight, engine=engine,
+            validation=validation,
+        )
 
-        if self.solver in _STOCHASTIC_SOLVERS:
-            StochasticTraining(
-                self, X, X_engine, y, Y_train, sample_weight, train_weight, engine, incremental,
-                validation,
-            ).run()
-        elif self.solver == "lbfgs":
-            fit_lbfgs(self, X_engine, Y_train, train_weight, engine)
-            if not np.isfinite(self.loss_):
-                self._check_float32_input(X)
-
-        self._check_finite_params(X)
-        return self
+    def _reconstruction_attributes(self):
+        """What makes a copy of this estimator the model as it is now (scikit-learn's
+        callback protocol): the weights, copied, and the counters."""
+        attributes = {
+            "coefs_": [c.copy() for c in self.coefs_],
+            "intercepts_": [b.copy() for b in self.intercepts_],
+            "n_iter_": self.n_iter_,
+            "history_": {key: list(values) for key, values in self.history_.items()},
+        }
+        if hasattr(self, "loss_"):
+            attributes["loss_"] = self.loss_
+        return attributes
 
     def _check_finite_params(self, X):
         """scikit-learn's error for non-finite weights, with the float32 range named when
@@ -716,17 +750,48 @@ _COMMON_PARAMS_DOC = """
         Size of minibatches for stochastic optimizers. If the solver is 'lbfgs', no
         minibatches are used. When set to "auto", `batch_size=min(200, n_samples)`.
 
-    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
-        Learning rate schedule for weight updates ('sgd' only): 'constant' keeps
-        `learning_rate_init`; 'invscaling' uses `learning_rate_init / pow(t, power_t)`;
-        'adaptive' divides the rate by 5 each time two consecutive epochs fail to improve
-        the training loss (or the validation score with `early_stopping`) by `tol`.
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'cosine', 'exponential', \
+            'onecycle', 'plateau'}, default='constant'
+        Learning rate schedule for weight updates. scikit-learn's three apply to 'sgd' only
+        (as in scikit-learn): 'constant' keeps `learning_rate_init`; 'invscaling' uses
+        `learning_rate_init / pow(t, power_t)`; 'adaptive' divides the rate by 5 each time
+        two consecutive epochs fail to improve the training loss (or the validation score
+        with `early_stopping`) by `tol`. Beyond scikit-learn, for 'sgd' and 'adam', per
+        optimizer step, as PyTorch's schedulers compute them: 'cosine' anneals from
+        `learning_rate_init` to `learning_rate_min` over `max_iter` epochs
+        (``CosineAnnealingLR``); 'exponential' multiplies the rate by `learning_rate_gamma`
+        every epoch (``ExponentialLR``); 'onecycle' rises from `learning_rate_init` / 25 to
+        `learning_rate_init` over the first 30% of `max_iter` epochs and falls to
+        `learning_rate_init` / 25e4 (``OneCycleLR`` with its defaults, without its momentum
+        cycle); 'plateau' multiplies the rate by `learning_rate_factor` when the validation
+        loss (the training loss without `early_stopping`) has not improved by `tol` for
+        more than `learning_rate_patience` epochs (``ReduceLROnPlateau``). With 'adam' the
+        schedule sets the step's base rate and Adam's bias correction applies on top. The
+        rates are computed per epoch and handed to the native epoch, one per mini-batch.
 
     learning_rate_init : float, default=0.001
         The initial learning rate ('sgd' and 'adam').
 
     power_t : float, default=0.5
         The exponent for inverse scaling learning rate ('sgd' with 'invscaling').
+
+    learning_rate_warmup : int, default=0
+        Number of optimizer steps (mini-batches) of linear warm-up, with any schedule and
+        both stochastic solvers: step s (from 0) takes (s + 1) / `learning_rate_warmup` of
+        the schedule's rate (fusedmlp's own parameter).
+
+    learning_rate_min : float, default=0.0
+        The rate 'cosine' ends at and the floor of 'plateau' (PyTorch's `eta_min`,
+        `min_lr`).
+
+    learning_rate_gamma : float, default=0.95
+        The per-epoch factor of 'exponential', in (0, 1].
+
+    learning_rate_factor : float, default=0.1
+        The factor 'plateau' multiplies the rate by, in (0, 1).
+
+    learning_rate_patience : int, default=10
+        The number of epochs without improvement 'plateau' waits before reducing the rate.
 
     max_iter : int, default=200
         Maximum number of iterations: epochs for the stochastic solvers, iterations for
@@ -832,6 +897,13 @@ _COMMON_ATTRIBUTES_DOC = """
         (`X_val`, or the `validation_fraction` split) at each iteration, with
         `early_stopping=True`; otherwise None.
 
+    history_ : dict of lists
+        Per epoch (per iteration with 'lbfgs'), as Keras's ``History.history``: 'loss' (the
+        training loss, as `loss_curve_`), 'learning_rate' (the rate of the epoch's last step,
+        before Adam's bias correction), 'epoch_time' (seconds), and with early stopping
+        'val_loss' and 'val_score'. Reset by `fit`, extended by `partial_fit` and by `fit`
+        with `warm_start=True`; ``pandas.DataFrame(history_).plot()`` draws the curves.
+
     t_ : int
         The number of training samples seen by the solver during fitting.
 
@@ -935,12 +1007,22 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         dtype="float32",
         n_threads=None,
         device="cpu",
+        learning_rate_warmup=0,
+        learning_rate_min=0.0,
+        learning_rate_gamma=0.95,
+        learning_rate_factor=0.1,
+        learning_rate_patience=10,
         negative_slope=0.01,
         elu_alpha=1.0,
         dropout=0.0,
         label_smoothing=0.0,
         class_weight=None,
     ):
+        self.learning_rate_warmup = learning_rate_warmup
+        self.learning_rate_min = learning_rate_min
+        self.learning_rate_gamma = learning_rate_gamma
+        self.learning_rate_factor = learning_rate_factor
+        self.learning_rate_patience = learning_rate_patience
         self.negative_slope = negative_slope
         self.elu_alpha = elu_alpha
         self.dropout = dropout
@@ -1330,10 +1412,20 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         out_activation=None,
         huber_delta=1.0,
         quantile=0.5,
+        learning_rate_warmup=0,
+        learning_rate_min=0.0,
+        learning_rate_gamma=0.95,
+        learning_rate_factor=0.1,
+        learning_rate_patience=10,
         negative_slope=0.01,
         elu_alpha=1.0,
         dropout=0.0,
     ):
+        self.learning_rate_warmup = learning_rate_warmup
+        self.learning_rate_min = learning_rate_min
+        self.learning_rate_gamma = learning_rate_gamma
+        self.learning_rate_factor = learning_rate_factor
+        self.learning_rate_patience = learning_rate_patience
         self.negative_slope = negative_slope
         self.elu_alpha = elu_alpha
         self.dropout = dropout

@@ -108,6 +108,112 @@ class FlatParameters:
             self._bind_params(self._current_params(self.coefs_[0].dtype.type),
                               Layout(self._layer_units()))
 
+# scikit-learn's learning_rate values (applied by 'sgd' only, as in scikit-learn), and the
+# schedules beyond them (applied by 'sgd' and 'adam', per optimizer step)
+SKLEARN_SCHEDULES = ("constant", "invscaling", "adaptive")
+STEP_SCHEDULES = ("cosine", "exponential", "onecycle", "plateau")
+
+
+def _annealing_cos(start, end, pct):
+    """PyTorch's cosine interpolation from start (pct 0) to end (pct 1)."""
+    return end + (start - end) / 2.0 * (np.cos(np.pi * pct) + 1.0)
+
+
+class Schedule:
+    """The learning rate of each optimizer step, beyond scikit-learn's per-epoch rules.
+
+    The rates are computed here, one per mini-batch, and handed to the native epoch as an
+    array: the batch loop never returns to Python. The formulas are PyTorch's (the closed
+    forms of ``CosineAnnealingLR``, ``ExponentialLR``, ``OneCycleLR`` with its defaults, and
+    ``ReduceLROnPlateau``), with a linear warm-up in front:
+
+    - warm-up: step s (counted from 0) of the first ``warmup`` takes (s + 1) / warmup of the
+      rate;
+    - 'cosine': from the base rate down to ``lr_min`` over the horizon (``max_iter`` epochs);
+    - 'exponential': the base rate times ``gamma`` per epoch;
+    - 'onecycle': up from base / 25 to the base rate over the first 30% of the horizon, then
+      down to base / 25e4, both halves cosine;
+    - 'plateau': the rate times ``factor`` (not below ``lr_min``) whenever the monitored loss
+      has not improved by ``tol`` for more than ``patience`` epochs.
+    """
+
+    def __init__(self, kind="constant", warmup=0, lr_min=0.0, gamma=0.95, factor=0.1,
+                 patience=10, tol=1e-4):
+        self.kind = kind
+        self.warmup = int(warmup)
+        self.lr_min = float(lr_min)
+        self.gamma = float(gamma)
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.tol = float(tol)
+        self.step = 0  # optimizer steps taken under this schedule
+        self.epoch = 0
+        self.scale = 1.0  # plateau's reductions so far
+        self.best = np.inf
+        self.bad_epochs = 0
+
+    @property
+    def per_batch(self):
+        """Whether the rate changes between the batches of an epoch (then the native epoch
+        takes one rate per batch)."""
+        return self.kind in STEP_SCHEDULES or self.warmup > 0
+
+    def rates(self, base, n_batches, horizon):
+        """The rates of the next epoch's `n_batches` steps, from the base rate (the
+        optimizer's: learning_rate_init, or scikit-learn's rule's current rate); `horizon`
+        is the schedule's length in steps ('cosine', 'onecycle')."""
+        s = self.step + np.arange(n_batches, dtype=np.float64)
+        horizon = max(int(horizon), 1)
+        if self.kind == "cosine":
+            pct = np.minimum(s, horizon) / horizon
+            r = _annealing_cos(base, self.lr_min, pct)
+        elif self.kind == "exponential":
+            r = np.full(n_batches, base * self.gamma**self.epoch)
+        elif self.kind == "onecycle":
+            initial, final = base / 25.0, base / 25.0 / 1e4
+            up_end = 0.3 * horizon - 1.0
+            down_end = horizon - 1.0
+            s = np.minimum(s, down_end)
+            up = s <= up_end
+            pct_up = s / up_end if up_end > 0 else np.ones_like(s)
+            pct_down = (s - up_end) / max(down_end - up_end, 1e-12)
+            r = np.where(up, _annealing_cos(initial, base, pct_up),
+                         _annealing_cos(base, final, pct_down))
+        elif self.kind == "plateau":
+            r = np.full(n_batches, max(base * self.scale, self.lr_min))
+        else:
+            r = np.full(n_batches, float(base))
+        if self.warmup > 0:
+            r = r * np.minimum(1.0, (s + 1.0) / self.warmup)
+        return np.ascontiguousarray(r, dtype=np.float64)
+
+    def epoch_ends(self, n_steps, monitored):
+        """After an epoch of `n_steps` steps whose monitored loss was `monitored`."""
+        self.step += int(n_steps)
+        self.epoch += 1
+        if self.kind != "plateau" or not np.isfinite(monitored):
+            return
+        if monitored < self.best - self.tol:
+            self.best = float(monitored)
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.patience:
+                self.scale *= self.factor
+                self.bad_epochs = 0
+
+    def state(self):
+        return {"step": self.step, "epoch": self.epoch, "scale": self.scale,
+                "best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state(self, state):
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.scale = float(state["scale"])
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
 class SGDOptimizer:
     """Stochastic gradient descent with momentum (and Nesterov's momentum)."""
 

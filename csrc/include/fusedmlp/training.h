@@ -33,7 +33,19 @@ struct EpochOptions {
 #define FUSEDMLP_FIELD_ROW(type, name, value, in_graph) type name = value;
   FUSEDMLP_EPOCH_OPTIONS(FUSEDMLP_FIELD_ROW)
 #undef FUSEDMLP_FIELD_ROW
+  // A schedule's rates, one per batch of the epoch (host memory, read per batch; never part
+  // of a captured graph), or null: every batch takes learning_rate. For adam, each is the
+  // step's learning_rate_init, bias correction applied on top.
+  const double* batch_learning_rates = nullptr;
+  // Where each batch's loss goes (host memory, one per batch), or null: only the epoch's sum
+  // is returned. What the learning-rate finder and per-batch logs read.
+  double* batch_losses = nullptr;
 };
+
+// The learning rate of batch `b` of an epoch.
+inline double batch_learning_rate(const EpochOptions& o, index_t b) {
+  return o.batch_learning_rates != nullptr ? o.batch_learning_rates[b] : o.learning_rate;
+}
 
 // The options a captured CUDA graph depends on, as one comparable key.
 inline std::vector<double> graph_key(const EpochOptions& o) {
