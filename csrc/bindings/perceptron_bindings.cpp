@@ -180,6 +180,12 @@ class PyPerceptronSolver {
 
   void finish() { solver_->finish(); }
 
+  py::array_t<T> current_weights() const {
+    py::array_t<T> out({static_cast<py::ssize_t>(solver_->n_tasks()), coef_.shape(1)});
+    solver_->current_weights(out.mutable_data());
+    return out;
+  }
+
   py::dict status(index_t task) const {
     if (task < 0 || task >= solver_->n_tasks()) throw py::index_error("task index out of range");
     const PerceptronTaskStatus s = solver_->status(task);
@@ -228,6 +234,7 @@ void bind_solver(py::module_& m, const char* rows_name, const char* name) {
       .def("run", &PyPerceptronSolver<T>::run, py::arg("tasks"), py::arg("epochs"),
            py::arg("n_threads") = 1)
       .def("finish", &PyPerceptronSolver<T>::finish)
+      .def("current_weights", &PyPerceptronSolver<T>::current_weights)
       .def("status", &PyPerceptronSolver<T>::status, py::arg("task"));
 }
 

@@ -1116,6 +1116,15 @@ void PerceptronSolver<T>::finish() {
 }
 
 template <class T>
+void PerceptronSolver<T>::current_weights(T* out) const {
+  for (const auto& st : states_) {
+    const T alpha = st->diverged ? T(1) : static_cast<T>(st->wscale);  // (wv_reset_wscale's)
+    for (index_t i = 0; i < st->n_features; ++i) out[i] = st->w[i] * alpha;
+    out += st->n_features;
+  }
+}
+
+template <class T>
 PerceptronTaskStatus PerceptronSolver<T>::status(index_t task) const {
   const State& st = *states_[static_cast<size_t>(task)];
   PerceptronTaskStatus s;

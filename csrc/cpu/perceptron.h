@@ -133,6 +133,11 @@ class PerceptronSolver {
   // The weights of every task as they are now, in coef (ends the fit).
   void finish();
 
+  // The weights of every task as they are now (w times its scale, as finish() leaves them),
+  // into out (n_tasks x n_features), without changing the training state: what callbacks
+  // read between epochs.
+  void current_weights(T* out) const;
+
   PerceptronTaskStatus status(index_t task) const;
 
   struct State;  // one task's training state (perceptron.cpp)

@@ -40,7 +40,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from . import _engine
+from . import _convert, _engine, _persist
 from ._driver import STOCHASTIC_SOLVERS as _STOCHASTIC_SOLVERS
 from ._driver import CallbackSupport, FitHooks, StochasticTraining, TrainingSet, fit_lbfgs
 from ._params import SKLEARN_SCHEDULES, STEP_SCHEDULES, FlatParameters, Layout, layer_units
@@ -623,6 +623,74 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 " optimizers. %s is not stochastic." % self.solver
             )
         return True
+
+    # ---- saving, inspecting, converting ---------------------------------------------------
+
+    def save(self, file):
+        """Save this estimator, fitted or not, to a portable file: read it back with
+        ``fusedmlp.load``.
+
+        The file holds arrays and JSON (no pickle: safe to load from an untrusted source):
+        the parameters, the weights, the optimizer state and the histories. The estimator
+        it restores predicts bit for bit as this one, and ``partial_fit`` continues exactly
+        where this one stopped. See ``docs/architecture.md`` for the format.
+
+        Parameters
+        ----------
+        file : str, path-like or binary file object
+            Where to write; a path is written atomically (a temporary file, then renamed).
+        """
+        _persist.save(self, file)
+
+    def summary(self, print_fn=print):
+        """Print the network's layers, output shapes, activations and parameter counts, as
+        Keras's ``Model.summary`` does.
+
+        Parameters
+        ----------
+        print_fn : callable, default=print
+            Called with each line.
+        """
+        check_is_fitted(self)
+        units = self._layer_units()
+        rates = self._dropout_rates(len(units) - 2) or [0.0] * (len(units) - 2)
+        rows = [("input (Input)", f"(None, {units[0]})", "0")]
+        for i, (fan_in, fan_out) in enumerate(zip(units[:-1], units[1:])):
+            last = i == len(units) - 2
+            activation = self.out_activation_ if last else self.activation
+            drop = "" if last or rates[i] == 0 else f", dropout {rates[i]:g}"
+            name = "output" if last else f"hidden_{i + 1}"
+            rows.append((f"{name} (Dense, {activation}{drop})", f"(None, {fan_out})",
+                         f"{fan_in * fan_out + fan_out:,}"))
+        width = max(64, max(len(r[0]) for r in rows) + 40)
+        total = sum(int(r[2].replace(",", "")) for r in rows)
+        dtype = np.dtype(self.coefs_[0].dtype).name
+        lines = [f'Model: "{type(self).__name__}"', "_" * width,
+                 f"{'Layer (type)':<{width - 36}}{'Output Shape':<22}{'Param #':>14}",
+                 "=" * width]
+        lines += [f"{a:<{width - 36}}{b:<22}{c:>14}" for a, b, c in rows]
+        lines += ["=" * width, f"Total params: {total:,} ({total * np.dtype(dtype).itemsize:,} "
+                  f"bytes, {dtype})", f"Trainable params: {total:,}",
+                  "Non-trainable params: 0", "_" * width]
+        for line in lines:
+            print_fn(line)
+
+    def to_sklearn(self, *, strict=True):
+        """The equivalent fitted scikit-learn estimator (``sklearn.neural_network``); see
+        ``fusedmlp.to_sklearn``."""
+        return _convert.to_sklearn(self, strict=strict)
+
+    @classmethod
+    def from_sklearn(cls, estimator, *, dtype=None):
+        """The fusedmlp estimator equivalent to a fitted scikit-learn MLP; see
+        ``fusedmlp.from_sklearn``."""
+        result = _convert.from_sklearn(estimator, dtype=dtype)
+        if not isinstance(result, cls):
+            raise TypeError(
+                f"{cls.__name__}.from_sklearn takes a scikit-learn "
+                f"{cls.__name__}; got {type(estimator).__name__}."
+            )
+        return result
 
     # ---- prediction ---------------------------------------------------------------------
 

@@ -25,7 +25,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import _assert_all_finite, _check_sample_weight, validate_data
 
-from . import _cpu, _engine
+from . import _cpu, _engine, _persist
+from ._driver import CallbackSupport, FitHooks
 from ._validation import check_sparse_structure
 
 MAX_INT = np.iinfo(np.int32).max
@@ -33,7 +34,7 @@ MAX_INT = np.iinfo(np.int32).max
 SPARSE_INTERCEPT_DECAY = 0.01
 
 
-class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
+class Perceptron(CallbackSupport, LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
     """Linear perceptron classifier, a drop-in for scikit-learn's Perceptron.
 
     scikit-learn's ``Perceptron`` is ``SGDClassifier(loss="perceptron", eta0=1,
@@ -395,6 +396,18 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
         if not hasattr(self, "t_"):
             self.t_ = 1.0
 
+        # scikit-learn's callback protocol: the fit, then one subtask per epoch
+        hooks = FitHooks(self, X, y, sample_weight, max_subtasks=int(max_iter))
+        self._hooks = hooks
+        try:
+            self._train(X, y, sample_weight, max_iter, n_classes, rows)
+        finally:
+            del self._hooks
+            self.__dict__.pop("_live_solver", None)
+        hooks.close()  # (the model is stored: the fit's task ends)
+        return self
+
+    def _train(self, X, y, sample_weight, max_iter, n_classes, rows):
         # delegate to concrete training procedure
         if n_classes > 2:
             self._fit_multiclass(X, y, sample_weight=sample_weight, max_iter=max_iter, rows=rows)
@@ -603,9 +616,12 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             rows=rows,
         )
         n_tasks = coef.shape[0]
+        hooks = getattr(self, "_hooks", None)
         try:
             if self.verbose > 0:
                 self._run_verbose(solver, n_tasks)
+            elif hooks is not None and hooks.active:
+                self._run_with_callbacks(solver, n_tasks, n_threads, hooks)
             else:
                 solver.run(None, max_iter, n_threads)
         except KeyboardInterrupt:
@@ -628,6 +644,29 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
                     " MinMaxScaler might help." % s["n_iter"]
                 )
         return [s["n_iter"] for s in status], [s["intercept"] for s in status]
+
+    def _run_with_callbacks(self, solver, n_tasks, n_threads, hooks):
+        """Every task one epoch at a time (the same arithmetic as one call for all epochs),
+        with a callback subtask per epoch; a callback's stop request ends every task."""
+        self._live_solver = (solver, n_tasks)
+        while not all(solver.status(k)["done"] for k in range(n_tasks)):
+            hooks.begin("epoch")
+            solver.run(None, 1, n_threads)
+            if hooks.end():
+                solver.finish()  # the weights as they are now, in coef
+                if self.verbose:
+                    print("A callback asked to stop.")
+                return
+
+    def _reconstruction_attributes(self):
+        """The model as it is now, between two epochs (scikit-learn's callback protocol)."""
+        solver, n_tasks = self._live_solver
+        status = [solver.status(k) for k in range(n_tasks)]
+        return {
+            "coef_": solver.current_weights(),
+            "intercept_": np.array([s["intercept"] for s in status], dtype=np.float64),
+            "n_iter_": max(int(s["n_iter"]) for s in status),
+        }
 
     def _solver_options(self, max_iter, sparse):
         return dict(
@@ -770,6 +809,17 @@ class Perceptron(LinearClassifierMixin, SparseCoefMixin, BaseEstimator):
             intercept_init=intercept_init,
             sample_weight=sample_weight,
         )
+
+    def save(self, file):
+        """Save this estimator, fitted or not, to a portable file (arrays and JSON, no
+        pickle); read it back with ``fusedmlp.load``. See ``MLPClassifier.save``.
+
+        Parameters
+        ----------
+        file : str, path-like or binary file object
+            Where to write.
+        """
+        _persist.save(self, file)
 
     def decision_function(self, X):
         """Predict confidence scores for samples.
