@@ -52,22 +52,22 @@ except ImportError:  # pragma: no cover
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
-if CallbackSupportMixin is not None:
-    CallbackSupport = CallbackSupportMixin
-else:  # pragma: no cover - exercised with older scikit-learn
+class CallbackSupportUnavailable:
+    """scikit-learn before 1.9 has no callback protocol: set_callbacks says so."""
 
-    class CallbackSupport:
-        """scikit-learn before 1.9 has no callback protocol: set_callbacks says so."""
+    def set_callbacks(self, *callbacks):
+        import sklearn
 
-        def set_callbacks(self, *callbacks):
-            import sklearn
+        raise RuntimeError(
+            "set_callbacks needs scikit-learn's callback API (sklearn.callback), new in "
+            f"scikit-learn 1.9; this is scikit-learn {sklearn.__version__}. Upgrade "
+            "scikit-learn (pip install 'scikit-learn>=1.9') to use callbacks; everything "
+            "else works without them."
+        )
 
-            raise RuntimeError(
-                "set_callbacks needs scikit-learn's callback API (sklearn.callback), new in "
-                f"scikit-learn 1.9; this is scikit-learn {sklearn.__version__}. Upgrade "
-                "scikit-learn (pip install 'scikit-learn>=1.9') to use callbacks; everything "
-                "else works without them."
-            )
+
+CallbackSupport = (CallbackSupportMixin if CallbackSupportMixin is not None
+                   else CallbackSupportUnavailable)
 
 
 class FitHooks:

@@ -95,7 +95,9 @@ class FlatParameters:
             self._bind_params(params, Layout(self._layer_units()))
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # (a copy: object.__getstate__ returns the instance's own __dict__, which pickling,
+        # copy.copy and the callbacks' model snapshots must not change)
+        state = dict(super().__getstate__())
         # coefs_ and intercepts_ are pickled as arrays; the flat buffer they view is rebuilt
         # from them on the next use, so it is not pickled twice.
         for key in ("_params", "_param_views", "_layout"):

@@ -17,6 +17,8 @@ stop after that epoch.
 - `CSVLogger`: one CSV row per epoch.
 - `TerminateOnNaN`: stop when the loss is no longer finite.
 - `TensorBoard`: scalars per epoch (and optionally weight histograms) for TensorBoard.
+- `ProgressBar`: scikit-learn's ``ProgressBar``, whose bar of each fit also shows the last
+  epoch's loss and validation score.
 """
 
 import csv
@@ -26,7 +28,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["EarlyStopping", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "TensorBoard"]
+__all__ = ["EarlyStopping", "ModelCheckpoint", "CSVLogger", "TerminateOnNaN", "TensorBoard",
+           "ProgressBar"]
 
 _EPOCH_TASKS = ("epoch", "iteration")
 
@@ -448,3 +451,86 @@ class TensorBoard(_EpochCallback):
 
     def _close(self, estimator, state):
         state["writer"].close()
+
+
+def _epoch_summary(history):
+    """'loss 0.1234, val_score 0.9512': the last epoch's values, for a progress bar."""
+    parts = []
+    for key in ("loss", "val_loss", "val_score"):
+        values = history.get(key)
+        if values:
+            parts.append(f"{key} {values[-1]:.4g}")
+    return ", ".join(parts)
+
+
+try:  # scikit-learn >= 1.9
+    from sklearn.callback import ProgressBar as _SklearnProgressBar
+    from sklearn.callback import _progressbar as _sk_progressbar
+    from sklearn.callback._transport import open_listener as _open_listener
+    from sklearn.callback._transport import send as _send
+except ImportError:  # pragma: no cover - older scikit-learn
+    _SklearnProgressBar = None
+
+
+if _SklearnProgressBar is not None:
+
+    class _MetricsMonitor(_sk_progressbar.RichProgressMonitor):
+        """scikit-learn's progress display, with each fit's bar described by its last
+        epoch's metrics."""
+
+        def _on_task_end(self, task_info):
+            metrics = task_info.pop("metrics", None)
+            path = list(task_info["path"])
+            super()._on_task_end(task_info)
+            if not metrics or len(path) < 2:
+                return
+            fit_task = self.root_rich_task.get_descendants(path)[-2]
+            if fit_task is None or not hasattr(fit_task, "id"):
+                return
+            base = self._base.setdefault(
+                fit_task.id, self.progress_ctx.tasks[fit_task.id].description
+            )
+            self.progress_ctx.update(fit_task.id, description=f"{base} ({metrics})")
+
+        def run(self):
+            self._base = {}
+            super().run()
+
+    class ProgressBar(_SklearnProgressBar):
+        """scikit-learn's ``ProgressBar`` (``sklearn.callback``): one bar per fit, nested under
+        meta-estimators, with each fusedmlp fit's bar also showing its last epoch's loss and
+        validation score. Needs ``rich``.
+
+        Parameters
+        ----------
+        max_propagation_depth : int or None, default=1
+            As scikit-learn's: how many levels of nested estimators get bars.
+        """
+
+        def setup(self, estimator, context):
+            # scikit-learn's setup, with the monitor that shows metrics
+            queue = _sk_progressbar.Queue()
+            self._listener_handles[context.root_uuid] = _open_listener(queue.put)
+            monitor = _MetricsMonitor(queue=queue)
+            monitor.start()
+            _sk_progressbar._run_queues[context.root_uuid] = queue
+            _sk_progressbar._run_monitors[context.root_uuid] = monitor
+
+        def on_fit_task_end(self, estimator, context):
+            history = getattr(estimator, "history_", None)
+            if context.task_name not in _EPOCH_TASKS or not history:
+                return super().on_fit_task_end(estimator, context)
+            _send(
+                self._listener_handles[context.root_uuid],
+                {"event": "end", "path": [ctx.task_id for ctx in _context_path(context)],
+                 "metrics": _epoch_summary(history)},
+            )
+            return False
+
+else:  # pragma: no cover - older scikit-learn
+
+    class ProgressBar:
+        """scikit-learn's ProgressBar needs scikit-learn >= 1.9 (sklearn.callback)."""
+
+        def __init__(self, *args, **kwargs):
+            raise ImportError("ProgressBar needs scikit-learn >= 1.9 (sklearn.callback).")
