@@ -3,10 +3,13 @@ parameter, threshold units with hand-set weights, dropout, label smoothing, clas
 validation set of one's own. Each against a reference: PyTorch's definitions, scikit-learn's
 readings of the same parameters, or the computation written out in numpy."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from sklearn.datasets import make_classification, make_regression
+from sklearn.datasets import load_iris, make_classification, make_regression
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.class_weight import compute_class_weight
 
@@ -417,3 +420,22 @@ def test_bad_parameters_are_invalid_parameter_errors(regression):
     for output in ("leaky_relu", "heaviside", "gelu_x"):
         with pytest.raises(InvalidParameterError, match="out_activation"):
             MLPRegressor(out_activation=output).fit(X, y)
+
+
+def test_summary_lists_the_layers_as_keras_does():
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier((20, 10), activation="gelu", dropout=[0.2, 0.0], max_iter=2,
+                            random_state=0).fit(X, y)
+    lines = []
+    est.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert lines[0] == 'Model: "MLPClassifier"'
+    assert "hidden_1 (Dense, gelu, dropout 0.2)" in text and "(None, 20)" in text
+    assert "hidden_2 (Dense, gelu)" in text and "output (Dense, softmax)" in text
+    n_params = sum(c.size + b.size for c, b in zip(est.coefs_, est.intercepts_))
+    assert n_params == 4 * 20 + 20 + 20 * 10 + 10 + 10 * 3 + 3
+    assert f"Total params: {n_params:,} ({n_params * 4:,} bytes, float32)" in text
+    with pytest.raises(NotFittedError):
+        MLPClassifier().summary()

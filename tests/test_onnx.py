@@ -506,3 +506,45 @@ def test_unfitted_and_wrong_types():
         from_sklearn(fm.MLPRegressor())
     with pytest.raises(TypeError, match="from_sklearn converts"):
         from_sklearn(fm.Perceptron())
+
+
+def test_skl2onnx_converts_without_an_explicit_registration():
+    """Importing fusedmlp registers the converters when skl2onnx is imported, in either
+    order: skl2onnx.to_onnx(model, X) just works."""
+    pytest.importorskip("skl2onnx")
+    pytest.importorskip("onnxruntime")
+    import subprocess
+    import sys
+
+    script = """
+import numpy as np
+from sklearn.datasets import load_iris
+{imports}
+import onnxruntime as ort
+X, y = load_iris(return_X_y=True)
+m = fusedmlp.MLPClassifier((5,), activation="gelu", max_iter=20, random_state=0).fit(X, y)
+onx = skl2onnx.to_onnx(m, X[:1].astype(np.float32), options={{"zipmap": False}})
+sess = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+proba = sess.run(None, {{sess.get_inputs()[0].name: X.astype(np.float32)}})[1]
+assert np.allclose(proba, m.predict_proba(X), atol=1e-5), abs(proba - m.predict_proba(X)).max()
+print("ok")
+"""
+    for imports in ("import fusedmlp\nimport skl2onnx", "import skl2onnx\nimport fusedmlp"):
+        code = script.format(imports=imports)
+        done = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_estimator_methods_convert():
+    X, y = load_iris(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = fm.MLPClassifier((6,), max_iter=30, random_state=0, dtype="float64").fit(X, y)
+    sk = est.to_sklearn()
+    assert isinstance(sk, SkMLPClassifier)
+    np.testing.assert_allclose(sk.predict_proba(X), est.predict_proba(X), rtol=1e-12)
+    back = fm.MLPClassifier.from_sklearn(sk)
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    with pytest.raises(TypeError, match="MLPRegressor.from_sklearn"):
+        fm.MLPRegressor.from_sklearn(sk)
