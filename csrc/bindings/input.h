@@ -191,8 +191,10 @@ struct EpochArgs {
     if (opts.batch_size < 1) throw py::value_error("batch_size must be >= 1");
     // optional: one learning rate per batch (float64, finite, >= 0)
     if (hyper.contains("learning_rates") && !hyper["learning_rates"].is_none()) {
-      rates = py::array::ensure(hyper["learning_rates"]);
-      if (!rates) throw py::type_error("learning_rates must be an array");
+      if (!py::isinstance<py::array>(hyper["learning_rates"]))
+        throw py::type_error("learning_rates must be a numpy array");
+      rates = hyper["learning_rates"].cast<py::array>();
+      if (rates.ndim() != 1) throw py::value_error("learning_rates must be 1-dimensional");
       const double* r = contiguous_ptr<double>(rates, "learning_rates", n_batches(n_order), false);
       for (index_t b = 0; b < n_batches(n_order); ++b)
         if (!(r[b] >= 0.0) || !std::isfinite(r[b]))
@@ -201,8 +203,11 @@ struct EpochArgs {
     }
     // optional output: each batch's loss (float64, one per batch, writable)
     if (hyper.contains("batch_losses") && !hyper["batch_losses"].is_none()) {
-      losses = py::array::ensure(hyper["batch_losses"]);
-      if (!losses) throw py::type_error("batch_losses must be an array");
+      // (a numpy array: a list would be converted into a copy the caller never sees)
+      if (!py::isinstance<py::array>(hyper["batch_losses"]))
+        throw py::type_error("batch_losses must be a numpy array");
+      losses = hyper["batch_losses"].cast<py::array>();
+      if (losses.ndim() != 1) throw py::value_error("batch_losses must be 1-dimensional");
       opts.batch_losses = contiguous_ptr<double>(losses, "batch_losses", n_batches(n_order), true);
     }
     if (opts.solver == Solver::sgd) {

@@ -833,9 +833,13 @@ _COMMON_PARAMS_DOC = """
         `learning_rate_init` / 25e4 (``OneCycleLR`` with its defaults, without its momentum
         cycle); 'plateau' multiplies the rate by `learning_rate_factor` when the validation
         loss (the training loss without `early_stopping`) has not improved by `tol` for
-        more than `learning_rate_patience` epochs (``ReduceLROnPlateau``). With 'adam' the
-        schedule sets the step's base rate and Adam's bias correction applies on top. The
-        rates are computed per epoch and handed to the native epoch, one per mini-batch.
+        more than `learning_rate_patience` epochs (``ReduceLROnPlateau``); as with 'adaptive',
+        the `n_iter_no_change` rule then stops training only once the rate is at its floor
+        (`learning_rate_min`, at least 1e-6). With 'adam' the schedule sets the step's base
+        rate and Adam's bias correction applies on top. The rates are computed per epoch and
+        handed to the native epoch, one per mini-batch. Every `fit` starts the schedule anew
+        (with `warm_start` too, whose optimizer restarts as in scikit-learn); `partial_fit`
+        continues it, its horizon being `max_iter` epochs of the batches of each call.
 
     learning_rate_init : float, default=0.001
         The initial learning rate ('sgd' and 'adam').

@@ -204,6 +204,20 @@ class Schedule:
                 self.scale *= self.factor
                 self.bad_epochs = 0
 
+    def plateau_stops(self, base, msg, verbose):
+        """scikit-learn's stopping rule under 'plateau': as with 'adaptive', training goes on
+        while the rate can still be lowered (the plateau rule lowers it), and stops once it is
+        at its floor (learning_rate_min, or scikit-learn's 1e-6)."""
+        rate = max(base * self.scale, self.lr_min)
+        # (with a rounding margin: 1e-3 * 0.1**3 is 1.0000000000000002e-06)
+        if rate <= max(self.lr_min, 1e-6) * (1 + 1e-9):
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        if verbose:
+            print(msg + " Learning rate on plateau is %f; continuing." % rate)
+        return False
+
     def state(self):
         return {"step": self.step, "epoch": self.epoch, "scale": self.scale,
                 "best": self.best, "bad_epochs": self.bad_epochs}
@@ -249,6 +263,8 @@ class SGDOptimizer:
             self.learning_rate = float(self.learning_rate_init) / (time_step + 1) ** self.power_t
 
     def trigger_stopping(self, msg, verbose):
+        if self.schedule.kind == "plateau":
+            return self.schedule.plateau_stops(self.learning_rate, msg, verbose)
         if self.lr_schedule != "adaptive":
             if verbose:
                 print(msg + " Stopping.")
@@ -315,6 +331,8 @@ class AdamOptimizer:
         pass
 
     def trigger_stopping(self, msg, verbose):
+        if self.schedule.kind == "plateau":
+            return self.schedule.plateau_stops(self.learning_rate_init, msg, verbose)
         if verbose:
             print(msg + " Stopping.")
         return True
