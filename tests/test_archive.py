@@ -664,7 +664,7 @@ def test_an_honest_big_model_respects_max_bytes():
         read_archive(io.BytesIO(data), max_bytes=1_000_000)
     _, _, got = read_archive(io.BytesIO(data), max_bytes=20 << 20)
     assert got["zeros"].tobytes() == zeros.tobytes()
-    with pytest.raises(FileFormatError, match="more than the 100 allowed"):
+    with pytest.raises(FileFormatError, match="more than max_bytes=100 allows: raise max_bytes"):
         read_archive(io.BytesIO(data), max_bytes=100)
 
 

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/dense.h"
@@ -25,6 +26,7 @@ using cpu::ScalarType;
 
 template <class T>
 inline const char* type_name() {
+  if constexpr (std::is_integral_v<T>) return sizeof(T) == 4 ? "int32" : "int64";
   return sizeof(T) == 4 ? "float32" : "float64";
 }
 

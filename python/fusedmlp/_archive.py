@@ -550,6 +550,11 @@ def _read_header(zf, members, max_bytes):
         raise FileFormatError(f"the file has no {HEADER_MEMBER}: not a fusedmlp model file")
     limit = _JSON_MAX if max_bytes is None else min(_JSON_MAX, max_bytes)
     if info.file_size > limit:
+        if max_bytes is not None and max_bytes < _JSON_MAX:
+            raise FileFormatError(
+                f"{HEADER_MEMBER} declares {info.file_size} bytes, more than max_bytes="
+                f"{max_bytes} allows: raise max_bytes to read this file"
+            )
         raise FileFormatError(
             f"{HEADER_MEMBER} declares {info.file_size} bytes, more than the {limit} allowed: "
             "the file is damaged or crafted"
