@@ -669,9 +669,11 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                  f"{'Layer (type)':<{width - 36}}{'Output Shape':<22}{'Param #':>14}",
                  "=" * width]
         lines += [f"{a:<{width - 36}}{b:<22}{c:>14}" for a, b, c in rows]
+        # (threshold units have no gradient: nothing in such a network trains)
+        trainable = total if ACTIVATIONS[self.activation]["derivative"] != "none" else 0
         lines += ["=" * width, f"Total params: {total:,} ({total * np.dtype(dtype).itemsize:,} "
-                  f"bytes, {dtype})", f"Trainable params: {total:,}",
-                  "Non-trainable params: 0", "_" * width]
+                  f"bytes, {dtype})", f"Trainable params: {trainable:,}",
+                  f"Non-trainable params: {total - trainable:,}", "_" * width]
         for line in lines:
             print_fn(line)
 
