@@ -30,12 +30,11 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py",
                     "auto_examples/*.zip", "auto_examples/*.md5", "auto_examples/*.json"]
-templates_path = []
+templates_path = ["_templates"]
 root_doc = "index"
 
 autosummary_generate = True
-autodoc_default_options = {"inherited-members": False}
-numpydoc_show_class_members = True
+numpydoc_show_class_members = False  # (the class template documents every method)
 numpydoc_show_inherited_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
