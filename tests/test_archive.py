@@ -299,7 +299,8 @@ def test_the_format_as_documented():
         infos = zf.infolist()
         expected = ["fusedmlp.json"] + [f"arrays/{n}.npy" for n in model_arrays()]
         assert [i.filename for i in infos] == expected
-        assert {i.compress_type for i in infos} == {zipfile.ZIP_DEFLATED}
+        assert infos[0].compress_type == zipfile.ZIP_DEFLATED  # the header
+        assert {i.compress_type for i in infos[1:]} == {zipfile.ZIP_STORED}  # the arrays
         header = json.loads(zf.read("fusedmlp.json").decode("utf-8"))
         for name, array in model_arrays().items():
             member = io.BytesIO(zf.read(f"arrays/{name}.npy"))
@@ -654,11 +655,10 @@ def test_a_declared_size_beyond_deflate_is_refused():
 
 
 def test_an_honest_big_model_respects_max_bytes():
-    zeros = np.zeros(2 << 20)  # 16 MiB, compresses about 1000 to 1
+    zeros = np.zeros(2 << 20)  # 16 MiB
     out = io.BytesIO()
     write_archive(out, "Test", {}, {"zeros": zeros})
     data = out.getvalue()
-    assert len(data) < 100_000
     message = r"decompresses to \d+ bytes, more than max_bytes=1000000"
     with pytest.raises(FileFormatError, match=message):
         read_archive(io.BytesIO(data), max_bytes=1_000_000)
