@@ -242,18 +242,8 @@ def from_sklearn(sklearn_estimator, *, dtype=None):
         est.set_weights(coefs, intercepts, classes=sk.classes_)
     else:
         # multilabel targets (one logistic unit per label) or a single class: shapes that
-        # set_weights does not make. It makes a network of the same hidden layers; the real
-        # output layer is then assigned (coefs_ and intercepts_ may be assigned: the
-        # estimator packs its buffer from them on the next call).
-        n_out = coefs[-1].shape[1]
-        placeholder = n_out if n_out > 2 else 1
-        est.set_weights(coefs[:-1] + [coefs[-1][:, :1].repeat(placeholder, axis=1)],
-                        intercepts[:-1] + [intercepts[-1][:1].repeat(placeholder)],
-                        classes=np.arange(max(placeholder, 2)))
-        dt = est.coefs_[0].dtype
-        est.coefs_ = [np.array(c, dtype=dt) for c in coefs]
-        est.intercepts_ = [np.array(b, dtype=dt) for b in intercepts]
-        est.n_outputs_ = n_out
+        # set_weights' classes= does not describe; its shared part takes any output width
+        est._set_weights(coefs, intercepts)
         est.out_activation_ = sk.out_activation_
     if classifier:
         est._label_binarizer = copy.deepcopy(sk._label_binarizer)

@@ -433,8 +433,7 @@ class StochasticTraining:
             self.X_engine, self.Y, self.train_weight, order, est._params,
             optimizer.arrays(), options,
         )
-        hyper["epoch"] = options["epoch"]
-        est._epochs_run = hyper["epoch"] + 1
+        est._epochs_run = options["epoch"] + 1
         if not self.early_stopping:
             # Non-finite weights stay non-finite: stop now with the error scikit-learn
             # raises after its last epoch. With early stopping the best validated weights

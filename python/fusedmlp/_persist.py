@@ -28,6 +28,7 @@ from ._params import (
     SKLEARN_SCHEDULES,
     STEP_SCHEDULES,
     AdamOptimizer,
+    Layout,
     Schedule,
     SGDOptimizer,
     layer_units,
@@ -508,6 +509,8 @@ def _check_loaded(est):
                 and all(type(n) is str for n in names.tolist())
                 and names.shape[0] == getattr(est, "n_features_in_", None)):
             raise FileFormatError("feature_names_in_ is not one name per feature.")
+    _expect(est, "classes_", lambda v: isinstance(v, np.ndarray) and v.ndim == 1,
+            "a 1-d array")
     from ._perceptron import Perceptron
 
     if isinstance(est, Perceptron):
@@ -558,10 +561,6 @@ def _check_mlp(est):
     classifier = is_classifier(est)
     if "_label_binarizer" in vars(est):
         _check_label_binarizer(est._label_binarizer)
-    if "classes_" in vars(est):
-        classes = est.classes_
-        if not (isinstance(classes, np.ndarray) and classes.ndim == 1):
-            raise FileFormatError("classes_ is not a 1-d array.")
     _expect(est, "_output_dtype", lambda v: any(v is t for t in _FLOAT_TYPES),
             "numpy.float32 or float64")
     if "coefs_" not in vars(est):
@@ -611,7 +610,7 @@ def _check_mlp(est):
         if not _is_name(est.out_activation_, outputs):
             raise FileFormatError(f"out_activation_ is {_short(est.out_activation_)}, not "
                                   f"one of {sorted(outputs)}.")
-    n_params = sum(a * b + b for a, b in zip(units[:-1], units[1:]))
+    n_params = Layout(units).n_params
     for name in ("n_iter_", "t_", "_no_improvement_count", "_epochs_run"):
         _expect(est, name, _is_count, "a count")
     _expect(est, "_dropout_seed", lambda v: v is None or _is_count(v, 1 << 31),
@@ -764,10 +763,6 @@ def _check_optimizer(optimizer, n_params):
 
 
 def _check_perceptron(est):
-    if "classes_" in vars(est):
-        classes = est.classes_
-        if not (isinstance(classes, np.ndarray) and classes.ndim == 1):
-            raise FileFormatError("classes_ is not a 1-d array.")
     _expect(est, "t_", _is_finite, "a number")
     _expect(est, "n_iter_", lambda v: _is_finite(v) and v >= 0, "a count")
     coef = vars(est).get("coef_")

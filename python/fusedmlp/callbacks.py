@@ -131,7 +131,8 @@ def _per_fit_path(path, label, **fields):
 
 class _Monitor:
     """A monitored value's improvement rule, as Keras's: mode 'min', 'max' or 'auto' (max
-    for scores, min otherwise), by more than min_delta."""
+    for scores, min otherwise), by more than min_delta. One per fit: it warns once when the
+    fit does not record the value."""
 
     def __init__(self, monitor, mode, min_delta):
         if mode not in ("auto", "min", "max"):
@@ -139,6 +140,7 @@ class _Monitor:
         if mode == "auto":
             mode = "max" if ("score" in monitor or "acc" in monitor) else "min"
         self.monitor, self.mode, self.min_delta = monitor, mode, abs(float(min_delta))
+        self.warned = False
 
     def initial(self):
         return np.inf if self.mode == "min" else -np.inf
@@ -152,6 +154,9 @@ class _Monitor:
 
     def value(self, logs, owner):
         if self.monitor not in logs:
+            if self.warned:
+                return None
+            self.warned = True
             warnings.warn(
                 f"{owner} monitors {self.monitor!r}, which this fit does not record (it "
                 f"records {sorted(logs)}). 'val_loss' and 'val_score' need a validation set: "
@@ -222,18 +227,14 @@ class EarlyStopping(_EpochCallback):
         rule = _Monitor(self.monitor, self.mode, self.min_delta)
         best = rule.initial() if self.baseline is None else float(self.baseline)
         return {"rule": rule, "best": best, "best_epoch": 0, "wait": 0, "weights": None,
-                "stopped": 0, "warned": False}
+                "stopped": 0}
 
     def _epoch_ends(self, estimator, state, epoch, logs):
         if epoch <= self.start_from_epoch:
             return False
         rule = state["rule"]
-        with warnings.catch_warnings():
-            if state["warned"]:
-                warnings.simplefilter("ignore", UserWarning)
-            value = rule.value(logs, "EarlyStopping")
+        value = rule.value(logs, "EarlyStopping")
         if value is None:
-            state["warned"] = True
             return False
         if rule.improved(value, state["best"]):
             state["best"], state["best_epoch"], state["wait"] = value, epoch, 0
@@ -308,17 +309,12 @@ class ModelCheckpoint(_EpochCallback):
 
     def _start(self, estimator, context):
         rule = _Monitor(self.monitor, self.mode, 0.0)
-        return {"rule": rule, "best": rule.initial(), "label": _fit_label(context),
-                "warned": False}
+        return {"rule": rule, "best": rule.initial(), "label": _fit_label(context)}
 
     def _epoch_ends(self, estimator, state, epoch, logs):
         if self.save_best_only:
-            with warnings.catch_warnings():
-                if state["warned"]:
-                    warnings.simplefilter("ignore", UserWarning)
-                value = state["rule"].value(logs, "ModelCheckpoint")
+            value = state["rule"].value(logs, "ModelCheckpoint")
             if value is None:
-                state["warned"] = True
                 return False
             if not state["rule"].improved(value, state["best"]):
                 return False
