@@ -286,6 +286,20 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
   bind_trainer<double>(m, "TrainerF64");
   m.def("device_count", &cuda::device_count, "Number of usable CUDA devices.");
   m.def(
+      "device_status",
+      [] {
+        const cuda::DeviceStatus s = cuda::device_status();
+        py::dict d;
+        d["count"] = s.count;
+        d["driver_version"] = s.driver_version;
+        d["runtime_version"] = s.runtime_version;
+        d["error_name"] = s.error_name;
+        d["error_text"] = s.error_text;
+        return d;
+      },
+      "The usable devices, the driver's and runtime's CUDA versions, and the runtime's error when "
+      "there is no device.");
+  m.def(
       "all_finite",
       [](const py::object& x) {
         if (!on_device(x)) throw py::type_error("all_finite takes a device array");

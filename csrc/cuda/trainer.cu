@@ -13,14 +13,22 @@
 namespace fusedmlp {
 namespace cuda {
 
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    cudaGetLastError();  // no driver or no device: not an error here
-    return 0;
+DeviceStatus device_status() {
+  DeviceStatus s;
+  // Neither call fails for want of a driver: the driver version is 0 then.
+  if (cudaDriverGetVersion(&s.driver_version) != cudaSuccess) s.driver_version = 0;
+  if (cudaRuntimeGetVersion(&s.runtime_version) != cudaSuccess) s.runtime_version = 0;
+  const cudaError_t e = cudaGetDeviceCount(&s.count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // no driver or no device: reported, not raised
+    s.count = 0;
+    s.error_name = cudaGetErrorName(e);
+    s.error_text = cudaGetErrorString(e);
   }
-  return n;
+  return s;
 }
+
+int device_count() { return device_status().count; }
 
 bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
 

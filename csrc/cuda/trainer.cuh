@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "fusedmlp/common.h"
 #include "fusedmlp/network.h"
@@ -31,6 +32,16 @@ struct MatrixView {
 };
 
 int device_count();  // usable devices (the simulator reports one)
+// What the runtime says about the machine: the usable devices, the driver's and the runtime's
+// CUDA versions (1000 * major + 10 * minor; driver 0: no driver installed), and when there is no
+// device, the runtime's error (name and text).
+struct DeviceStatus {
+  int count = 0;
+  int driver_version = 0;
+  int runtime_version = 0;
+  std::string error_name, error_text;
+};
+DeviceStatus device_status();
 bool simulated();    // this build runs kernels on the CPU simulator
 // Whether every element of a device matrix is finite (NaN and infinities are not).
 bool all_finite(const MatrixView& x);

@@ -16,6 +16,7 @@ C-contiguous arrays of the compute dtype.
 
 import numbers
 import os
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -42,13 +43,60 @@ def _cuda_module():
     return _cuda
 
 
+# The NVIDIA driver each CUDA major release's runtime needs (Linux, with minor-version
+# compatibility); the CUDA engine links its runtime statically, so this is the one requirement.
+MIN_DRIVER = {11: "R450", 12: "R525", 13: "R580"}
+
+
+def _version_text(v):
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def cuda_status(module):
+    """(usable devices, why there are none or None, whether the reason is a problem to report):
+    no driver or no GPU is a machine without CUDA, a driver too old for the engine's runtime or
+    any other runtime error is a problem the user can fix."""
+    status = module.device_status()
+    if status["count"] > 0:
+        return status["count"], None, False
+    runtime = status["runtime_version"]
+    driver = status["driver_version"]
+    if driver == 0:
+        return 0, "no NVIDIA driver is installed", False
+    if status["error_name"] in ("", "cudaErrorNoDevice"):
+        return 0, "the NVIDIA driver reports no CUDA device", False
+    reason = f"the CUDA runtime reports {status['error_text']} ({status['error_name']})"
+    if status["error_name"] == "cudaErrorInsufficientDriver" or driver < runtime:
+        reason += (
+            f": the installed NVIDIA driver supports CUDA {_version_text(driver)}, and fusedmlp's CUDA "
+            f"engine is built with CUDA {_version_text(runtime)}, which needs driver "
+            f"{MIN_DRIVER.get(runtime // 1000, 'for CUDA ' + str(runtime // 1000))} or newer. Update the "
+            "driver, or install a fusedmlp built with an older CUDA toolkit"
+        )
+    return 0, reason, True
+
+
+_reported = set()
+
+
+def _report_once(reason):
+    if reason not in _reported:
+        _reported.add(reason)
+        warnings.warn(f"fusedmlp cannot use the GPU: {reason}.", RuntimeWarning, stacklevel=3)
+
+
 def cuda_available():
-    """Whether the CUDA engine was built and a CUDA device is usable now."""
+    """Whether the CUDA engine was built and a CUDA device is usable now. When a GPU is present
+    but unusable (a driver too old for the engine's CUDA runtime, a runtime error), also warns
+    once with the runtime's reason."""
     try:
         from . import _cuda
     except ImportError:
         return False
-    return bool(_cuda.device_count() > 0)
+    count, reason, problem = cuda_status(_cuda)
+    if problem:
+        _report_once(reason)
+    return count > 0
 
 
 def check_n_threads(n_threads):
@@ -69,14 +117,18 @@ def resolve_device(device):
     if device == "cpu":
         return "cpu"
     module = _cuda_module()
-    usable = module is not None and module.device_count() > 0
+    if module is None:
+        count, reason, problem = 0, "this fusedmlp was built without the CUDA engine (see docs/cuda.md)", False
+    else:
+        count, reason, problem = cuda_status(module)
     if device == "auto":
-        return "cuda" if usable else "cpu"
-    if not usable:
+        if problem:
+            _report_once(reason)
+        return "cuda" if count > 0 else "cpu"
+    if count == 0:
         raise ValueError(
-            "device='cuda' was requested but no usable CUDA device was found "
-            "(fusedmlp.cuda_available() is False). Build fusedmlp with CUDA and run on a "
-            "machine with an NVIDIA GPU, or use device='cpu'."
+            f"device='cuda' was requested but no usable CUDA device was found: {reason}. "
+            "fusedmlp.cuda_available() is False; use device='cpu' or device='auto'."
         )
     return "cuda"
 

@@ -117,6 +117,7 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
+  cudaErrorInsufficientDriver = 35,
   cudaErrorNoDevice = 100,
   cudaErrorStreamCaptureUnsupported = 900,
 };
@@ -166,7 +167,13 @@ cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
 const char* cudaGetErrorString(cudaError_t error);
+const char* cudaGetErrorName(cudaError_t error);
+// The simulated machine has one device and a CUDA 13.0 driver; FUSEDMLP_CUDA_SIM_DRIVER makes it
+// one without a device ("nodevice"), without a driver ("absent") or with a driver too old for
+// the runtime ("old": CUDA 12.4), so the error reports users would see can be tested.
 cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaDriverGetVersion(int* version);
+cudaError_t cudaRuntimeGetVersion(int* version);
 cudaError_t cudaSetDevice(int device);
 cudaError_t cudaGetDevice(int* device);
 // The simulated device's memory is host memory: every pointer is the device's.
