@@ -8,7 +8,7 @@
 2. Runs ``sphinx-build -W`` (warnings are errors) with SCIKIT_LEARN_DATA pointing there.
 
 --fast runs each example on a subset (FUSEDMLP_EXAMPLES_FAST=1), as CI does; --pattern selects
-examples by file name. Needs the ``docs`` extra: ``pip install ".[docs]"``.
+examples by file name. Needs the ``docs`` dependency group: ``pip install --group docs``.
 """
 
 import argparse

@@ -8,6 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The suite tests the installed fusedmlp (the README's first command builds and installs it; the
+# test command installs only the test group, so the extension is built once).
+try:
+    import fusedmlp  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    pytest.exit(f"fusedmlp is not installed here ({exc}). Install it first: pip install .", returncode=4)
+
 # Real datasets beside the project (../shared/data), or where FUSEDMLP_DATA points.
 DATA_DIR = Path(os.environ.get("FUSEDMLP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
