@@ -20,6 +20,7 @@ from ._multilayer_perceptron import MLPClassifier, MLPRegressor
 from ._onnx import register_onnx_converters
 from ._perceptron import Perceptron
 from ._persist import load
+from .streaming import fit_stream
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,7 @@ __all__ = [
     "Perceptron",
     "callbacks",
     "find_learning_rate",
+    "fit_stream",
     "LearningRateFinderResult",
     "load",
     "FileFormatError",
