@@ -14,8 +14,10 @@ gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` 
 C-contiguous arrays of the compute dtype.
 """
 
+import importlib
 import numbers
 import os
+import sys
 import warnings
 
 import numpy as np
@@ -166,15 +168,42 @@ def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_act
 # ---- arrays on the device ------------------------------------------------------------------
 
 def is_device_array(X):
-    """Whether X lives on a CUDA device (CuPy, Numba, PyTorch CUDA tensors, ...)."""
+    """Whether X lives on a CUDA device (CuPy, Numba, PyTorch CUDA tensors, ...): CPU tensors
+    have no __cuda_array_interface__."""
     return hasattr(X, "__cuda_array_interface__")
 
 
+def array_api_compat():
+    """array-api-compat, which gives CuPy and PyTorch the array API's namespace (neither has
+    __array_namespace__): scikit-learn's copy (1.7 and later), else the distribution, else
+    None."""
+    try:
+        from sklearn.externals import array_api_compat as compat
+    except ImportError:
+        try:
+            import array_api_compat as compat
+        except ImportError:
+            return None
+    return compat
+
+
+def _is_instance(X, module, cls):
+    """isinstance(X, module.cls) without importing the module (not imported: not its array)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(X, getattr(loaded, cls))
+
+
 def namespace(X):
-    """The array API namespace of a device array (CuPy's, ...), or None."""
-    if hasattr(X, "__array_namespace__"):
-        return X.__array_namespace__()
-    return None
+    """The array API namespace of a device array (array-api-compat's wrapper of CuPy or
+    PyTorch, or the array's own __array_namespace__), or None (an array exposing nothing but
+    __cuda_array_interface__, or array-api-compat is missing)."""
+    compat = array_api_compat()
+    if compat is None:
+        return None
+    try:
+        return compat.array_namespace(X)
+    except TypeError:  # not an array of a library it knows
+        return None
 
 
 def cupy_or_none():
@@ -189,20 +218,27 @@ def to_host(a):
     """A device array's values as a numpy array (other inputs unchanged)."""
     if not is_device_array(a):
         return a
-    if hasattr(a, "get"):  # CuPy
+    if _is_instance(a, "cupy", "ndarray"):
         return a.get()
-    if hasattr(a, "cpu"):  # PyTorch
+    if _is_instance(a, "torch", "Tensor"):
         return a.cpu().numpy()
+    if hasattr(a, "copy_to_host"):  # Numba
+        return a.copy_to_host()
     return np.asarray(a)
 
 
 def current_stream(X):
-    """The stream device work on X should be ordered after: CuPy's current stream for CuPy
-    arrays, else 0 (the engine's own stream, after waiting for the array's producer)."""
-    if type(X).__module__.startswith("cupy"):
+    """The stream device work on X is ordered on: the current stream of X's library for CuPy
+    arrays and PyTorch tensors (where their producers and consumers run), else 0 (the
+    engine's own stream, after waiting for the stream X's interface names)."""
+    if _is_instance(X, "cupy", "ndarray"):
         import cupy
 
         return int(cupy.cuda.get_current_stream().ptr)
+    if _is_instance(X, "torch", "Tensor"):
+        import torch
+
+        return int(torch.cuda.current_stream(X.device).cuda_stream)
     return 0
 
 
@@ -259,24 +295,35 @@ def validate_device_X(est, X, reset):
         )
     return X
 
+
+def _result_namespace(X):
+    """(namespace, device) that device results for X are made with: X's own kind on X's
+    device, CuPy on the current device for other device arrays when CuPy is installed, or
+    (None, None): numpy results."""
+    xp = namespace(X)
+    if xp is not None:
+        return xp, array_api_compat().device(X)
+    if cupy_or_none() is not None and array_api_compat() is not None:
+        return importlib.import_module(array_api_compat().__name__ + ".cupy"), None
+    return None, None
+
+
 def device_forward(est, X, cast=False):
-    """The network's output for X on the device, as a device array of the same kind."""
+    """The network's output for X on the device, as a device array of X's kind (see
+    _result_namespace)."""
     X = validate_device_X(est, X, reset=False)
     engine, params = est._prediction_engine("cuda")
     n_rows = X.__cuda_array_interface__["shape"][0]
     out_dtype = est._prediction_dtype(sklearn_float_dtype(X)) if cast else np.float64
-    xp, cupy = namespace(X), cupy_or_none()
-    if xp is not None:  # an array-API array (CuPy, ...): the result is one of its kind
-        out = xp.empty((n_rows, est.n_outputs_), dtype=xp.float64, device=X.device)
-    elif cupy is not None:  # another device array (Numba, PyTorch): a CuPy result
-        xp = cupy
-        out = cupy.empty((n_rows, est.n_outputs_), dtype=cupy.float64)
-    else:  # no array library for device results: numpy
+    xp, device = _result_namespace(X)
+    if xp is None:
         return engine.predict(X, params).astype(out_dtype, copy=False)
+    out = xp.empty((n_rows, est.n_outputs_), dtype=xp.float64, device=device)
     engine.predict_into(X, params, out, stream=current_stream(X))
     if out_dtype != np.float64:
-        out = xp.astype(out, xp.float32) if hasattr(xp, "astype") else out.astype(out_dtype)
+        out = xp.astype(out, xp.float32)
     return out
+
 
 def decode_labels_on_device(est, y_pred):
     """Class labels for device outputs: on the device when the labels are numbers (strings
@@ -292,7 +339,7 @@ def decode_labels_on_device(est, y_pred):
             host.ravel() if est.n_outputs_ == 1 else host
         )
     if np.issubdtype(est.classes_.dtype, np.number):
-        classes = xp.asarray(est.classes_, device=y_pred.device)
+        classes = xp.asarray(est.classes_, device=array_api_compat().device(y_pred))
         return xp.take(classes, index, axis=0)
     return est.classes_.take(to_host(index))
 

@@ -605,14 +605,19 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _validation_set(self, X_val, y_val, sample_weight_val, dtype):
         """The user's validation set, checked as X and y are: (X_val, what the score
         compares with, its weights, the targets the loss compares with)."""
-        check_sparse_structure(X_val, "X_val")
-        X_val = validate_data(
-            self, X_val, accept_sparse=["csr", "csc"], dtype=_input_dtypes(dtype), reset=False
-        )
-        y_val = check_array(y_val, ensure_2d=False, dtype=None, input_name="y_val")
+        if _engine.is_device_array(X_val):
+            X_val = _engine.validate_device_X(self, X_val, reset=False)
+        else:
+            check_sparse_structure(X_val, "X_val")
+            X_val = validate_data(
+                self, X_val, accept_sparse=["csr", "csc"], dtype=_input_dtypes(dtype), reset=False
+            )
+        y_val = check_array(_engine.to_host(y_val), ensure_2d=False, dtype=None, input_name="y_val")
         check_consistent_length(X_val, y_val)
         if sample_weight_val is not None:
-            sample_weight_val = _check_sample_weight(sample_weight_val, X_val, dtype=dtype)
+            sample_weight_val = _check_sample_weight(
+                _engine.to_host(sample_weight_val), np.empty((X_val.shape[0], 0)), dtype=dtype
+            )
         y_score, Y_val = self._validation_targets(y_val, dtype)
         return X_val, y_score, sample_weight_val, Y_val
 
@@ -1296,6 +1301,33 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
 
+    def score(self, X, y, sample_weight=None):
+        """Return the mean accuracy on the given test data and labels.
+
+        scikit-learn's, also for arrays on a CUDA device: the predictions for such an X
+        (and such a y) are compared on the host, where scikit-learn's metrics run.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True labels for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            Mean accuracy of ``self.predict(X)`` w.r.t. `y`.
+        """
+        return accuracy_score(
+            _engine.to_host(y), _engine.to_host(self.predict(X)),
+            sample_weight=_engine.to_host(sample_weight),
+        )
+
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
             X, y, sample_weight=sample_weight, score_function=accuracy_score
@@ -1597,6 +1629,33 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                 return _engine.namespace(y_pred).reshape(y_pred, (-1,))
             return y_pred.ravel()
         return y_pred
+
+    def score(self, X, y, sample_weight=None):
+        """Return the coefficient of determination of the prediction.
+
+        scikit-learn's, also for arrays on a CUDA device: the predictions for such an X
+        (and such a y) are compared on the host, where scikit-learn's metrics run.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Test samples.
+
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            True values for `X`.
+
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            :math:`R^2` of ``self.predict(X)`` w.r.t. `y`.
+        """
+        return r2_score(
+            _engine.to_host(y), _engine.to_host(self.predict(X)),
+            sample_weight=_engine.to_host(sample_weight),
+        )
 
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(

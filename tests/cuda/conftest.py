@@ -1,7 +1,11 @@
-import numpy as np
+import importlib.util
+import sys
+
 import pytest
 
 from fusedmlp import _cuda_sim
+
+from . import standins
 
 
 def pytest_collection_modifyitems(config, items):
@@ -38,61 +42,57 @@ def cuda_engine(request, monkeypatch):
     return _cuda
 
 
-class _SimNamespace:
-    """numpy, with arrays presented as device arrays (see SimDeviceArray)."""
+@pytest.fixture
+def cupy(simulator, monkeypatch):
+    """`import cupy` gives the CuPy 14 stand-in (standins.py) for one test."""
+    if "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None:
+        # array_api_compat caches which classes are CuPy's: the stand-in must not shadow it
+        pytest.skip("CuPy is installed: the stand-in would shadow it")
+    before = set(sys.modules)
+    for name, module in standins.cupy_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    yield sys.modules["cupy"]
+    # forget the wrapper array_api_compat made of the stand-in (its package: scikit-learn's
+    # copy, or the array_api_compat distribution)
+    for name in [n for n in sys.modules if n not in before]:
+        package, _, leaf = name.rpartition(".")
+        if package.endswith("array_api_compat") and leaf == "cupy":
+            vars(sys.modules[package]).pop("cupy", None)
+        if ".array_api_compat.cupy" in name or name.startswith("array_api_compat.cupy"):
+            del sys.modules[name]
 
-    float32, float64, int64, bool = np.float32, np.float64, np.int64, np.bool_
 
-    def __getattr__(self, name):
-        f = getattr(np, name)
-
-        def call(*args, **kwargs):
-            args = [a._a if isinstance(a, SimDeviceArray) else a for a in args]
-            kwargs = {k: (v._a if isinstance(v, SimDeviceArray) else v) for k, v in kwargs.items()}
-            kwargs.pop("device", None)
-            out = f(*args, **kwargs)
-            return SimDeviceArray(out) if isinstance(out, np.ndarray) else out
-
-        return call
+@pytest.fixture
+def torch_cuda(simulator, monkeypatch):
+    """PyTorch with CUDA tensors on the simulator (standins.py): torch calls given a CUDA
+    device make tensors that say they are on cuda:0."""
+    torch = pytest.importorskip("torch")
+    _, cuda_factories, current_stream = standins.torch_standin()
+    monkeypatch.setattr(torch.cuda, "current_stream", current_stream)
+    with cuda_factories():
+        yield torch
 
 
-class SimDeviceArray:
-    """A numpy array presented as device memory through __cuda_array_interface__: on the
-    simulator, device memory is host memory, so the engine reads and writes it in place."""
+class DeviceLibrary:
+    """One device-array library as a test uses it: arrays to the device and back the
+    library's own way, and whether an object is one of its device arrays."""
 
-    def __init__(self, a):
-        self._a = np.ascontiguousarray(a)
+    def __init__(self, name, to_device, to_host, is_device_array):
+        self.name, self.to_device, self.to_host = name, to_device, to_host
+        self.is_device_array = is_device_array
 
-    @property
-    def __cuda_array_interface__(self):
-        return {"shape": self._a.shape, "typestr": self._a.dtype.str, "version": 3,
-                "data": (self._a.ctypes.data, False), "strides": None, "stream": None}
+    def __repr__(self):
+        return self.name
 
-    def __array_namespace__(self, api_version=None):
-        return _SimNamespace()
 
-    def __array__(self, dtype=None, copy=None):
-        return self._a if dtype is None else self._a.astype(dtype)
-
-    def __getitem__(self, index):
-        return SimDeviceArray(self._a[index])
-
-    def __bool__(self):
-        return bool(self._a)
-
-    def __len__(self):
-        return len(self._a)
-
-    def __rsub__(self, other):
-        return SimDeviceArray(other - self._a)
-
-    def __sub__(self, other):
-        return SimDeviceArray(self._a - other)
-
-    def __gt__(self, other):
-        return SimDeviceArray(self._a > other)
-
-    shape = property(lambda self: self._a.shape)
-    dtype = property(lambda self: self._a.dtype)
-    ndim = property(lambda self: self._a.ndim)
-    device = "sim"
+@pytest.fixture(params=["cupy", "torch"])
+def device_lib(request):
+    """CuPy arrays and PyTorch CUDA tensors, both on the simulator."""
+    if request.param == "cupy":
+        cupy = request.getfixturevalue("cupy")
+        return DeviceLibrary("cupy", cupy.asarray, cupy.asnumpy,
+                             lambda a: isinstance(a, cupy.ndarray))
+    torch = request.getfixturevalue("torch_cuda")
+    return DeviceLibrary("torch", lambda a: torch.asarray(a, device="cuda"),
+                         lambda t: t.cpu().numpy(),
+                         lambda t: isinstance(t, torch.Tensor) and t.device.type == "cuda")

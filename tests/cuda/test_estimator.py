@@ -10,8 +10,6 @@ from sklearn.datasets import make_classification, make_multilabel_classification
 
 import fusedmlp as fm
 
-from .conftest import SimDeviceArray
-
 
 def data(target, n=240):
     if target == "regression":
@@ -23,6 +21,9 @@ def data(target, n=240):
         return X, rng.poisson(np.exp(0.4 * X[:, 0]))
     if target == "multilabel":
         return make_multilabel_classification(n_samples=n, n_features=9, n_classes=3, random_state=0)
+    if target == "multioutput":
+        X, y = make_regression(n_samples=n, n_features=9, n_targets=2, noise=3.0, random_state=0)
+        return X, y / np.std(y, axis=0)
     n_classes = 2 if target == "binary" else 4
     return make_classification(n_samples=n, n_features=9, n_informative=6, n_classes=n_classes, random_state=0)
 
@@ -91,42 +92,132 @@ def test_partial_fit_and_warm_start(cuda_engine):
     assert_same_fit(*models)
 
 
-@pytest.mark.parametrize("target", ["binary", "multiclass", "regression"])
-def test_device_arrays_in_and_out(simulator, target):
-    # X on the device: fit reads it in place; predict and predict_proba return device arrays
+@pytest.mark.parametrize("target",
+                         ["binary", "multiclass", "multilabel", "regression", "multioutput"])
+def test_device_arrays_in_and_out(device_lib, target):
+    # X on the device (CuPy, or a PyTorch CUDA tensor): fit reads it in place; predict,
+    # predict_proba and predict_log_proba return arrays of its kind on its device
     X, y = data(target)
-    cls = fm.MLPRegressor if target == "regression" else fm.MLPClassifier
+    regression = target in ("regression", "multioutput")
+    cls = fm.MLPRegressor if regression else fm.MLPClassifier
     kw = dict(random_state=0, max_iter=4, hidden_layer_sizes=(16,), device="cuda")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        on_device = cls(**kw).fit(SimDeviceArray(X.astype(np.float32)), y)
+        on_device = cls(**kw).fit(device_lib.to_device(X.astype(np.float32)), y)
         on_host = cls(**kw).fit(X.astype(np.float32), y)
-    pred = on_device.predict(SimDeviceArray(X))
-    assert isinstance(pred, SimDeviceArray)
-    np.testing.assert_array_equal(np.asarray(pred), on_host.predict(X))
-    if target != "regression":
-        proba = on_device.predict_proba(SimDeviceArray(X))
-        assert isinstance(proba, SimDeviceArray)
-        np.testing.assert_allclose(np.asarray(proba), on_host.predict_proba(X), rtol=1e-12)
-    assert on_device.score(SimDeviceArray(X), y) == pytest.approx(on_host.score(X, y))
+    X_device = device_lib.to_device(X)
+    pred = on_device.predict(X_device)
+    if target == "multilabel":  # decoded by the LabelBinarizer, on the host
+        assert isinstance(pred, np.ndarray)
+    else:
+        assert device_lib.is_device_array(pred)
+        pred = device_lib.to_host(pred)
+    assert pred.shape == y.shape
+    np.testing.assert_array_equal(pred, on_host.predict(X))
+    if not regression:
+        proba = on_device.predict_proba(X_device)
+        log_proba = on_device.predict_log_proba(X_device)
+        assert device_lib.is_device_array(proba) and device_lib.is_device_array(log_proba)
+        np.testing.assert_allclose(device_lib.to_host(proba), on_host.predict_proba(X), rtol=1e-12)
+        np.testing.assert_allclose(device_lib.to_host(log_proba), on_host.predict_log_proba(X),
+                                   rtol=1e-12)
+    assert on_device.score(X_device, y) == pytest.approx(on_host.score(X, y))
 
 
-def test_device_array_errors(simulator):
+def test_labels_that_are_not_numbers_come_back_on_the_host(device_lib):
+    X, y = data("multiclass")
+    labels = np.array(["ant", "bee", "cat", "dog"])[y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", max_iter=3, random_state=0).fit(X, labels)
+    pred = est.predict(device_lib.to_device(X))
+    assert isinstance(pred, np.ndarray)
+    np.testing.assert_array_equal(pred, est.predict(X))
+
+
+@pytest.mark.parametrize("target", ["multiclass", "regression"])
+def test_early_stopping_and_partial_fit_on_device_arrays(device_lib, target):
+    # the validation split is taken from the device array, and scored there
+    X, y = data(target)
+    cls = fm.MLPRegressor if target == "regression" else fm.MLPClassifier
+    kw = dict(random_state=0, max_iter=8, hidden_layer_sizes=(16,), batch_size=40,
+              early_stopping=True, validation_fraction=0.2, n_iter_no_change=3, device="cuda")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_device = cls(**kw).fit(device_lib.to_device(X), y)
+        on_host = cls(**kw).fit(X, y)
+    assert on_device.n_iter_ == on_host.n_iter_
+    np.testing.assert_allclose(on_device.validation_scores_, on_host.validation_scores_, rtol=1e-12)
+    np.testing.assert_array_equal(on_device.coefs_[0], on_host.coefs_[0])
+    # a validation set of the user's own, on the device
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_device = cls(**kw).fit(device_lib.to_device(X[:200]), y[:200],
+                                  X_val=device_lib.to_device(X[200:]), y_val=y[200:])
+        on_host = cls(**kw).fit(X[:200], y[:200], X_val=X[200:], y_val=y[200:])
+    np.testing.assert_allclose(on_device.validation_scores_, on_host.validation_scores_, rtol=1e-12)
+
+    kw.update(early_stopping=False)
+    classes = {} if target == "regression" else dict(classes=np.unique(y))
+    incremental, reference = cls(**kw), cls(**kw)
+    for _ in range(2):
+        incremental.partial_fit(device_lib.to_device(X), y, **classes)
+        reference.partial_fit(X, y, **classes)
+    np.testing.assert_array_equal(incremental.coefs_[0], reference.coefs_[0])
+    pred = incremental.predict(device_lib.to_device(X))
+    np.testing.assert_array_equal(device_lib.to_host(pred), reference.predict(X))
+
+
+def test_device_array_errors(device_lib):
     X, y = data("binary")
     est = fm.MLPClassifier(device="cuda", max_iter=2)
     with pytest.raises(ValueError, match="NaN or infinity"):
         bad = X.copy()
         bad[3, 3] = np.nan
-        est.fit(SimDeviceArray(bad), y)
+        est.fit(device_lib.to_device(bad), y)
     with pytest.raises(TypeError, match="float32 or float64"):
-        est.fit(SimDeviceArray(X.astype(np.int32)), y)
+        est.fit(device_lib.to_device(X.astype(np.int32)), y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)
     with pytest.raises(ValueError, match="expecting 9 features"):
-        est.predict(SimDeviceArray(X[:, :4]))
+        est.predict(device_lib.to_device(X[:, :4]))
     with pytest.raises(TypeError, match="device='cuda'"):
-        fm.MLPClassifier(device="cpu").fit(SimDeviceArray(X), y)
+        fm.MLPClassifier(device="cpu").fit(device_lib.to_device(X), y)
+    # the Perceptron trains on the CPU: the library refuses the implicit copy to the host
+    with pytest.raises(TypeError, match="NumPy|numpy"):
+        fm.Perceptron().fit(device_lib.to_device(X), y)
+
+
+def test_the_standins_are_the_libraries_where_fusedmlp_meets_them(cupy, torch_cuda):
+    # what the real libraries do, that a kinder stand-in would hide
+    compat = fm._engine.array_api_compat()
+    a = cupy.asarray(np.ones((3, 2)))
+    assert not hasattr(a, "__array_namespace__")  # no CuPy release has one
+    assert compat.get_namespace(a).__name__ == compat.__name__ + ".cupy"
+    assert compat.device(a) == cupy.cuda.Device(0) and a.device.id == 0
+    assert a.__cuda_array_interface__["version"] == 3 and a.__cuda_array_interface__["stream"] == 1
+    with pytest.raises(TypeError, match="device"):
+        cupy.empty((3, 2), dtype=cupy.float64, device=a.device)
+    with pytest.raises(TypeError, match="device"):
+        cupy.asarray(np.ones(3), device=a.device)
+    with pytest.raises(TypeError, match="Implicit conversion"):
+        np.asarray(a)
+    with pytest.raises(TypeError, match="Unsupported type"):
+        a - np.ones((3, 2))
+
+    torch = torch_cuda
+    t = torch.asarray(np.ones((3, 2)), device="cuda")
+    assert not hasattr(t, "__array_namespace__")
+    assert compat.get_namespace(t).__name__ == compat.__name__ + ".torch"
+    assert compat.device(t) == torch.device("cuda", 0)
+    assert t.__cuda_array_interface__["version"] == 2 and "stream" not in t.__cuda_array_interface__
+    assert not hasattr(torch.ones(2), "__cuda_array_interface__")  # CPU tensors have none
+    with pytest.raises(TypeError, match="cuda:0 device type tensor to numpy"):
+        np.asarray(t)
+    with pytest.raises(RuntimeError, match="same device"):
+        t - torch.ones((3, 2))
+    assert t.cpu().device.type == "cpu" and torch.empty(2, device=t.device).device == t.device
 
 
 def test_sparse_input_is_a_clear_error_on_cuda(simulator):
@@ -159,15 +250,25 @@ class _InterfaceOnly:
         return self._a.shape
 
 
-def test_device_arrays_without_a_namespace(simulator):
-    # finiteness is checked on the device; without CuPy the predictions come back as numpy
+@pytest.mark.parametrize("with_cupy", [False, True], ids=["numpy-results", "cupy-results"])
+def test_device_arrays_without_a_namespace(simulator, request, with_cupy):
+    # finiteness is checked on the device; the predictions come back as CuPy arrays when
+    # CuPy is installed, else as numpy arrays
+    cupy = request.getfixturevalue("cupy") if with_cupy else None
     X, y = data("multiclass")
     Xf = X.astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = fm.MLPClassifier(device="cuda", max_iter=3, random_state=0).fit(_InterfaceOnly(Xf), y)
         ref = fm.MLPClassifier(device="cuda", max_iter=3, random_state=0).fit(Xf, y)
-    np.testing.assert_array_equal(np.asarray(est.predict(_InterfaceOnly(Xf))), ref.predict(Xf))
+    pred = est.predict(_InterfaceOnly(Xf))
+    proba = est.predict_proba(_InterfaceOnly(Xf))
+    if cupy is not None:
+        assert isinstance(pred, cupy.ndarray) and isinstance(proba, cupy.ndarray)
+        pred, proba = cupy.asnumpy(pred), cupy.asnumpy(proba)
+    assert isinstance(pred, np.ndarray) and isinstance(proba, np.ndarray)
+    np.testing.assert_array_equal(pred, ref.predict(Xf))
+    np.testing.assert_allclose(proba, ref.predict_proba(Xf), rtol=1e-12)
     bad = Xf.copy()
     bad[7, 2] = np.inf
     with pytest.raises(ValueError, match="NaN or infinity"):
@@ -216,7 +317,7 @@ def test_negative_strides_on_the_device(simulator):
 
 @pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("target", ["multiclass", "regression"])
-def test_prediction_dtypes_as_on_the_cpu(simulator, target, fit_dtype):
+def test_prediction_dtypes_as_on_the_cpu(device_lib, target, fit_dtype):
     # scikit-learn's dtype (X's values times the dtype it trains in), for host and device X
     X, y = data(target)
     cls = fm.MLPRegressor if target == "regression" else fm.MLPClassifier
@@ -230,8 +331,8 @@ def test_prediction_dtypes_as_on_the_cpu(simulator, target, fit_dtype):
         Xp = X[:20].astype(predict_dtype)
         expected = getattr(cpu, method)(Xp)
         on_host = getattr(gpu, method)(Xp)
-        on_device = getattr(gpu, method)(SimDeviceArray(Xp))
-        assert on_host.dtype == expected.dtype == np.asarray(on_device).dtype
+        on_device = device_lib.to_host(getattr(gpu, method)(device_lib.to_device(Xp)))
+        assert on_host.dtype == expected.dtype == on_device.dtype
         np.testing.assert_allclose(on_host, expected, rtol=1e-4, atol=1e-6)
 
 
