@@ -191,6 +191,14 @@ PYBIND11_MODULE(_cpu, m) {
         "The instruction set the GEMM uses now.");
   m.def("set_isa", [](const std::string& name) { set_active_isa(isa_from_name(name)); },
         py::arg("name"), "Choose the GEMM's instruction set (tests, benchmarks).");
+  m.def(
+      "team_segments",
+      [] {
+        return py::make_tuple(cpu::segments_run[0].load(), cpu::segments_run[1].load());
+      },
+      "Epoch segments run so far in this process: (on one thread, on a full team).");
+  m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
+        "New trainers start on the full team again, whatever earlier ones found (for tests).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
   m.def("activations", [] {

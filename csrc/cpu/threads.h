@@ -10,7 +10,9 @@
 
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 
 namespace fusedmlp {
 namespace cpu {
@@ -38,6 +40,114 @@ inline int team_threads(int requested) {
 inline bool single_threaded_after_fork() {
   return fork_state::forked_after_team.load(std::memory_order_relaxed);
 }
+
+// The team size of each segment of an epoch: the full team, or the calling thread alone.
+//
+// A team synchronises several times per mini-batch. On a machine whose cores are busy with other
+// work, a team member is often descheduled, every barrier then waits for a time slice, and a team
+// of two can run ten to a hundred times slower than one thread. So an epoch runs in segments of
+// a few milliseconds, each timed; the faster choice per row runs, and the other is tried again
+// now and then, each try costing at most 1/50 of the time since the last (less while it keeps
+// losing). The model does not depend on the choice: the kernels give the same bits on any team.
+// Epoch segments run so far in this process, on one thread and on a full team (a diagnostic:
+// fusedmlp._cpu.team_segments()).
+inline std::atomic<long long> segments_run[2] = {0, 0};
+
+class TeamChooser {
+ public:
+  // The team for the next segment, given the full team's size.
+  int pick(int full) {
+    if (full <= 1) return 1;
+    const double now = seconds();
+    int choice;
+    if (n_[kFull] == 0)
+      // the configured team first, unless another trainer of this process found it slower
+      // lately: the machine's load, not the network, decides that
+      choice = now >= shared_full_retry_at().load(std::memory_order_relaxed) ? kFull : kSolo;
+    else if (n_[kSolo] == 0)
+      choice = kSolo;  // then one try of the calling thread alone
+    else {
+      const int best = best_of_two();
+      choice = now >= retry_at_[1 - best] ? 1 - best : best;
+    }
+    trying_ = n_[choice] == 0 || (n_[1 - choice] > 0 && choice != best_of_two());
+    return choice == kFull ? full : 1;
+  }
+
+  // Mini-batches in a segment of about kSegmentSeconds on `team`; one while the choice is
+  // being tried (untimed, or the slower one): a try costs one batch and its warm-up.
+  long long segment_batches(int team, long long batch_rows, long long remaining) const {
+    const int i = team > 1 ? kFull : kSolo;
+    long long n = 1;
+    if (!trying_) n = static_cast<long long>(kSegmentSeconds / (cost(i) * static_cast<double>(batch_rows)));
+    return std::clamp<long long>(n, 1, std::max<long long>(remaining, 1));
+  }
+
+  // Forgets what other trainers learnt (tests start from a known state).
+  static void forget_shared() { shared_full_retry_at().store(0.0, std::memory_order_relaxed); }
+
+  // A segment on `team` took `elapsed` seconds for `rows` rows.
+  void record(int team, double elapsed, long long rows) {
+    if (rows <= 0) return;
+    const int i = team > 1 ? kFull : kSolo;
+    segments_run[i].fetch_add(1, std::memory_order_relaxed);
+    // The first segment of a trainer, and the first after a change of team, also touch new
+    // buffers or wake sleeping threads: not timed.
+    const bool warm_up = i != last_;
+    last_ = i;
+    if (warm_up) return;
+    const bool was_best = n_[1 - i] == 0 || (n_[i] > 0 && best_of_two() == i);
+    times_[i][next_[i]] = elapsed / static_cast<double>(rows);
+    next_[i] = (next_[i] + 1) % kKeep;
+    n_[i] = std::min(n_[i] + 1, kKeep);
+    if (n_[1 - i] == 0) return;
+    if (best_of_two() == i) {
+      if (!was_best) backoff_ = kFirstBackoff;  // a new winner: try the loser again soon
+      if (i == kFull) shared_full_retry_at().store(0.0, std::memory_order_relaxed);
+      return;
+    }
+    // This choice lost: try it again only after backoff_ times what this segment cost (so the
+    // tries cost at most 1/backoff_ of the time), later each time it loses again.
+    retry_at_[i] = seconds() + backoff_ * elapsed;
+    if (!was_best) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+    if (i == kFull) shared_full_retry_at().store(retry_at_[i], std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr int kSolo = 0, kFull = 1;
+  static constexpr int kKeep = 3;  // a choice's cost: the median of its last three segments
+  static constexpr double kSegmentSeconds = 4e-3;
+  static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200;
+  // One thread replaces the team only when clearly faster: timing noise on an idle machine
+  // must not cost the team's speed.
+  static constexpr double kSoloMargin = 0.9;
+  static double seconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
+  // When the full team lost to one thread last, in any trainer of the process: until then a
+  // new trainer starts on one thread (short fits in a loop would otherwise each pay a slow
+  // first segment on a loaded machine).
+  static std::atomic<double>& shared_full_retry_at() {
+    static std::atomic<double> at{0.0};
+    return at;
+  }
+  // Seconds per row: the median of the kept segments (the mean of two), so that one segment
+  // delayed by the operating system does not switch the team.
+  double cost(int i) const {
+    const double* t = times_[i];
+    if (n_[i] == 1) return t[0];
+    if (n_[i] == 2) return 0.5 * (t[0] + t[1]);
+    return std::max(std::min(t[0], t[1]), std::min(std::max(t[0], t[1]), t[2]));
+  }
+  int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
+  double times_[2][kKeep] = {};
+  int n_[2] = {0, 0};
+  int next_[2] = {0, 0};
+  int last_ = -1;
+  double retry_at_[2] = {0.0, 0.0};
+  double backoff_ = kFirstBackoff;
+  bool trying_ = true;  // the last pick was a try
+};
 
 }  // namespace cpu
 }  // namespace fusedmlp

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <stdexcept>
 
@@ -270,10 +271,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   check_trainable(layout_.hidden);
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
-  const int nth = blocks ? team_threads(n_threads_) : team_size(batch_size);
+  const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
   const Pass epoch_pass = training_pass(&opts);
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
-  ensure_rows(batch_size, nth, epoch_pass.keep_pre);
+  ensure_rows(batch_size, full, epoch_pass.keep_pre);
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {
@@ -301,76 +302,98 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
   std::atomic<long long> batches_done{0};
-  Partials loss_part(nth), sq_part(nth);
+  Partials loss_part(full), sq_part(full);
   const long long t0 = state.t;
+  const long long n_batches = (n_order + batch_size - 1) / batch_size;
+  // ||W||^2 of the weights each batch starts from: computed by the first segment, then carried
+  // by the updates from batch to batch and segment to segment.
+  double carried_sq = 0.0;
 
+  // The epoch in segments, each on the team the chooser picks (threads.h).
+  for (long long first = 0; first < n_batches && !stop_flag.load(std::memory_order_relaxed);) {
+    // (a one-thread team has nothing to choose: the whole epoch is one segment)
+    const int nth = full > 1 ? chooser_.pick(full) : 1;
+    const long long end =
+        full > 1 ? first + chooser_.segment_batches(nth, batch_size, n_batches - first) : n_batches;
+    const auto started = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(nth) if (nth > 1)
-  {
-    FlushDenormals<T> ftz;
-    const Team team{omp_get_thread_num(), omp_get_num_threads()};
-    // ||W||^2 of the weights each batch starts from: once here, then carried by the updates
-    sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
-    team_barrier(team);
-    double sq = sq_part.sum(team.nth);
-    OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
-    Pass pass = epoch_pass;
-    long long batch_index = 0;
-    for (index_t start = 0; start < n_order; start += batch_size, ++batch_index) {
-      pass.batch = static_cast<std::uint64_t>(batch_index);
-      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
-      const index_t rows = std::min(batch_size, n_order - start);
-      const index_t* idx = order + start;
-      gather_input<T>(team, data.x, idx, 0, rows, batch_);
-      gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
-      if (data.sample_weight != nullptr)
-        gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
-      team_barrier(team);
-      if (stop_flag.load(std::memory_order_relaxed)) break;
-
-      const T* sw = data.sample_weight != nullptr ? w_batch_.data() : nullptr;
-      double sw_sum = static_cast<double>(rows);
-      if (sw != nullptr) {
-        T s = T(0);
-        for (index_t i = 0; i < rows; ++i) s += sw[i];
-        sw_sum = static_cast<double>(s);
-      }
-
-      const double lr = batch_learning_rate(opts, batch_index);
-      if (opts.solver == Solver::adam) {
-        const long long t = t0 + batch_index + 1;
-        step.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
-                                static_cast<T>(1.0 - opts.beta_1),
-                                static_cast<T>(opts.beta_2),
-                                static_cast<T>(1.0 - opts.beta_2),
-                                static_cast<T>(adam_lr_t(lr, opts.beta_1, opts.beta_2, t)),
-                                static_cast<T>(opts.epsilon)};
-      } else {
-        step.sgd.lr = static_cast<T>(lr);
-      }
-      double row_loss;
-      if (blocks) {
-        row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss,
-                              sq_part.slots(), pass);
-      } else {
-        forward(team, batch_.view, params, 0, rows, pass);
-        loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,
-                                                  delta(last), rows, n_out);
+    {
+      FlushDenormals<T> ftz;
+      const Team team{omp_get_thread_num(), omp_get_num_threads()};
+      double sq = carried_sq;
+      if (first == 0) {
+        sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
         team_barrier(team);
-        row_loss = loss_part.sum(team.nth);
-        sq_part.clear(team.tid);
-        backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum), step,
-                        sq_part.slots(), pass);
+        sq = sq_part.sum(team.nth);
+      }
+      OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
+      Pass pass = epoch_pass;
+      for (long long batch_index = first; batch_index < end; ++batch_index) {
+        const index_t start = static_cast<index_t>(batch_index) * batch_size;
+        pass.batch = static_cast<std::uint64_t>(batch_index);
+        if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+        const index_t rows = std::min(batch_size, n_order - start);
+        const index_t* idx = order + start;
+        gather_input<T>(team, data.x, idx, 0, rows, batch_);
+        gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
+        if (data.sample_weight != nullptr)
+          gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
         team_barrier(team);
+        if (stop_flag.load(std::memory_order_relaxed)) break;
+
+        const T* sw = data.sample_weight != nullptr ? w_batch_.data() : nullptr;
+        double sw_sum = static_cast<double>(rows);
+        if (sw != nullptr) {
+          T s = T(0);
+          for (index_t i = 0; i < rows; ++i) s += sw[i];
+          sw_sum = static_cast<double>(s);
+        }
+
+        const double lr = batch_learning_rate(opts, batch_index);
+        if (opts.solver == Solver::adam) {
+          const long long t = t0 + batch_index + 1;
+          step.adam = AdamStep<T>{static_cast<T>(opts.beta_1),
+                                  static_cast<T>(1.0 - opts.beta_1),
+                                  static_cast<T>(opts.beta_2),
+                                  static_cast<T>(1.0 - opts.beta_2),
+                                  static_cast<T>(adam_lr_t(lr, opts.beta_1, opts.beta_2, t)),
+                                  static_cast<T>(opts.epsilon)};
+        } else {
+          step.sgd.lr = static_cast<T>(lr);
+        }
+        double row_loss;
+        if (blocks) {
+          row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss,
+                                sq_part.slots(), pass);
+        } else {
+          forward(team, batch_.view, params, 0, rows, pass);
+          loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,
+                                                    delta(last), rows, n_out);
+          team_barrier(team);
+          row_loss = loss_part.sum(team.nth);
+          sq_part.clear(team.tid);
+          backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum),
+                          step, sq_part.slots(), pass);
+          team_barrier(team);
+        }
+        const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
+        sq = sq_part.sum(team.nth);
+        if (team.tid == 0) {
+          if (opts.batch_losses != nullptr) opts.batch_losses[batch_index] = loss_value;
+          result.accumulated_loss += loss_value * static_cast<double>(rows);
+          result.samples_seen += rows;
+          batches_done.store(batch_index + 1, std::memory_order_relaxed);
+        }
       }
-      const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
-      sq = sq_part.sum(team.nth);
-      if (team.tid == 0) {
-        if (opts.batch_losses != nullptr) opts.batch_losses[batch_index] = loss_value;
-        result.accumulated_loss += loss_value * static_cast<double>(rows);
-        result.samples_seen += rows;
-        batches_done.store(batch_index + 1, std::memory_order_relaxed);
-      }
+      if (team.tid == 0) carried_sq = sq;
     }
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    const long long done = batches_done.load(std::memory_order_relaxed);
+    if (full > 1)
+      chooser_.record(nth, elapsed, std::min<long long>(done * batch_size, n_order) -
+                                      std::min<long long>(first * batch_size, n_order));
+    first = std::max(end, done);
   }
   if (opts.solver == Solver::adam) state.t = t0 + batches_done.load();
   result.interrupted = stop_flag.load() != 0;

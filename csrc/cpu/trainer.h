@@ -2,7 +2,10 @@
 // L-BFGS, and prediction, each one call from Python with the GIL released.
 //
 // Each call runs one team of OpenMP threads for its whole duration (one parallel region per
-// epoch, not per operation). Two ways to share a batch:
+// call, not per operation), except epochs: they run in segments of a few milliseconds, each
+// on the full team or on one thread, whichever the timing of earlier segments says is faster
+// (TeamChooser, threads.h: a team whose cores are busy with other work is far slower than one
+// thread). Two ways to share a batch:
 // - layer by layer: every GEMM and element-wise pass is split across the team, with a
 //   barrier between dependent steps (networks with many parameters);
 // - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of
@@ -17,6 +20,7 @@
 #include "cpu/dense.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/stop_clock.h"
+#include "cpu/threads.h"
 #include "fusedmlp/dropout.h"
 #include "fusedmlp/network.h"
 #include "fusedmlp/optimizer.h"
@@ -106,6 +110,7 @@ class Trainer {
   std::vector<T> w_batch_;
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
+  TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
 };
 
 }  // namespace cpu

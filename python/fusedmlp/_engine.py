@@ -14,6 +14,7 @@ gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` 
 C-contiguous arrays of the compute dtype.
 """
 
+import functools
 import importlib
 import numbers
 import os
@@ -146,12 +147,32 @@ def losses():
     return _cpu.losses()
 
 
+def default_threads():
+    """The team size of n_threads=None: OpenMP's current limit (OMP_NUM_THREADS, threadpoolctl,
+    joblib's and Dask's worker limits), capped as scikit-learn caps its own OpenMP code at the
+    CPUs this process may use (affinity mask, container quota: joblib.cpu_count()) unless
+    OMP_NUM_THREADS says otherwise."""
+    limit = _cpu.max_threads()
+    if not os.environ.get("OMP_NUM_THREADS"):
+        limit = min(limit, _usable_cpus())
+    return max(1, min(limit, 64))
+
+
+@functools.lru_cache(maxsize=1)
+def _usable_cpus():
+    """joblib.cpu_count(), read once: it reads the cgroup files (tens of microseconds, as long
+    as a one-row prediction)."""
+    from joblib import cpu_count
+
+    return cpu_count()
+
+
 def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_activation="",
                 options=None):
     """A trainer for one layout and head (the loss, its output activation, '' for the loss's
     canonical one) and its options: the loss's, the hidden activation's (by its registry
-    name) and ``dropout`` (one rate or one per hidden layer). ``n_threads=None`` uses OpenMP's
-    current limit."""
+    name) and ``dropout`` (one rate or one per hidden layer). ``n_threads=None``: see
+    default_threads()."""
     units = [int(u) for u in layer_units]
     options = {} if options is None else options
     if device == "cuda":
@@ -160,7 +181,7 @@ def make_engine(device, dtype, layer_units, activation, n_threads, loss, out_act
         return cls(units, activation, loss, out_activation, options)
     # the engine runs at most 64 threads; larger requests (any positive int is accepted,
     # as for n_jobs) mean "as many as it runs"
-    threads = 0 if n_threads is None else min(check_n_threads(n_threads), 64)
+    threads = default_threads() if n_threads is None else min(check_n_threads(n_threads), 64)
     cls = _cpu.TrainerF32 if dtype == np.float32 else _cpu.TrainerF64
     return cls(units, activation, loss, threads, out_activation, options)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 CASES = ("fashion32", "fashion64", "california", "wide", "features", "inference", "perceptron",
-         "memory")
+         "memory", "contention")
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -360,6 +360,44 @@ def case_perceptron(data_dir, repeats, threads):
                 seconds=interleaved(fns, repeats), threads=threads)
 
 
+def case_contention(data_dir, repeats, threads):
+    """The same fits with one busy process per core, started by the suite: seconds per epoch
+    of the default configuration (n_threads=None) beside n_threads=1 and scikit-learn, under
+    the same load. The default must never be the slow choice on a shared machine."""
+    from sklearn.neural_network import MLPClassifier as SkC
+    from sklearn.neural_network import MLPRegressor as SkR
+
+    from fusedmlp import MLPClassifier as FmC
+    from fusedmlp import MLPRegressor as FmR
+
+    X, y, cname = california(data_dir)
+    Xf, yf, _, _, fname = fashion_mnist(data_dir, np.float32)
+    Xf, yf = Xf[:10000], yf[:10000]
+    workloads = [
+        (f"{cname} 8-50-50-50-1", X, y, [8, 50, 50, 50, 1], FmR, SkR, 10),
+        (f"{fname} (10,000 rows) 784-300-100-10", Xf, yf, [784, 300, 100, 10], FmC, SkC, 2),
+    ]
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    results = []
+    try:
+        time.sleep(0.5)
+        for title, Xw, yw, units, Fm, Sk, epochs in workloads:
+            p = mlp_params(units, max_iter=epochs)
+            fns = {
+                "fusedmlp": quiet(lambda Fm=Fm, Xw=Xw, yw=yw, p=p: Fm(**p).fit(Xw, yw)),
+                "fusedmlp n_threads=1": quiet(lambda Fm=Fm, Xw=Xw, yw=yw, p=p: Fm(n_threads=1, **p).fit(Xw, yw)),
+                "scikit-learn": quiet(lambda Sk=Sk, Xw=Xw, yw=yw, p=p: Sk(**p).fit(Xw, yw)),
+            }
+            seconds = {k: v / epochs for k, v in interleaved(fns, repeats).items()}
+            results.append(dict(title=f"{title}, batch 200, adam, {len(busy)} busy processes (one per core)",
+                                kind="contention", seconds=seconds))
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+    return results
+
+
 _MEMORY_CHILD = r"""
 import json, sys, warnings
 import numpy as np
@@ -474,6 +512,14 @@ def report(results, markdown):
                 emit("|---|---:|---:|")
             for k, s in r["seconds"].items():
                 emit(f"| {k} | {s:.4f} | {s / fm:.2f}x |" if markdown else f"{k:<14} {s:>9.4f} s {s / fm:>8.2f}x")
+        elif r["kind"] == "contention":
+            base = r["seconds"]["fusedmlp n_threads=1"]
+            emit("| configuration | s / epoch | time / n_threads=1 |" if markdown else
+                 f"{'configuration':<22} {'s/epoch':>9} {'/ n_threads=1':>14}")
+            if markdown:
+                emit("|---|---:|---:|")
+            for k, s in r["seconds"].items():
+                emit(f"| {k} | {s:.4f} | {s / base:.2f} |" if markdown else f"{k:<22} {s:>9.4f} {s / base:>14.2f}")
         elif r["kind"] == "memory":
             emit("| fit | data (MB) | peak over baseline (MB) | budget: data + model + batch (MB) | ratio |" if markdown
                  else f"{'fit':<28} {'data MB':>8} {'peak MB':>8} {'budget MB':>10} {'ratio':>6}")
@@ -518,10 +564,13 @@ def main(argv=None):
             r = case_inference(data_dir, args.repeats, args.threads)
         elif case == "perceptron":
             r = case_perceptron(data_dir, args.repeats, args.threads)
+        elif case == "contention":
+            r = case_contention(data_dir, args.repeats, args.threads)
         else:
             r = case_memory(data_dir)
-        results.append(r)
-        print(report([r], args.markdown), flush=True)
+        for one in r if isinstance(r, list) else [r]:
+            results.append(one)
+            print(report([one], args.markdown), flush=True)
 
 
 if __name__ == "__main__":

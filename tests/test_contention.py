@@ -1,0 +1,72 @@
+"""Epochs run in segments, each on the full team or on one thread, whichever the timing of
+earlier segments says is faster (csrc/cpu/threads.h, TeamChooser). Which team ran a segment must
+never change the model; these tests make sure both ran, idle and with every core busy, and compare
+with one thread. (How fast each choice is belongs to bench/, not here.)"""
+import os
+import subprocess
+import sys
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+import fusedmlp as fm
+from fusedmlp import _cpu, _engine
+
+X, y = load_digits(return_X_y=True)
+X = X / 16.0
+
+
+@contextmanager
+def busy_cores():
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def fit(n_threads, hidden, **kw):
+    params = dict(hidden_layer_sizes=hidden, random_state=0, max_iter=12, batch_size=200, tol=0,
+                  n_iter_no_change=10**9, n_threads=n_threads, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fm.MLPClassifier(**params).fit(X, y, sample_weight=np.linspace(0.5, 1.5, len(y)))
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("load", ["idle", "busy"])
+@pytest.mark.parametrize("hidden, extra", [((64, 32), {}),  # row blocks
+                                           ((300, 200), {"dropout": 0.2})])  # layer by layer
+def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
+    one = fit(1, hidden, **extra)
+    _cpu._forget_team_choice()  # a busy run before may have told new trainers to start alone
+    solo0, full0 = _cpu.team_segments()
+    if load == "busy":
+        with busy_cores():
+            two = fit(2, hidden, **extra)
+    else:
+        two = fit(2, hidden, **extra)
+    solo1, full1 = _cpu.team_segments()
+    # the chooser always tries one thread after timing the team: both ran
+    assert solo1 > solo0 and full1 > full0
+    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(one.loss_curve_, two.loss_curve_, rtol=1e-6)
+
+
+def test_default_threads_follow_openmp_and_the_cpus_this_process_may_use(monkeypatch):
+    from joblib import cpu_count
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _engine.default_threads() == max(1, min(_cpu.max_threads(), cpu_count(), 64))
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert _engine.default_threads() == 1
+    # OMP_NUM_THREADS set: OpenMP's own limit, as scikit-learn reads it
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _engine.default_threads() == min(_cpu.max_threads(), 64)
