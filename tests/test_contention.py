@@ -46,11 +46,14 @@ def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
     one = fit(1, hidden, **extra)
     _cpu._forget_team_choice()  # a busy run before may have told new trainers to start alone
     solo0, full0 = _cpu.team_segments()
-    if load == "busy":
-        with busy_cores():
+    try:
+        if load == "busy":
+            with busy_cores():
+                two = fit(2, hidden, **extra)
+        else:
             two = fit(2, hidden, **extra)
-    else:
-        two = fit(2, hidden, **extra)
+    finally:
+        _cpu._forget_team_choice()  # later tests start on their full team
     solo1, full1 = _cpu.team_segments()
     # the chooser always tries one thread after timing the team: both ran
     assert solo1 > solo0 and full1 > full0

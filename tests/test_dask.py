@@ -47,8 +47,10 @@ def client():
     # (the workers need not import this test module to run the functions sent to them)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
+        # (dashboard on a free port: None would mean the default, 8787, which another cluster on
+        # the machine may hold)
         with LocalCluster(n_workers=N_WORKERS, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
+                          dashboard_address=":0") as cluster, Client(cluster) as client:
             yield client
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -62,7 +62,8 @@ def wheelhouse(tmp_path_factory):
     (sdist,) = (tmp / "sdist").glob("fusedmlp-*.tar.gz")
 
     env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
-    env.pop("CUDACXX", None)
+    for var in ("CUDACXX", "CUDA_HOME", "CUDA_PATH"):  # the broken nvcc must be the one found
+        env.pop(var, None)
     build = run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp / "dist"), str(sdist)],
                 env=env)
     (wheel,) = (tmp / "dist").glob("fusedmlp-*.whl")
@@ -110,9 +111,12 @@ def fresh_venv(wheelhouse):
     run([sys.executable, "-m", "venv", str(venv)])
     bin_dir = venv / "bin"
     env = {"PATH": str(bin_dir), "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
-    for proxy in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE"):
-        if proxy in os.environ:
-            env[proxy] = os.environ[proxy]
+    # what pip needs to reach its index from this machine, nothing that finds a compiler
+    for var in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS", "PIP_CONFIG_FILE", "PIP_CACHE_DIR",
+                "XDG_CACHE_HOME", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy",
+                "no_proxy", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        if var in os.environ:
+            env[var] = os.environ[var]
     for compiler in ("cc", "gcc", "g++", "c++", "clang", "cmake", "nvcc"):
         assert shutil.which(compiler, path=env["PATH"]) is None
     run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--only-binary=:all:", str(wheelhouse["repaired"])],

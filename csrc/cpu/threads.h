@@ -45,10 +45,13 @@ inline bool single_threaded_after_fork() {
 //
 // A team synchronises several times per mini-batch. On a machine whose cores are busy with other
 // work, a team member is often descheduled, every barrier then waits for a time slice, and a team
-// of two can run ten to a hundred times slower than one thread. So an epoch runs in segments of
-// a few milliseconds, each timed; the faster choice per row runs, and the other is tried again
-// now and then, each try costing at most 1/50 of the time since the last (less while it keeps
-// losing). The model does not depend on the choice: the kernels give the same bits on any team.
+// of two ran 1.3 to 8 times (once 46 times) slower than one thread (bench/RESULTS.md). So an
+// epoch runs in segments of a few milliseconds, each timed; the faster choice per row runs, and
+// the other is tried again now and then (one batch after an untimed warm-up batch), the tries
+// costing a few percent of the time at most, less while they keep losing, and never more than
+// ten seconds apart. The weights do not depend on the choice: the kernels give the same bits on any team
+// (the reported loss sums per-thread partials, so its last bits can differ, as between
+// n_threads=1 and 2).
 // Epoch segments run so far in this process, on one thread and on a full team (a diagnostic:
 // fusedmlp._cpu.team_segments()).
 inline std::atomic<long long> segments_run[2] = {0, 0};
@@ -97,7 +100,10 @@ class TeamChooser {
     last_ = i;
     if (warm_up) return;
     const bool was_best = n_[1 - i] == 0 || (n_[i] > 0 && best_of_two() == i);
-    times_[i][next_[i]] = elapsed / static_cast<double>(rows);
+    const double per_row = elapsed / static_cast<double>(rows);
+    // A choice's cost is the median of its last kKeep segments, tries included: one segment
+    // that the operating system happened to favour or delay does not switch the team.
+    times_[i][next_[i]] = per_row;
     next_[i] = (next_[i] + 1) % kKeep;
     n_[i] = std::min(n_[i] + 1, kKeep);
     if (n_[1 - i] == 0) return;
@@ -107,8 +113,9 @@ class TeamChooser {
       return;
     }
     // This choice lost: try it again only after backoff_ times what this segment cost (so the
-    // tries cost at most 1/backoff_ of the time), later each time it loses again.
-    retry_at_[i] = seconds() + backoff_ * elapsed;
+    // tries take about 1/backoff_ of the time or less), later each time it loses again, and
+    // never later than kMaxDelay seconds (the backoff may have grown long before the load came).
+    retry_at_[i] = seconds() + std::min(backoff_ * elapsed, kMaxDelay);
     if (!was_best) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
     if (i == kFull) shared_full_retry_at().store(retry_at_[i], std::memory_order_relaxed);
   }
@@ -117,7 +124,7 @@ class TeamChooser {
   static constexpr int kSolo = 0, kFull = 1;
   static constexpr int kKeep = 3;  // a choice's cost: the median of its last three segments
   static constexpr double kSegmentSeconds = 4e-3;
-  static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200;
+  static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200, kMaxDelay = 10.0;
   // One thread replaces the team only when clearly faster: timing noise on an idle machine
   // must not cost the team's speed.
   static constexpr double kSoloMargin = 0.9;

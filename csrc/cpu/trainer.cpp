@@ -391,8 +391,9 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     const long long done = batches_done.load(std::memory_order_relaxed);
     if (full > 1)
-      chooser_.record(nth, elapsed, std::min<long long>(done * batch_size, n_order) -
-                                      std::min<long long>(first * batch_size, n_order));
+      chooser_.record(nth, elapsed,
+                      std::min<long long>(done * batch_size, n_order) -
+                          std::min<long long>(first * batch_size, n_order));
     first = std::max(end, done);
   }
   if (opts.solver == Solver::adam) state.t = t0 + batches_done.load();

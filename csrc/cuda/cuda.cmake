@@ -40,9 +40,9 @@ function(fusedmlp_cuda_default_architectures version out)
   set(${out} "${archs}" PARENT_SCOPE)
 endfunction()
 
-# Skip fusedmlp._cuda (AUTO) or stop the build (ON), saying why (the arguments are joined).
-function(fusedmlp_cuda_unavailable)
-  string(JOIN "" reason ${ARGV})
+# Skip fusedmlp._cuda (AUTO) or stop the build (ON), saying why (one argument: a compiler log
+# is full of semicolons, which more arguments would split on).
+function(fusedmlp_cuda_unavailable reason)
   if(FUSEDMLP_CUDA STREQUAL "ON")
     message(FATAL_ERROR "fusedmlp: FUSEDMLP_CUDA=ON, but ${reason}")
   endif()
@@ -62,9 +62,9 @@ if(NOT FUSEDMLP_CUDA STREQUAL "OFF")
   elseif(DEFINED ENV{CUDACXX} AND NOT "$ENV{CUDACXX}" STREQUAL "")
     set(FUSEDMLP_NVCC "$ENV{CUDACXX}")
   else()
+    # (PATHS come after the PATH, as in CMake's own search)
     find_program(FUSEDMLP_NVCC_FOUND nvcc
-      HINTS ENV CUDA_PATH ENV CUDA_HOME PATH_SUFFIXES bin
-      PATHS /usr/local/cuda/bin)
+      PATHS ENV CUDA_PATH ENV CUDA_HOME /usr/local/cuda PATH_SUFFIXES bin)
     set(FUSEDMLP_NVCC "${FUSEDMLP_NVCC_FOUND}")
   endif()
 
@@ -104,19 +104,27 @@ if(NOT FUSEDMLP_CUDA STREQUAL "OFF")
   if(FUSEDMLP_CUDA_OK)
     # One probe per compiler, release, architecture list and CMake; a success is cached so an
     # incremental rebuild does not probe again.
-    set(probe_key "${FUSEDMLP_NVCC}|${FUSEDMLP_CUDA_VERSION}|${FUSEDMLP_CUDA_ARCHS}|${CMAKE_VERSION}")
+    set(probe_key "${FUSEDMLP_NVCC}|${FUSEDMLP_CUDA_VERSION}|${FUSEDMLP_CUDA_ARCHS}|${CMAKE_VERSION}|${CMAKE_CUDA_HOST_COMPILER}|${CMAKE_CUDA_FLAGS}")
     if(NOT "${FUSEDMLP_CUDA_PROBED}" STREQUAL "${probe_key}")
       string(REPLACE ";" "," probe_archs "${FUSEDMLP_CUDA_ARCHS}")
       message(STATUS "fusedmlp: probing CUDA ${FUSEDMLP_CUDA_VERSION} (${FUSEDMLP_NVCC}) for ${FUSEDMLP_CUDA_ARCHS}")
       # A separate CMake run, as check_language() does: whatever fails in there (enable_language
       # included) cannot stop this configure.
       set(probe_dir "${CMAKE_BINARY_DIR}/fusedmlp_cuda_probe")
+      # the user's own CUDA settings (a host compiler nvcc accepts, -allow-unsupported-compiler)
+      set(probe_user_settings "")
+      foreach(var CMAKE_CUDA_HOST_COMPILER CMAKE_CUDA_FLAGS CMAKE_BUILD_TYPE)
+        if(NOT "${${var}}" STREQUAL "")
+          list(APPEND probe_user_settings "-D${var}=${${var}}")
+        endif()
+      endforeach()
       file(REMOVE_RECURSE "${probe_dir}")
       execute_process(
         COMMAND "${CMAKE_COMMAND}" -S "${CMAKE_CURRENT_LIST_DIR}/probe" -B "${probe_dir}"
                 -G "${CMAKE_GENERATOR}"
                 "-DCMAKE_MAKE_PROGRAM=${CMAKE_MAKE_PROGRAM}"
                 "-DCMAKE_CUDA_COMPILER=${FUSEDMLP_NVCC}"
+                ${probe_user_settings}
                 "-DCMAKE_CXX_COMPILER=${CMAKE_CXX_COMPILER}"
                 "-DFUSEDMLP_PROBE_ARCHITECTURES=${probe_archs}"
         RESULT_VARIABLE probe_rc OUTPUT_VARIABLE probe_out ERROR_VARIABLE probe_out TIMEOUT 600)
@@ -134,9 +142,7 @@ if(NOT FUSEDMLP_CUDA STREQUAL "OFF")
           string(SUBSTRING "${probe_out}" ${probe_start} -1 probe_out)
         endif()
         string(REPLACE ";" " " archs_text "${FUSEDMLP_CUDA_ARCHS}")
-        fusedmlp_cuda_unavailable("nvcc ${FUSEDMLP_CUDA_VERSION} (${FUSEDMLP_NVCC}) with CMake ${CMAKE_VERSION} "
-          "cannot compile a test program for the architectures ${archs_text}. The end of its log:\n"
-          "${probe_out}")
+        fusedmlp_cuda_unavailable("nvcc ${FUSEDMLP_CUDA_VERSION} (${FUSEDMLP_NVCC}) with CMake ${CMAKE_VERSION} cannot compile a test program for the architectures ${archs_text}. The end of its log:\n${probe_out}")
       endif()
     endif()
   endif()

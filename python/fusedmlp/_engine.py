@@ -69,7 +69,8 @@ def cuda_status(module):
     if status["error_name"] in ("", "cudaErrorNoDevice"):
         return 0, "the NVIDIA driver reports no CUDA device", False
     reason = f"the CUDA runtime reports {status['error_text']} ({status['error_name']})"
-    if status["error_name"] == "cudaErrorInsufficientDriver" or driver < runtime:
+    # (an older minor release of the same major is fine: minor-version compatibility)
+    if status["error_name"] == "cudaErrorInsufficientDriver" or driver // 1000 < runtime // 1000:
         reason += (
             f": the installed NVIDIA driver supports CUDA {_version_text(driver)}, and fusedmlp's CUDA "
             f"engine is built with CUDA {_version_text(runtime)}, which needs driver "

@@ -257,6 +257,12 @@ def _as_source(a, name):
         return a
     if sp.issparse(a):
         raise TypeError(f"{name} is a sparse matrix; fit_stream reads dense arrays only.")
+    if type(a).__module__.startswith(("dask.dataframe", "dask_expr")):
+        # numpy.asarray would compute the whole frame into memory
+        raise TypeError(
+            f"{name} is a Dask DataFrame or Series; pass {name}.to_dask_array(lengths=True), "
+            f"which fit_stream reads block by block."
+        )
     if isinstance(a, np.ndarray):
         return a
     return np.asarray(a)
@@ -281,7 +287,8 @@ def _block_bounds(sources, n_samples, block_rows):
     if block_rows is None:
         dask_sources = [s for s in sources.values() if _is_dask_array(s)]
         if dask_sources:
-            return np.concatenate([[0], np.cumsum(dask_sources[0].chunks[0])]).astype(np.int64)
+            # (empty chunks, as filtering leaves them, would make empty partial_fit calls)
+            return np.unique(np.concatenate([[0], np.cumsum(dask_sources[0].chunks[0])]).astype(np.int64))
         X = sources["X"]
         row_bytes = max(1, X.itemsize * X.shape[1])
         block_rows = max(1, _DEFAULT_BLOCK_BYTES // row_bytes)
