@@ -82,7 +82,9 @@ class TeamChooser {
   long long segment_batches(int team, long long batch_rows, long long remaining) const {
     const int i = team > 1 ? kFull : kSolo;
     long long n = 1;
-    if (!trying_) n = static_cast<long long>(kSegmentSeconds / (cost(i) * static_cast<double>(batch_rows)));
+    const double batch_seconds = trying_ ? 0.0 : cost(i) * static_cast<double>(batch_rows);
+    if (batch_seconds > 0)  // (a clock too coarse to time a segment leaves segments of one batch)
+      n = static_cast<long long>(std::min(kSegmentSeconds / batch_seconds, 1e9));
     return std::clamp<long long>(n, 1, std::max<long long>(remaining, 1));
   }
 
