@@ -778,6 +778,12 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             return bool(np.abs(X).max() <= FLOAT32_MAX)  # (False for NaN and infinity)
         return bool(np.isfinite(X).all())
 
+    def _score_on_host(self, X, y, sample_weight, metric):
+        """metric(y, predict(X)) as scikit-learn's score computes it, with device arrays (X,
+        y, the predictions, the weights) brought to the host where its metrics run."""
+        to_host = _engine.to_host
+        return metric(to_host(y), to_host(self.predict(X)), sample_weight=to_host(sample_weight))
+
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation."""
         # Input validation would remove feature names, so we disable it
@@ -1323,10 +1329,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         score : float
             Mean accuracy of ``self.predict(X)`` w.r.t. `y`.
         """
-        return accuracy_score(
-            _engine.to_host(y), _engine.to_host(self.predict(X)),
-            sample_weight=_engine.to_host(sample_weight),
-        )
+        return self._score_on_host(X, y, sample_weight, accuracy_score)
 
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
@@ -1652,10 +1655,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         score : float
             :math:`R^2` of ``self.predict(X)`` w.r.t. `y`.
         """
-        return r2_score(
-            _engine.to_host(y), _engine.to_host(self.predict(X)),
-            sample_weight=_engine.to_host(sample_weight),
-        )
+        return self._score_on_host(X, y, sample_weight, r2_score)
 
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
