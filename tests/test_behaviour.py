@@ -202,3 +202,56 @@ def test_small_and_large_predictions_agree(target):
     if target != "regression":
         proba = est.predict_proba(X)
         np.testing.assert_array_equal(est.predict_proba(X[5:6]), proba[5:6])
+
+
+def _fashion_like_model(**params):
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 30)).astype(np.float32)
+    y = (X[:, 0] * 3).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fm.MLPClassifier(hidden_layer_sizes=(20, 10), max_iter=3, random_state=0,
+                                **params).fit(X, y), X
+
+
+def test_the_kept_prediction_engine_follows_the_estimator():
+    # Small predictions reuse one engine per estimator: it must never outlive what it was
+    # built for, change the estimator's __dict__, or travel with copies and pickles.
+    from fusedmlp import _multilayer_perceptron as mlp
+
+    est, X = _fashion_like_model()
+    before = dict(est.__dict__)
+    first = est.predict_proba(X[:3])
+    kept = mlp._KEPT_ENGINES[est]
+    np.testing.assert_array_equal(est.predict_proba(X[:3]), first)
+    assert mlp._KEPT_ENGINES[est][1] is kept[1]  # reused, not rebuilt
+    assert est.__dict__.keys() == before.keys()
+    # a parameter the engine depends on: the next prediction uses a new engine, and gives what
+    # a fresh estimator with that parameter gives
+    est.set_params(activation="tanh")
+    fresh = pickle.loads(pickle.dumps(est))
+    assert fresh not in mlp._KEPT_ENGINES
+    np.testing.assert_array_equal(est.predict_proba(X[:3]), fresh.predict_proba(X[:3]))
+    assert mlp._KEPT_ENGINES[est][1] is not kept[1]
+    assert not np.array_equal(est.predict_proba(X[:3]), first)
+    # weights changed in place are read at every call (the engine holds no parameters)
+    est.coefs_[0][:] = 0
+    fresh.coefs_[0][:] = 0
+    np.testing.assert_array_equal(est.predict_proba(X[:3]), fresh.predict_proba(X[:3]))
+
+
+def test_concurrent_small_predictions_from_threads_agree():
+    # Engines are not reentrant: threads predicting with one estimator at once must each get
+    # an engine of their own while the kept one is busy, and the same answers as alone.
+    from concurrent.futures import ThreadPoolExecutor
+
+    est, X = _fashion_like_model()
+    expected = [est.predict_proba(X[i:i + 7]) for i in range(0, 350, 7)]
+
+    def run(i):
+        return [est.predict_proba(X[j:j + 7]) for j in range(0, 350, 7)][i % 50]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(200)))
+    for i, r in enumerate(results):
+        np.testing.assert_array_equal(r, expected[i % 50])

@@ -334,14 +334,18 @@ def device_forward(est, X, cast=False):
     """The network's output for X on the device, as a device array of X's kind (see
     _result_namespace)."""
     X = validate_device_X(est, X, reset=False)
-    engine, params = est._prediction_engine("cuda")
     n_rows = X.__cuda_array_interface__["shape"][0]
     out_dtype = est._prediction_dtype(sklearn_float_dtype(X)) if cast else np.float64
     xp, device = _result_namespace(X)
-    if xp is None:
-        return engine.predict(X, params).astype(out_dtype, copy=False)
-    out = xp.empty((n_rows, est.n_outputs_), dtype=xp.float64, device=device)
-    engine.predict_into(X, params, out, stream=current_stream(X))
+    engine, params, lease = est._prediction_engine("cuda", n_rows)
+    try:
+        if xp is None:
+            return engine.predict(X, params).astype(out_dtype, copy=False)
+        out = xp.empty((n_rows, est.n_outputs_), dtype=xp.float64, device=device)
+        engine.predict_into(X, params, out, stream=current_stream(X))
+    finally:
+        if lease is not None:
+            lease.release()
     if out_dtype != np.float64:
         out = xp.astype(out, xp.float32)
     return out

@@ -9,6 +9,8 @@ happens here in one native call per epoch (``_engine.py``).
 
 import functools
 import math
+import threading
+import weakref
 from abc import ABC, abstractmethod
 from numbers import Integral, Real
 
@@ -60,6 +62,10 @@ LOSSES = {loss["name"]: loss for loss in _engine.losses()}
 REGRESSION_LOSSES = sorted(name for name, loss in LOSSES.items() if loss["regression"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# The prediction engine kept for each estimator, and the largest call that uses it (see
+# _prediction_engine): the buffers it keeps grow with the rows of the calls it serves.
+_KEPT_ENGINES = weakref.WeakKeyDictionary()
+_KEPT_ENGINE_ROWS = 256
 
 
 def _resolve_dtype(dtype):
@@ -736,11 +742,15 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
         if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
             device = "cpu"  # the parameters are host arrays: any engine can use them
-        engine, params = self._prediction_engine(device)
         out_dtype = self._prediction_dtype(X.dtype) if cast else np.float64
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(params.dtype)
-        y_pred = engine.predict(_engine.as_engine_input(X, device), params)
+        engine, params, lease = self._prediction_engine(device, X.shape[0])
+        try:
+            if X.dtype not in (np.float32, np.float64):
+                X = X.astype(params.dtype)
+            y_pred = engine.predict(_engine.as_engine_input(X, device), params)
+        finally:
+            if lease is not None:
+                lease.release()
         if (not plain and params.dtype == np.float32 and X.dtype == np.float64
                 and not math.isfinite(y_pred.sum())):
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
@@ -752,13 +762,47 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         """scikit-learn's output dtype: X's values times weights of the dtype it trained in."""
         return _result_type(x_dtype, getattr(self, "_output_dtype", np.float64))
 
-    def _prediction_engine(self, device):
-        """An engine for the fitted layout on `device`, and the parameters it reads."""
+    def _check_fitted(self):
+        """check_is_fitted for the prediction methods: a fitted model has coefs_, and the
+        full check (which reads the estimator's tags: as long as a one-row prediction) runs
+        only when it has not."""
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
+
+    def _prediction_engine(self, device, n_rows=_KEPT_ENGINE_ROWS):
+        """An engine for the fitted layout on `device`, the parameters it reads, and the lock
+        to release after use (None: the engine is the caller's alone).
+
+        Building an engine costs as much as predicting one row, so the engine of calls of at
+        most _KEPT_ENGINE_ROWS rows is kept for the estimator (with buffers for that many
+        rows: about 1 MB for a network of Fashion-MNIST's size), outside its __dict__ (which
+        predict must not change, and pickles and copies must not carry), and reused while the
+        configuration it was built for (device, dtype, layout, activation, head, threads) is
+        the estimator's. Engines are not reentrant: a call that finds the kept engine in use
+        by another thread, and larger calls, build their own.
+        """
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
         units = self._layer_units()
-        return self._engine_for(units, device, dtype), self._current_params(dtype)
+        params = self._current_params(dtype)
+        if n_rows > _KEPT_ENGINE_ROWS:
+            return self._engine_for(units, device, dtype), params, None
+        loss, out_activation, options = self._engine_head()
+        param = ACTIVATIONS[self.activation]["param"]
+        threads = _engine.default_threads() if self.n_threads is None else self.n_threads
+        key = (device, dtype, tuple(units), self.activation,
+               None if param is None else getattr(self, param), loss, out_activation,
+               tuple(sorted(options.items())), threads)
+        kept = _KEPT_ENGINES.get(self)
+        if kept is not None and kept[0] == key and kept[2].acquire(blocking=False):
+            return kept[1], params, kept[2]
+        lease = threading.Lock()
+        lease.acquire()
+        engine = self._engine_for(units, device, dtype)
+        if kept is None or kept[0] != key or not kept[2].locked():
+            _KEPT_ENGINES[self] = (key, engine, lease)
+        return engine, params, lease
 
     def _plain_input(self, X, max_checked=4096):
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
@@ -1290,7 +1334,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y : ndarray, shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
@@ -1402,7 +1446,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         y_prob : ndarray of shape (n_samples, n_classes)
             The predicted probability of each class, in the order of `classes_`.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         y_pred = self._forward_pass_fast(X, cast=True)
         if _engine.is_device_array(y_pred):
             xp = _engine.namespace(y_pred)
@@ -1622,7 +1666,7 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted values.
         """
-        check_is_fitted(self)
+        self._check_fitted()
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
