@@ -361,9 +361,9 @@ index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
   const index_t m_round = (m + MR - 1) / MR * MR;
   const index_t mc = m_round < K::MC ? m_round : K::MC;          // >= any block's height
   const index_t n_panels = (n + NR - 1) / NR;
-  // a thread packs at most all panels; with fewer than MR rows it reads B in place and packs
-  // only the edge panel
-  const index_t b_elems = (m < MR && b_row_major) ? kc * NR : kc * NR * n_panels;
+  // a thread packs at most all panels; with fewer than MR rows it reads B in place and keeps
+  // one row of C
+  const index_t b_elems = (m < MR && b_row_major) ? NR * n_panels : kc * NR * n_panels;
   return b_elems + (mc > MR ? mc : MR) * kc + MR * NR + 64;
 }
 
@@ -383,21 +383,31 @@ void update_biases(const Epilogue<T>& ep, index_t j0, index_t j1) {
 
 // Every element of the micro-tile sums its k block in one multiply-add chain from zero; the
 // shapes below reproduce that chain with the kernel's own multiply-add (K::madd).
+// small_m_row: one row of a short A times the columns [0, w) of a row-major B, k in order:
+// B is streamed row after row (as a matrix-vector product must be, to run at the memory's
+// rate) into w chains kept in L1 (acc), not MR x NR registers that a single row would leave
+// mostly empty and a panel at a time would read across rows.
 template <class T, class K>
-void small_m_tile(int mr, index_t kc, const Operand<T>& a, index_t p0, const T* b, index_t ldb,
-                  T* tile) {
-  constexpr int NR = K::NR;
-  for (int i = 0; i < mr; ++i) {
-    T acc[NR];
-    for (int j = 0; j < NR; ++j) acc[j] = T(0);
-    const T* arow = a.data + i * a.rs + p0 * a.cs;
-    for (index_t p = 0; p < kc; ++p) {
-      const T ai = arow[p * a.cs];
-      const T* bp = b + p * ldb;
+void small_m_row(index_t w, index_t kc, const T* arow, index_t a_cs, const T* b, index_t ldb,
+                 T* __restrict acc) {
+  for (index_t j = 0; j < w; ++j) acc[j] = T(0);
+  index_t p = 0;
+  for (; p + 4 <= kc; p += 4) {  // four steps of every chain per pass over acc
+    const T a0 = arow[p * a_cs], a1 = arow[(p + 1) * a_cs];
+    const T a2 = arow[(p + 2) * a_cs], a3 = arow[(p + 3) * a_cs];
+    const T* __restrict b0 = b + p * ldb;
+    const T* __restrict b1 = b0 + ldb;
+    const T* __restrict b2 = b1 + ldb;
+    const T* __restrict b3 = b2 + ldb;
 #pragma omp simd
-      for (int j = 0; j < NR; ++j) acc[j] = K::madd(ai, bp[j], acc[j]);
-    }
-    for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[j];
+    for (index_t j = 0; j < w; ++j)
+      acc[j] = K::madd(a3, b3[j], K::madd(a2, b2[j], K::madd(a1, b1[j], K::madd(a0, b0[j], acc[j]))));
+  }
+  for (; p < kc; ++p) {
+    const T ai = arow[p * a_cs];
+    const T* __restrict bp = b + p * ldb;
+#pragma omp simd
+    for (index_t j = 0; j < w; ++j) acc[j] = K::madd(ai, bp[j], acc[j]);
   }
 }
 
@@ -526,7 +536,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
 
   const index_t n_mblocks = (m + MC - 1) / MC;
   const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
-  const index_t b_elems = small_m ? kc_max * NR : kc_max * NR * n_panels;
+  const index_t b_elems = small_m ? NR * n_panels : kc_max * NR * n_panels;  // (small_m: a row)
   const index_t a_elems = (mc_max > MR ? mc_max : MR) * kc_max;
   T* b_block = static_cast<T*>(ws.per_thread(team.slot, gemm_scratch_elems<T, K>(m, n, k, b.cs == 1) * sizeof(T)));
   T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
@@ -552,21 +562,23 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     const bool last = kb == n_kblocks - 1;
     const bool set = kb == 0 && !accumulate;
     if (small_m) {
+      // this thread's columns, row by row; each row's chains are stored panel by panel
+      const index_t j_lo = pj0 * NR;
       for (index_t pj = pj0; pj < pj1; ++pj) {
         const index_t j0 = pj * NR;
-        const int nr = static_cast<int>(imin(NR, n - j0));
         // the column sum the packing would have fused
-        pack_b_panel<T, NR>(b, p0, kc, j0, nr, nullptr, colsum != nullptr ? colsum + j0 : nullptr,
-                            ep.colsum_scale, set);
-        T* ct = c + j0;
+        pack_b_panel<T, NR>(b, p0, kc, j0, static_cast<int>(imin(NR, n - j0)), nullptr,
+                            colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
         if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
-        if (nr == NR) {
-          small_m_tile<T, K>(static_cast<int>(m), kc, a, p0, b.data + p0 * b.rs + j0, b.rs, tile);
-        } else {  // the edge panel, zero-padded so every lane reads valid memory
-          pack_b_panel<T, NR>(b, p0, kc, j0, nr, b_block, nullptr, T(1), false);
-          small_m_tile<T, K>(static_cast<int>(m), kc, a, p0, b_block, NR, tile);
+      }
+      for (index_t i = 0; i < m; ++i) {
+        small_m_row<T, K>(imin(n, pj1 * NR) - j_lo, kc, a.data + i * a.rs + p0 * a.cs, a.cs,
+                          b.data + p0 * b.rs + j_lo, b.rs, b_block);
+        for (index_t pj = pj0; pj < pj1; ++pj) {
+          const index_t j0 = pj * NR;
+          store_tile<T, NR>(b_block + (j0 - j_lo), 1, static_cast<int>(imin(NR, n - j0)),
+                            c + i * ldc + j0, ldc, i, j0, acc, last, ep, sq);
         }
-        store_tile<T, NR>(tile, static_cast<int>(m), nr, ct, ldc, 0, j0, acc, last, ep, sq);
       }
       continue;
     }
