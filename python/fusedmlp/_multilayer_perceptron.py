@@ -738,9 +738,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 f"X has dtype {X.dtype}, which cannot be multiplied by the network's "
                 "weights; pass numeric features."
             )
-        units = self._layer_units()
         device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
-        if sp.issparse(X) or len(units) - 1 > _CUDA_MAX_LAYERS:
+        if device == "cuda" and (sp.issparse(X) or len(self.coefs_) > _CUDA_MAX_LAYERS):
             device = "cpu"  # the parameters are host arrays: any engine can use them
         out_dtype = self._prediction_dtype(X.dtype) if cast else np.float64
         engine, params, lease = self._prediction_engine(device, X.shape[0])
