@@ -1,4 +1,4 @@
-"""fusedmlp's benchmark suite: fusedmlp beside scikit-learn and PyTorch, in one run.
+"""fusedmlp's benchmark suite: fusedmlp beside scikit-learn and other libraries, in one run.
 
     python -m fusedmlp.bench [--data DIR] [--repeats N] [--cases a,b,...] [--markdown]
 
@@ -9,10 +9,19 @@ measured in a child process with its OpenBLAS left to its native kernel (OPENBLA
 OPENBLAS_L2_SIZE removed from the child's environment only). Real data from --data (or
 $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the same
 shapes otherwise. Peak memory is measured in child processes.
+
+Optional peers, each timed where its library is installed and listed as absent otherwise:
+PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
+lax.scan over the mini-batches, and Keras 3 on its jax backend (fashion32, california); the
+fitted fusedmlp model in ONNX Runtime through skl2onnx, and JAX's jitted predict (inference).
+Peers that compile do so in a warm-up fit before the timed ones; one that fails there is listed
+as failed. JAX's threads are sized before jax's first import (see jax_or_none).
 """
 
 import argparse
+import functools
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -112,6 +121,9 @@ def numpy_limit(units, n_samples, batch, dtype, repeats=30):
 
 # ---- peers -------------------------------------------------------------------------------------
 
+ABSENT = "absent (not installed)"
+
+
 def torch_or_none():
     try:
         import torch
@@ -120,7 +132,65 @@ def torch_or_none():
     return torch
 
 
-class TorchMLP:
+# What the suite did to size JAX's threads, told beside the figures of JAX and Keras (jax backend).
+_jax_threads = {}
+
+
+def jax_or_none(threads):
+    """jax, or None. XLA:CPU sizes its thread pool when jax creates its CPU client, from $NPROC
+    (else every core it may run on): set here, before jax's first import, when `threads` is not
+    every core, with XLA_FLAGS=--xla_cpu_multi_thread_eigen=false for one thread (Eigen's
+    products single-threaded). XLA_FLAGS' intra_op_parallelism_threads, often quoted, is a
+    TensorFlow session option: XLA's flag parser skips it and the pool keeps every core."""
+    if "jax" not in sys.modules and not _jax_threads:
+        _jax_threads["requested"] = threads
+        if threads != os.cpu_count():
+            os.environ["NPROC"] = str(threads)
+            if threads == 1:
+                flags = os.environ.get("XLA_FLAGS", "")
+                os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    try:
+        import jax
+    except ImportError:
+        return None
+    return jax
+
+
+def jax_threads_notes(threads):
+    """What JAX's threads are, for a report where `threads` is not every core."""
+    if threads == os.cpu_count():
+        return []
+    if _jax_threads.get("requested") == threads:
+        flags = os.environ.get("XLA_FLAGS")
+        return [f"JAX (and Keras on jax): XLA:CPU's thread pool sized by NPROC={threads}"
+                + (f", XLA_FLAGS={flags}" if flags else "")]
+    return [f"JAX (and Keras on jax): jax was imported before the suite could size its pool for {threads} "
+            f"threads: the pool has {os.environ.get('NPROC', os.cpu_count())} threads ($NPROC, else every core)"]
+
+
+def keras_or_none(threads):
+    """Keras, on its jax backend unless $KERAS_BACKEND says otherwise (the backend is chosen at
+    keras's first import, so only then), with jax's threads sized first."""
+    jax = jax_or_none(threads)
+    if "keras" not in sys.modules and jax is not None:
+        os.environ.setdefault("KERAS_BACKEND", "jax")
+    try:
+        import keras
+    except ImportError:
+        return None
+    return keras
+
+
+class PeerMLP:
+    """A peer the suite trains itself, as `fit(X, y, epochs)`. `compiles` says where its
+    compilation lands; a peer that compiles is fitted once for one epoch before the timed fits,
+    which keeps one-off costs (compilation cached per network shape, a library's first call)
+    out of them."""
+
+    compiles = None
+
+
+class TorchMLP(PeerMLP):
     """The same network and training loop in eager PyTorch: Adam, mini-batches of a random
     permutation, L2 as weight decay (scikit-learn's alpha / batch size)."""
 
@@ -166,6 +236,218 @@ class TorchMLP:
             return self.model(self.torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))).numpy()
 
 
+# One compiled model per network shape and process: a fit resets its parameters in place, which
+# keeps dynamo's guards true, so no fit after the warm-up compiles again.
+_torch_compiled = {}
+
+
+class TorchCompiledMLP(TorchMLP):
+    """TorchMLP with its model through torch.compile (inductor): forward and backward compiled,
+    Adam's step eager. dynamic=False specialises one graph for the full batches and one for the
+    last partial batch, as eager PyTorch computes them."""
+
+    compiles = "once per network shape, in the warm-up fit"
+
+    def _model(self):
+        key = (tuple(self.units), self.activation, self.dropout)
+        if key not in _torch_compiled:
+            with self.torch.random.fork_rng():  # building it must not move fit()'s seeded stream
+                _torch_compiled[key] = self.torch.compile(super()._model(), dynamic=False)
+        model = _torch_compiled[key]
+        for layer in model.modules():
+            if isinstance(layer, self.torch.nn.Linear):
+                layer.reset_parameters()  # PyTorch's initialisation, from the seed fit() set
+        return model
+
+
+@functools.lru_cache(maxsize=None)
+def jax_mlp_functions(units, classifier, batch, lr, alpha):
+    """The jitted epoch and predict of one network, built once per process: jax.jit caches what
+    it compiles by function and input shapes, so each compiles once per data shape."""
+    import jax
+    import jax.numpy as jnp
+
+    tree_map = jax.tree_util.tree_map
+    beta1, beta2, eps, decay = 0.9, 0.999, 1e-8, alpha / batch
+
+    def forward(params, X):
+        for W, b in params[:-1]:
+            X = jax.nn.relu(X @ W + b)
+        W, b = params[-1]
+        return X @ W + b
+
+    def batch_loss(params, X, y, mask):
+        out = forward(params, X)
+        if classifier:
+            row_loss = -jnp.take_along_axis(jax.nn.log_softmax(out), y[:, None], axis=1)[:, 0]
+        else:
+            row_loss = (out[:, 0] - y) ** 2
+        return jnp.sum(row_loss * mask) / jnp.sum(mask)
+
+    def epoch(state, epoch_index, X, y):
+        n = X.shape[0]
+        n_batches = -(-n // batch)
+        # Pad and mask: the permutation is padded to whole batches with row 0 at weight 0, so the
+        # last partial batch's gradient is the mean over its real rows and one scanned step body
+        # serves every batch (the padding costs part of one batch's products per epoch).
+        perm = jax.random.permutation(jax.random.fold_in(jax.random.PRNGKey(0), epoch_index), n)
+        idx = jnp.concatenate([perm, jnp.zeros(n_batches * batch - n, perm.dtype)]).reshape(n_batches, batch)
+        mask = (jnp.arange(n_batches * batch) < n).astype(jnp.float32).reshape(n_batches, batch)
+
+        def step(state, rows):
+            params, m, v, t = state
+            idx, weight = rows
+            grad = jax.grad(batch_loss)(params, X[idx], y[idx], weight)
+            grad = tree_map(lambda g, p: g + decay * p, grad, params)  # torch's weight_decay
+            t = t + 1
+            m = tree_map(lambda m, g: beta1 * m + (1 - beta1) * g, m, grad)
+            v = tree_map(lambda v, g: beta2 * v + (1 - beta2) * g * g, v, grad)
+            # torch's Adam: eps added to the bias-corrected sqrt(v)
+            params = tree_map(lambda p, m, v: p - lr / (1 - beta1**t) * m / (jnp.sqrt(v / (1 - beta2**t)) + eps),
+                              params, m, v)
+            return (params, m, v, t), None
+
+        return jax.lax.scan(step, state, (idx, mask))[0]
+
+    def predict(params, X):
+        out = forward(params, X)
+        return jnp.argmax(out, axis=1) if classifier else out[:, 0]
+
+    return jax.jit(epoch), jax.jit(predict)
+
+
+class JaxMLP(PeerMLP):
+    """The same network and training loop in JAX, each epoch one jitted function: lax.scan over
+    the mini-batches of a random permutation, Adam written out as torch's (L2 as weight decay of
+    alpha / batch size), float32, scikit-learn's Glorot initialisation."""
+
+    compiles = "once per network shape, in the warm-up fit"
+
+    def __init__(self, jax, units, classifier, threads, alpha=1e-4, batch=200, lr=1e-3):
+        self.jax, self.units, self.classifier = jax, units, classifier
+        # threads: jax_or_none() sized XLA's pool before jax's import
+        self._epoch, self._predict = jax_mlp_functions(tuple(units), classifier, batch, lr, alpha)
+
+    def fit(self, X, y, epochs):
+        jnp = self.jax.numpy
+        rng = np.random.default_rng(0)
+        params = []
+        for fan_in, fan_out in zip(self.units[:-1], self.units[1:]):
+            bound = np.sqrt(6 / (fan_in + fan_out))
+            params.append((jnp.asarray(rng.uniform(-bound, bound, (fan_in, fan_out)), jnp.float32),
+                           jnp.asarray(rng.uniform(-bound, bound, fan_out), jnp.float32)))
+        zeros = self.jax.tree_util.tree_map(jnp.zeros_like, params)
+        state = (params, zeros, zeros, jnp.float32(0))
+        Xj = jnp.asarray(X, jnp.float32)
+        yj = jnp.asarray(y, jnp.int32 if self.classifier else jnp.float32)
+        for e in range(epochs):
+            state = self._epoch(state, e, Xj, yj)
+        # jax dispatches asynchronously: the fit ends when its last epoch has run
+        self.params = self.jax.block_until_ready(state[0])
+        return self
+
+    def predict(self, X):
+        return np.asarray(self._predict(self.params, self.jax.numpy.asarray(X, self.jax.numpy.float32)))
+
+
+# One Keras model per network shape and process: a fit restores its initial weights and Adam's
+# initial state, and model.fit reuses the model's jitted train step, so no fit after the warm-up
+# compiles again.
+_keras_models = {}
+
+
+class KerasMLP(PeerMLP):
+    """The same network in Keras 3: Sequential Dense layers, Adam (whose eps is added to the
+    uncorrected sqrt(v), as scikit-learn's), model.fit shuffling every epoch, L2 as regularizers
+    of alpha / (2 batch size) on kernels and biases: the gradient torch's weight_decay adds."""
+
+    compiles = "once per network shape, in the warm-up fit"
+
+    def __init__(self, keras, units, classifier, threads, alpha=1e-4, batch=200, lr=1e-3):
+        self.keras, self.units, self.classifier = keras, units, classifier
+        self.alpha, self.batch, self.lr = alpha, batch, lr
+        # threads: keras_or_none() sized the jax backend's pool before jax's import
+
+    def _build(self):
+        """The compiled model, its initial weights and Adam's initial variables."""
+        keras = self.keras
+        keras.utils.set_random_seed(0)
+        l2 = keras.regularizers.L2(self.alpha / (2 * self.batch))
+        layers = [keras.Input((self.units[0],))]
+        for i, fan_out in enumerate(self.units[1:]):
+            activation = "relu" if i < len(self.units) - 2 else None
+            layers.append(keras.layers.Dense(fan_out, activation=activation, kernel_regularizer=l2,
+                                             bias_regularizer=l2))
+        model = keras.Sequential(layers)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True) if self.classifier else "mse"
+        model.compile(optimizer=keras.optimizers.Adam(self.lr, beta_1=0.9, beta_2=0.999, epsilon=1e-8), loss=loss)
+        model.optimizer.build(model.trainable_variables)
+        return model, model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+
+    def fit(self, X, y, epochs):
+        key = (tuple(self.units), self.classifier, self.alpha, self.batch, self.lr)
+        if key not in _keras_models:
+            _keras_models[key] = self._build()
+        self.keras.utils.set_random_seed(0)  # repeatable shuffles
+        self.model, weights, optimizer_state = _keras_models[key]
+        self.model.set_weights(weights)
+        for variable, value in zip(self.model.optimizer.variables, optimizer_state):
+            variable.assign(value)
+        target = y.astype(np.int64) if self.classifier else y.astype(np.float32).reshape(-1, 1)
+        self.model.fit(np.asarray(X, np.float32), target, batch_size=self.batch, epochs=epochs, shuffle=True,
+                       verbose=0)
+        return self
+
+
+def optional_peers(units, classifier, threads, epochs):
+    """PyTorch (eager and torch.compile), JAX and Keras peers, those whose library is installed:
+    (peers, absent, notes). `epochs`: "PyTorch", "torch.compile", "JAX" and "Keras" -> the epochs
+    of that peer's shorter timed fit."""
+    peers, absent, notes = {}, {}, []
+    torch = torch_or_none()
+    for name, key, cls in (("PyTorch", "PyTorch", TorchMLP),
+                           ("PyTorch torch.compile", "torch.compile", TorchCompiledMLP)):
+        if torch is None:
+            absent[name] = ABSENT
+        else:
+            peers[name] = (lambda cls=cls: cls(torch, units, classifier, threads), epochs[key])
+    jax = jax_or_none(threads)
+    if jax is None:
+        absent["JAX jit epoch (lax.scan)"] = ABSENT
+    else:
+        peers["JAX jit epoch (lax.scan)"] = (lambda: JaxMLP(jax, units, classifier, threads), epochs["JAX"])
+    keras = keras_or_none(threads)
+    if keras is None:
+        absent["Keras 3"] = ABSENT
+    else:
+        peers[f"Keras {keras.__version__.split('.')[0]} ({keras.backend.backend()})"] = (
+            lambda: KerasMLP(keras, units, classifier, threads), epochs["Keras"])
+    if jax is not None:
+        notes += jax_threads_notes(threads)
+    return peers, absent, notes
+
+
+class OnnxPredictor:
+    """predict() of a fitted fusedmlp classifier converted by skl2onnx (with fusedmlp's
+    converters) to a float32 graph, run by ONNX Runtime on the CPU: class labels only."""
+
+    def __init__(self, ort, to_onnx, model, X, threads):
+        onx = to_onnx(model, X[:1], options={id(model): {"zipmap": False}})
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(onx.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def predict(self, X):
+        return self.session.run(["label"], {self.input: X})[0]
+
+
+def failure(e):
+    """The first line of an exception, short enough for a report's row."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"failed: {type(e).__name__}: {first[:200]}"
+
+
 # ---- timing ------------------------------------------------------------------------------------
 
 def interleaved(fns, repeats):
@@ -188,19 +470,34 @@ def quiet(fn):
     return run
 
 
-def training_case(title, X, y, units, peers, repeats, limit_dtype, threads):
+def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, absent=None, notes=()):
     """Seconds per epoch of each configuration in `peers` (name -> (factory, epochs)).
 
     An epoch's cost is the difference between fits of `epochs` and 2 * `epochs` epochs,
     divided by `epochs`: what each further epoch costs, without the once-per-fit work
-    (validation, label encoding, initialisation), which is reported apart.
+    (validation, label encoding, initialisation), which is reported apart. Peers that compile
+    are fitted once before (see PeerMLP); one that fails there is reported as failed, beside
+    `absent` (name -> why a peer is not timed).
     """
     def fit(make, n_epochs):
         est = make()
-        if isinstance(est, TorchMLP):
+        if isinstance(est, PeerMLP):
             return est.fit(X, y, epochs=n_epochs)
         return est.set_params(max_iter=n_epochs).fit(X, y)
 
+    peers, absent, notes = dict(peers), dict(absent or {}), list(notes)
+    for name, (make, _) in list(peers.items()):
+        est = make()
+        if isinstance(est, PeerMLP) and est.compiles:
+            t = time.perf_counter()
+            try:
+                quiet(lambda: est.fit(X, y, epochs=1))()
+            except Exception as e:  # e.g. inductor without a working C++ compiler
+                absent[name] = failure(e)
+                del peers[name]
+                continue
+            notes.append(f"{name}: compiles {est.compiles}; warm-up fit of 1 epoch "
+                         f"{time.perf_counter() - t:.1f} s")
     fns = {}
     for name, (make, n_epochs) in peers.items():
         fns[(name, 1)] = quiet(lambda m=make, e=n_epochs: fit(m, e))
@@ -211,7 +508,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads):
     flops = epoch_flops(units, X.shape[0], 200)
     limit = numpy_limit(units, X.shape[0], 200, limit_dtype)
     return dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops, limit=limit,
-                limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads)
+                limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads,
+                absent=absent, notes=notes)
 
 
 def mlp_params(units, **kw):
@@ -235,11 +533,13 @@ def case_fashion(data_dir, repeats, threads, input_dtype):
     }
     if input_dtype == np.float64:
         peers["fusedmlp dtype=float64"] = (lambda: Fm(n_threads=threads, dtype="float64", **p), 2)
-    torch = torch_or_none()
-    if torch is not None and input_dtype == np.float32:
-        peers["PyTorch"] = (lambda: TorchMLP(torch, units, True, threads), 1)
+    absent, notes = {}, []
+    if input_dtype == np.float32:
+        others, absent, notes = optional_peers(units, True, threads,
+                                               {"PyTorch": 1, "torch.compile": 1, "JAX": 1, "Keras": 1})
+        peers.update(others)
     res = training_case(f"{name} 784-300-100-10, {np.dtype(input_dtype).name} input, batch 200, adam",
-                        X, y, units, peers, repeats, np.float32, threads)
+                        X, y, units, peers, repeats, np.float32, threads, absent, notes)
     if input_dtype == np.float64:
         res["limit64"] = numpy_limit(units, X.shape[0], 200, np.float64)
     return res
@@ -257,11 +557,11 @@ def case_california(data_dir, repeats, threads):
         "scikit-learn": (lambda: Sk(**p), 5),
         "fusedmlp": (lambda: Fm(n_threads=threads, **p), 50),
     }
-    torch = torch_or_none()
-    if torch is not None:
-        peers["PyTorch"] = (lambda: TorchMLP(torch, units, False, threads), 5)
+    others, absent, notes = optional_peers(units, False, threads,
+                                           {"PyTorch": 5, "torch.compile": 5, "JAX": 20, "Keras": 5})
+    peers.update(others)
     return training_case(f"{name} 8-50-50-50-1, batch 200, adam", X, y, units, peers, repeats,
-                         np.float32, threads)
+                         np.float32, threads, absent, notes)
 
 
 def case_features(data_dir, repeats, threads):
@@ -325,6 +625,28 @@ def case_inference(data_dir, repeats, threads):
     torch = torch_or_none()
     if torch is not None:
         models[("PyTorch", "float32")] = (TorchMLP(torch, units, True, threads).fit(X[:5000], y[:5000], epochs=1), X_test)
+    absent, notes = {}, []
+    jax = jax_or_none(threads)
+    if jax is None:
+        absent["JAX jit"] = ABSENT
+    else:
+        models[("JAX jit", "float32")] = (JaxMLP(jax, units, True, threads).fit(X[:5000], y[:5000], epochs=1), X_test)
+        notes += jax_threads_notes(threads)
+    try:
+        import onnxruntime
+        from skl2onnx import to_onnx  # fusedmlp registers its converters as skl2onnx is imported
+    except ImportError:
+        absent["ONNX Runtime"] = ABSENT
+    else:
+        try:
+            models[("ONNX Runtime", "float32")] = (
+                OnnxPredictor(onnxruntime, to_onnx, models[("fusedmlp", "float32")][0], X_test, threads), X_test)
+        except Exception as e:  # a converter or session that fails here is reported, not raised
+            absent["ONNX Runtime"] = failure(e)
+    # first calls (jit compilation for each input shape, a session's first run) outside the timings
+    for m, Xt in models.values():
+        m.predict(Xt)
+        m.predict(Xt[:1])
     batch = interleaved({k: (lambda m=m, Xt=Xt: m.predict(Xt)) for k, (m, Xt) in models.items()}, repeats * 3)
     single = {}
     for k, (m, Xt) in models.items():
@@ -338,7 +660,7 @@ def case_inference(data_dir, repeats, threads):
             ts.append(time.perf_counter() - t)
         single[k] = float(np.median(ts))
     return dict(title=f"{name} inference, 784-300-100-10 (predict, class labels)", kind="inference",
-                batch=batch, single=single, n=X_test.shape[0], threads=threads)
+                batch=batch, single=single, n=X_test.shape[0], threads=threads, absent=absent, notes=notes)
 
 
 def case_perceptron(data_dir, repeats, threads):
@@ -462,9 +784,18 @@ def machine():
     except OSError:
         pass
     torch = torch_or_none()
+    # from the installed metadata: importing jax (or keras on it) here would fix jax's threads
+    # before a case sizes them
+    optional = []
+    for dist, label in (("jax", "JAX"), ("keras", "Keras"), ("onnxruntime", "ONNX Runtime")):
+        try:
+            optional.append(f", {label} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     return (f"{cpu}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
-            f"scikit-learn {sklearn.__version__}, PyTorch {torch.__version__ if torch else 'not installed'}")
+            f"scikit-learn {sklearn.__version__}, PyTorch {torch.__version__ if torch else 'not installed'}"
+            + "".join(optional))
 
 
 def report(results, markdown):
@@ -485,6 +816,8 @@ def report(results, markdown):
                 f = r["fixed"][name]
                 emit(f"| {name} | {s:.4f} | {s / fm:.2f}x | {f:.3f} |" if markdown else
                      f"{name:<26} {s:>9.4f} {s / fm:>17.2f}x {f:>13.3f}")
+            for name, why in r["absent"].items():
+                emit(f"| {name} | {why} | | |" if markdown else f"{name:<26} {why}")
             emit(f"\nepoch = {r['flops'] / 1e9:.2f} GFLOP of matrix products; fusedmlp {gflops:.0f} GFLOP/s; "
                  f"numpy {r['limit_dtype']} matmul on the same products: {r['limit']:.4f} s "
                  f"({r['flops'] / r['limit'] / 1e9:.0f} GFLOP/s); limit / fusedmlp = {r['limit'] / fm:.2f}")
@@ -504,6 +837,8 @@ def report(results, markdown):
                 fb, fs = r["batch"][("fusedmlp", dt)], r["single"][("fusedmlp", dt)]
                 emit(f"| {lib} | {dt} | {b:.4f} | {b / fb:.2f}x | {s1 * 1e6:.1f} | {s1 / fs:.2f}x |" if markdown else
                      f"{lib:<14} {dt:<8} {b:>13.4f} {b / fb:>8.2f}x {s1 * 1e6:>11.1f} {s1 / fs:>8.2f}x")
+            for lib, why in r["absent"].items():
+                emit(f"| {lib} | | {why} | | | |" if markdown else f"{lib:<14} {'':<8} {why}")
         elif r["kind"] == "fit":
             fm = r["seconds"]["fusedmlp"]
             emit("| library | fit (s) | fusedmlp speed-up |" if markdown else
@@ -530,6 +865,10 @@ def report(results, markdown):
                 emit(f"| {k} | {v['data'] * mb:.0f} | {v['used'] * mb:.0f} | {v['budget'] * mb:.0f} | {v['ratio']:.2f} |"
                      if markdown else
                      f"{k:<28} {v['data'] * mb:>8.0f} {v['used'] * mb:>8.0f} {v['budget'] * mb:>10.0f} {v['ratio']:>6.2f}")
+        if r.get("notes"):
+            emit("")
+            for note in r["notes"]:
+                emit(f"- {note}" if markdown else f"  {note}")
     return "\n".join(lines)
 
 
