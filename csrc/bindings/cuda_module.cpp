@@ -286,6 +286,17 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
   bind_trainer<double>(m, "TrainerF64");
   m.def("device_count", &cuda::device_count, "Number of usable CUDA devices.");
   m.def(
+      "runtime_counts",
+      [] {
+        const cuda::RuntimeCounts c = cuda::runtime_counts();
+        py::dict d;
+        d["allocations"] = c.allocations;
+        d["host_to_device"] = c.host_to_device;
+        d["device_to_host"] = c.device_to_host;
+        return d;
+      },
+      "The simulator's allocations and copies each way since the module was loaded.");
+  m.def(
       "device_status",
       [] {
         const cuda::DeviceStatus s = cuda::device_status();

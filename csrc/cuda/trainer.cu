@@ -32,6 +32,15 @@ int device_count() { return device_status().count; }
 
 bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
 
+RuntimeCounts runtime_counts() {
+#if FUSEDMLP_CUDA_SIMULATED
+  const sim::Counters c = sim::counters();
+  return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host};
+#else
+  throw std::runtime_error("only the CUDA simulator counts allocations and copies");
+#endif
+}
+
 bool all_finite(const MatrixView& x) {
   if (x.rows == 0 || x.cols == 0) return true;
   Stream stream;
@@ -149,6 +158,13 @@ struct Trainer<T>::Impl {
   DeviceBuffer<T> pres;  // hidden pre-activations: only for a from_input activation or dropout
   std::vector<index_t> act_offsets;
   DeviceBuffer<double> out, scalar;
+
+  // prediction's staging, kept across calls and grown to one chunk, never to the data: a chunk
+  // of host X, a chunk of outputs bound for the host, and the identity order of a chunk
+  DeviceBuffer<char> x_stage;
+  DeviceBuffer<double> out_stage;
+  DeviceBuffer<long long> chunk_order;
+  index_t chunk_order_rows = 0;
 
   // the captured per-batch sequence and what it was captured for
   GraphExec graph;
@@ -593,52 +609,60 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   const index_t n = I.layout.n_params, n_rows = x.rows;
   const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
   const int n_out = static_cast<int>(I.layout.n_outputs());
+  // Every buffer is the engine's and sized for a chunk, so a kept engine allocates nothing on
+  // later calls of at most as many rows (and never more than a chunk's worth).
   I.ensure_rows(chunk);
-  upload(I.params, params_host, static_cast<size_t>(n), s);
-  // X on the device, in place or copied once
-  MatrixView dx = x;
-  DeviceBuffer<char> copy;
-  if (!x.on_device) {
-    const std::size_t bytes = span_bytes(x);
-    copy.resize(bytes);
-    if (bytes != 0) FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(copy.get(), x.data, bytes, cudaMemcpyHostToDevice, s));
-    dx.data = copy.get();
+  if (chunk > I.chunk_order_rows) {
+    Impl::upload_identity(I.chunk_order, chunk, s);
+    I.chunk_order_rows = chunk;
   }
-  DeviceBuffer<double> dout;
-  if (!out_on_device) dout.resize(static_cast<size_t>(n_rows * n_out));
-  double* target = out_on_device ? out : dout.get();
-  DeviceBuffer<long long> order;
-  Impl::upload_identity(order, n_rows, s);
+  if (!out_on_device) I.out_stage.resize(static_cast<size_t>(chunk * n_out));
+  upload(I.params, params_host, static_cast<size_t>(n), s);
   const size_t last = I.layout.layers.size() - 1;
   const int d = static_cast<int>(I.layout.n_inputs());
+  const std::size_t item = x.f32 ? 4 : 8;
   BatchState host{};
-  for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
+  for (index_t start = 0; start < n_rows; start += chunk) {
     const int rows = static_cast<int>(std::min(chunk, n_rows - start));
-    I.begin_chunk(host, n_rows, chunk, b, rows, s);
+    // this chunk's rows of X on the device: in place, or copied from the host
+    MatrixView dx = x;
+    dx.rows = rows;
+    dx.data = static_cast<const char*>(x.data) + static_cast<std::size_t>(start * x.rs) * item;
+    if (!x.on_device) {
+      const std::size_t bytes = span_bytes(dx);
+      I.x_stage.resize(bytes);
+      if (bytes != 0)
+        FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.x_stage.get(), dx.data, bytes, cudaMemcpyHostToDevice, s));
+      dx.data = I.x_stage.get();
+    }
+    I.begin_chunk(host, rows, chunk, 0, rows, s);
     auto convert = [&](auto tag) {
       using S = decltype(tag);
       launch(gather_kernel<T, S>, dim3(grid_for(static_cast<long long>(chunk) * d)), dim3(kBlock), 0, s,
              static_cast<const S*>(dx.data), static_cast<long long>(dx.rs), static_cast<long long>(dx.cs), d,
              static_cast<const T*>(nullptr), 0, static_cast<const T*>(nullptr),
-             static_cast<const long long*>(order.get()), I.state.get(), I.xb.get(), I.yb.get(), I.wb.get());
+             static_cast<const long long*>(I.chunk_order.get()), I.state.get(), I.xb.get(), I.yb.get(),
+             I.wb.get());
     };
     if (dx.f32)
       convert(float{});
     else
       convert(double{});
     I.forward(rows, rows, typename Impl::Pass{}, s);
+    double* target = out_on_device ? out + start * n_out : I.out_stage.get();
     dispatch_output(I.layout.loss, I.layout.output, [&](auto a) {
       launch(output_activation_kernel<T, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
-             static_cast<const T*>(I.act(last)), target + start * n_out, rows, n_out);
+             static_cast<const T*>(I.act(last)), target, rows, n_out);
       return 0;
     });
-    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState is reused next chunk
+    if (!out_on_device)
+      FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out + start * n_out, I.out_stage.get(),
+                                          static_cast<size_t>(rows) * n_out * sizeof(double),
+                                          cudaMemcpyDeviceToHost, s));
+    // the host's BatchState and the staging buffers are reused by the next chunk
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
     if (stop.poll()) return false;
   }
-  if (!out_on_device && n_rows > 0)
-    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out, dout.get(), static_cast<size_t>(n_rows * n_out) * sizeof(double),
-                                        cudaMemcpyDeviceToHost, s));
-  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
   return true;
 }
 

@@ -53,6 +53,13 @@ int current_device();
 // has run: 0 none, 1 and 2 the legacy and per-thread default streams, else a cudaStream_t.
 void wait_for_stream(std::uintptr_t stream);
 
+// The simulator's count of allocations and of copies each way since the module was loaded
+// (the tests check what an engine transfers); a build for a real device throws.
+struct RuntimeCounts {
+  long long allocations = 0, host_to_device = 0, device_to_host = 0;
+};
+RuntimeCounts runtime_counts();
+
 template <class T>
 class Trainer {
  public:

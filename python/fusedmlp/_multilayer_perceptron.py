@@ -777,15 +777,17 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         rows: about 1 MB for a network of Fashion-MNIST's size), outside its __dict__ (which
         predict must not change, and pickles and copies must not carry), and reused while the
         configuration it was built for (device, dtype, layout, activation, head, threads) is
-        the estimator's. Engines are not reentrant: a call that finds the kept engine in use
-        by another thread, and larger calls, build their own.
+        the estimator's. A CUDA engine is kept whatever the rows (its device buffers stop
+        growing at one chunk of 4096 rows; allocating them is what costs on a GPU). Engines
+        are not reentrant: a call that finds the kept engine in use by another thread, and
+        larger CPU calls, build their own.
         """
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
         units = self._layer_units()
         params = self._current_params(dtype)
-        if n_rows > _KEPT_ENGINE_ROWS:
+        if n_rows > _KEPT_ENGINE_ROWS and device != "cuda":
             return self._engine_for(units, device, dtype), params, None
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]

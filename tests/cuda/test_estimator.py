@@ -1,6 +1,7 @@
 """The estimators with device='cuda', on the simulator (and on a real device when one
 exists): the same fits as the CPU engine, device arrays in and out, clear errors."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -9,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.datasets import make_classification, make_multilabel_classification, make_regression
 
 import fusedmlp as fm
+from fusedmlp import _engine
 
 
 def data(target, n=240):
@@ -404,3 +406,39 @@ def test_beyond_sklearn_features_match_cpu_engine(cuda_engine, target, params):
     assert_same_fit(gpu, cpu, "float64")
     if params.get("early_stopping"):
         np.testing.assert_allclose(gpu.validation_loss_curve_, cpu.validation_loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("host_input", [True, False])
+def test_predict_allocates_nothing_after_its_first_call(simulator, host_input, request):
+    # The engine is kept across predictions and its buffers grow to one chunk (4096 rows),
+    # never to the data: once a call has used a whole chunk, calls of any size allocate no
+    # device memory, and copy the parameters once per call and, per chunk, X's rows (host
+    # input), the chunk's state, and the outputs back.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9000, 12)).astype(np.float32)  # three chunks
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(16, 8), max_iter=2,
+                               random_state=0).fit(X, y)
+    expected = copy.deepcopy(est).set_params(device="cpu")  # the same model on the CPU engine
+    if host_input:
+        X_in = X
+    else:
+        X_in = request.getfixturevalue("cupy").asarray(X)
+    est.predict_proba(X_in[:5000])  # builds the engine, with buffers for a whole chunk
+    before = simulator.runtime_counts()
+    for rows in (1, 100, 9000, 4097, 3):
+        proba = _engine.to_host(est.predict_proba(X_in[:rows]))
+        np.testing.assert_allclose(proba, expected.predict_proba(X[:rows]), rtol=1e-5, atol=1e-6)
+    after = simulator.runtime_counts()
+    assert after["allocations"] == before["allocations"]
+    chunks = 1 + 1 + 3 + 2 + 1
+    calls = 5
+    # per call: the parameters and, per chunk, the chunk's state (and the host X's rows)
+    per_chunk_up = 2 if host_input else 1
+    assert after["host_to_device"] - before["host_to_device"] == calls + per_chunk_up * chunks
+    # per chunk: the outputs come back (host input); device input keeps them on the device
+    # (the proba's copy back happens in the test's own to_host)
+    if host_input:
+        assert after["device_to_host"] - before["device_to_host"] == chunks

@@ -2,6 +2,7 @@
 #include "cuda/sim/cuda_sim.h"
 
 #include <array>
+#include <atomic>
 #include <barrier>
 #include <condition_variable>
 #include <cstdlib>
@@ -212,6 +213,22 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> bo
 }  // namespace sim
 }  // namespace fusedmlp
 
+namespace fusedmlp {
+namespace sim {
+namespace {
+std::atomic<long long> allocations{0}, host_to_device{0}, device_to_host{0};
+
+void count_copy(cudaMemcpyKind kind) {
+  if (kind == cudaMemcpyHostToDevice) ++host_to_device;
+  if (kind == cudaMemcpyDeviceToHost) ++device_to_host;
+}
+}  // namespace
+
+Counters counters() { return Counters{allocations.load(), host_to_device.load(), device_to_host.load()}; }
+
+}  // namespace sim
+}  // namespace fusedmlp
+
 // ---- runtime API ------------------------------------------------------------------------------
 
 cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
@@ -220,6 +237,7 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
     *ptr = nullptr;
     return cudaSuccess;
   }
+  ++fusedmlp::sim::allocations;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   return *ptr == nullptr ? fail(cudaErrorMemoryAllocation) : cudaSuccess;
 }
@@ -229,15 +247,17 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
   if (bytes != 0 && (dst == nullptr || src == nullptr)) return fail(cudaErrorInvalidValue);
+  fusedmlp::sim::count_copy(kind);
   if (bytes != 0) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind,
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (bytes != 0 && (dst == nullptr || src == nullptr)) return fail(cudaErrorInvalidValue);
+  fusedmlp::sim::count_copy(kind);
   enqueue(stream, [=] {
     if (bytes != 0) std::memmove(dst, src, bytes);
   });

@@ -193,5 +193,14 @@ namespace sim {
 // capturing). Called by launch() in cuda/launch.cuh; kernels are never called directly.
 void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
 
+// What the runtime API has been asked for since the module was loaded: allocations and copies
+// each way (the tests count them: a kept engine allocates nothing, parameters stay put).
+struct Counters {
+  long long allocations = 0;
+  long long host_to_device = 0;
+  long long device_to_host = 0;
+};
+Counters counters();
+
 }  // namespace sim
 }  // namespace fusedmlp
