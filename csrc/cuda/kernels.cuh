@@ -118,9 +118,13 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   const int ty = tid / (kTileN / kThreadN);  // along m
   const bool sum_columns = g.colsum != nullptr && blockIdx.x == 0;
 
+  // acc, a_frag and b_frag stay in registers: every loop over them is unrolled
   T acc[kThreadM][kThreadN];
-  for (int i = 0; i < kThreadM; ++i)
+  FUSEDMLP_UNROLL
+  for (int i = 0; i < kThreadM; ++i) {
+    FUSEDMLP_UNROLL
     for (int j = 0; j < kThreadN; ++j) acc[i][j] = T(0);
+  }
   T col_acc = T(0);  // threads tid < kTileN: the column sum of column col0 + tid
 
   const bool a_row_major = g.a.cs == 1;
@@ -142,12 +146,18 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
     __syncthreads();
     if (sum_columns && tid < kTileN)
       for (int p = 0; p < kTileK; ++p) col_acc += Bs[p][tid];
+    FUSEDMLP_UNROLL
     for (int p = 0; p < kTileK; ++p) {
       T a_frag[kThreadM], b_frag[kThreadN];
+      FUSEDMLP_UNROLL
       for (int i = 0; i < kThreadM; ++i) a_frag[i] = As[p][ty * kThreadM + i];
+      FUSEDMLP_UNROLL
       for (int j = 0; j < kThreadN; ++j) b_frag[j] = Bs[p][tx * kThreadN + j];
-      for (int i = 0; i < kThreadM; ++i)
+      FUSEDMLP_UNROLL
+      for (int i = 0; i < kThreadM; ++i) {
+        FUSEDMLP_UNROLL
         for (int j = 0; j < kThreadN; ++j) acc[i][j] += a_frag[i] * b_frag[j];
+      }
     }
     __syncthreads();
   }
@@ -155,12 +165,15 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   const T scale = g.batch_scale ? static_cast<T>(g.state->inv_sw) : g.scale;
   HiddenUnits<T> hidden = g.hidden;
   if (hidden.dropout()) hidden.key = batch_dropout_key(g.state, g.layer);
+  // Unrolled like the loops above, edges masked rather than left by a break: an epilogue with
+  // a long activation (tanh, expm1, erf) is otherwise kept rolled, and acc[i][j] with it.
+  FUSEDMLP_UNROLL
   for (int i = 0; i < kThreadM; ++i) {
     const int r = row0 + ty * kThreadM + i;
-    if (r >= m) break;
+    FUSEDMLP_UNROLL
     for (int j = 0; j < kThreadN; ++j) {
       const int c = col0 + tx * kThreadN + j;
-      if (c >= n) break;
+      if (r >= m || c >= n) continue;
       T* out = g.c + r * g.ldc + c;
       T v = acc[i][j];
       if (g.accumulate) v += *out;

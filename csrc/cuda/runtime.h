@@ -18,6 +18,16 @@
 #define FUSEDMLP_CUDA_SIMULATED 1
 #endif
 
+// Unrolls the loop that follows under nvcc. A register array (a GEMM thread's accumulators)
+// stays in registers only when every index into it is a compile-time constant: a loop over it
+// that is not unrolled puts the whole array in local memory (a stack frame in ptxas -v).
+// The loop's trip count must be a constant. The simulator's compiler keeps its own choice.
+#if defined(__CUDACC__)
+#define FUSEDMLP_UNROLL _Pragma("unroll")
+#else
+#define FUSEDMLP_UNROLL
+#endif
+
 namespace fusedmlp {
 namespace cuda {
 
