@@ -524,7 +524,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // in place (edge panels are still packed, zero-padded).
   const bool b_in_place = !small_m && b.cs == 1 && m_panels_all <= 8;
 
-  const bool split_m = !small_m && (update || n_panels < team.nth);
+  // Row bands when the epilogue updates weights, when there are fewer column panels than
+  // threads, and when rows far outnumber columns (prediction chunks): each thread then reads
+  // its own rows of A once instead of all of A, and packs all of B, which is small beside it.
+  const bool split_m = !small_m && (update || n_panels < team.nth || m_panels_all >= 8 * n_panels);
   const index_t split_units = split_m ? m_panels_all : n_panels;
   const index_t work_threads = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
   int nt = team.nth;
