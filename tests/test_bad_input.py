@@ -258,3 +258,33 @@ def test_engine_rejects_a_negative_sparse_shape():
     engine = _cpu.TrainerF64([4, 3, 1], "relu", "squared_error", 1)
     with pytest.raises(ValueError, match="negative shape"):
         engine.predict(CSR(), np.zeros(engine.n_params))
+
+
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
+def test_nan_and_infinity_anywhere_in_x_are_scikit_learns_errors(fit_dtype, x_dtype):
+    # The CPU engine checks the values of a float ndarray during its own pass (no separate
+    # scan): a NaN or an infinity in any row of any chunk, in any layout, gives scikit-learn's
+    # error for every prediction method, and a finite X the same predictions as ever.
+    rng = np.random.default_rng(0)
+    X_fit = rng.standard_normal((300, 6))
+    y_fit = (X_fit[:, 0] > 0).astype(int)
+    kw = dict(max_iter=3, hidden_layer_sizes=(7,), random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sk.MLPClassifier(**kw).fit(X_fit.astype(fit_dtype), y_fit)
+        got = fm.MLPClassifier(**kw).fit(X_fit.astype(fit_dtype), y_fit)
+    big = rng.standard_normal((9000, 6)).astype(x_dtype)  # three chunks of the engine's pass
+    expected = got.predict_proba(big)
+    for rows in (1, 700, 9000):
+        for row in sorted({0, rows // 2, rows - 1}):
+            for value in (np.nan, np.inf, -np.inf):
+                for layout in (np.ascontiguousarray, np.asfortranarray):
+                    bad = layout(big[:rows].copy())
+                    bad[row, row % 6] = value
+                    kept = bad.copy()
+                    for method in ("predict", "predict_proba"):
+                        fn = lambda e, m=method: getattr(e, m)(bad)  # noqa: E731
+                        assert outcome(got, fn) == outcome(ref, fn), (rows, row, value, method)
+                    np.testing.assert_array_equal(bad, kept)  # X untouched
+        np.testing.assert_array_equal(got.predict_proba(big[:rows]), expected[:rows])

@@ -70,6 +70,18 @@ class PyTrainer {
   }
 
   py::array predict(const py::object& x, const py::array& params) {
+    return run_predict(x, params, nullptr);
+  }
+
+  // (output, whether X holds a NaN or an infinity): X's finiteness checked by the pass itself
+  py::tuple predict_checked(const py::object& x, const py::array& params) {
+    bool nonfinite = false;
+    py::array out = run_predict(x, params, &nonfinite);
+    return py::make_tuple(out, nonfinite);
+  }
+
+ private:
+  py::array run_predict(const py::object& x, const py::array& params, bool* nonfinite) {
     const NetworkLayout& L = trainer_.layout();
     InputHolder in = to_input(x, L.n_inputs());
     const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
@@ -79,13 +91,12 @@ class PyTrainer {
     bool finished;
     {
       py::gil_scoped_release release;
-      finished = trainer_.predict(in.m, p, o, std::ref(check));
+      finished = trainer_.predict(in.m, p, o, std::ref(check), nonfinite);
     }
     if (!finished && check.raised) throw py::error_already_set();
     return std::move(out);
   }
 
- private:
   TrainingData<T> make_data(const InputHolder& in, const py::array& y,
                             const py::object& sample_weight) {
     const NetworkLayout& L = trainer_.layout();
@@ -173,7 +184,8 @@ void bind_trainer(py::module_& m, const char* name) {
            py::arg("hyper"))
       .def("loss_grad", &PyTrainer<T>::loss_grad, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("params"), py::arg("alpha"), py::arg("grad"))
-      .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"));
+      .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"))
+      .def("predict_checked", &PyTrainer<T>::predict_checked, py::arg("X"), py::arg("params"));
 }
 
 }  // namespace

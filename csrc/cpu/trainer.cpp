@@ -114,8 +114,7 @@ HiddenUnits<T> Trainer<T>::hidden_units(size_t layer, index_t r0, const Pass& pa
 }
 
 template <class T>
-void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre) {
-  if (keep_pre && pres_.size() < acts_.size()) pres_.assign(acts_.size(), T(0));
+void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre, bool backward) {
   if (rows > capacity_rows_) {
     act_offsets_.clear();
     index_t offset = 0;
@@ -124,12 +123,15 @@ void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre) {
       offset += rows * layer.fan_out;
     }
     acts_.assign(static_cast<size_t>(offset), T(0));
-    deltas_.assign(static_cast<size_t>(offset), T(0));
-    if (keep_pre) pres_.assign(static_cast<size_t>(offset), T(0));
+    // the buffers of a backward pass follow when one is run
+    deltas_.clear();
+    pres_.clear();
     y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
     w_batch_.assign(static_cast<size_t>(rows), T(0));
     capacity_rows_ = rows;
   }
+  if (backward && deltas_.size() < acts_.size()) deltas_.assign(acts_.size(), T(0));
+  if (keep_pre && pres_.size() < acts_.size()) pres_.assign(acts_.size(), T(0));
   // Every product of a pass over `rows` rows, so no thread allocates inside the team.
   std::size_t bytes = 0;
   for (const auto& l : layout_.layers) {
@@ -274,7 +276,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
   const Pass epoch_pass = training_pass(&opts);
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
-  ensure_rows(batch_size, full, epoch_pass.keep_pre);
+  ensure_rows(batch_size, full, epoch_pass.keep_pre, true);
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {
@@ -410,7 +412,7 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
   const int nth = team_size(chunk);
   const Pass pass = training_pass(nullptr);  // the whole-data objective: no dropout
   prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth, pass.keep_pre);
+  ensure_rows(chunk, nth, pass.keep_pre, true);
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   StopClock stop(should_stop);
@@ -453,19 +455,38 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
   return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));
 }
 
+namespace {
+
+// 0 when every element of rows [r0, r1) of a dense view is finite: x * 0 is 0 for finite x and
+// NaN for NaN and infinities, and NaN survives the sum.
+template <class T>
+bool rows_finite(const BatchView<T>& v, index_t r0, index_t r1) {
+  T sum = T(0);
+  for (index_t i = r0; i < r1; ++i) {
+    const T* row = v.dense + i * v.ld;
+#pragma omp simd reduction(+ : sum)
+    for (index_t j = 0; j < v.cols; ++j) sum += row[j] * T(0);
+  }
+  return sum == T(0);
+}
+
+}  // namespace
+
 template <class T>
 bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
-                         const StopCheck& should_stop) {
+                         const StopCheck& should_stop, bool* nonfinite) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
   prepare_batches<T>(x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth, false);
+  ensure_rows(chunk, nth, false, false);  // prediction: no backward pass
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const Pass pass;  // prediction: no pre-activations, no dropout
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
+  std::atomic<bool> bad{false};
+  const bool check = nonfinite != nullptr && !x.sparse;
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
@@ -477,11 +498,17 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       gather_input<T>(team, x, nullptr, start, rows, batch_);
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
+      if (check) {
+        index_t r0, r1;
+        team_range(team, rows, r0, r1);
+        if (!rows_finite(batch_.view, r0, r1)) bad.store(true, std::memory_order_relaxed);
+      }
       forward(team, batch_.view, params, 0, rows, pass);
       output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
       team_barrier(team);
     }
   }
+  if (nonfinite != nullptr) *nonfinite = bad.load();
   return stop_flag.load() == 0;
 }
 

@@ -55,8 +55,12 @@ class Trainer {
                    const StopCheck& should_stop);
 
   // out (n_rows x n_outputs) = the network's output, the output activation applied in
-  // float64. Returns false, with out partly written, when should_stop() said so.
-  bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop);
+  // float64. Returns false, with out partly written, when should_stop() said so. With
+  // `nonfinite`, dense input is also checked: *nonfinite says whether any value of X (as
+  // converted to T) is NaN or infinite, found while each thread brings its rows of a chunk into
+  // cache just before the chunk's products read them.
+  bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop,
+               bool* nonfinite = nullptr);
 
  private:
   // What a pass through the hidden layers does besides computing them: keep the
@@ -70,7 +74,9 @@ class Trainer {
   Pass training_pass(const EpochOptions* opts) const;
   HiddenUnits<T> hidden_units(size_t layer, index_t r0, const Pass& pass);
 
-  void ensure_rows(index_t rows, int n_threads, bool keep_pre);
+  // Buffers for passes over `rows` rows: the outputs always, the pre-activations when kept,
+  // the deltas when a backward pass follows.
+  void ensure_rows(index_t rows, int n_threads, bool keep_pre, bool backward);
   int team_size(index_t rows) const;
   // Rows [r0, r0 + rows) of the batch through the network; with a team, a barrier after each
   // layer.

@@ -728,8 +728,12 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         """
         if _engine.is_device_array(X):
             return _engine.device_forward(self, X, cast)
-        plain = check_input and self._plain_input(X)
-        if check_input and not plain:
+        # A float ndarray of the fitted width has its values checked by the CPU engine's own
+        # pass over them (scikit-learn's separate check reads all of X once more: as long as
+        # the products of a small network, or a third of a one-row prediction).
+        deferred = check_input and self.device == "cpu" and self._plain_input(X, max_checked=None)
+        plain = check_input and not deferred and self._plain_input(X)
+        if check_input and not plain and not deferred:
             check_sparse_structure(X)
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         if X.dtype.kind not in "biuf":
@@ -746,10 +750,17 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         try:
             if X.dtype not in (np.float32, np.float64):
                 X = X.astype(params.dtype)
-            y_pred = engine.predict(_engine.as_engine_input(X, device), params)
+            if deferred:
+                y_pred, nonfinite = engine.predict_checked(X, params)
+            else:
+                y_pred = engine.predict(_engine.as_engine_input(X, device), params)
         finally:
             if lease is not None:
                 lease.release()
+        if deferred and nonfinite:
+            # scikit-learn's error for NaN and infinities; finite values that only overflow
+            # float32 are found by the range check below
+            X = validate_data(self, X, reset=False)
         if (not plain and params.dtype == np.float32 and X.dtype == np.float64
                 and not math.isfinite(y_pred.sum())):
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
@@ -809,16 +820,19 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of
         the fitted width, all finite and within the model's float range, for a model fitted
         without feature names. Anything else goes through validate_data, with its
-        conversions, errors and warnings."""
+        conversions, errors and warnings. max_checked=None: any size, and the values are not
+        looked at (the engine checks them)."""
         if not (
             type(X) is np.ndarray
             and X.ndim == 2
             and X.dtype in (np.float32, np.float64)
-            and 0 < X.size <= max_checked
+            and 0 < X.size <= (X.size if max_checked is None else max_checked)
             and X.shape[1] == self.n_features_in_
             and not hasattr(self, "feature_names_in_")
         ):
             return False
+        if max_checked is None:
+            return True
         if X.dtype == np.float64 and self.coefs_[0].dtype == np.float32:
             return bool(np.abs(X).max() <= FLOAT32_MAX)  # (False for NaN and infinity)
         return bool(np.isfinite(X).all())
