@@ -89,7 +89,10 @@ class TeamChooser {
   }
 
   // Forgets what other trainers learnt (tests start from a known state).
-  static void forget_shared() { shared_full_retry_at().store(0.0, std::memory_order_relaxed); }
+  static void forget_shared() {
+    shared_full_retry_at().store(0.0, std::memory_order_relaxed);
+    shared_full_backoff().store(kFirstBackoff, std::memory_order_relaxed);
+  }
 
   // A segment on `team` took `elapsed` seconds for `rows` rows.
   void record(int team, double elapsed, long long rows) {
@@ -111,7 +114,10 @@ class TeamChooser {
     if (n_[1 - i] == 0) return;
     if (best_of_two() == i) {
       if (!was_best) backoff_ = kFirstBackoff;  // a new winner: try the loser again soon
-      if (i == kFull) shared_full_retry_at().store(0.0, std::memory_order_relaxed);
+      if (i == kFull) {
+        shared_full_retry_at().store(0.0, std::memory_order_relaxed);
+        shared_full_backoff().store(kFirstBackoff, std::memory_order_relaxed);
+      }
       return;
     }
     // This choice lost: try it again only after backoff_ times what this segment cost (so the
@@ -119,7 +125,16 @@ class TeamChooser {
     // never later than kMaxDelay seconds (the backoff may have grown long before the load came).
     retry_at_[i] = seconds() + std::min(backoff_ * elapsed, kMaxDelay);
     if (!was_best) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-    if (i == kFull) shared_full_retry_at().store(retry_at_[i], std::memory_order_relaxed);
+    if (i == kFull) {
+      // New trainers wait for the process's verdict, whose backoff grows with every loss of
+      // the team in any trainer: a loop of short fits (a grid search's) then tries the loaded
+      // team ever more rarely, as one long fit does, instead of in every fit.
+      const double shared = shared_full_backoff().load(std::memory_order_relaxed);
+      const double delay = std::max(std::max(shared, backoff_) * elapsed, kMinSharedDelay);
+      const double at = seconds() + std::min(delay, kMaxDelay);
+      shared_full_retry_at().store(std::max(at, retry_at_[i]), std::memory_order_relaxed);
+      shared_full_backoff().store(std::min(shared * 2, kMaxBackoff), std::memory_order_relaxed);
+    }
   }
 
  private:
@@ -127,6 +142,10 @@ class TeamChooser {
   static constexpr int kKeep = 3;  // a choice's cost: the median of its last three segments
   static constexpr double kSegmentSeconds = 4e-3;
   static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200, kMaxDelay = 10.0;
+  // New trainers start alone for at least this long after the team lost in any trainer: the
+  // first segments of a trainer on a loaded team cost 10-100 times a one-thread batch, which
+  // a loop of short fits would otherwise pay in every fit.
+  static constexpr double kMinSharedDelay = 1.0;
   // One thread replaces the team only when clearly faster: timing noise on an idle machine
   // must not cost the team's speed.
   static constexpr double kSoloMargin = 0.9;
@@ -139,6 +158,12 @@ class TeamChooser {
   static std::atomic<double>& shared_full_retry_at() {
     static std::atomic<double> at{0.0};
     return at;
+  }
+  // The multiple of a losing segment's time the process waits before a new trainer tries the
+  // team again: doubled at every loss of the team, back to kFirstBackoff when it wins.
+  static std::atomic<double>& shared_full_backoff() {
+    static std::atomic<double> backoff{kFirstBackoff};
+    return backoff;
   }
   // Seconds per row: the median of the kept segments (the mean of two), so that one segment
   // delayed by the operating system does not switch the team.
