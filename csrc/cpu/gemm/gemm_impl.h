@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/gemm/gemm.h"
 #include "fusedmlp/activation.h"
@@ -614,18 +615,26 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
+        // an edge panel at most half as wide runs the kernel on half the columns
+        auto kernel = [&](auto row_a, const T* ap, index_t lda) {
+          constexpr bool ROW_A = decltype(row_a)::value;
+          if (nr * 2 <= NR)
+            K::template run<ROW_A, 1>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+          else
+            K::template run<ROW_A, 2>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+        };
         if (a_mode == kPacked) {
-          K::template run<false>(kc, a_own + ip * MR * kc, MR, bp, ldb, tile, ct, ldc);
+          kernel(std::false_type{}, a_own + ip * MR * kc, MR);
         } else if (mr < MR || pack_col_panels) {
           if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
             packed_ip = ip;
           }
-          K::template run<false>(kc, a_own, MR, bp, ldb, tile, ct, ldc);
+          kernel(std::false_type{}, a_own, MR);
         } else if (a_mode == kColumnMajor) {
-          K::template run<false>(kc, a.data + i0 + p0 * a.cs, a.cs, bp, ldb, tile, ct, ldc);
+          kernel(std::false_type{}, a.data + i0 + p0 * a.cs, a.cs);
         } else {
-          K::template run<true>(kc, a.data + i0 * a.rs + p0, a.rs, bp, ldb, tile, ct, ldc);
+          kernel(std::true_type{}, a.data + i0 * a.rs + p0, a.rs);
         }
         store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep, sq);
       };

@@ -49,29 +49,32 @@ struct Kernel6x2 : Blocking {
       return __builtin_fma(a, b, c);
   }
 
-  template <bool ROW_A>
+  // NV = 1: only the tile's first vector of columns (an edge panel at most half as wide), the
+  // same chains for those columns, half the multiply-adds.
+  template <bool ROW_A, int NV = 2>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
+    static_assert(NV == 1 || NV == 2, "one or two vectors of columns");
     for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     R c0[MR], c1[MR];
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       c0[i] = V::zero();
-      c1[i] = V::zero();
+      if constexpr (NV == 2) c1[i] = V::zero();
     }
     const T* a0 = a;
     const T* a3 = a + 3 * lda;
     const index_t l1 = lda, l2 = 2 * lda;
     for (index_t p = 0; p < kc; ++p) {
       const R b0 = V::load(b);
-      const R b1 = V::load(b + V::width);
+      const R b1 = NV == 2 ? V::load(b + V::width) : b0;
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, a0 + l1, a0 + l2, a3, a3 + l1, a3 + l2};
 #pragma GCC unroll 6
         for (int i = 0; i < MR; ++i) {
           const R ai = V::bcast(rows[i]);
           c0[i] = V::fma(ai, b0, c0[i]);
-          c1[i] = V::fma(ai, b1, c1[i]);
+          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
         }
         ++a0;
         ++a3;
@@ -80,7 +83,7 @@ struct Kernel6x2 : Blocking {
         for (int i = 0; i < MR; ++i) {
           const R ai = V::bcast(a + i);
           c0[i] = V::fma(ai, b0, c0[i]);
-          c1[i] = V::fma(ai, b1, c1[i]);
+          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
         }
         a += lda;
       }
@@ -89,7 +92,7 @@ struct Kernel6x2 : Blocking {
 #pragma GCC unroll 6
     for (int i = 0; i < MR; ++i) {
       V::store(tile + i * NR, c0[i]);
-      V::store(tile + i * NR + V::width, c1[i]);
+      if constexpr (NV == 2) V::store(tile + i * NR + V::width, c1[i]);
     }
   }
 };

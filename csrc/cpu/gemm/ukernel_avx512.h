@@ -60,15 +60,18 @@ struct Kernel12x2 : Blocking {
       return __builtin_fma(a, b, c);
   }
 
-  template <bool ROW_A>
+  // NV = 1: only the tile's first vector of columns (an edge panel at most half as wide), the
+  // same chains for those columns, half the multiply-adds.
+  template <bool ROW_A, int NV = 2>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
+    static_assert(NV == 1 || NV == 2, "one or two vectors of columns");
     for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     R c0[MR], c1[MR];
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       c0[i] = V::zero();
-      c1[i] = V::zero();
+      if constexpr (NV == 2) c1[i] = V::zero();
     }
     // Row-major A: three row groups, each addressed as base + {0, 1, 2, 3} * lda.
     const T* a0 = a;
@@ -77,7 +80,7 @@ struct Kernel12x2 : Blocking {
     const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
     for (index_t p = 0; p < kc; ++p) {
       const R b0 = V::load(b);
-      const R b1 = V::load(b + V::width);
+      const R b1 = NV == 2 ? V::load(b + V::width) : b0;
       _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, a0 + l1, a0 + l2, a0 + l3, a4, a4 + l1,
@@ -86,7 +89,7 @@ struct Kernel12x2 : Blocking {
         for (int i = 0; i < MR; ++i) {
           const R ai = V::bcast(rows[i]);
           c0[i] = V::fma(ai, b0, c0[i]);
-          c1[i] = V::fma(ai, b1, c1[i]);
+          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
         }
         ++a0;
         ++a4;
@@ -96,7 +99,7 @@ struct Kernel12x2 : Blocking {
         for (int i = 0; i < MR; ++i) {
           const R ai = V::bcast(a + i);
           c0[i] = V::fma(ai, b0, c0[i]);
-          c1[i] = V::fma(ai, b1, c1[i]);
+          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
         }
         a += lda;
       }
@@ -105,7 +108,7 @@ struct Kernel12x2 : Blocking {
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       V::store(tile + i * NR, c0[i]);
-      V::store(tile + i * NR + V::width, c1[i]);
+      if constexpr (NV == 2) V::store(tile + i * NR + V::width, c1[i]);
     }
   }
 };

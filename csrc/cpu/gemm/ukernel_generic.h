@@ -17,23 +17,25 @@ struct PortableKernel : B {
   // The multiply-add of the micro-kernel's chains (a separate multiply and add here).
   static T madd(T a, T b, T c) { return a * b + c; }
 
-  template <bool ROW_A>
+  // NV = 1: only the first NR / 2 columns of the tile (an edge panel at most half as wide).
+  template <bool ROW_A, int NV = 2>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, const T*,
                   index_t) {
-    T acc[MR][NR];
+    constexpr int W = NR * NV / 2;
+    T acc[MR][W];
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) acc[i][j] = T(0);
+      for (int j = 0; j < W; ++j) acc[i][j] = T(0);
     for (index_t p = 0; p < kc; ++p) {
 #pragma GCC unroll 4
       for (int i = 0; i < MR; ++i) {
         const T ai = ROW_A ? a[i * lda + p] : a[p * lda + i];
 #pragma omp simd
-        for (int j = 0; j < NR; ++j) acc[i][j] += ai * b[j];
+        for (int j = 0; j < W; ++j) acc[i][j] += ai * b[j];
       }
       b += ldb;
     }
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) tile[i * NR + j] = acc[i][j];
+      for (int j = 0; j < W; ++j) tile[i * NR + j] = acc[i][j];
   }
 };
 
