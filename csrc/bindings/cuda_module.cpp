@@ -107,6 +107,7 @@ class PyTrainer {
       : trainer_(fusedmlp::bindings::make_layout(units, activation, loss, out_activation, options)) {}
 
   index_t n_params() const { return trainer_.layout().n_params; }
+  int device() const { return trainer_.device(); }
 
   py::dict run_epoch(const py::object& x, const py::array& y, const py::object& sample_weight,
                      const py::array& order, const py::array& params, const py::dict& opt,
@@ -268,6 +269,7 @@ void bind_trainer(py::module_& m, const char* name) {
            py::arg("units"), py::arg("activation"), py::arg("loss"), py::arg("out_activation") = "",
            py::arg("options") = py::dict())
       .def_property_readonly("n_params", &PyTrainer<T>::n_params)
+      .def_property_readonly("device", &PyTrainer<T>::device)
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
            py::arg("order"), py::arg("params"), py::arg("optimizer"), py::arg("hyper"),
            py::arg("stream") = 0)
@@ -280,11 +282,43 @@ void bind_trainer(py::module_& m, const char* name) {
 
 }  // namespace
 
+// A C-contiguous float32 matrix in device memory of the device current when it was made,
+// exposed through __cuda_array_interface__ only: the tests' array on a chosen device.
+class TestDeviceArray {
+ public:
+  explicit TestDeviceArray(const py::array_t<float, py::array::c_style | py::array::forcecast>& a)
+      : rows_(a.ndim() > 0 ? a.shape(0) : 0), cols_(a.ndim() > 1 ? a.shape(1) : 1),
+        data_(cuda::device_copy(a.data(), static_cast<std::size_t>(a.nbytes()))) {}
+  ~TestDeviceArray() { cuda::device_free(data_); }
+  TestDeviceArray(const TestDeviceArray&) = delete;
+  TestDeviceArray& operator=(const TestDeviceArray&) = delete;
+  py::dict interface() const {
+    py::dict d;
+    d["shape"] = py::make_tuple(rows_, cols_);
+    d["typestr"] = "<f4";
+    d["data"] = py::make_tuple(reinterpret_cast<std::uintptr_t>(data_), false);
+    d["version"] = 3;
+    d["strides"] = py::none();
+    d["stream"] = py::none();
+    return d;
+  }
+
+ private:
+  py::ssize_t rows_, cols_;
+  void* data_;
+};
+
 PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
+  py::class_<TestDeviceArray>(m, "_TestDeviceArray")
+      .def(py::init<const py::array_t<float, py::array::c_style | py::array::forcecast>&>())
+      .def_property_readonly("__cuda_array_interface__", &TestDeviceArray::interface);
   m.doc() = "fusedmlp CUDA engine: fused kernels for training and inference on a device";
   bind_trainer<float>(m, "TrainerF32");
   bind_trainer<double>(m, "TrainerF64");
   m.def("device_count", &cuda::device_count, "Number of usable CUDA devices.");
+  m.def("current_device", &cuda::current_device, "The calling thread's current CUDA device.");
+  m.def("set_device", &cuda::set_device, py::arg("device"),
+        "Makes a device the calling thread's current one (cudaSetDevice).");
   m.def(
       "runtime_counts",
       [] {

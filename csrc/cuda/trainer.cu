@@ -138,6 +138,10 @@ struct Trainer<T>::Impl {
   cudaStream_t borrowed = nullptr;
   cudaStream_t work() const { return borrowed != nullptr ? borrowed : own.get(); }
 
+  // the device that is current when the engine is built: its buffers, stream and graph live
+  // there, and every call runs there
+  int device = current_device();
+
   // the training data (X in its own type) and the epoch's order
   DeviceBuffer<char> x_store;
   MatrixView x;  // device view of X
@@ -384,6 +388,59 @@ struct Trainer<T>::Impl {
   }
 };
 
+namespace {
+
+// Makes `device` current for a scope and restores the caller's device after it: an engine's
+// buffers, stream and graph belong to the device it was built on, whichever is current when
+// Python calls it.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    FUSEDMLP_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) FUSEDMLP_CUDA_CHECK(cudaSetDevice(device));
+    device_ = device;
+  }
+  ~DeviceScope() {
+    if (previous_ != device_) cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0, device_ = 0;
+};
+
+// Device memory of another device than the engine's is a clear error (host memory is copied).
+void check_on_device(const MatrixView& x, int device) {
+  if (!x.on_device) return;
+  const int owner = pointer_device(x.data);
+  if (owner >= 0 && owner != device)
+    throw std::invalid_argument("X is on CUDA device " + std::to_string(owner) +
+                                " but this engine was built on device " + std::to_string(device));
+}
+
+}  // namespace
+
+void set_device(int device) {
+  const cudaError_t e = cudaSetDevice(device);
+  if (e != cudaSuccess) cudaGetLastError();  // reported here, not by the next launch's check
+  check(e, "cudaSetDevice");
+}
+
+void* device_copy(const void* host, std::size_t bytes) {
+  void* p = nullptr;
+  FUSEDMLP_CUDA_CHECK(cudaMalloc(&p, bytes));
+  FUSEDMLP_CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+  return p;
+}
+
+void device_free(void* p) { cudaFree(p); }
+
+template <class T>
+int Trainer<T>::device() const {
+  return impl_->device;
+}
+
 template <class T>
 Trainer<T>::Trainer(NetworkLayout layout) : impl_(new Impl) {
   check_hidden_activation(layout.hidden);
@@ -413,6 +470,8 @@ void Trainer<T>::set_stream(std::uintptr_t stream) {
 template <class T>
 void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sample_weight) {
   Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  check_on_device(x, I.device);
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
   I.n_rows = x.rows;
@@ -440,6 +499,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
                                   OptimizerState<T>& st, const EpochOptions& o,
                                   const StopCheck& should_stop) {
   Impl& I = *impl_;
+  const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
   if (I.n_rows == 0 && n_order > 0) throw std::logic_error("run_epoch: no training data loaded");
   if (n_order > I.n_rows) throw std::invalid_argument("run_epoch: the order is longer than the data");
@@ -541,6 +601,7 @@ template <class T>
 double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
                              const StopCheck& should_stop) {
   Impl& I = *impl_;
+  const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
@@ -603,6 +664,8 @@ template <class T>
 bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out, bool out_on_device,
                          const StopCheck& should_stop) {
   Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  check_on_device(x, I.device);
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");

@@ -49,6 +49,11 @@ bool all_finite(const MatrixView& x);
 // current device.
 int pointer_device(const void* p);
 int current_device();
+void set_device(int device);
+// A copy of `bytes` host bytes in device memory of the current device, and its release (the
+// tests' device arrays on a chosen device).
+void* device_copy(const void* host, std::size_t bytes);
+void device_free(void* p);
 // Blocks until the work queued on a foreign stream (a __cuda_array_interface__ producer's)
 // has run: 0 none, 1 and 2 the legacy and per-thread default streams, else a cudaStream_t.
 void wait_for_stream(std::uintptr_t stream);
@@ -69,6 +74,8 @@ class Trainer {
   Trainer& operator=(const Trainer&) = delete;
 
   const NetworkLayout& layout() const;
+  // The device that was current when the engine was built; every call runs on it.
+  int device() const;
 
   // Queue the work on this stream (a cudaStream_t, e.g. CuPy's current one) instead of the
   // trainer's own; 0 goes back to its own. Graphs are captured on the own stream either way.

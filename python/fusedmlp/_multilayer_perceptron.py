@@ -787,8 +787,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         most _KEPT_ENGINE_ROWS rows is kept for the estimator (with buffers for that many
         rows: about 1 MB for a network of Fashion-MNIST's size), outside its __dict__ (which
         predict must not change, and pickles and copies must not carry), and reused while the
-        configuration it was built for (device, dtype, layout, activation, head, threads) is
-        the estimator's. A CUDA engine is kept whatever the rows (its device buffers stop
+        configuration it was built for (device, the current CUDA device, dtype, layout,
+        activation, head, threads) is the estimator's. A CUDA engine is kept whatever the rows (its device buffers stop
         growing at one chunk of 4096 rows; allocating them is what costs on a GPU). Engines
         are not reentrant: a call that finds the kept engine in use by another thread, and
         larger CPU calls, build their own.
@@ -803,7 +803,9 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else self.n_threads
-        key = (device, dtype, tuple(units), self.activation,
+        # (a CUDA engine belongs to the device current when it was built)
+        where = _engine._cuda_module().current_device() if device == "cuda" else device
+        key = (where, dtype, tuple(units), self.activation,
                None if param is None else getattr(self, param), loss, out_activation,
                tuple(sorted(options.items())), threads)
         kept = _KEPT_ENGINES.get(self)

@@ -6,6 +6,7 @@
 #include <barrier>
 #include <condition_variable>
 #include <cstdlib>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -231,6 +232,26 @@ Counters counters() { return Counters{allocations.load(), host_to_device.load(),
 
 // ---- runtime API ------------------------------------------------------------------------------
 
+namespace {
+// The simulated devices: FUSEDMLP_CUDA_SIM_DEVICES of them (1 by default), the current one per
+// host thread as in CUDA, and every allocation remembered with the device it was made on, which
+// cudaPointerGetAttributes reports (host memory: unregistered).
+int simulated_devices() {
+  const char* v = std::getenv("FUSEDMLP_CUDA_SIM_DEVICES");
+  const int n = v == nullptr ? 1 : std::atoi(v);
+  return n < 1 ? 1 : n;
+}
+thread_local int t_device = 0;
+std::mutex& allocations_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::uintptr_t, std::pair<std::size_t, int>>& allocations_map() {  // base -> (bytes, device)
+  static std::map<std::uintptr_t, std::pair<std::size_t, int>> m;
+  return m;
+}
+}  // namespace
+
 cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   if (ptr == nullptr) return fail(cudaErrorInvalidValue);
   if (bytes == 0) {
@@ -239,10 +260,17 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   }
   ++fusedmlp::sim::allocations;
   *ptr = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  return *ptr == nullptr ? fail(cudaErrorMemoryAllocation) : cudaSuccess;
+  if (*ptr == nullptr) return fail(cudaErrorMemoryAllocation);
+  std::lock_guard<std::mutex> lock(allocations_mutex());
+  allocations_map()[reinterpret_cast<std::uintptr_t>(*ptr)] = {bytes, t_device};
+  return cudaSuccess;
 }
 
 cudaError_t cudaFree(void* ptr) {
+  if (ptr != nullptr) {
+    std::lock_guard<std::mutex> lock(allocations_mutex());
+    allocations_map().erase(reinterpret_cast<std::uintptr_t>(ptr));
+  }
   std::free(ptr);
   return cudaSuccess;
 }
@@ -308,6 +336,7 @@ const char* cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
   }
   return "unknown error";
@@ -321,6 +350,7 @@ const char* cudaGetErrorName(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
   }
   return "cudaErrorUnknown";
@@ -331,6 +361,7 @@ std::string simulated_driver() {
   const char* v = std::getenv("FUSEDMLP_CUDA_SIM_DRIVER");
   return v == nullptr ? std::string() : std::string(v);
 }
+
 }  // namespace
 
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -339,7 +370,7 @@ cudaError_t cudaGetDeviceCount(int* count) {
   const std::string driver = simulated_driver();
   if (driver == "absent" || driver == "old") return fail(cudaErrorInsufficientDriver);
   if (driver == "nodevice") return fail(cudaErrorNoDevice);
-  *count = 1;  // the simulated device
+  *count = simulated_devices();
   return cudaSuccess;
 }
 
@@ -357,21 +388,36 @@ cudaError_t cudaRuntimeGetVersion(int* version) {
 }
 
 cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : fail(cudaErrorInvalidValue);
+  if (device < 0 || device >= simulated_devices()) return fail(cudaErrorInvalidDevice);
+  t_device = device;
+  return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
   if (device == nullptr) return fail(cudaErrorInvalidValue);
-  *device = 0;
+  *device = t_device;
   return cudaSuccess;
 }
 
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr) {
   if (attributes == nullptr) return fail(cudaErrorInvalidValue);
-  attributes->type = cudaMemoryTypeDevice;
-  attributes->device = 0;
-  attributes->devicePointer = const_cast<void*>(ptr);
+  const auto p = reinterpret_cast<std::uintptr_t>(ptr);
+  attributes->type = cudaMemoryTypeUnregistered;
+  attributes->device = -2;
+  attributes->devicePointer = nullptr;
   attributes->hostPointer = const_cast<void*>(ptr);
+  std::lock_guard<std::mutex> lock(allocations_mutex());
+  const auto& m = allocations_map();
+  auto it = m.upper_bound(p);
+  if (it != m.begin()) {
+    --it;
+    if (p < it->first + it->second.first) {
+      attributes->type = cudaMemoryTypeDevice;
+      attributes->device = it->second.second;
+      attributes->devicePointer = const_cast<void*>(ptr);
+      attributes->hostPointer = nullptr;
+    }
+  }
   return cudaSuccess;
 }
 

@@ -119,6 +119,7 @@ enum cudaError_t {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInsufficientDriver = 35,
   cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
   cudaErrorStreamCaptureUnsupported = 900,
 };
 enum cudaMemcpyKind {
