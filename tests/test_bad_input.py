@@ -269,7 +269,9 @@ def test_nan_and_infinity_anywhere_in_x_are_scikit_learns_errors(fit_dtype, x_dt
     rng = np.random.default_rng(0)
     X_fit = rng.standard_normal((300, 6))
     y_fit = (X_fit[:, 0] > 0).astype(int)
-    kw = dict(max_iter=3, hidden_layer_sizes=(7,), random_state=0)
+    # (64 hidden units: chunks of 4096 rows are enough work for the engine's two threads, each
+    # checking its own rows)
+    kw = dict(max_iter=3, hidden_layer_sizes=(64,), random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = sk.MLPClassifier(**kw).fit(X_fit.astype(fit_dtype), y_fit)

@@ -309,7 +309,7 @@ class TestDeviceArray {
 };
 
 PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
-  py::class_<TestDeviceArray>(m, "_TestDeviceArray")
+  py::class_<TestDeviceArray>(m, "_TestDeviceArray", py::module_local())
       .def(py::init<const py::array_t<float, py::array::c_style | py::array::forcecast>&>())
       .def_property_readonly("__cuda_array_interface__", &TestDeviceArray::interface);
   m.doc() = "fusedmlp CUDA engine: fused kernels for training and inference on a device";
@@ -327,6 +327,7 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
         d["allocations"] = c.allocations;
         d["host_to_device"] = c.host_to_device;
         d["device_to_host"] = c.device_to_host;
+        d["host_to_device_bytes"] = c.host_to_device_bytes;
         return d;
       },
       "The simulator's allocations and copies each way since the module was loaded.");

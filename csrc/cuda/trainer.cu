@@ -35,7 +35,7 @@ bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
 RuntimeCounts runtime_counts() {
 #if FUSEDMLP_CUDA_SIMULATED
   const sim::Counters c = sim::counters();
-  return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host};
+  return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host, c.host_to_device_bytes};
 #else
   throw std::runtime_error("only the CUDA simulator counts allocations and copies");
 #endif
@@ -158,6 +158,7 @@ struct Trainer<T>::Impl {
 
   // one batch: its input, targets, weights, and every layer's outputs and dZ
   index_t capacity = 0;
+  std::size_t activation_elems = 0;  // every layer's outputs for `capacity` rows
   DeviceBuffer<T> xb, yb, wb, acts, deltas;
   DeviceBuffer<T> pres;  // hidden pre-activations: only for a from_input activation or dropout
   std::vector<index_t> act_offsets;
@@ -209,22 +210,30 @@ struct Trainer<T>::Impl {
     return h;
   }
 
-  void ensure_rows(index_t rows) {
-    if (rows <= capacity) return;
-    act_offsets.clear();
-    index_t total = 0;
-    for (const auto& l : layout.layers) {
-      act_offsets.push_back(total);
-      total += rows * l.fan_out;
+  // Buffers for passes over `rows` rows; those of the backward pass (deltas, and the kept
+  // pre-activations) only when one follows: a prediction engine, kept on the estimator, holds
+  // no more than its forward pass needs.
+  void ensure_rows(index_t rows, bool backward) {
+    if (rows > capacity) {
+      act_offsets.clear();
+      index_t total = 0;
+      for (const auto& l : layout.layers) {
+        act_offsets.push_back(total);
+        total += rows * l.fan_out;
+      }
+      xb.resize(static_cast<size_t>(rows * layout.n_inputs()));
+      yb.resize(static_cast<size_t>(rows * layout.n_outputs()));
+      wb.resize(static_cast<size_t>(rows));
+      acts.resize(static_cast<size_t>(total));
+      activation_elems = total;
+      capacity = rows;
+      graph.reset();  // the captured sequence points at the old buffers
     }
-    xb.resize(static_cast<size_t>(rows * layout.n_inputs()));
-    yb.resize(static_cast<size_t>(rows * layout.n_outputs()));
-    wb.resize(static_cast<size_t>(rows));
-    acts.resize(static_cast<size_t>(total));
-    deltas.resize(static_cast<size_t>(total));
-    if (may_keep_pre()) pres.resize(static_cast<size_t>(total));
-    capacity = rows;
-    graph.reset();  // the captured sequence points at the old buffers
+    if (backward && deltas.size() < activation_elems) {
+      deltas.resize(activation_elems);
+      if (may_keep_pre()) pres.resize(activation_elems);
+      graph.reset();
+    }
   }
 
   // The network's outputs for `rows` rows of xb (rows < 0: the batch's, from the state).
@@ -510,7 +519,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   opts.batch_size = bs;
   const index_t n = I.layout.n_params;
   const bool adam = o.solver == Solver::adam;
-  I.ensure_rows(bs);
+  I.ensure_rows(bs, true);
 
   static_assert(sizeof(long long) == sizeof(index_t), "index types");
   if (n_order > 0)
@@ -607,7 +616,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
   const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
-  I.ensure_rows(chunk);
+  I.ensure_rows(chunk, true);
   upload(I.params, params_host, static_cast<size_t>(n), s);
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
@@ -674,7 +683,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   const int n_out = static_cast<int>(I.layout.n_outputs());
   // Every buffer is the engine's and sized for a chunk, so a kept engine allocates nothing on
   // later calls of at most as many rows (and never more than a chunk's worth).
-  I.ensure_rows(chunk);
+  I.ensure_rows(chunk, false);
   if (chunk > I.chunk_order_rows) {
     Impl::upload_identity(I.chunk_order, chunk, s);
     I.chunk_order_rows = chunk;

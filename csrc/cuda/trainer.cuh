@@ -61,7 +61,7 @@ void wait_for_stream(std::uintptr_t stream);
 // The simulator's count of allocations and of copies each way since the module was loaded
 // (the tests check what an engine transfers); a build for a real device throws.
 struct RuntimeCounts {
-  long long allocations = 0, host_to_device = 0, device_to_host = 0;
+  long long allocations = 0, host_to_device = 0, device_to_host = 0, host_to_device_bytes = 0;
 };
 RuntimeCounts runtime_counts();
 

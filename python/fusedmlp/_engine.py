@@ -384,15 +384,18 @@ def as_engine_input(X, device="cpu"):
     checked for validity.
 
     Nothing the user passed is modified or copied, except that CSC becomes CSR, 32-bit row
-    pointers become 64-bit, non-native byte order is swapped, and the CUDA engine gets a copy
-    of an array with negative strides.
+    pointers become 64-bit, non-native byte order is swapped, and the CUDA engine gets a
+    C-ordered copy of a host array whose rows are not contiguous (negative strides, or column
+    order as DataFrames give: it copies X to the device a chunk of rows at a time, and a chunk
+    of a column-ordered X spans nearly all of it).
     """
     if is_device_array(X):
         return X
     if not sp.issparse(X):
         if not X.dtype.isnative:
             X = X.astype(X.dtype.newbyteorder("="))
-        if device == "cuda" and any(s < 0 for s in X.strides):
+        if device == "cuda" and X.ndim == 2 and not (
+                X.strides[1] == X.itemsize and X.strides[0] >= X.shape[1] * X.itemsize):
             X = np.ascontiguousarray(X)
         return X
     X = X.tocsr()

@@ -9,6 +9,7 @@ happens here in one native call per epoch (``_engine.py``).
 
 import functools
 import math
+import os
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -66,6 +67,10 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 # _prediction_engine): the buffers it keeps grow with the rows of the calls it serves.
 _KEPT_ENGINES = weakref.WeakKeyDictionary()
 _KEPT_ENGINE_ROWS = 256
+# A child process starts without them: a lease held by another thread at the fork would stay
+# held in the child, and a CUDA engine does not survive a fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_KEPT_ENGINES.clear)
 
 
 def _resolve_dtype(dtype):
@@ -803,12 +808,20 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else self.n_threads
-        # (a CUDA engine belongs to the device current when it was built)
-        where = _engine._cuda_module().current_device() if device == "cuda" else device
+        # (a CUDA engine belongs to its module, the simulator's or the GPU's, and to the
+        # device current when it was built)
+        if device == "cuda":
+            module = _engine._cuda_module()
+            where = (module.__name__, module.current_device())
+        else:
+            where = device
         key = (where, dtype, tuple(units), self.activation,
                None if param is None else getattr(self, param), loss, out_activation,
                tuple(sorted(options.items())), threads)
-        kept = _KEPT_ENGINES.get(self)
+        try:
+            kept = _KEPT_ENGINES.get(self)
+        except TypeError:  # an unhashable estimator (a subclass with __eq__ only): no keeping
+            return self._engine_for(units, device, dtype), params, None
         if kept is not None and kept[0] == key and kept[2].acquire(blocking=False):
             return kept[1], params, kept[2]
         lease = threading.Lock()

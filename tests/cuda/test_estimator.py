@@ -444,6 +444,24 @@ def test_predict_allocates_nothing_after_its_first_call(simulator, host_input, r
         assert after["device_to_host"] - before["device_to_host"] == chunks
 
 
+def test_column_ordered_host_x_goes_to_the_device_once(simulator):
+    # A chunk of rows of a column-ordered X (a DataFrame's array) spans nearly all of X: it is
+    # made C-ordered on the host first, so X crosses to the device once, not once per chunk.
+    rng = np.random.default_rng(0)
+    X = np.asfortranarray(rng.standard_normal((9000, 12)).astype(np.float32))
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(8,), max_iter=1,
+                               random_state=0).fit(X[:500], y[:500])
+    est.predict(X)
+    before = simulator.runtime_counts()
+    pred = est.predict(X)
+    sent = simulator.runtime_counts()["host_to_device_bytes"] - before["host_to_device_bytes"]
+    assert X.nbytes <= sent < X.nbytes + 4096
+    np.testing.assert_array_equal(pred, est.predict(np.ascontiguousarray(X)))
+
+
 def test_engines_belong_to_the_device_they_were_built_on(simulator, monkeypatch):
     # Two simulated devices. An engine records the device current when it was built and runs
     # every call there, whichever device is current; the kept prediction engine is rebuilt when

@@ -217,15 +217,21 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> bo
 namespace fusedmlp {
 namespace sim {
 namespace {
-std::atomic<long long> allocations{0}, host_to_device{0}, device_to_host{0};
+std::atomic<long long> allocations{0}, host_to_device{0}, device_to_host{0}, host_to_device_bytes{0};
 
-void count_copy(cudaMemcpyKind kind) {
-  if (kind == cudaMemcpyHostToDevice) ++host_to_device;
+void count_copy(cudaMemcpyKind kind, std::size_t bytes) {
+  if (kind == cudaMemcpyHostToDevice) {
+    ++host_to_device;
+    host_to_device_bytes += static_cast<long long>(bytes);
+  }
   if (kind == cudaMemcpyDeviceToHost) ++device_to_host;
 }
 }  // namespace
 
-Counters counters() { return Counters{allocations.load(), host_to_device.load(), device_to_host.load()}; }
+Counters counters() {
+  return Counters{allocations.load(), host_to_device.load(), device_to_host.load(),
+                  host_to_device_bytes.load()};
+}
 
 }  // namespace sim
 }  // namespace fusedmlp
@@ -277,7 +283,7 @@ cudaError_t cudaFree(void* ptr) {
 
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
   if (bytes != 0 && (dst == nullptr || src == nullptr)) return fail(cudaErrorInvalidValue);
-  fusedmlp::sim::count_copy(kind);
+  fusedmlp::sim::count_copy(kind, bytes);
   if (bytes != 0) std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -285,7 +291,7 @@ cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (bytes != 0 && (dst == nullptr || src == nullptr)) return fail(cudaErrorInvalidValue);
-  fusedmlp::sim::count_copy(kind);
+  fusedmlp::sim::count_copy(kind, bytes);
   enqueue(stream, [=] {
     if (bytes != 0) std::memmove(dst, src, bytes);
   });

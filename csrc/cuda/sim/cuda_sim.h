@@ -200,6 +200,7 @@ struct Counters {
   long long allocations = 0;
   long long host_to_device = 0;
   long long device_to_host = 0;
+  long long host_to_device_bytes = 0;
 };
 Counters counters();
 
