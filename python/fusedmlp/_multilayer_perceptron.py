@@ -793,10 +793,10 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         rows: about 1 MB for a network of Fashion-MNIST's size), outside its __dict__ (which
         predict must not change, and pickles and copies must not carry), and reused while the
         configuration it was built for (device, the current CUDA device, dtype, layout,
-        activation, head, threads) is the estimator's. A CUDA engine is kept whatever the rows (its device buffers stop
-        growing at one chunk of 4096 rows; allocating them is what costs on a GPU). Engines
-        are not reentrant: a call that finds the kept engine in use by another thread, and
-        larger CPU calls, build their own.
+        activation, head, threads) is the estimator's. A CUDA engine is kept whatever the
+        rows (its device buffers stop growing at one chunk of 4096 rows; allocating them is
+        what costs on a GPU). Engines are not reentrant: a call that finds the kept engine in
+        use by another thread, and larger CPU calls, build their own.
         """
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
