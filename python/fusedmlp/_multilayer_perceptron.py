@@ -841,7 +841,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             type(X) is np.ndarray
             and X.ndim == 2
             and X.dtype in (np.float32, np.float64)
-            and 0 < X.size <= (X.size if max_checked is None else max_checked)
+            and X.size > 0
+            and (max_checked is None or X.size <= max_checked)
             and X.shape[1] == self.n_features_in_
             and not hasattr(self, "feature_names_in_")
         ):

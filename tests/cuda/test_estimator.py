@@ -462,65 +462,65 @@ def test_column_ordered_host_x_goes_to_the_device_once(simulator):
     np.testing.assert_array_equal(pred, est.predict(np.ascontiguousarray(X)))
 
 
-def test_engines_belong_to_the_device_they_were_built_on(simulator, monkeypatch):
+@pytest.fixture
+def two_devices(simulator, monkeypatch):
+    """The simulator with two devices, device 0 current (again after the test)."""
+    monkeypatch.setenv("FUSEDMLP_CUDA_SIM_DEVICES", "2")
+    simulator.set_device(0)
+    yield simulator
+    simulator.set_device(0)
+
+
+def fit_on_device_0(n_rows, hidden, max_iter):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((n_rows, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=hidden, max_iter=max_iter,
+                               random_state=0).fit(X, y)
+    return X, est
+
+
+def test_engines_belong_to_the_device_they_were_built_on(two_devices):
     # Two simulated devices. An engine records the device current when it was built and runs
     # every call there, whichever device is current; the kept prediction engine is rebuilt when
     # the current device changes; device memory on another device than the engine's is a clear
     # error, not an illegal address.
-    monkeypatch.setenv("FUSEDMLP_CUDA_SIM_DEVICES", "2")
+    simulator = two_devices
     assert simulator.device_count() == 2
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((300, 5)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(int)
-    simulator.set_device(0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(8,), max_iter=2,
-                                   random_state=0).fit(X, y)
-        expected = est.predict_proba(X)
-        engine0 = est._prediction_engine("cuda", 1)
-        engine0[2].release()
-        assert engine0[0].device == 0
-        simulator.set_device(1)
-        np.testing.assert_array_equal(est.predict_proba(X), expected)
-        engine1 = est._prediction_engine("cuda", 1)
-        engine1[2].release()
-        assert engine1[0].device == 1 and engine1[0] is not engine0[0]
-        # a device-0 engine called while device 1 is current runs on device 0, then gives the
-        # caller back device 1
-        np.testing.assert_array_equal(engine0[0].predict(X, engine0[1])[:, 0].astype(np.float32),
-                                      expected[:, 1])
-        assert simulator.current_device() == 1
-        with pytest.raises(RuntimeError, match="invalid device ordinal"):
-            simulator.set_device(2)
-    finally:
-        simulator.set_device(0)
+    X, est = fit_on_device_0(300, (8,), 2)
+    expected = est.predict_proba(X)
+    engine0 = est._prediction_engine("cuda", 1)
+    engine0[2].release()
+    assert engine0[0].device == 0
+    simulator.set_device(1)
+    np.testing.assert_array_equal(est.predict_proba(X), expected)
+    engine1 = est._prediction_engine("cuda", 1)
+    engine1[2].release()
+    assert engine1[0].device == 1 and engine1[0] is not engine0[0]
+    # a device-0 engine called while device 1 is current runs on device 0, then gives the
+    # caller back device 1
+    np.testing.assert_array_equal(engine0[0].predict(X, engine0[1])[:, 0].astype(np.float32),
+                                  expected[:, 1])
+    assert simulator.current_device() == 1
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        simulator.set_device(2)
 
 
-def test_device_memory_of_another_device_is_a_clear_error(simulator, monkeypatch):
-    monkeypatch.setenv("FUSEDMLP_CUDA_SIM_DEVICES", "2")
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((200, 5)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(int)
+def test_device_memory_of_another_device_is_a_clear_error(two_devices):
+    simulator = two_devices
+    X, est = fit_on_device_0(200, (4,), 1)
+    engine = est._engine_for(est._layer_units(), "cuda", np.float32)  # on device 0
+    params = est._current_params(np.float32)
+    on_0 = simulator._TestDeviceArray(X)
+    np.testing.assert_array_equal(engine.predict(on_0, params), engine.predict(X, params))
+    simulator.set_device(1)
+    on_1 = simulator._TestDeviceArray(X)  # device memory allocated on device 1
+    # device 1 current, as X's device is, but the engine was built on device 0
+    with pytest.raises(ValueError, match="X is on CUDA device 1 but this engine was built on device 0"):
+        engine.predict(on_1, params)
+    # X on device 1 while device 0 is current: the binding's own check
     simulator.set_device(0)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(4,), max_iter=1,
-                                   random_state=0).fit(X, y)
-        engine = est._engine_for(est._layer_units(), "cuda", np.float32)  # on device 0
-        params = est._current_params(np.float32)
-        on_0 = simulator._TestDeviceArray(X)
-        np.testing.assert_array_equal(engine.predict(on_0, params), engine.predict(X, params))
-        simulator.set_device(1)
-        on_1 = simulator._TestDeviceArray(X)  # device memory allocated on device 1
-        # device 1 current, as X's device is, but the engine was built on device 0
-        with pytest.raises(ValueError, match="X is on CUDA device 1 but this engine was built on device 0"):
-            engine.predict(on_1, params)
-        # X on device 1 while device 0 is current: the binding's own check
-        simulator.set_device(0)
-        with pytest.raises(ValueError, match="X is on CUDA device 1 but the current device is 0"):
-            engine.predict(on_1, params)
-    finally:
-        simulator.set_device(0)
+    with pytest.raises(ValueError, match="X is on CUDA device 1 but the current device is 0"):
+        engine.predict(on_1, params)
