@@ -307,6 +307,49 @@ class TrainingSet:
     validation: object = None
 
 
+class HostModel:
+    """The model being trained as the estimator holds it: the parameters and the optimizer
+    state are its numpy arrays, which every epoch hands to the engine (the CPU engine trains
+    them in place; the CUDA engine copies them to the device and back)."""
+
+    def __init__(self, training):
+        self.training = training
+        self.est = est = training.est
+        if training.early_stopping:
+            X_val, _, sample_weight_val, Y_val = training.validation
+            self.validation_loss = validation_loss_function(
+                est, X_val, Y_val, sample_weight_val, est._params.shape[0], training.Y.dtype
+            )
+
+    def epoch(self, order, options):
+        t, est = self.training, self.est
+        return t.engine.run_epoch(
+            t.X_engine, t.Y, t.train_weight, order, est._params, est._optimizer.arrays(),
+            options,
+        )
+
+    def check_finite(self):
+        """scikit-learn's error when a weight is not finite."""
+        self.est._check_finite_params(self.training.X)
+
+    def validate(self):
+        """(objective, score) on the validation set: the training loss with its L2 term, and
+        the estimator's score."""
+        t, est = self.training, self.est
+        X_val, y_val, sample_weight_val, _ = t.validation
+        loss = self.validation_loss(est._params)
+        return loss, est._score(X_val, y_val, sample_weight=sample_weight_val)
+
+    def keep_best(self):
+        self.est._best_params = self.est._params.copy()
+
+    def finish(self):
+        """The model is the estimator's arrays again (after the last epoch, or an error)."""
+
+    def restore_best(self):
+        self.est._params[:] = self.est._best_params
+
+
 class StochasticTraining:
     """One fit or partial_fit call with 'sgd' or 'adam': scikit-learn's ``_fit_stochastic``,
     one native epoch per iteration."""
@@ -330,15 +373,11 @@ class StochasticTraining:
         self.early_stopping = est.early_stopping
         if self.early_stopping and getattr(est, "_best_params", None) is None:
             est._best_params = params.copy()
-        self.train_idx = None
+        self.train_idx = self.val_idx = None
         self.validation = self._validation_split(validation)
-        if self.early_stopping:
-            X_val, _, sample_weight_val, Y_val = self.validation
-            self.validation_loss = validation_loss_function(
-                est, X_val, Y_val, sample_weight_val, params.shape[0], Y.dtype
-            )
-            if getattr(est, "validation_loss_curve_", None) is None:
-                est.validation_loss_curve_ = []
+        if self.early_stopping and getattr(est, "validation_loss_curve_", None) is None:
+            est.validation_loss_curve_ = []
+        self.model = HostModel(self)
 
         n_total = X.shape[0]
         self.n_samples = n_total if self.train_idx is None else self.train_idx.shape[0]
@@ -360,12 +399,13 @@ class StochasticTraining:
         # (stratified on the binarized labels, as scikit-learn does: its messages name them)
         should_stratify = is_classifier(est) and est.n_outputs_ == 1
         stratify = y if should_stratify else None
-        self.train_idx, val_idx = train_test_split(
+        self.train_idx, self.val_idx = train_test_split(
             np.arange(X.shape[0]),
             random_state=est._random_state,
             test_size=est.validation_fraction,
             stratify=stratify,
         )
+        val_idx = self.val_idx
         if val_idx.shape[0] < 2:
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' "
@@ -411,10 +451,12 @@ class StochasticTraining:
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+        finally:
+            self.model.finish()
 
         if self.early_stopping:
             # restore best weights
-            params[:] = est._best_params
+            self.model.restore_best()
 
     def _epoch(self, order):
         """One native epoch over `order`, then scikit-learn's bookkeeping of its loss."""
@@ -429,16 +471,13 @@ class StochasticTraining:
             options["learning_rates"] = rates
             rate = float(rates[-1])
         options["epoch"] = getattr(est, "_epochs_run", 0)
-        result = self.engine.run_epoch(
-            self.X_engine, self.Y, self.train_weight, order, est._params,
-            optimizer.arrays(), options,
-        )
+        result = self.model.epoch(order, options)
         est._epochs_run = options["epoch"] + 1
         if not self.early_stopping:
             # Non-finite weights stay non-finite: stop now with the error scikit-learn
             # raises after its last epoch. With early stopping the best validated weights
             # are restored after the loop, as in scikit-learn.
-            est._check_finite_params(self.X)
+            self.model.check_finite()
 
         est.n_iter_ += 1
         est.loss_ = result["accumulated_loss"] / self.n_samples
@@ -452,12 +491,14 @@ class StochasticTraining:
             print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
         row = {"loss": est.loss_, "learning_rate": rate}
+        val_score = None
         if self.early_stopping:
-            est.validation_loss_curve_.append(self.validation_loss(est._params))
-            row["val_loss"] = est.validation_loss_curve_[-1]
+            val_loss, val_score = self.model.validate()
+            est.validation_loss_curve_.append(val_loss)
+            row["val_loss"] = val_loss
         # update no_improvement_count based on training loss or validation score according
         # to early_stopping
-        self._update_no_improvement_count()
+        self._update_no_improvement_count(val_score)
         if self.early_stopping:
             row["val_score"] = est.validation_scores_[-1]
 
@@ -467,13 +508,10 @@ class StochasticTraining:
         row["epoch_time"] = time.perf_counter() - started
         history_append(est, row)
 
-    def _update_no_improvement_count(self):
+    def _update_no_improvement_count(self, val_score):
         est = self.est
         if self.early_stopping:
-            X_val, y_val, sample_weight_val, _ = self.validation
-            # compute validation score (can be NaN), use that for stopping
-            val_score = est._score(X_val, y_val, sample_weight=sample_weight_val)
-
+            # the validation score (can be NaN) decides
             est.validation_scores_.append(val_score)
 
             if est.verbose:
@@ -489,7 +527,7 @@ class StochasticTraining:
 
             if last_valid_score > est.best_validation_score_:
                 est.best_validation_score_ = last_valid_score
-                est._best_params = est._params.copy()
+                self.model.keep_best()
         else:
             if est.loss_curve_[-1] > est.best_loss_ - est.tol:
                 est._no_improvement_count += 1

@@ -862,8 +862,22 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _score_with_function(self, X, y, sample_weight, score_function):
         """Private score method without input validation."""
         # Input validation would remove feature names, so we disable it
-        y_pred = _engine.to_host(self._predict(X, check_input=False))
+        return self._score_predictions(
+            _engine.to_host(self._predict(X, check_input=False)), y, sample_weight,
+            score_function,
+        )
 
+    def _score_outputs(self, outputs, x_dtype, y, sample_weight):
+        """_score from the network's outputs for an X of `x_dtype`, computed elsewhere (early
+        stopping's validation by the training engine)."""
+        return self._score_predictions(
+            self._outputs_to_predictions(outputs, x_dtype), y, sample_weight,
+            self._score_function,
+        )
+
+    @staticmethod
+    def _score_predictions(y_pred, y, sample_weight, score_function):
+        """score_function(y, y_pred), or NaN when the predictions are not all finite."""
         if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
             return np.nan
 
@@ -1369,7 +1383,10 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
+        return self._outputs_to_predictions(self._forward_pass_fast(X, check_input=check_input))
+
+    def _outputs_to_predictions(self, y_pred, x_dtype=None):
+        """Class labels for the network's outputs (float64, output activation applied)."""
         if _engine.is_device_array(y_pred):
             return _engine.decode_labels_on_device(self, y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
@@ -1406,9 +1423,11 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         """
         return self._score_on_host(X, y, sample_weight, accuracy_score)
 
+    _score_function = staticmethod(accuracy_score)
+
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
-            X, y, sample_weight=sample_weight, score_function=accuracy_score
+            X, y, sample_weight=sample_weight, score_function=self._score_function
         )
 
     @available_if(lambda est: est._check_solver())
@@ -1701,7 +1720,15 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input, cast=True)
+        return self._outputs_to_predictions(
+            self._forward_pass_fast(X, check_input=check_input, cast=True)
+        )
+
+    def _outputs_to_predictions(self, y_pred, x_dtype=None):
+        """Predictions for the network's outputs: in scikit-learn's dtype for an X of
+        `x_dtype` (None: already cast), one column as a 1-D array."""
+        if x_dtype is not None:
+            y_pred = y_pred.astype(self._prediction_dtype(x_dtype), copy=False)
         if y_pred.shape[1] == 1:
             if _engine.is_device_array(y_pred):
                 return _engine.namespace(y_pred).reshape(y_pred, (-1,))
@@ -1732,9 +1759,11 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
         """
         return self._score_on_host(X, y, sample_weight, r2_score)
 
+    _score_function = staticmethod(r2_score)
+
     def _score(self, X, y, sample_weight=None):
         return super()._score_with_function(
-            X, y, sample_weight=sample_weight, score_function=r2_score
+            X, y, sample_weight=sample_weight, score_function=self._score_function
         )
 
     def _validate_input(self, X, y, incremental, reset):
