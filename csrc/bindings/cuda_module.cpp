@@ -109,14 +109,16 @@ class PyTrainer {
   index_t n_params() const { return trainer_.layout().n_params; }
   int device() const { return trainer_.device(); }
 
+  // params None: the epoch trains the device-resident parameters (set_parameters).
   py::dict run_epoch(const py::object& x, const py::array& y, const py::object& sample_weight,
-                     const py::array& order, const py::array& params, const py::dict& opt,
+                     const py::array& order, const py::object& params, const py::dict& opt,
                      const py::dict& hyper, std::uintptr_t stream) {
     const NetworkLayout& L = trainer_.layout();
     load(x, y, sample_weight);
     const index_t n_order = static_cast<index_t>(order.size());
     const index_t* idx = fusedmlp::bindings::row_order(order, rows_);
-    T* p = contiguous_ptr<T>(params, "params", L.n_params, true);
+    T* p = params.is_none() ? nullptr
+                            : contiguous_ptr<T>(py::reinterpret_borrow<py::array>(params), "params", L.n_params, true);
     EpochArgs<T> args(hyper, opt, L.n_params, n_order);
     SignalCheck check;
     EpochResult r;
@@ -129,6 +131,105 @@ class PyTrainer {
     args.finish();
     if (check.raised) throw py::error_already_set();
     return epoch_result(r);
+  }
+
+  // The training data on the device, copied again even when the arrays are the ones loaded
+  // last (their values may have changed since: a kept engine serves several calls); run_epoch
+  // and loss_grad then copy only other arrays.
+  void load_training_data(const py::object& x, const py::array& y, const py::object& sample_weight) {
+    x_ = py::object();
+    load(x, y, sample_weight);
+  }
+
+  // ---- device-resident training: the parameters and the optimizer state (the arrays of
+  // `optimizer`, as run_epoch takes them) stay on the device between epochs
+
+  void set_parameters(const py::array& params, const py::dict& opt) {
+    const index_t n = trainer_.layout().n_params;
+    const T* p = contiguous_ptr<T>(params, "params", n, false);
+    const OptState st = optimizer_arrays(opt, false);
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.set_parameters(p, st.state, st.solver);
+  }
+
+  void get_parameters(const py::array& params, const py::dict& opt) {
+    T* p = contiguous_ptr<T>(params, "params", trainer_.layout().n_params, true);
+    OptState st = optimizer_arrays(opt, true);
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.get_parameters(p, st.state, st.solver);
+  }
+
+  bool parameters_finite() {
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    return trainer_.parameters_finite();
+  }
+
+  void set_best(const py::array& params) {
+    const T* p = contiguous_ptr<T>(params, "params", trainer_.layout().n_params, false);
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.set_best(p);
+  }
+
+  void keep_best() {
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.keep_best();
+  }
+
+  void get_best(const py::array& params) {
+    T* p = contiguous_ptr<T>(params, "params", trainer_.layout().n_params, true);
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.get_best(p);
+  }
+
+  // X_val None: `rows` are rows of the training data loaded by the last run_epoch.
+  void set_validation(const py::object& x, const py::object& rows, const py::array& y,
+                      const py::object& sample_weight) {
+    const NetworkLayout& L = trainer_.layout();
+    Matrix m;
+    index_t n = 0;
+    const index_t* idx = nullptr;
+    if (!x.is_none()) {
+      m = to_matrix(x, L.n_inputs());
+      n = m.view.rows;
+      if (!rows.is_none()) throw py::value_error("set_validation takes X_val or rows, not both");
+    } else {
+      if (rows.is_none()) throw py::value_error("set_validation needs X_val or rows");
+      if (!x_) throw py::value_error("set_validation: no training data loaded to take rows from");
+      const py::array r = rows.cast<py::array>();
+      n = static_cast<index_t>(r.size());
+      idx = fusedmlp::bindings::row_order(r, rows_);
+    }
+    const T* yp = contiguous_ptr<T>(y, "Y_val", n * L.n_outputs(), false);
+    const T* wp = nullptr;
+    if (!sample_weight.is_none())
+      wp = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight), "sample_weight_val", n, false);
+    {
+      py::gil_scoped_release release;
+      if (!x.is_none()) cuda::wait_for_stream(m.stream);
+      trainer_.set_stream(0);
+      trainer_.set_validation(x.is_none() ? nullptr : &m.view, idx, n, yp, wp);
+    }
+    val_x_ = x;  // (device memory is read in place: keep it alive)
+    val_rows_ = n;
+  }
+
+  // (objective, outputs): the validation set's loss + L2 term and its outputs (float64, host).
+  py::tuple evaluate(double alpha) {
+    if (val_rows_ == 0) throw py::value_error("evaluate: no validation set (set_validation)");
+    const index_t n_val = val_rows_;
+    py::array_t<double> out({n_val, trainer_.layout().n_outputs()});
+    double* o = out.mutable_data();
+    const double loss = fusedmlp::bindings::run_interruptible([&](const StopCheck& stop) {
+      trainer_.set_stream(0);
+      return trainer_.evaluate(alpha, o, stop);
+    });
+    return py::make_tuple(loss, out);
   }
 
   double loss_grad(const py::object& x, const py::array& y, const py::object& sample_weight,
@@ -169,6 +270,25 @@ class PyTrainer {
   }
 
  private:
+  struct OptState {
+    OptimizerState<T> state;
+    Solver solver = Solver::adam;
+  };
+  // The optimizer's arrays: SGD's velocity, or Adam's m and v (t crosses with each epoch).
+  OptState optimizer_arrays(const py::dict& opt, bool writable) const {
+    const index_t n = trainer_.layout().n_params;
+    OptState st;
+    if (opt.contains("velocity")) {
+      st.solver = Solver::sgd;
+      st.state.velocity = contiguous_ptr<T>(opt["velocity"], "velocity", n, writable);
+    } else {
+      if (!opt.contains("m") || !opt.contains("v")) throw py::key_error("the optimizer lacks 'm' and 'v'");
+      st.state.m = contiguous_ptr<T>(opt["m"], "m", n, writable);
+      st.state.v = contiguous_ptr<T>(opt["v"], "v", n, writable);
+    }
+    return st;
+  }
+
   // The prediction itself, GIL released, Ctrl-C polled between chunks.
   void run_predict(const Matrix& m, const T* p, double* o, bool out_on_device, std::uintptr_t stream) {
     SignalCheck check;
@@ -201,11 +321,15 @@ class PyTrainer {
     y_ = y;
     w_ = sample_weight;
     rows_ = m.view.rows;
+    val_rows_ = 0;  // (the engine forgets a validation set taken from the old data)
+    val_x_ = py::none();
   }
 
   cuda::Trainer<T> trainer_;
   py::object x_, y_, w_;
   index_t rows_ = 0;
+  py::object val_x_;
+  index_t val_rows_ = 0;
 };
 
 template <class T>
@@ -273,6 +397,17 @@ void bind_trainer(py::module_& m, const char* name) {
       .def("run_epoch", &PyTrainer<T>::run_epoch, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
            py::arg("order"), py::arg("params"), py::arg("optimizer"), py::arg("hyper"),
            py::arg("stream") = 0)
+      .def("load_training_data", &PyTrainer<T>::load_training_data, py::arg("X"), py::arg("Y"),
+           py::arg("sample_weight"))
+      .def("set_parameters", &PyTrainer<T>::set_parameters, py::arg("params"), py::arg("optimizer"))
+      .def("get_parameters", &PyTrainer<T>::get_parameters, py::arg("params"), py::arg("optimizer"))
+      .def("parameters_finite", &PyTrainer<T>::parameters_finite)
+      .def("set_best", &PyTrainer<T>::set_best, py::arg("params"))
+      .def("keep_best", &PyTrainer<T>::keep_best)
+      .def("get_best", &PyTrainer<T>::get_best, py::arg("params"))
+      .def("set_validation", &PyTrainer<T>::set_validation, py::arg("X_val"), py::arg("rows"), py::arg("Y_val"),
+           py::arg("sample_weight"))
+      .def("evaluate", &PyTrainer<T>::evaluate, py::arg("alpha"))
       .def("loss_grad", &PyTrainer<T>::loss_grad, py::arg("X"), py::arg("Y"), py::arg("sample_weight"),
            py::arg("params"), py::arg("alpha"), py::arg("grad"))
       .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"), py::arg("stream") = 0)
@@ -328,9 +463,11 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
         d["host_to_device"] = c.host_to_device;
         d["device_to_host"] = c.device_to_host;
         d["host_to_device_bytes"] = c.host_to_device_bytes;
+        d["device_to_host_bytes"] = c.device_to_host_bytes;
+        d["graphs"] = c.graphs;
         return d;
       },
-      "The simulator's allocations and copies each way since the module was loaded.");
+      "The simulator's allocations, copies each way and graphs instantiated since the module was loaded.");
   m.def(
       "device_status",
       [] {

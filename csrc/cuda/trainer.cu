@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "cpu/stop_clock.h"
@@ -35,7 +36,8 @@ bool simulated() { return FUSEDMLP_CUDA_SIMULATED != 0; }
 RuntimeCounts runtime_counts() {
 #if FUSEDMLP_CUDA_SIMULATED
   const sim::Counters c = sim::counters();
-  return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host, c.host_to_device_bytes};
+  return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host, c.host_to_device_bytes,
+                       c.device_to_host_bytes, c.graphs};
 #else
   throw std::runtime_error("only the CUDA simulator counts allocations and copies");
 #endif
@@ -120,6 +122,10 @@ void download(T* dst, const DeviceBuffer<T>& src, std::size_t n, cudaStream_t st
   if (n != 0) FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(dst, src.get(), n * sizeof(T), cudaMemcpyDeviceToHost, stream));
 }
 
+// Rows per chunk of the whole-data passes (loss_grad, predict, evaluate): their buffers stop
+// growing there.
+constexpr index_t kChunkRows = 4096;
+
 // Bytes a strided view spans from its first element (strides are non-negative).
 std::size_t span_bytes(const MatrixView& x) {
   if (x.rows == 0 || x.cols == 0) return 0;
@@ -155,6 +161,25 @@ struct Trainer<T>::Impl {
   // the model and its optimizer
   DeviceBuffer<T> params, grad, s0, s1;
   DeviceBuffer<BatchState> state;
+
+  // device-resident training (set_parameters): params, s0 and s1 hold the model between
+  // epochs, for `resident_solver`'s state; anything that uploads host parameters ends it
+  bool resident = false;
+  Solver resident_solver = Solver::adam;
+  DeviceBuffer<T> best;     // early stopping's snapshot
+  DeviceBuffer<int> flag;   // parameters_finite's answer
+
+  // the resident model's validation set: its own X or rows of the training X, read through the
+  // gather as training reads batches
+  struct Validation {
+    MatrixView x;
+    DeviceBuffer<char> x_store;
+    DeviceBuffer<T> y, w;
+    DeviceBuffer<long long> rows;
+    index_t n = 0;
+    bool weighted = false;
+    double sw_sum = 0.0;
+  } val;
 
   // one batch: its input, targets, weights, and every layer's outputs and dZ
   index_t capacity = 0;
@@ -349,24 +374,54 @@ struct Trainer<T>::Impl {
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(state.get(), &host, sizeof host, cudaMemcpyHostToDevice, s));
   }
 
-  template <class S>
-  void gather(const EpochOptions& o, cudaStream_t s) {
+  // The optimizer's state for `solver` (Adam's m and v, or SGD's velocity) to and from the host.
+  void upload_state(const OptimizerState<T>& st, Solver solver, cudaStream_t s) {
+    const std::size_t n = static_cast<std::size_t>(layout.n_params);
+    const std::size_t had0 = s0.size(), had1 = s1.size();
+    if (solver == Solver::adam) {
+      upload(s0, st.m, n, s);
+      upload(s1, st.v, n, s);
+    } else {
+      upload(s0, st.velocity, n, s);
+    }
+    if (s0.size() != had0 || s1.size() != had1) graph.reset();  // (new buffers)
+  }
+  void download_state(OptimizerState<T>& st, Solver solver, cudaStream_t s) const {
+    const std::size_t n = static_cast<std::size_t>(layout.n_params);
+    if (solver == Solver::adam) {
+      download(st.m, s0, n, s);
+      download(st.v, s1, n, s);
+    } else {
+      download(st.velocity, s0, n, s);
+    }
+  }
+
+  // The current batch's (or chunk's) rows of `src`, their targets and weights (ws: null when
+  // unweighted), in `ord`'s order, into xb, yb and wb.
+  void gather_rows(const MatrixView& src, const T* ys, const T* ws, const long long* ord, index_t batch_size,
+                   cudaStream_t s) {
     const long long per_row = std::max<long long>(layout.n_inputs(), layout.n_outputs());
-    launch(gather_kernel<T, S>, dim3(grid_for(o.batch_size * per_row)), dim3(kBlock), 0, s,
-           static_cast<const S*>(x.data), static_cast<long long>(x.rs), static_cast<long long>(x.cs),
-           static_cast<int>(layout.n_inputs()), static_cast<const T*>(y.get()),
-           static_cast<int>(layout.n_outputs()), weighted ? static_cast<const T*>(w.get()) : nullptr,
-           static_cast<const long long*>(order.get()), state.get(), xb.get(), yb.get(), wb.get());
+    auto run = [&](auto tag) {
+      using S = decltype(tag);
+      launch(gather_kernel<T, S>, dim3(grid_for(batch_size * per_row)), dim3(kBlock), 0, s,
+             static_cast<const S*>(src.data), static_cast<long long>(src.rs), static_cast<long long>(src.cs),
+             static_cast<int>(layout.n_inputs()), ys, static_cast<int>(layout.n_outputs()), ws, ord,
+             state.get(), xb.get(), yb.get(), wb.get());
+    };
+    if (src.f32)
+      run(float{});
+    else
+      run(double{});
+  }
+  void gather(const EpochOptions& o, cudaStream_t s) {
+    gather_rows(x, y.get(), weighted ? w.get() : nullptr, order.get(), o.batch_size, s);
   }
 
   // Enqueues one batch: everything the graph replays.
   void enqueue_batch(const EpochOptions& o, cudaStream_t s) {
     const int bs = static_cast<int>(o.batch_size);
     const bool adam = o.solver == Solver::adam;
-    if (x.f32)
-      gather<float>(o, s);
-    else
-      gather<double>(o, s);
+    gather(o, s);
     launch(batch_setup_kernel<T>, dim3(1), dim3(kBlock), 0, s, state.get(),
            static_cast<const T*>(wb.get()), weighted, adam, o.beta_1, o.beta_2);
     const Pass p = pass(true);
@@ -483,6 +538,11 @@ void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sa
   check_on_device(x, I.device);
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
+  // what the captured graph reads: kept when the new data lands where the old did
+  const auto where = [&I] {
+    return std::make_tuple(I.x.data, I.x.rs, I.x.cs, I.x.f32, I.y.get(), I.w.get(), I.weighted, I.order.get());
+  };
+  const auto before = where();
   I.n_rows = x.rows;
   if (x.on_device) {
     I.x = x;
@@ -500,7 +560,199 @@ void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sa
   if (I.weighted) upload(I.w, sample_weight, static_cast<size_t>(x.rows), s);
   I.order.resize(static_cast<size_t>(std::max<index_t>(x.rows, 1)));
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
-  I.graph.reset();  // new data, new pointers
+  if (where() != before) I.graph.reset();  // new pointers
+  I.val.n = 0;      // (its rows may have been rows of the old X)
+}
+
+template <class T>
+void Trainer<T>::set_parameters(const T* params_host, const OptimizerState<T>& st, Solver solver) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  cudaStream_t s = I.work();
+  upload(I.params, params_host, static_cast<size_t>(I.layout.n_params), s);
+  I.upload_state(st, solver, s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  I.resident = true;
+  I.resident_solver = solver;
+}
+
+template <class T>
+void Trainer<T>::get_parameters(T* params_host, OptimizerState<T>& st, Solver solver) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  if (!(I.resident && I.resident_solver == solver))
+    throw std::logic_error("get_parameters: no device-resident parameters for this solver");
+  cudaStream_t s = I.work();
+  download(params_host, I.params, static_cast<size_t>(I.layout.n_params), s);
+  I.download_state(st, solver, s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template <class T>
+bool Trainer<T>::parameters_finite() {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  if (!I.resident) throw std::logic_error("parameters_finite: no device-resident parameters");
+  cudaStream_t s = I.work();
+  I.flag.resize(1);
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.flag.get(), 0, sizeof(int), s));
+  const long long n = I.layout.n_params;
+  launch(finite_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, static_cast<const T*>(I.params.get()), 1LL, n,
+         n, 1LL, I.flag.get());
+  int bad = 0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&bad, I.flag.get(), sizeof(int), cudaMemcpyDeviceToHost, s));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  return bad == 0;
+}
+
+template <class T>
+void Trainer<T>::set_best(const T* params_host) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  cudaStream_t s = I.work();
+  upload(I.best, params_host, static_cast<size_t>(I.layout.n_params), s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template <class T>
+void Trainer<T>::keep_best() {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  if (!I.resident) throw std::logic_error("keep_best: no device-resident parameters");
+  const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
+  I.best.resize(n);
+  // (ordered after the epochs on the same stream; nothing on the host waits for it)
+  if (n != 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.best.get(), I.params.get(), n * sizeof(T), cudaMemcpyDeviceToDevice,
+                                        I.work()));
+}
+
+template <class T>
+void Trainer<T>::get_best(T* params_host) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
+  if (I.best.size() < n) throw std::logic_error("get_best: no snapshot (set_best or keep_best)");
+  cudaStream_t s = I.work();
+  download(params_host, I.best, n, s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+}
+
+template <class T>
+void Trainer<T>::set_validation(const MatrixView* x, const index_t* rows, index_t n, const T* y,
+                                const T* sample_weight) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  cudaStream_t s = I.work();
+  typename Impl::Validation& V = I.val;
+  V.n = 0;
+  if (x == nullptr) {
+    if (I.n_rows == 0) throw std::logic_error("set_validation: no training data loaded to take rows from");
+    V.x = I.x;
+  } else {
+    check_on_device(*x, I.device);
+    if (x->cols != I.layout.n_inputs()) throw std::invalid_argument("X_val has the wrong number of features");
+    if (x->rows != n) throw std::invalid_argument("X_val and its targets differ in length");
+    V.x = *x;
+    if (!x->on_device) {
+      const std::size_t bytes = span_bytes(*x);
+      V.x_store.resize(bytes);
+      if (bytes != 0)
+        FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(V.x_store.get(), x->data, bytes, cudaMemcpyHostToDevice, s));
+      V.x.data = V.x_store.get();
+      V.x.on_device = true;
+    }
+  }
+  if (rows != nullptr) {
+    V.rows.resize(static_cast<size_t>(std::max<index_t>(n, 1)));
+    if (n > 0)
+      FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(V.rows.get(), rows, static_cast<size_t>(n) * sizeof(long long),
+                                          cudaMemcpyHostToDevice, s));
+  } else {
+    Impl::upload_identity(V.rows, n, s);
+  }
+  // The gather reads targets and weights by row of X: for rows of the training X, y and the
+  // weights go where those rows are (the rest of the copy is never read).
+  const index_t n_out = I.layout.n_outputs();
+  const index_t extent = rows != nullptr ? I.n_rows : n;
+  if (rows != nullptr)
+    for (index_t i = 0; i < n; ++i)
+      if (rows[i] < 0 || rows[i] >= I.n_rows) throw std::invalid_argument("set_validation: a row out of range");
+  std::vector<T> scattered;
+  auto by_row = [&](const T* values, index_t width) {
+    if (rows == nullptr) return values;
+    scattered.assign(static_cast<size_t>(extent * width), T(0));
+    for (index_t i = 0; i < n; ++i)
+      std::copy_n(values + i * width, width, scattered.data() + rows[i] * width);
+    return static_cast<const T*>(scattered.data());
+  };
+  upload(V.y, by_row(y, n_out), static_cast<size_t>(extent * n_out), s);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // (before the staging is reused)
+  V.weighted = sample_weight != nullptr;
+  V.sw_sum = static_cast<double>(n);
+  if (V.weighted) {
+    upload(V.w, by_row(sample_weight, 1), static_cast<size_t>(extent), s);
+    double total = 0.0;
+    for (index_t i = 0; i < n; ++i) total += static_cast<double>(sample_weight[i]);
+    V.sw_sum = total;
+  }
+  // the buffers of evaluate's chunks now, before an epoch's graph is captured with them
+  I.ensure_rows(std::max<index_t>(std::min<index_t>(n, kChunkRows), 1), true);
+  I.out_stage.resize(static_cast<size_t>(std::min<index_t>(n, kChunkRows) * I.layout.n_outputs()));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // (the host arrays may go)
+  V.n = n;
+}
+
+template <class T>
+double Trainer<T>::evaluate(double alpha, double* out, const StopCheck& should_stop) {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  typename Impl::Validation& V = I.val;
+  if (!I.resident) throw std::logic_error("evaluate: no device-resident parameters");
+  if (V.n == 0) throw std::logic_error("evaluate: no validation set");
+  cpu::StopClock stop(should_stop);
+  cudaStream_t s = I.work();
+  const index_t chunk = std::max<index_t>(std::min<index_t>(V.n, kChunkRows), 1);
+  I.ensure_rows(chunk, true);  // (the loss writes dZ)
+  const int n_out = static_cast<int>(I.layout.n_outputs());
+  I.out_stage.resize(static_cast<size_t>(chunk * n_out));
+  const size_t last = I.layout.layers.size() - 1;
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
+  BatchState host{};
+  for (index_t start = 0, b = 0; start < V.n; start += chunk, ++b) {
+    const int rows = static_cast<int>(std::min(chunk, V.n - start));
+    I.begin_chunk(host, V.n, chunk, b, rows, s);
+    I.gather_rows(V.x, V.y.get(), V.weighted ? V.w.get() : nullptr, V.rows.get(), chunk, s);
+    I.forward(rows, rows, I.pass(false), s);
+    // the outputs as predict gives them, then the loss (whose kernel activates z in place)
+    dispatch_output(I.layout.loss, I.layout.output, [&](auto a) {
+      launch(output_activation_kernel<T, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
+             static_cast<const T*>(I.act(last)), I.out_stage.get(), rows, n_out);
+      return 0;
+    });
+    dispatch_head(I.layout.loss, I.layout.output, [&](auto l, auto a) {
+      launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
+             I.act(last), static_cast<const T*>(I.yb.get()),
+             V.weighted ? static_cast<const T*>(I.wb.get()) : nullptr, I.delta(last), rows, n_out, I.state.get(),
+             I.scalar.get(), I.layout.loss_params);
+      return 0;
+    });
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out + start * n_out, I.out_stage.get(),
+                                        static_cast<size_t>(rows) * n_out * sizeof(double),
+                                        cudaMemcpyDeviceToHost, s));
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));  // host's BatchState and the stage are reused
+    if (stop.poll()) throw std::runtime_error("interrupted");
+  }
+  double row_loss = 0.0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&row_loss, I.scalar.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
+  const index_t n = I.layout.n_params;
+  launch(sq_norm_kernel<T>, dim3(grid_for(n)), dim3(kBlock), 0, s, static_cast<const T*>(I.params.get()), n,
+         I.table, I.scalar.get());
+  double sq = 0.0;
+  FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&sq, I.scalar.get(), sizeof(double), cudaMemcpyDeviceToHost, s));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  return batch_loss(I.layout.loss, row_loss, V.sw_sum, n_out, alpha, sq);
 }
 
 template <class T>
@@ -519,18 +771,19 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   opts.batch_size = bs;
   const index_t n = I.layout.n_params;
   const bool adam = o.solver == Solver::adam;
+  const bool resident = params_host == nullptr;
+  if (resident && !(I.resident && I.resident_solver == o.solver))
+    throw std::logic_error("run_epoch: no device-resident parameters for this solver (set_parameters)");
   I.ensure_rows(bs, true);
 
   static_assert(sizeof(long long) == sizeof(index_t), "index types");
   if (n_order > 0)
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.order.get(), order, static_cast<size_t>(n_order) * sizeof(long long),
                                         cudaMemcpyHostToDevice, s));
-  upload(I.params, params_host, static_cast<size_t>(n), s);
-  if (adam) {
-    upload(I.s0, st.m, static_cast<size_t>(n), s);
-    upload(I.s1, st.v, static_cast<size_t>(n), s);
-  } else {
-    upload(I.s0, st.velocity, static_cast<size_t>(n), s);
+  if (!resident) {
+    I.resident = false;
+    upload(I.params, params_host, static_cast<size_t>(n), s);
+    I.upload_state(st, o.solver, s);
   }
   BatchState host{};
   host.n_order = n_order;
@@ -591,12 +844,9 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
     I.graph.launch(s);
   }
   FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(&host, I.state.get(), sizeof host, cudaMemcpyDeviceToHost, s));
-  download(params_host, I.params, static_cast<size_t>(n), s);
-  if (adam) {
-    download(st.m, I.s0, static_cast<size_t>(n), s);
-    download(st.v, I.s1, static_cast<size_t>(n), s);
-  } else {
-    download(st.velocity, I.s0, static_cast<size_t>(n), s);
+  if (!resident) {
+    download(params_host, I.params, static_cast<size_t>(n), s);
+    I.download_state(st, o.solver, s);
   }
   if (host.batch_loss != nullptr) download(o.batch_losses, I.batch_loss, n_batches_total, s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
@@ -615,8 +865,9 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
-  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
+  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, kChunkRows), 1);
   I.ensure_rows(chunk, true);
+  I.resident = false;
   upload(I.params, params_host, static_cast<size_t>(n), s);
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
@@ -638,10 +889,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   for (index_t start = 0, b = 0; start < n_rows; start += chunk, ++b) {
     const int rows = static_cast<int>(std::min(chunk, n_rows - start));
     I.begin_chunk(host, n_rows, chunk, b, rows, s);
-    if (I.x.f32)
-      I.template gather<float>(o, s);
-    else
-      I.template gather<double>(o, s);
+    I.gather(o, s);
     I.forward(rows, rows, I.pass(false), s);
     dispatch_head(I.layout.loss, I.layout.output, [&](auto l, auto a) {
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
@@ -679,7 +927,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
   const index_t n = I.layout.n_params, n_rows = x.rows;
-  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, 4096), 1);
+  const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, kChunkRows), 1);
   const int n_out = static_cast<int>(I.layout.n_outputs());
   // Every buffer is the engine's and sized for a chunk, so a kept engine allocates nothing on
   // later calls of at most as many rows (and never more than a chunk's worth).
@@ -689,6 +937,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
     I.chunk_order_rows = chunk;
   }
   if (!out_on_device) I.out_stage.resize(static_cast<size_t>(chunk * n_out));
+  I.resident = false;
   upload(I.params, params_host, static_cast<size_t>(n), s);
   const size_t last = I.layout.layers.size() - 1;
   const int d = static_cast<int>(I.layout.n_inputs());

@@ -61,7 +61,8 @@ void wait_for_stream(std::uintptr_t stream);
 // The simulator's count of allocations and of copies each way since the module was loaded
 // (the tests check what an engine transfers); a build for a real device throws.
 struct RuntimeCounts {
-  long long allocations = 0, host_to_device = 0, device_to_host = 0, host_to_device_bytes = 0;
+  long long allocations = 0, host_to_device = 0, device_to_host = 0, host_to_device_bytes = 0,
+            device_to_host_bytes = 0, graphs = 0;
 };
 RuntimeCounts runtime_counts();
 
@@ -85,8 +86,36 @@ class Trainer {
   // on the device for the epochs and loss evaluations that follow.
   void load_training_data(const MatrixView& x, const T* y, const T* sample_weight);
 
+  // One epoch over the rows `order` of the loaded data. With `params` (host), the parameters and
+  // the optimizer state go to the device and come back (state.m/v/velocity); with params null,
+  // the epoch trains the device-resident ones (set_parameters) and only Adam's step count
+  // (state.t) crosses.
   EpochResult run_epoch(const index_t* order, index_t n_order, T* params, OptimizerState<T>& state,
                         const EpochOptions& opts, const StopCheck& should_stop);
+
+  // Device-resident training: the parameters and the optimizer state (the solver's arrays of
+  // `state`) go to the device once and stay there through the epochs that pass no parameters,
+  // until get_parameters brings them back. Prediction and loss_grad with host parameters
+  // overwrite them: call set_parameters again after those.
+  void set_parameters(const T* params, const OptimizerState<T>& state, Solver solver);
+  void get_parameters(T* params, OptimizerState<T>& state, Solver solver);
+  // Whether every resident parameter is finite (one flag crosses).
+  bool parameters_finite();
+  // Early stopping's snapshot on the device: set from the host, taken from the resident
+  // parameters (a device-to-device copy), brought back.
+  void set_best(const T* params);
+  void keep_best();
+  void get_best(T* params);
+
+  // The validation set of the resident model: `x` (host, copied once, or device memory), or,
+  // with x null, the rows `rows` (n of them) of the loaded training X, read in place; y (n x
+  // n_outputs) and the sample weights (or null) on the host, copied once.
+  void set_validation(const MatrixView* x, const index_t* rows, index_t n, const T* y,
+                      const T* sample_weight);
+  // One forward pass over the validation set with the resident parameters: out (n x n_outputs,
+  // host, float64) = the outputs, output activation applied, as predict gives them; returns
+  // the training objective (loss + L2 term with `alpha`, as loss_grad's).
+  double evaluate(double alpha, double* out, const StopCheck& should_stop = {});
 
   // The full-batch loss and gradient over the loaded data (the L-BFGS path). Throws
   // std::runtime_error("interrupted") when should_stop() says so (polled between chunks).

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.optimize
+import scipy.sparse as sp
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -293,8 +294,8 @@ def epoch_options(est, batch_size):
 class TrainingSet:
     """A fit call's data as the driver reads it: X validated (and as the engine reads it),
     the targets (as validated, as given, and as trained on after label smoothing), the
-    sample weights (as given, and as trained on after class weights), the engine, and the
-    user's validation set (or None)."""
+    sample weights (as given, and as trained on after class weights), the engine (and the
+    lock of a kept one), and the user's validation set (or None)."""
 
     X: object
     X_engine: object
@@ -305,6 +306,7 @@ class TrainingSet:
     train_weight: object
     engine: object
     validation: object = None
+    lease: object = None  # the kept engine's lock, released after the call
 
 
 class HostModel:
@@ -350,6 +352,77 @@ class HostModel:
         self.est._params[:] = self.est._best_params
 
 
+class DeviceModel(HostModel):
+    """The model kept on the device through the call (the CUDA engine): the parameters and
+    the optimizer state go up once and come back once, after the last epoch (or an error, an
+    interruption, a weight that is not finite); each epoch moves only the row order and the
+    batch state. Early stopping's validation runs on the training engine with the resident
+    weights, over rows of the X already on the device (or the user's X_val, copied once),
+    one forward pass giving both the objective and the outputs that are scored; its snapshot
+    of the best weights is a device-to-device copy."""
+
+    def __init__(self, training):
+        self.training = training
+        self.est = est = training.est
+        engine = training.engine
+        engine.set_parameters(est._params, est._optimizer.arrays())
+        self.resident = True
+        if training.early_stopping:
+            X_val, _, sample_weight_val, Y_val = training.validation
+            dtype = training.Y.dtype
+            Y_val = np.ascontiguousarray(Y_val, dtype=dtype)
+            if sample_weight_val is not None:
+                sample_weight_val = np.ascontiguousarray(sample_weight_val, dtype=dtype)
+            if training.val_idx is not None:  # rows of the training X, read in place
+                rows = np.ascontiguousarray(training.val_idx, dtype=np.int64)
+                engine.set_validation(None, rows, Y_val, sample_weight_val)
+            else:
+                engine.set_validation(
+                    _engine.as_engine_input(X_val, "cuda"), None, Y_val, sample_weight_val
+                )
+            if np.array_equal(est._best_params, est._params):
+                engine.keep_best()  # (a new fit's: a device copy)
+            else:  # a warm start's best so far
+                engine.set_best(est._best_params)
+            self.x_dtype = _engine.sklearn_float_dtype(X_val)
+
+    @staticmethod
+    def usable(training):
+        """Whether the call can keep its model on the device: a CUDA engine, no callbacks
+        (they read the estimator after every epoch), and a dense validation set."""
+        if not hasattr(training.engine, "set_parameters") or training.hooks.active:
+            return False
+        return not (training.early_stopping and sp.issparse(training.validation[0]))
+
+    def epoch(self, order, options):
+        t = self.training
+        return t.engine.run_epoch(
+            t.X_engine, t.Y, t.train_weight, order, None, self.est._optimizer.arrays(), options
+        )
+
+    def check_finite(self):
+        if not self.training.engine.parameters_finite():
+            self.finish()
+            super().check_finite()
+
+    def validate(self):
+        _, y_val, sample_weight_val, _ = self.training.validation
+        loss, outputs = self.training.engine.evaluate(float(self.est.alpha))
+        return loss, self.est._score_outputs(outputs, self.x_dtype, y_val, sample_weight_val)
+
+    def keep_best(self):
+        self.training.engine.keep_best()
+
+    def finish(self):
+        if not self.resident:
+            return
+        self.resident = False
+        est, engine = self.est, self.training.engine
+        engine.get_parameters(est._params, est._optimizer.arrays())
+        if self.training.early_stopping:
+            engine.get_best(est._best_params)
+
+
 class StochasticTraining:
     """One fit or partial_fit call with 'sgd' or 'adam': scikit-learn's ``_fit_stochastic``,
     one native epoch per iteration."""
@@ -377,7 +450,10 @@ class StochasticTraining:
         self.validation = self._validation_split(validation)
         if self.early_stopping and getattr(est, "validation_loss_curve_", None) is None:
             est.validation_loss_curve_ = []
-        self.model = HostModel(self)
+        if hasattr(self.engine, "load_training_data"):
+            # (a CUDA engine kept from an earlier call may hold the same arrays with other values)
+            self.engine.load_training_data(self.X_engine, self.Y, self.train_weight)
+        self.model = DeviceModel(self) if DeviceModel.usable(self) else HostModel(self)
 
         n_total = X.shape[0]
         self.n_samples = n_total if self.train_idx is None else self.train_idx.shape[0]

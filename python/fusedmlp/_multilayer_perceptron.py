@@ -67,10 +67,14 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 # _prediction_engine): the buffers it keeps grow with the rows of the calls it serves.
 _KEPT_ENGINES = weakref.WeakKeyDictionary()
 _KEPT_ENGINE_ROWS = 256
+# The CUDA training engine kept for each estimator across partial_fit calls (its device
+# buffers and captured graph).
+_KEPT_TRAINING_ENGINES = weakref.WeakKeyDictionary()
 # A child process starts without them: a lease held by another thread at the fork would stay
 # held in the child, and a CUDA engine does not survive a fork.
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_KEPT_ENGINES.clear)
+    os.register_at_fork(after_in_child=_KEPT_TRAINING_ENGINES.clear)
 
 
 def _resolve_dtype(dtype):
@@ -376,13 +380,17 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             max_subtasks = 1 if incremental else self.max_iter
         else:  # one subtask per L-BFGS iteration, and the one scipy never starts
             max_subtasks = self.max_iter + 1
-        hooks = FitHooks(self, data.X, data.y_given, data.sample_weight, max_subtasks)
-        if self.solver in _STOCHASTIC_SOLVERS:
-            StochasticTraining(self, data, incremental, hooks).run()
-        elif self.solver == "lbfgs":
-            fit_lbfgs(self, data.X_engine, data.Y_train, data.train_weight, data.engine, hooks)
-            if not np.isfinite(self.loss_):
-                self._check_float32_input(data.X)
+        try:
+            hooks = FitHooks(self, data.X, data.y_given, data.sample_weight, max_subtasks)
+            if self.solver in _STOCHASTIC_SOLVERS:
+                StochasticTraining(self, data, incremental, hooks).run()
+            elif self.solver == "lbfgs":
+                fit_lbfgs(self, data.X_engine, data.Y_train, data.train_weight, data.engine, hooks)
+                if not np.isfinite(self.loss_):
+                    self._check_float32_input(data.X)
+        finally:
+            if data.lease is not None:
+                data.lease.release()
 
         self._check_finite_params(data.X)
         hooks.close()
@@ -469,13 +477,19 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         Y_train, train_weight = self._training_targets(Y, sample_weight, incremental)
         if train_weight is not None:
             train_weight = np.ascontiguousarray(train_weight, dtype=dtype)
-        engine = self._engine_for(layer_units, device, dtype, training=True)
+        lease = None
+        if incremental and device == "cuda":  # (its buffers and graph serve the next call)
+            engine, lease = self._kept_engine(
+                _KEPT_TRAINING_ENGINES, layer_units, device, dtype, training=True
+            )
+        else:
+            engine = self._engine_for(layer_units, device, dtype, training=True)
         if not hasattr(self, "history_"):
             self.history_ = {}  # (a model from set_weights or an older pickle)
         return TrainingSet(
             X=X, X_engine=X_engine, y=y, y_given=y_given, Y_train=Y_train,
             sample_weight=sample_weight, train_weight=train_weight, engine=engine,
-            validation=validation,
+            validation=validation, lease=lease,
         )
 
     def _reconstruction_attributes(self):
@@ -805,6 +819,13 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         params = self._current_params(dtype)
         if n_rows > _KEPT_ENGINE_ROWS and device != "cuda":
             return self._engine_for(units, device, dtype), params, None
+        engine, lease = self._kept_engine(_KEPT_ENGINES, units, device, dtype)
+        return engine, params, lease
+
+    def _kept_engine(self, table, units, device, dtype, training=False):
+        """(engine, lease): the engine `table` keeps for this estimator while the
+        configuration it was built for is the estimator's, else a new one (kept when the
+        table's is not in use), and the lock to release after use (None: not kept)."""
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else self.n_threads
@@ -815,21 +836,23 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             where = (module.__name__, module.current_device())
         else:
             where = device
+        rates = self._dropout_rates(len(units) - 2) if training else None
         key = (where, dtype, tuple(units), self.activation,
                None if param is None else getattr(self, param), loss, out_activation,
-               tuple(sorted(options.items())), threads)
+               tuple(sorted(options.items())), threads,
+               None if rates is None else tuple(np.broadcast_to(rates, len(units) - 2)))
         try:
-            kept = _KEPT_ENGINES.get(self)
+            kept = table.get(self)
         except TypeError:  # an unhashable estimator (a subclass with __eq__ only): no keeping
-            return self._engine_for(units, device, dtype), params, None
+            return self._engine_for(units, device, dtype, training), None
         if kept is not None and kept[0] == key and kept[2].acquire(blocking=False):
-            return kept[1], params, kept[2]
+            return kept[1], kept[2]
         lease = threading.Lock()
         lease.acquire()
-        engine = self._engine_for(units, device, dtype)
+        engine = self._engine_for(units, device, dtype, training)
         if kept is None or kept[0] != key or not kept[2].locked():
-            _KEPT_ENGINES[self] = (key, engine, lease)
-        return engine, params, lease
+            table[self] = (key, engine, lease)
+        return engine, lease
 
     def _plain_input(self, X, max_checked=4096):
         """Whether X needs nothing of scikit-learn's validation: a small 2-D float ndarray of

@@ -524,3 +524,169 @@ def test_device_memory_of_another_device_is_a_clear_error(two_devices):
     simulator.set_device(0)
     with pytest.raises(ValueError, match="X is on CUDA device 1 but the current device is 0"):
         engine.predict(on_1, params)
+
+
+# ---- the model stays on the device through a fit -----------------------------------------
+
+def _counted_fit(simulator, est, X, y, **fit_params):
+    before = simulator.runtime_counts()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y, **fit_params)
+    after = simulator.runtime_counts()
+    return {key: after[key] - before[key] for key in before}
+
+
+@pytest.mark.parametrize("validation", [None, "split", "X_val"])
+def test_training_keeps_the_model_on_the_device(simulator, validation):
+    # The parameters and the optimizer state go to the device once per fit and come back once:
+    # each further epoch moves only the row order and the batch state (and, with early
+    # stopping, the validation chunk's state, its outputs and two sums back: the validation
+    # set itself is on the device, as rows of X or the user's X_val copied once), and
+    # allocates nothing. The model is the CPU engine's.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 30)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
+    fit_params = {}
+    kw = dict(hidden_layer_sizes=(64,), batch_size=50, random_state=0, tol=0.0, n_iter_no_change=100)
+    if validation == "split":
+        kw.update(early_stopping=True, validation_fraction=0.25)
+    elif validation == "X_val":
+        kw.update(early_stopping=True)
+        fit_params = dict(X_val=X[150:], y_val=y[150:])
+        X, y = X[:150], y[:150]
+    counts = {}
+    for epochs in (2, 6):
+        est = fm.MLPClassifier(device="cuda", max_iter=epochs, **kw)
+        counts[epochs] = _counted_fit(simulator, est, X, y, **fit_params)
+    per_epoch = {key: (counts[6][key] - counts[2][key]) / 4 for key in counts[2]}
+    params_bytes = est._params.nbytes
+    assert per_epoch["allocations"] == 0
+    assert counts[2]["graphs"] == counts[6]["graphs"] == 1
+    if validation is None:
+        assert per_epoch["host_to_device"] == 2    # the order, the batch state
+        assert per_epoch["device_to_host"] == 2    # the batch state, the weights' finiteness
+    else:
+        assert per_epoch["host_to_device"] == 3    # ... and the validation chunk's state
+        assert per_epoch["device_to_host"] == 4    # the state, the outputs, the loss, ||W||^2
+        n_val = 50
+        assert per_epoch["device_to_host_bytes"] < n_val * 3 * 8 + 1024
+    assert per_epoch["host_to_device_bytes"] < X.shape[0] * 8 + 1024 < params_bytes
+    assert per_epoch["device_to_host_bytes"] < params_bytes
+    # besides its epochs, a fit sends X, the targets (three columns), the parameters and Adam's
+    # two moments once, and the validation set once: the rows' indices and targets (placed by
+    # row of X, for the split), or the user's X_val and its targets
+    once = counts[2]["host_to_device_bytes"] - 2 * per_epoch["host_to_device_bytes"]
+    data_bytes = X.nbytes + X.shape[0] * 3 * 4
+    if validation == "split":
+        data_bytes += 50 * 8 + X.shape[0] * 3 * 4
+    elif validation == "X_val":
+        data_bytes += 50 * 8 + fit_params["X_val"].nbytes + 50 * 3 * 4
+    assert data_bytes + 3 * params_bytes <= once < data_bytes + 3 * params_bytes + 1024
+    cpu = fm.MLPClassifier(device="cpu", max_iter=6, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu.fit(X, y, **fit_params)
+    assert_same_fit(est, cpu)
+    if validation is not None:
+        np.testing.assert_allclose(est.validation_scores_, cpu.validation_scores_)
+        np.testing.assert_allclose(est.validation_loss_curve_, cpu.validation_loss_curve_, rtol=1e-5)
+        assert est.best_validation_score_ == cpu.best_validation_score_
+
+
+@pytest.mark.parametrize("solver", ["adam", "sgd"])
+def test_early_stopping_on_the_device_restores_the_best_weights(simulator, solver):
+    # The best validated weights are kept by a device copy and restored after the last epoch,
+    # also across a warm start that never beats them; the optimizer's state comes back as the
+    # last epoch left it; sample weights and class weights reach the validation as on the CPU.
+    X, y = data("multiclass")
+    sw = np.random.default_rng(1).uniform(0.2, 3, len(y))
+    kw = dict(random_state=0, max_iter=12, hidden_layer_sizes=(32,), dtype="float64", solver=solver,
+              early_stopping=True, validation_fraction=0.3, n_iter_no_change=3, batch_size=30,
+              learning_rate_init=0.05, class_weight="balanced")
+    models = []
+    for device in ("cuda", "cpu"):
+        est = fm.MLPClassifier(device=device, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y, sample_weight=sw)
+            first_best = est._best_params.copy()
+            est.set_params(warm_start=True, max_iter=2, learning_rate_init=5.0).fit(X, y, sample_weight=sw)
+        models.append((est, first_best))
+    (gpu, gpu_best), (cpu, cpu_best) = models
+    np.testing.assert_allclose(gpu.validation_scores_, cpu.validation_scores_, rtol=1e-10)
+    np.testing.assert_allclose(gpu_best, cpu_best, rtol=1e-9, atol=1e-10)
+    assert_same_fit(gpu, cpu, "float64")
+    for name, value in cpu._optimizer.arrays().items():
+        np.testing.assert_allclose(gpu._optimizer.arrays()[name], value, rtol=1e-9, atol=1e-12)
+
+
+def test_a_diverging_fit_on_the_device_ends_as_on_the_cpu(simulator):
+    # The finiteness of the weights is checked on the device after every epoch: the first
+    # non-finite one brings the weights back and raises scikit-learn's error.
+    X, y = data("regression")
+    kw = dict(solver="sgd", learning_rate_init=1e3, random_state=0, max_iter=30, hidden_layer_sizes=(20,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for device in ("cuda", "cpu"):
+            est = fm.MLPRegressor(device=device, **kw)
+            with pytest.raises(ValueError, match="non-finite parameter weights"):
+                est.fit(X, y * 100)
+            if device == "cuda":
+                gpu = est
+    assert gpu.n_iter_ == est.n_iter_
+    np.testing.assert_array_equal(np.isfinite(gpu._params), np.isfinite(est._params))
+
+
+def test_callbacks_read_the_weights_of_every_epoch_on_the_device(simulator):
+    # A callback reads the estimator after each epoch: the model then crosses every epoch, and
+    # what the callback sees is the CPU engine's model of that epoch.
+    pytest.importorskip("sklearn.callback")
+    from tests.recorder import Recorder
+
+    X, y = data("binary")
+    seen = {}
+    for device in ("cuda", "cpu"):
+        est = fm.MLPClassifier(device=device, max_iter=3, random_state=0, hidden_layer_sizes=(8,))
+        seen[device] = Recorder()
+        est.set_callbacks(seen[device])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+    assert len(seen["cuda"].weights) == len(seen["cpu"].weights) == 3
+    for gpu, cpu in zip(seen["cuda"].weights, seen["cpu"].weights):
+        for a, b in zip(gpu, cpu):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.array_equal(seen["cuda"].weights[0][0], seen["cuda"].weights[-1][0])
+
+
+def test_partial_fit_keeps_its_engine_and_reads_new_values(simulator):
+    # partial_fit calls after the first reuse the engine (no device allocation, the graph
+    # captured by the first) and copy only the call's data and the model, once each; arrays the
+    # caller refills in place between calls are read again, as on the CPU.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 10)).astype(np.float32)
+    y = rng.standard_normal(120).astype(np.float32)
+    models = {}
+    for device in ("cuda", "cpu"):
+        est = fm.MLPRegressor(device=device, hidden_layer_sizes=(16,), batch_size=40, random_state=0)
+        X_buffer, y_buffer = X.copy(), y.copy()
+        counts = []
+        for step in range(4):
+            X_buffer[:] = X + step  # the same arrays, new values
+            y_buffer[:] = y * (step + 1)
+            before = simulator.runtime_counts()
+            est.partial_fit(X_buffer, y_buffer)
+            after = simulator.runtime_counts()
+            counts.append({key: after[key] - before[key] for key in before})
+        models[device] = est
+        if device == "cuda":
+            assert [c["allocations"] for c in counts[1:]] == [0, 0, 0]
+            assert [c["graphs"] for c in counts] == [1, 0, 0, 0]  # captured once
+            # X, y, the parameters and Adam's moments, the order and the batch state up
+            params_bytes = est._params.nbytes
+            for c in counts[1:]:
+                assert c["host_to_device"] == 7
+                assert X.nbytes + y.nbytes + 3 * params_bytes <= c["host_to_device_bytes"]
+                assert c["host_to_device_bytes"] < X.nbytes + y.nbytes + 3 * params_bytes + 2048
+    assert_same_fit(models["cuda"], models["cpu"])

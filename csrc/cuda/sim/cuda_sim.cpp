@@ -217,20 +217,24 @@ void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> bo
 namespace fusedmlp {
 namespace sim {
 namespace {
-std::atomic<long long> allocations{0}, host_to_device{0}, device_to_host{0}, host_to_device_bytes{0};
+std::atomic<long long> allocations{0}, host_to_device{0}, device_to_host{0}, host_to_device_bytes{0},
+    device_to_host_bytes{0}, graphs{0};
 
 void count_copy(cudaMemcpyKind kind, std::size_t bytes) {
   if (kind == cudaMemcpyHostToDevice) {
     ++host_to_device;
     host_to_device_bytes += static_cast<long long>(bytes);
   }
-  if (kind == cudaMemcpyDeviceToHost) ++device_to_host;
+  if (kind == cudaMemcpyDeviceToHost) {
+    ++device_to_host;
+    device_to_host_bytes += static_cast<long long>(bytes);
+  }
 }
 }  // namespace
 
 Counters counters() {
   return Counters{allocations.load(), host_to_device.load(), device_to_host.load(),
-                  host_to_device_bytes.load()};
+                  host_to_device_bytes.load(), device_to_host_bytes.load(), graphs.load()};
 }
 
 }  // namespace sim
@@ -443,6 +447,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  ++fusedmlp::sim::graphs;
   if (exec == nullptr || graph == nullptr) return fail(cudaErrorInvalidValue);
   *exec = new SimGraph(*graph);
   return cudaSuccess;

@@ -201,6 +201,8 @@ struct Counters {
   long long host_to_device = 0;
   long long device_to_host = 0;
   long long host_to_device_bytes = 0;
+  long long device_to_host_bytes = 0;
+  long long graphs = 0;  // graphs instantiated
 };
 Counters counters();
 
