@@ -3,7 +3,7 @@
 //
 // Arrays arrive as numpy arrays (host memory, copied to the device) or as any object with a
 // __cuda_array_interface__ (CuPy, Numba, PyTorch CUDA tensors: read in place on the device,
-// after the producer's stream has run).
+// the engine's stream ordered after the producer's by an event).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -31,6 +31,13 @@ using fusedmlp::bindings::SignalCheck;
 namespace {
 
 bool on_device(const py::object& x) { return py::hasattr(x, "__cuda_array_interface__"); }
+
+// A numpy array argument given as an object (None allowed by the caller): anything else is a
+// TypeError, never a cast that would read a non-array as one.
+py::array as_array(const py::object& a, const char* name) {
+  if (!py::isinstance<py::array>(a)) throw py::type_error(std::string(name) + " must be a numpy array");
+  return py::reinterpret_borrow<py::array>(a);
+}
 
 // A 2-D float32/float64 matrix, on the host (numpy) or on the device (__cuda_array_interface__).
 struct Matrix {
@@ -118,7 +125,7 @@ class PyTrainer {
     const index_t n_order = static_cast<index_t>(order.size());
     const index_t* idx = fusedmlp::bindings::row_order(order, rows_);
     T* p = params.is_none() ? nullptr
-                            : contiguous_ptr<T>(py::reinterpret_borrow<py::array>(params), "params", L.n_params, true);
+                            : contiguous_ptr<T>(as_array(params, "params"), "params", L.n_params, true);
     EpochArgs<T> args(hyper, opt, L.n_params, n_order);
     SignalCheck check;
     EpochResult r;
@@ -139,6 +146,16 @@ class PyTrainer {
   void load_training_data(const py::object& x, const py::array& y, const py::object& sample_weight) {
     x_ = py::object();
     load(x, y, sample_weight);
+  }
+
+  // Forgets the arrays of the last call (a kept engine keeps its device buffers, not the
+  // caller's data); the next call loads its own.
+  void release_data() {
+    x_ = py::object();
+    y_ = py::object();
+    w_ = py::object();
+    val_x_ = py::object();
+    val_rows_ = 0;
   }
 
   // ---- device-resident training: the parameters and the optimizer state (the arrays of
@@ -208,11 +225,11 @@ class PyTrainer {
     const T* yp = contiguous_ptr<T>(y, "Y_val", n * L.n_outputs(), false);
     const T* wp = nullptr;
     if (!sample_weight.is_none())
-      wp = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight), "sample_weight_val", n, false);
+      wp = contiguous_ptr<T>(as_array(sample_weight, "sample_weight_val"), "sample_weight_val", n, false);
     {
       py::gil_scoped_release release;
-      if (!x.is_none()) cuda::wait_for_stream(m.stream);
       trainer_.set_stream(0);
+      if (!x.is_none()) trainer_.order_after(m.stream);
       trainer_.set_validation(x.is_none() ? nullptr : &m.view, idx, n, yp, wp);
     }
     val_x_ = x;  // (device memory is read in place: keep it alive)
@@ -295,8 +312,8 @@ class PyTrainer {
     bool finished;
     {
       py::gil_scoped_release release;
-      cuda::wait_for_stream(m.stream);
       trainer_.set_stream(stream);
+      trainer_.order_after(m.stream);
       finished = trainer_.predict(m.view, p, o, out_on_device, std::ref(check));
     }
     if (!finished && check.raised) throw py::error_already_set();
@@ -310,11 +327,11 @@ class PyTrainer {
     const T* yp = contiguous_ptr<T>(y, "Y", m.view.rows * L.n_outputs(), false);
     const T* wp = nullptr;
     if (!sample_weight.is_none())
-      wp = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight), "sample_weight", m.view.rows, false);
+      wp = contiguous_ptr<T>(as_array(sample_weight, "sample_weight"), "sample_weight", m.view.rows, false);
     {
       py::gil_scoped_release release;
-      cuda::wait_for_stream(m.stream);
       trainer_.set_stream(0);
+      trainer_.order_after(m.stream);
       trainer_.load_training_data(m.view, yp, wp);
     }
     x_ = x;
@@ -399,6 +416,7 @@ void bind_trainer(py::module_& m, const char* name) {
            py::arg("stream") = 0)
       .def("load_training_data", &PyTrainer<T>::load_training_data, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"))
+      .def("release_data", &PyTrainer<T>::release_data)
       .def("set_parameters", &PyTrainer<T>::set_parameters, py::arg("params"), py::arg("optimizer"))
       .def("get_parameters", &PyTrainer<T>::get_parameters, py::arg("params"), py::arg("optimizer"))
       .def("parameters_finite", &PyTrainer<T>::parameters_finite)

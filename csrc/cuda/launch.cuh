@@ -14,7 +14,7 @@ void launch(void (*kernel)(KernelArgs...), dim3 grid, dim3 block, std::size_t sm
   kernel<<<grid, block, smem, stream>>>(args...);
 #else
   (void)smem;  // the simulator has no dynamic shared memory; kernels use static tiles
-  sim::launch(grid, block, stream, [=] { kernel(args...); });
+  sim::launch(reinterpret_cast<const void*>(kernel), grid, block, stream, [=] { kernel(args...); });
 #endif
   FUSEDMLP_CUDA_CHECK(cudaGetLastError());
 }

@@ -83,9 +83,11 @@ class DeviceBuffer {
 };
 
 // A stream owned by one object.
+// A stream that does not synchronise with the legacy default stream (other libraries' work
+// there neither waits for the engine's nor makes it wait); producers are waited for by events.
 class Stream {
  public:
-  Stream() { FUSEDMLP_CUDA_CHECK(cudaStreamCreate(&s_)); }
+  Stream() { FUSEDMLP_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
   ~Stream() { cudaStreamDestroy(s_); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
@@ -93,6 +95,19 @@ class Stream {
 
  private:
   cudaStream_t s_ = nullptr;
+};
+
+// An event without timing, for ordering one stream after another's work.
+class Event {
+ public:
+  Event() { FUSEDMLP_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+  ~Event() { cudaEventDestroy(e_); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_ = nullptr;
 };
 
 // An instantiated graph owned by one object.

@@ -141,6 +141,7 @@ struct Trainer<T>::Impl {
   LayerTable table;
   bool fused;
   Stream own;
+  Event produced;  // order_after's event
   cudaStream_t borrowed = nullptr;
   cudaStream_t work() const { return borrowed != nullptr ? borrowed : own.get(); }
 
@@ -196,9 +197,16 @@ struct Trainer<T>::Impl {
   DeviceBuffer<long long> chunk_order;
   index_t chunk_order_rows = 0;
 
-  // the captured per-batch sequence and what it was captured for
+  // the captured per-batch sequence and what it was captured for: the options (graph_key) and
+  // the data's device addresses and layout (graph_data)
   GraphExec graph;
   std::vector<double> graph_key;
+  using DataWhere = std::tuple<const void*, index_t, index_t, bool, const T*, const T*, bool, const long long*>;
+  DataWhere graph_data{};
+  DataWhere data_where() const {
+    return std::make_tuple(x.data, x.rs, x.cs, x.f32, y.get(), w.get(), weighted,
+                           static_cast<const long long*>(order.get()));
+  }
 
   T* act(size_t l) { return acts.get() + act_offsets[l]; }
   T* delta(size_t l) { return deltas.get() + act_offsets[l]; }
@@ -532,17 +540,26 @@ void Trainer<T>::set_stream(std::uintptr_t stream) {
 }
 
 template <class T>
+void Trainer<T>::order_after(std::uintptr_t producer) {
+  if (producer == 0) return;
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  cudaStream_t p = producer == 1   ? cudaStreamLegacy
+                   : producer == 2 ? cudaStreamPerThread
+                                   : reinterpret_cast<cudaStream_t>(producer);
+  if (p == I.work()) return;  // (stream order already)
+  FUSEDMLP_CUDA_CHECK(cudaEventRecord(I.produced.get(), p));
+  FUSEDMLP_CUDA_CHECK(cudaStreamWaitEvent(I.work(), I.produced.get(), 0));
+}
+
+template <class T>
 void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sample_weight) {
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
   check_on_device(x, I.device);
   cudaStream_t s = I.work();
   if (x.cols != I.layout.n_inputs()) throw std::invalid_argument("X has the wrong number of features");
-  // what the captured graph reads: kept when the new data lands where the old did
-  const auto where = [&I] {
-    return std::make_tuple(I.x.data, I.x.rs, I.x.cs, I.x.f32, I.y.get(), I.w.get(), I.weighted, I.order.get());
-  };
-  const auto before = where();
+  I.val.n = 0;  // (its rows may have been rows of the old X)
   I.n_rows = x.rows;
   if (x.on_device) {
     I.x = x;
@@ -560,8 +577,7 @@ void Trainer<T>::load_training_data(const MatrixView& x, const T* y, const T* sa
   if (I.weighted) upload(I.w, sample_weight, static_cast<size_t>(x.rows), s);
   I.order.resize(static_cast<size_t>(std::max<index_t>(x.rows, 1)));
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
-  if (where() != before) I.graph.reset();  // new pointers
-  I.val.n = 0;      // (its rows may have been rows of the old X)
+  // (the captured graph is kept when the data lands where it did: run_epoch compares)
 }
 
 template <class T>
@@ -811,7 +827,16 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   // The per-batch sequence, captured once and replayed: everything it depends on that is not
   // in the state is in the key.
   const std::vector<double> key = graph_key(opts);  // (the batch size as captured: clamped)
-  if (!I.graph.ready() || key != I.graph_key) {
+  const index_t n_batches = (n_order + bs - 1) / bs;
+  index_t launched = 0;
+  if (!I.graph.ready() || key != I.graph_key || I.data_where() != I.graph_data) {
+    // The epoch's first batch runs uncaptured: it loads every kernel of the sequence, which a
+    // driver older than CUDA 12.3 cannot do lazily during a capture (CUDA_MODULE_LOADING=LAZY,
+    // the default since 12.2).
+    if (n_batches > 0) {
+      I.enqueue_batch(opts, s);
+      launched = 1;
+    }
     cudaStream_t cap = I.own.get();  // capture needs a stream of our own
     if (cap != s) FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
     FUSEDMLP_CUDA_CHECK(cudaStreamBeginCapture(cap, cudaStreamCaptureModeThreadLocal));
@@ -825,12 +850,11 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
     }
     I.graph.end_capture(cap);
     I.graph_key = key;
+    I.graph_data = I.data_where();
   }
 
   EpochResult result;
-  const index_t n_batches = (n_order + bs - 1) / bs;
   auto last_poll = std::chrono::steady_clock::now();
-  index_t launched = 0;
   for (; launched < n_batches; ++launched) {
     if (should_stop && launched % 8 == 0 &&
         std::chrono::steady_clock::now() - last_poll > std::chrono::milliseconds(20)) {

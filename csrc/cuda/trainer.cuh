@@ -56,6 +56,7 @@ void* device_copy(const void* host, std::size_t bytes);
 void device_free(void* p);
 // Blocks until the work queued on a foreign stream (a __cuda_array_interface__ producer's)
 // has run: 0 none, 1 and 2 the legacy and per-thread default streams, else a cudaStream_t.
+// (Engines order their own stream after a producer's with an event instead: order_after.)
 void wait_for_stream(std::uintptr_t stream);
 
 // The simulator's count of allocations and of copies each way since the module was loaded
@@ -81,6 +82,10 @@ class Trainer {
   // Queue the work on this stream (a cudaStream_t, e.g. CuPy's current one) instead of the
   // trainer's own; 0 goes back to its own. Graphs are captured on the own stream either way.
   void set_stream(std::uintptr_t stream);
+  // Orders the work stream after the work queued so far on a producer's stream (a
+  // __cuda_array_interface__ "stream": 0 none, 1 and 2 the legacy and per-thread default
+  // streams, else a cudaStream_t of the engine's device) by an event, without blocking the host.
+  void order_after(std::uintptr_t producer);
 
   // X (n x n_inputs), Y (n x n_outputs, host, T) and the sample weights (host, or null): kept
   // on the device for the epochs and loss evaluations that follow.

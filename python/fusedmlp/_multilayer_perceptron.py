@@ -390,6 +390,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                     self._check_float32_input(data.X)
         finally:
             if data.lease is not None:
+                data.engine.release_data()  # (the kept engine keeps its buffers, not the arrays)
                 data.lease.release()
 
         self._check_finite_params(data.X)
@@ -568,6 +569,9 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             "velocity" if optimizer.solver == "sgd" else "m"
         ].dtype != dtype:
             optimizer.astype(dtype)
+        best = getattr(self, "_best_params", None)
+        if best is not None and best.dtype != dtype:
+            self._best_params = best.astype(dtype)  # (the engines write it in place)
 
     def _training_targets(self, Y, sample_weight, incremental):
         """The targets and sample weights the engine trains on (regressors: as given)."""

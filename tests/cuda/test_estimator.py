@@ -690,3 +690,79 @@ def test_partial_fit_keeps_its_engine_and_reads_new_values(simulator):
                 assert X.nbytes + y.nbytes + 3 * params_bytes <= c["host_to_device_bytes"]
                 assert c["host_to_device_bytes"] < X.nbytes + y.nbytes + 3 * params_bytes + 2048
     assert_same_fit(models["cuda"], models["cpu"])
+
+
+def test_every_kernel_is_loaded_before_the_graph_is_captured(simulator, tmp_path):
+    # A driver older than CUDA 12.3 loads kernels lazily (the default since 12.2) but cannot
+    # load one during a stream capture: the first batch of an epoch that captures the sequence
+    # runs uncaptured. The simulator plays such a driver in a fresh process (nothing loaded yet).
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import warnings\n"
+        "import numpy as np\n"
+        "import fusedmlp as fm\n"
+        "X = np.random.default_rng(0).standard_normal((100, 5)).astype(np.float32)\n"
+        "y = (X[:, 0] > 0).astype(int)\n"
+        "for dtype in ('float32', 'float64'):\n"
+        "    with warnings.catch_warnings():\n"
+        "        warnings.simplefilter('ignore')\n"
+        "        est = fm.MLPClassifier((8,), device='cuda', max_iter=3, random_state=0,\n"
+        "                               dtype=dtype, early_stopping=True, n_iter_no_change=9)\n"
+        "        est.fit(X, y)\n"
+        "        fm.MLPClassifier((8,), device='cuda', dtype=dtype).partial_fit(X, y, classes=[0, 1])\n"
+        "    print(est.n_iter_, est.score(X, y))\n"
+    )
+    env = dict(os.environ, FUSEDMLP_CUDA_SIMULATOR="1", FUSEDMLP_CUDA_SIM_LAZY_LOADING="1")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split("\n")) == 3
+
+
+def test_warm_start_in_another_dtype_keeps_early_stopping_on_the_device(simulator):
+    # The best weights of a float32 fit continue in float64, as on the CPU.
+    X, y = data("binary")
+    models = []
+    for device in ("cuda", "cpu"):
+        est = fm.MLPClassifier(device=device, hidden_layer_sizes=(12,), max_iter=4, random_state=0,
+                               early_stopping=True, n_iter_no_change=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y).set_params(dtype="float64", warm_start=True).fit(X, y)
+        assert est._best_params.dtype == est._params.dtype == np.float64
+        models.append(est)
+    np.testing.assert_allclose(models[0].validation_scores_, models[1].validation_scores_)
+    assert_same_fit(*models)
+
+
+def test_the_resident_calls_refuse_what_is_not_an_array(simulator):
+    X, y = data("binary", n=60)
+    X = X.astype(np.float32)
+    Y = y.reshape(-1, 1).astype(np.float32)
+    engine = _engine.make_engine("cuda", np.float32, [9, 4, 1], "relu", None, "binary_log_loss")
+    optimizer = {"m": np.zeros(45, np.float32), "v": np.zeros(45, np.float32),
+                 "t": np.zeros(1, np.int64)}
+    hyper = dict(batch_size=20, alpha=0.0, momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, dropout_seed=0, epoch=0, solver="adam", learning_rate=0.001)
+    order = np.arange(60, dtype=np.int64)
+    with pytest.raises(TypeError, match="params must be a numpy array"):
+        engine.run_epoch(X, Y, None, order, [0.0] * 45, optimizer, hyper)
+    with pytest.raises(TypeError, match="sample_weight must be a numpy array"):
+        engine.run_epoch(X, Y, [1.0] * 60, order, None, optimizer, hyper)
+    engine.load_training_data(X, Y, None)
+    with pytest.raises(TypeError, match="sample_weight_val must be a numpy array"):
+        engine.set_validation(None, order[:10], Y[:10], [1.0] * 10)
+    with pytest.raises(RuntimeError, match="no device-resident parameters"):
+        engine.run_epoch(X, Y, None, order, None, optimizer, hyper)
+    with pytest.raises(ValueError, match="no validation set"):
+        engine.evaluate(0.0)
+    with pytest.raises(IndexError):
+        engine.set_validation(None, np.array([0, 60]), Y[:2], None)
+    engine.set_parameters(np.zeros(45, np.float32), optimizer)
+    engine.set_validation(None, order[:10], Y[:10], None)
+    loss, outputs = engine.evaluate(0.0)
+    assert outputs.shape == (10, 1) and np.allclose(outputs, 0.5) and loss == pytest.approx(np.log(2))

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -154,7 +155,7 @@ std::uint64_t warp_exchange(std::uint64_t bits, int src) {
   return out;
 }
 
-void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
+void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
 
 }  // namespace sim
 }  // namespace fusedmlp
@@ -197,13 +198,29 @@ void enqueue(cudaStream_t stream, std::function<void()> op) {
 namespace fusedmlp {
 namespace sim {
 
-void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body) {
+void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body) {
   const unsigned long long threads =
       static_cast<unsigned long long>(block.x) * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.y > 65535 || grid.z > 65535) {
     fail(cudaErrorInvalidConfiguration);
     return;
+  }
+  {
+    // the kernels loaded so far (lazy loading: at a kernel's first launch)
+    static std::mutex mutex;
+    static std::set<const void*> loaded;
+    static const bool lazy_no_capture = [] {
+      const char* v = std::getenv("FUSEDMLP_CUDA_SIM_LAZY_LOADING");
+      return v != nullptr && std::string(v) == "1";
+    }();
+    std::lock_guard<std::mutex> lock(mutex);
+    const bool capturing = stream != nullptr && stream->capture != nullptr;
+    if (capturing && lazy_no_capture && loaded.count(kernel) == 0) {
+      fail(cudaErrorStreamCaptureUnsupported);
+      return;
+    }
+    loaded.insert(kernel);
   }
   enqueue(stream, [grid, block, body = std::move(body)] {
     std::lock_guard<std::mutex> lock(launch_mutex());
@@ -325,6 +342,32 @@ cudaError_t cudaStreamCreate(cudaStream_t* stream) {
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   delete stream;
   return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
+  if ((flags & ~cudaStreamNonBlocking) != 0) return fail(cudaErrorInvalidValue);
+  return cudaStreamCreate(stream);
+}
+
+struct SimEvent {};
+
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags) {
+  if (event == nullptr || (flags & ~cudaEventDisableTiming) != 0) return fail(cudaErrorInvalidValue);
+  *event = new SimEvent;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  return event == nullptr ? fail(cudaErrorInvalidValue) : cudaSuccess;
+}
+
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t event, unsigned flags) {
+  return event == nullptr || flags != 0 ? fail(cudaErrorInvalidValue) : cudaSuccess;
 }
 
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }

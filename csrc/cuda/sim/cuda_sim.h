@@ -150,7 +150,14 @@ struct cudaPointerAttributes {
 
 struct SimStream;
 struct SimGraph;
+struct SimEvent;
 using cudaStream_t = SimStream*;
+using cudaEvent_t = SimEvent*;
+// the default streams' handles, as the runtime defines them
+#define cudaStreamLegacy (reinterpret_cast<cudaStream_t>(0x1))
+#define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
+constexpr unsigned cudaStreamNonBlocking = 0x1;
+constexpr unsigned cudaEventDisableTiming = 0x2;
 using cudaGraph_t = SimGraph*;
 using cudaGraphExec_t = SimGraph*;
 
@@ -162,6 +169,13 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
 cudaError_t cudaMemset(void* dst, int value, std::size_t bytes);
 cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t stream = nullptr);
 cudaError_t cudaStreamCreate(cudaStream_t* stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags);
+// The simulator runs a stream's work when it is enqueued, so an event is complete when recorded
+// and waiting for one never waits; the calls check their arguments.
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned flags = 0);
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize();
@@ -191,8 +205,11 @@ namespace fusedmlp {
 namespace sim {
 
 // Runs body once per thread of every block of the grid (or records it while the stream is
-// capturing). Called by launch() in cuda/launch.cuh; kernels are never called directly.
-void launch(dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
+// capturing). Called by launch() in cuda/launch.cuh with the kernel's address; kernels are
+// never called directly. With FUSEDMLP_CUDA_SIM_LAZY_LOADING=1 the simulator is a driver older
+// than CUDA 12.3 with lazy loading: a kernel loads at its first launch, and a first launch into
+// a capturing stream fails with cudaErrorStreamCaptureUnsupported.
+void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body);
 
 // What the runtime API has been asked for since the module was loaded: allocations and copies
 // each way (the tests count them: a kept engine allocates nothing, parameters stay put).
