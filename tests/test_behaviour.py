@@ -255,3 +255,31 @@ def test_concurrent_small_predictions_from_threads_agree():
         results = list(pool.map(run, range(200)))
     for i, r in enumerate(results):
         np.testing.assert_array_equal(r, expected[i % 50])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("head", [("log_loss", 4), ("binary_log_loss", 1), ("squared_error", 2)])
+def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted, head):
+    # Early stopping's validation (loss_and_outputs): one forward pass giving loss_grad's
+    # objective and predict's outputs, bit for bit, over several chunks and on two threads.
+    from fusedmlp import _engine
+
+    loss, n_out = head
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((9000, 20)).astype(dtype)
+    X[X < 0.5] = 0  # (sparse enough for CSR)
+    Y = rng.random((9000, n_out)).astype(dtype)
+    if loss != "squared_error":
+        Y = (Y > 0.5).astype(dtype) if n_out == 1 else np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, 9000)]
+    sw = rng.uniform(0.5, 2, 9000).astype(dtype) if weighted else None
+    engine = _engine.make_engine("cpu", dtype, [20, 33, 17, n_out], "tanh", 2, loss)
+    params = (rng.standard_normal(engine.n_params) * 0.3).astype(dtype)
+    X_in = _engine.as_engine_input(sp.csr_matrix(X) if sparse else X)
+    objective, outputs = engine.loss_and_outputs(X_in, Y, sw, params, 1e-3)
+    grad = np.empty_like(params)
+    assert objective == engine.loss_grad(X_in, Y, sw, params, 1e-3, grad)
+    np.testing.assert_array_equal(outputs, engine.predict(X_in, params))
+    with pytest.raises(TypeError, match="sample_weight must be a numpy array"):
+        engine.loss_and_outputs(X_in, Y, [1.0] * 9000, params, 1e-3)

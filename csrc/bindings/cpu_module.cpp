@@ -69,6 +69,21 @@ class PyTrainer {
         [&](const StopCheck& stop) { return trainer_.loss_grad(data, p, alpha, g, stop); });
   }
 
+  // (objective, outputs): loss_grad's objective without the gradient, and predict's outputs,
+  // from one forward pass (early stopping's validation).
+  py::tuple loss_and_outputs(const py::object& x, const py::array& y, const py::object& sample_weight,
+                             const py::array& params, double alpha) {
+    const NetworkLayout& L = trainer_.layout();
+    InputHolder in = to_input(x, L.n_inputs());
+    TrainingData<T> data = make_data(in, y, sample_weight);
+    const T* p = contiguous_ptr<T>(params, "params", L.n_params, false);
+    py::array_t<double> out({in.m.n_rows, L.n_outputs()});
+    double* o = out.mutable_data();
+    const double loss = run_interruptible(
+        [&](const StopCheck& stop) { return trainer_.evaluate(data, p, alpha, o, stop); });
+    return py::make_tuple(loss, out);
+  }
+
   py::array predict(const py::object& x, const py::array& params) {
     return run_predict(x, params, nullptr);
   }
@@ -103,6 +118,8 @@ class PyTrainer {
     TrainingData<T> d;
     d.x = in.m;
     d.y = contiguous_ptr<T>(y, "Y", in.m.n_rows * L.n_outputs(), false);
+    if (!sample_weight.is_none() && !py::isinstance<py::array>(sample_weight))
+      throw py::type_error("sample_weight must be a numpy array");
     if (!sample_weight.is_none())
       d.sample_weight = contiguous_ptr<T>(py::reinterpret_borrow<py::array>(sample_weight),
                                           "sample_weight", in.m.n_rows, false);
@@ -184,6 +201,8 @@ void bind_trainer(py::module_& m, const char* name) {
            py::arg("hyper"))
       .def("loss_grad", &PyTrainer<T>::loss_grad, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("params"), py::arg("alpha"), py::arg("grad"))
+      .def("loss_and_outputs", &PyTrainer<T>::loss_and_outputs, py::arg("X"), py::arg("Y"),
+           py::arg("sample_weight"), py::arg("params"), py::arg("alpha"))
       .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"))
       .def("predict_checked", &PyTrainer<T>::predict_checked, py::arg("X"), py::arg("params"));
 }

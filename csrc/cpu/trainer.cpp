@@ -403,6 +403,20 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   return result;
 }
 
+namespace {
+
+// The sum of the sample weights (the row count when unweighted), in double: a float32 sum stops
+// growing at 2^24.
+template <class T>
+double weight_sum(const TrainingData<T>& data) {
+  if (data.sample_weight == nullptr) return static_cast<double>(data.x.n_rows);
+  double total = 0.0;
+  for (index_t i = 0; i < data.x.n_rows; ++i) total += static_cast<double>(data.sample_weight[i]);
+  return total;
+}
+
+}  // namespace
+
 template <class T>
 double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
                              const StopCheck& should_stop) {
@@ -419,11 +433,7 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
   std::atomic<int> stop_flag{0};
   Partials loss_part(nth), sq_part(nth);
 
-  double sw_sum = static_cast<double>(n);
-  if (data.sample_weight != nullptr) {  // in double: a float32 sum stops growing at 2^24
-    sw_sum = 0.0;
-    for (index_t i = 0; i < n; ++i) sw_sum += static_cast<double>(data.sample_weight[i]);
-  }
+  const double sw_sum = weight_sum(data);
   const T scale = static_cast<T>(1.0 / sw_sum);
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
@@ -450,6 +460,46 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
         finish_weight_grad<T>(team, layer, params, static_cast<T>(alpha), scale, grad);
       sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
     }
+  }
+  if (stop_flag.load()) throw std::runtime_error("interrupted");
+  return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));
+}
+
+template <class T>
+double Trainer<T>::evaluate(const TrainingData<T>& data, const T* params, double alpha, double* result,
+                            const StopCheck& should_stop) {
+  const index_t n = data.x.n_rows;
+  const index_t chunk = chunk_rows(layout_, n);
+  const int nth = team_size(chunk);
+  const Pass pass;  // the forward pass of prediction
+  prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
+  ensure_rows(chunk, nth, false, true);  // (the loss writes dZ)
+  const index_t n_out = layout_.n_outputs();
+  const size_t last = layout_.layers.size() - 1;
+  StopClock stop(should_stop);
+  std::atomic<int> stop_flag{0};
+  Partials loss_part(nth), sq_part(nth);
+  const double sw_sum = weight_sum(data);
+
+#pragma omp parallel num_threads(nth) if (nth > 1)
+  {
+    FlushDenormals<T> ftz;
+    const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    for (index_t start = 0; start < n; start += chunk) {
+      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+      const index_t rows = std::min(chunk, n - start);
+      gather_input<T>(team, data.x, nullptr, start, rows, batch_);
+      team_barrier(team);
+      if (stop_flag.load(std::memory_order_relaxed)) break;
+      forward(team, batch_.view, params, 0, rows, pass);
+      output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
+      team_barrier(team);  // (the loss turns z into the output activation in place)
+      const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
+      loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last), data.y + start * n_out, sw,
+                                                 delta(last), rows, n_out);
+      team_barrier(team);
+    }
+    if (!stop_flag.load(std::memory_order_relaxed)) sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
   }
   if (stop_flag.load()) throw std::runtime_error("interrupted");
   return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));

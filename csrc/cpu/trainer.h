@@ -62,6 +62,12 @@ class Trainer {
   bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop,
                bool* nonfinite = nullptr);
 
+  // One forward pass over the data: out (n_rows x n_outputs) = the outputs as predict gives
+  // them, and the return value is loss_grad's objective (loss and L2 term), without a gradient
+  // (early stopping's validation). Throws std::runtime_error("interrupted") as loss_grad does.
+  double evaluate(const TrainingData<T>& data, const T* params, double alpha, double* out,
+                  const StopCheck& should_stop);
+
  private:
   // What a pass through the hidden layers does besides computing them: keep the
   // pre-activations (training a from_input activation, or under dropout) and drop units (the

@@ -231,23 +231,38 @@ def dropout_key_seed(est):
     return est._dropout_seed
 
 
-def validation_loss_function(est, X_val, Y_val, sample_weight_val, n_params, dtype):
-    """params -> the training objective (loss and L2 term, no dropout) on the validation
-    set, computed by an engine of its own (which keeps the validation data)."""
+def validation_function(est, validation, n_params, dtype):
+    """params -> (objective, score) on the validation set: the training objective (loss and
+    L2 term, no dropout) and the estimator's score, computed by an engine of its own (which
+    keeps the validation data). The CPU engine gives both from one forward pass."""
+    X_val, y_val, sample_weight_val, Y_val = validation
     units = est._layer_units()
     device = est._device_for(X_val, units)
     engine = est._engine_for(units, device, dtype)
     X_engine = _engine.as_engine_input(X_val, device)
     Y_val = np.ascontiguousarray(Y_val, dtype=dtype)
+    weights = None  # (in the compute dtype for the loss; the score takes them as given)
     if sample_weight_val is not None:
-        sample_weight_val = np.ascontiguousarray(sample_weight_val, dtype=dtype)
-    grad = np.empty(n_params, dtype=dtype)
+        weights = np.ascontiguousarray(sample_weight_val, dtype=dtype)
     alpha = float(est.alpha)
+    if hasattr(engine, "loss_and_outputs"):
+        x_dtype = _engine.sklearn_float_dtype(X_val)
 
-    def validation_loss(params):
-        return float(engine.loss_grad(X_engine, Y_val, sample_weight_val, params, alpha, grad))
+        def validate(params):
+            loss, outputs = engine.loss_and_outputs(X_engine, Y_val, weights, params, alpha)
+            if dtype == np.float32 and not np.isfinite(outputs).all():
+                est._check_float32_input(X_val)  # (values a float32 model cannot hold: say so)
+            score = est._score_outputs(outputs, x_dtype, y_val, sample_weight_val)
+            return float(loss), score
 
-    return validation_loss
+        return validate
+    grad = np.empty(n_params, dtype=dtype)
+
+    def validate(params):
+        loss = float(engine.loss_grad(X_engine, Y_val, weights, params, alpha, grad))
+        return loss, est._score(X_val, y_val, sample_weight=sample_weight_val)
+
+    return validate
 
 
 def sorted_batches(order, batch_size):
@@ -318,9 +333,8 @@ class HostModel:
         self.training = training
         self.est = est = training.est
         if training.early_stopping:
-            X_val, _, sample_weight_val, Y_val = training.validation
-            self.validation_loss = validation_loss_function(
-                est, X_val, Y_val, sample_weight_val, est._params.shape[0], training.Y.dtype
+            self._validate = validation_function(
+                est, training.validation, est._params.shape[0], training.Y.dtype
             )
 
     def epoch(self, order, options):
@@ -337,10 +351,7 @@ class HostModel:
     def validate(self):
         """(objective, score) on the validation set: the training loss with its L2 term, and
         the estimator's score."""
-        t, est = self.training, self.est
-        X_val, y_val, sample_weight_val, _ = t.validation
-        loss = self.validation_loss(est._params)
-        return loss, est._score(X_val, y_val, sample_weight=sample_weight_val)
+        return self._validate(self.est._params)
 
     def keep_best(self):
         self.est._best_params = self.est._params.copy()
