@@ -9,6 +9,8 @@ kept as numpy arrays so that a fitted estimator pickles, saves, and ``partial_fi
 where it stopped.
 """
 
+import operator
+
 import numpy as np
 
 
@@ -81,8 +83,8 @@ class FlatParameters:
             and params.dtype == dtype
             and len(self.coefs_) == len(views[0])
             and len(self.intercepts_) == len(views[1])
-            and all(a is b for a, b in zip(self.coefs_, views[0]))
-            and all(a is b for a, b in zip(self.intercepts_, views[1]))
+            and all(map(operator.is_, self.coefs_, views[0]))
+            and all(map(operator.is_, self.intercepts_, views[1]))
         )
         if intact:
             return params
