@@ -73,7 +73,13 @@ Matrix to_matrix(const py::object& x, index_t n_features) {
       m.view.rs = s0 / isz;
       m.view.cs = s1 / isz;
     }
-    if (cai.contains("stream") && !cai["stream"].is_none()) m.stream = cai["stream"].cast<std::uintptr_t>();
+    // an interface without "stream" (before version 3: PyTorch's) says nothing about where X was
+    // made: the legacy default stream is waited for, as a blocking stream would; "stream": None
+    // means nothing to wait for
+    if (!cai.contains("stream"))
+      m.stream = 1;
+    else if (!cai["stream"].is_none())
+      m.stream = cai["stream"].cast<std::uintptr_t>();
     m.view.on_device = true;
     const int owner = cuda::pointer_device(m.view.data);
     if (owner >= 0 && owner != cuda::current_device())

@@ -548,7 +548,13 @@ void Trainer<T>::order_after(std::uintptr_t producer) {
                    : producer == 2 ? cudaStreamPerThread
                                    : reinterpret_cast<cudaStream_t>(producer);
   if (p == I.work()) return;  // (stream order already)
-  FUSEDMLP_CUDA_CHECK(cudaEventRecord(I.produced.get(), p));
+  if (cudaEventRecord(I.produced.get(), p) != cudaSuccess) {
+    // a stream of another device (an event and the stream it records must share a device):
+    // the host waits for it instead, and the failed call's error is not left for the next one
+    cudaGetLastError();
+    FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(p));
+    return;
+  }
   FUSEDMLP_CUDA_CHECK(cudaStreamWaitEvent(I.work(), I.produced.get(), 0));
 }
 
@@ -829,7 +835,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   const std::vector<double> key = graph_key(opts);  // (the batch size as captured: clamped)
   const index_t n_batches = (n_order + bs - 1) / bs;
   index_t launched = 0;
-  if (!I.graph.ready() || key != I.graph_key || I.data_where() != I.graph_data) {
+  if (n_batches > 0 && (!I.graph.ready() || key != I.graph_key || I.data_where() != I.graph_data)) {
     // The epoch's first batch runs uncaptured: it loads every kernel of the sequence, which a
     // driver older than CUDA 12.3 cannot do lazily during a capture (CUDA_MODULE_LOADING=LAZY,
     // the default since 12.2).

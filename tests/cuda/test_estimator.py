@@ -766,3 +766,17 @@ def test_the_resident_calls_refuse_what_is_not_an_array(simulator):
     engine.set_validation(None, order[:10], Y[:10], None)
     loss, outputs = engine.evaluate(0.0)
     assert outputs.shape == (10, 1) and np.allclose(outputs, 0.5) and loss == pytest.approx(np.log(2))
+
+
+def test_work_on_the_default_streams_handles(simulator):
+    # The legacy and per-thread default streams' handles (1 and 2: what CuPy and PyTorch give
+    # for their default streams) are streams to work on and to wait for.
+    X, y = data("binary", n=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    engine = est._engine_for(est._layer_units(), "cuda", np.float32)
+    params = est._params
+    expected = engine.predict(X, params)
+    for stream in (1, 2):
+        np.testing.assert_array_equal(engine.predict(X, params, stream=stream), expected)

@@ -185,9 +185,15 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
+// Whether a handle is a stream the simulator made (not null, not the legacy or per-thread
+// default stream's handle).
+bool own_stream(cudaStream_t stream) {
+  return stream != nullptr && stream != cudaStreamLegacy && stream != cudaStreamPerThread;
+}
+
 // Runs op now, or records it when the stream is being captured.
 void enqueue(cudaStream_t stream, std::function<void()> op) {
-  if (stream != nullptr && stream->capture != nullptr)
+  if (own_stream(stream) && stream->capture != nullptr)
     stream->capture->ops.push_back(std::move(op));
   else
     op();
@@ -215,7 +221,7 @@ void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std:
       return v != nullptr && std::string(v) == "1";
     }();
     std::lock_guard<std::mutex> lock(mutex);
-    const bool capturing = stream != nullptr && stream->capture != nullptr;
+    const bool capturing = own_stream(stream) && stream->capture != nullptr;
     if (capturing && lazy_no_capture && loaded.count(kernel) == 0) {
       fail(cudaErrorStreamCaptureUnsupported);
       return;
@@ -475,14 +481,14 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
 }
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
-  if (stream == nullptr) return fail(cudaErrorStreamCaptureUnsupported);
+  if (!own_stream(stream)) return fail(cudaErrorStreamCaptureUnsupported);
   if (stream->capture != nullptr) return fail(cudaErrorInvalidValue);
   stream->capture = new SimGraph;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
-  if (stream == nullptr || stream->capture == nullptr || graph == nullptr)
+  if (!own_stream(stream) || stream->capture == nullptr || graph == nullptr)
     return fail(cudaErrorInvalidValue);
   *graph = stream->capture;
   stream->capture = nullptr;
