@@ -261,7 +261,8 @@ def test_concurrent_small_predictions_from_threads_agree():
 @pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("head", [("log_loss", 4), ("binary_log_loss", 1), ("squared_error", 2)])
-def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted, head):
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])  # (gelu: training keeps z, prediction not)
+def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted, head, activation):
     # Early stopping's validation (loss_and_outputs): one forward pass giving loss_grad's
     # objective and predict's outputs, bit for bit, over several chunks and on two threads.
     from fusedmlp import _engine
@@ -274,7 +275,7 @@ def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted
     if loss != "squared_error":
         Y = (Y > 0.5).astype(dtype) if n_out == 1 else np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, 9000)]
     sw = rng.uniform(0.5, 2, 9000).astype(dtype) if weighted else None
-    engine = _engine.make_engine("cpu", dtype, [20, 33, 17, n_out], "tanh", 2, loss)
+    engine = _engine.make_engine("cpu", dtype, [20, 33, 17, n_out], activation, 2, loss)
     params = (rng.standard_normal(engine.n_params) * 0.3).astype(dtype)
     X_in = _engine.as_engine_input(sp.csr_matrix(X) if sparse else X)
     objective, outputs = engine.loss_and_outputs(X_in, Y, sw, params, 1e-3)
