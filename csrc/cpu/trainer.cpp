@@ -421,12 +421,25 @@ template <class T>
 double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, double alpha, T* grad,
                              const StopCheck& should_stop) {
   check_trainable(layout_.hidden);
+  return objective(data, params, alpha, grad, nullptr, should_stop);
+}
+
+template <class T>
+double Trainer<T>::evaluate(const TrainingData<T>& data, const T* params, double alpha, double* result,
+                            const StopCheck& should_stop) {
+  return objective(data, params, alpha, nullptr, result, should_stop);
+}
+
+template <class T>
+double Trainer<T>::objective(const TrainingData<T>& data, const T* params, double alpha, T* grad,
+                             double* result, const StopCheck& should_stop) {
   const index_t n = data.x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
-  const Pass pass = training_pass(nullptr);  // the whole-data objective: no dropout
+  // the whole-data objective: no dropout; without a gradient, prediction's forward pass
+  const Pass pass = grad != nullptr ? training_pass(nullptr) : Pass{};
   prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth, pass.keep_pre, true);
+  ensure_rows(chunk, nth, pass.keep_pre, true);  // (the loss writes dZ)
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   StopClock stop(should_stop);
@@ -447,59 +460,26 @@ double Trainer<T>::loss_grad(const TrainingData<T>& data, const T* params, doubl
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
       forward(team, batch_.view, params, 0, rows, pass);
+      if (result != nullptr) {
+        output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
+        team_barrier(team);  // (the loss turns z into the output activation in place)
+      }
       const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
       loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last),
                                                  data.y + start * n_out, sw, delta(last), rows,
                                                  n_out);
       team_barrier(team);
-      backward_sum(team, batch_.view, params, 0, rows, start > 0, grad, pass);
-      team_barrier(team);
+      if (grad != nullptr) {
+        backward_sum(team, batch_.view, params, 0, rows, start > 0, grad, pass);
+        team_barrier(team);
+      }
     }
     if (!stop_flag.load(std::memory_order_relaxed)) {
-      for (const auto& layer : layout_.layers)
-        finish_weight_grad<T>(team, layer, params, static_cast<T>(alpha), scale, grad);
+      if (grad != nullptr)
+        for (const auto& layer : layout_.layers)
+          finish_weight_grad<T>(team, layer, params, static_cast<T>(alpha), scale, grad);
       sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
     }
-  }
-  if (stop_flag.load()) throw std::runtime_error("interrupted");
-  return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));
-}
-
-template <class T>
-double Trainer<T>::evaluate(const TrainingData<T>& data, const T* params, double alpha, double* result,
-                            const StopCheck& should_stop) {
-  const index_t n = data.x.n_rows;
-  const index_t chunk = chunk_rows(layout_, n);
-  const int nth = team_size(chunk);
-  const Pass pass;  // the forward pass of prediction
-  prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth, false, true);  // (the loss writes dZ)
-  const index_t n_out = layout_.n_outputs();
-  const size_t last = layout_.layers.size() - 1;
-  StopClock stop(should_stop);
-  std::atomic<int> stop_flag{0};
-  Partials loss_part(nth), sq_part(nth);
-  const double sw_sum = weight_sum(data);
-
-#pragma omp parallel num_threads(nth) if (nth > 1)
-  {
-    FlushDenormals<T> ftz;
-    const Team team{omp_get_thread_num(), omp_get_num_threads()};
-    for (index_t start = 0; start < n; start += chunk) {
-      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
-      const index_t rows = std::min(chunk, n - start);
-      gather_input<T>(team, data.x, nullptr, start, rows, batch_);
-      team_barrier(team);
-      if (stop_flag.load(std::memory_order_relaxed)) break;
-      forward(team, batch_.view, params, 0, rows, pass);
-      output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
-      team_barrier(team);  // (the loss turns z into the output activation in place)
-      const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
-      loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last), data.y + start * n_out, sw,
-                                                 delta(last), rows, n_out);
-      team_barrier(team);
-    }
-    if (!stop_flag.load(std::memory_order_relaxed)) sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
   }
   if (stop_flag.load()) throw std::runtime_error("interrupted");
   return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));

@@ -69,6 +69,11 @@ class Trainer {
                   const StopCheck& should_stop);
 
  private:
+  // loss_grad (grad: the gradient, written) and evaluate (result: the outputs, written): the
+  // objective over the whole data in chunks, from one forward pass.
+  double objective(const TrainingData<T>& data, const T* params, double alpha, T* grad, double* result,
+                   const StopCheck& should_stop);
+
   // What a pass through the hidden layers does besides computing them: keep the
   // pre-activations (training a from_input activation, or under dropout) and drop units (the
   // dropout key's seed, epoch and batch; training only).
