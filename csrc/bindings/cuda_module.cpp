@@ -358,7 +358,7 @@ class PyTrainer {
 template <class T>
 py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
                    const std::string& activation, const py::object& bias, const py::object& aux,
-                   double alpha, double scale, bool with_colsum, py::object c_in) {
+                   double alpha, double scale, bool with_colsum, py::object c_in, int splits) {
   if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
   if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
   if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
@@ -402,7 +402,7 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
     cuda::test_gemm<T>(m, n, k, static_cast<const T*>(a.data()), a.strides(0) / isz, a.strides(1) / isz,
                        static_cast<const T*>(b.data()), b.strides(0) / isz, b.strides(1) / isz,
                        c.mutable_data(), epi, act, bp, ap, static_cast<T>(alpha), static_cast<T>(scale),
-                       with_colsum ? colsum.mutable_data() : nullptr, accumulate);
+                       with_colsum ? colsum.mutable_data() : nullptr, accumulate, splits);
   }
   if (with_colsum) return py::make_tuple(c, colsum);
   return std::move(c);
@@ -520,8 +520,10 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
   m.attr("simulated") = cuda::simulated();
   m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(), py::arg("aux") = py::none(),
-        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none());
+        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none(),
+        py::arg("splits") = 1);
   m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(), py::arg("aux") = py::none(),
-        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none());
+        py::arg("alpha") = 0.0, py::arg("scale") = 1.0, py::arg("colsum") = false, py::arg("c") = py::none(),
+        py::arg("splits") = 1);
 }

@@ -15,7 +15,9 @@ python_add_library(_cuda_sim MODULE WITH_SOABI
 set_target_properties(_cuda_sim PROPERTIES CXX_STANDARD 20 CXX_STANDARD_REQUIRED ON)
 target_include_directories(_cuda_sim PRIVATE csrc/include csrc)
 target_compile_definitions(_cuda_sim PRIVATE FUSEDMLP_CUDA_MODULE=_cuda_sim)
-target_compile_options(_cuda_sim PRIVATE -O2)
+# -ffp-contract=off: each multiply and add rounded on its own on every host (GCC contracts them
+# into FMAs where the target has them, as on ARM), so the simulator computes the same everywhere
+target_compile_options(_cuda_sim PRIVATE -O2 -ffp-contract=off)
 target_link_libraries(_cuda_sim PRIVATE pybind11::headers Threads::Threads)
 install(TARGETS _cuda_sim DESTINATION fusedmlp)
 

@@ -66,6 +66,18 @@ struct Mat {
   long long rs, cs;
 };
 
+constexpr int kBlock = 256;  // threads of the element-wise kernels
+
+// Blocks for a grid-stride loop over n elements. The simulator runs blocks one after another,
+// each with a thread per CUDA thread, so there the loops take fewer, longer blocks (the kernels
+// are the same; any grid size is correct for a grid-stride loop).
+inline unsigned grid_for(long long n, int per_block = kBlock,
+                         unsigned cap = FUSEDMLP_CUDA_SIMULATED ? 4 : 4096) {
+  long long blocks = (n + per_block - 1) / per_block;
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks < cap ? blocks : cap);
+}
+
 // ---- GEMM with fused epilogues ------------------------------------------------------------------
 //
 // C (m x n) := epilogue(A (m x k) B (k x n) [+ C]). A 64 x 64 tile of C per block of 128
@@ -74,6 +86,12 @@ struct Mat {
 // (forward), L2 term and batch scale (weight gradient), activation derivative from the stored
 // outputs (data gradient); the blocks of the first row of tiles also sum B's columns (the bias
 // gradient when B = dZ). Row tiles run along grid.x, column tiles along grid.y.
+//
+// Split-k: a batch of 200 rows makes too few tiles to fill a GPU (the first layer of a
+// 784-300-100-10 network: 20 tiles of C against 100+ SMs), so the trainer's per-batch GEMMs may
+// split k among `splits` blocks per tile (grid.z). Each block then writes its raw partial sums
+// (and its share of the column sum) to a workspace, and split_reduce_kernel adds the parts in a
+// fixed order (the result does not depend on the blocks' timing) and applies the epilogue.
 
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreadM = 8, kThreadN = 4;
 constexpr int kGemmThreads = (kTileM / kThreadM) * (kTileN / kThreadN);  // 128
@@ -101,7 +119,66 @@ struct GemmArgs {
   HiddenUnits<T> hidden;
   int layer;
   bool aux_is_pre;   // activation_grad: aux holds z, not a
+  // split-k (splits > 1): part holds splits slices of part_stride elements (row r, column c of
+  // slice z at z * part_stride + r * n + c), then splits column sums of n elements
+  int splits;
+  T* part;
+  long long part_stride;
 };
+
+// Split-k: how many blocks share the k of each tile so that a GEMM of `tiles` tiles keeps
+// about two blocks on each of `sms` multiprocessors, each block at least kSplitMinK deep.
+constexpr int kSplitMinK = 2 * 16, kMaxSplits = 16;
+inline int gemm_splits(long long tiles, long long k, int sms) {
+  if (sms <= 0 || tiles <= 0 || tiles >= sms) return 1;
+  long long s = (2LL * sms + tiles - 1) / tiles;
+  if (s > k / kSplitMinK) s = k / kSplitMinK;
+  if (s > kMaxSplits) s = kMaxSplits;
+  return s < 1 ? 1 : static_cast<int>(s);
+}
+inline long long gemm_tiles(long long m, long long n) {
+  return ((m + 64 - 1) / 64) * ((n + 64 - 1) / 64);
+}
+// Workspace elements of a split GEMM with at most max_m rows.
+inline long long gemm_split_elems(int splits, long long max_m, long long n) {
+  return splits > 1 ? splits * (max_m * n + n) : 0;
+}
+
+// C(r, c) from its sum v over k: the accumulation into C and the epilogue.
+template <class T, Epi E, Activation A>
+__device__ __forceinline__ T epilogue_value(const GemmArgs<T>& g, const HiddenUnits<T>& hidden, T scale,
+                                            int r, int c, T v) {
+  if (g.accumulate) v += g.c[r * g.ldc + c];
+  if constexpr (E == Epi::bias_activation) {
+    const T z = v + g.bias[c];
+    if (hidden.pre != nullptr) hidden.pre[r * hidden.ld_pre + c] = z;
+    v = activate<A>(z, hidden.param);
+    if (hidden.dropout()) v *= hidden.mask(r, c);
+  } else if constexpr (E == Epi::weight_grad) {
+    v = l2_grad(v, g.alpha, g.aux[r * g.ld_aux + c], scale);
+  } else if constexpr (E == Epi::activation_grad) {
+    const T stored = g.aux[r * g.ld_aux + c];
+    if (g.aux_is_pre)
+      v = backprop_activation_from_input<A>(hidden.dropout() ? v * hidden.mask(r, c) : v, stored,
+                                            hidden.param);
+    else
+      v = backprop_activation<A>(v, stored, hidden.param);
+  }
+  return v;
+}
+
+// What every write-back needs from the batch's state: the weight gradient's scale and the
+// dropout key of this batch.
+template <class T>
+__device__ __forceinline__ T epilogue_scale(const GemmArgs<T>& g) {
+  return g.batch_scale ? static_cast<T>(g.state->inv_sw) : g.scale;
+}
+template <class T>
+__device__ __forceinline__ HiddenUnits<T> epilogue_hidden(const GemmArgs<T>& g) {
+  HiddenUnits<T> hidden = g.hidden;
+  if (hidden.dropout()) hidden.key = batch_dropout_key(g.state, g.layer);
+  return hidden;
+}
 
 template <class T, Epi E, Activation A>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
@@ -117,6 +194,16 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   const int tx = tid % (kTileN / kThreadN);  // along n
   const int ty = tid / (kTileN / kThreadN);  // along m
   const bool sum_columns = g.colsum != nullptr && blockIdx.x == 0;
+  // this block's share of k: whole 16-deep slices, split z of gridDim.z (an empty share past a
+  // short batch's k writes zeros)
+  const bool split = gridDim.z > 1;
+  int k_begin = 0, k_end = k;
+  if (split) {
+    const int slices = (k + kTileK - 1) / kTileK;
+    const int per = (slices + static_cast<int>(gridDim.z) - 1) / static_cast<int>(gridDim.z);
+    k_begin = static_cast<int>(blockIdx.z) * per * kTileK;
+    k_end = k_begin + per * kTileK < k ? k_begin + per * kTileK : k;
+  }
 
   // acc, a_frag and b_frag stay in registers: every loop over them is unrolled
   T acc[kThreadM][kThreadN];
@@ -129,19 +216,19 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
 
   const bool a_row_major = g.a.cs == 1;
   const bool b_row_major = g.b.cs == 1;
-  for (int k0 = 0; k0 < k; k0 += kTileK) {
+  for (int k0 = k_begin; k0 < k_end; k0 += kTileK) {
     // Stage the slices: consecutive threads walk the operand's contiguous dimension.
     for (int l = tid; l < kTileM * kTileK; l += kGemmThreads) {
       const int i = a_row_major ? l / kTileK : l % kTileM;
       const int p = a_row_major ? l % kTileK : l / kTileM;
       const int r = row0 + i, q = k0 + p;
-      As[p][i] = (r < m && q < k) ? g.a.data[r * g.a.rs + q * g.a.cs] : T(0);
+      As[p][i] = (r < m && q < k_end) ? g.a.data[r * g.a.rs + q * g.a.cs] : T(0);
     }
     for (int l = tid; l < kTileK * kTileN; l += kGemmThreads) {
       const int p = b_row_major ? l / kTileN : l % kTileK;
       const int j = b_row_major ? l % kTileN : l / kTileK;
       const int q = k0 + p, c = col0 + j;
-      Bs[p][j] = (q < k && c < n) ? g.b.data[q * g.b.rs + c * g.b.cs] : T(0);
+      Bs[p][j] = (q < k_end && c < n) ? g.b.data[q * g.b.rs + c * g.b.cs] : T(0);
     }
     __syncthreads();
     if (sum_columns && tid < kTileN)
@@ -162,11 +249,13 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
     __syncthreads();
   }
 
-  const T scale = g.batch_scale ? static_cast<T>(g.state->inv_sw) : g.scale;
-  HiddenUnits<T> hidden = g.hidden;
-  if (hidden.dropout()) hidden.key = batch_dropout_key(g.state, g.layer);
-  // Unrolled like the loops above, edges masked rather than left by a break: an epilogue with
-  // a long activation (tanh, expm1, erf) is otherwise kept rolled, and acc[i][j] with it.
+  // A split block stores its raw partial sums (split_reduce_kernel finishes them); any other
+  // applies the epilogue. Unrolled like the loops above, edges masked rather than left by a
+  // break: an epilogue with a long activation (tanh, expm1, erf) is otherwise kept rolled, and
+  // acc[i][j] with it.
+  const T scale = split ? T(1) : epilogue_scale(g);
+  const HiddenUnits<T> hidden = split ? g.hidden : epilogue_hidden(g);
+  T* part = split ? g.part + static_cast<long long>(blockIdx.z) * g.part_stride : nullptr;
   FUSEDMLP_UNROLL
   for (int i = 0; i < kThreadM; ++i) {
     const int r = row0 + ty * kThreadM + i;
@@ -174,38 +263,57 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
     for (int j = 0; j < kThreadN; ++j) {
       const int c = col0 + tx * kThreadN + j;
       if (r >= m || c >= n) continue;
-      T* out = g.c + r * g.ldc + c;
-      T v = acc[i][j];
-      if (g.accumulate) v += *out;
-      if constexpr (E == Epi::bias_activation) {
-        const T z = v + g.bias[c];
-        if (hidden.pre != nullptr) hidden.pre[r * hidden.ld_pre + c] = z;
-        v = activate<A>(z, hidden.param);
-        if (hidden.dropout()) v *= hidden.mask(r, c);
-      } else if constexpr (E == Epi::weight_grad) {
-        v = l2_grad(v, g.alpha, g.aux[r * g.ld_aux + c], scale);
-      } else if constexpr (E == Epi::activation_grad) {
-        const T stored = g.aux[r * g.ld_aux + c];
-        if (g.aux_is_pre)
-          v = backprop_activation_from_input<A>(hidden.dropout() ? v * hidden.mask(r, c) : v, stored,
-                                                hidden.param);
-        else
-          v = backprop_activation<A>(v, stored, hidden.param);
-      }
-      *out = v;
+      if (split)
+        part[static_cast<long long>(r) * n + c] = acc[i][j];
+      else
+        g.c[r * g.ldc + c] = epilogue_value<T, E, A>(g, hidden, scale, r, c, acc[i][j]);
     }
   }
   if (sum_columns && tid < kTileN && col0 + tid < n) {
-    T* out = g.colsum + col0 + tid;
-    *out = (g.accumulate ? *out : T(0)) + scale * col_acc;
+    if (split) {
+      g.part[g.splits * g.part_stride + static_cast<long long>(blockIdx.z) * n + col0 + tid] = col_acc;
+    } else {
+      T* out = g.colsum + col0 + tid;
+      *out = (g.accumulate ? *out : T(0)) + scale * col_acc;
+    }
+  }
+}
+
+// The second half of a split GEMM: C from the sum of the parts, in split order, through the
+// epilogue; the column sum likewise.
+template <class T, Epi E, Activation A>
+__global__ void split_reduce_kernel(GemmArgs<T> g) {
+  const int m = g.rows_dim == 1 ? g.state->rows : g.m;
+  const int n = g.n;
+  const T scale = epilogue_scale(g);
+  const HiddenUnits<T> hidden = epilogue_hidden(g);
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  const long long first = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const long long elems = static_cast<long long>(m) * n;
+  for (long long e = first; e < elems; e += stride) {
+    T v = g.part[e];
+    for (int z = 1; z < g.splits; ++z) v += g.part[z * g.part_stride + e];
+    const int r = static_cast<int>(e / n), c = static_cast<int>(e % n);
+    g.c[r * g.ldc + c] = epilogue_value<T, E, A>(g, hidden, scale, r, c, v);
+  }
+  if (g.colsum == nullptr) return;
+  const T* col_parts = g.part + g.splits * g.part_stride;
+  for (long long c = first; c < n; c += stride) {
+    T v = col_parts[c];
+    for (int z = 1; z < g.splits; ++z) v += col_parts[z * n + c];
+    g.colsum[c] = (g.accumulate ? g.colsum[c] : T(0)) + scale * v;
   }
 }
 
 template <class T, Epi E, Activation A>
 void gemm_launch(const GemmArgs<T>& g, int max_m, cudaStream_t stream) {
+  const int splits = g.splits > 1 && g.part != nullptr ? g.splits : 1;
   const dim3 grid(static_cast<unsigned>((max_m + kTileM - 1) / kTileM),
-                  static_cast<unsigned>((g.n + kTileN - 1) / kTileN));
+                  static_cast<unsigned>((g.n + kTileN - 1) / kTileN), static_cast<unsigned>(splits));
   launch(gemm_kernel<T, E, A>, grid, dim3(kGemmThreads), 0, stream, g);
+  if (splits > 1)
+    launch(split_reduce_kernel<T, E, A>, dim3(grid_for(static_cast<long long>(max_m) * g.n)), dim3(kBlock), 0,
+           stream, g);
 }
 
 // The one switch from the runtime epilogue and activation to the kernel's template arguments.
@@ -245,18 +353,6 @@ __device__ T block_sum(T v) {
   for (int w = 0; w < n_warps; ++w) total += warp_sums[w];
   __syncthreads();  // warp_sums is reused by the next call
   return total;
-}
-
-constexpr int kBlock = 256;  // threads of the element-wise kernels
-
-// Blocks for a grid-stride loop over n elements. The simulator runs blocks one after another,
-// each with a thread per CUDA thread, so there the loops take fewer, longer blocks (the kernels
-// are the same; any grid size is correct for a grid-stride loop).
-inline unsigned grid_for(long long n, int per_block = kBlock,
-                         unsigned cap = FUSEDMLP_CUDA_SIMULATED ? 4 : 4096) {
-  long long blocks = (n + per_block - 1) / per_block;
-  if (blocks < 1) blocks = 1;
-  return static_cast<unsigned>(blocks < cap ? blocks : cap);
 }
 
 // ---- batches ------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <stdexcept>
 #include <tuple>
 #include <vector>
@@ -148,6 +150,15 @@ struct Trainer<T>::Impl {
   // the device that is current when the engine is built: its buffers, stream and graph live
   // there, and every call runs there
   int device = current_device();
+  // its multiprocessors: how many blocks a GEMM needs to fill it (split-k; FUSEDMLP_CUDA_SPLIT_K=0
+  // turns split-k off, to measure what it brings)
+  int sms = [] {
+    const char* off = std::getenv("FUSEDMLP_CUDA_SPLIT_K");
+    if (off != nullptr && std::string(off) == "0") return 0;
+    int v = 0;
+    FUSEDMLP_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, current_device()));
+    return v;
+  }();
 
   // the training data (X in its own type) and the epoch's order
   DeviceBuffer<char> x_store;
@@ -187,6 +198,7 @@ struct Trainer<T>::Impl {
   std::size_t activation_elems = 0;  // every layer's outputs for `capacity` rows
   DeviceBuffer<T> xb, yb, wb, acts, deltas;
   DeviceBuffer<T> pres;  // hidden pre-activations: only for a from_input activation or dropout
+  DeviceBuffer<T> split_ws;  // the split per-batch GEMMs' partial sums (see split_k)
   std::vector<index_t> act_offsets;
   DeviceBuffer<double> out, scalar;
 
@@ -268,6 +280,39 @@ struct Trainer<T>::Impl {
       graph.reset();
     }
   }
+  // The workspace of the per-batch GEMMs for batches of `rows` rows.
+  void ensure_split(index_t rows) {
+    const std::size_t need = static_cast<std::size_t>(split_elems(rows));
+    if (split_ws.size() < need) {
+      split_ws.resize(need);
+      graph.reset();
+    }
+  }
+
+  // Split-k for the per-batch GEMMs (m or k the batch's rows, at most max_rows): g's k is split
+  // among enough blocks to fill the device (gemm_splits), with split_ws as the workspace.
+  // Whole-data passes (prediction, validation, loss_grad) have rows enough, and are not split.
+  int splits_of(long long max_m, long long n, long long max_k) const {
+    return gemm_splits(gemm_tiles(max_m, n), max_k, sms);
+  }
+  void split_k(GemmArgs<T>& g, int max_m, int max_k) {
+    g.splits = splits_of(max_m, g.n, max_k);
+    g.part = g.splits > 1 ? split_ws.get() : nullptr;
+    g.part_stride = static_cast<long long>(max_m) * g.n;
+  }
+  // The workspace the per-batch GEMMs of a batch of `rows` rows need: the largest of forward
+  // (rows x fan_out, k = fan_in), weight gradient (fan_in x fan_out, k = rows) and data gradient
+  // (rows x fan_in, k = fan_out).
+  long long split_elems(index_t rows) const {
+    long long most = 0;
+    for (const LayerLayout& L : layout.layers) {
+      const long long shapes[3][3] = {{rows, L.fan_out, L.fan_in}, {L.fan_in, L.fan_out, rows},
+                                      {rows, L.fan_in, L.fan_out}};
+      for (const auto& sh : shapes)
+        most = std::max(most, gemm_split_elems(splits_of(sh[0], sh[1], sh[2]), sh[0], sh[1]));
+    }
+    return most;
+  }
 
   // The network's outputs for `rows` rows of xb (rows < 0: the batch's, from the state).
   void forward(int rows, int max_rows, const Pass& p, cudaStream_t s) {
@@ -307,6 +352,7 @@ struct Trainer<T>::Impl {
       g.bias = params.get() + L.b_offset;
       g.hidden = hidden_units(l, p);
       g.layer = static_cast<int>(l);
+      if (rows < 0) split_k(g, max_rows, g.k);
       // the output layer's activation comes with its loss
       gemm<T>(g, Epi::bias_activation, l + 1 == n_layers ? Activation::identity : layout.hidden,
               g.m, s);
@@ -337,6 +383,7 @@ struct Trainer<T>::Impl {
       g.batch_scale = per_batch;
       g.colsum = grad.get() + L.b_offset;
       g.accumulate = accumulate;
+      if (rows < 0) split_k(g, g.m, max_rows);
       // dW = (input^T dZ + alpha W) / sum(w), db = colsum(dZ) / sum(w)
       gemm<T>(g, per_batch ? Epi::weight_grad : Epi::none, Activation::identity, g.m, s);
       if (l == 0) continue;
@@ -356,6 +403,7 @@ struct Trainer<T>::Impl {
       d.hidden = hidden_units(l - 1, p);
       d.hidden.pre = nullptr;  // (read through aux here)
       d.layer = static_cast<int>(l - 1);
+      if (rows < 0) split_k(d, max_rows, d.k);
       // dZ_prev = (dZ W^T) [* mask] * f'(z_prev)
       gemm<T>(d, Epi::activation_grad, layout.hidden, d.m, s);
     }
@@ -797,6 +845,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   if (resident && !(I.resident && I.resident_solver == o.solver))
     throw std::logic_error("run_epoch: no device-resident parameters for this solver (set_parameters)");
   I.ensure_rows(bs, true);
+  I.ensure_split(bs);
 
   static_assert(sizeof(long long) == sizeof(index_t), "index types");
   if (n_order > 0)
@@ -1020,7 +1069,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
 template <class T>
 void test_gemm(index_t m, index_t n, index_t k, const T* a, index_t a_rs, index_t a_cs, const T* b,
                index_t b_rs, index_t b_cs, T* c, int epilogue, Activation act, const T* bias,
-               const T* aux, T alpha, T scale, T* colsum, bool accumulate) {
+               const T* aux, T alpha, T scale, T* colsum, bool accumulate, int splits) {
   Stream stream;
   cudaStream_t s = stream.get();
   auto span = [](index_t rows, index_t cols, index_t rs, index_t cs) {
@@ -1048,6 +1097,15 @@ void test_gemm(index_t m, index_t n, index_t k, const T* a, index_t a_rs, index_
   g.scale = scale;
   g.colsum = colsum != nullptr ? dcol.get() : nullptr;
   g.accumulate = accumulate;
+  if (splits < 1 || splits > kMaxSplits)
+    throw std::invalid_argument("gemm: splits must be between 1 and " + std::to_string(kMaxSplits));
+  DeviceBuffer<T> part;
+  if (splits > 1) {
+    part.resize(static_cast<size_t>(gemm_split_elems(splits, m, n)));
+    g.splits = splits;
+    g.part = part.get();
+    g.part_stride = m * n;
+  }
   gemm<T>(g, static_cast<Epi>(epilogue), act, g.m, s);
   download(c, dc, static_cast<size_t>(m * n), s);
   if (colsum != nullptr) download(colsum, dcol, static_cast<size_t>(n), s);
@@ -1058,10 +1116,10 @@ template class Trainer<float>;
 template class Trainer<double>;
 template void test_gemm<float>(index_t, index_t, index_t, const float*, index_t, index_t, const float*,
                                index_t, index_t, float*, int, Activation, const float*, const float*,
-                               float, float, float*, bool);
+                               float, float, float*, bool, int);
 template void test_gemm<double>(index_t, index_t, index_t, const double*, index_t, index_t, const double*,
                                 index_t, index_t, double*, int, Activation, const double*, const double*,
-                                double, double, double*, bool);
+                                double, double, double*, bool, int);
 
 }  // namespace cuda
 }  // namespace fusedmlp

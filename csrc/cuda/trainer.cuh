@@ -141,7 +141,7 @@ class Trainer {
 template <class T>
 void test_gemm(index_t m, index_t n, index_t k, const T* a, index_t a_rs, index_t a_cs, const T* b,
                index_t b_rs, index_t b_cs, T* c, int epilogue, Activation act, const T* bias,
-               const T* aux, T alpha, T scale, T* colsum, bool accumulate);
+               const T* aux, T alpha, T scale, T* colsum, bool accumulate, int splits = 1);
 
 }  // namespace cuda
 }  // namespace fusedmlp

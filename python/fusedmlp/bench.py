@@ -6,7 +6,9 @@ Every case times the peers on the same data in the same process, interleaved, an
 medians. Training cases report seconds per epoch, the ratio to each peer, fusedmlp's GFLOP/s
 and the "limit": the time numpy's matrix multiply takes for exactly that epoch's products,
 measured in a child process with its OpenBLAS left to its native kernel (OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE removed from the child's environment only). Real data from --data (or
+OPENBLAS_L2_SIZE removed from the child's environment only). When OPENBLAS_CORETYPE is set (the
+AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2 OPENBLAS_CORETYPE=Haswell), the limit is also
+measured on that kernel and reported beside the native one. Real data from --data (or
 $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the same
 shapes otherwise. Peak memory is measured in child processes.
 
@@ -110,9 +112,11 @@ print(json.dumps(total * n_batches))
 """
 
 
-def numpy_limit(units, n_samples, batch, dtype, repeats=30):
-    """Seconds numpy's matmul needs for one epoch's products, OpenBLAS on its native kernel."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+def numpy_limit(units, n_samples, batch, dtype, repeats=30, native=True):
+    """Seconds numpy's matmul needs for one epoch's products, OpenBLAS on its native kernel
+    (or, with native=False, on the kernel OPENBLAS_CORETYPE names)."""
+    env = {k: v for k, v in os.environ.items()
+           if not native or k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     arg = json.dumps([list(units), batch, n_samples, np.dtype(dtype).name, repeats])
     out = subprocess.run([sys.executable, "-c", _LIMIT_CHILD, arg], env=env, capture_output=True,
                          text=True, check=True)
@@ -507,9 +511,13 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
     flops = epoch_flops(units, X.shape[0], 200)
     limit = numpy_limit(units, X.shape[0], 200, limit_dtype)
-    return dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops, limit=limit,
-                limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads,
-                absent=absent, notes=notes)
+    res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops, limit=limit,
+               limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads,
+               absent=absent, notes=notes)
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        res["limit_coretype"] = (os.environ["OPENBLAS_CORETYPE"],
+                                 numpy_limit(units, X.shape[0], 200, limit_dtype, native=False))
+    return res
 
 
 def mlp_params(units, **kw):
@@ -821,6 +829,10 @@ def report(results, markdown):
             emit(f"\nepoch = {r['flops'] / 1e9:.2f} GFLOP of matrix products; fusedmlp {gflops:.0f} GFLOP/s; "
                  f"numpy {r['limit_dtype']} matmul on the same products: {r['limit']:.4f} s "
                  f"({r['flops'] / r['limit'] / 1e9:.0f} GFLOP/s); limit / fusedmlp = {r['limit'] / fm:.2f}")
+            if "limit_coretype" in r:
+                core, lim = r["limit_coretype"]
+                emit(f"the same products on OpenBLAS's {core} kernel (OPENBLAS_CORETYPE={core}): {lim:.4f} s "
+                     f"({r['flops'] / lim / 1e9:.0f} GFLOP/s); limit / fusedmlp = {lim / fm:.2f}")
             if "limit64" in r and "fusedmlp dtype=float64" in r["seconds"]:
                 f64 = r["seconds"]["fusedmlp dtype=float64"]
                 emit(f"float64: numpy float64 matmul limit {r['limit64']:.4f} s "

@@ -85,6 +85,81 @@ def test_gemm_weight_grad_colsum_and_accumulate(cuda_engine, dtype):
     assert close(got, c0 + act.astype(np.float64).T @ dz, batch, dtype)
 
 
+# Split-k: k shared among up to 16 blocks per tile, the parts summed by a second kernel that
+# applies the epilogue. More splits than 16-deep slices leave some blocks an empty share.
+SPLITS = [2, 3, 5, 16]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_split_k_gemm_every_edge_layout_and_epilogue(cuda_engine, dtype):
+    rng = np.random.default_rng(6)
+    gemm = gemm_of(cuda_engine, dtype)
+    for i, (m, n) in enumerate([(1, 1), (15, 65), (63, 64), (65, 129), (129, 15)]):
+        for k in (1, 17, 33, 70, 200):
+            splits = SPLITS[(i + k) % len(SPLITS)]
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = (rng.standard_normal((k, n)) / 4).astype(dtype)
+            ref = a.astype(np.float64) @ b
+            for A in (a, np.asfortranarray(a)):
+                for B in (b, np.asfortranarray(b)):
+                    assert close(gemm(A, B, splits=splits), ref, k, dtype), (m, n, k, splits)
+            bias = rng.standard_normal(n).astype(dtype)
+            for act in ACTS:
+                got = gemm(a, b, epilogue="bias_activation", activation=act, bias=bias, splits=splits)
+                assert close(got, ACTS[act](ref + bias), k, dtype), (m, n, k, splits, act)
+                a_prev = ACTS[act](rng.standard_normal((m, n))).astype(dtype)
+                got = gemm(a, b, epilogue="activation_grad", activation=act, aux=a_prev, splits=splits)
+                assert close(got, ref * DERIV[act](a_prev.astype(np.float64)), k, dtype)
+            # the weight gradient with its column sum, and accumulation into C
+            w = rng.standard_normal((m, n)).astype(dtype)
+            got, colsum = gemm(a, b, epilogue="weight_grad", aux=w, alpha=0.3, scale=1 / k, colsum=True,
+                               splits=splits)
+            assert close(got, (ref + 0.3 * w) / k, k, dtype)
+            assert close(colsum, b.astype(np.float64).sum(0) / k, k, dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            got, colsum = gemm(a, b, c=c0, colsum=True, splits=splits)
+            assert close(got, c0 + ref, k, dtype)
+            assert close(colsum, b.astype(np.float64).sum(0), k, dtype)
+    with pytest.raises(ValueError, match="splits"):
+        gemm(a, b, splits=17)
+    with pytest.raises(ValueError, match="splits"):
+        gemm(a, b, splits=0)
+
+
+def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch):
+    """The per-batch GEMMs split k when a batch's tiles cannot fill the device: with 108
+    multiprocessors (the simulator's default, an A100's) a batch of 200 rows through a
+    300-40-3 network splits every product (the first layer's forward 9 ways); with one, or with
+    FUSEDMLP_CUDA_SPLIT_K=0, they split none. All train as the CPU engine does; the sums' order
+    differs, so split and unsplit results differ in their last bits, which shows the split
+    path ran."""
+    dtype = np.float64
+    units = [300, 40, 3]
+    X, Y = engine_problem("squared_error", 450, units[0], units[-1], dtype)
+    rng = np.random.default_rng(7)
+    order = rng.permutation(450).astype(np.int64)
+    results = {}
+    for sms in ("1", "108", "off"):
+        if sms == "off":  # 108 multiprocessors, split-k turned off
+            monkeypatch.setenv("FUSEDMLP_CUDA_SPLIT_K", "0")
+        else:
+            monkeypatch.setenv("FUSEDMLP_CUDA_SIM_SMS", sms)
+        gpu, cpu = trainers(simulator, dtype, units, "tanh", "squared_error")
+        p0 = np.random.default_rng(8).uniform(-0.1, 0.1, cpu.n_params).astype(dtype)
+        for name, engine in (("sms=" + sms, gpu), ("cpu", cpu)):
+            p = p0.copy()
+            opt = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)}
+            hyper = dict(solver="adam", batch_size=200, learning_rate=0.01, alpha=1e-3, beta_1=0.9,
+                         beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True, dropout_seed=0, epoch=0)
+            losses = [engine.run_epoch(X, Y, None, order, p, opt, hyper)["accumulated_loss"] for _ in range(2)]
+            results[name] = (p, losses)
+    for name in ("sms=1", "sms=108", "sms=off"):
+        np.testing.assert_allclose(results[name][1], results["cpu"][1], rtol=1e-12)
+        np.testing.assert_allclose(results[name][0], results["cpu"][0], rtol=1e-10, atol=1e-12)
+    assert not np.array_equal(results["sms=1"][0], results["sms=108"][0])
+    np.testing.assert_array_equal(results["sms=off"][0], results["sms=1"][0])
+
+
 # ---- the trainer's kernels, against the CPU engine ----------------------------------------------
 
 LOSSES = {loss["name"]: loss["canonical_output"] for loss in _cpu.losses()}

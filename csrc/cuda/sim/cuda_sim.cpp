@@ -452,6 +452,15 @@ cudaError_t cudaSetDevice(int device) {
   return cudaSuccess;
 }
 
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (value == nullptr || attr != cudaDevAttrMultiProcessorCount) return fail(cudaErrorInvalidValue);
+  if (device < 0 || device >= simulated_devices()) return fail(cudaErrorInvalidDevice);
+  const char* v = std::getenv("FUSEDMLP_CUDA_SIM_SMS");
+  *value = v == nullptr ? 108 : std::atoi(v);
+  if (*value < 1) *value = 1;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDevice(int* device) {
   if (device == nullptr) return fail(cudaErrorInvalidValue);
   *device = t_device;
