@@ -81,8 +81,8 @@ inline unsigned grid_for(long long n, int per_block = kBlock,
 // ---- GEMM with fused epilogues ------------------------------------------------------------------
 //
 // C (m x n) := epilogue(A (m x k) B (k x n) [+ C]). A 64 x 64 tile of C per block of 128
-// threads, each thread an 8 x 4 register tile; A and B staged through shared memory in
-// 16-deep slices. Epilogues as in the CPU engine (cpu/gemm/gemm.h): bias + activation
+// threads, each thread an 8 x 4 register tile; A and B staged through double-buffered shared
+// memory in 16-deep slices. Epilogues as in the CPU engine (cpu/gemm/gemm.h): bias + activation
 // (forward), L2 term and batch scale (weight gradient), activation derivative from the stored
 // outputs (data gradient); the blocks of the first row of tiles also sum B's columns (the bias
 // gradient when B = dZ). Row tiles run along grid.x, column tiles along grid.y.
@@ -95,6 +95,10 @@ inline unsigned grid_for(long long n, int per_block = kBlock,
 
 constexpr int kTileM = 64, kTileN = 64, kTileK = 16, kThreadM = 8, kThreadN = 4;
 constexpr int kGemmThreads = (kTileM / kThreadM) * (kTileN / kThreadN);  // 128
+constexpr int kStageA = kTileM * kTileK / kGemmThreads;  // elements of a slice each thread stages
+constexpr int kStageB = kTileK * kTileN / kGemmThreads;
+static_assert(kStageA * kGemmThreads == kTileM * kTileK && kStageB * kGemmThreads == kTileK * kTileN,
+              "every thread stages the same number of elements");
 
 enum class Epi : int { none = 0, bias_activation = 1, weight_grad = 2, activation_grad = 3 };
 
@@ -182,8 +186,8 @@ __device__ __forceinline__ HiddenUnits<T> epilogue_hidden(const GemmArgs<T>& g) 
 
 template <class T, Epi E, Activation A>
 __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
-  __shared__ T As[kTileK][kTileM + 1];  // A tile, transposed: As[p][i]
-  __shared__ T Bs[kTileK][kTileN];
+  __shared__ T As[2][kTileK][kTileM + 1];  // A tiles, transposed: As[buffer][p][i]
+  __shared__ T Bs[2][kTileK][kTileN];
   const int m = g.rows_dim == 1 ? g.state->rows : g.m;
   const int k = g.rows_dim == 2 ? g.state->rows : g.k;
   const int n = g.n;
@@ -194,15 +198,17 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   const int tx = tid % (kTileN / kThreadN);  // along n
   const int ty = tid / (kTileN / kThreadN);  // along m
   const bool sum_columns = g.colsum != nullptr && blockIdx.x == 0;
-  // this block's share of k: whole 16-deep slices, split z of gridDim.z (an empty share past a
-  // short batch's k writes zeros)
+  // this block's share of k: split z of gridDim.z takes the 16-deep slices [z S / Z, (z+1) S / Z)
+  // of the S slices, as even as whole slices allow (a share with no slice, when a short batch's
+  // k has fewer slices than splits, writes zeros)
   const bool split = gridDim.z > 1;
   int k_begin = 0, k_end = k;
   if (split) {
     const int slices = (k + kTileK - 1) / kTileK;
-    const int per = (slices + static_cast<int>(gridDim.z) - 1) / static_cast<int>(gridDim.z);
-    k_begin = static_cast<int>(blockIdx.z) * per * kTileK;
-    k_end = k_begin + per * kTileK < k ? k_begin + per * kTileK : k;
+    const int z = static_cast<int>(blockIdx.z), zs = static_cast<int>(gridDim.z);
+    k_begin = z * slices / zs * kTileK;
+    const int end = (z + 1) * slices / zs * kTileK;
+    k_end = end < k ? end : k;
   }
 
   // acc, a_frag and b_frag stay in registers: every loop over them is unrolled
@@ -214,39 +220,70 @@ __global__ void __launch_bounds__(kGemmThreads) gemm_kernel(GemmArgs<T> g) {
   }
   T col_acc = T(0);  // threads tid < kTileN: the column sum of column col0 + tid
 
+  // Double-buffered staging: the next slices' elements are loaded from global memory into
+  // registers (a_next, b_next) while the current ones are multiplied from shared memory, then
+  // stored into the other buffer, which every thread finished reading before the last barrier;
+  // one barrier per slice. Consecutive threads walk each operand's contiguous dimension.
   const bool a_row_major = g.a.cs == 1;
   const bool b_row_major = g.b.cs == 1;
-  for (int k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    // Stage the slices: consecutive threads walk the operand's contiguous dimension.
-    for (int l = tid; l < kTileM * kTileK; l += kGemmThreads) {
+  T a_next[kStageA], b_next[kStageB];
+  auto load = [&](int k0) {
+    FUSEDMLP_UNROLL
+    for (int s = 0; s < kStageA; ++s) {
+      const int l = tid + s * kGemmThreads;
       const int i = a_row_major ? l / kTileK : l % kTileM;
       const int p = a_row_major ? l % kTileK : l / kTileM;
       const int r = row0 + i, q = k0 + p;
-      As[p][i] = (r < m && q < k_end) ? g.a.data[r * g.a.rs + q * g.a.cs] : T(0);
+      a_next[s] = (r < m && q < k_end) ? g.a.data[r * g.a.rs + q * g.a.cs] : T(0);
     }
-    for (int l = tid; l < kTileK * kTileN; l += kGemmThreads) {
+    FUSEDMLP_UNROLL
+    for (int s = 0; s < kStageB; ++s) {
+      const int l = tid + s * kGemmThreads;
       const int p = b_row_major ? l / kTileN : l % kTileK;
       const int j = b_row_major ? l % kTileN : l / kTileK;
       const int q = k0 + p, c = col0 + j;
-      Bs[p][j] = (q < k_end && c < n) ? g.b.data[q * g.b.rs + c * g.b.cs] : T(0);
+      b_next[s] = (q < k_end && c < n) ? g.b.data[q * g.b.rs + c * g.b.cs] : T(0);
     }
-    __syncthreads();
+  };
+  auto store = [&](int buf) {
+    FUSEDMLP_UNROLL
+    for (int s = 0; s < kStageA; ++s) {
+      const int l = tid + s * kGemmThreads;
+      As[buf][a_row_major ? l % kTileK : l / kTileM][a_row_major ? l / kTileK : l % kTileM] = a_next[s];
+    }
+    FUSEDMLP_UNROLL
+    for (int s = 0; s < kStageB; ++s) {
+      const int l = tid + s * kGemmThreads;
+      Bs[buf][b_row_major ? l / kTileN : l % kTileK][b_row_major ? l % kTileN : l / kTileK] = b_next[s];
+    }
+  };
+  if (k_begin < k_end) {
+    load(k_begin);
+    store(0);
+  }
+  __syncthreads();
+  int buf = 0;
+  for (int k0 = k_begin; k0 < k_end; k0 += kTileK) {
+    const bool more = k0 + kTileK < k_end;
+    if (more) load(k0 + kTileK);  // in flight while this slice is multiplied
     if (sum_columns && tid < kTileN)
-      for (int p = 0; p < kTileK; ++p) col_acc += Bs[p][tid];
+      for (int p = 0; p < kTileK; ++p) col_acc += Bs[buf][p][tid];
     FUSEDMLP_UNROLL
     for (int p = 0; p < kTileK; ++p) {
       T a_frag[kThreadM], b_frag[kThreadN];
       FUSEDMLP_UNROLL
-      for (int i = 0; i < kThreadM; ++i) a_frag[i] = As[p][ty * kThreadM + i];
+      for (int i = 0; i < kThreadM; ++i) a_frag[i] = As[buf][p][ty * kThreadM + i];
       FUSEDMLP_UNROLL
-      for (int j = 0; j < kThreadN; ++j) b_frag[j] = Bs[p][tx * kThreadN + j];
+      for (int j = 0; j < kThreadN; ++j) b_frag[j] = Bs[buf][p][tx * kThreadN + j];
       FUSEDMLP_UNROLL
       for (int i = 0; i < kThreadM; ++i) {
         FUSEDMLP_UNROLL
         for (int j = 0; j < kThreadN; ++j) acc[i][j] += a_frag[i] * b_frag[j];
       }
     }
+    if (more) store(buf ^ 1);
     __syncthreads();
+    buf ^= 1;
   }
 
   // A split block stores its raw partial sums (split_reduce_kernel finishes them); any other
@@ -357,11 +394,45 @@ __device__ T block_sum(T v) {
 
 // ---- batches ------------------------------------------------------------------------------------
 
-// The current batch's rows of X (converted to T), Y and the sample weights, by the order.
+// A training batch's set-up, done by the gather's first block: the batch's row count, weight sum
+// and the optimizer's step size into the state.
+struct BatchSetup {
+  bool on;  // false: a gather without set-up (validation and prediction chunks)
+  bool adam;
+  double beta_1, beta_2;
+};
+
+template <class T>
+__device__ void batch_setup(BatchState* st, const T* w, const long long* order, long long start, int rows,
+                            const BatchSetup& setup) {
+  double s = 0.0;
+  if (w != nullptr) {  // the weights in the batch's order, as they are gathered
+    T part = T(0);
+    for (int r = static_cast<int>(threadIdx.x); r < rows; r += static_cast<int>(blockDim.x))
+      part += w[order[start + r]];
+    s = static_cast<double>(block_sum<T>(part));
+  } else {
+    s = static_cast<double>(rows);
+  }
+  if (threadIdx.x == 0) {
+    st->rows = rows;
+    st->sw_sum = s;
+    st->inv_sw = 1.0 / s;
+    st->row_loss = 0.0;
+    st->sq_next = 0.0;
+    if (st->batch_lr != nullptr) st->lr = st->batch_lr[st->batch];
+    if (setup.adam) st->lr_t = adam_lr_t(st->lr, setup.beta_1, setup.beta_2, st->t + 1);
+  }
+}
+
+// The current batch's rows of X (converted to T), Y and the sample weights, by the order; with
+// setup.on, the first block also sets the batch up (one launch instead of two per batch; the
+// other blocks read only what the set-up leaves alone: the batch index, its size, the order's
+// length).
 template <class T, class S>
 __global__ void gather_kernel(const S* x, long long x_rs, long long x_cs, int d, const T* y,
                               int n_out, const T* w, const long long* order, BatchState* st,
-                              T* xb, T* yb, T* wb) {
+                              T* xb, T* yb, T* wb, BatchSetup setup) {
   const long long start = st->batch * st->batch_size;
   const long long left = st->n_order - start;
   const int rows = static_cast<int>(left < st->batch_size ? left : st->batch_size);
@@ -377,34 +448,7 @@ __global__ void gather_kernel(const S* x, long long x_rs, long long x_cs, int d,
   }
   if (w != nullptr)
     for (long long r = first; r < rows; r += stride) wb[r] = w[order[start + r]];
-}
-
-// One block: the batch's row count, weight sum, and the optimizer's step size.
-template <class T>
-__global__ void batch_setup_kernel(BatchState* st, const T* wb, bool weighted, bool adam,
-                                   double beta_1, double beta_2) {
-  const long long start = st->batch * st->batch_size;
-  const long long left = st->n_order - start;
-  const int rows = static_cast<int>(left < st->batch_size ? left : st->batch_size);
-  double s = 0.0;
-  if (weighted) {
-    T part = T(0);
-    for (int r = static_cast<int>(threadIdx.x); r < rows; r += static_cast<int>(blockDim.x)) part += wb[r];
-    s = static_cast<double>(block_sum<T>(part));
-  } else {
-    s = static_cast<double>(rows);
-  }
-  if (threadIdx.x == 0) {
-    st->rows = rows;
-    st->sw_sum = s;
-    st->inv_sw = 1.0 / s;
-    st->row_loss = 0.0;
-    st->sq_next = 0.0;
-    if (st->batch_lr != nullptr) st->lr = st->batch_lr[st->batch];
-    if (adam) {
-      st->lr_t = adam_lr_t(st->lr, beta_1, beta_2, st->t + 1);
-    }
-  }
+  if (setup.on && blockIdx.x == 0) batch_setup(st, w, order, start, rows, setup);
 }
 
 // One thread: the batch loss into the epoch's, then on to the next batch.

@@ -305,11 +305,15 @@ struct Trainer<T>::Impl {
   // (rows x fan_in, k = fan_out).
   long long split_elems(index_t rows) const {
     long long most = 0;
-    for (const LayerLayout& L : layout.layers) {
+    for (size_t l = 0; l < layout.layers.size(); ++l) {
+      const LayerLayout& L = layout.layers[l];
       const long long shapes[3][3] = {{rows, L.fan_out, L.fan_in}, {L.fan_in, L.fan_out, rows},
                                       {rows, L.fan_in, L.fan_out}};
-      for (const auto& sh : shapes)
+      for (int i = 0; i < 3; ++i) {
+        if ((i == 0 && fused) || (i == 2 && l == 0)) continue;  // (no such GEMM)
+        const auto& sh = shapes[i];
         most = std::max(most, gemm_split_elems(splits_of(sh[0], sh[1], sh[2]), sh[0], sh[1]));
+      }
     }
     return most;
   }
@@ -455,31 +459,29 @@ struct Trainer<T>::Impl {
   // The current batch's (or chunk's) rows of `src`, their targets and weights (ws: null when
   // unweighted), in `ord`'s order, into xb, yb and wb.
   void gather_rows(const MatrixView& src, const T* ys, const T* ws, const long long* ord, index_t batch_size,
-                   cudaStream_t s) {
+                   cudaStream_t s, BatchSetup setup = BatchSetup{}) {
     const long long per_row = std::max<long long>(layout.n_inputs(), layout.n_outputs());
     auto run = [&](auto tag) {
       using S = decltype(tag);
       launch(gather_kernel<T, S>, dim3(grid_for(batch_size * per_row)), dim3(kBlock), 0, s,
              static_cast<const S*>(src.data), static_cast<long long>(src.rs), static_cast<long long>(src.cs),
              static_cast<int>(layout.n_inputs()), ys, static_cast<int>(layout.n_outputs()), ws, ord,
-             state.get(), xb.get(), yb.get(), wb.get());
+             state.get(), xb.get(), yb.get(), wb.get(), setup);
     };
     if (src.f32)
       run(float{});
     else
       run(double{});
   }
-  void gather(const EpochOptions& o, cudaStream_t s) {
-    gather_rows(x, y.get(), weighted ? w.get() : nullptr, order.get(), o.batch_size, s);
+  void gather(const EpochOptions& o, cudaStream_t s, BatchSetup setup = BatchSetup{}) {
+    gather_rows(x, y.get(), weighted ? w.get() : nullptr, order.get(), o.batch_size, s, setup);
   }
 
   // Enqueues one batch: everything the graph replays.
   void enqueue_batch(const EpochOptions& o, cudaStream_t s) {
     const int bs = static_cast<int>(o.batch_size);
     const bool adam = o.solver == Solver::adam;
-    gather(o, s);
-    launch(batch_setup_kernel<T>, dim3(1), dim3(kBlock), 0, s, state.get(),
-           static_cast<const T*>(wb.get()), weighted, adam, o.beta_1, o.beta_2);
+    gather(o, s, BatchSetup{true, adam, o.beta_1, o.beta_2});  // and the batch's set-up
     const Pass p = pass(true);
     forward(-1, bs, p, s);
     const size_t last = layout.layers.size() - 1;
@@ -1042,7 +1044,7 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
              static_cast<const S*>(dx.data), static_cast<long long>(dx.rs), static_cast<long long>(dx.cs), d,
              static_cast<const T*>(nullptr), 0, static_cast<const T*>(nullptr),
              static_cast<const long long*>(I.chunk_order.get()), I.state.get(), I.xb.get(), I.yb.get(),
-             I.wb.get());
+             I.wb.get(), BatchSetup{});
     };
     if (dx.f32)
       convert(float{});

@@ -129,7 +129,9 @@ def test_split_k_gemm_every_edge_layout_and_epilogue(cuda_engine, dtype):
 def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch):
     """The per-batch GEMMs split k when a batch's tiles cannot fill the device: with 108
     multiprocessors (the simulator's default, an A100's) a batch of 200 rows through a
-    300-40-3 network splits every product (the first layer's forward 9 ways); with one, or with
+    300-40-3 network splits 3 of its 5 products (the first layer's forward 9 ways, both weight
+    gradients 6 ways; the others are too shallow), and the last batch of 50 rows reads a
+    shorter k from the batch state; with one, or with
     FUSEDMLP_CUDA_SPLIT_K=0, they split none. All train as the CPU engine does; the sums' order
     differs, so split and unsplit results differ in their last bits, which shows the split
     path ran."""

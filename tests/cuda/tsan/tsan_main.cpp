@@ -46,9 +46,10 @@ int gemms() {
   std::vector<T> a(m * k), b(k * n), c(m * n), bias(n), aux(m * n), colsum(n);
   for (auto* v : {&a, &b, &aux}) for (auto& e : *v) e = static_cast<T>(normal(rng));
   for (auto& e : bias) e = static_cast<T>(normal(rng));
-  for (int epi = 0; epi < 4; ++epi)
-    test_gemm<T>(m, n, k, a.data(), k, 1, b.data(), n, 1, c.data(), epi, Activation::relu, bias.data(),
-                 aux.data(), T(0.1), T(0.5), epi == 2 ? colsum.data() : nullptr, false);
+  for (int splits : {1, 3})  // unsplit, and k split among 3 blocks per tile with the reduction
+    for (int epi = 0; epi < 4; ++epi)
+      test_gemm<T>(m, n, k, a.data(), k, 1, b.data(), n, 1, c.data(), epi, Activation::relu, bias.data(),
+                   aux.data(), T(0.1), T(0.5), epi == 2 ? colsum.data() : nullptr, false, splits);
   return 0;
 }
 
@@ -106,6 +107,7 @@ int main(int argc, char** argv) {
   status += training<float>({5, 7, 3}, Loss::log_loss);               // fused narrow forward
   status += training<float>({20, 70, 2}, Loss::binary_log_loss);      // GEMM forward
   status += training<double>({4, 130, 1}, Loss::squared_error);
+  status += training<float>({64, 70, 2}, Loss::log_loss);           // split-k (the first layer's k)
   // stored pre-activations and dropout masks, fused forward and GEMMs
   status += training<float>({5, 7, 6, 3}, Loss::log_loss, Activation::gelu, {0.3, 0.2});
   status += training<double>({20, 70, 2}, Loss::binary_log_loss, Activation::silu, {0.25});
