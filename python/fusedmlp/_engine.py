@@ -137,6 +137,21 @@ def resolve_device(device):
     return "cuda"
 
 
+# device="auto" trains on the GPU only when the CPU engine is estimated to need at least
+# AUTO_GPU_MIN_MACS multiply-adds for the call (about 20 ms on two cores of the benchmark machine,
+# which run about 5e10 a second): below that, the GPU's fixed costs (the CUDA context of a new
+# process, copying the data, a host synchronisation per epoch, launch latency) are estimated to
+# outweigh what it saves. An estimate, not a GPU measurement (docs/cuda.md).
+AUTO_GPU_MIN_MACS = 1e9
+
+
+def training_macs(n_samples, layer_units, epochs):
+    """Multiply-adds of `epochs` epochs over n_samples rows: the forward product, the weight
+    gradient and the data gradient of every layer."""
+    weights = sum(a * b for a, b in zip(layer_units[:-1], layer_units[1:]))
+    return 3.0 * n_samples * weights * epochs
+
+
 def activations():
     """The engines' activation registry: one dict per activation (name, derivative, hidden,
     in_sklearn, glorot_factor)."""

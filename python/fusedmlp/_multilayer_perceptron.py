@@ -186,14 +186,22 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _compute_dtype(self):
         return _resolve_dtype(self.dtype)
 
-    def _device_for(self, X, layer_units):
-        """The device this call runs on: 'auto' takes the GPU only for what it supports."""
+    def _device_for(self, X, layer_units, macs=None):
+        """The device this call runs on: 'auto' takes the GPU only for what it supports and,
+        for host data, only when the training call's work (`macs`, its multiply-adds) is large
+        enough to pay for it (_engine.AUTO_GPU_MIN_MACS). That choice is kept for the fit's
+        validation and for predictions until the next training call (`macs` None)."""
         device = _engine.resolve_device(self.device)
         if device != "cuda":
             return device
         too_deep = len(layer_units) - 1 > _CUDA_MAX_LAYERS
         if self.device == "auto" and (sp.issparse(X) or too_deep):
             return "cpu"
+        if self.device == "auto" and not _engine.is_device_array(X):
+            if macs is not None:
+                self._auto_device = "cuda" if macs >= _engine.AUTO_GPU_MIN_MACS else "cpu"
+            if getattr(self, "_auto_device", "cuda") == "cpu":
+                return "cpu"
         if sp.issparse(X):
             raise TypeError(
                 "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
@@ -468,7 +476,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
 
         if validation is not None:
             validation = self._validation_set(*validation, dtype)
-        device = self._device_for(X, layer_units)
+        epochs = 1 if incremental else self.max_iter
+        device = self._device_for(X, layer_units, _engine.training_macs(X.shape[0], layer_units, epochs))
         X_engine = _engine.as_engine_input(X, device)
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
@@ -768,6 +777,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
         if device == "cuda" and (sp.issparse(X) or len(self.coefs_) > _CUDA_MAX_LAYERS):
             device = "cpu"  # the parameters are host arrays: any engine can use them
+        if self.device == "auto" and getattr(self, "_auto_device", "cuda") == "cpu":
+            device = "cpu"  # where 'auto' trained it (_device_for)
         out_dtype = self._prediction_dtype(X.dtype) if cast else np.float64
         engine, params, lease = self._prediction_engine(device, X.shape[0])
         try:
@@ -1058,7 +1069,11 @@ _COMMON_PARAMS_DOC = """
 
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Where training and prediction run (fusedmlp's own parameter). 'auto' picks 'cuda'
-        when `fusedmlp.cuda_available()`. Fitted attributes are numpy arrays either way.
+        when `fusedmlp.cuda_available()` and the training call is large enough to gain from
+        it (an estimated 20 ms of CPU work or more: its rows times the network's weights
+        times `max_iter`, or one epoch for `partial_fit`); predictions run where the model
+        was last trained. Device arrays always stay on the GPU. Fitted attributes are numpy
+        arrays either way.
 
     negative_slope : float, default=0.01
         The slope of 'leaky_relu' below 0 (PyTorch's name); >= 0. Other activations ignore it.

@@ -291,6 +291,55 @@ def test_more_rows_than_one_grid_covers(cuda_engine):
     np.testing.assert_allclose(gpu.predict(X), cpu.predict(X), rtol=1e-4, atol=1e-5)
 
 
+def test_auto_weighs_the_work_of_a_training_call(simulator, monkeypatch):
+    """'auto' trains on the GPU only above _engine.AUTO_GPU_MIN_MACS multiply-adds (rows x
+    weights x 3 x max_iter; one epoch for partial_fit), validates and predicts where it trained,
+    and keeps device arrays on the GPU whatever their size."""
+    from fusedmlp import _cuda_sim
+
+    X, y = data("binary")  # 240 rows, 9 features; (24,) hidden: 9 x 24 + 24 x 1 = 240 weights
+    kw = dict(random_state=0, max_iter=3, batch_size=50, hidden_layer_sizes=(24,))
+    macs = _engine.training_macs(240, [9, 24, 1], 3)
+    assert macs == 3 * 240 * 240 * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        on_cpu = fm.MLPClassifier(device="cpu", **kw).fit(X, y)
+        on_gpu = fm.MLPClassifier(device="cuda", **kw).fit(X, y)
+        assert not np.array_equal(on_cpu.coefs_[0], on_gpu.coefs_[0])  # (the engines round apart)
+
+        def copies_up(f):
+            before = _cuda_sim.runtime_counts()["host_to_device"]
+            f()
+            return _cuda_sim.runtime_counts()["host_to_device"] - before
+
+        # below the threshold: the CPU engine, for the fit, its early stopping and predictions
+        monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", macs + 1)
+        small = fm.MLPClassifier(device="auto", **kw)
+        assert copies_up(lambda: small.fit(X, y)) == 0
+        np.testing.assert_array_equal(small.coefs_[0], on_cpu.coefs_[0])
+        assert copies_up(lambda: small.predict(X)) == 0
+        stopping = fm.MLPClassifier(device="auto", early_stopping=True, **kw)
+        assert copies_up(lambda: stopping.fit(X, y)) == 0
+        # at the threshold: the GPU, and predictions stay there
+        monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", macs)
+        large = fm.MLPClassifier(device="auto", **kw)
+        assert copies_up(lambda: large.fit(X, y)) > 0
+        np.testing.assert_array_equal(large.coefs_[0], on_gpu.coefs_[0])
+        assert copies_up(lambda: large.predict(X)) > 0
+        # a refit below the threshold moves the model back, predictions with it
+        large.set_params(max_iter=1)
+        assert copies_up(lambda: large.fit(X, y)) == 0
+        assert copies_up(lambda: large.predict(X)) == 0
+        # partial_fit weighs one epoch: 3 epochs' threshold keeps it on the CPU
+        monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", macs)
+        incremental = fm.MLPClassifier(device="auto", **kw)
+        assert copies_up(lambda: incremental.partial_fit(X, y, classes=[0, 1])) == 0
+        # device arrays stay on the GPU below the threshold
+        monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", 1e30)
+        on_device = fm.MLPClassifier(device="auto", **kw).fit(_InterfaceOnly(X), y)
+        np.testing.assert_array_equal(on_device.coefs_[0], on_gpu.coefs_[0])
+
+
 def test_auto_keeps_sparse_and_deep_networks_on_the_cpu(simulator):
     X, y = data("binary")
     with warnings.catch_warnings():
