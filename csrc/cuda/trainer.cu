@@ -179,6 +179,10 @@ struct Trainer<T>::Impl {
   bool resident = false;
   Solver resident_solver = Solver::adam;
   DeviceBuffer<T> best;     // early stopping's snapshot
+  // what predict last uploaded to params, while nothing else has written them since: a
+  // prediction with the same host values (compared bit for bit) uploads nothing
+  std::vector<T> params_shadow;
+  bool shadow_valid = false;
   DeviceBuffer<int> flag;   // parameters_finite's answer
 
   // the resident model's validation set: its own X or rows of the training X, read through the
@@ -640,6 +644,7 @@ template <class T>
 void Trainer<T>::set_parameters(const T* params_host, const OptimizerState<T>& st, Solver solver) {
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
+  I.shadow_valid = false;
   cudaStream_t s = I.work();
   upload(I.params, params_host, static_cast<size_t>(I.layout.n_params), s);
   I.upload_state(st, solver, s);
@@ -834,6 +839,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
+  I.shadow_valid = false;  // (the epoch writes params)
   if (I.n_rows == 0 && n_order > 0) throw std::logic_error("run_epoch: no training data loaded");
   if (n_order > I.n_rows) throw std::invalid_argument("run_epoch: the order is longer than the data");
   if (o.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
@@ -943,6 +949,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
+  I.shadow_valid = false;  // (params are uploaded below)
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
@@ -1019,7 +1026,16 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   }
   if (!out_on_device) I.out_stage.resize(static_cast<size_t>(chunk * n_out));
   I.resident = false;
-  upload(I.params, params_host, static_cast<size_t>(n), s);
+  // the parameters go up only when they differ from what the last prediction uploaded (the
+  // host's values, compared bit for bit: a model changed in place is seen)
+  const std::size_t n_bytes = static_cast<std::size_t>(n) * sizeof(T);
+  if (!(I.shadow_valid && I.params_shadow.size() == static_cast<std::size_t>(n) &&
+        (n_bytes == 0 || std::memcmp(I.params_shadow.data(), params_host, n_bytes) == 0))) {
+    I.shadow_valid = false;
+    upload(I.params, params_host, static_cast<size_t>(n), s);
+    I.params_shadow.assign(params_host, params_host + n);
+    I.shadow_valid = true;
+  }
   const size_t last = I.layout.layers.size() - 1;
   const int d = static_cast<int>(I.layout.n_inputs());
   const std::size_t item = x.f32 ? 4 : 8;

@@ -461,8 +461,9 @@ def test_beyond_sklearn_features_match_cpu_engine(cuda_engine, target, params):
 def test_predict_allocates_nothing_after_its_first_call(simulator, host_input, request):
     # The engine is kept across predictions and its buffers grow to one chunk (4096 rows),
     # never to the data: once a call has used a whole chunk, calls of any size allocate no
-    # device memory, and copy the parameters once per call and, per chunk, X's rows (host
-    # input), the chunk's state, and the outputs back.
+    # device memory, and copy, per chunk, X's rows (host input), the chunk's state, and the
+    # outputs back. The parameters cross only when they differ from the last call's: a model
+    # changed in place is seen (and predicts as changed).
     rng = np.random.default_rng(0)
     X = rng.standard_normal((9000, 12)).astype(np.float32)  # three chunks
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0)
@@ -483,14 +484,26 @@ def test_predict_allocates_nothing_after_its_first_call(simulator, host_input, r
     after = simulator.runtime_counts()
     assert after["allocations"] == before["allocations"]
     chunks = 1 + 1 + 3 + 2 + 1
-    calls = 5
-    # per call: the parameters and, per chunk, the chunk's state (and the host X's rows)
+    # per chunk: the chunk's state (and the host X's rows); the parameters not at all
     per_chunk_up = 2 if host_input else 1
-    assert after["host_to_device"] - before["host_to_device"] == calls + per_chunk_up * chunks
+    assert after["host_to_device"] - before["host_to_device"] == per_chunk_up * chunks
     # per chunk: the outputs come back (host input); device input keeps them on the device
     # (the proba's copy back happens in the test's own to_host)
     if host_input:
         assert after["device_to_host"] - before["device_to_host"] == chunks
+    # a weight changed in place: the parameters cross once, and the predictions follow
+    params_bytes = sum(a.nbytes for a in est.coefs_ + est.intercepts_)
+    for change in (lambda: est.coefs_[0].__setitem__((0, 0), est.coefs_[0][0, 0] + 1.0),
+                   lambda: est.intercepts_[-1].__setitem__(0, -3.0)):
+        change()
+        expected = copy.deepcopy(est).set_params(device="cpu")
+        sent = []
+        for _ in range(2):
+            before = simulator.runtime_counts()
+            proba = _engine.to_host(est.predict_proba(X_in[:100]))
+            sent.append(simulator.runtime_counts()["host_to_device_bytes"] - before["host_to_device_bytes"])
+            np.testing.assert_allclose(proba, expected.predict_proba(X[:100]), rtol=1e-5, atol=1e-6)
+        assert sent[0] - sent[1] == params_bytes
 
 
 def test_column_ordered_host_x_goes_to_the_device_once(simulator):
