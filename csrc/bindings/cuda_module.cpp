@@ -489,9 +489,11 @@ PYBIND11_MODULE(FUSEDMLP_CUDA_MODULE, m) {
         d["host_to_device_bytes"] = c.host_to_device_bytes;
         d["device_to_host_bytes"] = c.device_to_host_bytes;
         d["graphs"] = c.graphs;
+        d["kernels"] = c.kernels;
         return d;
       },
-      "The simulator's allocations, copies each way and graphs instantiated since the module was loaded.");
+      "The simulator's allocations, copies each way, graphs instantiated and kernels run since the "
+      "module was loaded.");
   m.def(
       "device_status",
       [] {

@@ -128,6 +128,7 @@ struct GemmArgs {
   int splits;
   T* part;
   long long part_stride;
+  bool defer_reduce;  // the parts are summed by the caller's next kernel (the output loss)
 };
 
 // Split-k: how many blocks share the k of each tile so that a GEMM of `tiles` tiles keeps
@@ -348,7 +349,7 @@ void gemm_launch(const GemmArgs<T>& g, int max_m, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((max_m + kTileM - 1) / kTileM),
                   static_cast<unsigned>((g.n + kTileN - 1) / kTileN), static_cast<unsigned>(splits));
   launch(gemm_kernel<T, E, A>, grid, dim3(kGemmThreads), 0, stream, g);
-  if (splits > 1)
+  if (splits > 1 && !g.defer_reduce)
     launch(split_reduce_kernel<T, E, A>, dim3(grid_for(static_cast<long long>(max_m) * g.n)), dim3(kBlock), 0,
            stream, g);
 }
@@ -466,17 +467,36 @@ __global__ void batch_finish_kernel(BatchState* st, int n_out, double alpha, boo
 
 // Rows in a grid-stride loop: z becomes the head's output activation, delta = d loss / d z
 // (times the weight; loss.h); the block's losses are summed into state->row_loss (or
-// *loss_sum). rows < 0: the batch's row count from the state.
+// *loss_sum). rows < 0: the batch's row count from the state. With parts (the output layer's
+// split-k partial sums, OutputParts), each row's z is first summed from them and its bias
+// added, in split_reduce_kernel's order: the reduction and the loss in one launch.
+template <class T>
+struct OutputParts {
+  const T* part = nullptr;  // null: z is already there
+  int splits = 1;
+  long long stride = 0;
+  const T* bias = nullptr;
+};
+
 template <class T, Loss L, Activation A>
 __global__ void output_loss_kernel(T* z, const T* y, const T* w, T* delta, int rows, int n_out,
-                                   BatchState* st, double* loss_sum, LossParams params) {
+                                   BatchState* st, double* loss_sum, LossParams params,
+                                   OutputParts<T> parts) {
   const int n = rows < 0 ? st->rows : rows;
   const int stride = static_cast<int>(gridDim.x * blockDim.x);
   double l = 0.0;
-  for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < n; r += stride)
+  for (int r = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x); r < n; r += stride) {
+    if (parts.part != nullptr)
+      for (int c = 0; c < n_out; ++c) {
+        const long long e = static_cast<long long>(r) * n_out + c;
+        T v = parts.part[e];
+        for (int k = 1; k < parts.splits; ++k) v += parts.part[k * parts.stride + e];
+        z[e] = v + parts.bias[c];
+      }
     l += output_loss_grad_row<L, A, T>(z + static_cast<long long>(r) * n_out, y + static_cast<long long>(r) * n_out,
                                        w != nullptr ? w[r] : T(1), w != nullptr,
                                        delta + static_cast<long long>(r) * n_out, n_out, params);
+  }
   const double total = block_sum<double>(l);
   if (threadIdx.x == 0) atomicAdd(loss_sum != nullptr ? loss_sum : &st->row_loss, total);
 }

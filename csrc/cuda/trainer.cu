@@ -39,7 +39,7 @@ RuntimeCounts runtime_counts() {
 #if FUSEDMLP_CUDA_SIMULATED
   const sim::Counters c = sim::counters();
   return RuntimeCounts{c.allocations, c.host_to_device, c.device_to_host, c.host_to_device_bytes,
-                       c.device_to_host_bytes, c.graphs};
+                       c.device_to_host_bytes, c.graphs, c.kernels};
 #else
   throw std::runtime_error("only the CUDA simulator counts allocations and copies");
 #endif
@@ -203,6 +203,8 @@ struct Trainer<T>::Impl {
   DeviceBuffer<T> xb, yb, wb, acts, deltas;
   DeviceBuffer<T> pres;  // hidden pre-activations: only for a from_input activation or dropout
   DeviceBuffer<T> split_ws;  // the split per-batch GEMMs' partial sums (see split_k)
+  // the last forward pass's output-layer parts, when split: its z is left to the output loss
+  OutputParts<T> out_parts;
   std::vector<index_t> act_offsets;
   DeviceBuffer<double> out, scalar;
 
@@ -325,6 +327,7 @@ struct Trainer<T>::Impl {
   // The network's outputs for `rows` rows of xb (rows < 0: the batch's, from the state).
   void forward(int rows, int max_rows, const Pass& p, cudaStream_t s) {
     const size_t n_layers = layout.layers.size();
+    out_parts = OutputParts<T>{};
     if (fused) {
       OutputTable<T> outs{};
       outs.param = static_cast<T>(layout.activation_param);
@@ -361,6 +364,10 @@ struct Trainer<T>::Impl {
       g.hidden = hidden_units(l, p);
       g.layer = static_cast<int>(l);
       if (rows < 0) split_k(g, max_rows, g.k);
+      if (l + 1 == n_layers && g.splits > 1) {  // the output loss sums the parts (one launch fewer)
+        g.defer_reduce = true;
+        out_parts = OutputParts<T>{g.part, g.splits, g.part_stride, g.bias};
+      }
       // the output layer's activation comes with its loss
       gemm<T>(g, Epi::bias_activation, l + 1 == n_layers ? Activation::identity : layout.hidden,
               g.m, s);
@@ -493,7 +500,8 @@ struct Trainer<T>::Impl {
     dispatch_head(layout.loss, layout.output, [&](auto l, auto a) {
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(bs)), dim3(kBlock), 0, s,
              act(last), static_cast<const T*>(yb.get()), weighted ? static_cast<const T*>(wb.get()) : nullptr,
-             delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr), layout.loss_params);
+             delta(last), -1, n_out, state.get(), static_cast<double*>(nullptr), layout.loss_params,
+             out_parts);
       return 0;
     });
     backward(-1, bs, true, static_cast<T>(o.alpha), false, p, s);
@@ -811,7 +819,7 @@ double Trainer<T>::evaluate(double alpha, double* out, const StopCheck& should_s
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              I.act(last), static_cast<const T*>(I.yb.get()),
              V.weighted ? static_cast<const T*>(I.wb.get()) : nullptr, I.delta(last), rows, n_out, I.state.get(),
-             I.scalar.get(), I.layout.loss_params);
+             I.scalar.get(), I.layout.loss_params, OutputParts<T>{});
       return 0;
     });
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(out + start * n_out, I.out_stage.get(),
@@ -983,7 +991,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
       launch(output_loss_kernel<T, decltype(l)::value, decltype(a)::value>, dim3(grid_for(rows)), dim3(kBlock), 0, s,
              I.act(last),
              static_cast<const T*>(I.yb.get()), I.weighted ? static_cast<const T*>(I.wb.get()) : nullptr,
-             I.delta(last), rows, n_out, I.state.get(), I.scalar.get(), I.layout.loss_params);
+             I.delta(last), rows, n_out, I.state.get(), I.scalar.get(), I.layout.loss_params, OutputParts<T>{});
       return 0;
     });
     I.backward(rows, rows, false, T(0), start > 0, I.pass(false), s);

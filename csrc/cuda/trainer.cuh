@@ -63,7 +63,7 @@ void wait_for_stream(std::uintptr_t stream);
 // (the tests check what an engine transfers); a build for a real device throws.
 struct RuntimeCounts {
   long long allocations = 0, host_to_device = 0, device_to_host = 0, host_to_device_bytes = 0,
-            device_to_host_bytes = 0, graphs = 0;
+            device_to_host_bytes = 0, graphs = 0, kernels = 0;
 };
 RuntimeCounts runtime_counts();
 

@@ -126,18 +126,19 @@ def test_split_k_gemm_every_edge_layout_and_epilogue(cuda_engine, dtype):
         gemm(a, b, splits=0)
 
 
-def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch):
+@pytest.mark.parametrize("units, loss", [([300, 40, 3], "squared_error"), ([300, 100, 3], "log_loss")])
+def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch, units, loss):
     """The per-batch GEMMs split k when a batch's tiles cannot fill the device: with 108
     multiprocessors (the simulator's default, an A100's) a batch of 200 rows through a
     300-40-3 network splits 3 of its 5 products (the first layer's forward 9 ways, both weight
-    gradients 6 ways; the others are too shallow), and the last batch of 50 rows reads a
-    shorter k from the batch state; with one, or with
+    gradients 6 ways; the others are too shallow), 300-100-3 also its output layer's forward
+    (3 ways), whose parts the output loss then sums (softmax, log-loss); the last batch of 50
+    rows reads a shorter k from the batch state. With one multiprocessor, or with
     FUSEDMLP_CUDA_SPLIT_K=0, they split none. All train as the CPU engine does; the sums' order
     differs, so split and unsplit results differ in their last bits, which shows the split
     path ran."""
     dtype = np.float64
-    units = [300, 40, 3]
-    X, Y = engine_problem("squared_error", 450, units[0], units[-1], dtype)
+    X, Y = engine_problem(loss, 450, units[0], units[-1], dtype)
     rng = np.random.default_rng(7)
     order = rng.permutation(450).astype(np.int64)
     results = {}
@@ -146,7 +147,7 @@ def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch):
             monkeypatch.setenv("FUSEDMLP_CUDA_SPLIT_K", "0")
         else:
             monkeypatch.setenv("FUSEDMLP_CUDA_SIM_SMS", sms)
-        gpu, cpu = trainers(simulator, dtype, units, "tanh", "squared_error")
+        gpu, cpu = trainers(simulator, dtype, units, "tanh", loss)
         p0 = np.random.default_rng(8).uniform(-0.1, 0.1, cpu.n_params).astype(dtype)
         for name, engine in (("sms=" + sms, gpu), ("cpu", cpu)):
             p = p0.copy()
@@ -160,6 +161,36 @@ def test_split_k_in_training_matches_cpu_engine(simulator, monkeypatch):
         np.testing.assert_allclose(results[name][0], results["cpu"][0], rtol=1e-10, atol=1e-12)
     assert not np.array_equal(results["sms=1"][0], results["sms=108"][0])
     np.testing.assert_array_equal(results["sms=off"][0], results["sms=1"][0])
+
+
+@pytest.mark.parametrize("split_k", ["on", "off"])
+def test_kernels_per_batch(simulator, monkeypatch, split_k):
+    """What one batch launches (counted by the simulator, the captured graph's replays
+    included): the gather with the batch's set-up, a GEMM per layer forward, the output loss,
+    the weight gradient of every layer and the data gradient of all but the first, the
+    optimizer, the batch's finish; with split-k a reduction after each split GEMM except the
+    output layer's forward, whose parts the output loss sums. For 300-100-3 at batch 200 on 108
+    multiprocessors: the first layer's forward (9 ways) and both weight gradients (6 ways) split
+    with a reduction; the output layer's forward splits 3 ways into the loss."""
+    if split_k == "off":
+        monkeypatch.setenv("FUSEDMLP_CUDA_SPLIT_K", "0")
+    units = [300, 100, 3]
+    X, Y = engine_problem("log_loss", 600, units[0], units[-1], np.float32)
+    gpu = simulator.TrainerF32(units, "relu", "log_loss", "", {})
+    p = np.random.default_rng(8).uniform(-0.1, 0.1, gpu.n_params).astype(np.float32)
+    opt = {"m": np.zeros_like(p), "v": np.zeros_like(p), "t": np.zeros(1, np.int64)}
+    hyper = dict(solver="adam", batch_size=200, learning_rate=0.01, alpha=1e-3, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, momentum=0.9, nesterov=True, dropout_seed=0, epoch=0)
+    kernels = []
+    for n in (200, 600, 600):  # one batch, then three (the first epoch of three captures the graph)
+        before = simulator.runtime_counts()["kernels"]
+        gpu.run_epoch(X, Y, None, np.arange(n, dtype=np.int64), p, opt, hyper)
+        kernels.append(simulator.runtime_counts()["kernels"] - before)
+    assert kernels[1] == kernels[2]  # (the replayed graph runs what the captured batch ran)
+    per_batch = (kernels[2] - kernels[0]) // 2
+    n_layers = len(units) - 1
+    unsplit = 1 + n_layers + 1 + (2 * n_layers - 1) + 1 + 1
+    assert per_batch == (unsplit + 3 if split_k == "on" else unsplit)
 
 
 # ---- the trainer's kernels, against the CPU engine ----------------------------------------------

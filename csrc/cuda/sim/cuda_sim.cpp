@@ -203,6 +203,9 @@ void enqueue(cudaStream_t stream, std::function<void()> op) {
 
 namespace fusedmlp {
 namespace sim {
+namespace {
+std::atomic<long long> kernels_run{0};  // grids run, graph replays included
+}  // namespace
 
 void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std::function<void()> body) {
   const unsigned long long threads =
@@ -229,6 +232,7 @@ void launch(const void* kernel, dim3 grid, dim3 block, cudaStream_t stream, std:
     loaded.insert(kernel);
   }
   enqueue(stream, [grid, block, body = std::move(body)] {
+    ++kernels_run;
     std::lock_guard<std::mutex> lock(launch_mutex());
     Pool::instance().run(grid, block, body);
   });
@@ -257,7 +261,8 @@ void count_copy(cudaMemcpyKind kind, std::size_t bytes) {
 
 Counters counters() {
   return Counters{allocations.load(), host_to_device.load(), device_to_host.load(),
-                  host_to_device_bytes.load(), device_to_host_bytes.load(), graphs.load()};
+                  host_to_device_bytes.load(), device_to_host_bytes.load(), graphs.load(),
+                  kernels_run.load()};
 }
 
 }  // namespace sim

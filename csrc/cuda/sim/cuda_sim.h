@@ -224,6 +224,7 @@ struct Counters {
   long long host_to_device_bytes = 0;
   long long device_to_host_bytes = 0;
   long long graphs = 0;  // graphs instantiated
+  long long kernels = 0;  // kernels run (a graph's, each time it is launched)
 };
 Counters counters();
 
