@@ -191,7 +191,8 @@ def find_learning_rate(estimator, X, y, *, sample_weight=None, min_lr=1e-5, max_
     work.__dict__.pop("_skl_callbacks", None)  # the finder's steps are not a fit
     work.set_params(early_stopping=False, warm_start=fitted, verbose=False)
     work._validate_params()
-    data = work._training_set(X, y, sample_weight, incremental=False)
+    # (device='auto' weighs the finder's own work: n_steps batches, not max_iter epochs)
+    data = work._training_set(X, y, sample_weight, incremental=False, steps=n_steps)
 
     params = work._params
     optimizer = make_optimizer(work, params.shape[0], params.dtype)

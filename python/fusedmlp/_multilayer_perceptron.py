@@ -189,29 +189,31 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _device_for(self, X, layer_units, macs=None):
         """The device this call runs on: 'auto' takes the GPU only for what it supports and,
         for host data, only when the training call's work (`macs`, its multiply-adds) is large
-        enough to pay for it (_engine.AUTO_GPU_MIN_MACS). That choice is kept for the fit's
-        validation and for predictions until the next training call (`macs` None)."""
+        enough to pay for it (_engine.AUTO_GPU_MIN_MACS). A training call (`macs` given)
+        records where it runs; validation and predictions (`macs` None) follow it."""
         device = _engine.resolve_device(self.device)
-        if device != "cuda":
-            return device
         too_deep = len(layer_units) - 1 > _CUDA_MAX_LAYERS
-        if self.device == "auto" and (sp.issparse(X) or too_deep):
-            return "cpu"
-        if self.device == "auto" and not _engine.is_device_array(X):
-            if macs is not None:
-                self._auto_device = "cuda" if macs >= _engine.AUTO_GPU_MIN_MACS else "cpu"
-            if getattr(self, "_auto_device", "cuda") == "cpu":
-                return "cpu"
-        if sp.issparse(X):
-            raise TypeError(
-                "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
-                "array (X.toarray()) or use device='cpu' (or 'auto'), which trains on CSR."
-            )
-        if too_deep:
-            raise ValueError(
-                f"device='cuda' supports networks of at most {_CUDA_MAX_LAYERS} layers; this "
-                f"one has {len(layer_units) - 1}. Use device='cpu' or 'auto'."
-            )
+        if device == "cuda" and self.device == "auto":
+            if sp.issparse(X) or too_deep:
+                device = "cpu"
+            elif not _engine.is_device_array(X):
+                if macs is not None:
+                    device = "cuda" if macs >= _engine.AUTO_GPU_MIN_MACS else "cpu"
+                elif getattr(self, "_auto_device", "cuda") == "cpu":
+                    device = "cpu"
+        elif device == "cuda":
+            if sp.issparse(X):
+                raise TypeError(
+                    "device='cuda' trains on dense input; X is a sparse matrix. Pass a dense "
+                    "array (X.toarray()) or use device='cpu' (or 'auto'), which trains on CSR."
+                )
+            if too_deep:
+                raise ValueError(
+                    f"device='cuda' supports networks of at most {_CUDA_MAX_LAYERS} layers; this "
+                    f"one has {len(layer_units) - 1}. Use device='cpu' or 'auto'."
+                )
+        if self.device == "auto" and macs is not None:
+            self._auto_device = device
         return device
 
     def _engine_for(self, layer_units, device, dtype, training=False):
@@ -405,9 +407,11 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         hooks.close()
         return self
 
-    def _training_set(self, X, y, sample_weight, incremental, validation=None):
+    def _training_set(self, X, y, sample_weight, incremental, validation=None, steps=None):
         """Everything before the first epoch: the input validated and handed to an engine,
-        the model initialised (or checked for continuation)."""
+        the model initialised (or checked for continuation). `steps`: the call's optimizer
+        steps when it runs a number of batches rather than of epochs (the learning-rate
+        finder), which device='auto' weighs."""
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -476,8 +480,16 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
 
         if validation is not None:
             validation = self._validation_set(*validation, dtype)
-        epochs = 1 if incremental else self.max_iter
-        device = self._device_for(X, layer_units, _engine.training_macs(X.shape[0], layer_units, epochs))
+        macs = None  # (partial_fit keeps the device its first call chose)
+        if not (incremental and not first_pass and hasattr(self, "_auto_device")):
+            n = X.shape[0]
+            if steps is not None:
+                batch = 200 if self.batch_size == "auto" else self.batch_size
+                rows = steps * min(batch, n)
+            else:
+                rows = n * (1 if incremental else self.max_iter)
+            macs = _engine.training_macs(rows, layer_units, 1)
+        device = self._device_for(X, layer_units, macs)
         X_engine = _engine.as_engine_input(X, device)
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
@@ -763,7 +775,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         # A float ndarray of the fitted width has its values checked by the CPU engine's own
         # pass over them (scikit-learn's separate check reads all of X once more: as long as
         # the products of a small network, or a third of a one-row prediction).
-        deferred = check_input and self.device == "cpu" and self._plain_input(X, max_checked=None)
+        on_cpu = self.device == "cpu" or (self.device == "auto" and getattr(self, "_auto_device", None) == "cpu")
+        deferred = check_input and on_cpu and self._plain_input(X, max_checked=None)
         plain = check_input and not deferred and self._plain_input(X)
         if check_input and not plain and not deferred:
             check_sparse_structure(X)
@@ -1070,9 +1083,9 @@ _COMMON_PARAMS_DOC = """
     device : {'cpu', 'cuda', 'auto'}, default='cpu'
         Where training and prediction run (fusedmlp's own parameter). 'auto' picks 'cuda'
         when `fusedmlp.cuda_available()` and the training call is large enough to gain from
-        it (an estimated 20 ms of CPU work or more: its rows times the network's weights
-        times `max_iter`, or one epoch for `partial_fit`); predictions run where the model
-        was last trained. Device arrays always stay on the GPU. Fitted attributes are numpy
+        it (an estimated 20 ms of CPU work or more: three times its rows times the network's
+        weights times `max_iter`; `partial_fit` decides at its first call, for one epoch);
+        validation and predictions run where the model was last trained. Device arrays always stay on the GPU. Fitted attributes are numpy
         arrays either way.
 
     negative_slope : float, default=0.01

@@ -334,10 +334,15 @@ def test_auto_weighs_the_work_of_a_training_call(simulator, monkeypatch):
         monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", macs)
         incremental = fm.MLPClassifier(device="auto", **kw)
         assert copies_up(lambda: incremental.partial_fit(X, y, classes=[0, 1])) == 0
-        # device arrays stay on the GPU below the threshold
+        # ... and later calls keep the first call's device, whatever their size
+        monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", 0)
+        assert copies_up(lambda: incremental.partial_fit(X, y)) == 0
+        # device arrays stay on the GPU below the threshold, and host predictions follow them
         monkeypatch.setattr(_engine, "AUTO_GPU_MIN_MACS", 1e30)
-        on_device = fm.MLPClassifier(device="auto", **kw).fit(_InterfaceOnly(X), y)
+        on_device = fm.MLPClassifier(device="auto", **kw).fit(X, y)  # (on the CPU first)
+        on_device.fit(_InterfaceOnly(X), y)
         np.testing.assert_array_equal(on_device.coefs_[0], on_gpu.coefs_[0])
+        assert copies_up(lambda: on_device.predict(X)) > 0
 
 
 def test_auto_keeps_sparse_and_deep_networks_on_the_cpu(simulator):
