@@ -1,11 +1,12 @@
 """The CPU GEMM alone against numpy's matmul, on the products of a Fashion-MNIST epoch and of
 prediction, in one process, interleaved.
 
-    python bench/gemm_shapes.py [--isa avx2|avx512|generic] [--threads N] [--repeats R]
+    python bench/gemm_shapes.py [--isa avx2|avx512|generic] [--threads N] [--repeats R] [--short]
 
 Shapes (m x k x n): the forward products of a 784-300-100-10 network at batch 200, the weight
 gradients' shapes (m = fan_in, k = batch), the data gradient of the first hidden layer, and the
-two big products of a 4,096-row prediction chunk. Both sides compute C = A B into a preallocated C
+two big products of a 4,096-row prediction chunk; with --short, the first layer's product for
+1 to 11 rows (one-row and small-batch prediction: fewer rows than a micro-tile). Both sides compute C = A B into a preallocated C
 (fusedmlp's `_cpu.gemm_f32` binding, numpy `matmul(out=)`), float32, row-major operands, medians
 of R calls after a warm-up. numpy's BLAS gets the same thread count through threadpoolctl. For the
 AVX2 proxy on an AVX-512 machine run it as `OPENBLAS_CORETYPE=Haswell python bench/gemm_shapes.py
@@ -22,6 +23,7 @@ from fusedmlp import _cpu
 
 SHAPES = [(200, 784, 300), (200, 300, 100), (200, 100, 10), (784, 200, 300), (300, 200, 100),
           (200, 300, 784), (4096, 784, 300), (4096, 300, 100)]
+SHORT_SHAPES = [(m, 784, 300) for m in (1, 2, 3, 4, 5, 8, 11)] + [(1, 300, 100)]
 
 
 def median_seconds(f, repeats):
@@ -39,6 +41,7 @@ def main():
     ap.add_argument("--isa", default=None, help="fusedmlp's kernels (default: the best the CPU runs)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--short", action="store_true", help="the short products (1 to 11 rows)")
     args = ap.parse_args()
     if args.isa:
         _cpu.set_isa(args.isa)
@@ -47,7 +50,7 @@ def main():
           f"numpy {np.__version__} on the same thread count")
     print(f"{'m x k x n':<16} {'fusedmlp GFLOP/s':>16} {'numpy GFLOP/s':>14} {'numpy / fusedmlp time':>22}")
     with threadpoolctl.threadpool_limits(limits=args.threads, user_api="blas"):
-        for m, k, n in SHAPES:
+        for m, k, n in SHORT_SHAPES if args.short else SHAPES:
             a = rng.standard_normal((m, k)).astype(np.float32)
             b = rng.standard_normal((k, n)).astype(np.float32)
             c = np.empty((m, n), np.float32)

@@ -163,6 +163,31 @@ def test_rows_do_not_depend_on_the_batch(isa):
         np.testing.assert_array_equal(_cpu.gemm_f32(a[rows], b), full[rows])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_inputs_match_full_tiles(isa, dtype):
+    # Fewer rows than a micro-tile run a kernel of their own (groups of rows with their chains
+    # in registers, column blocks with a partial last vector): each row's result must be the
+    # micro-tile's bit for bit, for every group size, column-block remainder, depth block and
+    # A layout, on one and two threads, with the bias and activation epilogue too.
+    rng = np.random.default_rng(10)
+    gemm = GEMM[dtype]
+    for n in (1, 5, 8, 17, 33, 64, 70, 100, 129, 300):
+        k = 600 if n in (70, 300) else 97  # 600: three depth blocks
+        b = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        for a in layouts(rng.standard_normal((24, k)).astype(dtype)):
+            full = gemm(a, b)
+            full_ep = gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias)
+            for rows in range(1, 12):
+                sl = slice(24 - rows, 24)  # (a slice keeps the layout's strides)
+                what = f"{isa} rows={rows} n={n} strides={a.strides}"
+                for threads in (1, 2):
+                    got = gemm(a[sl], b, n_threads=threads)
+                    np.testing.assert_array_equal(got, full[sl], err_msg=what)
+                got = gemm(a[sl], b, epilogue="bias_activation", activation="tanh", bias=bias)
+                np.testing.assert_array_equal(got, full_ep[sl], err_msg=what + " tanh")
+
+
 def test_bad_arguments():
     a = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError, match="inner dimensions"):

@@ -5,7 +5,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -232,6 +234,18 @@ PYBIND11_MODULE(_cpu, m) {
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
+  m.def(
+      "default_threads",
+      [](int usable_cpus) {
+        // (getenv sees os.environ's changes: Python's os.environ calls putenv)
+        int limit = omp_get_max_threads();
+        const char* env = std::getenv("OMP_NUM_THREADS");
+        if ((env == nullptr || *env == '\0') && usable_cpus < limit) limit = usable_cpus;
+        return std::max(1, std::min(limit, 64));
+      },
+      py::arg("usable_cpus"),
+      "The team of n_threads=None (see fusedmlp._engine.default_threads), in one call: "
+      "OpenMP's current limit, capped at usable_cpus unless OMP_NUM_THREADS is set, 1 to 64.");
   m.def("activations", [] {
     py::list out;
     for (const ActivationInfo& a : kActivations) {

@@ -168,10 +168,7 @@ def default_threads():
     joblib's and Dask's worker limits), capped as scikit-learn caps its own OpenMP code at the
     CPUs this process may use (affinity mask, container quota: joblib.cpu_count()) unless
     OMP_NUM_THREADS says otherwise."""
-    limit = _cpu.max_threads()
-    if not os.environ.get("OMP_NUM_THREADS"):
-        limit = min(limit, _usable_cpus())
-    return max(1, min(limit, 64))
+    return _cpu.default_threads(_usable_cpus())  # (one call: read per prediction)
 
 
 @functools.lru_cache(maxsize=1)

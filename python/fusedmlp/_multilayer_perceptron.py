@@ -843,8 +843,9 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
-        units = self._layer_units()
         params = self._current_params(dtype)
+        # (the model's own buffer: its layout has the units, no need to read coefs_' shapes)
+        units = self._layout.units if params is self.__dict__.get("_params") else self._layer_units()
         if n_rows > _KEPT_ENGINE_ROWS and device != "cuda":
             return self._engine_for(units, device, dtype), params, None
         engine, lease = self._kept_engine(_KEPT_ENGINES, units, device, dtype)

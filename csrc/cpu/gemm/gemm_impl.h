@@ -32,6 +32,8 @@
 #include <cstdint>
 #include <type_traits>
 
+
+
 #include "cpu/gemm/gemm.h"
 #include "fusedmlp/activation.h"
 
@@ -363,8 +365,8 @@ index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
   const index_t mc = m_round < K::MC ? m_round : K::MC;          // >= any block's height
   const index_t n_panels = (n + NR - 1) / NR;
   // a thread packs at most all panels; with fewer than MR rows it reads B in place and keeps
-  // one row of C
-  const index_t b_elems = (m < MR && b_row_major) ? NR * n_panels : kc * NR * n_panels;
+  // those rows of C
+  const index_t b_elems = (m < MR && b_row_major) ? MR * NR * n_panels : kc * NR * n_panels;
   return b_elems + (mc > MR ? mc : MR) * kc + MR * NR + 64;
 }
 
@@ -409,6 +411,117 @@ void small_m_row(index_t w, index_t kc, const T* arow, index_t a_cs, const T* b,
     const T* __restrict bp = b + p * ldb;
 #pragma omp simd
     for (index_t j = 0; j < w; ++j) acc[j] = K::madd(ai, bp[j], acc[j]);
+  }
+}
+
+// short_rows: rows [0, rows) of a short A (fewer than MR) times the columns [0, w) of a
+// row-major B, into out (row stride ldo, a whole number of vectors >= w), for kernels with
+// vector registers (K::V): a group of up to K::SHORT_ROWS rows keeps its chains for a block of
+// K::SHORT_VECS vectors of columns in registers while it walks down the block's kc rows of B,
+// so B is read once per group of rows and each B vector feeds one multiply-add per row, with
+// no accumulator traffic through memory (small_m_row reads and writes its chains in L1 every
+// four k steps, and reads B once per row). The chains are the micro-kernel's: zero, then one
+// multiply-add per k in order, so a row's result is the same as in a full tile.
+template <class K, class = void>
+struct has_vector_registers : std::false_type {};
+template <class K>
+struct has_vector_registers<K, std::void_t<typename K::V>> : std::true_type {};
+
+// (B's rows are prefetched this many rows ahead: a block's rows are a few lines each, too
+// short for the hardware's streams to run ahead of, about 1.1x faster one-row products)
+constexpr index_t kPrefetchRows = 4;
+
+// NV vectors of columns of NROWS rows; PARTIAL: only the first `rest` lanes of the last
+// vector are B's (a masked load reads nothing past them).
+template <class T, class V, int NROWS, int NV, bool PARTIAL>
+inline void short_rows_block(index_t kc, const T* a, index_t a_rs, index_t a_cs, const T* b,
+                             index_t ldb, int rest, T* out, index_t ldo) {
+  using Reg = typename V::type;
+  constexpr int W = V::width;
+  constexpr int LINES = static_cast<int>((NV * W * sizeof(T) + 63) / 64);
+  Reg acc[NROWS][NV];
+#pragma GCC unroll 8
+  for (int r = 0; r < NROWS; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = V::zero();
+  const T* ar[NROWS];
+#pragma GCC unroll 8
+  for (int r = 0; r < NROWS; ++r) ar[r] = a + r * a_rs;
+  for (index_t p = 0; p < kc; ++p) {
+    const T* bp = b + p * ldb;
+#pragma GCC unroll 8
+    for (int l = 0; l < LINES; ++l)
+      __builtin_prefetch(reinterpret_cast<const char*>(bp + kPrefetchRows * ldb) + 64 * l, 0, 3);
+    Reg bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v)
+      bv[v] = (PARTIAL && v == NV - 1) ? V::load_first(bp + v * W, rest) : V::load(bp + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < NROWS; ++r) {
+      const Reg ai = V::bcast(ar[r] + p * a_cs);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[r][v] = V::fma(ai, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < NROWS; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) V::storeu(out + r * ldo + v * W, acc[r][v]);
+}
+
+// The last block of columns: nv (<= NV) vectors, the last one partial when rest < width.
+template <class T, class V, int NROWS, int NV>
+inline void short_rows_tail(int nv, int rest, index_t kc, const T* a, index_t a_rs, index_t a_cs,
+                            const T* b, index_t ldb, T* out, index_t ldo) {
+  if (nv == NV) {
+    if (rest < V::width)
+      short_rows_block<T, V, NROWS, NV, true>(kc, a, a_rs, a_cs, b, ldb, rest, out, ldo);
+    else
+      short_rows_block<T, V, NROWS, NV, false>(kc, a, a_rs, a_cs, b, ldb, rest, out, ldo);
+  } else if constexpr (NV > 1) {
+    short_rows_tail<T, V, NROWS, NV - 1>(nv, rest, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+  }
+}
+
+template <class T, class V, int NROWS, int NV>
+inline void short_rows_group(index_t w, index_t kc, const T* a, index_t a_rs, index_t a_cs,
+                             const T* b, index_t ldb, T* out, index_t ldo) {
+  constexpr int W = V::width;
+  constexpr index_t BW = index_t(NV) * W;
+  index_t j = 0;
+  for (; j + BW <= w; j += BW)
+    short_rows_block<T, V, NROWS, NV, false>(kc, a, a_rs, a_cs, b + j, ldb, W, out + j, ldo);
+  if (j < w) {
+    const int cols = static_cast<int>(w - j);
+    const int nv = (cols + W - 1) / W;
+    short_rows_tail<T, V, NROWS, NV>(nv, cols - (nv - 1) * W, kc, a, a_rs, a_cs, b + j, ldb,
+                                     out + j, ldo);
+  }
+}
+
+// Rows [i, i + n) (n <= K::SHORT_ROWS) of A: one pass over B.
+template <class T, class K>
+void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, index_t a_cs,
+                const T* b, index_t ldb, T* out, index_t ldo) {
+  using V = typename K::V;
+  constexpr int R = K::SHORT_ROWS;
+  static_assert(R >= 2 && R <= 4, "two to four rows per pass");
+  constexpr int R3 = R >= 3 ? 3 : 1, R4 = R >= 4 ? 4 : 1;  // (groups the kernel never forms)
+  switch (n) {
+    case 1:
+      short_rows_group<T, V, 1, K::short_vecs(1)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+      break;
+    case 2:
+      short_rows_group<T, V, 2, K::short_vecs(2)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+      break;
+    case 3:
+      if constexpr (R >= 3)
+        short_rows_group<T, V, R3, K::short_vecs(R3)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+      break;
+    default:
+      if constexpr (R >= 4)
+        short_rows_group<T, V, R4, K::short_vecs(R4)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+      break;
   }
 }
 
@@ -540,7 +653,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
 
   const index_t n_mblocks = (m + MC - 1) / MC;
   const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
-  const index_t b_elems = small_m ? NR * n_panels : kc_max * NR * n_panels;  // (small_m: a row)
+  const index_t b_elems = small_m ? MR * NR * n_panels : kc_max * NR * n_panels;  // (small_m: rows of C)
   const index_t a_elems = (mc_max > MR ? mc_max : MR) * kc_max;
   T* b_block = static_cast<T*>(ws.per_thread(team.slot, gemm_scratch_elems<T, K>(m, n, k, b.cs == 1) * sizeof(T)));
   T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
@@ -575,14 +688,24 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
                             colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
         if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
       }
-      for (index_t i = 0; i < m; ++i) {
-        small_m_row<T, K>(imin(n, pj1 * NR) - j_lo, kc, a.data + i * a.rs + p0 * a.cs, a.cs,
-                          b.data + p0 * b.rs + j_lo, b.rs, b_block);
-        for (index_t pj = pj0; pj < pj1; ++pj) {
-          const index_t j0 = pj * NR;
-          store_tile<T, NR>(b_block + (j0 - j_lo), 1, static_cast<int>(imin(NR, n - j0)),
-                            c + i * ldc + j0, ldc, i, j0, acc, last, ep, sq);
-        }
+      const index_t w = imin(n, pj1 * NR) - j_lo;
+      const index_t ldo = (pj1 - pj0) * NR;
+      index_t group = 1;
+      if constexpr (has_vector_registers<K>::value) group = K::SHORT_ROWS;
+      for (index_t i = 0; i < m; i += group) {
+        const index_t g = imin(group, m - i);
+        const T* arow = a.data + i * a.rs + p0 * a.cs;
+        const T* bp = b.data + p0 * b.rs + j_lo;
+        if constexpr (has_vector_registers<K>::value)
+          short_rows<T, K>(g, w, kc, arow, a.rs, a.cs, bp, b.rs, b_block, ldo);
+        else
+          small_m_row<T, K>(w, kc, arow, a.cs, bp, b.rs, b_block);
+        for (index_t r = 0; r < g; ++r)
+          for (index_t pj = pj0; pj < pj1; ++pj) {
+            const index_t j0 = pj * NR;
+            store_tile<T, NR>(b_block + r * ldo + (j0 - j_lo), 1, static_cast<int>(imin(NR, n - j0)),
+                              c + (i + r) * ldc + j0, ldc, i + r, j0, acc, last, ep, sq);
+          }
       }
       continue;
     }

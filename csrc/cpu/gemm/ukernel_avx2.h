@@ -20,6 +20,12 @@ struct Vec<float> {
   static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
+  static void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+  // the first n (< width) elements, zeros after them (nothing past them is read)
+  static __m256 load_first(const float* p, int n) {
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lanes));
+  }
 };
 template <>
 struct Vec<double> {
@@ -30,6 +36,11 @@ struct Vec<double> {
   static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
   static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
+  static void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
+  static __m256d load_first(const double* p, int n) {
+    const __m256i lanes = _mm256_setr_epi64x(0, 1, 2, 3);
+    return _mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), lanes));
+  }
 };
 
 // MR = 6 rows x NR = two vectors: 12 accumulators, 2 B vectors, 1 broadcast (16 registers).
@@ -40,6 +51,11 @@ struct Kernel6x2 : Blocking {
   static constexpr int MR = Blocking::MR;
   static constexpr int NR = Blocking::NR;
   static_assert(MR == 6 && NR == 2 * V::width, "tile shape");
+  // short_rows (gemm_impl.h): up to 3 rows of a short A per pass over B, and the vectors of
+  // columns each group of rows keeps in registers (at most 13 of the 16: 9 accumulators, 3 B
+  // vectors and a broadcast for 3 rows; one row 8 vectors, B read by the multiply-adds)
+  static constexpr int SHORT_ROWS = 3;
+  static constexpr int short_vecs(int rows) { return rows == 1 ? 8 : (rows == 2 ? 4 : 3); }
 
   // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
   static T madd(T a, T b, T c) {

@@ -31,6 +31,11 @@ struct Vec<float> {
   static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
+  static void storeu(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
+  // the first n (< width) elements, zeros after them (nothing past them is read)
+  static __m512 load_first(const float* p, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1u), p);
+  }
 };
 template <>
 struct Vec<double> {
@@ -41,6 +46,10 @@ struct Vec<double> {
   static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
   static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
   static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
+  static void storeu(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
+  static __m512d load_first(const double* p, int n) {
+    return _mm512_maskz_loadu_pd(static_cast<__mmask8>((1u << n) - 1u), p);
+  }
 };
 
 // MR = 12 rows x NR = two vectors: 24 accumulators, 2 B vectors, 1 broadcast.
@@ -51,6 +60,12 @@ struct Kernel12x2 : Blocking {
   static constexpr int MR = Blocking::MR;
   static constexpr int NR = Blocking::NR;
   static_assert(MR == 12 && NR == 2 * V::width, "tile shape");
+  // short_rows (gemm_impl.h): up to 4 rows of a short A per pass over B, and the vectors of
+  // columns each group of rows keeps in registers (rows x vectors accumulators, a vector of B
+  // each and a broadcast: at most 25 of the 32 registers; one or two rows 8 vectors, enough
+  // independent chains for both FMA units and whole cache lines of B per row)
+  static constexpr int SHORT_ROWS = 4;
+  static constexpr int short_vecs(int rows) { return rows <= 2 ? 8 : (rows == 3 ? 5 : 4); }
 
   // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
   static T madd(T a, T b, T c) {
