@@ -175,3 +175,19 @@ def test_parity_full_size_batches(solver, target, batch_size):
     ref, got = fit_pair(target, dict(SOLVERS[solver], activation="tanh", batch_size=batch_size,
                                      hidden_layer_sizes=(300, 300)), X=X, y=y)
     assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("n", [1, 2, 199, 16512])
+def test_shuffle_draws_are_scikit_learns(n):
+    # The epoch's shuffle skips sklearn.utils.shuffle's validation: the same permutations from
+    # the same RandomState, epoch after epoch, and the state left where scikit-learn leaves it.
+    from sklearn.utils import shuffle
+
+    from fusedmlp._driver import shuffled
+
+    ours, theirs = check_random_state(3), check_random_state(3)
+    a = b = np.arange(n, dtype=np.int64)
+    for _ in range(3):
+        a, b = shuffled(a, ours), shuffle(b, random_state=theirs)
+        np.testing.assert_array_equal(a, b)
+    assert ours.randint(1 << 30) == theirs.randint(1 << 30)

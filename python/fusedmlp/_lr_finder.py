@@ -12,13 +12,13 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.utils import shuffle
 
 from ._driver import (
     STOCHASTIC_SOLVERS,
     batch_size_for,
     epoch_options,
     make_optimizer,
+    shuffled,
     sorted_batches,
 )
 
@@ -206,7 +206,7 @@ def find_learning_rate(estimator, X, y, *, sample_weight=None, min_lr=1e-5, max_
     smoothed = np.full(n_steps, np.nan)
     while step < n_steps and not diverged:
         order = sorted_batches(
-            shuffle(np.arange(n_samples, dtype=np.int64), random_state=work._random_state),
+            shuffled(np.arange(n_samples, dtype=np.int64), work._random_state),
             batch_size,
         )
         n_batches = -(-n_samples // batch_size)
