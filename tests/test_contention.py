@@ -5,6 +5,7 @@ with one thread. (How fast each choice is belongs to bench/, not here.)"""
 import os
 import subprocess
 import sys
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -45,6 +46,8 @@ def fit(n_threads, hidden, **kw):
 def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
     one = fit(1, hidden, **extra)
     _cpu._forget_team_choice()  # a busy run before may have told new trainers to start alone
+    # (under load a new trainer would start alone and never time the team: see the next test)
+    _cpu._check_machine_load(False)
     solo0, full0 = _cpu.team_segments()
     try:
         if load == "busy":
@@ -53,6 +56,7 @@ def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
         else:
             two = fit(2, hidden, **extra)
     finally:
+        _cpu._check_machine_load(True)
         _cpu._forget_team_choice()  # later tests start on their full team
     solo1, full1 = _cpu.team_segments()
     # the chooser always tries one thread after timing the team: both ran
@@ -60,6 +64,47 @@ def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
     for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(one.loss_curve_, two.loss_curve_, rtol=1e-6)
+
+
+def wait_for_load(busy, seconds=10.0):
+    """Until /proc/loadavg's runnable count says the machine is (busy=True) or is not
+    oversubscribed; False if it never did."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        runnable, own, cpus = _cpu.machine_load()
+        if (runnable - max(own, 1) + 2 > cpus) == busy:  # (as a team of two would see it)
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.skipif(_cpu.machine_load()[2] == 0, reason="no /proc/loadavg")
+def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone():
+    # More runnable tasks than CPUs: the first segments run on one thread, without first paying
+    # the team's warm-up and try on the loaded cores; the model is the one-thread model.
+    one = fit(1, (64, 32))
+    _cpu._forget_team_choice()
+    try:
+        with busy_cores():
+            assert wait_for_load(busy=True), "the busy processes never showed in /proc/loadavg"
+            solo0, full0 = _cpu.team_segments()
+            two = fit(2, (64, 32))
+            solo1, full1 = _cpu.team_segments()
+    finally:
+        _cpu._forget_team_choice()
+    assert solo1 > solo0
+    assert full1 == full0, "a team segment ran although the machine was oversubscribed"
+    for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_machine_load_reads_proc():
+    runnable, own, cpus = _cpu.machine_load()
+    if cpus == 0:
+        pytest.skip("no /proc/loadavg")
+    assert runnable >= 1 and own >= 1  # this thread is running
+    assert cpus == os.sysconf("SC_NPROCESSORS_ONLN")
 
 
 def test_default_threads_follow_openmp_and_the_cpus_this_process_may_use(monkeypatch):

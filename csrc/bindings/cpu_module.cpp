@@ -232,6 +232,19 @@ PYBIND11_MODULE(_cpu, m) {
       "Epoch segments run so far in this process: (on one thread, on a full team).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
+  m.def(
+      "machine_load",
+      [] {
+        const cpu::MachineLoad load = cpu::machine_load();
+        return py::make_tuple(load.runnable, load.own, load.cpus);
+      },
+      "(tasks running or waiting for a CPU on the machine now, this process's threads among "
+      "them, CPUs online), from /proc; zeros without it. When the others and a team need more "
+      "CPUs than there are, new trainers start on one thread (threads.h).");
+  m.def(
+      "_check_machine_load", [](bool on) { cpu::check_machine_load.store(on); }, py::arg("on"),
+      "Whether new trainers look at the machine's load before their first team segment "
+      "(tests turn it off to make both teams run under load).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
   m.def(

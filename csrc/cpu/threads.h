@@ -8,11 +8,15 @@
 // parent never started a team keeps its threads.
 #pragma once
 
+#include <dirent.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 
 namespace fusedmlp {
 namespace cpu {
@@ -41,6 +45,62 @@ inline bool single_threaded_after_fork() {
   return fork_state::forked_after_team.load(std::memory_order_relaxed);
 }
 
+// Tasks running or waiting for a CPU right now: on the whole machine (the fourth field of
+// /proc/loadavg, this thread included), and among this process's own threads (state R in
+// /proc/self/task/*/stat: idle pool threads that spin, OpenMP's and the BLAS's, count as
+// running), and the CPUs online; all 0 where there is no /proc (nothing is known then).
+struct MachineLoad {
+  int runnable = 0;
+  int own = 0;
+  int cpus = 0;
+};
+inline int own_runnable_threads() {
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return 0;
+  int running = 0;
+  char path[64], buf[512];
+  while (const dirent* e = readdir(dir)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
+    std::FILE* f = std::fopen(path, "r");
+    if (f == nullptr) continue;  // (a thread that ended meanwhile)
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    const char* close = std::strrchr(buf, ')');  // the state follows "(comm) "
+    if (close != nullptr && close[1] == ' ' && close[2] == 'R') ++running;
+  }
+  closedir(dir);
+  return running;
+}
+inline MachineLoad machine_load() {
+  MachineLoad load;
+  std::FILE* f = std::fopen("/proc/loadavg", "r");
+  if (f == nullptr) return load;
+  double avg[3];
+  int runnable = 0, total = 0;
+  const bool read = std::fscanf(f, "%lf %lf %lf %d/%d", &avg[0], &avg[1], &avg[2], &runnable, &total) == 5;
+  std::fclose(f);
+  if (!read) return load;
+  load.runnable = runnable;
+  load.own = own_runnable_threads();
+  load.cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  return load;
+}
+
+// Whether a new trainer looks at the machine's load before it first runs its team (tests turn
+// it off to make both teams run under load: fusedmlp._cpu._check_machine_load).
+inline std::atomic<bool> check_machine_load{true};
+
+// Other processes' runnable tasks and a team of `team` threads want more CPUs than there are:
+// a team member would wait for time slices.
+inline bool machine_oversubscribed(int team) {
+  if (!check_machine_load.load(std::memory_order_relaxed)) return false;
+  const MachineLoad load = machine_load();
+  const int others = std::max(0, load.runnable - std::max(load.own, 1));
+  return load.cpus > 0 && others + team > load.cpus;
+}
+
 // The team size of each segment of an epoch: the full team, or the calling thread alone.
 //
 // A team synchronises several times per mini-batch. On a machine whose cores are busy with other
@@ -63,11 +123,19 @@ class TeamChooser {
     if (full <= 1) return 1;
     const double now = seconds();
     int choice;
-    if (n_[kFull] == 0)
+    if (n_[kFull] == 0) {
       // the configured team first, unless another trainer of this process found it slower
       // lately: the machine's load, not the network, decides that
       choice = now >= shared_full_retry_at().load(std::memory_order_relaxed) ? kFull : kSolo;
-    else if (n_[kSolo] == 0)
+      if (choice == kFull && machine_oversubscribed(full)) {
+        // Other processes leave fewer free CPUs than the team has threads right now: the
+        // team's first segments (a warm-up and a try) would cost 10-60 times a one-thread batch
+        // each, which short fits in a loop on a busy machine paid in every fit. Start alone,
+        // as after a loss of the team, and look again in kMinSharedDelay.
+        shared_full_retry_at().store(now + kMinSharedDelay, std::memory_order_relaxed);
+        choice = kSolo;
+      }
+    } else if (n_[kSolo] == 0)
       choice = kSolo;  // then one try of the calling thread alone
     else {
       const int best = best_of_two();
