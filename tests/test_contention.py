@@ -46,8 +46,8 @@ def fit(n_threads, hidden, **kw):
 def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
     one = fit(1, hidden, **extra)
     _cpu._forget_team_choice()  # a busy run before may have told new trainers to start alone
-    # (under load a new trainer would start alone and never time the team: see the next test)
-    _cpu._check_machine_load(False)
+    # (FUSEDMLP_CHECK_LOAD=0, set by conftest.py: under load a new trainer would otherwise
+    # start alone and might not time the team within this short fit; see the next test)
     solo0, full0 = _cpu.team_segments()
     try:
         if load == "busy":
@@ -56,7 +56,6 @@ def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
         else:
             two = fit(2, hidden, **extra)
     finally:
-        _cpu._check_machine_load(True)
         _cpu._forget_team_choice()  # later tests start on their full team
     solo1, full1 = _cpu.team_segments()
     # the chooser always tries one thread after timing the team: both ran
@@ -80,9 +79,12 @@ def wait_for_load(busy, seconds=10.0):
 
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
 @pytest.mark.skipif(_cpu.machine_load()[2] == 0, reason="no /proc/loadavg")
-def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone():
+def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(monkeypatch):
     # More runnable tasks than CPUs: the first segments run on one thread, without first paying
     # the team's warm-up and try on the loaded cores; the model is the one-thread model.
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < os.cpu_count():
+        pytest.skip("pinned to some CPUs: the machine's load says nothing about them")
+    monkeypatch.delenv("FUSEDMLP_CHECK_LOAD")
     one = fit(1, (64, 32))
     _cpu._forget_team_choice()
     try:
@@ -103,7 +105,7 @@ def test_machine_load_reads_proc():
     runnable, own, cpus = _cpu.machine_load()
     if cpus == 0:
         pytest.skip("no /proc/loadavg")
-    assert runnable >= 1 and own >= 1  # this thread is running
+    assert runnable >= 0 and own >= 1  # (this thread is running; some kernels report 0/N)
     assert cpus == os.sysconf("SC_NPROCESSORS_ONLN")
 
 

@@ -168,16 +168,22 @@ def test_short_inputs_match_full_tiles(isa, dtype):
     # Fewer rows than a micro-tile run a kernel of their own (groups of rows with their chains
     # in registers, column blocks with a partial last vector): each row's result must be the
     # micro-tile's bit for bit, for every group size, column-block remainder, depth block and
-    # A layout, on one and two threads, with the bias and activation epilogue too.
+    # A layout (row-major, column-major, strided), on one and two threads, with the bias and
+    # activation epilogue, the activation-gradient epilogue and accumulation into C too.
     rng = np.random.default_rng(10)
     gemm = GEMM[dtype]
     for n in (1, 5, 8, 17, 33, 64, 70, 100, 129, 300):
-        k = 600 if n in (70, 300) else 97  # 600: three depth blocks
+        k = 600 if n in (70, 300) else 97  # 600: several depth blocks
         b = rng.standard_normal((k, n)).astype(dtype)
         bias = rng.standard_normal(n).astype(dtype)
-        for a in layouts(rng.standard_normal((24, k)).astype(dtype)):
+        base = rng.standard_normal((24, k)).astype(dtype)
+        aux = rng.standard_normal((24, n)).astype(dtype)
+        c0 = rng.standard_normal((24, n)).astype(dtype)
+        for a in (base, np.asfortranarray(base), np.repeat(base, 2, axis=1)[:, ::2]):
             full = gemm(a, b)
             full_ep = gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias)
+            full_grad = gemm(a, b, epilogue="activation_grad", activation="logistic", aux=aux)
+            full_acc = gemm(a, b, c=c0.copy())
             for rows in range(1, 12):
                 sl = slice(24 - rows, 24)  # (a slice keeps the layout's strides)
                 what = f"{isa} rows={rows} n={n} strides={a.strides}"
@@ -186,6 +192,10 @@ def test_short_inputs_match_full_tiles(isa, dtype):
                     np.testing.assert_array_equal(got, full[sl], err_msg=what)
                 got = gemm(a[sl], b, epilogue="bias_activation", activation="tanh", bias=bias)
                 np.testing.assert_array_equal(got, full_ep[sl], err_msg=what + " tanh")
+                got = gemm(a[sl], b, epilogue="activation_grad", activation="logistic", aux=aux[sl])
+                np.testing.assert_array_equal(got, full_grad[sl], err_msg=what + " activation_grad")
+                got = gemm(a[sl], b, c=c0[sl].copy())
+                np.testing.assert_array_equal(got, full_acc[sl], err_msg=what + " accumulate")
 
 
 def test_bad_arguments():

@@ -240,11 +240,8 @@ PYBIND11_MODULE(_cpu, m) {
       },
       "(tasks running or waiting for a CPU on the machine now, this process's threads among "
       "them, CPUs online), from /proc; zeros without it. When the others and a team need more "
-      "CPUs than there are, new trainers start on one thread (threads.h).");
-  m.def(
-      "_check_machine_load", [](bool on) { cpu::check_machine_load.store(on); }, py::arg("on"),
-      "Whether new trainers look at the machine's load before their first team segment "
-      "(tests turn it off to make both teams run under load).");
+      "CPUs than there are, a new trainer starts on one thread (csrc/cpu/threads.h; "
+      "FUSEDMLP_CHECK_LOAD=0 turns that off).");
   m.def("max_threads", [] { return omp_get_max_threads(); },
         "OpenMP's current thread limit (OMP_NUM_THREADS, threadpoolctl).");
   m.def(

@@ -9,13 +9,17 @@
 #pragma once
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace fusedmlp {
@@ -45,15 +49,43 @@ inline bool single_threaded_after_fork() {
   return fork_state::forked_after_team.load(std::memory_order_relaxed);
 }
 
-// Tasks running or waiting for a CPU right now: on the whole machine (the fourth field of
-// /proc/loadavg, this thread included), and among this process's own threads (state R in
+// The machine's load as a new trainer sees it before it first runs its team.
+//
+// `runnable`: tasks running or waiting for a CPU on the machine right now (the fourth field of
+// /proc/loadavg, this thread included); `own`: this process's threads among them (state R in
 // /proc/self/task/*/stat: idle pool threads that spin, OpenMP's and the BLAS's, count as
-// running), and the CPUs online; all 0 where there is no /proc (nothing is known then).
+// running); `cpus`: the CPUs online. All 0 where /proc cannot be read (nothing is known then).
 struct MachineLoad {
   int runnable = 0;
   int own = 0;
   int cpus = 0;
 };
+
+// The whole of a small /proc file (O_CLOEXEC: a fork+exec elsewhere does not inherit it).
+inline int read_proc_file(const char* path, char* buf, int size) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const ssize_t n = ::read(fd, buf, static_cast<size_t>(size - 1));
+  ::close(fd);
+  if (n < 0) return -1;
+  buf[n] = '\0';
+  return static_cast<int>(n);
+}
+
+// /proc/loadavg's runnable count ("0.50 0.40 0.30 3/250 1234": the 3), -1 if unreadable.
+inline int machine_runnable() {
+  char buf[128];
+  if (read_proc_file("/proc/loadavg", buf, sizeof buf) <= 0) return -1;
+  const char* p = buf;
+  for (int field = 0; field < 3; ++field) {  // (no sscanf: %lf would follow LC_NUMERIC)
+    p = std::strchr(p, ' ');
+    if (p == nullptr) return -1;
+    ++p;
+  }
+  if (*p < '0' || *p > '9') return -1;
+  return std::atoi(p);
+}
+
 inline int own_runnable_threads() {
   DIR* dir = opendir("/proc/self/task");
   if (dir == nullptr) return 0;
@@ -62,43 +94,56 @@ inline int own_runnable_threads() {
   while (const dirent* e = readdir(dir)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     std::snprintf(path, sizeof path, "/proc/self/task/%.20s/stat", e->d_name);
-    std::FILE* f = std::fopen(path, "r");
-    if (f == nullptr) continue;  // (a thread that ended meanwhile)
-    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    buf[n] = '\0';
+    if (read_proc_file(path, buf, sizeof buf) <= 0) continue;  // (a thread that ended meanwhile)
     const char* close = std::strrchr(buf, ')');  // the state follows "(comm) "
     if (close != nullptr && close[1] == ' ' && close[2] == 'R') ++running;
   }
   closedir(dir);
   return running;
 }
+
 inline MachineLoad machine_load() {
   MachineLoad load;
-  std::FILE* f = std::fopen("/proc/loadavg", "r");
-  if (f == nullptr) return load;
-  double avg[3];
-  int runnable = 0, total = 0;
-  const bool read = std::fscanf(f, "%lf %lf %lf %d/%d", &avg[0], &avg[1], &avg[2], &runnable, &total) == 5;
-  std::fclose(f);
-  if (!read) return load;
+  // this process's threads first: one that stops running before the machine's count is read
+  // then makes the others' count smaller, never larger (no false alarm)
+  const int own = own_runnable_threads();
+  const int runnable = machine_runnable();
+  if (runnable < 0) return load;
   load.runnable = runnable;
-  load.own = own_runnable_threads();
+  load.own = own;
   load.cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
   return load;
 }
 
-// Whether a new trainer looks at the machine's load before it first runs its team (tests turn
-// it off to make both teams run under load: fusedmlp._cpu._check_machine_load).
-inline std::atomic<bool> check_machine_load{true};
-
-// Other processes' runnable tasks and a team of `team` threads want more CPUs than there are:
-// a team member would wait for time slices.
+// Whether the other processes' runnable tasks and a team of `team` threads need more CPUs than
+// the machine has: a team member would then wait for time slices. Only a process that may run on
+// every online CPU can tell (the count is the whole machine's; a process pinned to some CPUs
+// cannot see which of them are busy), and only a load seen three times 1 ms apart counts (a
+// transient task, or a pool thread of this process that stops spinning between the two reads,
+// must not send a trainer to one thread). FUSEDMLP_CHECK_LOAD=0 turns the check off (the tests
+// do, except the one of the check itself).
 inline bool machine_oversubscribed(int team) {
-  if (!check_machine_load.load(std::memory_order_relaxed)) return false;
-  const MachineLoad load = machine_load();
-  const int others = std::max(0, load.runnable - std::max(load.own, 1));
-  return load.cpus > 0 && others + team > load.cpus;
+  const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  const int cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  cpu_set_t allowed;
+  if (cpus <= 1 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < cpus)
+    return false;
+  const int needed = std::min(team, cpus);
+  // the machine's count alone first: with this thread as this process's only running one, are
+  // there CPUs enough? (one file read: the usual answer on an idle machine)
+  const int runnable = machine_runnable();
+  if (runnable < 0 || runnable - 1 + needed <= cpus) return false;
+  for (int look = 0; look < 3; ++look) {
+    if (look > 0) {
+      const timespec pause{0, 1000000};
+      nanosleep(&pause, nullptr);
+    }
+    const MachineLoad load = machine_load();
+    const int others = std::max(0, load.runnable - std::max(load.own, 1));
+    if (load.cpus <= 0 || others + needed <= load.cpus) return false;
+  }
+  return true;
 }
 
 // The team size of each segment of an epoch: the full team, or the calling thread alone.
@@ -125,17 +170,24 @@ class TeamChooser {
     int choice;
     if (n_[kFull] == 0) {
       // the configured team first, unless another trainer of this process found it slower
-      // lately: the machine's load, not the network, decides that
-      choice = now >= shared_full_retry_at().load(std::memory_order_relaxed) ? kFull : kSolo;
-      if (choice == kFull && machine_oversubscribed(full)) {
-        // Other processes leave fewer free CPUs than the team has threads right now: the
-        // team's first segments (a warm-up and a try) would cost 10-60 times a one-thread batch
-        // each, which short fits in a loop on a busy machine paid in every fit. Start alone,
-        // as after a loss of the team, and look again in kMinSharedDelay.
-        shared_full_retry_at().store(now + kMinSharedDelay, std::memory_order_relaxed);
-        choice = kSolo;
+      // lately (the machine's load, not the network, decides that), or the machine is busy
+      choice = now >= shared_full_retry_at().load(std::memory_order_relaxed) && now >= deferred_until_
+                   ? kFull
+                   : kSolo;
+      if (choice == kFull && !load_checked_) {
+        // Once per trainer, before its team's first segment: when other processes leave fewer
+        // free CPUs than the team has threads, the team's first segments (a warm-up and a try)
+        // would cost 10-60 times a one-thread batch each, which short fits in a loop on a busy
+        // machine paid in every fit. Start alone, as after a loss of the team, for
+        // kMinSharedDelay (this trainer and new ones); then the team's tries and timings decide.
+        load_checked_ = true;
+        if (machine_oversubscribed(full)) {
+          deferred_until_ = now + kMinSharedDelay;
+          raise_shared_retry(deferred_until_);
+          choice = kSolo;
+        }
       }
-    } else if (n_[kSolo] == 0)
+        } else if (n_[kSolo] == 0)
       choice = kSolo;  // then one try of the calling thread alone
     else {
       const int best = best_of_two();
@@ -200,7 +252,7 @@ class TeamChooser {
       const double shared = shared_full_backoff().load(std::memory_order_relaxed);
       const double delay = std::max(std::max(shared, backoff_) * elapsed, kMinSharedDelay);
       const double at = seconds() + std::min(delay, kMaxDelay);
-      shared_full_retry_at().store(std::max(at, retry_at_[i]), std::memory_order_relaxed);
+      raise_shared_retry(std::max(at, retry_at_[i]));
       shared_full_backoff().store(std::min(shared * 2, kMaxBackoff), std::memory_order_relaxed);
     }
   }
@@ -241,6 +293,13 @@ class TeamChooser {
     if (n_[i] == 2) return 0.5 * (t[0] + t[1]);
     return std::max(std::min(t[0], t[1]), std::min(std::max(t[0], t[1]), t[2]));
   }
+  // The shared retry time moves later only (trainers of several Python threads record at once).
+  static void raise_shared_retry(double at) {
+    std::atomic<double>& shared = shared_full_retry_at();
+    double seen = shared.load(std::memory_order_relaxed);
+    while (seen < at && !shared.compare_exchange_weak(seen, at, std::memory_order_relaxed)) {
+    }
+  }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
   double times_[2][kKeep] = {};
   int n_[2] = {0, 0};
@@ -249,6 +308,8 @@ class TeamChooser {
   double retry_at_[2] = {0.0, 0.0};
   double backoff_ = kFirstBackoff;
   bool trying_ = true;  // the last pick was a try
+  bool load_checked_ = false;   // machine_oversubscribed() was asked (once per trainer)
+  double deferred_until_ = 0.0;  // it said yes: one thread until then
 };
 
 }  // namespace cpu

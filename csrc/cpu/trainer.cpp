@@ -135,9 +135,9 @@ void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre, bool ba
   // Every product of a pass over `rows` rows, so no thread allocates inside the team.
   std::size_t bytes = 0;
   for (const auto& l : layout_.layers) {
-    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_out, l.fan_in, true));     // X W
-    bytes = std::max(bytes, gemm_scratch_bytes<T>(l.fan_in, l.fan_out, rows, true));     // A^T dZ
-    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_in, l.fan_out, false));    // dZ W^T
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_out, l.fan_in));     // X W
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(l.fan_in, l.fan_out, rows));     // A^T dZ
+    bytes = std::max(bytes, gemm_scratch_bytes<T>(rows, l.fan_in, l.fan_out));    // dZ W^T
   }
   ws_.reserve(n_threads, bytes);
 }

@@ -20,7 +20,7 @@ namespace cpu {
   void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, \
                  T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws); \
   template <class T>                                                                            \
-  std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);            \
+  std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k);                             \
   template <class T>                                                                            \
   double optimizer_pass(T* params, T* state_0, T* state_1, index_t n,                           \
                         const OptimizerPass<T>& pass);                                          \
@@ -169,16 +169,16 @@ void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, 
 }
 
 template <class T>
-std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major) {
+std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
     case Isa::avx512:
-      return isa_avx512::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+      return isa_avx512::gemm_scratch_bytes<T>(m, n, k);
     case Isa::avx2:
-      return isa_avx2::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+      return isa_avx2::gemm_scratch_bytes<T>(m, n, k);
 #endif
     default:
-      return isa_generic::gemm_scratch_bytes<T>(m, n, k, b_row_major);
+      return isa_generic::gemm_scratch_bytes<T>(m, n, k);
   }
 }
 
@@ -219,7 +219,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   // A team only when the product is worth more than waking threads for.
   if (m * n * k < index_t(64) * 1024 * n_threads) n_threads = 1;
   n_threads = team_threads(n_threads);
-  ws.reserve(n_threads, gemm_scratch_bytes<T>(m, n, k, b.cs == 1));
+  ws.reserve(n_threads, gemm_scratch_bytes<T>(m, n, k));
   double sq[64 * kSlotStride] = {};
   Epilogue<T> e = ep;
   if (ep.sq_norm != nullptr) e.sq_norm = sq;
@@ -242,7 +242,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
   template int gemm_tile_rows<T>();                                                                \
   template double optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
-  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t, bool);
+  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

@@ -130,10 +130,10 @@ void gemm_team(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, 
 template <class T>
 void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep);
 
-// Scratch bytes per thread gemm_team needs for this shape (whatever the team size);
-// b_row_major: B's column stride is 1.
+// Scratch bytes per thread gemm_team needs for this shape (whatever the team size and the
+// operands' layouts).
 template <class T>
-std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k, bool b_row_major);
+std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k);
 
 // One optimizer step over n parameters whose gradient is a sum of partial gradients (the row
 // blocks of a batch): g = (sum_b partial[b * stride + i] + alpha * p[i]) * scale, then the Adam

@@ -32,8 +32,6 @@
 #include <cstdint>
 #include <type_traits>
 
-
-
 #include "cpu/gemm/gemm.h"
 #include "fusedmlp/activation.h"
 
@@ -356,7 +354,7 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
 // monotone in m and k, so a workspace reserved for the largest batch also serves a shorter last
 // batch (whose balanced depth blocks can be deeper).
 template <class T, class K>
-index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
+index_t gemm_scratch_elems(index_t m, index_t n, index_t k) {
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   if (m <= 0 || n <= 0 || k <= 0 || n * 8 <= NR) return MR * NR + 64;
@@ -364,9 +362,10 @@ index_t gemm_scratch_elems(index_t m, index_t n, index_t k, bool b_row_major) {
   const index_t m_round = (m + MR - 1) / MR * MR;
   const index_t mc = m_round < K::MC ? m_round : K::MC;          // >= any block's height
   const index_t n_panels = (n + NR - 1) / NR;
-  // a thread packs at most all panels; with fewer than MR rows it reads B in place and keeps
-  // those rows of C
-  const index_t b_elems = (m < MR && b_row_major) ? MR * NR * n_panels : kc * NR * n_panels;
+  // a thread packs at most all panels (kc rows of them); with fewer than MR rows and a row-major
+  // B it reads B in place and keeps those rows of C. Both counted whatever the layout and the
+  // rows, so that a workspace reserved for the largest batch also serves a shorter one.
+  const index_t b_elems = (kc > MR ? kc : MR) * NR * n_panels;
   return b_elems + (mc > MR ? mc : MR) * kc + MR * NR + 64;
 }
 
@@ -417,7 +416,7 @@ void small_m_row(index_t w, index_t kc, const T* arow, index_t a_cs, const T* b,
 // short_rows: rows [0, rows) of a short A (fewer than MR) times the columns [0, w) of a
 // row-major B, into out (row stride ldo, a whole number of vectors >= w), for kernels with
 // vector registers (K::V): a group of up to K::SHORT_ROWS rows keeps its chains for a block of
-// K::SHORT_VECS vectors of columns in registers while it walks down the block's kc rows of B,
+// K::short_vecs(rows) vectors of columns in registers while it walks down the block's kc rows of B,
 // so B is read once per group of rows and each B vector feeds one multiply-add per row, with
 // no accumulator traffic through memory (small_m_row reads and writes its chains in L1 every
 // four k steps, and reads B once per row). The chains are the micro-kernel's: zero, then one
@@ -451,7 +450,8 @@ inline void short_rows_block(index_t kc, const T* a, index_t a_rs, index_t a_cs,
     const T* bp = b + p * ldb;
 #pragma GCC unroll 8
     for (int l = 0; l < LINES; ++l)
-      __builtin_prefetch(reinterpret_cast<const char*>(bp + kPrefetchRows * ldb) + 64 * l, 0, 3);
+      if (p + kPrefetchRows < kc)
+        __builtin_prefetch(reinterpret_cast<const char*>(bp + kPrefetchRows * ldb) + 64 * l, 0, 3);
     Reg bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v)
@@ -655,7 +655,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t mc_max = ((m + n_mblocks - 1) / n_mblocks + MR - 1) / MR * MR;
   const index_t b_elems = small_m ? MR * NR * n_panels : kc_max * NR * n_panels;  // (small_m: rows of C)
   const index_t a_elems = (mc_max > MR ? mc_max : MR) * kc_max;
-  T* b_block = static_cast<T*>(ws.per_thread(team.slot, gemm_scratch_elems<T, K>(m, n, k, b.cs == 1) * sizeof(T)));
+  T* b_block = static_cast<T*>(ws.per_thread(team.slot, gemm_scratch_elems<T, K>(m, n, k) * sizeof(T)));
   T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
   T* tile = a_own + a_elems;
   tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
