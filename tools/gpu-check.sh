@@ -265,6 +265,54 @@ for hidden, epochs in (((300, 100), 5), ((1024, 1024), 3)):
                             f"{cpu_acc:.4f} on the CPU")
 print("docs/cuda.md estimates 12-20 ms per epoch for 784-300-100-10 on an A100 with split-k (30-50 ms without), "
       "60-80 ms for 784-1024-1024-10 (80-120 ms without)")
+
+# device="auto"'s threshold: whole fits of growing work on each device (the median of 3, after
+# the warm-up above: the CUDA context's cost in a new process is timed apart), the first work
+# at which the GPU is faster, against the threshold 'auto' uses
+import subprocess
+from fusedmlp import MLPRegressor, _engine
+
+context = subprocess.run(
+    [sys.executable, "-c", "import time, fusedmlp; t = time.perf_counter(); fusedmlp.cuda_available(); "
+     "from fusedmlp import MLPRegressor; import numpy as np; "
+     "MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, device='cuda').fit(np.ones((8, 2)), np.ones(8)); "
+     "print(time.perf_counter() - t)"],
+    capture_output=True, text=True, check=True,
+)
+print(f"\ndevice='auto': a new process's first CUDA fit of 8 rows takes {float(context.stdout.split()[-1]):.3f} s "
+      "(the CUDA context's creation included)")
+rng = np.random.default_rng(0)
+print(f"{'network':<16} {'rows':>6} {'epochs':>6} {'multiply-adds':>13} {'cpu s':>7} {'cuda s':>7} {'cpu/cuda':>8}")
+for hidden, n_in, sizes in (
+    ((50, 50, 50), 8, ((500, 2), (2000, 5), (5000, 10), (20000, 10), (20000, 50), (20000, 200))),
+    ((300, 100), 784, ((200, 1), (1000, 2), (2000, 5), (10000, 5), (20000, 10))),
+):
+    units = [n_in, *hidden, 1]
+    name = "-".join(map(str, units))
+    crossover = None
+    for rows, epochs in sizes:
+        Xr = rng.standard_normal((rows, n_in)).astype(np.float32)
+        yr = Xr[:, 0] - 0.5 * Xr[:, 1]
+        macs = _engine.training_macs(rows, units, epochs)
+        times = {}
+        for device in ("cpu", "cuda"):
+            kw = dict(hidden_layer_sizes=hidden, max_iter=epochs, n_iter_no_change=epochs + 1, tol=0,
+                      random_state=0, dtype="float32", device=device)
+            runs = []
+            for _ in range(3):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    start = time.perf_counter()
+                    MLPRegressor(**kw).fit(Xr, yr)
+                    runs.append(time.perf_counter() - start)
+            times[device] = sorted(runs)[1]
+        ratio = times["cpu"] / times["cuda"]
+        if crossover is None and ratio > 1:
+            crossover = macs
+        print(f"{name:<16} {rows:>6} {epochs:>6} {macs:>13.2e} {times['cpu']:>7.3f} {times['cuda']:>7.3f} {ratio:>8.2f}")
+    where = "never in these sizes" if crossover is None else f"from {crossover:.1e} multiply-adds"
+    print(f"{name:<16} the GPU is faster {where}; device='auto' uses {_engine.auto_gpu_min_macs():.1e} "
+          "(FUSEDMLP_AUTO_GPU_MIN_MACS sets it)")
 if failures:
     sys.exit("\n".join(failures))
 EOF

@@ -184,6 +184,13 @@ class PyTrainer {
     trainer_.get_parameters(p, st.state, st.solver);
   }
 
+  void end_training() {
+    release_data();
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.end_training();
+  }
+
   bool parameters_finite() {
     py::gil_scoped_release release;
     trainer_.set_stream(0);
@@ -208,6 +215,12 @@ class PyTrainer {
     py::gil_scoped_release release;
     trainer_.set_stream(0);
     trainer_.get_best(p);
+  }
+
+  void restore_best() {
+    py::gil_scoped_release release;
+    trainer_.set_stream(0);
+    trainer_.restore_best();
   }
 
   // X_val None: `rows` are rows of the training data loaded by the last run_epoch.
@@ -425,10 +438,12 @@ void bind_trainer(py::module_& m, const char* name) {
       .def("release_data", &PyTrainer<T>::release_data)
       .def("set_parameters", &PyTrainer<T>::set_parameters, py::arg("params"), py::arg("optimizer"))
       .def("get_parameters", &PyTrainer<T>::get_parameters, py::arg("params"), py::arg("optimizer"))
+      .def("end_training", &PyTrainer<T>::end_training)
       .def("parameters_finite", &PyTrainer<T>::parameters_finite)
       .def("set_best", &PyTrainer<T>::set_best, py::arg("params"))
       .def("keep_best", &PyTrainer<T>::keep_best)
       .def("get_best", &PyTrainer<T>::get_best, py::arg("params"))
+      .def("restore_best", &PyTrainer<T>::restore_best)
       .def("set_validation", &PyTrainer<T>::set_validation, py::arg("X_val"), py::arg("rows"), py::arg("Y_val"),
            py::arg("sample_weight"))
       .def("evaluate", &PyTrainer<T>::evaluate, py::arg("alpha"))

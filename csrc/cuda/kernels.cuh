@@ -142,7 +142,7 @@ inline int gemm_splits(long long tiles, long long k, int sms) {
   return s < 1 ? 1 : static_cast<int>(s);
 }
 inline long long gemm_tiles(long long m, long long n) {
-  return ((m + 64 - 1) / 64) * ((n + 64 - 1) / 64);
+  return ((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
 }
 // Workspace elements of a split GEMM with at most max_m rows.
 inline long long gemm_split_elems(int splits, long long max_m, long long n) {

@@ -179,6 +179,7 @@ struct Trainer<T>::Impl {
   bool resident = false;
   Solver resident_solver = Solver::adam;
   DeviceBuffer<T> best;     // early stopping's snapshot
+  std::vector<T> best_shadow;  // its values as get_best last gave them to the host
   // what predict last uploaded to params, while nothing else has written them since: a
   // prediction with the same host values (compared bit for bit) uploads nothing
   std::vector<T> params_shadow;
@@ -668,9 +669,44 @@ void Trainer<T>::get_parameters(T* params_host, OptimizerState<T>& st, Solver so
   if (!(I.resident && I.resident_solver == solver))
     throw std::logic_error("get_parameters: no device-resident parameters for this solver");
   cudaStream_t s = I.work();
-  download(params_host, I.params, static_cast<size_t>(I.layout.n_params), s);
+  const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
+  download(params_host, I.params, n, s);
   I.download_state(st, solver, s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  // the device holds what the host now has: a prediction with these values uploads nothing
+  I.params_shadow.assign(params_host, params_host + n);
+  I.shadow_valid = true;
+}
+
+template <class T>
+void Trainer<T>::end_training() {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(I.work()));  // (nothing queued still reads them)
+  I.graph.reset();
+  I.graph_key.clear();
+  I.graph_data = {};
+  I.x_store = DeviceBuffer<char>();
+  I.x = MatrixView{};
+  I.y = DeviceBuffer<T>();
+  I.w = DeviceBuffer<T>();
+  I.order = DeviceBuffer<long long>();
+  I.batch_lr = DeviceBuffer<double>();
+  I.batch_loss = DeviceBuffer<double>();
+  I.n_rows = 0;
+  I.weighted = false;
+  I.val = typename Impl::Validation{};
+  I.best = DeviceBuffer<T>();
+  I.best_shadow.clear();
+  I.best_shadow.shrink_to_fit();
+  I.grad = DeviceBuffer<T>();
+  I.s0 = DeviceBuffer<T>();
+  I.s1 = DeviceBuffer<T>();
+  I.split_ws = DeviceBuffer<T>();
+  I.deltas = DeviceBuffer<T>();  // (a prediction's forward pass needs neither)
+  I.pres = DeviceBuffer<T>();
+  I.out_parts = OutputParts<T>{};
+  I.resident = false;
 }
 
 template <class T>
@@ -695,6 +731,7 @@ void Trainer<T>::set_best(const T* params_host) {
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
   cudaStream_t s = I.work();
+  I.best_shadow.clear();
   upload(I.best, params_host, static_cast<size_t>(I.layout.n_params), s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
 }
@@ -706,6 +743,7 @@ void Trainer<T>::keep_best() {
   if (!I.resident) throw std::logic_error("keep_best: no device-resident parameters");
   const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
   I.best.resize(n);
+  I.best_shadow.clear();
   // (ordered after the epochs on the same stream; nothing on the host waits for it)
   if (n != 0)
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.best.get(), I.params.get(), n * sizeof(T), cudaMemcpyDeviceToDevice,
@@ -721,6 +759,23 @@ void Trainer<T>::get_best(T* params_host) {
   cudaStream_t s = I.work();
   download(params_host, I.best, n, s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  I.best_shadow.assign(params_host, params_host + n);
+}
+
+template <class T>
+void Trainer<T>::restore_best() {
+  Impl& I = *impl_;
+  const DeviceScope scope(I.device);
+  const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
+  if (I.best.size() < n || I.best_shadow.size() != n)
+    throw std::logic_error("restore_best: no snapshot the host has received (get_best)");
+  cudaStream_t s = I.work();
+  I.params.resize(n);
+  if (n != 0)
+    FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.params.get(), I.best.get(), n * sizeof(T), cudaMemcpyDeviceToDevice, s));
+  FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
+  I.params_shadow = I.best_shadow;
+  I.shadow_valid = true;
 }
 
 template <class T>
@@ -957,7 +1012,7 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   Impl& I = *impl_;
   const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
-  I.shadow_valid = false;  // (params are uploaded below)
+  I.shadow_valid = false;  // (until params are uploaded below)
   cpu::StopClock stop(should_stop);
   cudaStream_t s = I.work();
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
@@ -965,6 +1020,9 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   I.ensure_rows(chunk, true);
   I.resident = false;
   upload(I.params, params_host, static_cast<size_t>(n), s);
+  // (the pass writes no parameter: a prediction with the same values uploads nothing)
+  I.params_shadow.assign(params_host, params_host + n);
+  I.shadow_valid = true;
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
   Impl::upload_identity(I.order, n_rows, s);

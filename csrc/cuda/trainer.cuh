@@ -104,6 +104,11 @@ class Trainer {
   // overwrite them: call set_parameters again after those.
   void set_parameters(const T* params, const OptimizerState<T>& state, Solver solver);
   void get_parameters(T* params, OptimizerState<T>& state, Solver solver);
+  // The end of training for an engine that goes on to predict: frees what only training needs
+  // (the data, the validation set, the snapshot, the gradient, the optimizer's state, the split
+  // workspace, the graph); the parameters stay, and a prediction with the values the host last
+  // received from get_parameters (or sent to loss_grad) uploads nothing.
+  void end_training();
   // Whether every resident parameter is finite (one flag crosses).
   bool parameters_finite();
   // Early stopping's snapshot on the device: set from the host, taken from the resident
@@ -111,6 +116,9 @@ class Trainer {
   void set_best(const T* params);
   void keep_best();
   void get_best(T* params);
+  // The parameters become the snapshot (a device-to-device copy) whose values get_best last
+  // gave the host: early stopping's restored model, which predictions then use as it is.
+  void restore_best();
 
   // The validation set of the resident model: `x` (host, copied once, or device memory), or,
   // with x null, the rows `rows` (n of them) of the loaded training X, read in place; y (n x

@@ -290,12 +290,13 @@ def sorted_batches(order, batch_size):
     return order
 
 
-def batch_size_for(est, n_samples):
-    """scikit-learn's mini-batch size: 'auto' is min(200, n_samples); larger is clipped."""
+def batch_size_for(est, n_samples, warn=True):
+    """scikit-learn's mini-batch size: 'auto' is min(200, n_samples); larger is clipped (with
+    scikit-learn's warning unless warn=False)."""
     batch_size = est.batch_size
     if batch_size == "auto":
         return min(200, n_samples)
-    if batch_size > n_samples:
+    if warn and batch_size > n_samples:
         warnings.warn(
             "Got `batch_size` less than 1 or larger than "
             "sample size. It is going to be clipped"
@@ -441,6 +442,10 @@ class DeviceModel(HostModel):
         engine.get_parameters(est._params, est._optimizer.arrays())
         if self.training.early_stopping:
             engine.get_best(est._best_params)
+
+    def restore_best(self):
+        super().restore_best()
+        self.training.engine.restore_best()  # (the device's parameters too: predictions use them)
 
 
 class StochasticTraining:

@@ -16,6 +16,7 @@ C-contiguous arrays of the compute dtype.
 
 import functools
 import importlib
+import math
 import numbers
 import os
 import sys
@@ -141,8 +142,26 @@ def resolve_device(device):
 # AUTO_GPU_MIN_MACS multiply-adds for the call (about 20 ms on two cores of the benchmark machine,
 # which run about 5e10 a second): below that, the GPU's fixed costs (the CUDA context of a new
 # process, copying the data, a host synchronisation per epoch, launch latency) are estimated to
-# outweigh what it saves. An estimate, not a GPU measurement (docs/cuda.md).
+# outweigh what it saves. An estimate, not a GPU measurement (docs/cuda.md); the environment
+# variable FUSEDMLP_AUTO_GPU_MIN_MACS replaces it (tools/gpu-check.sh measures the crossover).
 AUTO_GPU_MIN_MACS = 1e9
+
+
+def auto_gpu_min_macs():
+    """device='auto''s threshold: FUSEDMLP_AUTO_GPU_MIN_MACS when set, else AUTO_GPU_MIN_MACS."""
+    text = os.environ.get("FUSEDMLP_AUTO_GPU_MIN_MACS", "").strip()
+    if not text:
+        return AUTO_GPU_MIN_MACS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0:  # (NaN included)
+        raise ValueError(
+            "FUSEDMLP_AUTO_GPU_MIN_MACS must be a number of multiply-adds >= 0 (e.g. 1e9); "
+            f"got {text!r}."
+        )
+    return value
 
 
 def training_macs(n_samples, layer_units, epochs):

@@ -45,7 +45,9 @@ from sklearn.utils.validation import (
 
 from . import _convert, _engine, _persist
 from ._driver import STOCHASTIC_SOLVERS as _STOCHASTIC_SOLVERS
-from ._driver import CallbackSupport, FitHooks, StochasticTraining, TrainingSet, fit_lbfgs
+from ._driver import (
+    CallbackSupport, FitHooks, StochasticTraining, TrainingSet, batch_size_for, fit_lbfgs,
+)
 from ._params import SKLEARN_SCHEDULES, STEP_SCHEDULES, FlatParameters, Layout, layer_units
 from ._validation import FLOAT32_MAX, check_float32_range, check_sparse_structure
 
@@ -189,7 +191,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _device_for(self, X, layer_units, macs=None):
         """The device this call runs on: 'auto' takes the GPU only for what it supports and,
         for host data, only when the training call's work (`macs`, its multiply-adds) is large
-        enough to pay for it (_engine.AUTO_GPU_MIN_MACS). A training call (`macs` given)
+        enough to pay for it (_engine.auto_gpu_min_macs()). A training call (`macs` given)
         records where it runs; validation and predictions (`macs` None) follow it."""
         device = _engine.resolve_device(self.device)
         too_deep = len(layer_units) - 1 > _CUDA_MAX_LAYERS
@@ -198,7 +200,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 device = "cpu"
             elif not _engine.is_device_array(X):
                 if macs is not None:
-                    device = "cuda" if macs >= _engine.AUTO_GPU_MIN_MACS else "cpu"
+                    device = "cuda" if macs >= _engine.auto_gpu_min_macs() else "cpu"
                 elif getattr(self, "_auto_device", "cuda") == "cpu":
                     device = "cpu"
         elif device == "cuda":
@@ -405,6 +407,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
 
         self._check_finite_params(data.X)
         hooks.close()
+        if data.lease is None and hasattr(data.engine, "end_training"):
+            self._keep_for_prediction(data.engine)
         return self
 
     def _training_set(self, X, y, sample_weight, incremental, validation=None, steps=None):
@@ -484,8 +488,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         if not (incremental and not first_pass and hasattr(self, "_auto_device")):
             n = X.shape[0]
             if steps is not None:
-                batch = 200 if self.batch_size == "auto" else self.batch_size
-                rows = steps * min(batch, n)
+                rows = steps * batch_size_for(self, n, warn=False)
             else:
                 rows = n * (1 if incremental else self.max_iter)
             macs = _engine.training_macs(rows, layer_units, 1)
@@ -851,10 +854,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         engine, lease = self._kept_engine(_KEPT_ENGINES, units, device, dtype)
         return engine, params, lease
 
-    def _kept_engine(self, table, units, device, dtype, training=False):
-        """(engine, lease): the engine `table` keeps for this estimator while the
-        configuration it was built for is the estimator's, else a new one (kept when the
-        table's is not in use), and the lock to release after use (None: not kept)."""
+    def _engine_key(self, units, device, dtype, training=False):
+        """What a kept engine was built for: it serves a call while this is the estimator's."""
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else self.n_threads
@@ -866,10 +867,30 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         else:
             where = device
         rates = self._dropout_rates(len(units) - 2) if training else None
-        key = (where, dtype, tuple(units), self.activation,
-               None if param is None else getattr(self, param), loss, out_activation,
-               tuple(sorted(options.items())), threads,
-               None if rates is None else tuple(np.broadcast_to(rates, len(units) - 2)))
+        return (where, dtype, tuple(units), self.activation,
+                None if param is None else getattr(self, param), loss, out_activation,
+                tuple(sorted(options.items())), threads,
+                None if rates is None else tuple(np.broadcast_to(rates, len(units) - 2)))
+
+    def _keep_for_prediction(self, engine):
+        """A fit's CUDA engine becomes the estimator's prediction engine: it frees what only
+        training needs and keeps the fitted parameters on the device, so the first prediction
+        builds no engine and uploads no parameter (dropout does not act in predictions)."""
+        module = _engine._cuda_module()
+        if engine.device != module.current_device():
+            return  # (kept engines are found by the current device)
+        engine.end_training()
+        key = self._engine_key(self._layout.units, "cuda", self._params.dtype.type)
+        try:
+            _KEPT_ENGINES[self] = (key, engine, threading.Lock())
+        except TypeError:  # an unhashable estimator: no keeping
+            pass
+
+    def _kept_engine(self, table, units, device, dtype, training=False):
+        """(engine, lease): the engine `table` keeps for this estimator while the
+        configuration it was built for is the estimator's, else a new one (kept when the
+        table's is not in use), and the lock to release after use (None: not kept)."""
+        key = self._engine_key(units, device, dtype, training)
         try:
             kept = table.get(self)
         except TypeError:  # an unhashable estimator (a subclass with __eq__ only): no keeping

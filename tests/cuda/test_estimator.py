@@ -343,6 +343,15 @@ def test_auto_weighs_the_work_of_a_training_call(simulator, monkeypatch):
         on_device.fit(_InterfaceOnly(X), y)
         np.testing.assert_array_equal(on_device.coefs_[0], on_gpu.coefs_[0])
         assert copies_up(lambda: on_device.predict(X)) > 0
+        # FUSEDMLP_AUTO_GPU_MIN_MACS replaces the threshold (a value measured on the machine)
+        monkeypatch.setenv("FUSEDMLP_AUTO_GPU_MIN_MACS", f"{macs:.0f}")
+        assert copies_up(lambda: fm.MLPClassifier(device="auto", **kw).fit(X, y)) > 0
+        monkeypatch.setenv("FUSEDMLP_AUTO_GPU_MIN_MACS", f"{macs + 1:.0f}")
+        assert copies_up(lambda: fm.MLPClassifier(device="auto", **kw).fit(X, y)) == 0
+        for bad in ("many", "-1", "nan"):
+            monkeypatch.setenv("FUSEDMLP_AUTO_GPU_MIN_MACS", bad)
+            with pytest.raises(ValueError, match="FUSEDMLP_AUTO_GPU_MIN_MACS"):
+                fm.MLPClassifier(device="auto", **kw).fit(X, y)
 
 
 def test_auto_keeps_sparse_and_deep_networks_on_the_cpu(simulator):
@@ -509,6 +518,64 @@ def test_predict_allocates_nothing_after_its_first_call(simulator, host_input, r
             sent.append(simulator.runtime_counts()["host_to_device_bytes"] - before["host_to_device_bytes"])
             np.testing.assert_allclose(proba, expected.predict_proba(X[:100]), rtol=1e-5, atol=1e-6)
         assert sent[0] - sent[1] == params_bytes
+
+
+@pytest.mark.parametrize("params", [
+    dict(solver="adam"),
+    dict(solver="adam", early_stopping=True),
+    dict(solver="sgd", dropout=0.2),
+    dict(solver="lbfgs"),
+    dict(solver="adam", dtype="float64"),
+])
+def test_the_fit_engine_goes_on_to_predict(simulator, params):
+    # A fit's engine becomes the estimator's prediction engine: the first prediction builds no
+    # engine (it allocates only prediction's staging, where a new engine allocates its whole
+    # set) and uploads no parameter (the device already holds the fitted ones): it sends what
+    # the second sends and a chunk's identity order, once. The predictions are the CPU
+    # engine's for the same model.
+    X, y = data("multiclass")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(64,), max_iter=5, batch_size=50,
+                               random_state=0, **params).fit(X, y)
+    fresh = copy.deepcopy(est)  # the same model, with no engine yet
+    expected = copy.deepcopy(est).set_params(device="cpu")
+
+    def predict(model):
+        before = simulator.runtime_counts()
+        proba = model.predict_proba(X[:40])
+        after = simulator.runtime_counts()
+        np.testing.assert_allclose(proba, expected.predict_proba(X[:40]), rtol=1e-5, atol=1e-6)
+        return (after["allocations"] - before["allocations"],
+                after["host_to_device_bytes"] - before["host_to_device_bytes"])
+
+    allocated, sent = predict(est)
+    allocated_fresh, sent_fresh = predict(fresh)
+    params_bytes = sum(a.nbytes for a in est.coefs_ + est.intercepts_)
+    assert sent_fresh - sent == params_bytes
+    assert predict(est) == (0, sent - 40 * 8)
+    assert allocated < allocated_fresh
+
+
+def test_the_fit_engine_follows_the_model(simulator):
+    # The engine kept from the fit serves predictions while the model is the one it holds:
+    # weights changed in place go up before the next prediction, a refit with another
+    # configuration predicts with its own engine.
+    X, y = data("multiclass")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = fm.MLPClassifier(device="cuda", hidden_layer_sizes=(16,), max_iter=3,
+                               random_state=0).fit(X, y)
+        est.coefs_[0][0, 0] += 1.0
+        np.testing.assert_allclose(
+            est.predict_proba(X), copy.deepcopy(est).set_params(device="cpu").predict_proba(X),
+            rtol=1e-5, atol=1e-6,
+        )
+        est.set_params(activation="tanh", hidden_layer_sizes=(7, 5)).fit(X, y)
+        np.testing.assert_allclose(
+            est.predict_proba(X), copy.deepcopy(est).set_params(device="cpu").predict_proba(X),
+            rtol=1e-5, atol=1e-6,
+        )
 
 
 def test_column_ordered_host_x_goes_to_the_device_once(simulator):
