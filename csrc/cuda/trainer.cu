@@ -180,8 +180,9 @@ struct Trainer<T>::Impl {
   Solver resident_solver = Solver::adam;
   DeviceBuffer<T> best;     // early stopping's snapshot
   std::vector<T> best_shadow;  // its values as get_best last gave them to the host
-  // what predict last uploaded to params, while nothing else has written them since: a
-  // prediction with the same host values (compared bit for bit) uploads nothing
+  // the values params hold, as the host last sent or received them (predict, loss_grad,
+  // get_parameters, restore_best), while nothing else has written them since: a prediction with
+  // the same host values (compared bit for bit) uploads nothing
   std::vector<T> params_shadow;
   bool shadow_valid = false;
   DeviceBuffer<int> flag;   // parameters_finite's answer
@@ -670,12 +671,15 @@ void Trainer<T>::get_parameters(T* params_host, OptimizerState<T>& st, Solver so
     throw std::logic_error("get_parameters: no device-resident parameters for this solver");
   cudaStream_t s = I.work();
   const std::size_t n = static_cast<std::size_t>(I.layout.n_params);
-  download(params_host, I.params, n, s);
+  // the values come down into the shadow, then to the host (another thread writing the host's
+  // array meanwhile cannot make the shadow differ from the device)
+  I.shadow_valid = false;
+  I.params_shadow.resize(n);
+  download(I.params_shadow.data(), I.params, n, s);
   I.download_state(st, solver, s);
   FUSEDMLP_CUDA_CHECK(cudaStreamSynchronize(s));
-  // the device holds what the host now has: a prediction with these values uploads nothing
-  I.params_shadow.assign(params_host, params_host + n);
-  I.shadow_valid = true;
+  std::copy(I.params_shadow.begin(), I.params_shadow.end(), params_host);
+  I.shadow_valid = true;  // a prediction with these values uploads nothing
 }
 
 template <class T>
@@ -706,6 +710,15 @@ void Trainer<T>::end_training() {
   I.deltas = DeviceBuffer<T>();  // (a prediction's forward pass needs neither)
   I.pres = DeviceBuffer<T>();
   I.out_parts = OutputParts<T>{};
+  if (I.capacity > kChunkRows) {  // (a large batch's buffers: predictions use a chunk's at most)
+    I.xb = DeviceBuffer<T>();
+    I.yb = DeviceBuffer<T>();
+    I.wb = DeviceBuffer<T>();
+    I.acts = DeviceBuffer<T>();
+    I.act_offsets.clear();
+    I.activation_elems = 0;
+    I.capacity = 0;
+  }
   I.resident = false;
 }
 
@@ -770,6 +783,7 @@ void Trainer<T>::restore_best() {
   if (I.best.size() < n || I.best_shadow.size() != n)
     throw std::logic_error("restore_best: no snapshot the host has received (get_best)");
   cudaStream_t s = I.work();
+  I.shadow_valid = false;
   I.params.resize(n);
   if (n != 0)
     FUSEDMLP_CUDA_CHECK(cudaMemcpyAsync(I.params.get(), I.best.get(), n * sizeof(T), cudaMemcpyDeviceToDevice, s));
@@ -903,6 +917,7 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   const DeviceScope scope(I.device);
   check_trainable(I.layout.hidden);
   I.shadow_valid = false;  // (the epoch writes params)
+  I.grad.resize(static_cast<size_t>(I.layout.n_params));  // (freed by end_training)
   if (I.n_rows == 0 && n_order > 0) throw std::logic_error("run_epoch: no training data loaded");
   if (n_order > I.n_rows) throw std::invalid_argument("run_epoch: the order is longer than the data");
   if (o.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
@@ -1018,10 +1033,12 @@ double Trainer<T>::loss_grad(const T* params_host, double alpha, T* grad_host,
   const index_t n = I.layout.n_params, n_rows = I.n_rows;
   const index_t chunk = std::max<index_t>(std::min<index_t>(n_rows, kChunkRows), 1);
   I.ensure_rows(chunk, true);
+  I.grad.resize(static_cast<size_t>(n));  // (freed by end_training)
   I.resident = false;
-  upload(I.params, params_host, static_cast<size_t>(n), s);
-  // (the pass writes no parameter: a prediction with the same values uploads nothing)
+  // (sent from the shadow: the pass writes no parameter, so a prediction with the same values
+  // uploads nothing)
   I.params_shadow.assign(params_host, params_host + n);
+  upload(I.params, I.params_shadow.data(), static_cast<size_t>(n), s);
   I.shadow_valid = true;
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.grad.get(), 0, static_cast<size_t>(n) * sizeof(T), s));
   FUSEDMLP_CUDA_CHECK(cudaMemsetAsync(I.scalar.get(), 0, sizeof(double), s));
@@ -1098,8 +1115,8 @@ bool Trainer<T>::predict(const MatrixView& x, const T* params_host, double* out,
   if (!(I.shadow_valid && I.params_shadow.size() == static_cast<std::size_t>(n) &&
         (n_bytes == 0 || std::memcmp(I.params_shadow.data(), params_host, n_bytes) == 0))) {
     I.shadow_valid = false;
-    upload(I.params, params_host, static_cast<size_t>(n), s);
     I.params_shadow.assign(params_host, params_host + n);
+    upload(I.params, I.params_shadow.data(), static_cast<size_t>(n), s);  // (the compared values)
     I.shadow_valid = true;
   }
   const size_t last = I.layout.layers.size() - 1;

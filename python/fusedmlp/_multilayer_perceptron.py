@@ -416,6 +416,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         the model initialised (or checked for continuation). `steps`: the call's optimizer
         steps when it runs a number of batches rather than of epochs (the learning-rate
         finder), which device='auto' weighs."""
+        if self.device == "auto":
+            _engine.auto_gpu_min_macs()  # (a bad FUSEDMLP_AUTO_GPU_MIN_MACS: before any change)
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
             hidden_layer_sizes = [hidden_layer_sizes]
@@ -860,10 +862,11 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else self.n_threads
         # (a CUDA engine belongs to its module, the simulator's or the GPU's, and to the
-        # device current when it was built)
+        # device current when it was built; it runs no CPU threads)
         if device == "cuda":
             module = _engine._cuda_module()
             where = (module.__name__, module.current_device())
+            threads = None
         else:
             where = device
         rates = self._dropout_rates(len(units) - 2) if training else None

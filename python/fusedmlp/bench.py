@@ -508,12 +508,14 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
         fns[(name, 2)] = quiet(lambda m=make, e=2 * n_epochs: fit(m, e))
     raw = interleaved(fns, repeats)
     per_epoch = {name: max(raw[(name, 2)] - raw[(name, 1)], 1e-9) / peers[name][1] for name in peers}
+    # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
+    unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
     flops = epoch_flops(units, X.shape[0], 200)
     limit = numpy_limit(units, X.shape[0], 200, limit_dtype)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops, limit=limit,
                limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads,
-               absent=absent, notes=notes)
+               absent=absent, notes=notes, unmeasured=unmeasured)
     if os.environ.get("OPENBLAS_CORETYPE"):
         res["limit_coretype"] = (os.environ["OPENBLAS_CORETYPE"],
                                  numpy_limit(units, X.shape[0], 200, limit_dtype, native=False))
@@ -822,6 +824,10 @@ def report(results, markdown):
                 emit("|---|---:|---:|---:|")
             for name, s in r["seconds"].items():
                 f = r["fixed"][name]
+                if name in r.get("unmeasured", ()):
+                    why = "not measured: its fit of 2E epochs ran no slower than its fit of E"
+                    emit(f"| {name} | {why} | | |" if markdown else f"{name:<26} {why}")
+                    continue
                 emit(f"| {name} | {s:.4f} | {s / fm:.2f}x | {f:.3f} |" if markdown else
                      f"{name:<26} {s:>9.4f} {s / fm:>17.2f}x {f:>13.3f}")
             for name, why in r["absent"].items():

@@ -348,10 +348,18 @@ def test_auto_weighs_the_work_of_a_training_call(simulator, monkeypatch):
         assert copies_up(lambda: fm.MLPClassifier(device="auto", **kw).fit(X, y)) > 0
         monkeypatch.setenv("FUSEDMLP_AUTO_GPU_MIN_MACS", f"{macs + 1:.0f}")
         assert copies_up(lambda: fm.MLPClassifier(device="auto", **kw).fit(X, y)) == 0
+        fitted = fm.MLPClassifier(device="auto", **kw).fit(X, y)
+        weights = [c.copy() for c in fitted.coefs_]
         for bad in ("many", "-1", "nan"):
             monkeypatch.setenv("FUSEDMLP_AUTO_GPU_MIN_MACS", bad)
             with pytest.raises(ValueError, match="FUSEDMLP_AUTO_GPU_MIN_MACS"):
-                fm.MLPClassifier(device="auto", **kw).fit(X, y)
+                fitted.fit(X, y)
+            with pytest.raises(ValueError, match="FUSEDMLP_AUTO_GPU_MIN_MACS"):
+                fitted.partial_fit(X, y)
+            # (raised before the model changed)
+            assert fitted.n_iter_ == 3
+            for a, b in zip(weights, fitted.coefs_):
+                np.testing.assert_array_equal(a, b)
 
 
 def test_auto_keeps_sparse_and_deep_networks_on_the_cpu(simulator):
@@ -753,6 +761,10 @@ def test_early_stopping_on_the_device_restores_the_best_weights(simulator, solve
     assert_same_fit(gpu, cpu, "float64")
     for name, value in cpu._optimizer.arrays().items():
         np.testing.assert_allclose(gpu._optimizer.arrays()[name], value, rtol=1e-9, atol=1e-12)
+    # the fit's engine predicts with the restored weights (its device copy of the snapshot),
+    # not the last epoch's, which the warm start at rate 5.0 made worse
+    assert gpu.validation_scores_[-1] < gpu.best_validation_score_
+    np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), rtol=1e-9, atol=1e-12)
 
 
 def test_a_diverging_fit_on_the_device_ends_as_on_the_cpu(simulator):
