@@ -102,7 +102,10 @@ inline int own_runnable_threads() {
   return running;
 }
 
-inline MachineLoad machine_load() {
+inline int online_cpus() { return static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)); }
+
+// `cpus`: the online CPUs, when the caller has read them already.
+inline MachineLoad machine_load(int cpus = online_cpus()) {
   MachineLoad load;
   // this process's threads first: one that stops running before the machine's count is read
   // then makes the others' count smaller, never larger (no false alarm)
@@ -111,7 +114,7 @@ inline MachineLoad machine_load() {
   if (runnable < 0) return load;
   load.runnable = runnable;
   load.own = own;
-  load.cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  load.cpus = cpus;
   return load;
 }
 
@@ -125,7 +128,7 @@ inline MachineLoad machine_load() {
 inline bool machine_oversubscribed(int team) {
   const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
-  const int cpus = static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN));
+  const int cpus = online_cpus();
   cpu_set_t allowed;
   if (cpus <= 1 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < cpus)
     return false;
@@ -139,7 +142,7 @@ inline bool machine_oversubscribed(int team) {
       const timespec pause{0, 1000000};
       nanosleep(&pause, nullptr);
     }
-    const MachineLoad load = machine_load();
+    const MachineLoad load = machine_load(cpus);
     const int others = std::max(0, load.runnable - std::max(load.own, 1));
     if (load.cpus <= 0 || others + needed <= load.cpus) return false;
   }
@@ -187,7 +190,7 @@ class TeamChooser {
           choice = kSolo;
         }
       }
-        } else if (n_[kSolo] == 0)
+    } else if (n_[kSolo] == 0)
       choice = kSolo;  // then one try of the calling thread alone
     else {
       const int best = best_of_two();

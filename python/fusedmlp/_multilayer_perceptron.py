@@ -860,7 +860,6 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         """What a kept engine was built for: it serves a call while this is the estimator's."""
         loss, out_activation, options = self._engine_head()
         param = ACTIVATIONS[self.activation]["param"]
-        threads = _engine.default_threads() if self.n_threads is None else self.n_threads
         # (a CUDA engine belongs to its module, the simulator's or the GPU's, and to the
         # device current when it was built; it runs no CPU threads)
         if device == "cuda":
@@ -869,6 +868,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             threads = None
         else:
             where = device
+            threads = _engine.default_threads() if self.n_threads is None else self.n_threads
         rates = self._dropout_rates(len(units) - 2) if training else None
         return (where, dtype, tuple(units), self.activation,
                 None if param is None else getattr(self, param), loss, out_activation,
