@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 
 import fusedmlp as fm
@@ -63,6 +64,32 @@ def test_segments_on_either_team_give_the_one_thread_model(load, hidden, extra):
     for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(one.loss_curve_, two.loss_curve_, rtol=1e-6)
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("load", ["idle", "busy"])
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_prediction_calls_on_either_team_give_the_one_thread_outputs(load, rows):
+    # The calls of a kept engine learn their team as an epoch's segments do (one call, one
+    # segment; each size class its own choice); 64-300-200-10 has weights enough for a team
+    # even for one row. Both teams must run, and every output be the one-thread output.
+    model = fit(2, (300, 200))
+    alone = clone(model).set_params(n_threads=1)
+    alone.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    Xr = X[:rows]
+    expected = alone.predict_proba(Xr)
+    _cpu._forget_team_choice()
+    solo0, full0 = _cpu.team_predictions()
+    try:
+        with busy_cores() if load == "busy" else nullcontext():
+            outputs = [model.predict_proba(Xr) for _ in range(20)]
+    finally:
+        _cpu._forget_team_choice()
+    solo1, full1 = _cpu.team_predictions()
+    # the team first (a warm-up call, a timed one), then one thread (the same): both ran
+    assert solo1 > solo0 and full1 > full0
+    for out in outputs:
+        np.testing.assert_array_equal(out, expected)
 
 
 def wait_for_load(busy, seconds=10.0):

@@ -161,11 +161,14 @@ inline bool machine_oversubscribed(int team) {
 // (the reported loss sums per-thread partials, so its last bits can differ, as between
 // n_threads=1 and 2).
 // Epoch segments run so far in this process, on one thread and on a full team (a diagnostic:
-// fusedmlp._cpu.team_segments()).
+// fusedmlp._cpu.team_segments()), and prediction calls (fusedmlp._cpu.team_predictions()).
 inline std::atomic<long long> segments_run[2] = {0, 0};
+inline std::atomic<long long> predictions_run[2] = {0, 0};
 
 class TeamChooser {
  public:
+  // `runs`: the diagnostic counter of what this chooser times (segments_run or predictions_run)
+  explicit TeamChooser(std::atomic<long long>* runs = segments_run) : runs_(runs) {}
   // The team for the next segment, given the full team's size.
   int pick(int full) {
     if (full <= 1) return 1;
@@ -221,7 +224,7 @@ class TeamChooser {
   void record(int team, double elapsed, long long rows) {
     if (rows <= 0) return;
     const int i = team > 1 ? kFull : kSolo;
-    segments_run[i].fetch_add(1, std::memory_order_relaxed);
+    runs_[i].fetch_add(1, std::memory_order_relaxed);
     // The first segment of a trainer, and the first after a change of team, also touch new
     // buffers or wake sleeping threads: not timed.
     const bool warm_up = i != last_;
@@ -304,6 +307,7 @@ class TeamChooser {
     }
   }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
+  std::atomic<long long>* runs_;
   double times_[2][kKeep] = {};
   int n_[2] = {0, 0};
   int next_[2] = {0, 0};

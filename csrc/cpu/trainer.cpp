@@ -76,10 +76,21 @@ Trainer<T>::Trainer(NetworkLayout layout, int n_threads)
 
 template <class T>
 int Trainer<T>::team_size(index_t rows) const {
-  // below ~0.5M multiply-adds per pass a team costs more than it saves
-  const index_t work = rows * macs_per_row(layout_);
+  // below ~0.5M multiply-adds per pass a team costs more than it saves; a pass over fewer rows
+  // than a micro-tile streams every weight from cache for them, and costs about as much as 8
+  // rows' multiply-adds (one row of Fashion-MNIST's 784-300-100-10 network: 1 MB of weights,
+  // more than one core's L2 holds, half each on two cores; bench/RESULTS.md)
+  const index_t work = std::max<index_t>(rows, 8) * macs_per_row(layout_);
   if (work < index_t(1) << 19) return 1;
   return team_threads(n_threads_);
+}
+
+template <class T>
+int Trainer<T>::predict_class(index_t rows) {
+  if (rows <= 16) return static_cast<int>(std::max<index_t>(rows, 1) - 1);  // each size its own
+  int bits = 0;  // then powers of two: (16, 32], (32, 64], ... up to the chunk's 4096 rows
+  for (index_t r = rows - 1; r > 0; r >>= 1) ++bits;
+  return std::min(16 + bits - 5, kPredictClasses - 1);
 }
 
 template <class T>
@@ -507,7 +518,12 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
                          const StopCheck& should_stop, bool* nonfinite) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
-  const int nth = team_size(chunk);
+  // the team, or one thread when the team's cores proved slower (busy with other work) for
+  // calls of this size: a call is one segment of TeamChooser's (threads.h)
+  const int full = team_size(chunk);
+  TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(n))];
+  const int nth = full > 1 ? chooser.pick(full) : 1;
+  const auto started = std::chrono::steady_clock::now();
   prepare_batches<T>(x, nullptr, n, chunk, batch_);
   ensure_rows(chunk, nth, false, false);  // prediction: no backward pass
   const index_t n_out = layout_.n_outputs();
@@ -538,6 +554,8 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       team_barrier(team);
     }
   }
+  if (full > 1 && stop_flag.load() == 0)
+    chooser.record(nth, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), n);
   if (nonfinite != nullptr) *nonfinite = bad.load();
   return stop_flag.load() == 0;
 }

@@ -128,6 +128,12 @@ class Trainer {
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
+  // The team of each prediction call, learnt across the calls of one size class (a call's
+  // time per row depends on its rows: a short call streams all the weights for a few rows)
+  static constexpr int kPredictClasses = 25;
+  static int predict_class(index_t rows);
+  std::vector<TeamChooser> predict_choosers_ =
+      std::vector<TeamChooser>(kPredictClasses, TeamChooser(predictions_run));
 };
 
 }  // namespace cpu
