@@ -128,6 +128,26 @@ def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.skipif(_cpu.machine_load()[2] == 0, reason="no /proc/loadavg")
+def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(monkeypatch):
+    # Calls longer than a kept engine's (more than 256 rows) each build an engine, so nothing
+    # learnt carries over: they read the machine's load instead.
+    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < os.cpu_count():
+        pytest.skip("pinned to some CPUs: the machine's load says nothing about them")
+    monkeypatch.delenv("FUSEDMLP_CHECK_LOAD")
+    model = fit(2, (300, 200))
+    rows = X[:1000]
+    idle = model.predict_proba(rows)
+    with busy_cores():
+        assert wait_for_load(busy=True), "the busy processes never showed in /proc/loadavg"
+        solo0, full0 = _cpu.team_predictions()
+        busy = model.predict_proba(rows)
+        solo1, full1 = _cpu.team_predictions()
+    assert (solo1, full1) == (solo0 + 1, full0), "the call ran on the team of a loaded machine"
+    np.testing.assert_array_equal(busy, idle)
+
+
 def test_machine_load_reads_proc():
     runnable, own, cpus = _cpu.machine_load()
     if cpus == 0:

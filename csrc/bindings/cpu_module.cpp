@@ -235,8 +235,8 @@ PYBIND11_MODULE(_cpu, m) {
       [] {
         return py::make_tuple(cpu::predictions_run[0].load(), cpu::predictions_run[1].load());
       },
-      "Prediction calls of a kept engine's sizes (at most 256 rows) timed so far in this "
-      "process: (on one thread, on a full team).");
+      "Prediction calls that had a team of threads to choose from, so far in this process: "
+      "(run on one thread, on the full team).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
   m.def(

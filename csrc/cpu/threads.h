@@ -125,7 +125,9 @@ inline MachineLoad machine_load(int cpus = online_cpus()) {
 // transient task, or a pool thread of this process that stops spinning between the two reads,
 // must not send a trainer to one thread). FUSEDMLP_CHECK_LOAD=0 turns the check off (the tests
 // do, except the one of the check itself).
-inline bool machine_oversubscribed(int team) {
+// `looks`: how many readings must agree (1: a single reading decides, for a choice that costs
+// little when wrong).
+inline bool machine_oversubscribed(int team, int looks = 3) {
   const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
   if (env != nullptr && std::strcmp(env, "0") == 0) return false;
   const int cpus = online_cpus();
@@ -137,7 +139,7 @@ inline bool machine_oversubscribed(int team) {
   // there CPUs enough? (one file read: the usual answer on an idle machine)
   const int runnable = machine_runnable();
   if (runnable < 0 || runnable - 1 + needed <= cpus) return false;
-  for (int look = 0; look < 3; ++look) {
+  for (int look = 0; look < looks; ++look) {
     if (look > 0) {
       const timespec pause{0, 1000000};
       nanosleep(&pause, nullptr);
@@ -161,14 +163,20 @@ inline bool machine_oversubscribed(int team) {
 // (the reported loss sums per-thread partials, so its last bits can differ, as between
 // n_threads=1 and 2).
 // Epoch segments run so far in this process, on one thread and on a full team (a diagnostic:
-// fusedmlp._cpu.team_segments()), and prediction calls (fusedmlp._cpu.team_predictions()).
+// fusedmlp._cpu.team_segments()), and prediction calls that had a team to choose from
+// (fusedmlp._cpu.team_predictions()).
 inline std::atomic<long long> segments_run[2] = {0, 0};
 inline std::atomic<long long> predictions_run[2] = {0, 0};
 
 class TeamChooser {
  public:
-  // `runs`: the diagnostic counter of what this chooser times (segments_run or predictions_run)
-  explicit TeamChooser(std::atomic<long long>* runs = segments_run) : runs_(runs) {}
+  // What a chooser times: an epoch's segments (counted in segments_run; a loss of the team is
+  // also the process's verdict for new trainers, see pick), or prediction calls (counted in
+  // predictions_run; calls of a few microseconds are timed too noisily to speak for the
+  // process, so a prediction chooser neither reads nor writes that verdict).
+  enum class Kind { epoch, prediction };
+  explicit TeamChooser(Kind kind = Kind::epoch)
+      : runs_(kind == Kind::epoch ? segments_run : predictions_run), shares_(kind == Kind::epoch) {}
   // The team for the next segment, given the full team's size.
   int pick(int full) {
     if (full <= 1) return 1;
@@ -177,7 +185,8 @@ class TeamChooser {
     if (n_[kFull] == 0) {
       // the configured team first, unless another trainer of this process found it slower
       // lately (the machine's load, not the network, decides that), or the machine is busy
-      choice = now >= shared_full_retry_at().load(std::memory_order_relaxed) && now >= deferred_until_
+      choice = (!shares_ || now >= shared_full_retry_at().load(std::memory_order_relaxed)) &&
+                       now >= deferred_until_
                    ? kFull
                    : kSolo;
       if (choice == kFull && !load_checked_) {
@@ -189,7 +198,7 @@ class TeamChooser {
         load_checked_ = true;
         if (machine_oversubscribed(full)) {
           deferred_until_ = now + kMinSharedDelay;
-          raise_shared_retry(deferred_until_);
+          if (shares_) raise_shared_retry(deferred_until_);
           choice = kSolo;
         }
       }
@@ -240,7 +249,7 @@ class TeamChooser {
     if (n_[1 - i] == 0) return;
     if (best_of_two() == i) {
       if (!was_best) backoff_ = kFirstBackoff;  // a new winner: try the loser again soon
-      if (i == kFull) {
+      if (i == kFull && shares_) {
         shared_full_retry_at().store(0.0, std::memory_order_relaxed);
         shared_full_backoff().store(kFirstBackoff, std::memory_order_relaxed);
       }
@@ -251,7 +260,7 @@ class TeamChooser {
     // never later than kMaxDelay seconds (the backoff may have grown long before the load came).
     retry_at_[i] = seconds() + std::min(backoff_ * elapsed, kMaxDelay);
     if (!was_best) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-    if (i == kFull) {
+    if (i == kFull && shares_) {
       // New trainers wait for the process's verdict, whose backoff grows with every loss of
       // the team in any trainer: a loop of short fits (a grid search's) then tries the loaded
       // team ever more rarely, as one long fit does, instead of in every fit.
@@ -308,6 +317,7 @@ class TeamChooser {
   }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
   std::atomic<long long>* runs_;
+  bool shares_;  // reads and writes the process's verdict on the full team
   double times_[2][kKeep] = {};
   int n_[2] = {0, 0};
   int next_[2] = {0, 0};

@@ -88,7 +88,7 @@ int Trainer<T>::team_size(index_t rows) const {
 template <class T>
 int Trainer<T>::predict_class(index_t rows) {
   if (rows <= 16) return static_cast<int>(std::max<index_t>(rows, 1) - 1);  // each size its own
-  int bits = 0;  // then powers of two: (16, 32], (32, 64], ... up to the chunk's 4096 rows
+  int bits = 0;  // then powers of two: (16, 32], (32, 64], (64, 128], (128, 256]
   for (index_t r = rows - 1; r > 0; r >>= 1) ++bits;
   return std::min(16 + bits - 5, kPredictClasses - 1);
 }
@@ -518,11 +518,15 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
                          const StopCheck& should_stop, bool* nonfinite) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
-  // the team, or one thread when the team's cores proved slower (busy with other work) for
-  // calls of this size: a call is one segment of TeamChooser's (threads.h)
+  // The team, or one thread when the team's cores proved slower (busy with other work): for
+  // calls of a kept engine's sizes, learnt by timing (one call, one segment of TeamChooser's,
+  // threads.h); longer calls, each on a new engine, ask whether the machine is oversubscribed
+  // (one reading: a wrong answer costs one call at most the team's speed-up).
   const int full = team_size(chunk);
-  TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(n))];
-  const int nth = full > 1 ? chooser.pick(full) : 1;
+  const bool learnt = n <= kLearntCallRows;
+  TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(std::min(n, kLearntCallRows)))];
+  int nth = full;
+  if (full > 1) nth = learnt ? chooser.pick(full) : (machine_oversubscribed(full, 1) ? 1 : full);
   const auto started = std::chrono::steady_clock::now();
   prepare_batches<T>(x, nullptr, n, chunk, batch_);
   ensure_rows(chunk, nth, false, false);  // prediction: no backward pass
@@ -554,8 +558,12 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       team_barrier(team);
     }
   }
-  if (full > 1 && stop_flag.load() == 0)
-    chooser.record(nth, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), n);
+  if (full > 1 && stop_flag.load() == 0) {
+    if (learnt)
+      chooser.record(nth, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), n);
+    else
+      predictions_run[nth > 1 ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
+  }
   if (nonfinite != nullptr) *nonfinite = bad.load();
   return stop_flag.load() == 0;
 }

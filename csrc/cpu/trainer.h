@@ -128,12 +128,15 @@ class Trainer {
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
-  // The team of each prediction call, learnt across the calls of one size class (a call's
-  // time per row depends on its rows: a short call streams all the weights for a few rows)
-  static constexpr int kPredictClasses = 25;
+  // The team of each prediction call of at most kLearntCallRows rows (the calls a kept engine
+  // serves), learnt across the calls of one size class: every size up to 16 rows, then powers
+  // of two (a call's time per row depends on its rows: a short call streams all the weights
+  // for a few rows)
+  static constexpr index_t kLearntCallRows = 256;
+  static constexpr int kPredictClasses = 20;
   static int predict_class(index_t rows);
   std::vector<TeamChooser> predict_choosers_ =
-      std::vector<TeamChooser>(kPredictClasses, TeamChooser(predictions_run));
+      std::vector<TeamChooser>(kPredictClasses, TeamChooser(TeamChooser::Kind::prediction));
 };
 
 }  // namespace cpu
