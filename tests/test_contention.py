@@ -104,14 +104,21 @@ def wait_for_load(busy, seconds=10.0):
     return False
 
 
-@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
-@pytest.mark.skipif(_cpu.machine_load()[2] == 0, reason="no /proc/loadavg")
-def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(monkeypatch):
-    # More runnable tasks than CPUs: the first segments run on one thread, without first paying
-    # the team's warm-up and try on the loaded cores; the model is the one-thread model.
+@pytest.fixture
+def load_check(monkeypatch):
+    """The machine-load check on (conftest.py turns it off), where it can see the load."""
+    if _cpu.max_threads() < 2:
+        pytest.skip("needs two threads")
+    if _cpu.machine_load()[2] == 0:
+        pytest.skip("no /proc/loadavg")
     if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < os.cpu_count():
         pytest.skip("pinned to some CPUs: the machine's load says nothing about them")
     monkeypatch.delenv("FUSEDMLP_CHECK_LOAD")
+
+
+def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(load_check):
+    # More runnable tasks than CPUs: the first segments run on one thread, without first paying
+    # the team's warm-up and try on the loaded cores; the model is the one-thread model.
     one = fit(1, (64, 32))
     _cpu._forget_team_choice()
     try:
@@ -128,14 +135,9 @@ def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
-@pytest.mark.skipif(_cpu.machine_load()[2] == 0, reason="no /proc/loadavg")
-def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(monkeypatch):
+def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(load_check):
     # Calls longer than a kept engine's (more than 256 rows) each build an engine, so nothing
     # learnt carries over: they read the machine's load instead.
-    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) < os.cpu_count():
-        pytest.skip("pinned to some CPUs: the machine's load says nothing about them")
-    monkeypatch.delenv("FUSEDMLP_CHECK_LOAD")
     model = fit(2, (300, 200))
     rows = X[:1000]
     idle = model.predict_proba(rows)
