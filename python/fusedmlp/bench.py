@@ -723,6 +723,26 @@ def case_contention(data_dir, repeats, threads):
             seconds = {k: v / epochs for k, v in interleaved(fns, repeats).items()}
             results.append(dict(title=f"{title}, batch 200, adam, {len(busy)} busy processes (one per core)",
                                 kind="contention", seconds=seconds))
+        # predictions under the same load: a kept engine's calls (one row) learn their team by
+        # timing, longer calls read the machine's load
+        p = mlp_params([784, 300, 100, 10], max_iter=1)
+        models = {"fusedmlp": quiet(lambda: FmC(**p).fit(Xf[:5000], yf[:5000]))(),
+                  "fusedmlp n_threads=1": quiet(lambda: FmC(n_threads=1, **p).fit(Xf[:5000], yf[:5000]))(),
+                  "scikit-learn": quiet(lambda: SkC(**p).fit(Xf[:5000], yf[:5000]))()}
+        for rows, calls in ((1, 500), (10000, 1)):
+            Xr = Xf[:rows]
+            for m in models.values():
+                m.predict(Xr)
+
+            def loop(m=None, Xr=Xr, calls=calls):
+                for _ in range(calls):
+                    m.predict(Xr)
+
+            seconds = {k: v / calls for k, v in interleaved(
+                {k: (lambda m=m: loop(m)) for k, m in models.items()}, repeats * 3).items()}
+            results.append(dict(title=f"{fname} 784-300-100-10, predict {rows:,} row{'s' if rows > 1 else ''}, "
+                                      f"{len(busy)} busy processes (one per core)",
+                                kind="contention", seconds=seconds, unit="s / call"))
     finally:
         for b in busy:
             b.kill()
@@ -867,12 +887,13 @@ def report(results, markdown):
                 emit(f"| {k} | {s:.4f} | {s / fm:.2f}x |" if markdown else f"{k:<14} {s:>9.4f} s {s / fm:>8.2f}x")
         elif r["kind"] == "contention":
             base = r["seconds"]["fusedmlp n_threads=1"]
-            emit("| configuration | s / epoch | time / n_threads=1 |" if markdown else
-                 f"{'configuration':<22} {'s/epoch':>9} {'/ n_threads=1':>14}")
+            unit = r.get("unit", "s / epoch")
+            emit(f"| configuration | {unit} | time / n_threads=1 |" if markdown else
+                 f"{'configuration':<22} {unit.replace(' ', ''):>9} {'/ n_threads=1':>14}")
             if markdown:
                 emit("|---|---:|---:|")
             for k, s in r["seconds"].items():
-                emit(f"| {k} | {s:.4f} | {s / base:.2f} |" if markdown else f"{k:<22} {s:>9.4f} {s / base:>14.2f}")
+                emit(f"| {k} | {s:.4g} | {s / base:.2f} |" if markdown else f"{k:<22} {s:>9.4g} {s / base:>14.2f}")
         elif r["kind"] == "memory":
             emit("| fit | data (MB) | peak over baseline (MB) | budget: data + model + batch (MB) | ratio |" if markdown
                  else f"{'fit':<28} {'data MB':>8} {'peak MB':>8} {'budget MB':>10} {'ratio':>6}")
