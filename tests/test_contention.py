@@ -92,6 +92,85 @@ def test_prediction_calls_on_either_team_give_the_one_thread_outputs(load, rows)
         np.testing.assert_array_equal(out, expected)
 
 
+# Seconds per row of a segment of 1,000 rows: the team, one thread, a slowed team.
+GOOD, SOLO, SLOW = 1e-8, 2e-8, 1e-6
+
+
+def segment(chooser, team, per_row, rows=1000):
+    """One segment: the chooser must pick `team`; it then runs at per_row seconds per row."""
+    assert chooser.pick(2) == team
+    chooser.record(team, per_row * rows, rows)
+
+
+def wait_for_pick(chooser, team, seconds=2.0):
+    """Seconds until the chooser picks `team` (a retry falls due), no segment run meanwhile."""
+    t0 = time.monotonic()
+    while chooser.pick(2) != team:
+        assert time.monotonic() - t0 < seconds, f"the chooser never picked {team} thread(s)"
+        time.sleep(2e-4)
+    return time.monotonic() - t0
+
+
+def team_wins_then_one_thread_is_tried(chooser):
+    segment(chooser, 2, GOOD)  # warm-up (untimed)
+    segment(chooser, 2, GOOD)
+    segment(chooser, 1, SOLO)  # warm-up
+    segment(chooser, 1, SOLO)  # slower: tried again after 50 x (this try) = 2 ms
+    segment(chooser, 2, GOOD)  # warm-up
+    segment(chooser, 2, GOOD)
+    segment(chooser, 2, GOOD)  # the team's last three: GOOD, GOOD, GOOD
+
+
+@pytest.mark.parametrize("kind", ["epoch", "prediction"])
+def test_a_team_back_from_a_transient_loss_wins_at_its_first_good_try(kind):
+    # The team loses to one thread while something slows it, then runs a try at its usual
+    # speed: an epoch's chooser takes the team back at once (the slow segments no longer tell);
+    # a prediction's keeps the median of its calls, which one fast call (a member that
+    # happened to be running on a loaded machine) does not move.
+    _cpu._forget_team_choice()
+    try:
+        chooser = _cpu._TeamChooser(kind)
+        team_wins_then_one_thread_is_tried(chooser)
+        segment(chooser, 2, SLOW)  # median GOOD: still the team
+        segment(chooser, 2, SLOW)  # median SLOW: one thread wins
+        segment(chooser, 1, SOLO)  # warm-up
+        segment(chooser, 1, SOLO)
+        wait_for_pick(chooser, 2)  # the team's retry falls due
+        segment(chooser, 2, GOOD)  # its warm-up
+        segment(chooser, 2, GOOD)  # the try, timed, at the usual speed
+        on_team = 0  # of the next four segments (an epoch's may first try one thread again)
+        for _ in range(4):
+            team = chooser.pick(2)
+            on_team += team == 2
+            chooser.record(team, (GOOD if team == 2 else SOLO) * 1000, 1000)
+        assert on_team >= 2 if kind == "epoch" else on_team == 0
+    finally:
+        _cpu._forget_team_choice()
+
+
+def test_each_choice_has_its_own_backoff():
+    # One thread lost its tries again and again (its backoff doubled each time, to 3,200); then
+    # the team loses once: its retry comes after 50 times its own try (0.05 s here), not after
+    # the backoff one thread's losses grew (3.2 s).
+    _cpu._forget_team_choice()
+    try:
+        chooser = _cpu._TeamChooser("epoch")
+        team_wins_then_one_thread_is_tried(chooser)
+        for _ in range(6):  # one thread tried again six times, losing each time
+            wait_for_pick(chooser, 1)
+            segment(chooser, 1, SOLO)  # warm-up
+            segment(chooser, 1, SOLO)
+            segment(chooser, 2, GOOD)  # warm-up
+            segment(chooser, 2, GOOD)
+        segment(chooser, 2, SLOW)
+        segment(chooser, 2, SLOW)  # one thread wins
+        segment(chooser, 1, SOLO)  # warm-up
+        segment(chooser, 1, SOLO)
+        assert wait_for_pick(chooser, 2, seconds=5.0) < 0.5
+    finally:
+        _cpu._forget_team_choice()
+
+
 def wait_for_load(busy, seconds=10.0):
     """Until /proc/loadavg's runnable count says the machine is (busy=True) or is not
     oversubscribed; False if it never did."""

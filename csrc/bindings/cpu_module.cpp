@@ -239,6 +239,17 @@ PYBIND11_MODULE(_cpu, m) {
       "(run on one thread, on the full team).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
+  // The chooser alone, fed with made-up timings (tests of its rules).
+  py::class_<cpu::TeamChooser>(m, "_TeamChooser")
+      .def(py::init([](const std::string& kind) {
+             if (kind != "epoch" && kind != "prediction")
+               throw py::value_error("kind must be 'epoch' or 'prediction'");
+             return cpu::TeamChooser(kind == "epoch" ? cpu::TeamChooser::Kind::epoch
+                                                     : cpu::TeamChooser::Kind::prediction);
+           }),
+           py::arg("kind"))
+      .def("pick", &cpu::TeamChooser::pick, py::arg("full"))
+      .def("record", &cpu::TeamChooser::record, py::arg("team"), py::arg("elapsed"), py::arg("rows"));
   m.def(
       "machine_load",
       [] {

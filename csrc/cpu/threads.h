@@ -118,37 +118,44 @@ inline MachineLoad machine_load(int cpus = online_cpus()) {
   return load;
 }
 
-// Whether the other processes' runnable tasks and a team of `team` threads need more CPUs than
-// the machine has: a team member would then wait for time slices. Only a process that may run on
-// every online CPU can tell (the count is the whole machine's; a process pinned to some CPUs
-// cannot see which of them are busy), and only a load seen three times 1 ms apart counts (a
-// transient task, or a pool thread of this process that stops spinning between the two reads,
-// must not send a trainer to one thread). FUSEDMLP_CHECK_LOAD=0 turns the check off (the tests
-// do, except the one of the check itself).
-// `looks`: how many readings must agree (1: a single reading decides, for a choice that costs
-// little when wrong).
-inline bool machine_oversubscribed(int team, int looks = 3) {
+// What the machine's load says of a team of `team` threads: `oversubscribed` when the other
+// processes' runnable tasks and the team need more CPUs than the machine has (a team member would
+// then wait for time slices), `free` when they do not, `unknown` when the load cannot tell. Only a
+// process that may run on every online CPU can tell (the count is the whole machine's; a process
+// pinned to some CPUs cannot see which of them are busy), and only a load seen `looks` times 1 ms
+// apart counts (a transient task, or a pool thread of this process that stops spinning between
+// the two reads, must not send a trainer to one thread; 1: a single reading decides, for a choice
+// that costs little when wrong). FUSEDMLP_CHECK_LOAD=0 turns the check off (`unknown`; the tests
+// do, except those of the check itself).
+enum class LoadState { unknown, free, oversubscribed };
+inline LoadState machine_load_state(int team, int looks = 3) {
   const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
-  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  if (env != nullptr && std::strcmp(env, "0") == 0) return LoadState::unknown;
   const int cpus = online_cpus();
   cpu_set_t allowed;
   if (cpus <= 1 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < cpus)
-    return false;
+    return LoadState::unknown;
   const int needed = std::min(team, cpus);
   // the machine's count alone first: with this thread as this process's only running one, are
   // there CPUs enough? (one file read: the usual answer on an idle machine)
   const int runnable = machine_runnable();
-  if (runnable < 0 || runnable - 1 + needed <= cpus) return false;
+  if (runnable < 0) return LoadState::unknown;
+  if (runnable - 1 + needed <= cpus) return LoadState::free;
   for (int look = 0; look < looks; ++look) {
     if (look > 0) {
       const timespec pause{0, 1000000};
       nanosleep(&pause, nullptr);
     }
     const MachineLoad load = machine_load(cpus);
+    if (load.cpus <= 0) return LoadState::unknown;
     const int others = std::max(0, load.runnable - std::max(load.own, 1));
-    if (load.cpus <= 0 || others + needed <= load.cpus) return false;
+    if (others + needed <= load.cpus) return LoadState::free;
   }
-  return true;
+  return LoadState::oversubscribed;
+}
+
+inline bool machine_oversubscribed(int team, int looks = 3) {
+  return machine_load_state(team, looks) == LoadState::oversubscribed;
 }
 
 // The team size of each segment of an epoch: the full team, or the calling thread alone.
@@ -172,11 +179,13 @@ class TeamChooser {
  public:
   // What a chooser times: an epoch's segments (counted in segments_run; a loss of the team is
   // also the process's verdict for new trainers, see pick), or prediction calls (counted in
-  // predictions_run; calls of a few microseconds are timed too noisily to speak for the
-  // process, so a prediction chooser neither reads nor writes that verdict).
+  // predictions_run). A call of a few microseconds is timed too noisily to speak for the
+  // process or to switch the team alone (a member that happened to be running makes a lucky
+  // call on a loaded machine), so a prediction chooser neither reads nor writes that verdict,
+  // and keeps the plain median of its calls (see record).
   enum class Kind { epoch, prediction };
   explicit TeamChooser(Kind kind = Kind::epoch)
-      : runs_(kind == Kind::epoch ? segments_run : predictions_run), shares_(kind == Kind::epoch) {}
+      : runs_(kind == Kind::epoch ? segments_run : predictions_run), epoch_(kind == Kind::epoch) {}
   // The team for the next segment, given the full team's size.
   int pick(int full) {
     if (full <= 1) return 1;
@@ -185,7 +194,7 @@ class TeamChooser {
     if (n_[kFull] == 0) {
       // the configured team first, unless another trainer of this process found it slower
       // lately (the machine's load, not the network, decides that), or the machine is busy
-      choice = (!shares_ || now >= shared_full_retry_at().load(std::memory_order_relaxed)) &&
+      choice = (!epoch_ || now >= shared_full_retry_at().load(std::memory_order_relaxed)) &&
                        now >= deferred_until_
                    ? kFull
                    : kSolo;
@@ -198,7 +207,7 @@ class TeamChooser {
         load_checked_ = true;
         if (machine_oversubscribed(full)) {
           deferred_until_ = now + kMinSharedDelay;
-          if (shares_) raise_shared_retry(deferred_until_);
+          if (epoch_) raise_shared_retry(deferred_until_);
           choice = kSolo;
         }
       }
@@ -238,34 +247,60 @@ class TeamChooser {
     // buffers or wake sleeping threads: not timed.
     const bool warm_up = i != last_;
     last_ = i;
-    if (warm_up) return;
+    if (warm_up) {
+      warm_up_elapsed_ = elapsed;  // (what a try cost besides its timed segment)
+      return;
+    }
+    const double try_elapsed = elapsed + warm_up_elapsed_;
+    warm_up_elapsed_ = 0.0;
     const bool was_best = n_[1 - i] == 0 || (n_[i] > 0 && best_of_two() == i);
     const double per_row = elapsed / static_cast<double>(rows);
     // A choice's cost is the median of its last kKeep segments, tries included: one segment
-    // that the operating system happened to favour or delay does not switch the team.
+    // that the operating system happened to favour or delay does not switch the team. But a
+    // try of the losing choice that alone would win means that what made it lose has passed
+    // (another process's burst; a thread pool of this process, numpy's BLAS or PyTorch's,
+    // spinning for a while after its call): its older segments no longer tell, and keeping
+    // them would hold the slower choice for two more retries.
+    if (epoch_ && !was_best && n_[i] > 0 && n_[1 - i] > 0 && wins_alone(i, per_row))
+      n_[i] = next_[i] = 0;
     times_[i][next_[i]] = per_row;
     next_[i] = (next_[i] + 1) % kKeep;
     n_[i] = std::min(n_[i] + 1, kKeep);
     if (n_[1 - i] == 0) return;
     if (best_of_two() == i) {
-      if (!was_best) backoff_ = kFirstBackoff;  // a new winner: try the loser again soon
-      if (i == kFull && shares_) {
+      if (!was_best) backoff_[1 - i] = kFirstBackoff;  // a new winner: try the loser again soon
+      if (i == kFull && epoch_) {
         shared_full_retry_at().store(0.0, std::memory_order_relaxed);
         shared_full_backoff().store(kFirstBackoff, std::memory_order_relaxed);
       }
       return;
     }
-    // This choice lost: try it again only after backoff_ times what this segment cost (so the
-    // tries take about 1/backoff_ of the time or less), later each time it loses again, and
-    // never later than kMaxDelay seconds (the backoff may have grown long before the load came).
-    retry_at_[i] = seconds() + std::min(backoff_ * elapsed, kMaxDelay);
-    if (!was_best) backoff_ = std::min(backoff_ * 2, kMaxBackoff);
-    if (i == kFull && shares_) {
+    // This choice lost: try it again only after its backoff times what this try cost, its
+    // warm-up segment included (so the tries take about 1/backoff of the time or less; the
+    // warm-up of a team on a loaded machine can cost a time slice), later each time it loses again
+    // (each choice its own backoff: the tries of one thread that lost at the start must not
+    // delay the team's return after a loss of its own), and never later than kMaxDelay
+    // seconds (the backoff may have grown long before the load came).
+    double delay = backoff_[i] * try_elapsed;
+    // An epoch's team that lost on a machine with CPUs enough for it (other processes' load
+    // leaves them free): the loss came from within this process, most often a transient
+    // (another library's thread pool spinning for a while after its call, numpy's BLAS about
+    // 0.1 s: a team segment meanwhile waited 16 ms for a time slice, which would have put the
+    // next try seconds away), or from noise. The team is tried again after kTransientRetry,
+    // twice as late each time it loses again, never later than the rule above.
+    const LoadState load =
+        i == kFull && epoch_ ? machine_load_state(team) : LoadState::unknown;
+    if (load == LoadState::free)
+      delay = std::min(delay, kTransientRetry * backoff_[i] / kFirstBackoff);
+    retry_at_[i] = seconds() + std::min(delay, kMaxDelay);
+    if (!was_best) backoff_[i] = std::min(backoff_[i] * 2, kMaxBackoff);
+    if (i == kFull && epoch_ && load != LoadState::free) {
       // New trainers wait for the process's verdict, whose backoff grows with every loss of
       // the team in any trainer: a loop of short fits (a grid search's) then tries the loaded
-      // team ever more rarely, as one long fit does, instead of in every fit.
+      // team ever more rarely, as one long fit does, instead of in every fit. (Not after a
+      // loss on a machine with CPUs enough, which says nothing of the fits to come.)
       const double shared = shared_full_backoff().load(std::memory_order_relaxed);
-      const double delay = std::max(std::max(shared, backoff_) * elapsed, kMinSharedDelay);
+      const double delay = std::max(std::max(shared, backoff_[i]) * try_elapsed, kMinSharedDelay);
       const double at = seconds() + std::min(delay, kMaxDelay);
       raise_shared_retry(std::max(at, retry_at_[i]));
       shared_full_backoff().store(std::min(shared * 2, kMaxBackoff), std::memory_order_relaxed);
@@ -277,6 +312,7 @@ class TeamChooser {
   static constexpr int kKeep = 3;  // a choice's cost: the median of its last three segments
   static constexpr double kSegmentSeconds = 4e-3;
   static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200, kMaxDelay = 10.0;
+  static constexpr double kTransientRetry = 0.1;  // seconds, see record()
   // New trainers start alone for at least this long after the team lost in any trainer: the
   // first segments of a trainer on a loaded team cost 10-100 times a one-thread batch, which
   // a loop of short fits would otherwise pay in every fit.
@@ -316,15 +352,20 @@ class TeamChooser {
     }
   }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
+  // Whether choice i, at `per_row` seconds per row, would be the best against the other's cost.
+  bool wins_alone(int i, double per_row) const {
+    return i == kSolo ? per_row < kSoloMargin * cost(kFull) : !(cost(kSolo) < kSoloMargin * per_row);
+  }
   std::atomic<long long>* runs_;
-  bool shares_;  // reads and writes the process's verdict on the full team
+  bool epoch_;  // an epoch's chooser (reads and writes the process's verdict on the full team)
   double times_[2][kKeep] = {};
   int n_[2] = {0, 0};
   int next_[2] = {0, 0};
   int last_ = -1;
   double retry_at_[2] = {0.0, 0.0};
-  double backoff_ = kFirstBackoff;
+  double backoff_[2] = {kFirstBackoff, kFirstBackoff};
   bool trying_ = true;  // the last pick was a try
+  double warm_up_elapsed_ = 0.0;  // the untimed segment before the next timed one
   bool load_checked_ = false;   // machine_oversubscribed() was asked (once per trainer)
   double deferred_until_ = 0.0;  // it said yes: one thread until then
 };
