@@ -92,8 +92,9 @@ def test_prediction_calls_on_either_team_give_the_one_thread_outputs(load, rows)
         np.testing.assert_array_equal(out, expected)
 
 
-# Seconds per row of a segment of 1,000 rows: the team, one thread, a slowed team.
-GOOD, SOLO, SLOW = 1e-8, 2e-8, 1e-6
+# Seconds per row of a segment of 1,000 rows: the team, one thread, a slowed team (retries fall
+# due 50 x a try later: 0.1 s or more, far from the few microseconds between the steps below).
+GOOD, SOLO, SLOW = 1e-6, 2e-6, 1e-5
 
 
 def segment(chooser, team, per_row, rows=1000):
@@ -115,7 +116,7 @@ def team_wins_then_one_thread_is_tried(chooser):
     segment(chooser, 2, GOOD)  # warm-up (untimed)
     segment(chooser, 2, GOOD)
     segment(chooser, 1, SOLO)  # warm-up
-    segment(chooser, 1, SOLO)  # slower: tried again after 50 x (this try) = 2 ms
+    segment(chooser, 1, SOLO)  # slower: tried again after 50 x (this try) = 0.2 s
     segment(chooser, 2, GOOD)  # warm-up
     segment(chooser, 2, GOOD)
     segment(chooser, 2, GOOD)  # the team's last three: GOOD, GOOD, GOOD
@@ -149,14 +150,14 @@ def test_a_team_back_from_a_transient_loss_wins_at_its_first_good_try(kind):
 
 
 def test_each_choice_has_its_own_backoff():
-    # One thread lost its tries again and again (its backoff doubled each time, to 3,200); then
-    # the team loses once: its retry comes after 50 times its own try (0.05 s here), not after
-    # the backoff one thread's losses grew (3.2 s).
+    # One thread lost its tries again and again (its backoff doubled each time, to 400); then
+    # the team loses once: its retry comes after 50 times its own try (0.55 s here), not after
+    # the backoff one thread's losses grew (4.4 s).
     _cpu._forget_team_choice()
     try:
         chooser = _cpu._TeamChooser("epoch")
         team_wins_then_one_thread_is_tried(chooser)
-        for _ in range(6):  # one thread tried again six times, losing each time
+        for _ in range(3):  # one thread tried again three times, losing each time
             wait_for_pick(chooser, 1)
             segment(chooser, 1, SOLO)  # warm-up
             segment(chooser, 1, SOLO)
@@ -166,7 +167,7 @@ def test_each_choice_has_its_own_backoff():
         segment(chooser, 2, SLOW)  # one thread wins
         segment(chooser, 1, SOLO)  # warm-up
         segment(chooser, 1, SOLO)
-        assert wait_for_pick(chooser, 2, seconds=5.0) < 0.5
+        assert wait_for_pick(chooser, 2, seconds=8.0) < 2.0
     finally:
         _cpu._forget_team_choice()
 

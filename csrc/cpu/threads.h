@@ -205,7 +205,7 @@ class TeamChooser {
         // machine paid in every fit. Start alone, as after a loss of the team, for
         // kMinSharedDelay (this trainer and new ones); then the team's tries and timings decide.
         load_checked_ = true;
-        if (machine_oversubscribed(full)) {
+        if (machine_oversubscribed(full, epoch_ ? 3 : 1)) {  // (a prediction: one reading)
           deferred_until_ = now + kMinSharedDelay;
           if (epoch_) raise_shared_retry(deferred_until_);
           choice = kSolo;
@@ -281,6 +281,7 @@ class TeamChooser {
     // (each choice its own backoff: the tries of one thread that lost at the start must not
     // delay the team's return after a loss of its own), and never later than kMaxDelay
     // seconds (the backoff may have grown long before the load came).
+    if (was_best) backoff_[i] = kFirstBackoff;  // the winner until now: its backoff starts anew
     double delay = backoff_[i] * try_elapsed;
     // An epoch's team that lost on a machine with CPUs enough for it (other processes' load
     // leaves them free): the loss came from within this process, most often a transient
