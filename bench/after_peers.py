@@ -1,6 +1,6 @@
 """A fusedmlp fit right after other libraries' thread pools ran in the same process.
 
-    python bench/after_peers.py [--rounds N] [--epochs E]
+    python bench/after_peers.py [--data DIR] [--rounds N] [--epochs E] [--alone]
 
 Each round fits PyTorch's MLP for one epoch of California housing (its OpenMP pool), multiplies two
 1000 x 1000 matrices with numpy (OpenBLAS's pool, which spins for about 0.1 s after the call), then

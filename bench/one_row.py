@@ -1,6 +1,6 @@
 """Where a one-row prediction's time goes: the estimator, its engine, numpy, ONNX Runtime.
 
-    python bench/one_row.py [--calls N]
+    python bench/one_row.py [--data DIR] [--calls N]
 
 A Fashion-MNIST 784-300-100-10 classifier (1 epoch on 5,000 rows, float32, default threads) predicts
 one row again and again: `est.predict(row)`, its kept engine's call alone (`predict_checked`, the
