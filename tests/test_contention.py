@@ -172,6 +172,83 @@ def test_each_choice_has_its_own_backoff():
         _cpu._forget_team_choice()
 
 
+# A team slowed a hundredfold: the retry after its loss falls due 50 x its try (5 s) later, or
+# after 0.1 s when the loss counts as a transient of this process.
+SLOWER = 1e-4
+
+
+@pytest.mark.parametrize("load, other_epochs, transient", [
+    ("free", 0, True),             # CPUs enough and no other epoch: a transient, retried soon
+    ("free", 1, False),            # another fit of this process runs: a load that lasts
+    ("oversubscribed", 0, False),  # other processes' load
+    ("unknown", 0, False),         # a load that cannot be read (pinned, no /proc, check off)
+])
+def test_a_team_lost_to_a_transient_of_this_process_is_tried_again_soon(load, other_epochs, transient):
+    _cpu._forget_team_choice()
+    try:
+        chooser = _cpu._TeamChooser("epoch")
+        team_wins_then_one_thread_is_tried(chooser)
+        chooser.set_conditions(load=load, other_epochs=other_epochs)
+        segment(chooser, 2, SLOWER)
+        segment(chooser, 2, SLOWER)  # median SLOWER: one thread wins
+        segment(chooser, 1, SOLO)  # warm-up
+        if transient:
+            assert wait_for_pick(chooser, 2) < 1.0
+        else:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 0.5:
+                assert chooser.pick(2) == 1, "the team was tried again within 0.5 s"
+                time.sleep(2e-3)
+        # the process's verdict: a new trainer starts on the team unless this loss set it
+        fresh = _cpu._TeamChooser("epoch")
+        fresh.set_conditions(load="unknown")
+        assert fresh.pick(2) == (2 if transient else 1)
+    finally:
+        _cpu._forget_team_choice()
+
+
+def test_test_conditions_are_checked():
+    chooser = _cpu._TeamChooser("epoch")
+    with pytest.raises(ValueError, match="load"):
+        chooser.set_conditions(load="busy")
+    with pytest.raises(ValueError, match="other_epochs"):
+        chooser.set_conditions(other_epochs=-1)
+    with pytest.raises(ValueError, match="kind"):
+        _cpu._TeamChooser("batch")
+
+
+def test_running_epochs_are_counted_while_they_run():
+    # Fits in two Python threads at once (the engine releases the GIL): each epoch counts while
+    # it runs, so that neither takes the other's threads for a transient of its own.
+    import threading
+
+    assert _cpu._epochs_running() == 0
+    seen = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.append(_cpu._epochs_running())
+            time.sleep(1e-4)
+
+    def fit_alone():  # (the warnings filter is the main thread's, set once below)
+        fm.MLPClassifier((256, 128), random_state=0, max_iter=12, tol=0, n_threads=1).fit(X, y)
+
+    watcher = threading.Thread(target=watch)
+    fits = [threading.Thread(target=fit_alone) for _ in range(2)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher.start()
+        for t in fits:
+            t.start()
+        for t in fits:
+            t.join()
+    stop.set()
+    watcher.join()
+    assert max(seen) == 2
+    assert _cpu._epochs_running() == 0
+
+
 def wait_for_load(busy, seconds=10.0):
     """Until /proc/loadavg's runnable count says the machine is (busy=True) or is not
     oversubscribed; False if it never did."""

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -237,6 +238,8 @@ PYBIND11_MODULE(_cpu, m) {
       },
       "Prediction calls that had a team of threads to choose from, so far in this process: "
       "(run on one thread, on the full team).");
+  m.def("_epochs_running", [] { return cpu::epochs_running.load(); },
+        "Epochs running now in this process (fits in several Python threads; for tests).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
   // The chooser alone, fed with made-up timings (tests of its rules).
@@ -248,6 +251,26 @@ PYBIND11_MODULE(_cpu, m) {
                                                      : cpu::TeamChooser::Kind::prediction);
            }),
            py::arg("kind"))
+      // load: None (read the machine's), "free", "oversubscribed" or "unknown"; other_epochs:
+      // None (count this process's), or the number of other epochs running.
+      .def(
+          "set_conditions",
+          [](cpu::TeamChooser& chooser, std::optional<std::string> load, std::optional<int> other_epochs) {
+            std::optional<cpu::LoadState> state;
+            if (load) {
+              if (*load == "free")
+                state = cpu::LoadState::free;
+              else if (*load == "oversubscribed")
+                state = cpu::LoadState::oversubscribed;
+              else if (*load == "unknown")
+                state = cpu::LoadState::unknown;
+              else
+                throw py::value_error("load must be None, 'free', 'oversubscribed' or 'unknown'");
+            }
+            if (other_epochs && *other_epochs < 0) throw py::value_error("other_epochs must be >= 0");
+            chooser.set_conditions_for_tests(state, other_epochs);
+          },
+          py::arg("load") = py::none(), py::arg("other_epochs") = py::none())
       .def("pick", &cpu::TeamChooser::pick, py::arg("full"))
       .def("record", &cpu::TeamChooser::record, py::arg("team"), py::arg("elapsed"), py::arg("rows"));
   m.def(

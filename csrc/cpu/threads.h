@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 
 namespace fusedmlp {
 namespace cpu {
@@ -175,6 +176,17 @@ inline bool machine_oversubscribed(int team, int looks = 3) {
 inline std::atomic<long long> segments_run[2] = {0, 0};
 inline std::atomic<long long> predictions_run[2] = {0, 0};
 
+// Epochs running now in this process (fits in several Python threads run at once): while
+// another runs, its threads are part of the load a team meets, and a loss of the team is not a
+// transient of this process's (see TeamChooser::record). fusedmlp._cpu._epochs_running().
+inline std::atomic<int> epochs_running{0};
+struct EpochRunning {
+  EpochRunning() { epochs_running.fetch_add(1, std::memory_order_relaxed); }
+  ~EpochRunning() { epochs_running.fetch_sub(1, std::memory_order_relaxed); }
+  EpochRunning(const EpochRunning&) = delete;
+  EpochRunning& operator=(const EpochRunning&) = delete;
+};
+
 class TeamChooser {
  public:
   // What a chooser times: an epoch's segments (counted in segments_run; a loss of the team is
@@ -205,7 +217,7 @@ class TeamChooser {
         // machine paid in every fit. Start alone, as after a loss of the team, for
         // kMinSharedDelay (this trainer and new ones); then the team's tries and timings decide.
         load_checked_ = true;
-        if (machine_oversubscribed(full, epoch_ ? 3 : 1)) {  // (a prediction: one reading)
+        if (load_state(full, epoch_ ? 3 : 1) == LoadState::oversubscribed) {  // (a prediction: one reading)
           deferred_until_ = now + kMinSharedDelay;
           if (epoch_) raise_shared_retry(deferred_until_);
           choice = kSolo;
@@ -230,6 +242,13 @@ class TeamChooser {
     if (batch_seconds > 0)  // (a clock too coarse to time a segment leaves segments of one batch)
       n = static_cast<long long>(std::min(kSegmentSeconds / batch_seconds, 1e9));
     return std::clamp<long long>(n, 1, std::max<long long>(remaining, 1));
+  }
+
+  // Tests of the rules: the machine's load as given (instead of read from /proc) and the
+  // number of other epochs running in this process (instead of epochs_running's).
+  void set_conditions_for_tests(std::optional<LoadState> load, std::optional<int> other_epochs) {
+    test_load_ = load ? static_cast<int>(*load) : -1;
+    test_other_epochs_ = other_epochs ? *other_epochs : -1;
   }
 
   // Forgets what other trainers learnt (tests start from a known state).
@@ -284,13 +303,15 @@ class TeamChooser {
     if (was_best) backoff_[i] = kFirstBackoff;  // the winner until now: its backoff starts anew
     double delay = backoff_[i] * try_elapsed;
     // An epoch's team that lost on a machine with CPUs enough for it (other processes' load
-    // leaves them free): the loss came from within this process, most often a transient
-    // (another library's thread pool spinning for a while after its call, numpy's BLAS about
-    // 0.1 s: a team segment meanwhile waited 16 ms for a time slice, which would have put the
-    // next try seconds away), or from noise. The team is tried again after kTransientRetry,
-    // twice as late each time it loses again, never later than the rule above.
-    const LoadState load =
-        i == kFull && epoch_ ? machine_load_state(team) : LoadState::unknown;
+    // leaves them free) while no other epoch of this process runs: the loss came from within
+    // this process, most often a transient (another library's thread pool spinning for a while
+    // after its call, numpy's BLAS about 0.1 s: a team segment meanwhile waited 16 ms for a time
+    // slice, which would have put the next try seconds away), or from noise. The team is tried
+    // again after kTransientRetry, twice as late each time it loses again, never later than the
+    // rule above. (Other epochs of this process, fits in other Python threads, are a load that
+    // lasts, which the machine's count cannot tell from this process's idle pool threads.)
+    const LoadState load = i == kFull && epoch_ && other_epochs() == 0 ? load_state(team, 3)
+                                                                        : LoadState::unknown;
     if (load == LoadState::free)
       delay = std::min(delay, kTransientRetry * backoff_[i] / kFirstBackoff);
     retry_at_[i] = seconds() + std::min(delay, kMaxDelay);
@@ -352,6 +373,15 @@ class TeamChooser {
     while (seen < at && !shared.compare_exchange_weak(seen, at, std::memory_order_relaxed)) {
     }
   }
+  LoadState load_state(int team, int looks) const {
+    return test_load_ >= 0 ? static_cast<LoadState>(test_load_) : machine_load_state(team, looks);
+  }
+  // Epochs of this process running besides the one this chooser times (an epoch's chooser
+  // records within its epoch, which counts itself).
+  int other_epochs() const {
+    if (test_other_epochs_ >= 0) return test_other_epochs_;
+    return std::max(0, epochs_running.load(std::memory_order_relaxed) - 1);
+  }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
   // Whether choice i, at `per_row` seconds per row, would be the best against the other's cost.
   bool wins_alone(int i, double per_row) const {
@@ -369,6 +399,8 @@ class TeamChooser {
   double warm_up_elapsed_ = 0.0;  // the untimed segment before the next timed one
   bool load_checked_ = false;   // machine_oversubscribed() was asked (once per trainer)
   double deferred_until_ = 0.0;  // it said yes: one thread until then
+  int test_load_ = -1;           // set_conditions_for_tests: a LoadState, or -1 (read /proc)
+  int test_other_epochs_ = -1;   // ... other epochs running, or -1 (epochs_running)
 };
 
 }  // namespace cpu

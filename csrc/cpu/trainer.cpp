@@ -282,6 +282,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                                   const EpochOptions& opts, const StopCheck& should_stop) {
   if (opts.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
   check_trainable(layout_.hidden);
+  const EpochRunning running;  // (other epochs' choosers see this one as load; threads.h)
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
   const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
