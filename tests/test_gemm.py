@@ -164,6 +164,39 @@ def test_rows_do_not_depend_on_the_batch(isa):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_b_read_in_place_matches_b_packed(isa, dtype):
+    # Up to 96 rows of A, full-width panels of a row-major B are read in place, more rows pack
+    # them: rows on either side of the limit must give the packed product's bits, for every
+    # column remainder, one and several depth blocks, both epilogues, accumulation, 1 and 2
+    # threads (and a B that is not row-major, always packed).
+    rng = np.random.default_rng(11)
+    gemm = GEMM[dtype]
+    for n, k in ((16, 97), (33, 600), (50, 300), (100, 257)):
+        a = rng.standard_normal((130, k)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        aux = rng.standard_normal((130, n)).astype(dtype)
+        c0 = rng.standard_normal((130, n)).astype(dtype)
+        b_rows = rng.standard_normal((k, n)).astype(dtype)
+        for b in (b_rows, np.asfortranarray(b_rows)):
+            full = gemm(a, b)
+            full_ep = gemm(a, b, epilogue="bias_activation", activation="relu", bias=bias)
+            full_grad = gemm(a, b, epilogue="activation_grad", activation="tanh", aux=aux)
+            full_acc = gemm(a, b, c=c0.copy())
+            for rows in (49, 90, 95, 96, 97, 120):
+                sl = slice(130 - rows, 130)
+                what = f"{isa} rows={rows} n={n} k={k} b strides={b.strides}"
+                for threads in (1, 2):
+                    np.testing.assert_array_equal(gemm(a[sl], b, n_threads=threads), full[sl], err_msg=what)
+                got = gemm(a[sl], b, epilogue="bias_activation", activation="relu", bias=bias)
+                np.testing.assert_array_equal(got, full_ep[sl], err_msg=what + " relu")
+                got = gemm(a[sl], b, epilogue="activation_grad", activation="tanh", aux=aux[sl])
+                np.testing.assert_array_equal(got, full_grad[sl], err_msg=what + " activation_grad")
+                got = gemm(a[sl], b, c=c0[sl].copy())
+                np.testing.assert_array_equal(got, full_acc[sl], err_msg=what + " accumulate")
+        check_close(full, a.astype(np.float64) @ b_rows.astype(np.float64), k, dtype, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_inputs_match_full_tiles(isa, dtype):
     # Fewer rows than a micro-tile run a kernel of their own (groups of rows with their chains
     # in registers, column blocks with a partial last vector): each row's result must be the
