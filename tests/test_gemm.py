@@ -163,12 +163,31 @@ def test_rows_do_not_depend_on_the_batch(isa):
         np.testing.assert_array_equal(_cpu.gemm_f32(a[rows], b), full[rows])
 
 
+def epilogue_products(gemm, a, b, bias, aux, c0, threads=0):
+    """A B with each epilogue the trainer uses: plain, bias + tanh, the logistic gradient
+    against aux, accumulation into a copy of c0."""
+    return {"plain": gemm(a, b, n_threads=threads),
+            "tanh": gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias, n_threads=threads),
+            "activation_grad": gemm(a, b, epilogue="activation_grad", activation="logistic", aux=aux,
+                                    n_threads=threads),
+            "accumulate": gemm(a, b, c=c0.copy(), n_threads=threads)}
+
+
+def assert_rows_match(gemm, a, b, bias, aux, c0, rows, full, what):
+    """Rows `rows` of every epilogue product, computed alone on 1 and 2 threads, equal the same
+    rows of `full` (epilogue_products of all rows) bit for bit."""
+    for threads in (1, 2):
+        got = epilogue_products(gemm, a[rows], b, bias, aux[rows], c0[rows], threads)
+        for kind, value in got.items():
+            np.testing.assert_array_equal(value, full[kind][rows], err_msg=f"{what} {kind} threads={threads}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_b_read_in_place_matches_b_packed(isa, dtype):
     # Up to 96 rows of A, full-width panels of a row-major B are read in place, more rows pack
     # them: rows on either side of the limit must give the packed product's bits, for every
-    # column remainder, one and several depth blocks, both epilogues, accumulation, 1 and 2
-    # threads (and a B that is not row-major, always packed).
+    # column remainder, one and several depth blocks, every epilogue, 1 and 2 threads (and a B
+    # that is not row-major, always packed).
     rng = np.random.default_rng(11)
     gemm = GEMM[dtype]
     for n, k in ((16, 97), (33, 600), (50, 300), (100, 257)):
@@ -178,22 +197,11 @@ def test_b_read_in_place_matches_b_packed(isa, dtype):
         c0 = rng.standard_normal((130, n)).astype(dtype)
         b_rows = rng.standard_normal((k, n)).astype(dtype)
         for b in (b_rows, np.asfortranarray(b_rows)):
-            full = gemm(a, b)
-            full_ep = gemm(a, b, epilogue="bias_activation", activation="relu", bias=bias)
-            full_grad = gemm(a, b, epilogue="activation_grad", activation="tanh", aux=aux)
-            full_acc = gemm(a, b, c=c0.copy())
+            full = epilogue_products(gemm, a, b, bias, aux, c0)
             for rows in (49, 90, 95, 96, 97, 120):
-                sl = slice(130 - rows, 130)
-                what = f"{isa} rows={rows} n={n} k={k} b strides={b.strides}"
-                for threads in (1, 2):
-                    np.testing.assert_array_equal(gemm(a[sl], b, n_threads=threads), full[sl], err_msg=what)
-                got = gemm(a[sl], b, epilogue="bias_activation", activation="relu", bias=bias)
-                np.testing.assert_array_equal(got, full_ep[sl], err_msg=what + " relu")
-                got = gemm(a[sl], b, epilogue="activation_grad", activation="tanh", aux=aux[sl])
-                np.testing.assert_array_equal(got, full_grad[sl], err_msg=what + " activation_grad")
-                got = gemm(a[sl], b, c=c0[sl].copy())
-                np.testing.assert_array_equal(got, full_acc[sl], err_msg=what + " accumulate")
-        check_close(full, a.astype(np.float64) @ b_rows.astype(np.float64), k, dtype, what)
+                assert_rows_match(gemm, a, b, bias, aux, c0, slice(130 - rows, 130), full,
+                                  f"{isa} rows={rows} n={n} k={k} b strides={b.strides}")
+        check_close(full["plain"], a.astype(np.float64) @ b_rows.astype(np.float64), k, dtype, f"{isa} n={n}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -213,22 +221,11 @@ def test_short_inputs_match_full_tiles(isa, dtype):
         aux = rng.standard_normal((24, n)).astype(dtype)
         c0 = rng.standard_normal((24, n)).astype(dtype)
         for a in (base, np.asfortranarray(base), np.repeat(base, 2, axis=1)[:, ::2]):
-            full = gemm(a, b)
-            full_ep = gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias)
-            full_grad = gemm(a, b, epilogue="activation_grad", activation="logistic", aux=aux)
-            full_acc = gemm(a, b, c=c0.copy())
+            full = epilogue_products(gemm, a, b, bias, aux, c0)
             for rows in range(1, 12):
-                sl = slice(24 - rows, 24)  # (a slice keeps the layout's strides)
-                what = f"{isa} rows={rows} n={n} strides={a.strides}"
-                for threads in (1, 2):
-                    got = gemm(a[sl], b, n_threads=threads)
-                    np.testing.assert_array_equal(got, full[sl], err_msg=what)
-                got = gemm(a[sl], b, epilogue="bias_activation", activation="tanh", bias=bias)
-                np.testing.assert_array_equal(got, full_ep[sl], err_msg=what + " tanh")
-                got = gemm(a[sl], b, epilogue="activation_grad", activation="logistic", aux=aux[sl])
-                np.testing.assert_array_equal(got, full_grad[sl], err_msg=what + " activation_grad")
-                got = gemm(a[sl], b, c=c0[sl].copy())
-                np.testing.assert_array_equal(got, full_acc[sl], err_msg=what + " accumulate")
+                # (a slice keeps the layout's strides)
+                assert_rows_match(gemm, a, b, bias, aux, c0, slice(24 - rows, 24), full,
+                                  f"{isa} rows={rows} n={n} strides={a.strides}")
 
 
 def test_bad_arguments():
