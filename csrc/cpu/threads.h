@@ -397,7 +397,7 @@ class TeamChooser {
   double backoff_[2] = {kFirstBackoff, kFirstBackoff};
   bool trying_ = true;  // the last pick was a try
   double warm_up_elapsed_ = 0.0;  // the untimed segment before the next timed one
-  bool load_checked_ = false;   // machine_oversubscribed() was asked (once per trainer)
+  bool load_checked_ = false;   // the machine was asked whether it is oversubscribed (once per trainer)
   double deferred_until_ = 0.0;  // it said yes: one thread until then
   int test_load_ = -1;           // set_conditions_for_tests: a LoadState, or -1 (read /proc)
   int test_other_epochs_ = -1;   // ... other epochs running, or -1 (epochs_running)
