@@ -177,21 +177,20 @@ def test_each_choice_has_its_own_backoff():
 SLOWER = 1e-4
 
 
-@pytest.mark.parametrize("load, other_epochs, transient", [
-    ("free", 0, True),             # CPUs enough and no other epoch: a transient, retried soon
-    ("free", 1, False),            # another fit of this process runs: a load that lasts
+@pytest.mark.parametrize("load, other_threads, transient", [
+    ("free", 0, True),             # CPUs enough, no other fit running: a transient, retried soon
+    ("free", 10**6, False),         # other fits of this process need more CPUs than there are
     ("oversubscribed", 0, False),  # other processes' load
     ("unknown", 0, False),         # a load that cannot be read (pinned, no /proc, check off)
 ])
-def test_a_team_lost_to_a_transient_of_this_process_is_tried_again_soon(load, other_epochs, transient):
+def test_a_team_lost_to_a_transient_of_this_process_is_tried_again_soon(load, other_threads, transient):
     _cpu._forget_team_choice()
     try:
         chooser = _cpu._TeamChooser("epoch")
         team_wins_then_one_thread_is_tried(chooser)
-        chooser.set_conditions(load=load, other_epochs=other_epochs)
+        chooser.set_conditions(load=load, other_threads=other_threads)
         segment(chooser, 2, SLOWER)
         segment(chooser, 2, SLOWER)  # median SLOWER: one thread wins
-        segment(chooser, 1, SOLO)  # warm-up
         if transient:
             assert wait_for_pick(chooser, 2) < 1.0
         else:
@@ -211,28 +210,34 @@ def test_test_conditions_are_checked():
     chooser = _cpu._TeamChooser("epoch")
     with pytest.raises(ValueError, match="load"):
         chooser.set_conditions(load="busy")
-    with pytest.raises(ValueError, match="other_epochs"):
-        chooser.set_conditions(other_epochs=-1)
+    with pytest.raises(ValueError, match="other_threads"):
+        chooser.set_conditions(other_threads=-1)
     with pytest.raises(ValueError, match="kind"):
         _cpu._TeamChooser("batch")
 
 
-def test_running_epochs_are_counted_while_they_run():
-    # Fits in two Python threads at once (the engine releases the GIL): each epoch counts while
-    # it runs, so that neither takes the other's threads for a transient of its own.
+@pytest.mark.parametrize("solver", ["adam", "lbfgs"])
+def test_running_fits_are_counted_while_they_run(solver):
+    # Fits in two Python threads at once (the engine releases the GIL): each training pass
+    # counts its team while it runs, so that neither takes the other's threads for a transient
+    # of its own.
     import threading
 
-    assert _cpu._epochs_running() == 0
-    seen = []
+    assert _cpu._training_threads_running() == 0
+    seen, errors = [], []
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
-            seen.append(_cpu._epochs_running())
+            seen.append(_cpu._training_threads_running())
             time.sleep(1e-4)
 
-    def fit_alone():  # (the warnings filter is the main thread's, set once below)
-        fm.MLPClassifier((256, 128), random_state=0, max_iter=12, tol=0, n_threads=1).fit(X, y)
+    def fit_alone():  # (catch_warnings below changes the process's filters, these threads' too)
+        try:
+            fm.MLPClassifier((256, 128), solver=solver, random_state=0, max_iter=12, tol=0,
+                             n_threads=1).fit(X, y)
+        except Exception as exc:  # (a thread's exception would otherwise pass unnoticed)
+            errors.append(exc)
 
     watcher = threading.Thread(target=watch)
     fits = [threading.Thread(target=fit_alone) for _ in range(2)]
@@ -245,8 +250,9 @@ def test_running_epochs_are_counted_while_they_run():
             t.join()
     stop.set()
     watcher.join()
+    assert not errors, errors
     assert max(seen) == 2
-    assert _cpu._epochs_running() == 0
+    assert _cpu._training_threads_running() == 0
 
 
 def wait_for_load(busy, seconds=10.0):

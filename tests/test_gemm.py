@@ -184,10 +184,11 @@ def assert_rows_match(gemm, a, b, bias, aux, c0, rows, full, what):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_b_read_in_place_matches_b_packed(isa, dtype):
-    # Up to 96 rows of A, full-width panels of a row-major B are read in place, more rows pack
-    # them: rows on either side of the limit must give the packed product's bits, for every
-    # column remainder, one and several depth blocks, every epilogue, 1 and 2 threads (and a B
-    # that is not row-major, always packed).
+    # Up to a few row panels of A (96 rows on AVX-512 and AVX2, 32 on the portable kernel;
+    # blocking.h), full-width panels of a row-major B are read in place, more rows pack them:
+    # rows on either side of the limit must give the packed product's bits, for every column
+    # remainder, one and several depth blocks, every epilogue, 1 and 2 threads (and a B that is
+    # not row-major, always packed).
     rng = np.random.default_rng(11)
     gemm = GEMM[dtype]
     for n, k in ((16, 97), (33, 600), (50, 300), (100, 257)):
@@ -198,7 +199,7 @@ def test_b_read_in_place_matches_b_packed(isa, dtype):
         b_rows = rng.standard_normal((k, n)).astype(dtype)
         for b in (b_rows, np.asfortranarray(b_rows)):
             full = epilogue_products(gemm, a, b, bias, aux, c0)
-            for rows in (49, 90, 95, 96, 97, 120):
+            for rows in (31, 32, 33, 49, 90, 95, 96, 97, 120):
                 assert_rows_match(gemm, a, b, bias, aux, c0, slice(130 - rows, 130), full,
                                   f"{isa} rows={rows} n={n} k={k} b strides={b.strides}")
         check_close(full["plain"], a.astype(np.float64) @ b_rows.astype(np.float64), k, dtype, f"{isa} n={n}")

@@ -238,8 +238,9 @@ PYBIND11_MODULE(_cpu, m) {
       },
       "Prediction calls that had a team of threads to choose from, so far in this process: "
       "(run on one thread, on the full team).");
-  m.def("_epochs_running", [] { return cpu::epochs_running.load(); },
-        "Epochs running now in this process (fits in several Python threads; for tests).");
+  m.def("_training_threads_running", [] { return cpu::training_threads_running.load(); },
+        "Threads of the training passes running now in this process, each pass its full team "
+        "(fits in several Python threads; for tests).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
   // The chooser alone, fed with made-up timings (tests of its rules).
@@ -251,11 +252,12 @@ PYBIND11_MODULE(_cpu, m) {
                                                      : cpu::TeamChooser::Kind::prediction);
            }),
            py::arg("kind"))
-      // load: None (read the machine's), "free", "oversubscribed" or "unknown"; other_epochs:
-      // None (count this process's), or the number of other epochs running.
+      // load: None (read the machine's), "free" (the other processes leave CPUs enough for the
+      // team alone), "oversubscribed" or "unknown"; other_threads: None (count this process's
+      // other training passes' threads), or their number.
       .def(
           "set_conditions",
-          [](cpu::TeamChooser& chooser, std::optional<std::string> load, std::optional<int> other_epochs) {
+          [](cpu::TeamChooser& chooser, std::optional<std::string> load, std::optional<int> other_threads) {
             std::optional<cpu::LoadState> state;
             if (load) {
               if (*load == "free")
@@ -267,10 +269,10 @@ PYBIND11_MODULE(_cpu, m) {
               else
                 throw py::value_error("load must be None, 'free', 'oversubscribed' or 'unknown'");
             }
-            if (other_epochs && *other_epochs < 0) throw py::value_error("other_epochs must be >= 0");
-            chooser.set_conditions_for_tests(state, other_epochs);
+            if (other_threads && *other_threads < 0) throw py::value_error("other_threads must be >= 0");
+            chooser.set_conditions_for_tests(state, other_threads);
           },
-          py::arg("load") = py::none(), py::arg("other_epochs") = py::none())
+          py::arg("load") = py::none(), py::arg("other_threads") = py::none())
       .def("pick", &cpu::TeamChooser::pick, py::arg("full"))
       .def("record", &cpu::TeamChooser::record, py::arg("team"), py::arg("elapsed"), py::arg("rows"));
   m.def(

@@ -26,12 +26,33 @@
 namespace fusedmlp {
 namespace cpu {
 
+// Threads of the training passes running now in this process (fits in several Python threads
+// run at once), each pass counting its full team: an epoch's segments, or an L-BFGS evaluation.
+// A team that loses while they run has met a load that lasts, which the machine's count cannot
+// tell from this process's idle pool threads (see TeamChooser::record).
+// fusedmlp._cpu._training_threads_running().
+inline std::atomic<int> training_threads_running{0};
+class TrainingRunning {
+ public:
+  explicit TrainingRunning(int threads) : threads_(threads) {
+    training_threads_running.fetch_add(threads_, std::memory_order_relaxed);
+  }
+  ~TrainingRunning() { training_threads_running.fetch_sub(threads_, std::memory_order_relaxed); }
+  TrainingRunning(const TrainingRunning&) = delete;
+  TrainingRunning& operator=(const TrainingRunning&) = delete;
+
+ private:
+  const int threads_;
+};
+
 namespace fork_state {
 inline std::atomic<bool> team_started{false};
 inline std::atomic<bool> forked_after_team{false};
 inline void on_fork_child() {
   if (team_started.load(std::memory_order_relaxed))
     forked_after_team.store(true, std::memory_order_relaxed);
+  // (the forking thread ran none of them; the parent's other threads do not exist here)
+  training_threads_running.store(0, std::memory_order_relaxed);
 }
 }  // namespace fork_state
 
@@ -120,8 +141,9 @@ inline MachineLoad machine_load(int cpus = online_cpus()) {
 }
 
 // What the machine's load says of a team of `team` threads: `oversubscribed` when the other
-// processes' runnable tasks and the team need more CPUs than the machine has (a team member would
-// then wait for time slices), `free` when they do not, `unknown` when the load cannot tell. Only a
+// processes' runnable tasks and the team (and `extra` threads of this process besides it) need
+// more CPUs than the machine has (a team member would then wait for time slices), `free` when
+// they do not, `unknown` when the load cannot tell. Only a
 // process that may run on every online CPU can tell (the count is the whole machine's; a process
 // pinned to some CPUs cannot see which of them are busy), and only a load seen `looks` times 1 ms
 // apart counts (a transient task, or a pool thread of this process that stops spinning between
@@ -129,14 +151,14 @@ inline MachineLoad machine_load(int cpus = online_cpus()) {
 // that costs little when wrong). FUSEDMLP_CHECK_LOAD=0 turns the check off (`unknown`; the tests
 // do, except those of the check itself).
 enum class LoadState { unknown, free, oversubscribed };
-inline LoadState machine_load_state(int team, int looks = 3) {
+inline LoadState machine_load_state(int team, int looks = 3, int extra = 0) {
   const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
   if (env != nullptr && std::strcmp(env, "0") == 0) return LoadState::unknown;
   const int cpus = online_cpus();
   cpu_set_t allowed;
   if (cpus <= 1 || sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < cpus)
     return LoadState::unknown;
-  const int needed = std::min(team, cpus);
+  const int needed = std::min(team, cpus) + extra;
   // the machine's count alone first: with this thread as this process's only running one, are
   // there CPUs enough? (one file read: the usual answer on an idle machine)
   const int runnable = machine_runnable();
@@ -175,17 +197,6 @@ inline bool machine_oversubscribed(int team, int looks = 3) {
 // (fusedmlp._cpu.team_predictions()).
 inline std::atomic<long long> segments_run[2] = {0, 0};
 inline std::atomic<long long> predictions_run[2] = {0, 0};
-
-// Epochs running now in this process (fits in several Python threads run at once): while
-// another runs, its threads are part of the load a team meets, and a loss of the team is not a
-// transient of this process's (see TeamChooser::record). fusedmlp._cpu._epochs_running().
-inline std::atomic<int> epochs_running{0};
-struct EpochRunning {
-  EpochRunning() { epochs_running.fetch_add(1, std::memory_order_relaxed); }
-  ~EpochRunning() { epochs_running.fetch_sub(1, std::memory_order_relaxed); }
-  EpochRunning(const EpochRunning&) = delete;
-  EpochRunning& operator=(const EpochRunning&) = delete;
-};
 
 class TeamChooser {
  public:
@@ -244,11 +255,12 @@ class TeamChooser {
     return std::clamp<long long>(n, 1, std::max<long long>(remaining, 1));
   }
 
-  // Tests of the rules: the machine's load as given (instead of read from /proc) and the
-  // number of other epochs running in this process (instead of epochs_running's).
-  void set_conditions_for_tests(std::optional<LoadState> load, std::optional<int> other_epochs) {
+  // Tests of the rules: the other processes' load as given (instead of read from /proc: `free`
+  // leaves CPUs enough for the team alone) and the threads of this process's other training
+  // passes (instead of training_threads_running's).
+  void set_conditions_for_tests(std::optional<LoadState> load, std::optional<int> other_threads) {
     test_load_ = load ? static_cast<int>(*load) : -1;
-    test_other_epochs_ = other_epochs ? *other_epochs : -1;
+    test_other_threads_ = other_threads ? *other_threads : -1;
   }
 
   // Forgets what other trainers learnt (tests start from a known state).
@@ -302,16 +314,15 @@ class TeamChooser {
     // seconds (the backoff may have grown long before the load came).
     if (was_best) backoff_[i] = kFirstBackoff;  // the winner until now: its backoff starts anew
     double delay = backoff_[i] * try_elapsed;
-    // An epoch's team that lost on a machine with CPUs enough for it (other processes' load
-    // leaves them free) while no other epoch of this process runs: the loss came from within
-    // this process, most often a transient (another library's thread pool spinning for a while
-    // after its call, numpy's BLAS about 0.1 s: a team segment meanwhile waited 16 ms for a time
-    // slice, which would have put the next try seconds away), or from noise. The team is tried
-    // again after kTransientRetry, twice as late each time it loses again, never later than the
-    // rule above. (Other epochs of this process, fits in other Python threads, are a load that
-    // lasts, which the machine's count cannot tell from this process's idle pool threads.)
-    const LoadState load = i == kFull && epoch_ && other_epochs() == 0 ? load_state(team, 3)
-                                                                        : LoadState::unknown;
+    // An epoch's team that lost on a machine with CPUs enough for it and for the other training
+    // passes of this process (fits in other Python threads, training_threads_running): the
+    // loss came from within this process, most often a transient (another library's thread
+    // pool spinning for a while after its call, numpy's BLAS about 0.1 s: a team segment
+    // meanwhile waited 16 ms for a time slice, which would have put the next try seconds away),
+    // or from noise. The team is tried again after kTransientRetry, twice as late each time it
+    // loses again, never later than the rule above.
+    const LoadState load = i == kFull && epoch_ ? load_state(team, 3, other_training_threads(team))
+                                                : LoadState::unknown;
     if (load == LoadState::free)
       delay = std::min(delay, kTransientRetry * backoff_[i] / kFirstBackoff);
     retry_at_[i] = seconds() + std::min(delay, kMaxDelay);
@@ -373,14 +384,18 @@ class TeamChooser {
     while (seen < at && !shared.compare_exchange_weak(seen, at, std::memory_order_relaxed)) {
     }
   }
-  LoadState load_state(int team, int looks) const {
-    return test_load_ >= 0 ? static_cast<LoadState>(test_load_) : machine_load_state(team, looks);
+  LoadState load_state(int team, int looks, int extra = 0) const {
+    if (test_load_ < 0) return machine_load_state(team, looks, extra);
+    const LoadState given = static_cast<LoadState>(test_load_);
+    const int cpus = online_cpus();
+    return given == LoadState::free && std::min(team, cpus) + extra > cpus ? LoadState::oversubscribed
+                                                                          : given;
   }
-  // Epochs of this process running besides the one this chooser times (an epoch's chooser
-  // records within its epoch, which counts itself).
-  int other_epochs() const {
-    if (test_other_epochs_ >= 0) return test_other_epochs_;
-    return std::max(0, epochs_running.load(std::memory_order_relaxed) - 1);
+  // Threads of this process's training passes besides the epoch this chooser times, whose full
+  // team of `team` threads counts itself (an epoch's chooser records within its epoch).
+  int other_training_threads(int team) const {
+    if (test_other_threads_ >= 0) return test_other_threads_;
+    return std::max(0, training_threads_running.load(std::memory_order_relaxed) - team);
   }
   int best_of_two() const { return cost(kSolo) < kSoloMargin * cost(kFull) ? kSolo : kFull; }
   // Whether choice i, at `per_row` seconds per row, would be the best against the other's cost.
@@ -400,7 +415,7 @@ class TeamChooser {
   bool load_checked_ = false;   // the machine was asked whether it is oversubscribed (once per trainer)
   double deferred_until_ = 0.0;  // it said yes: one thread until then
   int test_load_ = -1;           // set_conditions_for_tests: a LoadState, or -1 (read /proc)
-  int test_other_epochs_ = -1;   // ... other epochs running, or -1 (epochs_running)
+  int test_other_threads_ = -1;  // ... other training threads, or -1 (training_threads_running)
 };
 
 }  // namespace cpu

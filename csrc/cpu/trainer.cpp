@@ -282,10 +282,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                                   const EpochOptions& opts, const StopCheck& should_stop) {
   if (opts.batch_size < 1) throw std::invalid_argument("run_epoch: batch_size must be >= 1");
   check_trainable(layout_.hidden);
-  const EpochRunning running;  // (other epochs' choosers see this one as load; threads.h)
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
   const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
+  const TrainingRunning running(full);  // (other fits' choosers count its team; threads.h)
   const Pass epoch_pass = training_pass(&opts);
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
   ensure_rows(batch_size, full, epoch_pass.keep_pre, true);
@@ -448,6 +448,7 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
   const index_t n = data.x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   const int nth = team_size(chunk);
+  const TrainingRunning running(nth);  // (other fits' choosers count its team; threads.h)
   // the whole-data objective: no dropout; without a gradient, prediction's forward pass
   const Pass pass = grad != nullptr ? training_pass(nullptr) : Pass{};
   prepare_batches<T>(data.x, nullptr, n, chunk, batch_);

@@ -570,12 +570,6 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
   }
 }
 
-// Rows of A up to which full-width panels of a row-major B are read in place: packing a panel
-// costs about what the kernel's passes over it save when they are few (rows, not row panels:
-// a 6-row AVX2 pass repays the packing half as much as a 12-row AVX-512 one; 96 rows are the
-// 8 AVX-512 panels this was measured with; bench/RESULTS.md).
-constexpr index_t kFewRows = 96;
-
 template <class T, class K>
 void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
                    T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws) {
@@ -640,9 +634,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // Fewer than MR rows: read B in place instead of packing it for one use.
   const bool small_m = m < MR && b.cs == 1;
 
-  // A few rows do not repay packing B: full-width panels of a row-major B are then read in
-  // place (edge panels are still packed, zero-padded).
-  const bool b_in_place = !small_m && b.cs == 1 && m <= kFewRows;
+  // A few row panels do not repay packing B (blocking.h): full-width panels of a row-major B are
+  // then read in place (edge panels are still packed, zero-padded).
+  const bool b_in_place = !small_m && b.cs == 1 && m_panels_all <= K::B_IN_PLACE_PANELS;
 
   // Row bands when the epilogue updates weights, when there are fewer column panels than
   // threads, and when rows far outnumber columns (prediction chunks): each thread then reads
