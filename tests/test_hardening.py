@@ -81,7 +81,10 @@ def test_early_stopping_restores_weights_before_checking_them(dtype):
     assert np.isfinite(est.predict(X)).all()
     best = int(np.nanargmax(est.validation_scores_))
     assert est.best_validation_score_ == est.validation_scores_[best]
-    np.testing.assert_allclose(est.best_validation_score_, ref.best_validation_score_, rtol=1e-6)
+    # (float32: a diverging fit's scores, about -5e30, agree to about 10 float32 ulps, 1.03e-6 on
+    # the AVX2 kernels; float64 to 1e-6)
+    rtol = 1e-5 if dtype == "float32" else 1e-6
+    np.testing.assert_allclose(est.best_validation_score_, ref.best_validation_score_, rtol=rtol)
 
 
 def test_float32_overflow_error_names_the_wider_dtype():
