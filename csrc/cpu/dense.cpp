@@ -201,7 +201,8 @@ void dense_forward(const Team& team, const BatchView<T>& input, const T* w, cons
 template <class T>
 void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
                          index_t fan_in, const T* stored, bool stored_is_pre, Activation act,
-                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws) {
+                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws,
+                         const T* wt) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::activation_grad;
   ep.act = act;
@@ -210,8 +211,9 @@ void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fa
   ep.aux = stored;
   ep.ld_aux = fan_in;
   // dz_prev (rows x fan_in) = dz (rows x fan_out) W^T (fan_out x fan_in), times act'(z_prev)
-  gemm_team<T>(team, rows, fan_in, fan_out, Operand<T>{dz, fan_out, 1}, Operand<T>{w, 1, fan_out},
-               dz_prev, fan_in, ep, false, ws);
+  const Operand<T> b = wt != nullptr ? Operand<T>{wt, fan_in, 1} : Operand<T>{w, 1, fan_out};
+  gemm_team<T>(team, rows, fan_in, fan_out, Operand<T>{dz, fan_out, 1}, b, dz_prev, fan_in, ep,
+               false, ws);
 }
 
 namespace {
@@ -408,7 +410,7 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
                                  GemmWorkspace&);                                                   \
   template void dense_backward_data<T>(const Team&, const T*, index_t, index_t, const T*, index_t, \
                                        const T*, bool, Activation, const HiddenUnits<T>&, T*,       \
-                                       GemmWorkspace&);                                             \
+                                       GemmWorkspace&, const T*);                                   \
   template void dense_weight_update<T>(const Team&, const BatchView<T>*, const T*, index_t,        \
                                        const T*, const LayerLayout&, T*, const OptimizerStep<T>&,   \
                                        T, T, T*, double*, GemmWorkspace&);                          \

@@ -107,10 +107,14 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
 
 // dz_prev (rows x fan_in) = (dz W^T) [* dropout mask] * act'(stored), the derivative taken
 // from the previous layer's outputs a_prev, or from its pre-activations when stored_is_pre.
+// W^T is read from w (fan_in x fan_out), or from wt (fan_out x fan_in, row-major) when given:
+// a row-major W^T is read in place by the GEMM where w's columns would be packed (the same
+// sums, bit for bit).
 template <class T>
 void dense_backward_data(const Team& team, const T* dz, index_t rows, index_t fan_out, const T* w,
                          index_t fan_in, const T* stored, bool stored_is_pre, Activation act,
-                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws);
+                         const HiddenUnits<T>& hidden, T* dz_prev, GemmWorkspace& ws,
+                         const T* wt = nullptr);
 
 // One optimizer step over flat arrays: which solver, its constants, and its state (same layout
 // as the parameters).

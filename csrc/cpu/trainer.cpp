@@ -49,6 +49,17 @@ void block_range(index_t n_blocks, const Team& team, index_t& b0, index_t& b1) {
 }
 constexpr index_t kRowBlockParams = index_t(1) << 16;
 
+// wt := W^T for the weights [i0, i1) of one layer (row-major W: fan_in x fan_out).
+template <class T>
+void transpose_weights(const LayerLayout& layer, const T* params, T* wt, index_t i0, index_t i1) {
+  const index_t fi = layer.fan_in, fo = layer.fan_out;
+  const T* w = params + layer.w_offset;
+  T* t = wt + layer.w_offset;
+  for (index_t r = i0 / fo; r < fi && r * fo < i1; ++r)
+    for (index_t c = std::max(i0 - r * fo, index_t(0)); c < fo && r * fo + c < i1; ++c)
+      t[c * fi + r] = w[r * fo + c];
+}
+
 // Multiply-adds one row costs in a forward pass.
 index_t macs_per_row(const NetworkLayout& layout) {
   index_t macs = 0;
@@ -214,7 +225,7 @@ void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T*
 template <class T>
 void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const T* params,
                               index_t r0, index_t rows, bool accumulate, T* grad,
-                              const Pass& pass) {
+                              const Pass& pass, const T* wt) {
   const BatchView<T> in = input.slice(r0, rows);
   for (size_t l = layout_.layers.size(); l-- > 0;) {
     const LayerLayout& layer = layout_.layers[l];
@@ -224,7 +235,7 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
       dense_backward_data<T>(team, delta(l, r0), rows, layer.fan_out, params + layer.w_offset,
                              layer.fan_in, pass.keep_pre ? pre(l - 1, r0) : out(l - 1, r0),
                              pass.keep_pre, layout_.hidden, hidden_units(l - 1, r0, pass),
-                             delta(l - 1, r0), ws_);
+                             delta(l - 1, r0), ws_, wt != nullptr ? wt + layer.w_offset : nullptr);
       team_barrier(team);
     }
   }
@@ -253,7 +264,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
     backward_sum(solo, batch_.view, params, r0, rb, false, block_grads_.data() + blk * n_params,
-                 pass);
+                 pass, wt_.data());
   }
   team_barrier(team);
   // The gradients summed in block order, then one optimizer step, split by parameter.
@@ -276,7 +287,10 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
       opt_pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
       T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
       const double sq = optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
-      if (part == 0) my_sq += sq;
+      if (part == 0) {
+        my_sq += sq;
+        transpose_weights<T>(layer, params, wt_.data(), i0, i1);  // (before the barrier below)
+      }
     }
   }
   sq_slots[team.slot * kSlotStride] = my_sq;
@@ -305,6 +319,9 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     const index_t n_blocks = n_row_blocks(batch_size);
     block_grads_.resize(static_cast<size_t>(n_blocks * layout_.n_params));
     block_loss.resize(static_cast<size_t>(n_blocks));
+    wt_.resize(static_cast<size_t>(layout_.n_params));
+    for (const auto& layer : layout_.layers)
+      transpose_weights<T>(layer, params, wt_.data(), 0, layer.fan_in * layer.fan_out);
   }
   const index_t n_out = layout_.n_outputs();
   const Loss loss = layout_.loss;

@@ -96,8 +96,10 @@ class Trainer {
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
                        T alpha, T scale, const OptimizerStep<T>& opt, double* sq_part,
                        const Pass& pass);
+  // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params)
   void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
-                    index_t rows, bool accumulate, T* grad, const Pass& pass);
+                    index_t rows, bool accumulate, T* grad, const Pass& pass,
+                    const T* wt = nullptr);
   // The small-network epoch step: row blocks through the whole network, one thread each.
   // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2).
   double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
@@ -127,6 +129,10 @@ class Trainer {
   std::vector<T> w_batch_;
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
+  // Row-block mode: each layer's W^T (fan_out x fan_in, row-major) at its w_offset, written at
+  // the start of an epoch and by every optimizer step, so that the blocks' backward products
+  // read it in place instead of each block packing the columns of W again.
+  std::vector<T> wt_;
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
   // The team of each prediction call of at most kLearntCallRows rows (the calls a kept engine
   // serves), learnt across the calls of one size class: every size up to 16 rows, then powers
