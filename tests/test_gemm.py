@@ -205,6 +205,26 @@ def test_b_read_in_place_matches_b_packed(isa, dtype):
         check_close(full["plain"], a.astype(np.float64) @ b_rows.astype(np.float64), k, dtype, f"{isa} n={n}")
 
 
+def assert_last_rows_match_full_tiles(isa, dtype, seed, shapes, total, row_counts):
+    """For each (n, k): the last `rows` rows of a `total`-row A, for each count in row_counts and
+    each A layout (row-major, column-major, strided), equal the same rows of the whole product
+    bit for bit (assert_rows_match: every epilogue, 1 and 2 threads)."""
+    rng = np.random.default_rng(seed)
+    gemm = GEMM[dtype]
+    for n, k in shapes:
+        b = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        base = rng.standard_normal((total, k)).astype(dtype)
+        aux = rng.standard_normal((total, n)).astype(dtype)
+        c0 = rng.standard_normal((total, n)).astype(dtype)
+        for a in (base, np.asfortranarray(base), np.repeat(base, 2, axis=1)[:, ::2]):
+            full = epilogue_products(gemm, a, b, bias, aux, c0)
+            for rows in row_counts:
+                # (a slice keeps the layout's strides)
+                assert_rows_match(gemm, a, b, bias, aux, c0, slice(total - rows, total), full,
+                                  f"{isa} rows={rows} n={n} k={k} strides={a.strides}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_inputs_match_full_tiles(isa, dtype):
     # Fewer rows than a micro-tile run a kernel of their own (groups of rows with their chains
@@ -212,21 +232,19 @@ def test_short_inputs_match_full_tiles(isa, dtype):
     # micro-tile's bit for bit, for every group size, column-block remainder, depth block and
     # A layout (row-major, column-major, strided), on one and two threads, with the bias and
     # activation epilogue, the activation-gradient epilogue and accumulation into C too.
-    rng = np.random.default_rng(10)
-    gemm = GEMM[dtype]
-    for n in (1, 5, 8, 17, 33, 64, 70, 100, 129, 300):
-        k = 600 if n in (70, 300) else 97  # 600: several depth blocks
-        b = rng.standard_normal((k, n)).astype(dtype)
-        bias = rng.standard_normal(n).astype(dtype)
-        base = rng.standard_normal((24, k)).astype(dtype)
-        aux = rng.standard_normal((24, n)).astype(dtype)
-        c0 = rng.standard_normal((24, n)).astype(dtype)
-        for a in (base, np.asfortranarray(base), np.repeat(base, 2, axis=1)[:, ::2]):
-            full = epilogue_products(gemm, a, b, bias, aux, c0)
-            for rows in range(1, 12):
-                # (a slice keeps the layout's strides)
-                assert_rows_match(gemm, a, b, bias, aux, c0, slice(24 - rows, 24), full,
-                                  f"{isa} rows={rows} n={n} strides={a.strides}")
+    # (k = 600: several depth blocks)
+    shapes = [(n, 600 if n in (70, 300) else 97) for n in (1, 5, 8, 17, 33, 64, 70, 100, 129, 300)]
+    assert_last_rows_match_full_tiles(isa, dtype, 10, shapes, 24, range(1, 12))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_panels_match_full_tiles(isa, dtype):
+    # A last row panel shorter than MR (AVX2: the kernel on those rows alone, A read in place;
+    # other kernels: a zero-padded packed panel) must give each row the bits of a full tile,
+    # for every remainder of MR in {4, 6, 12}, column remainders of half and whole vectors, one
+    # and several depth blocks, every A layout, every epilogue, one and two threads.
+    assert_last_rows_match_full_tiles(isa, dtype, 12, [(5, 97), (12, 600), (50, 300), (33, 40)],
+                                      48, range(13, 36))
 
 
 def test_bad_arguments():

@@ -15,8 +15,9 @@
 //   for each KC-deep block of k:
 //     pack this thread's B panels (KC x NR each), fusing the column sum of B if asked
 //     for each MC-row block of A:
-//       A is read in place (row- or column-major); other layouts and short edge panels are
-//       packed into MR-row panels by the thread itself
+//       A is read in place (row- or column-major); other layouts, and short edge panels for
+//       kernels that cannot run on fewer than MR rows, are packed into MR-row panels by the
+//       thread itself
 //       tiles in column-panel order (a B panel stays in L1) or row-band order (an A panel
 //       does): micro-kernel, then the write-back applies accumulation and, on the last k
 //       block, the epilogue while the tile is in L1.
@@ -426,6 +427,25 @@ struct has_vector_registers : std::false_type {};
 template <class K>
 struct has_vector_registers<K, std::void_t<typename K::V>> : std::true_type {};
 
+// Kernels with K::EDGE_ROWS run an edge panel of fewer than MR rows on those rows alone
+// (run<ROW_A, NV, ROWS>), reading A in place; the others multiply a packed, zero-padded panel.
+template <class K, class = void>
+struct has_edge_rows : std::false_type {};
+template <class K>
+struct has_edge_rows<K, std::enable_if_t<K::EDGE_ROWS>> : std::true_type {};
+
+// The kernel on the first mr (< MR) rows of a tile: run<ROW_A, NV, mr>.
+template <class K, bool ROW_A, int NV, int ROWS = 1, class T>
+FUSEDMLP_ALWAYS_INLINE void run_edge_rows(int mr, index_t kc, const T* a, index_t lda, const T* b,
+                                          index_t ldb, T* tile, const T* c, index_t ldc) {
+  if constexpr (ROWS < K::MR) {
+    if (mr == ROWS)
+      K::template run<ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+    else
+      run_edge_rows<K, ROW_A, NV, ROWS + 1>(mr, kc, a, lda, b, ldb, tile, c, ldc);
+  }
+}
+
 // (B's rows are prefetched this many rows ahead: a block's rows are a few lines each, too
 // short for the hardware's streams to run ahead of, about 1.1x faster one-row products)
 constexpr index_t kPrefetchRows = 4;
@@ -723,7 +743,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         for (index_t ip = 0; ip < m_panels; ++ip)
           pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
                               a_own + ip * MR * kc);
-      // a_own holds one packed A panel: a short edge panel (so every MR row is readable), or
+      // a_own holds one packed A panel: a short edge panel (so every MR row is readable; not
+      // for kernels with EDGE_ROWS), or
       // in row-band order a column-major panel, which packed is read contiguously by all the
       // B panels that follow instead of a strided line per k step.
       index_t packed_ip = -1;
@@ -738,9 +759,19 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
-        // an edge panel at most half as wide runs the kernel on half the columns
+        // an edge panel at most half as wide runs the kernel on half the columns; one of fewer
+        // than MR rows on those rows where the kernel can (has_edge_rows)
         auto kernel = [&](auto row_a, const T* ap, index_t lda) {
           constexpr bool ROW_A = decltype(row_a)::value;
+          if constexpr (has_edge_rows<K>::value) {
+            if (mr < MR) {
+              if (nr * 2 <= NR)
+                run_edge_rows<K, ROW_A, 1>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
+              else
+                run_edge_rows<K, ROW_A, 2>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
+              return;
+            }
+          }
           if (nr * 2 <= NR)
             K::template run<ROW_A, 1>(kc, ap, lda, bp, ldb, tile, ct, ldc);
           else
@@ -748,7 +779,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         };
         if (a_mode == kPacked) {
           kernel(std::false_type{}, a_own + ip * MR * kc, MR);
-        } else if (mr < MR || pack_col_panels) {
+        } else if ((mr < MR && !has_edge_rows<K>::value) || pack_col_panels) {
           if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
             packed_ip = ip;

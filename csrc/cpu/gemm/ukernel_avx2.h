@@ -65,16 +65,22 @@ struct Kernel6x2 : Blocking {
       return __builtin_fma(a, b, c);
   }
 
+  // An edge panel of ROWS < MR rows runs the kernel on those rows alone (gemm_impl.h): A read in
+  // place, no rows of zeros multiplied, each row's chains the full tile's.
+  static constexpr bool EDGE_ROWS = true;
+
   // NV = 1: only the tile's first vector of columns (an edge panel at most half as wide), the
-  // same chains for those columns, half the multiply-adds.
-  template <bool ROW_A, int NV = 2>
+  // same chains for those columns, half the multiply-adds. ROWS: the tile's first ROWS rows (A's
+  // other rows are not read, the tile's not written).
+  template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
     static_assert(NV == 1 || NV == 2, "one or two vectors of columns");
-    for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
+    for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     R c0[MR], c1[MR];
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       c0[i] = V::zero();
       if constexpr (NV == 2) c1[i] = V::zero();
     }
@@ -87,7 +93,7 @@ struct Kernel6x2 : Blocking {
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, a0 + l1, a0 + l2, a3, a3 + l1, a3 + l2};
 #pragma GCC unroll 6
-        for (int i = 0; i < MR; ++i) {
+        for (int i = 0; i < ROWS; ++i) {
           const R ai = V::bcast(rows[i]);
           c0[i] = V::fma(ai, b0, c0[i]);
           if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
@@ -96,7 +102,7 @@ struct Kernel6x2 : Blocking {
         ++a3;
       } else {
 #pragma GCC unroll 6
-        for (int i = 0; i < MR; ++i) {
+        for (int i = 0; i < ROWS; ++i) {
           const R ai = V::bcast(a + i);
           c0[i] = V::fma(ai, b0, c0[i]);
           if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
@@ -106,7 +112,7 @@ struct Kernel6x2 : Blocking {
       b += ldb;
     }
 #pragma GCC unroll 6
-    for (int i = 0; i < MR; ++i) {
+    for (int i = 0; i < ROWS; ++i) {
       V::store(tile + i * NR, c0[i]);
       if constexpr (NV == 2) V::store(tile + i * NR + V::width, c1[i]);
     }
