@@ -127,6 +127,27 @@ def test_ctrl_c_interrupts_an_epoch_within_a_second():
         est.fit(X[:500], y[:500])
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_ctrl_c_interrupts_a_row_block_epoch_within_a_second(n_threads):
+    # A small network trains in row blocks, each thread gathering its own blocks' rows: the stop
+    # request is read after the blocks, by every thread alike (a disagreement would hang the team)
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((4_000_000, 8)).astype(np.float32)  # epochs of several seconds
+    y = X[:, 0] - 2 * X[:, 1] + 0.1 * rng.standard_normal(X.shape[0]).astype(np.float32)
+    est = fm.MLPRegressor(hidden_layer_sizes=(50, 50), max_iter=50, n_threads=n_threads, random_state=0)
+    with sigint_after(1.5) as fired:
+        with pytest.warns(UserWarning, match="Training interrupted by user"):
+            est.fit(X, y)
+        stopped = time.perf_counter()
+    assert stopped - fired[0] < 1.0
+    assert all(np.isfinite(c).all() for c in est.coefs_ + est.intercepts_)
+    assert np.isfinite(est.predict(X[:10])).all()
+    est.set_params(max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X[:500], y[:500])
+
+
 def test_dtype_parameter():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

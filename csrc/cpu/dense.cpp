@@ -133,6 +133,28 @@ void gather_input(const Team& team, const InputMatrix& x, const index_t* rows, i
 }
 
 template <class T>
+bool gathers_dense_rows(const InputMatrix& x, const index_t* rows) {
+  return !x.sparse && !reads_in_place<T>(x, rows);
+}
+
+template <class T>
+BatchView<T> gather_dense_rows(const InputMatrix& x, const index_t* rows, index_t count, index_t i0,
+                               index_t i1, BatchInput<T>& batch) {
+  T* dst = batch.dense_storage.data();
+  const Team solo = Team::solo(0);  // (team_range of a team of one: all i1 - i0 rows)
+  if (x.type == ScalarType::f32)
+    gather_dense<T, float>(solo, x, rows + i0, 0, i1 - i0, dst + i0 * x.n_cols);
+  else
+    gather_dense<T, double>(solo, x, rows + i0, 0, i1 - i0, dst + i0 * x.n_cols);
+  BatchView<T> v;
+  v.rows = count;
+  v.cols = x.n_cols;
+  v.dense = dst;
+  v.ld = x.n_cols;
+  return v;
+}
+
+template <class T>
 void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,
                  T* dst) {
   index_t i0, i1;
@@ -403,6 +425,9 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
   template void gather_input<T>(const Team&, const InputMatrix&, const index_t*, index_t, index_t,  \
                                 BatchInput<T>&);                                                    \
   template void gather_rows<T>(const Team&, const T*, index_t, const index_t*, index_t, T*);       \
+  template bool gathers_dense_rows<T>(const InputMatrix&, const index_t*);                        \
+  template BatchView<T> gather_dense_rows<T>(const InputMatrix&, const index_t*, index_t, index_t, \
+                                             index_t, BatchInput<T>&);                            \
   template void dense_forward<T>(const Team&, const BatchView<T>&, const T*, const T*, index_t,    \
                                  Activation, const HiddenUnits<T>&, T*, GemmWorkspace&);            \
   template void dense_forward<T>(const Team&, const T*, index_t, index_t, index_t, const T*,       \

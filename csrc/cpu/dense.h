@@ -87,6 +87,18 @@ template <class T>
 void gather_input(const Team& team, const InputMatrix& x, const index_t* rows, index_t first,
                   index_t count, BatchInput<T>& batch);
 
+// Whether gather_input copies the rows of a dense input (not sparse, not read in place), which
+// then gather_dense_rows can do a range at a time.
+template <class T>
+bool gathers_dense_rows(const InputMatrix& x, const index_t* rows);
+
+// Rows [i0, i1) of the `count`-row batch gather_input would build from x's rows rows[0..count)
+// (rows not null, gathers_dense_rows), copied by the calling thread alone into the batch's storage: the part a
+// row-block epoch's thread uses. Returns the whole batch's view; batch.view is not touched.
+template <class T>
+BatchView<T> gather_dense_rows(const InputMatrix& x, const index_t* rows, index_t count, index_t i0,
+                               index_t i1, BatchInput<T>& batch);
+
 // dst[i, :] = src[rows[i], :] for rows split across the team.
 template <class T>
 void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,

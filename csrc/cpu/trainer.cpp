@@ -245,7 +245,7 @@ template <class T>
 double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T* sw,
                               double sw_sum, const EpochOptions& opts, const OptimizerStep<T>& opt,
                               std::vector<double>& block_loss, double* sq_slots,
-                              const Pass& pass) {
+                              const Pass& pass, const OwnRows* own, bool& stopped) {
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const index_t n_blocks = n_row_blocks(rows);
@@ -255,18 +255,29 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   // Each block: forward, loss, backward to a raw gradient of its own.
   index_t b0, b1;
   block_range(n_blocks, team, b0, b1);
+  BatchView<T> input = batch_.view;
+  if (own != nullptr) {
+    const index_t r_lo = block_start(rows, b0, mr), r_hi = block_start(rows, b1, mr);
+    input = gather_dense_rows<T>(own->data->x, own->idx, rows, r_lo, r_hi, batch_);
+    gather_rows<T>(solo, own->data->y, n_out, own->idx + r_lo, r_hi - r_lo,
+                   y_batch_.data() + r_lo * n_out);
+  }
   for (index_t blk = b0; blk < b1; ++blk) {
     const index_t r0 = block_start(rows, blk, mr);
     const index_t rb = block_start(rows, blk + 1, mr) - r0;
-    forward(solo, batch_.view, params, r0, rb, pass);
+    forward(solo, input, params, r0, rb, pass);
     block_loss[blk] = output_loss_grad<T>(solo, layout_, out(last, r0),
                                           y_batch_.data() + r0 * n_out,
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
-    backward_sum(solo, batch_.view, params, r0, rb, false, block_grads_.data() + blk * n_params,
-                 pass, wt_.data());
+    backward_sum(solo, input, params, r0, rb, false, block_grads_.data() + blk * n_params, pass,
+                 wt_.data());
   }
   team_barrier(team);
+  if (own != nullptr && own->stop->load(std::memory_order_relaxed)) {
+    stopped = true;
+    return 0.0;
+  }
   // The gradients summed in block order, then one optimizer step, split by parameter.
   const T alpha = static_cast<T>(opts.alpha);
   OptimizerPass<T> opt_pass;
@@ -308,6 +319,9 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   check_trainable(layout_.hidden);
   const index_t batch_size = std::min(opts.batch_size, std::max<index_t>(n_order, 1));
   const bool blocks = use_row_blocks(batch_size);
+  // (row blocks on a gathered dense input without sample weights: each thread gathers its own)
+  const bool own_rows = blocks && order != nullptr && data.sample_weight == nullptr &&
+                        gathers_dense_rows<T>(data.x, order);
   const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
   const TrainingRunning running(full);  // (other fits' choosers count its team; threads.h)
   const Pass epoch_pass = training_pass(&opts);
@@ -375,12 +389,15 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
         const index_t rows = std::min(batch_size, n_order - start);
         const index_t* idx = order + start;
-        gather_input<T>(team, data.x, idx, 0, rows, batch_);
-        gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
-        if (data.sample_weight != nullptr)
-          gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
-        team_barrier(team);
-        if (stop_flag.load(std::memory_order_relaxed)) break;
+        const OwnRows own{&data, idx, &stop_flag};
+        if (!own_rows) {
+          gather_input<T>(team, data.x, idx, 0, rows, batch_);
+          gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
+          if (data.sample_weight != nullptr)
+            gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
+          team_barrier(team);
+          if (stop_flag.load(std::memory_order_relaxed)) break;
+        }
 
         const T* sw = data.sample_weight != nullptr ? w_batch_.data() : nullptr;
         double sw_sum = static_cast<double>(rows);
@@ -404,8 +421,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         }
         double row_loss;
         if (blocks) {
+          bool stopped = false;
           row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss,
-                                sq_part.slots(), pass);
+                                sq_part.slots(), pass, own_rows ? &own : nullptr, stopped);
+          if (stopped) break;
         } else {
           forward(team, batch_.view, params, 0, rows, pass);
           loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,

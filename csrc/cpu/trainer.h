@@ -14,6 +14,7 @@
 //   the thread count, so neither does the model.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -100,11 +101,21 @@ class Trainer {
   void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                     index_t rows, bool accumulate, T* grad, const Pass& pass,
                     const T* wt = nullptr);
+  // Row-block epochs on a dense input that is gathered, without sample weights: each thread
+  // gathers its own blocks' rows of the batch in block_step, so no barrier precedes the blocks,
+  // and the stop flag is read after the blocks' barrier (one value on every thread).
+  struct OwnRows {
+    const TrainingData<T>* data;
+    const index_t* idx;  // the batch's rows of the input
+    const std::atomic<int>* stop;
+  };
   // The small-network epoch step: row blocks through the whole network, one thread each.
-  // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2).
+  // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2). With own,
+  // sets stopped instead (and updates nothing) when own->stop is set.
   double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
-                    std::vector<double>& block_loss, double* sq_slots, const Pass& pass);
+                    std::vector<double>& block_loss, double* sq_slots, const Pass& pass,
+                    const OwnRows* own, bool& stopped);
   bool use_row_blocks(index_t batch_rows) const;
   T* out(size_t layer, index_t r0 = 0) {
     return acts_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
