@@ -149,6 +149,32 @@ def test_a_team_back_from_a_transient_loss_wins_at_its_first_good_try(kind):
         _cpu._forget_team_choice()
 
 
+@pytest.mark.parametrize("load", ["free", "oversubscribed", "unknown"])
+def test_a_prediction_does_not_retry_its_team_on_an_oversubscribed_machine(load):
+    # A prediction's team lost to one thread; when its retry falls due, a machine whose other
+    # processes leave too few CPUs for the team keeps the calls on one thread (a try would wait
+    # for time slices, and one lucky call would bring the team back for calls that pay them);
+    # with CPUs free, or a load that cannot be read, the team is tried as before.
+    _cpu._forget_team_choice()
+    try:
+        chooser = _cpu._TeamChooser("prediction")
+        team_wins_then_one_thread_is_tried(chooser)
+        segment(chooser, 2, SLOW)
+        segment(chooser, 2, SLOW)  # median SLOW: one thread wins, the team's retry due 0.5 s later
+        segment(chooser, 1, SOLO)  # warm-up
+        segment(chooser, 1, SOLO)
+        chooser.set_conditions(load=load)
+        if load == "oversubscribed":
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.5:  # three times the retry's delay
+                segment(chooser, 1, SOLO)
+                time.sleep(2e-3)
+            chooser.set_conditions(load="free")  # the load has gone: the team's next retry runs
+        assert wait_for_pick(chooser, 2) < 2.0
+    finally:
+        _cpu._forget_team_choice()
+
+
 def test_each_choice_has_its_own_backoff():
     # One thread lost its tries again and again (its backoff doubled each time, to 400); then
     # the team loses once: its retry comes after 50 times its own try (0.55 s here), not after

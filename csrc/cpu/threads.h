@@ -239,6 +239,19 @@ class TeamChooser {
     else {
       const int best = best_of_two();
       choice = now >= retry_at_[1 - best] ? 1 - best : best;
+      if (!epoch_ && choice == kFull && best == kSolo) {
+        // A prediction's retry of a team that lost, while other processes leave fewer free CPUs
+        // than it has threads (one reading of /proc): not run. A call of microseconds on a
+        // loaded team waits for time slices, and one call whose members happened to be running
+        // wins a try and brings back the team for calls that pay it (one Fashion-MNIST row
+        // under two busy processes: 115 us a call against 72 us alone, bench/RESULTS.md). The
+        // retry falls due again after 100 times what the reading cost, kLoadRecheck at least.
+        if (load_state(full, 1) == LoadState::oversubscribed) {
+          const double check = seconds() - now;
+          retry_at_[kFull] = now + std::min(std::max(100 * check, kLoadRecheck), kMaxDelay);
+          choice = kSolo;
+        }
+      }
     }
     trying_ = n_[choice] == 0 || (n_[1 - choice] > 0 && choice != best_of_two());
     return choice == kFull ? full : 1;
@@ -346,6 +359,7 @@ class TeamChooser {
   static constexpr double kSegmentSeconds = 4e-3;
   static constexpr double kFirstBackoff = 50, kMaxBackoff = 3200, kMaxDelay = 10.0;
   static constexpr double kTransientRetry = 0.1;  // seconds, see record()
+  static constexpr double kLoadRecheck = 0.01;    // seconds, see pick()
   // New trainers start alone for at least this long after the team lost in any trainer: the
   // first segments of a trainer on a loaded team cost 10-100 times a one-thread batch, which
   // a loop of short fits would otherwise pay in every fit.
