@@ -278,6 +278,10 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
     stopped = true;
     return 0.0;
   }
+  // The losses summed here, between the two barriers: after the second, a thread gathering its
+  // own rows may already be writing its blocks' losses of the next batch.
+  double batch_loss = 0.0;
+  for (index_t blk = 0; blk < n_blocks; ++blk) batch_loss += block_loss[blk];
   // The gradients summed in block order, then one optimizer step, split by parameter.
   const T alpha = static_cast<T>(opts.alpha);
   OptimizerPass<T> opt_pass;
@@ -306,8 +310,6 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   }
   sq_slots[team.slot * kSlotStride] = my_sq;
   team_barrier(team);
-  double batch_loss = 0.0;
-  for (index_t blk = 0; blk < n_blocks; ++blk) batch_loss += block_loss[blk];
   return batch_loss;
 }
 

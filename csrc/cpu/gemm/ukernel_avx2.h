@@ -85,13 +85,14 @@ struct Kernel6x2 : Blocking {
       if constexpr (NV == 2) c1[i] = V::zero();
     }
     const T* a0 = a;
-    const T* a3 = a + 3 * lda;
+    const T* a3 = ROWS > 3 ? a + 3 * lda : a;  // (no pointer past the rows an edge panel has)
     const index_t l1 = lda, l2 = 2 * lda;
     for (index_t p = 0; p < kc; ++p) {
       const R b0 = V::load(b);
       const R b1 = NV == 2 ? V::load(b + V::width) : b0;
       if constexpr (ROW_A) {
-        const T* rows[MR] = {a0, a0 + l1, a0 + l2, a3, a3 + l1, a3 + l2};
+        const T* rows[MR] = {a0, ROWS > 1 ? a0 + l1 : a0, ROWS > 2 ? a0 + l2 : a0,
+                             a3, ROWS > 4 ? a3 + l1 : a3, ROWS > 5 ? a3 + l2 : a3};
 #pragma GCC unroll 6
         for (int i = 0; i < ROWS; ++i) {
           const R ai = V::bcast(rows[i]);
