@@ -32,7 +32,7 @@ index_t chunk_rows(const NetworkLayout& layout, index_t n_rows) {
 // at most one, so only the last block has a short edge panel; for networks of at most
 // kRowBlockParams parameters (whose per-block gradients stay small). The blocks depend on the
 // batch and the kernel, never on the thread count; each thread takes a contiguous run of
-// them (block_range), which splits the panels evenly where taking every nth block would not
+// them (team_range over the blocks), which splits the panels evenly where taking every nth block would not
 // (200 rows in 6-row panels: blocks of 8, 9, 8 and 9 panels, 17 per thread on two threads).
 constexpr index_t kBlockRows = 60;
 
@@ -41,11 +41,6 @@ index_t block_start(index_t rows, index_t blk, index_t mr) {
   const index_t n = n_row_blocks(rows);
   const index_t panels = (rows + mr - 1) / mr;  // >= n: mr <= kBlockRows
   return blk >= n ? rows : std::min(rows, panels * blk / n * mr);
-}
-// The blocks [b0, b1) of one thread of a team.
-void block_range(index_t n_blocks, const Team& team, index_t& b0, index_t& b1) {
-  b0 = n_blocks * team.tid / team.nth;
-  b1 = n_blocks * (team.tid + 1) / team.nth;
 }
 constexpr index_t kRowBlockParams = index_t(1) << 16;
 
@@ -254,7 +249,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   const Team solo = Team::solo(team.slot);
   // Each block: forward, loss, backward to a raw gradient of its own.
   index_t b0, b1;
-  block_range(n_blocks, team, b0, b1);
+  team_range(team, n_blocks, b0, b1);  // (a contiguous run of blocks, see block_start)
   BatchView<T> input = batch_.view;
   if (own != nullptr) {
     const index_t r_lo = block_start(rows, b0, mr), r_hi = block_start(rows, b1, mr);
