@@ -247,6 +247,36 @@ def test_edge_panels_match_full_tiles(isa, dtype):
                                       48, range(13, 36))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_split_matches_one_thread(isa, dtype):
+    # Threads split C's columns at half panels (a thread may end on a half-width panel that is
+    # not C's last): every column count up to past four panels of every kernel, and the
+    # epoch's 100 and 300, must give 2 and 3 threads the one-thread product bit for bit, with
+    # every epilogue, the weight gradient's column sum, and one and several depth blocks.
+    rng = np.random.default_rng(13)
+    gemm = GEMM[dtype]
+    m = 40  # few row panels against the columns: the threads take columns, not rows
+    for n in list(range(1, 70)) + [100, 150, 300, 301]:
+        k = 600 if n % 3 == 0 else 200
+        a = rng.standard_normal((m, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        aux = rng.standard_normal((m, n)).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        one = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
+        wg1, cs1 = gemm(a, b, epilogue="weight_grad", aux=aux, alpha=0.1, scale=0.5, colsum=True,
+                        n_threads=1)
+        for threads in (2, 3):
+            got = epilogue_products(gemm, a, b, bias, aux, c0, threads=threads)
+            for kind, value in got.items():
+                np.testing.assert_array_equal(value, one[kind], err_msg=f"{isa} n={n} k={k} {kind} threads={threads}")
+            wg, cs = gemm(a, b, epilogue="weight_grad", aux=aux, alpha=0.1, scale=0.5, colsum=True,
+                          n_threads=threads)
+            np.testing.assert_array_equal(wg, wg1, err_msg=f"{isa} n={n} weight_grad threads={threads}")
+            np.testing.assert_array_equal(cs, cs1, err_msg=f"{isa} n={n} colsum threads={threads}")
+        check_close(one["plain"], a.astype(np.float64) @ b.astype(np.float64), k, dtype, f"{isa} n={n}")
+
+
 def test_bad_arguments():
     a = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError, match="inner dimensions"):

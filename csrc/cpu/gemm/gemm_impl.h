@@ -6,7 +6,8 @@
 // templates, so no function compiled for one instruction set can be shared through the
 // linker with code compiled for another.
 //
-// Work split: the threads of a team take disjoint NR-column panels of C, or disjoint MR-row
+// Work split: the threads of a team take disjoint column ranges of C (NR-column panels split at
+// half panels, so that each thread gets the same number of vectors of columns), or disjoint MR-row
 // panels when the epilogue updates weights (each thread then streams a contiguous block of
 // W and its optimizer state) or when C has too few column panels. No thread waits on
 // another inside a GEMM.
@@ -680,14 +681,21 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   T* tile = a_own + a_elems;
   tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
 
-  index_t pj0 = 0, pj1 = n_panels, r0 = 0, r1 = m;
+  // This thread's rows [r0, r1) and columns [jlo, jhi), the latter as nq panels from jlo (the
+  // last one possibly narrower). Columns are split in half panels: an odd number of panels
+  // (300 columns are 18.75) then gives each thread the same number of vectors of columns
+  // (9.5 panels each, not 9 and 10), a half panel running the kernel on half the columns.
+  index_t jlo = 0, jhi = n, r0 = 0, r1 = m;
   if (split_m) {
     r0 = imin(m, m_panels_all * tid / nt * MR);
     r1 = imin(m, m_panels_all * (tid + 1) / nt * MR);
   } else {
-    pj0 = n_panels * tid / nt;
-    pj1 = n_panels * (tid + 1) / nt;
+    constexpr index_t HALF = NR / 2;
+    const index_t halves = (n + HALF - 1) / HALF;
+    jlo = imin(n, halves * tid / nt * HALF);
+    jhi = imin(n, halves * (tid + 1) / nt * HALF);
   }
+  const index_t nq = (jhi - jlo + NR - 1) / NR;
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
   double sq = 0.0;
@@ -700,40 +708,39 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     const bool set = kb == 0 && !accumulate;
     if (small_m) {
       // this thread's columns, row by row; each row's chains are stored panel by panel
-      const index_t j_lo = pj0 * NR;
-      for (index_t pj = pj0; pj < pj1; ++pj) {
-        const index_t j0 = pj * NR;
+      for (index_t pj = 0; pj < nq; ++pj) {
+        const index_t j0 = jlo + pj * NR;
         // the column sum the packing would have fused
-        pack_b_panel<T, NR>(b, p0, kc, j0, static_cast<int>(imin(NR, n - j0)), nullptr,
+        pack_b_panel<T, NR>(b, p0, kc, j0, static_cast<int>(imin(NR, jhi - j0)), nullptr,
                             colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
         if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
       }
-      const index_t w = imin(n, pj1 * NR) - j_lo;
-      const index_t ldo = (pj1 - pj0) * NR;
+      const index_t w = jhi - jlo;
+      const index_t ldo = nq * NR;
       index_t group = 1;
       if constexpr (has_vector_registers<K>::value) group = K::SHORT_ROWS;
       for (index_t i = 0; i < m; i += group) {
         const index_t g = imin(group, m - i);
         const T* arow = a.data + i * a.rs + p0 * a.cs;
-        const T* bp = b.data + p0 * b.rs + j_lo;
+        const T* bp = b.data + p0 * b.rs + jlo;
         if constexpr (has_vector_registers<K>::value)
           short_rows<T, K>(g, w, kc, arow, a.rs, a.cs, bp, b.rs, b_block, ldo);
         else
           small_m_row<T, K>(w, kc, arow, a.cs, bp, b.rs, b_block);
         for (index_t r = 0; r < g; ++r)
-          for (index_t pj = pj0; pj < pj1; ++pj) {
-            const index_t j0 = pj * NR;
-            store_tile<T, NR>(b_block + r * ldo + (j0 - j_lo), 1, static_cast<int>(imin(NR, n - j0)),
+          for (index_t pj = 0; pj < nq; ++pj) {
+            const index_t j0 = jlo + pj * NR;
+            store_tile<T, NR>(b_block + r * ldo + pj * NR, 1, static_cast<int>(imin(NR, jhi - j0)),
                               c + (i + r) * ldc + j0, ldc, i + r, j0, acc, last, ep, sq);
           }
       }
       continue;
     }
-    for (index_t pj = pj0; pj < pj1; ++pj) {
-      const index_t j0 = pj * NR;
-      const int nr = static_cast<int>(imin(NR, n - j0));
+    for (index_t pj = 0; pj < nq; ++pj) {
+      const index_t j0 = jlo + pj * NR;
+      const int nr = static_cast<int>(imin(NR, jhi - j0));
       pack_b_panel<T, NR>(b, p0, kc, j0, nr,
-                          (b_in_place && nr == NR) ? nullptr : b_block + (pj - pj0) * kc * NR,
+                          (b_in_place && nr == NR) ? nullptr : b_block + pj * kc * NR,
                           colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
     }
     for (index_t ic = r0; ic < r1; ic += mc_max) {
@@ -748,14 +755,14 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // in row-band order a column-major panel, which packed is read contiguously by all the
       // B panels that follow instead of a strided line per k step.
       index_t packed_ip = -1;
-      const bool pack_col_panels = split_m && a_mode == kColumnMajor && pj1 - pj0 > 1;
+      const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       auto tile_at = [&](index_t ip, index_t pj) {
         const index_t i0 = ic + ip * MR;
         const int mr = static_cast<int>(imin(MR, m - i0));
-        const index_t j0 = pj * NR;
-        const int nr = static_cast<int>(imin(NR, n - j0));
+        const index_t j0 = jlo + pj * NR;
+        const int nr = static_cast<int>(imin(NR, jhi - j0));
         const bool direct_b = b_in_place && nr == NR;
-        const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_block + (pj - pj0) * kc * NR;
+        const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_block + pj * kc * NR;
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
@@ -794,14 +801,14 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       };
       if (split_m) {  // row bands: an A panel stays in L1 across the B panels
         for (index_t ip = 0; ip < m_panels; ++ip)
-          for (index_t pj = pj0; pj < pj1; ++pj) tile_at(ip, pj);
+          for (index_t pj = 0; pj < nq; ++pj) tile_at(ip, pj);
       } else {  // column panels: a B panel stays in L1 across the A panels
-        for (index_t pj = pj0; pj < pj1; ++pj)
+        for (index_t pj = 0; pj < nq; ++pj)
           for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
       }
     }
   }
-  if (update && colsum != nullptr) update_biases(ep, pj0 * NR, imin(n, pj1 * NR));
+  if (update && colsum != nullptr) update_biases(ep, jlo, jhi);
   if (sq_slot != nullptr) *sq_slot += sq;
 }
 
