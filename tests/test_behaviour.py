@@ -98,7 +98,48 @@ def test_threads_do_not_change_the_model():
         two = fm.MLPClassifier(n_threads=2, **kw).fit(X_digits, y_digits)
     for a, b in zip(one.coefs_ + one.intercepts_, two.coefs_ + two.intercepts_):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(one.loss_curve_, two.loss_curve_, rtol=1e-6)
+    np.testing.assert_array_equal(one.loss_curve_, two.loss_curve_)
+
+
+LOSS_CASES = {
+    # a network small enough for row blocks (the optimizer's squares in fixed chunks)
+    "row blocks, adam": dict(hidden_layer_sizes=(50, 50), alpha=1e-3),
+    "row blocks, sgd, float64": dict(hidden_layer_sizes=(50, 50), solver="sgd", alpha=1e-2,
+                                     dtype="float64"),
+    # more than 2^16 parameters: layer by layer (the losses in fixed row chunks, the squares per
+    # row of W)
+    "layers, adam": dict(hidden_layer_sizes=(600, 100), alpha=1e-3),
+    "layers, sgd, float64": dict(hidden_layer_sizes=(1100,), solver="sgd", alpha=1e-2,
+                                 dtype="float64"),
+    # sparse input (the first layer's squares taken after the update), fewer inputs than a
+    # micro-tile's rows (the update on one thread), the whole-data objective of L-BFGS
+    "layers, sparse input": dict(hidden_layer_sizes=(1100,), alpha=1e-2, sparse=True),
+    "layers, 4 inputs": dict(hidden_layer_sizes=(2000, 30), alpha=1e-2, batch_size=400, columns=4),
+    "lbfgs": dict(hidden_layer_sizes=(300,), solver="lbfgs", alpha=1e-2, max_iter=15),
+}
+
+
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_threads_do_not_change_the_loss(case):
+    # The reported losses are sums over rows and weights that every thread contributes to: each
+    # term goes to a fixed slot (a chunk of rows, a row of W, a chunk of weights) and the slots
+    # are summed in order, so that loss_curve_ (and the stopping rules that read it) has the
+    # same bits on one, two or three threads, and whichever team each part of an epoch ran on.
+    kw = dict(LOSS_CASES[case])
+    sparse, columns = kw.pop("sparse", False), kw.pop("columns", None)
+    X = X_digits[:, :columns] if columns else X_digits
+    X = sp.csr_matrix(X) if sparse else X
+    kw = {"max_iter": 3, "random_state": 0, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = [fm.MLPClassifier(n_threads=n, **kw).fit(X, y_digits) for n in (1, 2, 3)]
+    for est in fits[1:]:
+        for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, est.coefs_ + est.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        if kw.get("solver") == "lbfgs":
+            assert est.loss_ == fits[0].loss_
+        else:
+            np.testing.assert_array_equal(est.loss_curve_, fits[0].loss_curve_)
 
 
 def test_threadpoolctl_limits_the_engine():

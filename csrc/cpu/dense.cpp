@@ -286,7 +286,7 @@ template <class T>
 void dense_weight_update(const Team& team, const BatchView<T>* input, const T* dense_input,
                          index_t rows, const T* dz, const LayerLayout& layer, T* params,
                          const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
-                         double* sq_norm, GemmWorkspace& ws) {
+                         double* sq_rows, GemmWorkspace& ws) {
   T* w = params + layer.w_offset;
   T* b = params + layer.b_offset;
   T* dw = scratch;
@@ -306,7 +306,7 @@ void dense_weight_update(const Team& team, const BatchView<T>* input, const T* d
         g = l2_grad(g, alpha, w[r * layer.fan_out + j], scale);
       }
     for (index_t j = j0; j < j1; ++j) db[j] *= scale;
-    sq_norm[team.slot * kSlotStride] += step_columns(w, dw, w_s0, w_s1, layer.fan_in, layer.fan_out, j0, j1, opt);
+    step_columns(w, dw, w_s0, w_s1, layer.fan_in, layer.fan_out, j0, j1, opt);
     step_columns(b, db, b_s0, b_s1, 1, layer.fan_out, j0, j1, opt);
     return;
   }
@@ -324,7 +324,7 @@ void dense_weight_update(const Team& team, const BatchView<T>* input, const T* d
   ep.state_1 = w_s1;
   ep.adam = opt.adam;
   ep.sgd = opt.sgd;
-  ep.sq_norm = sq_norm;
+  ep.sq_rows = sq_rows;
   ep.colsum_b = db;
   ep.colsum_scale = scale;
   ep.b_update = b;
@@ -390,6 +390,21 @@ double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, con
 }
 
 template <class T>
+void output_loss_grad_chunks(const Team& team, const NetworkLayout& layout, T* z, const T* y,
+                             const T* sample_weight, T* delta, index_t rows, index_t n_out,
+                             double* chunk_loss) {
+  const Team solo = Team::solo(team.slot);
+  index_t c0, c1;
+  team_range(team, (rows + kLossRows - 1) / kLossRows, c0, c1);
+  for (index_t c = c0; c < c1; ++c) {
+    const index_t r0 = c * kLossRows, n = std::min(kLossRows, rows - r0);
+    chunk_loss[c] = output_loss_grad<T>(solo, layout, z + r0 * n_out, y + r0 * n_out,
+                                        sample_weight != nullptr ? sample_weight + r0 : nullptr,
+                                        delta + r0 * n_out, n, n_out);
+  }
+}
+
+template <class T>
 void output_activation(const Team& team, const NetworkLayout& layout, const T* z, double* out,
                        index_t rows, index_t n_out) {
   index_t i0, i1;
@@ -404,19 +419,46 @@ void output_activation(const Team& team, const NetworkLayout& layout, const T* z
 
 // ---- parameters ------------------------------------------------------------------------------
 
+index_t weight_sq_chunks(const NetworkLayout& layout) {
+  index_t n = 0;
+  for (const auto& layer : layout.layers) n += (layer.fan_in * layer.fan_out + kSqChunk - 1) / kSqChunk;
+  return n;
+}
+
 template <class T>
-double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* params) {
-  double total = 0.0;
+void weights_sq_chunks(const Team& team, const NetworkLayout& layout, const T* params,
+                       double* chunk_sq) {
   for (const auto& layer : layout.layers) {
     const T* w = params + layer.w_offset;
-    index_t i0, i1;
-    team_range(team, layer.fan_in * layer.fan_out, i0, i1);
+    const index_t count = layer.fan_in * layer.fan_out;
+    const index_t n_chunks = (count + kSqChunk - 1) / kSqChunk;
+    index_t c0, c1;
+    team_range(team, n_chunks, c0, c1);
+    for (index_t c = c0; c < c1; ++c) {
+      const index_t i1 = std::min(count, (c + 1) * kSqChunk);
+      double s = 0.0;
+#pragma omp simd reduction(+ : s)
+      for (index_t i = c * kSqChunk; i < i1; ++i)
+        s += static_cast<double>(w[i]) * static_cast<double>(w[i]);
+      chunk_sq[c] = s;
+    }
+    chunk_sq += n_chunks;
+  }
+}
+
+template <class T>
+void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params, double* sq_rows) {
+  const T* w = params + layer.w_offset;
+  index_t r0, r1;
+  team_range(team, layer.fan_in, r0, r1);
+  for (index_t r = r0; r < r1; ++r) {
+    const T* row = w + r * layer.fan_out;
     double s = 0.0;
 #pragma omp simd reduction(+ : s)
-    for (index_t i = i0; i < i1; ++i) s += static_cast<double>(w[i]) * static_cast<double>(w[i]);
-    total += s;
+    for (index_t j = 0; j < layer.fan_out; ++j)
+      s += static_cast<double>(row[j]) * static_cast<double>(row[j]);
+    sq_rows[r] = s;
   }
-  return total;
 }
 
 #define FUSEDMLP_INSTANTIATE(T)                                                                    \
@@ -446,7 +488,10 @@ double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* p
                                       T*, index_t, index_t);                                        \
   template void output_activation<T>(const Team&, const NetworkLayout&, const T*, double*, index_t, \
                                      index_t);                                                      \
-  template double weights_sq_norm<T>(const Team&, const NetworkLayout&, const T*);
+  template void output_loss_grad_chunks<T>(const Team&, const NetworkLayout&, T*, const T*,        \
+                                           const T*, T*, index_t, index_t, double*);              \
+  template void weights_sq_chunks<T>(const Team&, const NetworkLayout&, const T*, double*);       \
+  template void weight_rows_sq<T>(const Team&, const LayerLayout&, const T*, double*);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

@@ -141,14 +141,15 @@ struct OptimizerStep {
 
 // The weight and bias gradients of one layer, applied at once by the optimizer: W's gradient
 // goes from the GEMM's registers into the update, b's from the column sum fused into packing
-// dz. sum(W_new^2) is added to sq_norm[team.tid * kSlotStride]. The layer input is `input` (the network's
-// input) or, when that is null, dense_input (rows x fan_in). scratch holds fan_in x fan_out +
-// fan_out elements at the layer's offsets (used between k blocks, and for sparse input).
+// dz. sq_rows[r] := sum_j W_new(r, j)^2 for each of the fan_in rows (Epilogue::sq_rows), except
+// with sparse input (weight_rows_sq after the team's barrier). The layer input is `input` (the
+// network's input) or, when that is null, dense_input (rows x fan_in). scratch holds fan_in x
+// fan_out + fan_out elements at the layer's offsets (used between k blocks, and for sparse input).
 template <class T>
 void dense_weight_update(const Team& team, const BatchView<T>* input, const T* dense_input,
                          index_t rows, const T* dz, const LayerLayout& layer, T* params,
                          const OptimizerStep<T>& opt, T alpha, T scale, T* scratch,
-                         double* sq_norm, GemmWorkspace& ws);
+                         double* sq_rows, GemmWorkspace& ws);
 
 // Raw gradient sums: dW (+)= input^T dz, db (+)= colsum(dz) at the layer's offsets in grad
 // (the L-BFGS path chunk by chunk, and the row blocks of small networks).
@@ -169,14 +170,38 @@ template <class T>
 double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, const T* y,
                         const T* sample_weight, T* delta, index_t rows, index_t n_out);
 
+// The same over fixed chunks of kLossRows rows, this thread's share of them: chunk_loss[c] := the
+// sum over chunk c's rows, whatever the team, for a total summed over the chunks in order.
+constexpr index_t kLossRows = 16;
+template <class T>
+void output_loss_grad_chunks(const Team& team, const NetworkLayout& layout, T* z, const T* y,
+                             const T* sample_weight, T* delta, index_t rows, index_t n_out,
+                             double* chunk_loss);
+
 // Applies the output activation to rows of z in float64 into out (prediction).
 template <class T>
 void output_activation(const Team& team, const NetworkLayout& layout, const T* z, double* out,
                        index_t rows, index_t n_out);
 
-// This thread's share of the sum of squares of every weight matrix (not the biases).
+// The sum of squares of every weight matrix (not the biases) in chunks of kSqChunk weights of
+// one layer (a layer's last chunk shorter): their number, and this thread's share of them,
+// chunk_sq[c] := chunk c's sum, for a total summed over the chunks in order (sum_in_order),
+// whose bits do not depend on the team.
+index_t weight_sq_chunks(const NetworkLayout& layout);
 template <class T>
-double weights_sq_norm(const Team& team, const NetworkLayout& layout, const T* params);
+void weights_sq_chunks(const Team& team, const NetworkLayout& layout, const T* params,
+                       double* chunk_sq);
+
+// sq_rows[r] := sum_j W(r, j)^2 for this thread's share of a layer's rows.
+template <class T>
+void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params, double* sq_rows);
+
+// v[0] + v[1] + ... + v[n - 1], in that order.
+inline double sum_in_order(const double* v, index_t n) {
+  double s = 0.0;
+  for (index_t i = 0; i < n; ++i) s += v[i];
+  return s;
+}
 
 // The team's barrier (nothing for a team of one).
 void team_barrier(const Team& team);

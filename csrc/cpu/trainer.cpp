@@ -62,23 +62,6 @@ index_t macs_per_row(const NetworkLayout& layout) {
   return macs;
 }
 
-// Per-thread partial sums, a cache line apart (the layout Epilogue::sq_norm expects).
-class Partials {
- public:
-  explicit Partials(int n) : v_(static_cast<size_t>(n) * kSlotStride, 0.0) {}
-  double& operator[](int t) { return v_[static_cast<size_t>(t) * kSlotStride]; }
-  double* slots() { return v_.data(); }
-  double sum(int n) {
-    double s = 0.0;
-    for (int t = 0; t < n; ++t) s += (*this)[t];
-    return s;
-  }
-  void clear(int t) { (*this)[t] = 0.0; }
-
- private:
-  std::vector<double> v_;
-};
-
 }  // namespace
 
 template <class T>
@@ -86,6 +69,28 @@ Trainer<T>::Trainer(NetworkLayout layout, int n_threads)
     : layout_(std::move(layout)), n_threads_(std::clamp(n_threads, 1, 64)) {
   if (layout_.layers.empty()) throw std::invalid_argument("Trainer: empty network");
   check_hidden_activation(layout_.hidden);
+  index_t weight_rows = 0;
+  for (const auto& layer : layout_.layers) weight_rows += layer.fan_in;
+  sq_rows_.assign(static_cast<size_t>(weight_rows), 0.0);
+  sq_chunks_.assign(static_cast<size_t>(weight_sq_chunks(layout_)), 0.0);
+}
+
+template <class T>
+double Trainer<T>::start_sq_norm(const Team& team, const T* params) {
+  weights_sq_chunks<T>(team, layout_, params, sq_chunks_.data());
+  team_barrier(team);
+  return sum_in_order(sq_chunks_.data(), static_cast<index_t>(sq_chunks_.size()));
+}
+
+template <class T>
+double Trainer<T>::updated_sq_norm(const Team& team, const BatchView<T>& input, const T* params,
+                                   bool blocks) {
+  if (blocks) return sum_in_order(sq_chunks_.data(), static_cast<index_t>(sq_chunks_.size()));
+  if (input.sparse) {  // (the sparse update steps columns: the rows' squares taken here)
+    weight_rows_sq<T>(team, layout_.layers[0], params, sq_rows_.data());
+    team_barrier(team);
+  }
+  return sum_in_order(sq_rows_.data(), static_cast<index_t>(sq_rows_.size()));
 }
 
 template <class T>
@@ -153,6 +158,7 @@ void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre, bool ba
     pres_.clear();
     y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
     w_batch_.assign(static_cast<size_t>(rows), T(0));
+    loss_chunks_.assign(static_cast<size_t>((rows + kLossRows - 1) / kLossRows), 0.0);
     capacity_rows_ = rows;
   }
   if (backward && deltas_.size() < acts_.size()) deltas_.assign(acts_.size(), T(0));
@@ -198,12 +204,14 @@ void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* p
 template <class T>
 void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T* params,
                                  index_t rows, T alpha, T scale, const OptimizerStep<T>& opt,
-                                 double* sq_slots, const Pass& pass) {
+                                 const Pass& pass) {
   // On entry delta(last) holds dZ of the output layer. Each layer's dZ for the layer below
   // is formed from its weights before they are updated; every layer has its own dZ buffer,
   // so only that read-before-update needs a barrier.
+  index_t sq_row = static_cast<index_t>(sq_rows_.size());  // (the layers' rows, from the last)
   for (size_t l = layout_.layers.size(); l-- > 0;) {
     const LayerLayout& layer = layout_.layers[l];
+    sq_row -= layer.fan_in;
     if (l > 0) {
       dense_backward_data<T>(team, delta(l), rows, layer.fan_out, params + layer.w_offset,
                              layer.fan_in, pass.keep_pre ? pre(l - 1) : out(l - 1),
@@ -213,7 +221,7 @@ void Trainer<T>::backward_update(const Team& team, const BatchView<T>& input, T*
     }
     dense_weight_update<T>(team, l == 0 ? &input : nullptr, l == 0 ? nullptr : out(l - 1), rows,
                            delta(l), layer, params, opt, alpha, scale,
-                           grad_.data() + layer.w_offset, sq_slots, ws_);
+                           grad_.data() + layer.w_offset, sq_rows_.data() + sq_row, ws_);
   }
 }
 
@@ -239,8 +247,8 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
 template <class T>
 double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T* sw,
                               double sw_sum, const EpochOptions& opts, const OptimizerStep<T>& opt,
-                              std::vector<double>& block_loss, double* sq_slots,
-                              const Pass& pass, const OwnRows* own, bool& stopped) {
+                              std::vector<double>& block_loss, const Pass& pass,
+                              const OwnRows* own, bool& stopped) {
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const index_t n_blocks = n_row_blocks(rows);
@@ -286,24 +294,30 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   opt_pass.stride = n_params;
   opt_pass.n_partials = n_blocks;
   opt_pass.scale = static_cast<T>(1.0 / sw_sum);
-  double my_sq = 0.0;
+  double* chunk_sq = sq_chunks_.data();
   for (const auto& layer : layout_.layers) {
     for (int part = 0; part < 2; ++part) {  // the weights (with the L2 term), then the biases
       const index_t offset = part == 0 ? layer.w_offset : layer.b_offset;
       const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
       index_t i0, i1;
-      team_range(team, count, i0, i1);
+      if (part == 0) {  // whole chunks of kSqChunk weights each: their squares in sq_chunks_
+        const index_t n_chunks = (count + kSqChunk - 1) / kSqChunk;
+        team_range(team, n_chunks, i0, i1);
+        opt_pass.chunk_sq = chunk_sq + i0;
+        chunk_sq += n_chunks;
+        i0 = std::min(count, i0 * kSqChunk);
+        i1 = std::min(count, i1 * kSqChunk);
+      } else {
+        team_range(team, count, i0, i1);
+        opt_pass.chunk_sq = nullptr;
+      }
       opt_pass.partial = block_grads_.data() + offset + i0;
       opt_pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
       T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
-      const double sq = optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
-      if (part == 0) {
-        my_sq += sq;
-        transpose_weights<T>(layer, params, wt_.data(), i0, i1);  // (before the barrier below)
-      }
+      optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
+      if (part == 0) transpose_weights<T>(layer, params, wt_.data(), i0, i1);  // (before the barrier below)
     }
   }
-  sq_slots[team.slot * kSlotStride] = my_sq;
   team_barrier(team);
   return batch_loss;
 }
@@ -354,7 +368,6 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
   std::atomic<long long> batches_done{0};
-  Partials loss_part(full), sq_part(full);
   const long long t0 = state.t;
   const long long n_batches = (n_order + batch_size - 1) / batch_size;
   // ||W||^2 of the weights each batch starts from: computed by the first segment, then carried
@@ -372,12 +385,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     {
       FlushDenormals<T> ftz;
       const Team team{omp_get_thread_num(), omp_get_num_threads()};
-      double sq = carried_sq;
-      if (first == 0) {
-        sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
-        team_barrier(team);
-        sq = sq_part.sum(team.nth);
-      }
+      double sq = first == 0 ? start_sq_norm(team, params) : carried_sq;
       OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
       Pass pass = epoch_pass;
       for (long long batch_index = first; batch_index < end; ++batch_index) {
@@ -419,22 +427,22 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         double row_loss;
         if (blocks) {
           bool stopped = false;
-          row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss,
-                                sq_part.slots(), pass, own_rows ? &own : nullptr, stopped);
+          row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss, pass,
+                                own_rows ? &own : nullptr, stopped);
           if (stopped) break;
         } else {
           forward(team, batch_.view, params, 0, rows, pass);
-          loss_part[team.tid] = output_loss_grad<T>(team, layout_, out(last), y_batch_.data(), sw,
-                                                    delta(last), rows, n_out);
+          output_loss_grad_chunks<T>(team, layout_, out(last), y_batch_.data(), sw, delta(last),
+                                     rows, n_out, loss_chunks_.data());
           team_barrier(team);
-          row_loss = loss_part.sum(team.nth);
-          sq_part.clear(team.tid);
+          // (every thread sums before the next barrier; the next batch writes after it)
+          row_loss = sum_in_order(loss_chunks_.data(), (rows + kLossRows - 1) / kLossRows);
           backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum),
-                          step, sq_part.slots(), pass);
+                          step, pass);
           team_barrier(team);
         }
         const double loss_value = batch_loss(loss, row_loss, sw_sum, n_out, opts.alpha, sq);
-        sq = sq_part.sum(team.nth);
+        sq = updated_sq_norm(team, batch_.view, params, blocks);
         if (team.tid == 0) {
           if (opts.batch_losses != nullptr) opts.batch_losses[batch_index] = loss_value;
           result.accumulated_loss += loss_value * static_cast<double>(rows);
@@ -500,7 +508,7 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
   const size_t last = layout_.layers.size() - 1;
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
-  Partials loss_part(nth), sq_part(nth);
+  double total_loss = 0.0, sq = 0.0;  // (thread 0's: every thread sums the same slots)
 
   const double sw_sum = weight_sum(data);
   const T scale = static_cast<T>(1.0 / sw_sum);
@@ -521,10 +529,12 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
         team_barrier(team);  // (the loss turns z into the output activation in place)
       }
       const T* sw = data.sample_weight != nullptr ? data.sample_weight + start : nullptr;
-      loss_part[team.tid] += output_loss_grad<T>(team, layout_, out(last),
-                                                 data.y + start * n_out, sw, delta(last), rows,
-                                                 n_out);
+      output_loss_grad_chunks<T>(team, layout_, out(last), data.y + start * n_out, sw,
+                                 delta(last), rows, n_out, loss_chunks_.data());
       team_barrier(team);
+      // (summed before the next chunk's barrier, after which its losses are written)
+      const double chunk_loss = sum_in_order(loss_chunks_.data(), (rows + kLossRows - 1) / kLossRows);
+      if (team.tid == 0) total_loss += chunk_loss;
       if (grad != nullptr) {
         backward_sum(team, batch_.view, params, 0, rows, start > 0, grad, pass);
         team_barrier(team);
@@ -534,11 +544,12 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
       if (grad != nullptr)
         for (const auto& layer : layout_.layers)
           finish_weight_grad<T>(team, layer, params, static_cast<T>(alpha), scale, grad);
-      sq_part[team.tid] = weights_sq_norm<T>(team, layout_, params);
+      const double norm = start_sq_norm(team, params);
+      if (team.tid == 0) sq = norm;
     }
   }
   if (stop_flag.load()) throw std::runtime_error("interrupted");
-  return batch_loss(layout_.loss, loss_part.sum(nth), sw_sum, n_out, alpha, sq_part.sum(nth));
+  return batch_loss(layout_.loss, total_loss, sw_sum, n_out, alpha, sq);
 }
 
 namespace {

@@ -95,8 +95,7 @@ class Trainer {
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                index_t rows, const Pass& pass);
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
-                       T alpha, T scale, const OptimizerStep<T>& opt, double* sq_part,
-                       const Pass& pass);
+                       T alpha, T scale, const OptimizerStep<T>& opt, const Pass& pass);
   // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params)
   void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                     index_t rows, bool accumulate, T* grad, const Pass& pass,
@@ -110,12 +109,18 @@ class Trainer {
     const std::atomic<int>* stop;
   };
   // The small-network epoch step: row blocks through the whole network, one thread each.
-  // Returns the batch's summed per-sample losses; writes each thread's sum(W_new^2). With own,
-  // sets stopped instead (and updates nothing) when own->stop is set.
+  // Returns the batch's summed per-sample losses; writes the new weights' squares to
+  // sq_chunks_. With own, sets stopped instead (and updates nothing) when own->stop is set.
   double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
-                    std::vector<double>& block_loss, double* sq_slots, const Pass& pass,
-                    const OwnRows* own, bool& stopped);
+                    std::vector<double>& block_loss, const Pass& pass, const OwnRows* own,
+                    bool& stopped);
+  // sum(W^2) after the batch's updates (read after the team's barrier): layer by layer from
+  // sq_rows_, or from sq_chunks_ in row-block mode; the same bits on any team.
+  double updated_sq_norm(const Team& team, const BatchView<T>& input, const T* params,
+                         bool blocks);
+  // sum(W^2) of params at the start of a pass (weights_sq_chunks, a barrier, the sum).
+  double start_sq_norm(const Team& team, const T* params);
   bool use_row_blocks(index_t batch_rows) const;
   T* out(size_t layer, index_t r0 = 0) {
     return acts_.data() + act_offsets_[layer] + r0 * layout_.layers[layer].fan_out;
@@ -140,6 +145,12 @@ class Trainer {
   std::vector<T> w_batch_;
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
+  // Sums whose bits do not depend on the team: each term in a fixed slot, the slots summed in
+  // order. The new weights' squares per row of each layer (layer after layer), per chunk of
+  // kSqChunk weights (weight_sq_chunks), and the loss per chunk of kLossRows rows of a batch.
+  std::vector<double> sq_rows_;
+  std::vector<double> sq_chunks_;
+  std::vector<double> loss_chunks_;
   // Row-block mode: each layer's W^T (fan_out x fan_in, row-major) at its w_offset, written at
   // the start of an epoch and by every optimizer step, so that the blocks' backward products
   // read it in place instead of each block packing the columns of W again.

@@ -141,7 +141,7 @@ void check_gemm(index_t m, index_t n, index_t k, const Epilogue<T>& ep) {
     case EpilogueKind::weight_update_sgd:
       if (ep.aux == nullptr || ep.w_update != ep.aux || ep.state_0 == nullptr ||
           (ep.kind == EpilogueKind::weight_update_adam && ep.state_1 == nullptr) ||
-          ep.sq_norm == nullptr)
+          ep.sq_rows == nullptr)
         throw std::invalid_argument("gemm: weight_update needs the weights, state and norm");
       if (ep.b_update != nullptr &&
           (ep.colsum_b == nullptr || ep.b_state_0 == nullptr ||
@@ -220,18 +220,13 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   if (m * n * k < index_t(64) * 1024 * n_threads) n_threads = 1;
   n_threads = team_threads(n_threads);
   ws.reserve(n_threads, gemm_scratch_bytes<T>(m, n, k));
-  double sq[64 * kSlotStride] = {};
-  Epilogue<T> e = ep;
-  if (ep.sq_norm != nullptr) e.sq_norm = sq;
   if (n_threads == 1) {
-    gemm_team<T>(Team{0, 1}, m, n, k, a, b, c, ldc, e, accumulate, ws);
+    gemm_team<T>(Team{0, 1}, m, n, k, a, b, c, ldc, ep, accumulate, ws);
   } else {
 #pragma omp parallel num_threads(n_threads)
-    gemm_team<T>(Team{omp_get_thread_num(), omp_get_num_threads()}, m, n, k, a, b, c, ldc, e,
+    gemm_team<T>(Team{omp_get_thread_num(), omp_get_num_threads()}, m, n, k, a, b, c, ldc, ep,
                  accumulate, ws);
   }
-  if (ep.sq_norm != nullptr)
-    for (int t = 0; t < n_threads; ++t) *ep.sq_norm += sq[t * kSlotStride];
 }
 
 #define FUSEDMLP_INSTANTIATE(T)                                                                   \

@@ -39,12 +39,10 @@ enum class EpilogueKind : int {
                         //   a, or z when aux_is_pre
   // g = (AB + alpha * W[i, j]) * scale applied at once by the optimizer to W (= aux, updated
   // in place) and its state; g itself is not stored (C is only scratch between k blocks).
-  // Adds sum(W_new^2) to *sq_norm. The weight gradient fused with the optimizer step.
+  // Sets sq_rows[i] = sum_j W_new(i, j)^2. The weight gradient fused with the optimizer step.
   weight_update_adam = 4,
   weight_update_sgd = 5,
 };
-
-constexpr int kSlotStride = 8;
 
 template <class T>
 struct Epilogue {
@@ -69,9 +67,10 @@ struct Epilogue {
   T* state_1 = nullptr;  // adam: v
   AdamStep<T> adam{};
   SgdStep<T> sgd{};
-  // weight_update_*: sum(W_new^2) is added to sq_norm[tid * kSlotStride], one slot per team
-  // thread, a cache line apart
-  double* sq_norm = nullptr;
+  // weight_update_*: sq_rows[i] := sum_j W_new(i, j)^2 for each row i of W (m entries), each row
+  // summed in the same order whatever the team, so that a norm summed over the rows in order
+  // has the same bits on any number of threads
+  double* sq_rows = nullptr;
   // weight_update_*, optional: the biases, stepped with the fused column sum as gradient
   T* b_update = nullptr;
   T* b_state_0 = nullptr;
@@ -80,8 +79,7 @@ struct Epilogue {
 
 // The threads that run one GEMM together: every thread of an OpenMP parallel region calls
 // gemm_team with its own tid, or one thread calls it alone (Team::solo). `slot` is the
-// thread's own scratch in the workspace (and its partial-sum slot): its tid in the region,
-// also when it works alone.
+// thread's own scratch in the workspace: its tid in the region, also when it works alone.
 struct Team {
   int tid = 0;
   int nth = 1;
@@ -149,7 +147,14 @@ struct OptimizerPass {
   index_t n_partials = 1;
   T alpha = T(0);
   T scale = T(1);
+  // optional: chunk_sq[c] := the new parameters' squares of chunk c (kSqChunk parameters from
+  // the first, the last one shorter), for a norm that does not depend on how the parameters
+  // are split between threads when each thread's range starts on a chunk
+  double* chunk_sq = nullptr;
 };
+
+// Parameters per chunk of optimizer_pass's squared norm.
+constexpr index_t kSqChunk = 64;
 
 template <class T>
 double optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);

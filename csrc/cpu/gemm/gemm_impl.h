@@ -266,42 +266,46 @@ FUSEDMLP_ALWAYS_INLINE void prefetch_update_tile(const Epilogue<T>& ep, index_t 
   }
 }
 
+// Each row's squares are added to ep.sq_rows[row] (set by the row's first tile, j0 = 0): the
+// tiles of a row in column order, whichever thread runs them (one thread has all of a row's
+// tiles), so that the norm's bits do not depend on the team.
 template <class T, int NR, bool ADAM, bool ACC>
 void update_tile(const T* tile, int mr, int nr, const T* c, index_t ldc, index_t i0, index_t j0,
-                 const Epilogue<T>& ep, double& sq) {
+                 const Epilogue<T>& ep) {
   const index_t ld = ep.ld_aux;
   const T alpha = ep.alpha, scale = ep.scale;
   const AdamStep<T> adam = ep.adam;
   const SgdStep<T> sgd = ep.sgd;
-  double s = 0.0;  // at most NR terms per row are summed in T
   for (int i = 0; i < mr; ++i) {
     const index_t off = (i0 + i) * ld + j0;
     T* s1 = ADAM ? ep.state_1 + off : nullptr;
+    T row_sq;  // (at most NR terms summed in T)
     if (nr == NR)
-      s += update_row<T, NR, ADAM, ACC>(NR, tile + i * NR, c + i * ldc, ep.w_update + off,
-                                         ep.state_0 + off, s1, alpha, scale, adam, sgd);
+      row_sq = update_row<T, NR, ADAM, ACC>(NR, tile + i * NR, c + i * ldc, ep.w_update + off,
+                                            ep.state_0 + off, s1, alpha, scale, adam, sgd);
     else
-      s += update_row<T, 0, ADAM, ACC>(nr, tile + i * NR, c + i * ldc, ep.w_update + off,
-                                        ep.state_0 + off, s1, alpha, scale, adam, sgd);
+      row_sq = update_row<T, 0, ADAM, ACC>(nr, tile + i * NR, c + i * ldc, ep.w_update + off,
+                                           ep.state_0 + off, s1, alpha, scale, adam, sgd);
+    double& r = ep.sq_rows[i0 + i];
+    r = (j0 == 0 ? 0.0 : r) + static_cast<double>(row_sq);
   }
-  sq += s;
 }
 
 template <class T, int NR>
 void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, index_t j0, bool acc,
-                bool last, const Epilogue<T>& ep, double& sq) {
+                bool last, const Epilogue<T>& ep) {
   if (last && ep.kind == EpilogueKind::weight_update_adam) {
     if (acc)
-      update_tile<T, NR, true, true>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+      update_tile<T, NR, true, true>(tile, mr, nr, c, ldc, i0, j0, ep);
     else
-      update_tile<T, NR, true, false>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+      update_tile<T, NR, true, false>(tile, mr, nr, c, ldc, i0, j0, ep);
     return;
   }
   if (last && ep.kind == EpilogueKind::weight_update_sgd) {
     if (acc)
-      update_tile<T, NR, false, true>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+      update_tile<T, NR, false, true>(tile, mr, nr, c, ldc, i0, j0, ep);
     else
-      update_tile<T, NR, false, false>(tile, mr, nr, c, ldc, i0, j0, ep, sq);
+      update_tile<T, NR, false, false>(tile, mr, nr, c, ldc, i0, j0, ep);
     return;
   }
   auto plain = [](T v, int, int) { return v; };
@@ -552,7 +556,7 @@ void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, inde
 template <class T, class K>
 void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T>& a,
                    const Operand<T>& b, T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate,
-                   T* tile, double& sq) {
+                   T* tile) {
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   for (index_t i0 = r0; i0 < r1; i0 += MR) {
@@ -587,7 +591,7 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
         }
       }
     }
-    store_tile<T, NR>(tile, mr, static_cast<int>(n), c + i0 * ldc, ldc, i0, 0, accumulate, true, ep, sq);
+    store_tile<T, NR>(tile, mr, static_cast<int>(n), c + i0 * ldc, ldc, i0, 0, accumulate, true, ep);
   }
 }
 
@@ -603,21 +607,18 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t n_panels = (n + NR - 1) / NR;
   const bool update = ep.kind == EpilogueKind::weight_update_adam ||
                       ep.kind == EpilogueKind::weight_update_sgd;
-  double* sq_slot = ep.sq_norm != nullptr ? ep.sq_norm + team.slot * kSlotStride : nullptr;
   if (k <= 0) {  // A * B is the zero matrix; the epilogue still applies (one thread)
     if (team.tid != 0) return;
     alignas(64) T zero_tile[MR * NR];
     for (int i = 0; i < MR * NR; ++i) zero_tile[i] = T(0);
-    double sq = 0.0;
     if (ep.colsum_b != nullptr && !accumulate)
       for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
     for (index_t i0 = 0; i0 < m; i0 += MR)
       for (index_t j0 = 0; j0 < n; j0 += NR)
         store_tile<T, NR>(zero_tile, static_cast<int>(imin(MR, m - i0)),
                           static_cast<int>(imin(NR, n - j0)), c + i0 * ldc + j0, ldc, i0, j0,
-                          accumulate, true, ep, sq);
+                          accumulate, true, ep);
     if (update) update_biases(ep, 0, n);
-    if (sq_slot != nullptr) *sq_slot += sq;
     return;
   }
 
@@ -638,10 +639,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       }
     const index_t r0 = imin(m, m_panels_all * team.tid / nt_narrow * MR);
     const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt_narrow * MR);
-    double sq = 0.0;
-    narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile, sq);
+    narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile);
     if (update && team.tid == 0) update_biases(ep, 0, n);
-    if (sq_slot != nullptr) *sq_slot += sq;
     return;
   }
 
@@ -669,6 +668,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   if (nt > split_units) nt = static_cast<int>(split_units);
   if (nt > work_threads) nt = static_cast<int>(work_threads);
   if (nt < 1) nt = 1;
+  if (small_m && update) nt = 1;  // (each row's tiles on one thread: update_tile's sq_rows)
   if (team.tid >= nt) return;
   const int tid = team.tid;
 
@@ -698,7 +698,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t nq = (jhi - jlo + NR - 1) / NR;
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
-  double sq = 0.0;
 
   for (index_t kb = 0; kb < n_kblocks; ++kb) {
     const index_t p0 = kb * kc_max;
@@ -731,7 +730,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
           for (index_t pj = 0; pj < nq; ++pj) {
             const index_t j0 = jlo + pj * NR;
             store_tile<T, NR>(b_block + r * ldo + pj * NR, 1, static_cast<int>(imin(NR, jhi - j0)),
-                              c + (i + r) * ldc + j0, ldc, i + r, j0, acc, last, ep, sq);
+                              c + (i + r) * ldc + j0, ldc, i + r, j0, acc, last, ep);
           }
       }
       continue;
@@ -797,7 +796,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         } else {
           kernel(std::true_type{}, a.data + i0 * a.rs + p0, a.rs);
         }
-        store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep, sq);
+        store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
       };
       if (split_m) {  // row bands: an A panel stays in L1 across the B panels
         for (index_t ip = 0; ip < m_panels; ++ip)
@@ -809,13 +808,12 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     }
   }
   if (update && colsum != nullptr) update_biases(ep, jlo, jhi);
-  if (sq_slot != nullptr) *sq_slot += sq;
 }
 
 template <class T, bool ADAM>
 double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, index_t n,
                           const OptimizerPass<T>& pass) {
-  constexpr index_t kChunk = 64;  // squares summed in T over a chunk, then in double
+  constexpr index_t kChunk = kSqChunk;  // squares summed in T over a chunk, then in double
   const AdamStep<T> adam = pass.adam_step;
   const SgdStep<T> sgd = pass.sgd_step;
   const T alpha = pass.alpha, scale = pass.scale;
@@ -842,6 +840,7 @@ double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, i
       part_sq += p[c + i] * p[c + i];
     }
     sq += static_cast<double>(part_sq);
+    if (pass.chunk_sq != nullptr) pass.chunk_sq[c / kChunk] = static_cast<double>(part_sq);
   }
   return sq;
 }
