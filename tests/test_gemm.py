@@ -250,8 +250,9 @@ def test_edge_panels_match_full_tiles(isa, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_split_matches_one_thread(isa, dtype):
     # Threads split C's columns at half panels (a thread may end on a half-width panel that is
-    # not C's last): every column count up to past four panels of every kernel, and the
-    # epoch's 100 and 300, must give 2 and 3 threads the one-thread product bit for bit, with
+    # not C's last): every column count up to 69 (four AVX2 float32 panels, two AVX-512 ones;
+    # from 17 columns the product is large enough for a team), 100, 150 and the epoch's 300
+    # must give 2 and 3 threads the one-thread product bit for bit, with
     # every epilogue, the weight gradient's column sum, and one and several depth blocks.
     rng = np.random.default_rng(13)
     gemm = GEMM[dtype]

@@ -264,9 +264,8 @@ void csr_weight_grad_columns(const BatchView<T>& input, const T* dz, index_t fan
 }
 
 template <class T>
-double step_columns(T* w, const T* g, T* s0, T* s1, index_t n_rows, index_t ld, index_t j0,
-                    index_t j1, const OptimizerStep<T>& opt) {
-  double sq = 0.0;
+void step_columns(T* w, const T* g, T* s0, T* s1, index_t n_rows, index_t ld, index_t j0,
+                  index_t j1, const OptimizerStep<T>& opt) {
   for (index_t r = 0; r < n_rows; ++r) {
     const index_t o = r * ld;
     for (index_t j = j0; j < j1; ++j) {
@@ -274,10 +273,8 @@ double step_columns(T* w, const T* g, T* s0, T* s1, index_t n_rows, index_t ld, 
         adam_step(w[o + j], s0[o + j], s1[o + j], g[o + j], opt.adam);
       else
         sgd_step(w[o + j], s0[o + j], g[o + j], opt.sgd);
-      sq += static_cast<double>(w[o + j]) * static_cast<double>(w[o + j]);
     }
   }
-  return sq;
 }
 
 }  // namespace

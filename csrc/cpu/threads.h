@@ -189,9 +189,9 @@ inline bool machine_oversubscribed(int team, int looks = 3) {
 // epoch runs in segments of a few milliseconds, each timed; the faster choice per row runs, and
 // the other is tried again now and then (one batch after an untimed warm-up batch), the tries
 // costing a few percent of the time at most, less while they keep losing, and never more than
-// ten seconds apart. The weights do not depend on the choice: the kernels give the same bits on any team
-// (the reported loss sums per-thread partials, so its last bits can differ, as between
-// n_threads=1 and 2).
+// ten seconds apart. Neither the weights nor the reported loss depend on the choice: the kernels
+// give the same bits on any team, and the loss is summed from fixed slots in order (dense.h,
+// sum_in_order).
 // Epoch segments run so far in this process, on one thread and on a full team (a diagnostic:
 // fusedmlp._cpu.team_segments()), and prediction calls that had a team to choose from
 // (fusedmlp._cpu.team_predictions()).

@@ -22,7 +22,7 @@ namespace cpu {
   template <class T>                                                                            \
   std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k);                             \
   template <class T>                                                                            \
-  double optimizer_pass(T* params, T* state_0, T* state_1, index_t n,                           \
+  void optimizer_pass(T* params, T* state_0, T* state_1, index_t n,                           \
                         const OptimizerPass<T>& pass);                                          \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
@@ -183,7 +183,7 @@ std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k) {
 }
 
 template <class T>
-double optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass) {
+void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
     case Isa::avx512:
@@ -236,7 +236,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
                              index_t, const Epilogue<T>&, bool, GemmWorkspace&);                  \
   template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
   template int gemm_tile_rows<T>();                                                                \
-  template double optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
+  template void optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)

@@ -112,7 +112,6 @@ class GemmWorkspace {
 };
 
 // Checks the arguments (throws std::invalid_argument), then runs a team of up to n_threads.
-// ep.sq_norm, if used, is a single double here.
 template <class T>
 void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
           const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws);
@@ -135,8 +134,7 @@ std::size_t gemm_scratch_bytes(index_t m, index_t n, index_t k);
 
 // One optimizer step over n parameters whose gradient is a sum of partial gradients (the row
 // blocks of a batch): g = (sum_b partial[b * stride + i] + alpha * p[i]) * scale, then the Adam
-// or SGD step of p[i] and its state. Vectorized for the active instruction set; returns
-// sum(p_new^2).
+// or SGD step of p[i] and its state. Vectorized for the active instruction set.
 template <class T>
 struct OptimizerPass {
   bool adam = true;
@@ -157,7 +155,7 @@ struct OptimizerPass {
 constexpr index_t kSqChunk = 64;
 
 template <class T>
-double optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);
+void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);
 
 // Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
 // short edge panel.

@@ -9,8 +9,10 @@
 // Work split: the threads of a team take disjoint column ranges of C (NR-column panels split at
 // half panels, so that each thread gets the same number of vectors of columns), or disjoint MR-row
 // panels when the epilogue updates weights (each thread then streams a contiguous block of
-// W and its optimizer state) or when C has too few column panels. No thread waits on
-// another inside a GEMM.
+// W and its optimizer state) or when C has too few column panels. A weight update always has
+// each row of W on one thread (row panels, or one thread when W has fewer than MR rows): its
+// squares per row (Epilogue::sq_rows) are summed tile after tile in column order. No thread
+// waits on another inside a GEMM.
 //
 // Loop structure per thread:
 //   for each KC-deep block of k:
@@ -811,14 +813,13 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
 }
 
 template <class T, bool ADAM>
-double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, index_t n,
-                          const OptimizerPass<T>& pass) {
-  constexpr index_t kChunk = kSqChunk;  // squares summed in T over a chunk, then in double
+void optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, index_t n,
+                        const OptimizerPass<T>& pass) {
+  constexpr index_t kChunk = kSqChunk;  // squares summed in T over a chunk (pass.chunk_sq)
   const AdamStep<T> adam = pass.adam_step;
   const SgdStep<T> sgd = pass.sgd_step;
   const T alpha = pass.alpha, scale = pass.scale;
   T g[kChunk];
-  double sq = 0.0;
   for (index_t c = 0; c < n; c += kChunk) {
     const int len = static_cast<int>(imin(kChunk, n - c));
     const T* src = pass.partial + c;
@@ -839,10 +840,8 @@ double optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, i
         sgd_step(p[c + i], s0[c + i], grad, sgd);
       part_sq += p[c + i] * p[c + i];
     }
-    sq += static_cast<double>(part_sq);
     if (pass.chunk_sq != nullptr) pass.chunk_sq[c / kChunk] = static_cast<double>(part_sq);
   }
-  return sq;
 }
 
 }  // namespace FUSEDMLP_ISA_NS
