@@ -392,7 +392,7 @@ void output_loss_grad_chunks(const Team& team, const NetworkLayout& layout, T* z
                              double* chunk_loss) {
   const Team solo = Team::solo(team.slot);
   index_t c0, c1;
-  team_range(team, (rows + kLossRows - 1) / kLossRows, c0, c1);
+  team_range(team, loss_chunks(rows), c0, c1);
   for (index_t c = c0; c < c1; ++c) {
     const index_t r0 = c * kLossRows, n = std::min(kLossRows, rows - r0);
     chunk_loss[c] = output_loss_grad<T>(solo, layout, z + r0 * n_out, y + r0 * n_out,
@@ -418,7 +418,7 @@ void output_activation(const Team& team, const NetworkLayout& layout, const T* z
 
 index_t weight_sq_chunks(const NetworkLayout& layout) {
   index_t n = 0;
-  for (const auto& layer : layout.layers) n += (layer.fan_in * layer.fan_out + kSqChunk - 1) / kSqChunk;
+  for (const auto& layer : layout.layers) n += layer_sq_chunks(layer);
   return n;
 }
 
@@ -428,7 +428,7 @@ void weights_sq_chunks(const Team& team, const NetworkLayout& layout, const T* p
   for (const auto& layer : layout.layers) {
     const T* w = params + layer.w_offset;
     const index_t count = layer.fan_in * layer.fan_out;
-    const index_t n_chunks = (count + kSqChunk - 1) / kSqChunk;
+    const index_t n_chunks = layer_sq_chunks(layer);
     index_t c0, c1;
     team_range(team, n_chunks, c0, c1);
     for (index_t c = c0; c < c1; ++c) {

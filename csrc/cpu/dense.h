@@ -173,6 +173,7 @@ double output_loss_grad(const Team& team, const NetworkLayout& layout, T* z, con
 // The same over fixed chunks of kLossRows rows, this thread's share of them: chunk_loss[c] := the
 // sum over chunk c's rows, whatever the team, for a total summed over the chunks in order.
 constexpr index_t kLossRows = 16;
+inline index_t loss_chunks(index_t rows) { return (rows + kLossRows - 1) / kLossRows; }
 template <class T>
 void output_loss_grad_chunks(const Team& team, const NetworkLayout& layout, T* z, const T* y,
                              const T* sample_weight, T* delta, index_t rows, index_t n_out,
@@ -187,6 +188,9 @@ void output_activation(const Team& team, const NetworkLayout& layout, const T* z
 // one layer (a layer's last chunk shorter): their number, and this thread's share of them,
 // chunk_sq[c] := chunk c's sum, for a total summed over the chunks in order (sum_in_order),
 // whose bits do not depend on the team.
+inline index_t layer_sq_chunks(const LayerLayout& layer) {
+  return (layer.fan_in * layer.fan_out + kSqChunk - 1) / kSqChunk;
+}
 index_t weight_sq_chunks(const NetworkLayout& layout);
 template <class T>
 void weights_sq_chunks(const Team& team, const NetworkLayout& layout, const T* params,

@@ -158,7 +158,7 @@ void Trainer<T>::ensure_rows(index_t rows, int n_threads, bool keep_pre, bool ba
     pres_.clear();
     y_batch_.assign(static_cast<size_t>(rows * layout_.n_outputs()), T(0));
     w_batch_.assign(static_cast<size_t>(rows), T(0));
-    loss_chunks_.assign(static_cast<size_t>((rows + kLossRows - 1) / kLossRows), 0.0);
+    loss_chunks_.assign(static_cast<size_t>(loss_chunks(rows)), 0.0);
     capacity_rows_ = rows;
   }
   if (backward && deltas_.size() < acts_.size()) deltas_.assign(acts_.size(), T(0));
@@ -301,7 +301,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
       const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
       index_t i0, i1;
       if (part == 0) {  // whole chunks of kSqChunk weights each: their squares in sq_chunks_
-        const index_t n_chunks = (count + kSqChunk - 1) / kSqChunk;
+        const index_t n_chunks = layer_sq_chunks(layer);
         team_range(team, n_chunks, i0, i1);
         opt_pass.chunk_sq = chunk_sq + i0;
         chunk_sq += n_chunks;
@@ -436,7 +436,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                                      rows, n_out, loss_chunks_.data());
           team_barrier(team);
           // (every thread sums before the next barrier; the next batch writes after it)
-          row_loss = sum_in_order(loss_chunks_.data(), (rows + kLossRows - 1) / kLossRows);
+          row_loss = sum_in_order(loss_chunks_.data(), loss_chunks(rows));
           backward_update(team, batch_.view, params, rows, alpha, static_cast<T>(1.0 / sw_sum),
                           step, pass);
           team_barrier(team);
@@ -533,7 +533,7 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
                                  delta(last), rows, n_out, loss_chunks_.data());
       team_barrier(team);
       // (summed before the next chunk's barrier, after which its losses are written)
-      const double chunk_loss = sum_in_order(loss_chunks_.data(), (rows + kLossRows - 1) / kLossRows);
+      const double chunk_loss = sum_in_order(loss_chunks_.data(), loss_chunks(rows));
       if (team.tid == 0) total_loss += chunk_loss;
       if (grad != nullptr) {
         backward_sum(team, batch_.view, params, 0, rows, start > 0, grad, pass);
