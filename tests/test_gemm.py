@@ -248,6 +248,37 @@ def test_edge_panels_match_full_tiles(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_columns_match_full_tiles(isa, dtype):
+    # A last column panel narrower than NR (half-width, or on AVX2 at most a quarter: a 128-bit
+    # half vector) must give each column the bits it gets inside full panels: the first n
+    # columns of a 64-column product, for every n up to 64 (every remainder of NR in {8, 16,
+    # 32}), full and short row panels, every A layout, every epilogue, one and two threads.
+    # (From NR / 8 columns down, C is computed column by column, a dot product per element.)
+    rng = np.random.default_rng(17)
+    gemm = GEMM[dtype]
+    wide = 64
+    nr = {"generic": 16, "avx2": 16, "avx512": 32}[isa] // (2 if dtype == np.float64 else 1)
+    for m, k in ((50, 50), (13, 8), (6, 300), (8, 1)):
+        b = rng.standard_normal((k, wide)).astype(dtype)
+        bias = rng.standard_normal(wide).astype(dtype)
+        aux = rng.standard_normal((m, wide)).astype(dtype)
+        c0 = rng.standard_normal((m, wide)).astype(dtype)
+        base = rng.standard_normal((m, k)).astype(dtype)
+        for a in layouts(base):
+            full = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
+            for n in range(nr // 8 + 1, wide):
+                cols = np.s_[:, :n]
+                for threads in (1, 2):
+                    got = epilogue_products(gemm, a, np.ascontiguousarray(b[cols]), bias[:n],
+                                            np.ascontiguousarray(aux[cols]),
+                                            np.ascontiguousarray(c0[cols]), threads)
+                    for kind, value in got.items():
+                        np.testing.assert_array_equal(
+                            value, full[kind][cols],
+                            err_msg=f"{isa} m={m} n={n} k={k} {kind} threads={threads}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_split_matches_one_thread(isa, dtype):
     # Threads split C's columns at half panels (a thread may end on a half-width panel that is
     # not C's last): every column count up to 69 (four AVX2 float32 panels, two AVX-512 ones;

@@ -441,6 +441,14 @@ struct has_edge_rows : std::false_type {};
 template <class K>
 struct has_edge_rows<K, std::enable_if_t<K::EDGE_ROWS>> : std::true_type {};
 
+// Kernels with K::QUARTER_EDGE (and EDGE_ROWS) run an edge panel of at most NR / 4 columns on a
+// half vector (run<ROW_A, 0, ROWS>): the same chains at half the cost on cores that split a full
+// vector's multiply-add in two.
+template <class K, class = void>
+struct has_quarter_edge : std::false_type {};
+template <class K>
+struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : std::true_type {};
+
 // The kernel on the first mr (< MR) rows of a tile: run<ROW_A, NV, mr>.
 template <class K, bool ROW_A, int NV, int ROWS = 1, class T>
 FUSEDMLP_ALWAYS_INLINE void run_edge_rows(int mr, index_t kc, const T* a, index_t lda, const T* b,
@@ -561,20 +569,38 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
                    T* tile) {
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
+  if (a.rs == 1) {
+    // column-major A: axpy over a band of rows (kBand, whole MR panels), k in order for every
+    // element; the band's rows as vectors instead of a panel's few
+    constexpr int kBand = 8 * MR;
+    constexpr int kMaxN = NR / 8;
+    T col[kMaxN][kBand];
+    for (index_t ib = r0; ib < r1; ib += kBand) {
+      const int rows = static_cast<int>(imin(kBand, r1 - ib));
+      for (index_t j = 0; j < n; ++j) {
+        T* cj = col[j];
+        for (int i = 0; i < kBand; ++i) cj[i] = T(0);
+        for (index_t p = 0; p < k; ++p) {
+          const T bj = b.data[p * b.rs + j * b.cs];
+          const T* __restrict ap = a.data + ib + p * a.cs;
+#pragma omp simd
+          for (int i = 0; i < rows; ++i) cj[i] = K::madd(ap[i], bj, cj[i]);
+        }
+      }
+      for (int i0 = 0; i0 < rows; i0 += MR) {
+        const int mr = static_cast<int>(imin(MR, rows - i0));
+        for (index_t j = 0; j < n; ++j)
+          for (int i = 0; i < mr; ++i) tile[i * NR + j] = col[j][i0 + i];
+        store_tile<T, NR>(tile, mr, static_cast<int>(n), c + (ib + i0) * ldc, ldc, ib + i0, 0,
+                          accumulate, true, ep);
+      }
+    }
+    return;
+  }
   for (index_t i0 = r0; i0 < r1; i0 += MR) {
     const int mr = static_cast<int>(imin(MR, r1 - i0));
     for (index_t j = 0; j < n; ++j) {
-      if (a.rs == 1) {  // column-major A: axpy over the rows, k in order for every element
-        T col[MR];
-        for (int i = 0; i < MR; ++i) col[i] = T(0);
-        for (index_t p = 0; p < k; ++p) {
-          const T bj = b.data[p * b.rs + j * b.cs];
-          const T* ap = a.data + i0 + p * a.cs;
-#pragma omp simd
-          for (int i = 0; i < mr; ++i) col[i] = K::madd(ap[i], bj, col[i]);
-        }
-        for (int i = 0; i < mr; ++i) tile[i * NR + j] = col[i];
-      } else if (a.cs == 1 && b.rs == 1) {  // contiguous dot products of A's rows, B's column
+      if (a.cs == 1 && b.rs == 1) {  // contiguous dot products of A's rows, B's column
         const T* bc = b.data + j * b.cs;
         for (int i = 0; i < mr; ++i) {
           const T* ar = a.data + (i0 + i) * a.rs;
@@ -767,10 +793,20 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
-        // an edge panel at most half as wide runs the kernel on half the columns; one of fewer
-        // than MR rows on those rows where the kernel can (has_edge_rows)
+        // an edge panel at most half as wide runs the kernel on half the columns (at most a
+        // quarter as wide: on a half vector, has_quarter_edge); one of fewer than MR rows on
+        // those rows where the kernel can (has_edge_rows)
         auto kernel = [&](auto row_a, const T* ap, index_t lda) {
           constexpr bool ROW_A = decltype(row_a)::value;
+          if constexpr (has_quarter_edge<K>::value) {
+            if (nr * 4 <= NR) {
+              if (mr < MR)
+                run_edge_rows<K, ROW_A, 0>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
+              else
+                K::template run<ROW_A, 0>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+              return;
+            }
+          }
           if constexpr (has_edge_rows<K>::value) {
             if (mr < MR) {
               if (nr * 2 <= NR)

@@ -5,6 +5,9 @@
 
 #include "cpu/gemm/blocking.h"
 
+// (the body of run, inlined into it: one function per kernel variant, as before)
+#define FUSEDMLP_KERNEL_INLINE inline __attribute__((always_inline))
+
 namespace fusedmlp {
 namespace cpu {
 namespace isa_avx2 {
@@ -43,6 +46,32 @@ struct Vec<double> {
   }
 };
 
+// The 128-bit halves of those vectors, for an edge panel of at most a quarter of NR columns: on
+// cores that split a 256-bit multiply-add into two 128-bit operations (first-generation Zen) half
+// the cost, elsewhere the same throughput per instruction. Each lane's chain is the same.
+template <class T>
+struct Vec128;
+template <>
+struct Vec128<float> {
+  using type = __m128;
+  static constexpr int width = 4;
+  static __m128 zero() { return _mm_setzero_ps(); }
+  static __m128 load(const float* p) { return _mm_loadu_ps(p); }
+  static __m128 bcast(const float* p) { return _mm_broadcast_ss(p); }
+  static __m128 fma(__m128 a, __m128 b, __m128 c) { return _mm_fmadd_ps(a, b, c); }
+  static void store(float* p, __m128 v) { _mm_store_ps(p, v); }
+};
+template <>
+struct Vec128<double> {
+  using type = __m128d;
+  static constexpr int width = 2;
+  static __m128d zero() { return _mm_setzero_pd(); }
+  static __m128d load(const double* p) { return _mm_loadu_pd(p); }
+  static __m128d bcast(const double* p) { return _mm_loaddup_pd(p); }
+  static __m128d fma(__m128d a, __m128d b, __m128d c) { return _mm_fmadd_pd(a, b, c); }
+  static void store(double* p, __m128d v) { _mm_store_pd(p, v); }
+};
+
 // MR = 6 rows x NR = two vectors: 12 accumulators, 2 B vectors, 1 broadcast (16 registers).
 template <class T, class Blocking>
 struct Kernel6x2 : Blocking {
@@ -70,43 +99,56 @@ struct Kernel6x2 : Blocking {
   static constexpr bool EDGE_ROWS = true;
 
   // NV = 1: only the tile's first vector of columns (an edge panel at most half as wide), the
-  // same chains for those columns, half the multiply-adds. ROWS: the tile's first ROWS rows (A's
+  // same chains for those columns, half the multiply-adds; NV = 0: its first 128-bit half (an
+  // edge panel at most a quarter as wide, QUARTER_EDGE). ROWS: the tile's first ROWS rows (A's
   // other rows are not read, the tile's not written).
+  static constexpr bool QUARTER_EDGE = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
-    static_assert(NV == 1 || NV == 2, "one or two vectors of columns");
+    static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
+    if constexpr (NV == 0)
+      chains<Vec128<T>, ROW_A, 1, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+    else
+      chains<V, ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+  }
+
+ private:
+  template <class W, bool ROW_A, int NV, int ROWS>
+  FUSEDMLP_KERNEL_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
+                                            index_t ldb, T* tile, const T* c, index_t ldc) {
+    using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    R c0[MR], c1[MR];
+    Reg c0[MR], c1[MR];
 #pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
-      c0[i] = V::zero();
-      if constexpr (NV == 2) c1[i] = V::zero();
+      c0[i] = W::zero();
+      if constexpr (NV == 2) c1[i] = W::zero();
     }
     const T* a0 = a;
     const T* a3 = ROWS > 3 ? a + 3 * lda : a;  // (no pointer past the rows an edge panel has)
     const index_t l1 = lda, l2 = 2 * lda;
     for (index_t p = 0; p < kc; ++p) {
-      const R b0 = V::load(b);
-      const R b1 = NV == 2 ? V::load(b + V::width) : b0;
+      const Reg b0 = W::load(b);
+      const Reg b1 = NV == 2 ? W::load(b + W::width) : b0;
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, ROWS > 1 ? a0 + l1 : a0, ROWS > 2 ? a0 + l2 : a0,
                              a3, ROWS > 4 ? a3 + l1 : a3, ROWS > 5 ? a3 + l2 : a3};
 #pragma GCC unroll 6
         for (int i = 0; i < ROWS; ++i) {
-          const R ai = V::bcast(rows[i]);
-          c0[i] = V::fma(ai, b0, c0[i]);
-          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
+          const Reg ai = W::bcast(rows[i]);
+          c0[i] = W::fma(ai, b0, c0[i]);
+          if constexpr (NV == 2) c1[i] = W::fma(ai, b1, c1[i]);
         }
         ++a0;
         ++a3;
       } else {
 #pragma GCC unroll 6
         for (int i = 0; i < ROWS; ++i) {
-          const R ai = V::bcast(a + i);
-          c0[i] = V::fma(ai, b0, c0[i]);
-          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
+          const Reg ai = W::bcast(a + i);
+          c0[i] = W::fma(ai, b0, c0[i]);
+          if constexpr (NV == 2) c1[i] = W::fma(ai, b1, c1[i]);
         }
         a += lda;
       }
@@ -114,8 +156,8 @@ struct Kernel6x2 : Blocking {
     }
 #pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
-      V::store(tile + i * NR, c0[i]);
-      if constexpr (NV == 2) V::store(tile + i * NR + V::width, c1[i]);
+      W::store(tile + i * NR, c0[i]);
+      if constexpr (NV == 2) W::store(tile + i * NR + W::width, c1[i]);
     }
   }
 };
