@@ -125,21 +125,32 @@ void pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int n
   }
 }
 
-// C tile := op(tile [+ C]); op(v, i, j) is the epilogue at tile coordinates (i, j).
-template <class T, int NR, class Op>
-FUSEDMLP_ALWAYS_INLINE void write_tile(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
-                                       Op op) {
+// C tile := op(tile [+ C]); op(v, i, j) is the epilogue at tile coordinates (i, j). N: the
+// columns when known at compile time (a full tile's NR: whole vectors, no remainder loop), else 0.
+template <class T, int NR, int N, class Op>
+FUSEDMLP_ALWAYS_INLINE void write_tile_cols(const T* tile, int mr, int nr, T* c, index_t ldc,
+                                            bool acc, Op op) {
+  const int len = N > 0 ? N : nr;
   for (int i = 0; i < mr; ++i) {
     T* crow = c + i * ldc;
     const T* t = tile + i * NR;
     if (acc) {
 #pragma omp simd
-      for (int j = 0; j < nr; ++j) crow[j] = op(t[j] + crow[j], i, j);
+      for (int j = 0; j < len; ++j) crow[j] = op(t[j] + crow[j], i, j);
     } else {
 #pragma omp simd
-      for (int j = 0; j < nr; ++j) crow[j] = op(t[j], i, j);
+      for (int j = 0; j < len; ++j) crow[j] = op(t[j], i, j);
     }
   }
+}
+
+template <class T, int NR, class Op>
+FUSEDMLP_ALWAYS_INLINE void write_tile(const T* tile, int mr, int nr, T* c, index_t ldc, bool acc,
+                                       Op op) {
+  if (nr == NR)
+    write_tile_cols<T, NR, NR>(tile, mr, nr, c, ldc, acc, op);
+  else
+    write_tile_cols<T, NR, 0>(tile, mr, nr, c, ldc, acc, op);
 }
 
 template <class T, int NR, Activation A>
