@@ -125,6 +125,57 @@ void pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int n
   }
 }
 
+template <class K, class = void>
+struct has_vector_registers : std::false_type {};
+template <class K>
+struct has_vector_registers<K, std::void_t<typename K::V>> : std::true_type {};
+
+// pack_b_panel for kernels with vector registers (K::V) and a row-major B: each row of the panel
+// as NR / width vectors (the edge's last one a masked load, nothing past column nr read), the
+// column sums in registers, lane by lane in the order of the rows as in pack_b_panel (a sum kept
+// in memory would wait on its own store every row). Other kernels and layouts: pack_b_panel.
+template <class T, class K>
+void pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst, T* colsum,
+            T scale, bool set) {
+  constexpr int NR = K::NR;
+  if constexpr (has_vector_registers<K>::value) {
+    if (b.cs == 1) {
+      if (dst == nullptr && colsum == nullptr) return;
+      using V = typename K::V;
+      using Reg = typename V::type;
+      constexpr int W = V::width;
+      constexpr int NV = NR / W;
+      static_assert(NV * W == NR, "NR is a whole number of vectors");
+      Reg acc[NV];
+      int lanes[NV];
+      for (int v = 0; v < NV; ++v) {
+        acc[v] = V::zero();
+        lanes[v] = static_cast<int>(imin(W, imin(NR, nr) - imin(nr, v * W)));
+      }
+      const T* src = b.data + p0 * b.rs + j0;
+      for (index_t p = 0; p < kc; ++p, src += b.rs) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) {
+          Reg x;
+          if (nr == NR || lanes[v] == W)
+            x = V::load(src + v * W);
+          else
+            x = lanes[v] > 0 ? V::load_first(src + v * W, lanes[v]) : V::zero();
+          acc[v] = V::add(acc[v], x);
+          if (dst != nullptr) V::storeu(dst + p * NR + v * W, x);
+        }
+      }
+      if (colsum != nullptr) {
+        T sums[NR];
+        for (int v = 0; v < NV; ++v) V::storeu(sums + v * W, acc[v]);
+        for (int j = 0; j < nr; ++j) colsum[j] = (set ? T(0) : colsum[j]) + scale * sums[j];
+      }
+      return;
+    }
+  }
+  pack_b_panel<T, NR>(b, p0, kc, j0, nr, dst, colsum, scale, set);
+}
+
 // C tile := op(tile [+ C]); op(v, i, j) is the epilogue at tile coordinates (i, j). N: the
 // columns when known at compile time (a full tile's NR: whole vectors, no remainder loop), else 0.
 template <class T, int NR, int N, class Op>
@@ -440,11 +491,6 @@ void small_m_row(index_t w, index_t kc, const T* arow, index_t a_cs, const T* b,
 // no accumulator traffic through memory (small_m_row reads and writes its chains in L1 every
 // four k steps, and reads B once per row). The chains are the micro-kernel's: zero, then one
 // multiply-add per k in order, so a row's result is the same as in a full tile.
-template <class K, class = void>
-struct has_vector_registers : std::false_type {};
-template <class K>
-struct has_vector_registers<K, std::void_t<typename K::V>> : std::true_type {};
-
 // Kernels with K::EDGE_ROWS run an edge panel of fewer than MR rows on those rows alone
 // (run<ROW_A, NV, ROWS>), reading A in place; the others multiply a packed, zero-padded panel.
 template <class K, class = void>
@@ -749,8 +795,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       for (index_t pj = 0; pj < nq; ++pj) {
         const index_t j0 = jlo + pj * NR;
         // the column sum the packing would have fused
-        pack_b_panel<T, NR>(b, p0, kc, j0, static_cast<int>(imin(NR, jhi - j0)), nullptr,
-                            colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
+        pack_b<T, K>(b, p0, kc, j0, static_cast<int>(imin(NR, jhi - j0)), nullptr,
+                     colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
         if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
       }
       const index_t w = jhi - jlo;
@@ -777,9 +823,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     for (index_t pj = 0; pj < nq; ++pj) {
       const index_t j0 = jlo + pj * NR;
       const int nr = static_cast<int>(imin(NR, jhi - j0));
-      pack_b_panel<T, NR>(b, p0, kc, j0, nr,
-                          (b_in_place && nr == NR) ? nullptr : b_block + pj * kc * NR,
-                          colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
+      pack_b<T, K>(b, p0, kc, j0, nr,
+                   (b_in_place && nr == NR) ? nullptr : b_block + pj * kc * NR,
+                   colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
     }
     for (index_t ic = r0; ic < r1; ic += mc_max) {
       const index_t mc = imin(mc_max, r1 - ic);

@@ -22,6 +22,7 @@ struct Vec<float> {
   static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
   static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
   static void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -38,6 +39,7 @@ struct Vec<double> {
   static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
   static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
   static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+  static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
   static void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
   static __m256d load_first(const double* p, int n) {

@@ -30,6 +30,7 @@ struct Vec<float> {
   static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
   static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+  static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
   static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
   static void storeu(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -45,6 +46,7 @@ struct Vec<double> {
   static __m512d load(const double* p) { return _mm512_loadu_pd(p); }
   static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
   static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
+  static __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
   static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
   static void storeu(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
   static __m512d load_first(const double* p, int n) {
