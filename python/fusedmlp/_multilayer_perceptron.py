@@ -495,7 +495,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 rows = n * (1 if incremental else self.max_iter)
             macs = _engine.training_macs(rows, layer_units, 1)
         device = self._device_for(X, layer_units, macs)
-        X_engine = _engine.as_engine_input(X, device)
+        X_engine = _engine.as_engine_input(X, device, gathered=True)
         Y = np.ascontiguousarray(y, dtype=dtype)
         if sample_weight is not None:
             sample_weight = np.ascontiguousarray(sample_weight, dtype=dtype)
