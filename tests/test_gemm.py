@@ -253,7 +253,7 @@ def test_edge_columns_match_full_tiles(isa, dtype):
     # half vector) must give each column the bits it gets inside full panels: the first n
     # columns of a 64-column product, for every n up to 64 (every remainder of NR in {8, 16,
     # 32}), full and short row panels, every A layout, every epilogue, one and two threads.
-    # (From NR / 8 columns down, C is computed column by column, a dot product per element.)
+    # (From NR / 8 columns down, C is computed column by column: test_narrow_products_match.)
     rng = np.random.default_rng(17)
     gemm = GEMM[dtype]
     wide = 64
@@ -276,6 +276,49 @@ def test_edge_columns_match_full_tiles(isa, dtype):
                         np.testing.assert_array_equal(
                             value, full[kind][cols],
                             err_msg=f"{isa} m={m} n={n} k={k} {kind} threads={threads}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_narrow_products_match(isa, dtype):
+    # C of at most NR / 8 columns (a single output) is computed column by column; with a
+    # column-major A (the output layer's weight gradient) in bands of 8 MR rows. A row's bits
+    # must not depend on the band it falls in, on the rows computed with it or on the threads;
+    # the fused column sum adds B's rows in order.
+    rng = np.random.default_rng(19)
+    gemm = GEMM[dtype]
+    nr = {"generic": 16, "avx2": 16, "avx512": 32}[isa] // (2 if dtype == np.float64 else 1)
+    m = 200
+    for n in range(1, nr // 8 + 1):
+        for k in (1, 50, 300):
+            base = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            bias = rng.standard_normal(n).astype(dtype)
+            aux = rng.standard_normal((m, n)).astype(dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            a = np.asfortranarray(base)
+            full = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
+            check_close(full["plain"], base.astype(np.float64) @ b.astype(np.float64), k, dtype,
+                        f"{isa} n={n} k={k}")
+            for threads in (2, 3):
+                got = epilogue_products(gemm, a, b, bias, aux, c0, threads=threads)
+                for kind, value in got.items():
+                    np.testing.assert_array_equal(value, full[kind],
+                                                  err_msg=f"{isa} n={n} k={k} {kind} threads={threads}")
+            # (bands end at rows 32, 48 or 96 with MR 4, 6, 12; one row alone has no layout, so
+            # its product is a row-major dot product)
+            for rows in (np.s_[0:5], np.s_[30:34], np.s_[45:53], np.s_[47:49], np.s_[90:200],
+                         np.s_[195:200]):
+                got = epilogue_products(gemm, np.asfortranarray(base[rows]), b, bias,
+                                        np.ascontiguousarray(aux[rows]),
+                                        np.ascontiguousarray(c0[rows]), threads=1)
+                for kind, value in got.items():
+                    np.testing.assert_array_equal(value, full[kind][rows],
+                                                  err_msg=f"{isa} n={n} k={k} {kind} rows={rows}")
+            sums = np.add.accumulate(b, axis=0)[-1] * dtype(0.5)  # (in order, in dtype)
+            for threads in (1, 2):
+                _, cs = gemm(a, b, epilogue="weight_grad", aux=aux, alpha=0.1, scale=0.5,
+                             colsum=True, n_threads=threads)
+                np.testing.assert_array_equal(cs, sums, err_msg=f"{isa} n={n} k={k} colsum")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -23,8 +23,9 @@ namespace cpu {
 
 enum class ScalarType : int { f32 = 0, f64 = 1 };
 
-// The training or prediction input as the user gave it: dense with any strides and either
-// float type (converted while gathering, never copied as a whole), or CSR.
+// The training or prediction input as the Python side passes it: dense with any strides and
+// either float type (converted while gathering, not copied as a whole; training gets a copy in
+// rows of a small X whose rows are not contiguous, _engine.as_engine_input), or CSR.
 struct InputMatrix {
   index_t n_rows = 0;
   index_t n_cols = 0;

@@ -10,7 +10,7 @@ the same three calls, each one call into native code with the GIL released:
 - ``predict(X, params)``: the network's output with the output activation applied.
 
 ``X`` is a 2-D float32/float64 numpy array with any strides (converted while batches are
-gathered, never copied as a whole) or a CSR matrix; ``Y`` and ``sample_weight`` are
+gathered, not copied as a whole: see as_engine_input for the exceptions) or a CSR matrix; ``Y`` and ``sample_weight`` are
 C-contiguous arrays of the compute dtype.
 """
 

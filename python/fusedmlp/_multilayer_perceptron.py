@@ -1099,7 +1099,9 @@ _COMMON_PARAMS_DOC = """
         Compute precision of training and prediction (fusedmlp's own parameter). float32
         is about twice as fast and trains as well, as in deep-learning libraries; float64
         with the same `random_state` reproduces scikit-learn's numbers. The input is read
-        in its own float type and converted batch by batch, never copied as a whole.
+        in its own float type and converted batch by batch, not copied as a whole (except,
+        for training, an X of at most 64 MiB whose rows are not contiguous, such as a
+        column-ordered one: its rows are read in shuffled order).
 
     n_threads : int, default=None
         Number of CPU threads (fusedmlp's own parameter). None uses OpenMP's current limit,

@@ -483,14 +483,6 @@ void small_m_row(index_t w, index_t kc, const T* arow, index_t a_cs, const T* b,
   }
 }
 
-// short_rows: rows [0, rows) of a short A (fewer than MR) times the columns [0, w) of a
-// row-major B, into out (row stride ldo, a whole number of vectors >= w), for kernels with
-// vector registers (K::V): a group of up to K::SHORT_ROWS rows keeps its chains for a block of
-// K::short_vecs(rows) vectors of columns in registers while it walks down the block's kc rows of B,
-// so B is read once per group of rows and each B vector feeds one multiply-add per row, with
-// no accumulator traffic through memory (small_m_row reads and writes its chains in L1 every
-// four k steps, and reads B once per row). The chains are the micro-kernel's: zero, then one
-// multiply-add per k in order, so a row's result is the same as in a full tile.
 // Kernels with K::EDGE_ROWS run an edge panel of fewer than MR rows on those rows alone
 // (run<ROW_A, NV, ROWS>), reading A in place; the others multiply a packed, zero-padded panel.
 template <class K, class = void>
@@ -518,6 +510,14 @@ FUSEDMLP_ALWAYS_INLINE void run_edge_rows(int mr, index_t kc, const T* a, index_
   }
 }
 
+// short_rows: rows [0, rows) of a short A (fewer than MR) times the columns [0, w) of a
+// row-major B, into out (row stride ldo, a whole number of vectors >= w), for kernels with
+// vector registers (K::V): a group of up to K::SHORT_ROWS rows keeps its chains for a block of
+// K::short_vecs(rows) vectors of columns in registers while it walks down the block's kc rows of B,
+// so B is read once per group of rows and each B vector feeds one multiply-add per row, with
+// no accumulator traffic through memory (small_m_row reads and writes its chains in L1 every
+// four k steps, and reads B once per row). The chains are the micro-kernel's: zero, then one
+// multiply-add per k in order, so a row's result is the same as in a full tile.
 // (B's rows are prefetched this many rows ahead: a block's rows are a few lines each, too
 // short for the hardware's streams to run ahead of, about 1.1x faster one-row products)
 constexpr index_t kPrefetchRows = 4;
@@ -630,7 +630,8 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
     // column-major A: axpy over a band of rows (kBand, whole MR panels), k in order for every
     // element; the band's rows as vectors instead of a panel's few
     constexpr int kBand = 8 * MR;
-    constexpr int kMaxN = NR / 8;
+    constexpr int kMaxN = NR / 8;  // (n * 8 <= NR: the caller's condition for this path)
+    static_assert(kMaxN >= 1, "NR of at least 8");
     T col[kMaxN][kBand];
     for (index_t ib = r0; ib < r1; ib += kBand) {
       const int rows = static_cast<int>(imin(kBand, r1 - ib));

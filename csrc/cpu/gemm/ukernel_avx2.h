@@ -105,6 +105,7 @@ struct Kernel6x2 : Blocking {
   // edge panel at most a quarter as wide, QUARTER_EDGE). ROWS: the tile's first ROWS rows (A's
   // other rows are not read, the tile's not written).
   static constexpr bool QUARTER_EDGE = true;
+  static_assert(NR / 4 <= Vec128<T>::width, "a quarter-width edge fits a 128-bit vector");
   template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
