@@ -14,6 +14,9 @@
 
 #include "fusedmlp/common.h"
 
+// (for the kernels and the loops around them: inlined whatever the compiler's estimate of size)
+#define FUSEDMLP_ALWAYS_INLINE inline __attribute__((always_inline))
+
 namespace fusedmlp {
 namespace cpu {
 

@@ -36,10 +36,9 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/gemm/blocking.h"
 #include "cpu/gemm/gemm.h"
 #include "fusedmlp/activation.h"
-
-#define FUSEDMLP_ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace fusedmlp {
 namespace cpu {
@@ -150,7 +149,7 @@ void pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* 
       int lanes[NV];
       for (int v = 0; v < NV; ++v) {
         acc[v] = V::zero();
-        lanes[v] = static_cast<int>(imin(W, imin(NR, nr) - imin(nr, v * W)));
+        lanes[v] = static_cast<int>(imin(W, nr - imin(nr, v * W)));  // (nr <= NR)
       }
       const T* src = b.data + p0 * b.rs + j0;
       for (index_t p = 0; p < kc; ++p, src += b.rs) {

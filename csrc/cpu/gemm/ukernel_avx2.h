@@ -5,9 +5,6 @@
 
 #include "cpu/gemm/blocking.h"
 
-// (the body of run, inlined into it: one function per kernel variant, as before)
-#define FUSEDMLP_KERNEL_INLINE inline __attribute__((always_inline))
-
 namespace fusedmlp {
 namespace cpu {
 namespace isa_avx2 {
@@ -119,7 +116,8 @@ struct Kernel6x2 : Blocking {
 
  private:
   template <class W, bool ROW_A, int NV, int ROWS>
-  FUSEDMLP_KERNEL_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
+  // (inlined into run: one function per kernel variant, as before)
+  FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
                                             index_t ldb, T* tile, const T* c, index_t ldc) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
