@@ -254,17 +254,20 @@ def test_edge_columns_match_full_tiles(isa, dtype):
     # columns of a 64-column product, for every n up to 64 (every remainder of NR in {8, 16,
     # 32}), full and short row panels, every A layout, every epilogue, one and two threads.
     # (From NR / 8 columns down, C is computed column by column: test_narrow_products_match.)
+    # A is read in place (row- and column-major), packed (strided), or packed panel by panel
+    # (200 column-major rows: row bands, as in a weight gradient); odd and even numbers of full
+    # row panels.
     rng = np.random.default_rng(17)
     gemm = GEMM[dtype]
     wide = 64
     nr = {"generic": 16, "avx2": 16, "avx512": 32}[isa] // (2 if dtype == np.float64 else 1)
-    for m, k in ((50, 50), (13, 8), (6, 300), (8, 1)):
+    for m, k in ((50, 50), (13, 8), (6, 300), (8, 1), (30, 7), (200, 20)):
         b = rng.standard_normal((k, wide)).astype(dtype)
         bias = rng.standard_normal(wide).astype(dtype)
         aux = rng.standard_normal((m, wide)).astype(dtype)
         c0 = rng.standard_normal((m, wide)).astype(dtype)
         base = rng.standard_normal((m, k)).astype(dtype)
-        for a in layouts(base):
+        for a in (*layouts(base), np.repeat(base, 2, axis=1)[:, ::2]):
             full = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
             for n in range(nr // 8 + 1, wide):
                 cols = np.s_[:, :n]
