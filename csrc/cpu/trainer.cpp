@@ -245,6 +245,13 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
 }
 
 template <class T>
+void Trainer<T>::transpose_all(int tid, const T* params) {
+  T* wt = wt_.data() + tid * layout_.n_params;
+  for (const auto& layer : layout_.layers)
+    transpose_weights<T>(layer, params, wt, 0, layer.fan_in * layer.fan_out);
+}
+
+template <class T>
 double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T* sw,
                               double sw_sum, const EpochOptions& opts, const OptimizerStep<T>& opt,
                               std::vector<double>& block_loss, const Pass& pass,
@@ -274,7 +281,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
     backward_sum(solo, input, params, r0, rb, false, block_grads_.data() + blk * n_params, pass,
-                 wt_.data());
+                 wt_.data() + team.tid * n_params);
   }
   team_barrier(team);
   if (own != nullptr && own->stop->load(std::memory_order_relaxed)) {
@@ -315,10 +322,10 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
       opt_pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
       T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
       optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
-      if (part == 0) transpose_weights<T>(layer, params, wt_.data(), i0, i1);  // (before the barrier below)
     }
   }
   team_barrier(team);
+  transpose_all(team.tid, params);  // (this thread's copy: read only by its next blocks)
   return batch_loss;
 }
 
@@ -344,9 +351,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     const index_t n_blocks = n_row_blocks(batch_size);
     block_grads_.resize(static_cast<size_t>(n_blocks * layout_.n_params));
     block_loss.resize(static_cast<size_t>(n_blocks));
-    wt_.resize(static_cast<size_t>(layout_.n_params));
-    for (const auto& layer : layout_.layers)
-      transpose_weights<T>(layer, params, wt_.data(), 0, layer.fan_in * layer.fan_out);
+    wt_.resize(static_cast<size_t>(full * layout_.n_params));
   }
   const index_t n_out = layout_.n_outputs();
   const Loss loss = layout_.loss;
@@ -386,6 +391,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
       FlushDenormals<T> ftz;
       const Team team{omp_get_thread_num(), omp_get_num_threads()};
       double sq = first == 0 ? start_sq_norm(team, params) : carried_sq;
+      if (blocks) transpose_all(team.tid, params);  // (a thread's copy may be a segment old)
       OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
       Pass pass = epoch_pass;
       for (long long batch_index = first; batch_index < end; ++batch_index) {

@@ -115,6 +115,8 @@ class Trainer {
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
                     std::vector<double>& block_loss, const Pass& pass, const OwnRows* own,
                     bool& stopped);
+  // Thread tid's copy of every layer's W^T (wt_) from params.
+  void transpose_all(int tid, const T* params);
   // sum(W^2) after the batch's updates (read after the team's barrier): layer by layer from
   // sq_rows_, or from sq_chunks_ in row-block mode; the same bits on any team.
   double updated_sq_norm(const Team& team, const BatchView<T>& input, const T* params,
@@ -151,9 +153,11 @@ class Trainer {
   std::vector<double> sq_rows_;
   std::vector<double> sq_chunks_;
   std::vector<double> loss_chunks_;
-  // Row-block mode: each layer's W^T (fan_out x fan_in, row-major) at its w_offset, written at
-  // the start of an epoch and by every optimizer step, so that the blocks' backward products
-  // read it in place instead of each block packing the columns of W again.
+  // Row-block mode: each layer's W^T (fan_out x fan_in, row-major) at its w_offset, so that the
+  // blocks' backward products read it in place instead of each block packing the columns of W
+  // again; one copy per thread (n_params apart, thread tid's at tid * n_params), written by that
+  // thread alone at the start of an epoch segment and after every optimizer step: a shared copy,
+  // each thread transposing the weights it stepped, had every line written by both cores.
   std::vector<T> wt_;
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
   // The team of each prediction call of at most kLearntCallRows rows (the calls a kept engine
