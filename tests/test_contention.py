@@ -339,6 +339,58 @@ def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(load_check):
     np.testing.assert_array_equal(busy, idle)
 
 
+def slice_rows():
+    """The fewest rows a prediction of a two-thread model runs in slices (4 slices per thread,
+    each 4 times the rows whose products read the weights in place: 3,072 on AVX2 and AVX-512;
+    trainer.cpp, Trainer::predict)."""
+    return 4 * 2 * 4 * {"generic": 32, "avx2": 96, "avx512": 96}[_cpu.active_isa()]
+
+
+def one_thread_copy(model):
+    alone = clone(model).set_params(n_threads=1)
+    alone.__dict__.update({k: v for k, v in model.__dict__.items() if k.endswith("_")})
+    return alone
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+def test_predictions_in_slices_give_the_one_thread_outputs():
+    # Long calls run each slice of rows through the whole network on one thread: every row's
+    # outputs must be the one-thread outputs, below and at the threshold, across the 4,096-row
+    # chunks, with a short last slice, from float32, float64 and sparse input; a NaN in a late
+    # slice is still found (scikit-learn's error, as on one thread).
+    import scipy.sparse as sp
+    model = fit(2, (300, 200))
+    alone = one_thread_copy(model)
+    big = np.tile(X, (4, 1))
+    first = slice_rows()
+    for rows in (first - 1, first, 4097, 6001, len(big)):
+        for Xr in (big[:rows], big[:rows].astype(np.float32), sp.csr_matrix(big[:rows])):
+            np.testing.assert_array_equal(model.predict_proba(Xr), alone.predict_proba(Xr),
+                                          err_msg=f"rows={rows} {type(Xr).__name__} {Xr.dtype}")
+    bad = big[:6001].copy()
+    bad[5000, 3] = np.nan
+    for est in (model, alone):
+        with pytest.raises(ValueError, match="NaN"):
+            est.predict(bad)
+
+
+def test_a_long_prediction_in_slices_runs_on_the_team_of_a_loaded_machine(load_check):
+    # A call long enough for slices runs on the team whatever the load: a descheduled thread
+    # holds up the other for one slice at most, and two threads have twice the CPU time of one
+    # beside busy processes. (Shorter long calls still run alone there:
+    # test_a_long_prediction_on_an_oversubscribed_machine_runs_alone.)
+    model = fit(2, (300, 200))
+    rows = np.tile(X, (3, 1))[: slice_rows() + 500]
+    expected = one_thread_copy(model).predict_proba(rows)
+    with busy_cores():
+        assert wait_for_load(busy=True), "the busy processes never showed in /proc/loadavg"
+        solo0, full0 = _cpu.team_predictions()
+        busy = model.predict_proba(rows)
+        solo1, full1 = _cpu.team_predictions()
+    assert (solo1, full1) == (solo0, full0 + 1), "the call ran alone"
+    np.testing.assert_array_equal(busy, expected)
+
+
 def test_machine_load_reads_proc():
     runnable, own, cpus = _cpu.machine_load()
     if cpus == 0:

@@ -583,12 +583,24 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   // The team, or one thread when the team's cores proved slower (busy with other work): for
   // calls of a kept engine's sizes, learnt by timing (one call, one segment of TeamChooser's,
   // threads.h); longer calls, each on a new engine, ask whether the machine is oversubscribed
-  // (one reading: a wrong answer costs one call at most the team's speed-up).
+  // (one reading: a wrong answer costs one call at most the team's speed-up). The products of
+  // those calls are split between the threads of the team. Calls of at least 4 slices per
+  // thread instead always run on the team, in slices: each thread takes the next slice of a
+  // chunk's rows through the whole network alone (no barrier between the layers), so a thread
+  // descheduled by other work holds up the others for at most one slice at a chunk's end, where
+  // one thread alone would have had half the CPU time of two (a row's outputs do not depend on
+  // the rows computed with it; a chunk of at least 2 slices per thread). A slice is 4 times the
+  // rows whose products read the weights in place (gemm_in_place_rows): each slice packs them
+  // once, where a shorter slice would read every line of them from L3 once per row panel.
   const int full = team_size(chunk);
   const bool learnt = n <= kLearntCallRows;
   TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(std::min(n, kLearntCallRows)))];
+  const index_t slice = 4 * static_cast<index_t>(gemm_in_place_rows<T>());
+  const bool slices = full > 1 && n >= 4 * slice * full && chunk >= 2 * slice * full;
   int nth = full;
-  if (full > 1) nth = learnt ? chooser.pick(full) : (machine_oversubscribed(full, 1) ? 1 : full);
+  if (full > 1 && !slices)
+    nth = learnt ? chooser.pick(full) : (machine_oversubscribed(full, 1) ? 1 : full);
+  std::atomic<long long> next_slice{0};  // (of the call: chunk after chunk)
   const auto started = std::chrono::steady_clock::now();
   prepare_batches<T>(x, nullptr, n, chunk, batch_);
   ensure_rows(chunk, nth, false, false);  // prediction: no backward pass
@@ -604,12 +616,31 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   {
     FlushDenormals<T> ftz;
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
+    const Team solo = Team::solo(team.slot);
+    long long first_slice = 0;  // the chunk's first slice number
     for (index_t start = 0; start < n; start += chunk) {
       if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
       const index_t rows = std::min(chunk, n - start);
       gather_input<T>(team, x, nullptr, start, rows, batch_);
       team_barrier(team);
       if (stop_flag.load(std::memory_order_relaxed)) break;
+      if (slices) {
+        const long long end = first_slice + (rows + slice - 1) / slice;
+        for (;;) {
+          long long s = next_slice.load(std::memory_order_relaxed);
+          while (s < end && !next_slice.compare_exchange_weak(s, s + 1, std::memory_order_relaxed)) {
+          }
+          if (s >= end) break;
+          const index_t r0 = static_cast<index_t>(s - first_slice) * slice;
+          const index_t rs = std::min(slice, rows - r0);
+          if (check && !rows_finite(batch_.view, r0, r0 + rs)) bad.store(true, std::memory_order_relaxed);
+          forward(solo, batch_.view, params, r0, rs, pass);
+          output_activation<T>(solo, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
+        }
+        first_slice = end;
+        team_barrier(team);  // (before the next chunk's rows are gathered)
+        continue;
+      }
       if (check) {
         index_t r0, r1;
         team_range(team, rows, r0, r1);

@@ -211,6 +211,23 @@ int gemm_tile_rows() {
 }
 
 template <class T>
+int gemm_in_place_rows() {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return sizeof(T) == 4 ? BlockingAvx512F32::MR * BlockingAvx512F32::B_IN_PLACE_PANELS
+                            : BlockingAvx512F64::MR * BlockingAvx512F64::B_IN_PLACE_PANELS;
+    case Isa::avx2:
+      return sizeof(T) == 4 ? BlockingAvx2F32::MR * BlockingAvx2F32::B_IN_PLACE_PANELS
+                            : BlockingAvx2F64::MR * BlockingAvx2F64::B_IN_PLACE_PANELS;
+#endif
+    default:
+      return sizeof(T) == 4 ? BlockingGenericF32::MR * BlockingGenericF32::B_IN_PLACE_PANELS
+                            : BlockingGenericF64::MR * BlockingGenericF64::B_IN_PLACE_PANELS;
+  }
+}
+
+template <class T>
 void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, index_t ldc,
           const Epilogue<T>& ep, bool accumulate, int n_threads, GemmWorkspace& ws) {
   check_gemm<T>(m, n, k, ep);
@@ -236,6 +253,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
                              index_t, const Epilogue<T>&, bool, GemmWorkspace&);                  \
   template void check_gemm<T>(index_t, index_t, index_t, const Epilogue<T>&);                      \
   template int gemm_tile_rows<T>();                                                                \
+  template int gemm_in_place_rows<T>();                                                            \
   template void optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);
 FUSEDMLP_INSTANTIATE(float)

@@ -162,6 +162,11 @@ void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const Optimize
 template <class T>
 int gemm_tile_rows();
 
+// The most rows of A for which the active kernel reads the full-width panels of a row-major B in
+// place (B_IN_PLACE_PANELS row panels, blocking.h): a product of at most so many rows packs no B.
+template <class T>
+int gemm_in_place_rows();
+
 // Instruction sets with their own micro-kernels.
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
