@@ -44,15 +44,14 @@ index_t block_start(index_t rows, index_t blk, index_t mr) {
 }
 constexpr index_t kRowBlockParams = index_t(1) << 16;
 
-// wt := W^T for the weights [i0, i1) of one layer (row-major W: fan_in x fan_out).
+// wt := W^T of one layer (row-major W: fan_in x fan_out), at the layer's w_offset.
 template <class T>
-void transpose_weights(const LayerLayout& layer, const T* params, T* wt, index_t i0, index_t i1) {
+void transpose_weights(const LayerLayout& layer, const T* params, T* wt) {
   const index_t fi = layer.fan_in, fo = layer.fan_out;
   const T* w = params + layer.w_offset;
   T* t = wt + layer.w_offset;
-  for (index_t r = i0 / fo; r < fi && r * fo < i1; ++r)
-    for (index_t c = std::max(i0 - r * fo, index_t(0)); c < fo && r * fo + c < i1; ++c)
-      t[c * fi + r] = w[r * fo + c];
+  for (index_t r = 0; r < fi; ++r)
+    for (index_t c = 0; c < fo; ++c) t[c * fi + r] = w[r * fo + c];
 }
 
 // Multiply-adds one row costs in a forward pass.
@@ -248,7 +247,7 @@ template <class T>
 void Trainer<T>::transpose_all(int tid, const T* params) {
   T* wt = wt_.data() + tid * layout_.n_params;
   for (const auto& layer : layout_.layers)
-    transpose_weights<T>(layer, params, wt, 0, layer.fan_in * layer.fan_out);
+    transpose_weights<T>(layer, params, wt);
 }
 
 template <class T>
@@ -618,7 +617,18 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
     const Team solo = Team::solo(team.slot);
     long long first_slice = 0;  // the chunk's first slice number
-    for (index_t start = 0; start < n; start += chunk) {
+    index_t start = 0;
+    // rows [r0, r0 + rs) of the chunk at `start` through the network on team t
+    auto predict_rows = [&](const Team& t, index_t r0, index_t rs) {
+      if (check) {
+        index_t i0, i1;
+        team_range(t, rs, i0, i1);
+        if (!rows_finite(batch_.view, r0 + i0, r0 + i1)) bad.store(true, std::memory_order_relaxed);
+      }
+      forward(t, batch_.view, params, r0, rs, pass);
+      output_activation<T>(t, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
+    };
+    for (; start < n; start += chunk) {
       if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
       const index_t rows = std::min(chunk, n - start);
       gather_input<T>(team, x, nullptr, start, rows, batch_);
@@ -632,22 +642,13 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
           }
           if (s >= end) break;
           const index_t r0 = static_cast<index_t>(s - first_slice) * slice;
-          const index_t rs = std::min(slice, rows - r0);
-          if (check && !rows_finite(batch_.view, r0, r0 + rs)) bad.store(true, std::memory_order_relaxed);
-          forward(solo, batch_.view, params, r0, rs, pass);
-          output_activation<T>(solo, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
+          predict_rows(solo, r0, std::min(slice, rows - r0));
         }
         first_slice = end;
         team_barrier(team);  // (before the next chunk's rows are gathered)
         continue;
       }
-      if (check) {
-        index_t r0, r1;
-        team_range(team, rows, r0, r1);
-        if (!rows_finite(batch_.view, r0, r1)) bad.store(true, std::memory_order_relaxed);
-      }
-      forward(team, batch_.view, params, 0, rows, pass);
-      output_activation<T>(team, layout_, out(last), result + start * n_out, rows, n_out);
+      predict_rows(team, 0, rows);
       team_barrier(team);
     }
   }

@@ -196,35 +196,30 @@ void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const Optimize
   }
 }
 
-template <class T>
-int gemm_tile_rows() {
+// f(Blocking{}) for the active instruction set's blocking of T.
+template <class T, class F>
+int active_blocking(F f) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
     case Isa::avx512:
-      return sizeof(T) == 4 ? BlockingAvx512F32::MR : BlockingAvx512F64::MR;
+      return sizeof(T) == 4 ? f(BlockingAvx512F32{}) : f(BlockingAvx512F64{});
     case Isa::avx2:
-      return sizeof(T) == 4 ? BlockingAvx2F32::MR : BlockingAvx2F64::MR;
+      return sizeof(T) == 4 ? f(BlockingAvx2F32{}) : f(BlockingAvx2F64{});
 #endif
     default:
-      return sizeof(T) == 4 ? BlockingGenericF32::MR : BlockingGenericF64::MR;
+      return sizeof(T) == 4 ? f(BlockingGenericF32{}) : f(BlockingGenericF64{});
   }
 }
 
 template <class T>
+int gemm_tile_rows() {
+  return active_blocking<T>([](auto b) { return decltype(b)::MR; });
+}
+
+template <class T>
 int gemm_in_place_rows() {
-  switch (active_isa()) {
-#if defined(FUSEDMLP_X86)
-    case Isa::avx512:
-      return sizeof(T) == 4 ? BlockingAvx512F32::MR * BlockingAvx512F32::B_IN_PLACE_PANELS
-                            : BlockingAvx512F64::MR * BlockingAvx512F64::B_IN_PLACE_PANELS;
-    case Isa::avx2:
-      return sizeof(T) == 4 ? BlockingAvx2F32::MR * BlockingAvx2F32::B_IN_PLACE_PANELS
-                            : BlockingAvx2F64::MR * BlockingAvx2F64::B_IN_PLACE_PANELS;
-#endif
-    default:
-      return sizeof(T) == 4 ? BlockingGenericF32::MR * BlockingGenericF32::B_IN_PLACE_PANELS
-                            : BlockingGenericF64::MR * BlockingGenericF64::B_IN_PLACE_PANELS;
-  }
+  return active_blocking<T>(
+      [](auto b) { return decltype(b)::MR * static_cast<int>(decltype(b)::B_IN_PLACE_PANELS); });
 }
 
 template <class T>
