@@ -6,7 +6,8 @@ Every case times the peers on the same data in the same process, interleaved, an
 medians. Training cases report seconds per epoch, the ratio to each peer, fusedmlp's GFLOP/s
 and the "limit": the time numpy's matrix multiply takes for exactly that epoch's products,
 measured in a child process with its OpenBLAS left to its native kernel (OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE removed from the child's environment only). When OPENBLAS_CORETYPE is set (the
+OPENBLAS_L2_SIZE removed from the child's environment only), one child in each round of the
+fits and the median taken, so that the limit and the fits share the host's drift. When OPENBLAS_CORETYPE is set (the
 AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2 OPENBLAS_CORETYPE=Haswell), the limit is also
 measured on that kernel and reported beside the native one. Real data from --data (or
 $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the same
@@ -454,15 +455,17 @@ def failure(e):
 
 # ---- timing ------------------------------------------------------------------------------------
 
-def interleaved(fns, repeats):
-    """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike."""
+def interleaved(fns, repeats, self_timed=()):
+    """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike.
+    A callable named in `self_timed` returns its own seconds (a child process's measurement,
+    without the child's start-up) instead of being timed around."""
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             gc.collect()
             t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
+            out = fn()
+            times[name].append(out if name in self_timed else time.perf_counter() - t)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -474,7 +477,8 @@ def quiet(fn):
     return run
 
 
-def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, absent=None, notes=()):
+def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, absent=None, notes=(),
+                  limit64=False):
     """Seconds per epoch of each configuration in `peers` (name -> (factory, epochs)).
 
     An epoch's cost is the difference between fits of `epochs` and 2 * `epochs` epochs,
@@ -482,6 +486,12 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     (validation, label encoding, initialisation), which is reported apart. Peers that compile
     are fitted once before (see PeerMLP); one that fails there is reported as failed, beside
     `absent` (name -> why a peer is not timed).
+
+    The limits (numpy's products in `limit_dtype`, in float64 too with `limit64`, and on the
+    kernel OPENBLAS_CORETYPE names when it is set) are measured in the same rounds as the fits,
+    one child process per round, and their medians taken like the fits': a limit measured once
+    after the fits would be compared with fits timed minutes apart from it, which on a host
+    whose speed drifts moves the ratio more than any change of the code.
     """
     def fit(make, n_epochs):
         est = make()
@@ -506,19 +516,26 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     for name, (make, n_epochs) in peers.items():
         fns[(name, 1)] = quiet(lambda m=make, e=n_epochs: fit(m, e))
         fns[(name, 2)] = quiet(lambda m=make, e=2 * n_epochs: fit(m, e))
-    raw = interleaved(fns, repeats)
+    n, limits = X.shape[0], {"limit": (limit_dtype, True)}
+    if limit64:
+        limits["limit64"] = (np.float64, True)
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        limits["limit_coretype"] = (limit_dtype, False)
+    for key, (dt, native) in limits.items():
+        fns[key] = lambda dt=dt, native=native: numpy_limit(units, n, 200, dt, native=native)
+    raw = interleaved(fns, repeats, self_timed=limits)
     per_epoch = {name: max(raw[(name, 2)] - raw[(name, 1)], 1e-9) / peers[name][1] for name in peers}
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
     flops = epoch_flops(units, X.shape[0], 200)
-    limit = numpy_limit(units, X.shape[0], 200, limit_dtype)
-    res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops, limit=limit,
-               limit_dtype=np.dtype(limit_dtype).name, units=units, n=X.shape[0], threads=threads,
-               absent=absent, notes=notes, unmeasured=unmeasured)
-    if os.environ.get("OPENBLAS_CORETYPE"):
-        res["limit_coretype"] = (os.environ["OPENBLAS_CORETYPE"],
-                                 numpy_limit(units, X.shape[0], 200, limit_dtype, native=False))
+    res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
+               limit=raw["limit"], limit_dtype=np.dtype(limit_dtype).name, units=units, n=n,
+               threads=threads, absent=absent, notes=notes, unmeasured=unmeasured)
+    if limit64:
+        res["limit64"] = raw["limit64"]
+    if "limit_coretype" in raw:
+        res["limit_coretype"] = (os.environ["OPENBLAS_CORETYPE"], raw["limit_coretype"])
     return res
 
 
@@ -548,11 +565,9 @@ def case_fashion(data_dir, repeats, threads, input_dtype):
         others, absent, notes = optional_peers(units, True, threads,
                                                {"PyTorch": 1, "torch.compile": 1, "JAX": 1, "Keras": 1})
         peers.update(others)
-    res = training_case(f"{name} 784-300-100-10, {np.dtype(input_dtype).name} input, batch 200, adam",
-                        X, y, units, peers, repeats, np.float32, threads, absent, notes)
-    if input_dtype == np.float64:
-        res["limit64"] = numpy_limit(units, X.shape[0], 200, np.float64)
-    return res
+    return training_case(f"{name} 784-300-100-10, {np.dtype(input_dtype).name} input, batch 200, adam",
+                         X, y, units, peers, repeats, np.float32, threads, absent, notes,
+                         limit64=input_dtype == np.float64)
 
 
 def case_california(data_dir, repeats, threads):
