@@ -469,6 +469,26 @@ def interleaved(fns, repeats, self_timed=()):
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
+def interleaved_calls(fns, calls, repeats):
+    """Median over `repeats` rounds of each callable's mean seconds per call, the callables
+    alternating call by call within a round (A B C A B C ...). Under load a call of microseconds
+    either runs or waits for a time slice; alternating call by call gives every configuration
+    the same share of the slices lost, where a loop of one configuration's calls after another's
+    (tens of milliseconds each, a few time slices) compares the scheduler's phases."""
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        gc.collect()
+        total = dict.fromkeys(fns, 0.0)
+        for _ in range(calls):
+            for name, fn in fns.items():
+                t = time.perf_counter()
+                fn()
+                total[name] += time.perf_counter() - t
+        for name in fns:
+            times[name].append(total[name] / calls)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
 def quiet(fn):
     def run():
         with warnings.catch_warnings():
@@ -749,12 +769,8 @@ def case_contention(data_dir, repeats, threads):
             for m in models.values():
                 m.predict(Xr)
 
-            def loop(m=None, Xr=Xr, calls=calls):
-                for _ in range(calls):
-                    m.predict(Xr)
-
-            seconds = {k: v / calls for k, v in interleaved(
-                {k: (lambda m=m: loop(m)) for k, m in models.items()}, repeats * 3).items()}
+            seconds = interleaved_calls({k: (lambda m=m, Xr=Xr: m.predict(Xr)) for k, m in models.items()},
+                                        calls, repeats * 3)
             results.append(dict(title=f"{fname} 784-300-100-10, predict {rows:,} row{'s' if rows > 1 else ''}, "
                                       f"{len(busy)} busy processes (one per core)",
                                 kind="contention", seconds=seconds, unit="s / call"))
