@@ -113,6 +113,11 @@ print(json.dumps(total * n_batches))
 """
 
 
+def openblas_coretype():
+    """The OpenBLAS kernel OPENBLAS_CORETYPE forces on the peers ('' when not set)."""
+    return os.environ.get("OPENBLAS_CORETYPE", "")
+
+
 def numpy_limit(units, n_samples, batch, dtype, repeats=30, native=True):
     """Seconds numpy's matmul needs for one epoch's products, OpenBLAS on its native kernel
     (or, with native=False, on the kernel OPENBLAS_CORETYPE names)."""
@@ -539,7 +544,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     n, limits = X.shape[0], {"limit": (limit_dtype, True)}
     if limit64:
         limits["limit64"] = (np.float64, True)
-    if os.environ.get("OPENBLAS_CORETYPE"):
+    coretype = openblas_coretype()
+    if coretype:
         limits["limit_coretype"] = (limit_dtype, False)
     for key, (dt, native) in limits.items():
         fns[key] = lambda dt=dt, native=native: numpy_limit(units, n, 200, dt, native=native)
@@ -555,7 +561,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     if limit64:
         res["limit64"] = raw["limit64"]
     if "limit_coretype" in raw:
-        res["limit_coretype"] = (os.environ["OPENBLAS_CORETYPE"], raw["limit_coretype"])
+        res["limit_coretype"] = (coretype, raw["limit_coretype"])
     return res
 
 

@@ -1,0 +1,87 @@
+"""The benchmark suite's timing rules (not its figures): configurations alternate, the medians
+are taken over rounds, and numpy's limits are measured in the rounds of the fits they are
+compared with."""
+
+import numpy as np
+import pytest
+
+from fusedmlp import MLPRegressor, bench
+
+
+def test_interleaved_alternates_and_takes_self_timed_values():
+    log = []
+    seconds = iter([0.3, 0.1, 0.2])
+
+    def timed():
+        log.append("timed")
+
+    def limit():
+        log.append("limit")
+        return next(seconds)
+
+    out = bench.interleaved({"timed": timed, "limit": limit}, 3, self_timed={"limit"})
+    assert log == ["timed", "limit"] * 3
+    assert out["limit"] == pytest.approx(0.2)  # the median of what the callable reported
+    assert 0.0 <= out["timed"] < 1.0
+
+
+def test_interleaved_calls_alternate_call_by_call(monkeypatch):
+    log = []
+    clock = iter(np.arange(0.0, 1000.0, 1.0))  # every reading one second after the last
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    out = bench.interleaved_calls({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
+                                  calls=4, repeats=3)
+    assert log == ["a", "b"] * 12
+    assert out == {"a": 1.0, "b": 1.0}  # one (fake) second per call, each round and each name
+
+
+@pytest.mark.parametrize("limit64", [False, True])
+def test_training_case_measures_the_limits_in_the_rounds_of_the_fits(monkeypatch, limit64):
+    log = []
+    values = {"float32": iter([3.0, 1.0, 2.0]), "float64": iter([6.0, 4.0, 5.0])}
+
+    def fake_limit(units, n_samples, batch, dtype, repeats=30, native=True):
+        name = np.dtype(dtype).name
+        log.append(("limit", name, native))
+        return next(values[name])
+
+    class Logged(MLPRegressor):
+        def fit(self, X, y):
+            log.append(("fit", self.max_iter))
+            return super().fit(X, y)
+
+    monkeypatch.setattr(bench, "numpy_limit", fake_limit)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), rng.standard_normal(60)
+    units = [3, 4, 1]
+    peers = {"fusedmlp": (lambda: Logged(**bench.mlp_params(units, n_threads=1)), 1)}
+    res = bench.training_case("t", X, y, units, peers, 3, np.float32, 1, limit64=limit64)
+    one_round = [("fit", 1), ("fit", 2), ("limit", "float32", True)]
+    if limit64:
+        one_round.append(("limit", "float64", True))
+    assert log == one_round * 3
+    assert res["limit"] == 2.0
+    assert ("limit64" in res) == limit64
+    if limit64:
+        assert res["limit64"] == 5.0
+    assert "limit_coretype" not in res
+
+
+def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):
+    natives = []
+
+    def fake_limit(units, n_samples, batch, dtype, repeats=30, native=True):
+        natives.append(native)
+        return 1.0 if native else 2.0
+
+    monkeypatch.setattr(bench, "numpy_limit", fake_limit)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "Haswell")  # (the environment untouched)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), rng.standard_normal(60)
+    units = [3, 4, 1]
+    peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=1)), 1)}
+    res = bench.training_case("t", X, y, units, peers, 2, np.float32, 1)
+    assert natives == [True, False] * 2
+    assert res["limit"] == 1.0
+    assert res["limit_coretype"] == ("Haswell", 2.0)
