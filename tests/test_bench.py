@@ -25,14 +25,13 @@ def test_interleaved_alternates_and_takes_self_timed_values():
     assert 0.0 <= out["timed"] < 1.0
 
 
-def test_interleaved_calls_alternate_call_by_call(monkeypatch):
+def test_interleaved_calls_alternate_call_by_call_in_rotating_order(monkeypatch):
     log = []
     clock = iter(np.arange(0.0, 1000.0, 1.0))  # every reading one second after the last
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
-    out = bench.interleaved_calls({"a": lambda: log.append("a"), "b": lambda: log.append("b")},
-                                  calls=4, repeats=3)
-    assert log == ["a", "b"] * 12
-    assert out == {"a": 1.0, "b": 1.0}  # one (fake) second per call, each round and each name
+    out = bench.interleaved_calls({k: (lambda k=k: log.append(k)) for k in "abc"}, calls=3, repeats=2)
+    assert "".join(log) == "abcbcacab" * 2
+    assert out == {"a": 1.0, "b": 1.0, "c": 1.0}  # one (fake) second per call, each round and name
 
 
 @pytest.mark.parametrize("limit64", [False, True])

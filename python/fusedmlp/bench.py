@@ -476,18 +476,23 @@ def interleaved(fns, repeats, self_timed=()):
 
 def interleaved_calls(fns, calls, repeats):
     """Median over `repeats` rounds of each callable's mean seconds per call, the callables
-    alternating call by call within a round (A B C A B C ...). Under load a call of microseconds
-    either runs or waits for a time slice; alternating call by call gives every configuration
-    the same share of the slices lost, where a loop of one configuration's calls after another's
-    (tens of milliseconds each, a few time slices) compares the scheduler's phases."""
-    times = {name: [] for name in fns}
+    alternating call by call within a round, in an order that rotates at every call (A B C,
+    B C A, C A B, ...). Under load a call of microseconds either runs or waits for a time slice;
+    alternating call by call gives every configuration the same share of the slices lost, where
+    a loop of one configuration's calls after another's (tens of milliseconds each, a few time
+    slices) compares the scheduler's phases; and the rotation gives each the same share of
+    following each other one (a library whose BLAS threads spin for a while after its call
+    slows whichever call comes next)."""
+    names = list(fns)
+    times = {name: [] for name in names}
     for _ in range(repeats):
         gc.collect()
-        total = dict.fromkeys(fns, 0.0)
-        for _ in range(calls):
-            for name, fn in fns.items():
+        total = dict.fromkeys(names, 0.0)
+        for i in range(calls):
+            shift = i % len(names)
+            for name in names[shift:] + names[:shift]:
                 t = time.perf_counter()
-                fn()
+                fns[name]()
                 total[name] += time.perf_counter() - t
         for name in fns:
             times[name].append(total[name] / calls)
