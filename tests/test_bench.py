@@ -25,13 +25,21 @@ def test_interleaved_alternates_and_takes_self_timed_values():
     assert 0.0 <= out["timed"] < 1.0
 
 
-def test_interleaved_calls_alternate_call_by_call_in_rotating_order(monkeypatch):
+def test_interleaved_calls_alternate_call_by_call_in_random_orders(monkeypatch):
     log = []
-    clock = iter(np.arange(0.0, 1000.0, 1.0))  # every reading one second after the last
+    clock = iter(np.arange(0.0, 10000.0, 1.0))  # every reading one second after the last
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
-    out = bench.interleaved_calls({k: (lambda k=k: log.append(k)) for k in "abc"}, calls=3, repeats=2)
-    assert "".join(log) == "abcbcacab" * 2
+    out = bench.interleaved_calls({k: (lambda k=k: log.append(k)) for k in "abc"}, calls=300, repeats=2)
     assert out == {"a": 1.0, "b": 1.0, "c": 1.0}  # one (fake) second per call, each round and name
+    groups = ["".join(log[i:i + 3]) for i in range(0, len(log), 3)]
+    assert all(sorted(g) == ["a", "b", "c"] for g in groups)  # each call, every configuration once
+    # each configuration follows each other one about equally often
+    follows = {}
+    for prev, nxt in zip(log, log[1:]):
+        if prev != nxt:
+            follows[prev + nxt] = follows.get(prev + nxt, 0) + 1
+    assert len(follows) == 6
+    assert max(follows.values()) < 1.3 * min(follows.values())
 
 
 @pytest.mark.parametrize("limit64", [False, True])

@@ -474,27 +474,30 @@ def interleaved(fns, repeats, self_timed=()):
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
-def interleaved_calls(fns, calls, repeats):
+def interleaved_calls(fns, calls, repeats, seed=0):
     """Median over `repeats` rounds of each callable's mean seconds per call, the callables
-    alternating call by call within a round, in an order that rotates at every call (A B C,
-    B C A, C A B, ...). Under load a call of microseconds either runs or waits for a time slice;
-    alternating call by call gives every configuration the same share of the slices lost, where
-    a loop of one configuration's calls after another's (tens of milliseconds each, a few time
-    slices) compares the scheduler's phases; and the rotation gives each the same share of
-    following each other one (a library whose BLAS threads spin for a while after its call
-    slows whichever call comes next)."""
+    alternating call by call within a round, each time in a new random order. Under load a call
+    of microseconds either runs or waits for a time slice; alternating call by call gives every
+    configuration the same share of the slices lost, where a loop of one configuration's calls
+    after another's (tens of milliseconds each, a few time slices) compares the scheduler's
+    phases. And the random orders give each configuration the same share of following each
+    other one: a library whose BLAS threads spin for a while after its call slows whichever call
+    comes next (scikit-learn's one-row predict slowed the next call by about 20% under load, so
+    that of two identical models the one a fixed or rotating order put after it more often
+    measured slower)."""
     names = list(fns)
+    rng = np.random.default_rng(seed)
     times = {name: [] for name in names}
     for _ in range(repeats):
         gc.collect()
         total = dict.fromkeys(names, 0.0)
-        for i in range(calls):
-            shift = i % len(names)
-            for name in names[shift:] + names[:shift]:
+        for _ in range(calls):
+            for i in rng.permutation(len(names)):
+                name = names[i]
                 t = time.perf_counter()
                 fns[name]()
                 total[name] += time.perf_counter() - t
-        for name in fns:
+        for name in names:
             times[name].append(total[name] / calls)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
