@@ -7,11 +7,11 @@ medians. Training cases report seconds per epoch, the ratio to each peer, fusedm
 and the "limit": the time numpy's matrix multiply takes for exactly that epoch's products,
 measured in a child process with its OpenBLAS left to its native kernel (OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE removed from the child's environment only), one child in each round of the
-fits and the median taken, so that the limit and the fits share the host's drift. When OPENBLAS_CORETYPE is set (the
-AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2 OPENBLAS_CORETYPE=Haswell), the limit is also
-measured on that kernel and reported beside the native one. Real data from --data (or
-$FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the same
-shapes otherwise. Peak memory is measured in child processes.
+fits and the median taken, so that the limit and the fits share the host's drift. When
+OPENBLAS_CORETYPE is set (the AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2
+OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and reported beside the
+native one. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
+present, synthetic data of the same shapes otherwise. Peak memory is measured in child processes.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -562,7 +562,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
-    flops = epoch_flops(units, X.shape[0], 200)
+    flops = epoch_flops(units, n, 200)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
                limit=raw["limit"], limit_dtype=np.dtype(limit_dtype).name, units=units, n=n,
                threads=threads, absent=absent, notes=notes, unmeasured=unmeasured)
