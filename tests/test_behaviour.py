@@ -249,6 +249,52 @@ def test_feature_names():
         est.predict(X_digits[:, :5])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel"])
+def test_labels_are_the_probabilities_decisions(target, dtype):
+    # predict decides the labels on the engine's outputs in the model's dtype, predict_proba
+    # returns them cast to scikit-learn's: the same decisions, ties and 0.5 thresholds included
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 6)).astype(dtype)
+    if target == "binary":
+        y = np.where(X[:, 0] + X[:, 1] > 0, "b", "a")
+    elif target == "multiclass":
+        y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0) * 2
+    else:
+        y = (X[:, :3] > 0).astype(int)
+    est = fm.MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0,
+                           dtype=np.dtype(dtype).name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    assert est.coefs_[0].dtype == dtype
+    for i in (0, 1, 2, 3):
+        rows = X[i * 100:(i + 1) * 100]
+        proba = est.predict_proba(rows)
+        labels = est.predict(rows)
+        if target == "multilabel":
+            np.testing.assert_array_equal(labels, (proba > 0.5).astype(int))
+        elif target == "binary":
+            np.testing.assert_array_equal(labels, est.classes_[(proba[:, 1] > 0.5).astype(int)])
+        else:
+            np.testing.assert_array_equal(labels, est.classes_[proba.argmax(axis=1)])
+        for r in (0, 1):  # one row: the kept engine's path
+            np.testing.assert_array_equal(est.predict(rows[r:r + 1]), labels[r:r + 1])
+    if target == "multilabel":
+        return
+    # exact ties: zero weights give equal outputs (softmax 1/3 each, logistic 0.5), which both
+    # dtypes decide alike (the first class; not above 0.5)
+    n_out = 1 if target == "binary" else 4
+    tie = fm.MLPClassifier(hidden_layer_sizes=(3,), dtype=np.dtype(dtype).name)
+    tie.set_weights([np.zeros((6, 3)), np.zeros((3, n_out))], [np.zeros(3), np.zeros(n_out)],
+                    classes=np.unique(y))
+    assert tie.coefs_[0].dtype == dtype
+    proba = tie.predict_proba(X[:5])
+    np.testing.assert_array_equal(proba, np.full_like(proba, proba[0, 0]))
+    np.testing.assert_array_equal(tie.predict(X[:5]), np.repeat(tie.classes_[0], 5))
+    np.testing.assert_array_equal(tie.predict(X[:1]), tie.classes_[:1])
+
+
 @pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel", "regression"])
 def test_small_and_large_predictions_agree(target):
     # One row, a few rows and the whole set take different paths (validation, kernels):

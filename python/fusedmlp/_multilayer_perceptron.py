@@ -65,6 +65,11 @@ LOSSES = {loss["name"]: loss for loss in _engine.losses()}
 REGRESSION_LOSSES = sorted(name for name, loss in LOSSES.items() if loss["regression"])
 _CUDA_MAX_LAYERS = 32  # the CUDA engine's layer table (csrc/cuda/kernels.cuh, kMaxLayers)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# (dtype instances: comparing an array's dtype with them costs a third of comparing it with the
+# scalar types, which counts in a one-row prediction)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+_FLOAT_DTYPES = (_F32, _F64)
 # The prediction engine kept for each estimator, and the largest call that uses it (see
 # _prediction_engine): the buffers it keeps grow with the rows of the calls it serves.
 _KEPT_ENGINES = weakref.WeakKeyDictionary()
@@ -756,7 +761,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
 
     # ---- prediction ---------------------------------------------------------------------
 
-    def _forward_pass_fast(self, X, check_input=True, cast=False):
+    def _forward_pass_fast(self, X, check_input=True, cast=False, labels=False):
         """The network's output for X, output activation applied.
 
         Parameters
@@ -770,6 +775,10 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         cast : bool, default=False
             Return the output in the dtype scikit-learn's would have (that of X's values
             times weights of the dtype it trained in) instead of float64.
+
+        labels : bool, default=False
+            The output only decides class labels (argmax, a 0.5 threshold), which do not
+            change with its float dtype: it is returned in the engine's (no cast).
 
         Returns
         -------
@@ -792,15 +801,21 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 f"X has dtype {X.dtype}, which cannot be multiplied by the network's "
                 "weights; pass numeric features."
             )
-        device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
-        if device == "cuda" and (sp.issparse(X) or len(self.coefs_) > _CUDA_MAX_LAYERS):
-            device = "cpu"  # the parameters are host arrays: any engine can use them
-        if self.device == "auto" and getattr(self, "_auto_device", "cuda") == "cpu":
-            device = "cpu"  # where 'auto' trained it (_device_for)
-        out_dtype = self._prediction_dtype(X.dtype) if cast else np.float64
+        if on_cpu:
+            device = "cpu"
+        else:
+            device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
+            if device == "cuda" and (sp.issparse(X) or len(self.coefs_) > _CUDA_MAX_LAYERS):
+                device = "cpu"  # the parameters are host arrays: any engine can use them
+            if self.device == "auto" and getattr(self, "_auto_device", "cuda") == "cpu":
+                device = "cpu"  # where 'auto' trained it (_device_for)
+        if labels:
+            out_dtype = None
+        else:
+            out_dtype = self._prediction_dtype(X.dtype) if cast else _F64
         engine, params, lease = self._prediction_engine(device, X.shape[0])
         try:
-            if X.dtype not in (np.float32, np.float64):
+            if X.dtype not in _FLOAT_DTYPES:
                 X = X.astype(params.dtype)
             if deferred:
                 y_pred, nonfinite = engine.predict_checked(X, params)
@@ -813,10 +828,10 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             # scikit-learn's error for NaN and infinities; finite values that only overflow
             # float32 are found by the range check below
             X = validate_data(self, X, reset=False)
-        if (not plain and params.dtype == np.float32 and X.dtype == np.float64
+        if (not plain and params.dtype == _F32 and X.dtype == _F64
                 and not math.isfinite(y_pred.sum())):
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
-        if out_dtype != y_pred.dtype:
+        if out_dtype is not None and out_dtype != y_pred.dtype:
             y_pred = y_pred.astype(out_dtype)
         return y_pred
 
@@ -872,7 +887,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         rates = self._dropout_rates(len(units) - 2) if training else None
         return (where, dtype, tuple(units), self.activation,
                 None if param is None else getattr(self, param), loss, out_activation,
-                tuple(sorted(options.items())), threads,
+                tuple(sorted(options.items())) if options else (), threads,
                 None if rates is None else tuple(np.broadcast_to(rates, len(units) - 2)))
 
     def _keep_for_prediction(self, engine):
@@ -916,7 +931,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         if not (
             type(X) is np.ndarray
             and X.ndim == 2
-            and X.dtype in (np.float32, np.float64)
+            and X.dtype in _FLOAT_DTYPES
             and X.size > 0
             and (max_checked is None or X.size <= max_checked)
             and X.shape[1] == self.n_features_in_
@@ -925,7 +940,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             return False
         if max_checked is None:
             return True
-        if X.dtype == np.float64 and self.coefs_[0].dtype == np.float32:
+        if X.dtype == _F64 and self.coefs_[0].dtype == _F32:
             return bool(np.abs(X).max() <= FLOAT32_MAX)  # (False for NaN and infinity)
         return bool(np.isfinite(X).all())
 
@@ -1465,10 +1480,13 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
-        return self._outputs_to_predictions(self._forward_pass_fast(X, check_input=check_input))
+        return self._outputs_to_predictions(
+            self._forward_pass_fast(X, check_input=check_input, labels=True)
+        )
 
     def _outputs_to_predictions(self, y_pred, x_dtype=None):
-        """Class labels for the network's outputs (float64, output activation applied)."""
+        """Class labels for the network's outputs (output activation applied; any float
+        dtype: the decisions do not depend on it)."""
         if _engine.is_device_array(y_pred):
             return _engine.decode_labels_on_device(self, y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
@@ -1929,7 +1947,9 @@ def _explain_float32_overflow(X, error):
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def _result_type(x_dtype, weight_dtype):
+    # (a dtype; kept: numpy's rules cost about a microsecond, once per prediction)
     return np.result_type(x_dtype, weight_dtype)
 
 

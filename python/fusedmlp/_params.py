@@ -75,19 +75,15 @@ class FlatParameters:
     def _current_params(self, dtype):
         """The flat buffer, rebuilt from coefs_/intercepts_ when they are no longer its views
         (assigned by the user, or unpickled) or are of another dtype. Never modifies self."""
-        params = getattr(self, "_params", None)
-        views = getattr(self, "_param_views", None)
-        intact = (
-            params is not None
-            and views is not None
-            and params.dtype == dtype
-            and len(self.coefs_) == len(views[0])
-            and len(self.intercepts_) == len(views[1])
-            and all(map(operator.is_, self.coefs_, views[0]))
-            and all(map(operator.is_, self.intercepts_, views[1]))
-        )
-        if intact:
-            return params
+        state = self.__dict__  # (read once: this runs in every prediction)
+        params = state.get("_params")
+        views = state.get("_param_views")
+        if params is not None and views is not None and params.dtype == dtype:
+            coefs, intercepts = self.coefs_, self.intercepts_
+            if (len(coefs) == len(views[0]) and len(intercepts) == len(views[1])
+                    and all(map(operator.is_, coefs, views[0]))
+                    and all(map(operator.is_, intercepts, views[1]))):
+                return params
         return Layout(self._layer_units()).pack(self.coefs_, self.intercepts_, dtype)
 
     def _adopt_params(self, dtype):
