@@ -784,7 +784,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         -------
         y_pred : ndarray of shape (n_samples, n_outputs)
         """
-        if _engine.is_device_array(X):
+        if type(X) is not np.ndarray and _engine.is_device_array(X):
             return _engine.device_forward(self, X, cast)
         # A float ndarray of the fitted width has its values checked by the CPU engine's own
         # pass over them (scikit-learn's separate check reads all of X once more: as long as
@@ -795,7 +795,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         if check_input and not plain and not deferred:
             check_sparse_structure(X)
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        if X.dtype.kind not in "biuf":
+        if not deferred and X.dtype.kind not in "biuf":
             # scikit-learn's X @ coefs_ fails here (a numpy TypeError)
             raise TypeError(
                 f"X has dtype {X.dtype}, which cannot be multiplied by the network's "
@@ -1494,7 +1494,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         if self.out_activation_ == "softmax":
             return self.classes_.take(y_pred.argmax(axis=1))
         if self.n_outputs_ == 1 and len(self.classes_) == 2:
-            return self.classes_.take((y_pred.ravel() > 0.5).astype(np.intp))
+            return self.classes_.take(y_pred.ravel() > 0.5)  # (False, True: 0, 1)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
