@@ -45,6 +45,27 @@ def test_interleaved_calls_alternate_call_by_call_in_random_orders(monkeypatch):
     assert max(follows.values()) < 1.3 * min(follows.values())
 
 
+def test_interleaved_calls_per_call_takes_the_median_of_the_calls(monkeypatch):
+    # per_call: the median of every call's time, not the rounds' means
+    readings = iter([0.0, 1.0, 1.0, 2.0, 2.0, 12.0])  # calls of 1 s, 1 s and 10 s
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
+    calls = []
+    out = bench.interleaved_calls({"a": lambda: calls.append("a")}, calls=3, repeats=1, per_call=True)
+    assert calls == ["a"] * 3
+    assert out == {"a": pytest.approx(1.0)}  # the mean would be 4 s
+
+
+def test_interleaved_calls_in_blocks(monkeypatch):
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: 0.0))
+    log = []
+    bench.interleaved_calls({k: (lambda k=k: log.append(k)) for k in "ab"}, calls=40, repeats=3,
+                            block=20)
+    runs = ["".join(log[i:i + 20]) for i in range(0, len(log), 20)]
+    assert len(runs) == 12 and all(r in ("a" * 20, "b" * 20) for r in runs)
+    rounds = [sorted(runs[i:i + 4]) for i in range(0, 12, 4)]
+    assert all(r == ["a" * 20] * 2 + ["b" * 20] * 2 for r in rounds)
+
+
 @pytest.mark.parametrize("limit64", [False, True])
 def test_training_case_measures_the_limits_in_the_rounds_of_the_fits(monkeypatch, limit64):
     log = []

@@ -474,9 +474,11 @@ def interleaved(fns, repeats, self_timed=()):
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
-def interleaved_calls(fns, calls, repeats, seed=0):
+def interleaved_calls(fns, calls, repeats, seed=0, per_call=False, block=1):
     """Median over `repeats` rounds of each callable's mean seconds per call, the callables
-    alternating call by call within a round, each time in a new random order. Under load a call
+    alternating call by call within a round, each time in a new random order (block: in runs of
+    that many calls, the round's `calls` a multiple of it; per_call: the median of all of a
+    callable's calls instead of the rounds' means, a call's latency). Under load a call
     of microseconds either runs or waits for a time slice; alternating call by call gives every
     configuration the same share of the slices lost, where a loop of one configuration's calls
     after another's (tens of milliseconds each, a few time slices) compares the scheduler's
@@ -491,14 +493,19 @@ def interleaved_calls(fns, calls, repeats, seed=0):
     for _ in range(repeats):
         gc.collect()
         total = dict.fromkeys(names, 0.0)
-        for _ in range(calls):
+        for _ in range(calls // block):
             for i in rng.permutation(len(names)):
                 name = names[i]
-                t = time.perf_counter()
-                fns[name]()
-                total[name] += time.perf_counter() - t
-        for name in names:
-            times[name].append(total[name] / calls)
+                for _ in range(block):
+                    t = time.perf_counter()
+                    fns[name]()
+                    elapsed = time.perf_counter() - t
+                    total[name] += elapsed
+                    if per_call:
+                        times[name].append(elapsed)
+        if not per_call:
+            for name in names:
+                times[name].append(total[name] / calls)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -707,17 +714,17 @@ def case_inference(data_dir, repeats, threads):
         m.predict(Xt)
         m.predict(Xt[:1])
     batch = interleaved({k: (lambda m=m, Xt=Xt: m.predict(Xt)) for k, (m, Xt) in models.items()}, repeats * 3)
-    single = {}
+    # one row: the median of 2,000 calls of each, in 10 rounds of 200 consecutive calls of each
+    # library in random order (a serving loop's warm calls; this host's speed drifts by a third
+    # within seconds, and one loop of each library's calls after another's compared the host's
+    # phases more than the libraries; call by call, each call would find the weights of the
+    # others' models in the cache: 210-240 us instead of 50-60 for fusedmlp and ONNX Runtime)
+    rows = {k: Xt[:1] for k, (m, Xt) in models.items()}
     for k, (m, Xt) in models.items():
-        row = Xt[:1]
         for _ in range(50):
-            m.predict(row)
-        ts = []
-        for _ in range(2000):
-            t = time.perf_counter()
-            m.predict(row)
-            ts.append(time.perf_counter() - t)
-        single[k] = float(np.median(ts))
+            m.predict(rows[k])
+    single = interleaved_calls({k: (lambda m=m, row=rows[k]: m.predict(row)) for k, (m, Xt) in models.items()},
+                               200, 10, per_call=True, block=200)
     return dict(title=f"{name} inference, 784-300-100-10 (predict, class labels)", kind="inference",
                 batch=batch, single=single, n=X_test.shape[0], threads=threads, absent=absent, notes=notes)
 
