@@ -1,6 +1,7 @@
 """Behaviour a scikit-learn user relies on: messages, warnings, persistence, continuation,
 interruption, threads and precision."""
 
+import itertools
 import os
 import pickle
 import time
@@ -253,7 +254,8 @@ def test_feature_names():
 @pytest.mark.parametrize("target", ["binary", "multiclass", "multilabel"])
 def test_labels_are_the_probabilities_decisions(target, dtype):
     # predict decides the labels on the engine's outputs in the model's dtype, predict_proba
-    # returns them cast to scikit-learn's: the same decisions, ties and 0.5 thresholds included
+    # returns them in scikit-learn's dtype (float64 for float64 input to a float32 model): the
+    # same decisions, ties and 0.5 thresholds included
     rng = np.random.default_rng(1)
     X = rng.standard_normal((400, 6)).astype(dtype)
     if target == "binary":
@@ -268,9 +270,10 @@ def test_labels_are_the_probabilities_decisions(target, dtype):
         warnings.simplefilter("ignore")
         est.fit(X, y)
     assert est.coefs_[0].dtype == dtype
-    for i in (0, 1, 2, 3):
-        rows = X[i * 100:(i + 1) * 100]
+    for i, in_dtype in itertools.product((0, 1, 2, 3), (dtype, np.float64)):
+        rows = X[i * 100:(i + 1) * 100].astype(in_dtype)
         proba = est.predict_proba(rows)
+        assert proba.dtype == np.result_type(in_dtype, dtype)
         labels = est.predict(rows)
         if target == "multilabel":
             np.testing.assert_array_equal(labels, (proba > 0.5).astype(int))
@@ -278,12 +281,13 @@ def test_labels_are_the_probabilities_decisions(target, dtype):
             np.testing.assert_array_equal(labels, est.classes_[(proba[:, 1] > 0.5).astype(int)])
         else:
             np.testing.assert_array_equal(labels, est.classes_[proba.argmax(axis=1)])
-        for r in (0, 1):  # one row: the kept engine's path
+        for r in (0, 1):  # one row at a time
             np.testing.assert_array_equal(est.predict(rows[r:r + 1]), labels[r:r + 1])
     if target == "multilabel":
         return
-    # exact ties: zero weights give equal outputs (softmax 1/3 each, logistic 0.5), which both
-    # dtypes decide alike (the first class; not above 0.5)
+    # exact ties: zero weights give equal outputs (softmax 1/4 each, logistic 0.5), which both
+    # dtypes decide alike (the first class; not above 0.5). (Multilabel models come from fit
+    # only: set_weights takes classes, not label columns.)
     n_out = 1 if target == "binary" else 4
     tie = fm.MLPClassifier(hidden_layer_sizes=(3,), dtype=np.dtype(dtype).name)
     tie.set_weights([np.zeros((6, 3)), np.zeros((3, n_out))], [np.zeros(3), np.zeros(n_out)],

@@ -64,6 +64,8 @@ def test_interleaved_calls_in_blocks(monkeypatch):
     assert len(runs) == 12 and all(r in ("a" * 20, "b" * 20) for r in runs)
     rounds = [sorted(runs[i:i + 4]) for i in range(0, 12, 4)]
     assert all(r == ["a" * 20] * 2 + ["b" * 20] * 2 for r in rounds)
+    with pytest.raises(ValueError, match="multiple of block"):
+        bench.interleaved_calls({"a": lambda: None}, calls=30, repeats=1, block=20)
 
 
 @pytest.mark.parametrize("limit64", [False, True])

@@ -804,11 +804,10 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         if on_cpu:
             device = "cpu"
         else:
+            # (a model 'auto' trained on the CPU is on_cpu: where it trained, _device_for)
             device = "cuda" if _engine.resolve_device(self.device) == "cuda" else "cpu"
             if device == "cuda" and (sp.issparse(X) or len(self.coefs_) > _CUDA_MAX_LAYERS):
                 device = "cpu"  # the parameters are host arrays: any engine can use them
-            if self.device == "auto" and getattr(self, "_auto_device", "cuda") == "cpu":
-                device = "cpu"  # where 'auto' trained it (_device_for)
         if labels:
             out_dtype = None
         else:
@@ -1947,9 +1946,7 @@ def _explain_float32_overflow(X, error):
 
 
 @functools.lru_cache(maxsize=64)
-@functools.lru_cache(maxsize=64)
 def _result_type(x_dtype, weight_dtype):
-    # (a dtype; kept: numpy's rules cost about a microsecond, once per prediction)
     return np.result_type(x_dtype, weight_dtype)
 
 

@@ -487,6 +487,8 @@ def interleaved_calls(fns, calls, repeats, seed=0, per_call=False, block=1):
     comes next (scikit-learn's one-row predict slowed the next call by about 20% under load, so
     that of two identical models the one a fixed or rotating order put after it more often
     measured slower)."""
+    if block < 1 or calls < block or calls % block:
+        raise ValueError(f"calls ({calls}) must be a positive multiple of block ({block})")
     names = list(fns)
     rng = np.random.default_rng(seed)
     times = {name: [] for name in names}
