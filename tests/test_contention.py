@@ -175,6 +175,25 @@ def test_a_prediction_does_not_retry_its_team_on_an_oversubscribed_machine(load)
         _cpu._forget_team_choice()
 
 
+def test_a_prediction_reads_the_load_again_before_its_team_first_runs():
+    # A prediction's chooser that started alone on an oversubscribed machine reads the load
+    # again when its delay (one second) is over: still loaded, its calls stay on one thread
+    # instead of trying the team (a try on loaded cores cost tens of milliseconds); once the
+    # load has gone, the team's first try runs within the next delay.
+    _cpu._forget_team_choice()
+    try:
+        chooser = _cpu._TeamChooser("prediction")
+        chooser.set_conditions(load="oversubscribed")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:  # two and a half delays
+            segment(chooser, 1, SOLO)
+            time.sleep(2e-3)
+        chooser.set_conditions(load="free")
+        assert wait_for_pick(chooser, 2) < 1.5
+    finally:
+        _cpu._forget_team_choice()
+
+
 def test_each_choice_has_its_own_backoff():
     # One thread lost its tries again and again (its backoff doubled each time, to 400); then
     # the team loses once: its retry comes after 50 times its own try (0.55 s here), not after

@@ -227,10 +227,17 @@ class TeamChooser {
         // would cost 10-60 times a one-thread batch each, which short fits in a loop on a busy
         // machine paid in every fit. Start alone, as after a loss of the team, for
         // kMinSharedDelay (this trainer and new ones); then the team's tries and timings decide.
+        // A prediction's chooser reads the load again each time that delay is over, as before
+        // each retry of a team that lost (below): with one reading only, its first team try came
+        // a second into the load, and the slowest of its two calls (warm-up and try) took 27-47
+        // ms where a one-row call on one thread takes about 0.2 ms there (bench/RESULTS.md).
         load_checked_ = true;
         if (load_state(full, epoch_ ? 3 : 1) == LoadState::oversubscribed) {  // (a prediction: one reading)
           deferred_until_ = now + kMinSharedDelay;
-          if (epoch_) raise_shared_retry(deferred_until_);
+          if (epoch_)
+            raise_shared_retry(deferred_until_);
+          else
+            load_checked_ = false;
           choice = kSolo;
         }
       }
@@ -426,7 +433,7 @@ class TeamChooser {
   double backoff_[2] = {kFirstBackoff, kFirstBackoff};
   bool trying_ = true;  // the last pick was a try
   double warm_up_elapsed_ = 0.0;  // the untimed segment before the next timed one
-  bool load_checked_ = false;   // the machine was asked whether it is oversubscribed (once per trainer)
+  bool load_checked_ = false;   // the machine was asked whether it is oversubscribed (see pick)
   double deferred_until_ = 0.0;  // it said yes: one thread until then
   int test_load_ = -1;           // set_conditions_for_tests: a LoadState, or -1 (read /proc)
   int test_other_threads_ = -1;  // ... other training threads, or -1 (training_threads_running)
