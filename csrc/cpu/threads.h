@@ -229,7 +229,7 @@ class TeamChooser {
         // kMinSharedDelay (this trainer and new ones); then the team's tries and timings decide.
         // A prediction's chooser reads the load again each time that delay is over, as before
         // each retry of a team that lost (below): with one reading only, its first team try came
-        // a second into the load, and the slowest of its two calls (warm-up and try) took 27-47
+        // a second into the load, and the slowest of its two calls (warm-up and try) took 26-47
         // ms where a one-row call on one thread takes about 0.2 ms there (bench/RESULTS.md).
         load_checked_ = true;
         if (load_state(full, epoch_ ? 3 : 1) == LoadState::oversubscribed) {  // (a prediction: one reading)
