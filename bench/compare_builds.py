@@ -1,17 +1,21 @@
 """Two builds of fusedmlp side by side: did a change make anything slower?
 
     python bench/compare_builds.py OLD_DIR NEW_DIR [--rounds 3] [--data ../shared/data] [--busy]
-                                   [--cases california,fashion32,fashion64,predict]
+                                   [--cases california,fashion32,fashion64,predict,rows]
 
 Each directory holds an installed fusedmlp package (e.g. `pip install --no-deps --target DIR .`
 on each commit, with `-Ccmake.define.FUSEDMLP_CUDA=OFF` to save time). The builds run in turns
-(old, new, old, new, ...) in fresh processes, each timing the cases below in process; the medians
+(old, new; new, old; ...) in fresh processes, each timing the cases below in process; the medians
 over rounds and the new/old ratios are printed. --busy adds one busy process per core for the
 whole run (contention). An editable install of fusedmlp in the running Python is bypassed.
 
 Cases: seconds per epoch (the difference of fits of two lengths) and the once-per-fit cost for
 California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 and float64 data
-(batch 200, Adam, float32 model), predict_proba on 10,000 Fashion-MNIST rows and predict on one.
+(batch 200, Adam, float32 model), predict_proba on 10,000 Fashion-MNIST rows and predict on one;
+`rows`: one-row predict calls for 5 s straight on a model just fitted on 3,000 Fashion-MNIST rows
+(its first calls included, as a user's loop has them): the median and slowest call, the calls
+made, and those that ran on a thread team. Printed: the medians over rounds, new/old, and in how
+many rounds the new build's figure was the higher.
 """
 
 import argparse
@@ -22,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("california", "fashion32", "fashion64", "predict")
+CASES = ("california", "fashion32", "fashion64", "predict", "rows")
 
 CHILD = r"""
 import json, os, sys, time, warnings
@@ -74,6 +78,20 @@ if "predict" in cases:
     for _ in range(3000):
         t = time.perf_counter(); m.predict(Xf64[:1]); ts.append(time.perf_counter() - t)
     out["predict 1 row (us)"] = 1e6 * float(np.median(ts))
+if "rows" in cases:
+    from fusedmlp import _cpu
+    m = MLPClassifier((300, 100), max_iter=2, random_state=0).fit(Xf[:3000], yf[:3000])
+    row = Xf[:1]
+    teams = getattr(_cpu, "team_predictions", lambda: (0, 0))
+    team0 = teams()[1]
+    ts = []
+    end = time.perf_counter() + 5.0
+    while time.perf_counter() < end:
+        t = time.perf_counter(); m.predict(row); ts.append(time.perf_counter() - t)
+    out["rows: median call (us)"] = 1e6 * float(np.median(ts))
+    out["rows: slowest call (ms)"] = 1e3 * max(ts)
+    out["rows: calls in 5 s"] = len(ts)
+    out["rows: calls on a team"] = teams()[1] - team0
 print(json.dumps(out))
 """
 
@@ -93,8 +111,8 @@ def main():
                 for _ in range(os.cpu_count() or 1)]
     results = {"old": [], "new": []}
     try:
-        for _ in range(args.rounds):
-            for name in ("old", "new"):
+        for round_ in range(args.rounds):
+            for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
                 env = dict(os.environ, FUSEDMLP_PKG=str(Path(getattr(args, name)).resolve()),
                            FUSEDMLP_DATA=str(Path(args.data).resolve()), FUSEDMLP_CASES=args.cases)
                 run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
@@ -103,12 +121,14 @@ def main():
     finally:
         for p in busy:
             p.kill()
-    print(f"{'case':34s} {'old':>10s} {'new':>10s} {'new/old':>8s}"
+    print(f"{'case':34s} {'old':>10s} {'new':>10s} {'new/old':>8s} {'new higher':>10s}"
           f"   (medians of {args.rounds} rounds{', busy cores' if args.busy else ''})")
     for key in results["old"][0]:
         old = statistics.median(r[key] for r in results["old"])
         new = statistics.median(r[key] for r in results["new"])
-        print(f"{key:34s} {old:10.4f} {new:10.4f} {new / old:8.3f}")
+        higher = sum(n[key] > o[key] for o, n in zip(results["old"], results["new"]))
+        ratio = f"{new / old:8.3f}" if old else f"{'-':>8s}"
+        print(f"{key:34s} {old:10.4f} {new:10.4f} {ratio} {higher:>4d} of {args.rounds}")
 
 
 if __name__ == "__main__":
