@@ -101,6 +101,32 @@ def test_training_case_measures_the_limits_in_the_rounds_of_the_fits(monkeypatch
     assert "limit_coretype" not in res
 
 
+def test_training_case_puts_another_peers_fit_before_each_fit(monkeypatch):
+    # what a switch of library costs the next fit must fall on the short and the long fit alike:
+    # all short fits in turn, then all long ones, never one peer's two fits back to back
+    log = []
+
+    def logged(name):
+        class Logged(MLPRegressor):
+            def fit(self, X, y):
+                log.append((name, self.max_iter))
+                return super().fit(X, y)
+        return Logged
+
+    monkeypatch.setattr(bench, "numpy_limit", lambda *a, **k: log.append(("limit", 0)) or 1.0)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((60, 3)), rng.standard_normal(60)
+    units = [3, 4, 1]
+    peers = {name: (lambda c=logged(name): c(**bench.mlp_params(units, n_threads=1)), epochs)
+             for name, epochs in (("a", 1), ("b", 3), ("c", 2))}
+    res = bench.training_case("t", X, y, units, peers, 2, np.float32, 1)
+    one_round = [("a", 1), ("b", 3), ("c", 2), ("a", 2), ("b", 6), ("c", 4), ("limit", 0)]
+    assert log == one_round * 2
+    assert all(prev[0] != nxt[0] for prev, nxt in zip(log, log[1:]))
+    assert set(res["seconds"]) == {"a", "b", "c"}
+
+
 def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):
     natives = []
 
