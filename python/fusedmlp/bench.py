@@ -557,9 +557,9 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # The short fits of all peers in turn, then the long ones: each fit follows another
     # library's, so what a switch costs the next fit (the threads of the library before still
     # spinning, caches and pages of its data gone) falls on both lengths alike and cancels in
-    # their difference. With each peer's long fit right after its short one, only the short fit
-    # paid it, and the difference made the epoch look shorter than it is (JAX's in Fashion-MNIST
-    # by a third: its 2-epoch fits 0.2-0.5 s slower than after its own fit).
+    # their difference. With each peer's long fit right after its short one, a cost that only the
+    # short fit paid made the epoch look shorter than it is: JAX's Fashion-MNIST epoch, about
+    # 0.55 s timed alone, came out at 0.16-0.42 s (bench/RESULTS.md, "The suite's fit order").
     fns = {}
     for length in (1, 2):
         for name, (make, n_epochs) in peers.items():
