@@ -611,9 +611,9 @@ def case_fashion(data_dir, repeats, threads, input_dtype):
         peers["fusedmlp dtype=float64"] = (lambda: Fm(n_threads=threads, dtype="float64", **p), 2)
     absent, notes = {}, []
     if input_dtype == np.float32:
-        # JAX's jitted epoch is the fastest peer's and the one a target names: fits of 2 and 4
-        # epochs, not 1 and 2, as a stall of a few tenths of a second in one fit (seen here:
-        # 1-epoch fits of 0.60-1.05 s, one epoch about 0.55 s) moved its epoch time by half
+        # JAX's jitted epoch is the peer a target names: fits of 2 and 4 epochs, not 1 and 2, as
+        # a stall of a few tenths of a second in one fit (seen here: 1-epoch fits of 0.60-1.05 s,
+        # one epoch about 0.55 s) moved its epoch time by half
         others, absent, notes = optional_peers(units, True, threads,
                                                {"PyTorch": 1, "torch.compile": 1, "JAX": 2, "Keras": 1})
         peers.update(others)
