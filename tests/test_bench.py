@@ -68,6 +68,29 @@ def test_interleaved_calls_in_blocks(monkeypatch):
         bench.interleaved_calls({"a": lambda: None}, calls=30, repeats=1, block=20)
 
 
+def test_interleaved_settles_before_each_call(monkeypatch):
+    # a pause before every timed call, none without settle; the pauses are outside the timings
+    log = []
+    now = [0.0]
+
+    def sleep(s):
+        log.append(("sleep", s))
+        now[0] += 100.0  # a pause counted in a timing would show
+
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: now[0], sleep=sleep))
+
+    def call(k):
+        log.append(k)
+        now[0] += 1.0
+
+    fns = {k: (lambda k=k: call(k)) for k in "ab"}
+    assert bench.interleaved(fns, 2, settle=0.2) == {"a": 1.0, "b": 1.0}
+    assert log == [("sleep", 0.2), "a", ("sleep", 0.2), "b"] * 2
+    log.clear()
+    assert bench.interleaved(fns, 2) == {"a": 1.0, "b": 1.0}
+    assert log == ["a", "b"] * 2
+
+
 @pytest.mark.parametrize("limit64", [False, True])
 def test_training_case_measures_the_limits_in_the_rounds_of_the_fits(monkeypatch, limit64):
     log = []

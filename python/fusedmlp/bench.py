@@ -12,6 +12,8 @@ OPENBLAS_CORETYPE is set (the AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx
 OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and reported beside the
 native one. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
 present, synthetic data of the same shapes otherwise. Peak memory is measured in child processes.
+Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
+beside the threads the previous library left spinning.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -460,14 +462,26 @@ def failure(e):
 
 # ---- timing ------------------------------------------------------------------------------------
 
-def interleaved(fns, repeats, self_timed=()):
+# Seconds to wait before a library's timed calls when another library ran just before: numpy's
+# BLAS and ONNX Runtime keep their pool threads spinning after a call, and a prediction of 10,000
+# Fashion-MNIST rows that started while they spun took 48-76 ms instead of 32-38 (its time after a
+# pause of 0, 20, 50, 100, 200 and 400 ms, bench/RESULTS.md); fusedmlp's team does not spin after
+# a call. Without the pause the suite timed whichever library came second with the first one's
+# threads on its cores.
+SETTLE_SECONDS = 0.2
+
+
+def interleaved(fns, repeats, self_timed=(), settle=0.0):
     """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike.
     A callable named in `self_timed` returns its own seconds (a child process's measurement,
-    without the child's start-up) instead of being timed around."""
+    without the child's start-up) instead of being timed around. settle: seconds of sleep
+    before each call (SETTLE_SECONDS: the previous library's spinning threads gone idle)."""
     times = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             gc.collect()
+            if settle > 0:
+                time.sleep(settle)
             t = time.perf_counter()
             out = fn()
             times[name].append(out if name in self_timed else time.perf_counter() - t)
@@ -724,12 +738,15 @@ def case_inference(data_dir, repeats, threads):
     for m, Xt in models.values():
         m.predict(Xt)
         m.predict(Xt[:1])
-    batch = interleaved({k: (lambda m=m, Xt=Xt: m.predict(Xt)) for k, (m, Xt) in models.items()}, repeats * 3)
+    batch = interleaved({k: (lambda m=m, Xt=Xt: m.predict(Xt)) for k, (m, Xt) in models.items()}, repeats * 3,
+                        settle=SETTLE_SECONDS)
     # one row: the median of 2,000 calls of each, in 10 rounds of 200 consecutive calls of each
     # library in random order (a serving loop's warm calls; this host's speed drifts by a third
     # within seconds, and one loop of each library's calls after another's compared the host's
     # phases more than the libraries; call by call, each call would find the weights of the
-    # others' models in the cache: 210-240 us instead of 50-60 for fusedmlp and ONNX Runtime)
+    # others' models in the cache: 210-240 us instead of 50-60 for fusedmlp and ONNX Runtime;
+    # no pause before a run, as before each 10,000-row call above: after one, the one-row calls
+    # measured a core back from idle, fusedmlp 21.8-27.1 us instead of 16.5-21.7, bench/RESULTS.md)
     rows = {k: Xt[:1] for k, (m, Xt) in models.items()}
     for k, (m, Xt) in models.items():
         for _ in range(50):
