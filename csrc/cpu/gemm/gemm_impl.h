@@ -58,6 +58,15 @@ void pack_a_panel(const Operand<T>& a, index_t i0, int mr, index_t p0, index_t k
     }
     for (int i = mr; i < MR; ++i)
       for (index_t p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
+  } else if (a.rs == 1 && mr == MR) {
+    // a column-major A (the weight gradient's X^T): each k step's MR values are contiguous,
+    // copied as vectors (the general loop below reads them one by one)
+    for (index_t p = 0; p < kc; ++p) {
+      const T* __restrict src = a.data + i0 + (p0 + p) * a.cs;
+      T* __restrict d = dst + p * MR;
+#pragma omp simd
+      for (int i = 0; i < MR; ++i) d[i] = src[i];
+    }
   } else {
     for (index_t p = 0; p < kc; ++p) {
       const T* src = a.data + i0 * a.rs + (p0 + p) * a.cs;
