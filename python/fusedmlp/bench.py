@@ -465,8 +465,8 @@ def failure(e):
 # Seconds to wait before a library's timed calls when another library ran just before: numpy's
 # BLAS and ONNX Runtime keep their pool threads spinning after a call, and a prediction of 10,000
 # Fashion-MNIST rows started within 20 ms of theirs took 48-76 ms instead of 32-42 (its time after
-# a pause of 0, 20, 50, 100, 200 and 400 ms, bench/RESULTS.md; right after fusedmlp's, 11-18%
-# longer, 4% or less after 20 ms). Without the pause the suite timed whichever library came second
+# a pause of 0, 20, 50, 100, 200 and 400 ms, bench/RESULTS.md; right after fusedmlp's, 10-18%
+# longer, about 4% after 20 ms). Without the pause the suite timed whichever library came second
 # with the first one's threads on its cores.
 SETTLE_SECONDS = 0.2
 
