@@ -51,8 +51,8 @@ int main(int argc, char** argv) {
         STEP(a0); STEP(a1); STEP(a2); STEP(a3); STEP(a4); STEP(a5);
         STEP(a6); STEP(a7); STEP(a8); STEP(a9); STEP(a10); STEP(a11);
         /* (keeps the chains in registers and the loop from being folded) */
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5),
-                         "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
+        __asm__ volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5),
+                         "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11));
       }
       sink += hsum(a0) + hsum(a1) + hsum(a2) + hsum(a3) + hsum(a4) + hsum(a5) + hsum(a6) +
               hsum(a7) + hsum(a8) + hsum(a9) + hsum(a10) + hsum(a11);

@@ -2,6 +2,7 @@
 are taken over rounds, and numpy's limits are measured in the rounds of the fits they are
 compared with."""
 
+import sys
 import types
 
 import numpy as np
@@ -89,6 +90,35 @@ def test_interleaved_settles_before_each_call(monkeypatch):
     log.clear()
     assert bench.interleaved(fns, 2) == {"a": 1.0, "b": 1.0}
     assert log == ["a", "b"] * 2
+
+
+def test_inference_case_settles_before_each_large_prediction(monkeypatch):
+    # the 10,000-row calls after SETTLE_SECONDS of pause each; the one-row runs without
+    calls = {}
+
+    def fake_interleaved(fns, repeats, self_timed=(), settle=0.0):
+        calls["batch"] = (sorted(fns), settle)
+        return dict.fromkeys(fns, 1.0)
+
+    def fake_calls(fns, calls_, repeats, seed=0, per_call=False, block=1):
+        calls["single"] = sorted(fns)
+        return dict.fromkeys(fns, 1e-5)
+
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    monkeypatch.setattr(bench, "fashion_mnist", lambda d, dt: (X.astype(dt), y, X[:50].astype(dt), y[:50], "small"))
+    monkeypatch.setattr(bench, "torch_or_none", lambda: None)
+    monkeypatch.setattr(bench, "jax_or_none", lambda threads: None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # (absent: its import fails)
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(bench, "interleaved_calls", fake_calls)
+    res = bench.case_inference(None, 1, 1)
+    libraries = [("fusedmlp", "float32"), ("fusedmlp", "float64"), ("scikit-learn", "float32"),
+                 ("scikit-learn", "float64")]
+    assert calls["batch"] == (libraries, bench.SETTLE_SECONDS)
+    assert calls["single"] == libraries
+    assert res["batch"] == dict.fromkeys(libraries, 1.0)
 
 
 @pytest.mark.parametrize("limit64", [False, True])
