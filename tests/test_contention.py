@@ -374,23 +374,26 @@ def one_thread_copy(model):
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
 def test_predictions_in_slices_give_the_one_thread_outputs():
     # Long calls run each slice of rows through the whole network on one thread: every row's
-    # outputs must be the one-thread outputs, below and at the threshold, across the 4,096-row
-    # chunks, with a short last slice, from float32, float64 and sparse input; a NaN in a late
-    # slice is still found (scikit-learn's error, as on one thread).
+    # outputs must be the one-thread outputs, below and at the threshold, with a short last
+    # slice, from float32 (read in place), float64, Fortran-ordered and strided (gathered by each
+    # thread into its own rows) and sparse input (in 4,096-row chunks); a NaN in a late slice is
+    # still found (scikit-learn's error, as on one thread), in every layout.
     import scipy.sparse as sp
     model = fit(2, (300, 200))
     alone = one_thread_copy(model)
     big = np.tile(X, (4, 1))
     first = slice_rows()
     for rows in (first - 1, first, 4097, 6001, len(big)):
-        for Xr in (big[:rows], big[:rows].astype(np.float32), sp.csr_matrix(big[:rows])):
+        for Xr in (big[:rows], big[:rows].astype(np.float32), np.asfortranarray(big[:rows]),
+                   np.repeat(big[:rows].astype(np.float32), 2, axis=1)[:, ::2], sp.csr_matrix(big[:rows])):
             np.testing.assert_array_equal(model.predict_proba(Xr), alone.predict_proba(Xr),
                                           err_msg=f"rows={rows} {type(Xr).__name__} {Xr.dtype}")
     bad = big[:6001].copy()
     bad[5000, 3] = np.nan
-    for est in (model, alone):
-        with pytest.raises(ValueError, match="NaN"):
-            est.predict(bad)
+    for Xb in (bad, bad.astype(np.float32), np.asfortranarray(bad)):
+        for est in (model, alone):
+            with pytest.raises(ValueError, match="NaN"):
+                est.predict(Xb)
 
 
 def test_a_long_prediction_in_slices_runs_on_the_team_of_a_loaded_machine(load_check):

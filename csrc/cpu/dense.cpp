@@ -163,6 +163,26 @@ BatchView<T> gather_dense_rows(const InputMatrix& x, const index_t* rows, index_
 }
 
 template <class T>
+BatchView<T> dense_rows(const InputMatrix& x, index_t first, index_t count, T* dst) {
+  BatchView<T> v;
+  v.rows = count;
+  v.cols = x.n_cols;
+  if (reads_in_place<T>(x, nullptr)) {
+    v.dense = static_cast<const T*>(x.data) + first * x.rs;
+    v.ld = x.rs;
+    return v;
+  }
+  const Team solo = Team::solo(0);  // (team_range of a team of one: all count rows)
+  if (x.type == ScalarType::f32)
+    gather_dense<T, float>(solo, x, nullptr, first, count, dst);
+  else
+    gather_dense<T, double>(solo, x, nullptr, first, count, dst);
+  v.dense = dst;
+  v.ld = x.n_cols;
+  return v;
+}
+
+template <class T>
 void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,
                  T* dst) {
   index_t i0, i1;
@@ -472,6 +492,7 @@ void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params,
   template void gather_input<T>(const Team&, const InputMatrix&, const index_t*, index_t, index_t,  \
                                 BatchInput<T>&);                                                    \
   template void gather_rows<T>(const Team&, const T*, index_t, const index_t*, index_t, T*);       \
+  template BatchView<T> dense_rows<T>(const InputMatrix&, index_t, index_t, T*);                  \
   template bool gathers_dense_rows<T>(const InputMatrix&, const index_t*);                        \
   template BatchView<T> gather_dense_rows<T>(const InputMatrix&, const index_t*, index_t, index_t, \
                                              index_t, BatchInput<T>&);                            \

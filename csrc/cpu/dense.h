@@ -100,6 +100,12 @@ template <class T>
 BatchView<T> gather_dense_rows(const InputMatrix& x, const index_t* rows, index_t count, index_t i0,
                                index_t i1, BatchInput<T>& batch);
 
+// Rows [first, first + count) of a dense input as a view in the compute type, for the calling
+// thread alone: x itself where gather_input reads it in place, else a copy in dst (count x
+// n_cols, row-major).
+template <class T>
+BatchView<T> dense_rows(const InputMatrix& x, index_t first, index_t count, T* dst);
+
 // dst[i, :] = src[rows[i], :] for rows split across the team.
 template <class T>
 void gather_rows(const Team& team, const T* src, index_t width, const index_t* rows, index_t count,

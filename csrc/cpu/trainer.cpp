@@ -182,6 +182,12 @@ bool Trainer<T>::use_row_blocks(index_t batch_rows) const {
 template <class T>
 void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* params,
                          index_t r0, index_t rows, const Pass& pass) {
+  forward_rows(team, input.slice(r0, rows), params, r0, rows, pass);
+}
+
+template <class T>
+void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T* params,
+                              index_t r0, index_t rows, const Pass& pass) {
   const size_t n_layers = layout_.layers.size();
   for (size_t l = 0; l < n_layers; ++l) {
     const LayerLayout& layer = layout_.layers[l];
@@ -191,8 +197,7 @@ void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* p
     const T* b = params + layer.b_offset;
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     if (l == 0)
-      dense_forward<T>(team, input.slice(r0, rows), w, b, layer.fan_out, act, hidden, out(0, r0),
-                       ws_);
+      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
                        layer.fan_out, act, hidden, out(l, r0), ws_);
@@ -584,25 +589,43 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   // threads.h); longer calls, each on a new engine, ask whether the machine is oversubscribed
   // (one reading: a wrong answer costs one call at most the team's speed-up). The products of
   // those calls are split between the threads of the team. Calls of at least 4 slices per
-  // thread instead always run on the team, in slices: each thread takes the next slice of a
-  // chunk's rows through the whole network alone (no barrier between the layers), so a thread
-  // descheduled by other work holds up the others for at most one slice at a chunk's end, where
-  // one thread alone would have had half the CPU time of two (a row's outputs do not depend on
-  // the rows computed with it; a chunk of at least 2 slices per thread). A slice is 4 times the
-  // rows whose products read the weights in place (gemm_in_place_rows): each slice packs them
-  // once, where a shorter slice would read every line of them from L3 once per row panel.
+  // thread instead always run on the team, in slices: each thread takes the next slice of rows
+  // through the whole network alone (no barrier between the layers), so a thread descheduled by
+  // other work holds up the others for at most one slice at the end, where one thread alone
+  // would have had half the CPU time of two (a row's outputs do not depend on the rows computed
+  // with it). A slice is at most 4 times the rows whose products read the weights in place
+  // (gemm_in_place_rows): each slice packs them once, where a shorter slice would read every
+  // line of them from L3 once per row panel.
+  //
+  // A dense input's slices are the whole call's: equal slices of whole tiles, as many as a
+  // multiple of the team, each thread taking the next one into buffers of its own (its rows
+  // gathered there when they are not read in place), so that the threads end together and wait
+  // for each other only once, at the end. Sparse input goes in chunks gathered by the team, a
+  // barrier after each, and each chunk's rows in slices of the maximal size.
   const int full = team_size(chunk);
   const bool learnt = n <= kLearntCallRows;
   TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(std::min(n, kLearntCallRows)))];
-  const index_t slice = 4 * static_cast<index_t>(gemm_in_place_rows<T>());
-  const bool slices = full > 1 && n >= 4 * slice * full && chunk >= 2 * slice * full;
+  const index_t max_slice = 4 * static_cast<index_t>(gemm_in_place_rows<T>());
+  const bool slices = full > 1 && n >= 4 * max_slice * full && (!x.sparse || chunk >= 2 * max_slice * full);
+  const bool own_slices = slices && !x.sparse;
+  index_t slice = max_slice;
+  long long n_slices = 0;
+  if (own_slices) {
+    const index_t mr = gemm_tile_rows<T>();
+    const index_t per_round = max_slice * full;
+    const index_t count = full * ((n + per_round - 1) / per_round);
+    slice = ((n + count - 1) / count + mr - 1) / mr * mr;  // <= max_slice: a multiple of mr
+    n_slices = (n + slice - 1) / slice;
+  }
   int nth = full;
   if (full > 1 && !slices)
     nth = learnt ? chooser.pick(full) : (machine_oversubscribed(full, 1) ? 1 : full);
   std::atomic<long long> next_slice{0};  // (of the call: chunk after chunk)
   const auto started = std::chrono::steady_clock::now();
-  prepare_batches<T>(x, nullptr, n, chunk, batch_);
-  ensure_rows(chunk, nth, false, false);  // prediction: no backward pass
+  // (own slices: each thread's rows at tid * slice of the buffers)
+  const index_t buffer_rows = own_slices ? slice * nth : chunk;
+  prepare_batches<T>(x, nullptr, n, buffer_rows, batch_);
+  ensure_rows(buffer_rows, nth, false, false);  // prediction: no backward pass
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const Pass pass;  // prediction: no pre-activations, no dropout
@@ -616,40 +639,57 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
     FlushDenormals<T> ftz;
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
     const Team solo = Team::solo(team.slot);
-    long long first_slice = 0;  // the chunk's first slice number
-    index_t start = 0;
-    // rows [r0, r0 + rs) of the chunk at `start` through the network on team t
-    auto predict_rows = [&](const Team& t, index_t r0, index_t rs) {
-      if (check) {
-        index_t i0, i1;
-        team_range(t, rs, i0, i1);
-        if (!rows_finite(batch_.view, r0 + i0, r0 + i1)) bad.store(true, std::memory_order_relaxed);
+    if (own_slices) {
+      const index_t b0 = team.tid * slice;  // this thread's rows of the buffers
+      T* own = batch_.dense_storage.empty() ? nullptr : batch_.dense_storage.data() + b0 * x.n_cols;
+      for (;;) {
+        if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+        if (stop_flag.load(std::memory_order_relaxed)) break;
+        const long long s = next_slice.fetch_add(1, std::memory_order_relaxed);
+        if (s >= n_slices) break;
+        const index_t r0 = static_cast<index_t>(s) * slice;
+        const index_t rs = std::min(slice, n - r0);
+        const BatchView<T> in = dense_rows<T>(x, r0, rs, own);
+        if (check && !rows_finite(in, 0, rs)) bad.store(true, std::memory_order_relaxed);
+        forward_rows(solo, in, params, b0, rs, pass);
+        output_activation<T>(solo, layout_, out(last, b0), result + r0 * n_out, rs, n_out);
       }
-      forward(t, batch_.view, params, r0, rs, pass);
-      output_activation<T>(t, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
-    };
-    for (; start < n; start += chunk) {
-      if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
-      const index_t rows = std::min(chunk, n - start);
-      gather_input<T>(team, x, nullptr, start, rows, batch_);
-      team_barrier(team);
-      if (stop_flag.load(std::memory_order_relaxed)) break;
-      if (slices) {
-        const long long end = first_slice + (rows + slice - 1) / slice;
-        for (;;) {
-          long long s = next_slice.load(std::memory_order_relaxed);
-          while (s < end && !next_slice.compare_exchange_weak(s, s + 1, std::memory_order_relaxed)) {
-          }
-          if (s >= end) break;
-          const index_t r0 = static_cast<index_t>(s - first_slice) * slice;
-          predict_rows(solo, r0, std::min(slice, rows - r0));
+    } else {
+      long long first_slice = 0;  // the chunk's first slice number
+      index_t start = 0;
+      // rows [r0, r0 + rs) of the chunk at `start` through the network on team t
+      auto predict_rows = [&](const Team& t, index_t r0, index_t rs) {
+        if (check) {
+          index_t i0, i1;
+          team_range(t, rs, i0, i1);
+          if (!rows_finite(batch_.view, r0 + i0, r0 + i1)) bad.store(true, std::memory_order_relaxed);
         }
-        first_slice = end;
-        team_barrier(team);  // (before the next chunk's rows are gathered)
-        continue;
+        forward(t, batch_.view, params, r0, rs, pass);
+        output_activation<T>(t, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
+      };
+      for (; start < n; start += chunk) {
+        if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+        const index_t rows = std::min(chunk, n - start);
+        gather_input<T>(team, x, nullptr, start, rows, batch_);
+        team_barrier(team);
+        if (stop_flag.load(std::memory_order_relaxed)) break;
+        if (slices) {
+          const long long end = first_slice + (rows + slice - 1) / slice;
+          for (;;) {
+            long long s = next_slice.load(std::memory_order_relaxed);
+            while (s < end && !next_slice.compare_exchange_weak(s, s + 1, std::memory_order_relaxed)) {
+            }
+            if (s >= end) break;
+            const index_t r0 = static_cast<index_t>(s - first_slice) * slice;
+            predict_rows(solo, r0, std::min(slice, rows - r0));
+          }
+          first_slice = end;
+          team_barrier(team);  // (before the next chunk's rows are gathered)
+          continue;
+        }
+        predict_rows(team, 0, rows);
+        team_barrier(team);
       }
-      predict_rows(team, 0, rows);
-      team_barrier(team);
     }
   }
   if (full > 1 && stop_flag.load() == 0) {

@@ -94,6 +94,9 @@ class Trainer {
   // layer.
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                index_t rows, const Pass& pass);
+  // ... from `in`, the rows' own view, into the buffers' rows [r0, r0 + rows)
+  void forward_rows(const Team& team, const BatchView<T>& in, const T* params, index_t r0,
+                    index_t rows, const Pass& pass);
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
                        T alpha, T scale, const OptimizerStep<T>& opt, const Pass& pass);
   // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params)
