@@ -396,6 +396,51 @@ def test_predictions_in_slices_give_the_one_thread_outputs():
                 est.predict(Xb)
 
 
+ISAS = [i for i in ("generic", "avx2", "avx512")
+        if ["generic", "avx2", "avx512"].index(i) <= ["generic", "avx2", "avx512"].index(_cpu.best_isa())]
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
+    # The slices' products read every layer's weights packed once per call by the team (every
+    # depth block of a 600-wide input, edge panels of 37 and 10 columns, a one-column output):
+    # the one-thread outputs bit for bit on every instruction set and dtype, and numpy's
+    # float64 forward pass to rounding.
+    rng = np.random.default_rng(3)
+    Xw = rng.standard_normal((400, 600))
+    yw = rng.integers(0, 10, 400) if kind == "classifier" else rng.standard_normal(400)
+    Est = fm.MLPClassifier if kind == "classifier" else fm.MLPRegressor
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = Est(hidden_layer_sizes=(300, 37), max_iter=3, random_state=0, n_threads=2,
+                    dtype=dtype).fit(Xw, yw)
+    alone = one_thread_copy(model)
+    before = _cpu.active_isa()
+    _cpu.set_isa(isa)
+    try:
+        rows = rng.standard_normal((slice_rows() + 77, 600)).astype(dtype)
+        two = model.predict_proba(rows) if kind == "classifier" else model.predict(rows)
+        one = alone.predict_proba(rows) if kind == "classifier" else alone.predict(rows)
+    finally:
+        _cpu.set_isa(before)
+    np.testing.assert_array_equal(two, one)
+    a = rows.astype(np.float64)
+    for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_)):
+        a = a @ W.astype(np.float64) + b
+        if i + 1 < len(model.coefs_):
+            a = np.maximum(a, 0)
+    if kind == "classifier":
+        a = np.exp(a - a.max(axis=1, keepdims=True))
+        a /= a.sum(axis=1, keepdims=True)
+    else:
+        a = a.ravel()
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(two, a, rtol=tol, atol=tol)
+
+
 def test_a_long_prediction_in_slices_runs_on_the_team_of_a_loaded_machine(load_check):
     # A call long enough for slices runs on the team whatever the load: a descheduled thread
     # holds up the other for one slice at most, and two threads have twice the CPU time of one

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -186,8 +187,35 @@ void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* p
 }
 
 template <class T>
+void Trainer<T>::ensure_packed_weights() {
+  packed_offsets_.clear();
+  index_t total = 0;
+  for (const auto& layer : layout_.layers) {
+    packed_offsets_.push_back(total);
+    // (each layer's panels start on a cache line)
+    const index_t elems = static_cast<index_t>(gemm_packed_b_elems<T>(layer.fan_out, layer.fan_in));
+    total += (elems * index_t(sizeof(T)) + 63) / 64 * 64 / index_t(sizeof(T));
+  }
+  const size_t want = static_cast<size_t>(total) + 64 / sizeof(T);
+  if (packed_w_.size() < want) packed_w_.assign(want, T(0));
+}
+
+template <class T>
+const T* Trainer<T>::pack_weights(const Team& team, const T* params) {
+  T* base = packed_w_.data();
+  base = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(base) + 63) & ~std::uintptr_t(63));
+  for (size_t l = 0; l < layout_.layers.size(); ++l) {
+    const LayerLayout& layer = layout_.layers[l];
+    gemm_pack_b<T>(team, layer.fan_out, layer.fan_in,
+                   Operand<T>{params + layer.w_offset, layer.fan_out, 1},
+                   base + packed_offsets_[l]);
+  }
+  return base;
+}
+
+template <class T>
 void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T* params,
-                              index_t r0, index_t rows, const Pass& pass) {
+                              index_t r0, index_t rows, const Pass& pass, const T* packed) {
   const size_t n_layers = layout_.layers.size();
   for (size_t l = 0; l < n_layers; ++l) {
     const LayerLayout& layer = layout_.layers[l];
@@ -196,11 +224,12 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
     const T* w = params + layer.w_offset;
     const T* b = params + layer.b_offset;
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
+    const T* wp = packed != nullptr ? packed + packed_offsets_[l] : nullptr;
     if (l == 0)
-      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_);
+      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
-                       layer.fan_out, act, hidden, out(l, r0), ws_);
+                       layer.fan_out, act, hidden, out(l, r0), ws_, wp);
     team_barrier(team);
   }
 }
@@ -626,6 +655,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   const index_t buffer_rows = own_slices ? slice * nth : chunk;
   prepare_batches<T>(x, nullptr, n, buffer_rows, batch_);
   ensure_rows(buffer_rows, nth, false, false);  // prediction: no backward pass
+  if (own_slices) ensure_packed_weights();
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
   const Pass pass;  // prediction: no pre-activations, no dropout
@@ -640,6 +670,9 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
     const Team solo = Team::solo(team.slot);
     if (own_slices) {
+      // the weights packed once for all the slices (each slice's products would pack them)
+      const T* packed = pack_weights(team, params);
+      team_barrier(team);
       const index_t b0 = team.tid * slice;  // this thread's rows of the buffers
       T* own = batch_.dense_storage.empty() ? nullptr : batch_.dense_storage.data() + b0 * x.n_cols;
       for (;;) {
@@ -651,7 +684,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
         const index_t rs = std::min(slice, n - r0);
         const BatchView<T> in = dense_rows<T>(x, r0, rs, own);
         if (check && !rows_finite(in, 0, rs)) bad.store(true, std::memory_order_relaxed);
-        forward_rows(solo, in, params, b0, rs, pass);
+        forward_rows(solo, in, params, b0, rs, pass, packed);
         output_activation<T>(solo, layout_, out(last, b0), result + r0 * n_out, rs, n_out);
       }
     } else {

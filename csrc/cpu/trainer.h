@@ -94,9 +94,14 @@ class Trainer {
   // layer.
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                index_t rows, const Pass& pass);
-  // ... from `in`, the rows' own view, into the buffers' rows [r0, r0 + rows)
+  // ... from `in`, the rows' own view, into the buffers' rows [r0, r0 + rows); with packed,
+  // every layer's W read from its panels packed beforehand (pack_weights)
   void forward_rows(const Team& team, const BatchView<T>& in, const T* params, index_t r0,
-                    index_t rows, const Pass& pass);
+                    index_t rows, const Pass& pass, const T* packed = nullptr);
+  // Every layer's W packed for the active kernels into packed_w_ (the team's share; a barrier
+  // before use); returns the buffer, 64-byte aligned, each layer's at packed_offsets_[layer].
+  const T* pack_weights(const Team& team, const T* params);
+  void ensure_packed_weights();
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
                        T alpha, T scale, const OptimizerStep<T>& opt, const Pass& pass);
   // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params)
@@ -162,6 +167,9 @@ class Trainer {
   // thread alone at the start of an epoch segment and after every optimizer step: a shared copy,
   // each thread transposing the weights it stepped, had every line written by both cores.
   std::vector<T> wt_;
+  // Prediction in slices: every layer's W packed once per call for the slices' products
+  std::vector<T> packed_w_;
+  std::vector<index_t> packed_offsets_;
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
   // The team of each prediction call of at most kLearntCallRows rows (the calls a kept engine
   // serves), learnt across the calls of one size class: every size up to 16 rows, then powers

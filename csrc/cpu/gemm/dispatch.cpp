@@ -24,6 +24,10 @@ namespace cpu {
   template <class T>                                                                            \
   void optimizer_pass(T* params, T* state_0, T* state_1, index_t n,                           \
                         const OptimizerPass<T>& pass);                                          \
+  template <class T>                                                                            \
+  std::size_t gemm_packed_b_elems(index_t n, index_t k);                                       \
+  template <class T>                                                                            \
+  void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);               \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
 #if defined(FUSEDMLP_X86)
@@ -196,6 +200,34 @@ void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const Optimize
   }
 }
 
+template <class T>
+std::size_t gemm_packed_b_elems(index_t n, index_t k) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::gemm_packed_b_elems<T>(n, k);
+    case Isa::avx2:
+      return isa_avx2::gemm_packed_b_elems<T>(n, k);
+#endif
+    default:
+      return isa_generic::gemm_packed_b_elems<T>(n, k);
+  }
+}
+
+template <class T>
+void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::gemm_pack_b<T>(team, n, k, b, dst);
+    case Isa::avx2:
+      return isa_avx2::gemm_pack_b<T>(team, n, k, b, dst);
+#endif
+    default:
+      return isa_generic::gemm_pack_b<T>(team, n, k, b, dst);
+  }
+}
+
 // f(Blocking{}) for the active instruction set's blocking of T.
 template <class T, class F>
 int active_blocking(F f) {
@@ -250,7 +282,9 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   template int gemm_tile_rows<T>();                                                                \
   template int gemm_in_place_rows<T>();                                                            \
   template void optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
-  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);
+  template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);                       \
+  template std::size_t gemm_packed_b_elems<T>(index_t, index_t);                               \
+  template void gemm_pack_b<T>(const Team&, index_t, index_t, Operand<T>, T*);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

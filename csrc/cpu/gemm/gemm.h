@@ -28,6 +28,12 @@ struct Operand {
   const T* data;
   index_t rs;
   index_t cs;
+  // B only, optional: the same matrix packed once by gemm_pack_b (for the active instruction
+  // set, the same n and k), for products that read one B many times (a prediction's slices).
+  // gemm_team then reads its panels there instead of packing them, where its thread's columns
+  // start on a panel and no column sum is asked; elsewhere it packs from data as usual. Same
+  // arithmetic either way.
+  const T* packed = nullptr;
 };
 
 enum class EpilogueKind : int {
@@ -156,6 +162,16 @@ constexpr index_t kSqChunk = 64;
 
 template <class T>
 void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);
+
+// Elements of B (k x n) packed by gemm_pack_b for the active instruction set.
+template <class T>
+std::size_t gemm_packed_b_elems(index_t n, index_t k);
+
+// dst := B (k x n) as gemm_team packs it (every panel of every depth block, the edge panel
+// zero-padded), the panels split across the team; a barrier before the products read it. dst
+// holds gemm_packed_b_elems(n, k) elements, 64-byte aligned for the fastest reads.
+template <class T>
+void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);
 
 // Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
 // short edge panel.

@@ -184,6 +184,41 @@ void pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* 
   pack_b_panel<T, NR>(b, p0, kc, j0, nr, dst, colsum, scale, set);
 }
 
+// The depth blocks of a product of depth k: n_kblocks of kc_max rows, the last one shorter
+// (balanced).
+template <class K>
+FUSEDMLP_ALWAYS_INLINE void depth_blocks(index_t k, index_t& n_kblocks, index_t& kc_max) {
+  n_kblocks = (k + K::KC - 1) / K::KC;
+  kc_max = (k + n_kblocks - 1) / n_kblocks;
+}
+
+// B packed whole (gemm_pack_b): depth block kb's panels from element p0 * n_panels * NR, panel
+// pj of it kc * NR elements after the previous one.
+template <class T, class K>
+index_t packed_b_elems(index_t n, index_t k) {
+  if (n <= 0 || k <= 0) return 0;
+  return k * ((n + K::NR - 1) / K::NR) * K::NR;
+}
+
+template <class T, class K>
+void pack_b_whole(const Team& team, index_t n, index_t k, const Operand<T>& b, T* dst) {
+  if (n <= 0 || k <= 0) return;
+  constexpr int NR = K::NR;
+  index_t n_kblocks, kc_max;
+  depth_blocks<K>(k, n_kblocks, kc_max);
+  const index_t n_panels = (n + NR - 1) / NR;
+  const index_t units = n_kblocks * n_panels;
+  const index_t u0 = units * team.tid / team.nth, u1 = units * (team.tid + 1) / team.nth;
+  for (index_t u = u0; u < u1; ++u) {
+    const index_t kb = u / n_panels, pj = u % n_panels;
+    const index_t p0 = kb * kc_max;
+    const index_t kc = imin(kc_max, k - p0);
+    const index_t j0 = pj * NR;
+    pack_b<T, K>(b, p0, kc, j0, static_cast<int>(imin(NR, n - j0)),
+                 dst + p0 * n_panels * NR + pj * kc * NR, nullptr, T(1), false);
+  }
+}
+
 // C tile := op(tile [+ C]); op(v, i, j) is the epilogue at tile coordinates (i, j). N: the
 // columns when known at compile time (a full tile's NR: whole vectors, no remainder loop), else 0.
 template <class T, int NR, int N, class Op>
@@ -738,8 +773,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     return;
   }
 
-  const index_t n_kblocks = (k + KC - 1) / KC;
-  const index_t kc_max = (k + n_kblocks - 1) / n_kblocks;  // balanced depth blocks
+  index_t n_kblocks, kc_max;
+  depth_blocks<K>(k, n_kblocks, kc_max);  // balanced depth blocks
 
   // A is read in place when one of its strides is 1 (row- or column-major, the only layouts
   // the trainer uses); other strides are packed into MR-row panels.
@@ -792,6 +827,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t nq = (jhi - jlo + NR - 1) / NR;
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
+  // B packed beforehand (Operand::packed): this thread's panels are read there
+  const T* prepacked = (b.packed != nullptr && !small_m && ep.colsum_b == nullptr && jlo % NR == 0)
+                           ? b.packed : nullptr;
 
   for (index_t kb = 0; kb < n_kblocks; ++kb) {
     const index_t p0 = kb * kc_max;
@@ -829,7 +867,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       }
       continue;
     }
-    for (index_t pj = 0; pj < nq; ++pj) {
+    // this depth block's panels: packed beforehand, or packed here
+    const T* b_panels = prepacked != nullptr ? prepacked + p0 * n_panels * NR + (jlo / NR) * kc * NR
+                                             : b_block;
+    for (index_t pj = 0; pj < nq && prepacked == nullptr; ++pj) {
       const index_t j0 = jlo + pj * NR;
       const int nr = static_cast<int>(imin(NR, jhi - j0));
       pack_b<T, K>(b, p0, kc, j0, nr,
@@ -855,7 +896,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const index_t j0 = jlo + pj * NR;
         const int nr = static_cast<int>(imin(NR, jhi - j0));
         const bool direct_b = b_in_place && nr == NR;
-        const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_block + pj * kc * NR;
+        const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_panels + pj * kc * NR;
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
