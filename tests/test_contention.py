@@ -359,9 +359,10 @@ def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(load_check):
 
 
 def slice_rows():
-    """The fewest rows a prediction of a two-thread model runs in slices (4 slices per thread,
-    each 4 times the rows whose products read the weights in place: 3,072 on AVX2 and AVX-512;
-    trainer.cpp, Trainer::predict)."""
+    """The fewest rows a prediction of a two-thread model always runs on the team (4 slices per
+    thread, each 4 times the rows whose products read the weights in place: 3,072 on AVX2 and
+    AVX-512; trainer.cpp, Trainer::predict). Calls of at least half as many rows run in slices
+    too, from dense input, on the team or alone as the machine's load says."""
     return 4 * 2 * 4 * {"generic": 32, "avx2": 96, "avx512": 96}[_cpu.active_isa()]
 
 
@@ -374,7 +375,8 @@ def one_thread_copy(model):
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
 def test_predictions_in_slices_give_the_one_thread_outputs():
     # Long calls run each slice of rows through the whole network on one thread: every row's
-    # outputs must be the one-thread outputs, below and at the threshold, with a short last
+    # outputs must be the one-thread outputs, layer by layer below the shortest call in slices
+    # and at it, below and at the threshold of calls always on the team, with a short last
     # slice, from float32 (read in place), float64, Fortran-ordered and strided (gathered by each
     # thread into its own rows) and sparse input (in 4,096-row chunks); a NaN in a late slice is
     # still found (scikit-learn's error, as on one thread), in every layout.
@@ -383,7 +385,7 @@ def test_predictions_in_slices_give_the_one_thread_outputs():
     alone = one_thread_copy(model)
     big = np.tile(X, (4, 1))
     first = slice_rows()
-    for rows in (first - 1, first, 4097, 6001, len(big)):
+    for rows in (257, first // 2 - 1, first // 2, first - 1, first, 4097, 6001, len(big)):
         for Xr in (big[:rows], big[:rows].astype(np.float32), np.asfortranarray(big[:rows]),
                    np.repeat(big[:rows].astype(np.float32), 2, axis=1)[:, ::2], sp.csr_matrix(big[:rows])):
             np.testing.assert_array_equal(model.predict_proba(Xr), alone.predict_proba(Xr),

@@ -616,27 +616,31 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   // The team, or one thread when the team's cores proved slower (busy with other work): for
   // calls of a kept engine's sizes, learnt by timing (one call, one segment of TeamChooser's,
   // threads.h); longer calls, each on a new engine, ask whether the machine is oversubscribed
-  // (one reading: a wrong answer costs one call at most the team's speed-up). The products of
-  // those calls are split between the threads of the team. Calls of at least 4 slices per
-  // thread instead always run on the team, in slices: each thread takes the next slice of rows
-  // through the whole network alone (no barrier between the layers), so a thread descheduled by
+  // (one reading: a wrong answer costs one call at most the team's speed-up). Calls in slices
+  // of at least 4 slices per thread instead always run on the team: a thread descheduled by
   // other work holds up the others for at most one slice at the end, where one thread alone
-  // would have had half the CPU time of two (a row's outputs do not depend on the rows computed
-  // with it). A slice is at most 4 times the rows whose products read the weights in place
-  // (gemm_in_place_rows): each slice packs them once, where a shorter slice would read every
-  // line of them from L3 once per row panel.
+  // would have had half the CPU time of two.
   //
-  // A dense input's slices are the whole call's: equal slices of whole tiles, as many as a
-  // multiple of the team, each thread taking the next one into buffers of its own (its rows
-  // gathered there when they are not read in place), so that the threads end together and wait
-  // for each other only once, at the end. Sparse input goes in chunks gathered by the team, a
-  // barrier after each, and each chunk's rows in slices of the maximal size.
+  // The longer calls run in slices (dense input: calls of at least 2 slices per thread, where
+  // slices measured faster than the layer-by-layer split, bench/RESULTS.md; sparse input: calls
+  // of at least 4 slices per thread): each thread takes the next slice of rows
+  // through the whole network alone (no barrier between the layers; a row's outputs do not
+  // depend on the rows computed with it). A slice is at most 4 times the rows whose products
+  // read the weights in place (gemm_in_place_rows). A dense input's slices are the whole call's:
+  // equal slices of whole tiles, as many as a multiple of the team, each thread taking the next
+  // one into buffers of its own (its rows gathered there when they are not read in place), the
+  // weights packed once for all of them by the team, so that the threads end together and wait
+  // for each other only once. Sparse input goes in chunks gathered by the team, a barrier after
+  // each, each chunk's rows in slices of the maximal size (each packing the weights itself).
+  // Other calls split each product between the threads of the team, a barrier after each layer.
   const int full = team_size(chunk);
   const bool learnt = n <= kLearntCallRows;
   TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(std::min(n, kLearntCallRows)))];
   const index_t max_slice = 4 * static_cast<index_t>(gemm_in_place_rows<T>());
-  const bool slices = full > 1 && n >= 4 * max_slice * full && (!x.sparse || chunk >= 2 * max_slice * full);
-  const bool own_slices = slices && !x.sparse;
+  const bool long_call = n >= 4 * max_slice * full;
+  const bool own_slices = full > 1 && !x.sparse && n >= 2 * max_slice * full;
+  const bool slices = own_slices || (full > 1 && long_call && chunk >= 2 * max_slice * full);
+  const bool team_always = slices && long_call;
   index_t slice = max_slice;
   long long n_slices = 0;
   if (own_slices) {
@@ -647,7 +651,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
     n_slices = (n + slice - 1) / slice;
   }
   int nth = full;
-  if (full > 1 && !slices)
+  if (full > 1 && !team_always)
     nth = learnt ? chooser.pick(full) : (machine_oversubscribed(full, 1) ? 1 : full);
   std::atomic<long long> next_slice{0};  // (of the call: chunk after chunk)
   const auto started = std::chrono::steady_clock::now();
