@@ -346,16 +346,18 @@ def test_a_new_trainer_on_an_oversubscribed_machine_starts_alone(load_check):
 def test_a_long_prediction_on_an_oversubscribed_machine_runs_alone(load_check):
     # Calls longer than a kept engine's (more than 256 rows) each build an engine, so nothing
     # learnt carries over: they read the machine's load instead.
+    # Both kinds: layer by layer (1,000 rows) and in slices (dense calls of 2 to 4 slices per
+    # thread), the slices then all on the one thread.
     model = fit(2, (300, 200))
-    rows = X[:1000]
-    idle = model.predict_proba(rows)
-    with busy_cores():
-        assert wait_for_load(busy=True), "the busy processes never showed in /proc/loadavg"
-        solo0, full0 = _cpu.team_predictions()
-        busy = model.predict_proba(rows)
-        solo1, full1 = _cpu.team_predictions()
-    assert (solo1, full1) == (solo0 + 1, full0), "the call ran on the team of a loaded machine"
-    np.testing.assert_array_equal(busy, idle)
+    for rows in (X[:1000], np.tile(X, (2, 1))[: slice_rows() // 2 + 100]):
+        idle = model.predict_proba(rows)
+        with busy_cores():
+            assert wait_for_load(busy=True), "the busy processes never showed in /proc/loadavg"
+            solo0, full0 = _cpu.team_predictions()
+            busy = model.predict_proba(rows)
+            solo1, full1 = _cpu.team_predictions()
+        assert (solo1, full1) == (solo0 + 1, full0), f"{len(rows)} rows ran on the team of a loaded machine"
+        np.testing.assert_array_equal(busy, idle)
 
 
 def slice_rows():
@@ -408,11 +410,12 @@ ISAS = [i for i in ("generic", "avx2", "avx512")
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
     # The slices' products read every layer's weights packed once per call by the team (every
-    # depth block of a 600-wide input, edge panels of 37 and 10 columns, a one-column output):
+    # depth block of a 701-wide input, the last one shorter, edge panels of 37 and 10 columns, a
+    # one-column output):
     # the one-thread outputs bit for bit on every instruction set and dtype, and numpy's
     # float64 forward pass to rounding.
     rng = np.random.default_rng(3)
-    Xw = rng.standard_normal((400, 600))
+    Xw = rng.standard_normal((400, 701))
     yw = rng.integers(0, 10, 400) if kind == "classifier" else rng.standard_normal(400)
     Est = fm.MLPClassifier if kind == "classifier" else fm.MLPRegressor
     with warnings.catch_warnings():
@@ -423,7 +426,7 @@ def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
     before = _cpu.active_isa()
     _cpu.set_isa(isa)
     try:
-        rows = rng.standard_normal((slice_rows() + 77, 600)).astype(dtype)
+        rows = rng.standard_normal((slice_rows() + 77, 701)).astype(dtype)
         two = model.predict_proba(rows) if kind == "classifier" else model.predict(rows)
         one = alone.predict_proba(rows) if kind == "classifier" else alone.predict(rows)
     finally:
@@ -441,6 +444,21 @@ def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
         a = a.ravel()
     tol = 1e-4 if dtype == "float32" else 1e-10
     np.testing.assert_allclose(two, a, rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+def test_a_wide_network_predicts_in_shorter_slices():
+    # A layer of 6,000 units bounds a call's buffers to 655 rows (a chunk): the slices are
+    # shorter than 384 rows so that two threads' buffers stay within it; the one-thread bits.
+    rng = np.random.default_rng(5)
+    coefs = [rng.standard_normal((784, 6000)) * 0.03, rng.standard_normal((6000, 10)) * 0.03]
+    intercepts = [rng.standard_normal(6000) * 0.1, rng.standard_normal(10) * 0.1]
+    model = fm.MLPClassifier(hidden_layer_sizes=(6000,), n_threads=2).set_weights(
+        coefs, intercepts, classes=np.arange(10))
+    alone = fm.MLPClassifier(hidden_layer_sizes=(6000,), n_threads=1).set_weights(
+        coefs, intercepts, classes=np.arange(10))
+    rows = rng.random((slice_rows() // 2 + 37, 784)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict_proba(rows), alone.predict_proba(rows))
 
 
 def test_a_long_prediction_in_slices_runs_on_the_team_of_a_loaded_machine(load_check):

@@ -30,9 +30,11 @@ struct Operand {
   index_t cs;
   // B only, optional: the same matrix packed once by gemm_pack_b (for the active instruction
   // set, the same n and k), for products that read one B many times (a prediction's slices).
-  // gemm_team then reads its panels there instead of packing them, where its thread's columns
-  // start on a panel and no column sum is asked; elsewhere it packs from data as usual. Same
-  // arithmetic either way.
+  // gemm_team then reads the panels it would have packed there, where its thread's columns
+  // start on a panel and no column sum is asked; it packs them from data as usual otherwise.
+  // What it reads from data in any case stays so: fewer rows than a tile, the full panels of a
+  // product of a few row panels (B_IN_PLACE_PANELS), C of at most NR/8 columns. Same arithmetic
+  // either way.
   const T* packed = nullptr;
 };
 

@@ -16,7 +16,8 @@
 //
 // Loop structure per thread:
 //   for each KC-deep block of k:
-//     pack this thread's B panels (KC x NR each), fusing the column sum of B if asked
+//     pack this thread's B panels (KC x NR each), fusing the column sum of B if asked (or read
+//     them where gemm_pack_b packed them beforehand: Operand::packed)
 //     for each MC-row block of A:
 //       A is read in place (row- or column-major); other layouts, and short edge panels for
 //       kernels that cannot run on fewer than MR rows, are packed into MR-row panels by the
