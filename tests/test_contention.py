@@ -411,9 +411,8 @@ ISAS = [i for i in ("generic", "avx2", "avx512")
 def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
     # The slices' products read every layer's weights packed once per call by the team (every
     # depth block of a 701-wide input, the last one shorter, edge panels of 37 and 10 columns, a
-    # one-column output):
-    # the one-thread outputs bit for bit on every instruction set and dtype, and numpy's
-    # float64 forward pass to rounding.
+    # one-column output): the one-thread outputs bit for bit on every instruction set and
+    # dtype, and numpy's float64 forward pass to rounding.
     rng = np.random.default_rng(3)
     Xw = rng.standard_normal((400, 701))
     yw = rng.integers(0, 10, 400) if kind == "classifier" else rng.standard_normal(400)

@@ -623,16 +623,17 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   //
   // The longer calls run in slices (dense input: calls of at least 2 slices per thread, where
   // slices measured faster than the layer-by-layer split, bench/RESULTS.md; sparse input: calls
-  // of at least 4 slices per thread): each thread takes the next slice of rows
-  // through the whole network alone (no barrier between the layers; a row's outputs do not
-  // depend on the rows computed with it). A slice is at most 4 times the rows whose products
-  // read the weights in place (gemm_in_place_rows). A dense input's slices are the whole call's:
-  // equal slices of whole tiles (the last one shorter), about a multiple of the team in number,
-  // each thread taking the next one into buffers of its own (its rows gathered there when they
-  // are not read in place), after the team has packed the weights once for all of them (one
-  // barrier), so that the threads end together and wait for each other only once more. Sparse input goes in chunks gathered by the team, a barrier after
-  // each, each chunk's rows in slices of the maximal size (each packing the weights itself).
-  // Other calls split each product between the threads of the team, a barrier after each layer.
+  // of at least 4 slices per thread): each thread takes the next slice of rows through the
+  // whole network alone (no barrier between the layers; a row's outputs do not depend on the
+  // rows computed with it). A slice is at most 4 times the rows whose products read the weights
+  // in place (gemm_in_place_rows). A dense input's slices are the whole call's: equal slices of
+  // whole tiles (the last one shorter), about a multiple of the team in number, each thread
+  // taking the next one into buffers of its own (its rows gathered there when they are not read
+  // in place), after the team has packed the weights once for all of them (one barrier), so
+  // that the threads end together and wait for each other only once more. Sparse input goes in
+  // chunks gathered by the team, a barrier after each, each chunk's rows in slices of the
+  // maximal size (each packing the weights itself). Other calls split each product between the
+  // threads of the team, a barrier after each layer.
   const int full = team_size(chunk);
   const bool learnt = n <= kLearntCallRows;
   TeamChooser& chooser = predict_choosers_[static_cast<size_t>(predict_class(std::min(n, kLearntCallRows)))];
@@ -647,7 +648,8 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
     // (the team's buffers hold at most a chunk's rows, the bound of a wide network's activation
     // memory: its slices are shorter, the weights being packed once whatever their number)
     const index_t mr = gemm_tile_rows<T>();
-    const index_t most = std::max<index_t>(mr, std::min<index_t>(max_slice, chunk / full / mr * mr));
+    const index_t most =
+        std::max<index_t>(mr, std::min<index_t>(max_slice, chunk / full / mr * mr));
     const index_t per_round = most * full;
     const index_t count = full * ((n + per_round - 1) / per_round);
     slice = ((n + count - 1) / count + mr - 1) / mr * mr;  // <= most: a multiple of mr
@@ -681,7 +683,8 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       const T* packed = pack_weights(team, params);
       team_barrier(team);
       const index_t b0 = team.tid * slice;  // this thread's rows of the buffers
-      T* own = gathers_dense_rows<T>(x, nullptr) ? batch_.dense_storage.data() + b0 * x.n_cols : nullptr;
+      T* own =
+          gathers_dense_rows<T>(x, nullptr) ? batch_.dense_storage.data() + b0 * x.n_cols : nullptr;
       for (;;) {
         if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
         if (stop_flag.load(std::memory_order_relaxed)) break;

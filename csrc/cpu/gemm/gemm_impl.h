@@ -869,8 +869,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       continue;
     }
     // this depth block's panels: packed beforehand, or packed here
-    const T* b_panels = prepacked != nullptr ? prepacked + p0 * n_panels * NR + (jlo / NR) * kc * NR
-                                             : b_block;
+    const T* b_panels =
+        prepacked != nullptr ? prepacked + p0 * n_panels * NR + (jlo / NR) * kc * NR : b_block;
     for (index_t pj = 0; pj < nq && prepacked == nullptr; ++pj) {
       const index_t j0 = jlo + pj * NR;
       const int nr = static_cast<int>(imin(NR, jhi - j0));
