@@ -21,6 +21,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.exit(f"fusedmlp is not installed here ({exc}). Install it first: pip install .", returncode=4)
 
+# The CPU kernels' instruction sets this CPU can run (fusedmlp._cpu.set_isa), from the portable one up.
+from fusedmlp import _cpu  # noqa: E402 (after the check above)
+
+_ISA_ORDER = ("generic", "avx2", "avx512")
+CPU_ISAS = [i for i in _ISA_ORDER if _ISA_ORDER.index(i) <= _ISA_ORDER.index(_cpu.best_isa())]
+
 # Real datasets beside the project (../shared/data), or where FUSEDMLP_DATA points.
 DATA_DIR = Path(os.environ.get("FUSEDMLP_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -16,6 +16,7 @@ from sklearn.datasets import load_digits
 
 import fusedmlp as fm
 from fusedmlp import _cpu, _engine
+from tests.conftest import CPU_ISAS
 
 X, y = load_digits(return_X_y=True)
 X = X / 16.0
@@ -400,12 +401,8 @@ def test_predictions_in_slices_give_the_one_thread_outputs():
                 est.predict(Xb)
 
 
-ISAS = [i for i in ("generic", "avx2", "avx512")
-        if ["generic", "avx2", "avx512"].index(i) <= ["generic", "avx2", "avx512"].index(_cpu.best_isa())]
-
-
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
-@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("isa", CPU_ISAS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):

@@ -7,8 +7,7 @@ import pytest
 
 from fusedmlp import _cpu
 
-ISAS = [i for i in ("generic", "avx2", "avx512")
-        if ["generic", "avx2", "avx512"].index(i) <= ["generic", "avx2", "avx512"].index(_cpu.best_isa())]
+from tests.conftest import CPU_ISAS as ISAS
 GEMM = {np.float32: _cpu.gemm_f32, np.float64: _cpu.gemm_f64}
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 

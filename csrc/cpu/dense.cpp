@@ -55,6 +55,16 @@ void gather_dense(const Team& team, const InputMatrix& x, const index_t* rows, i
   }
 }
 
+// gather_dense from x in its own float type
+template <class T>
+void gather_dense_any(const Team& team, const InputMatrix& x, const index_t* rows, index_t first,
+                      index_t count, T* dst) {
+  if (x.type == ScalarType::f32)
+    gather_dense<T, float>(team, x, rows, first, count, dst);
+  else
+    gather_dense<T, double>(team, x, rows, first, count, dst);
+}
+
 index_t row_nnz(const InputMatrix& x, index_t r) { return x.indptr[r + 1] - x.indptr[r]; }
 
 template <class T, class Index>
@@ -130,10 +140,7 @@ void gather_input(const Team& team, const InputMatrix& x, const index_t* rows, i
     return;
   }
   T* dst = batch.dense_storage.data();
-  if (x.type == ScalarType::f32)
-    gather_dense<T, float>(team, x, rows, first, count, dst);
-  else
-    gather_dense<T, double>(team, x, rows, first, count, dst);
+  gather_dense_any<T>(team, x, rows, first, count, dst);
   if (team.tid == 0) {
     v.dense = dst;
     v.ld = x.n_cols;
@@ -150,10 +157,7 @@ BatchView<T> gather_dense_rows(const InputMatrix& x, const index_t* rows, index_
                                index_t i1, BatchInput<T>& batch) {
   T* dst = batch.dense_storage.data();
   const Team solo = Team::solo(0);  // (team_range of a team of one: all i1 - i0 rows)
-  if (x.type == ScalarType::f32)
-    gather_dense<T, float>(solo, x, rows + i0, 0, i1 - i0, dst + i0 * x.n_cols);
-  else
-    gather_dense<T, double>(solo, x, rows + i0, 0, i1 - i0, dst + i0 * x.n_cols);
+  gather_dense_any<T>(solo, x, rows + i0, 0, i1 - i0, dst + i0 * x.n_cols);
   BatchView<T> v;
   v.rows = count;
   v.cols = x.n_cols;
@@ -172,11 +176,7 @@ BatchView<T> dense_rows(const InputMatrix& x, index_t first, index_t count, T* d
     v.ld = x.rs;
     return v;
   }
-  const Team solo = Team::solo(0);  // (team_range of a team of one: all count rows)
-  if (x.type == ScalarType::f32)
-    gather_dense<T, float>(solo, x, nullptr, first, count, dst);
-  else
-    gather_dense<T, double>(solo, x, nullptr, first, count, dst);
+  gather_dense_any<T>(Team::solo(0), x, nullptr, first, count, dst);  // (a team of one: all rows)
   v.dense = dst;
   v.ld = x.n_cols;
   return v;
