@@ -238,8 +238,8 @@ def test_short_inputs_match_full_tiles(isa, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_edge_panels_match_full_tiles(isa, dtype):
-    # A last row panel shorter than MR (AVX2: the kernel on those rows alone, A read in place;
-    # other kernels: a zero-padded packed panel) must give each row the bits of a full tile,
+    # A last row panel shorter than MR (AVX2 and AVX-512: the kernel on those rows alone, A read
+    # in place; the portable kernel: a zero-padded packed panel) must give each row the bits of a full tile,
     # for every remainder of MR in {4, 6, 12}, column remainders of half and whole vectors, one
     # and several depth blocks, every A layout, every epilogue, one and two threads.
     assert_last_rows_match_full_tiles(isa, dtype, 12, [(5, 97), (12, 600), (50, 300), (33, 40)],
@@ -248,8 +248,9 @@ def test_edge_panels_match_full_tiles(isa, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_edge_columns_match_full_tiles(isa, dtype):
-    # A last column panel narrower than NR (half-width, or on AVX2 at most a quarter: a 128-bit
-    # half vector) must give each column the bits it gets inside full panels: the first n
+    # A last column panel narrower than NR (half-width; on AVX2 and AVX-512 at most a quarter:
+    # a half vector; on AVX-512 at most three quarters: a vector and a half) must give each
+    # column the bits it gets inside full panels: the first n
     # columns of a 64-column product, for every n up to 64 (every remainder of NR in {8, 16,
     # 32}), full and short row panels, every A layout, every epilogue, one and two threads.
     # (From NR / 8 columns down, C is computed column by column: test_narrow_products_match.)

@@ -542,6 +542,15 @@ struct has_quarter_edge : std::false_type {};
 template <class K>
 struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : std::true_type {};
 
+// Kernels with K::THREE_QUARTER_EDGE run an edge panel of more than half and at most three
+// quarters of NR columns on a vector and a half (run<ROW_A, 3, ROWS>): the same chains at three
+// quarters of the cost on cores that split a full vector's multiply-add in two.
+template <class K, class = void>
+struct has_three_quarter_edge : std::false_type {};
+template <class K>
+struct has_three_quarter_edge<K, std::enable_if_t<K::THREE_QUARTER_EDGE && K::EDGE_ROWS>>
+    : std::true_type {};
+
 // The kernel on the first mr (< MR) rows of a tile: run<ROW_A, NV, mr>.
 template <class K, bool ROW_A, int NV, int ROWS = 1, class T>
 FUSEDMLP_ALWAYS_INLINE void run_edge_rows(int mr, index_t kc, const T* a, index_t lda, const T* b,
@@ -902,32 +911,32 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         T* ct = c + i0 * ldc + j0;
         if (update && last) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
         // an edge panel at most half as wide runs the kernel on half the columns (at most a
-        // quarter as wide: on a half vector, has_quarter_edge); one of fewer than MR rows on
-        // those rows where the kernel can (has_edge_rows)
+        // quarter or three quarters as wide: on a half vector or a vector and a half,
+        // has_quarter_edge, has_three_quarter_edge); one of fewer than MR rows on those rows
+        // where the kernel can (has_edge_rows)
         auto kernel = [&](auto row_a, const T* ap, index_t lda) {
           constexpr bool ROW_A = decltype(row_a)::value;
+          auto run = [&](auto nv) {
+            constexpr int NV = decltype(nv)::value;
+            if constexpr (has_edge_rows<K>::value) {
+              if (mr < MR) {
+                run_edge_rows<K, ROW_A, NV>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
+                return;
+              }
+            }
+            K::template run<ROW_A, NV>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+          };
+          const int quarters = (4 * nr + NR - 1) / NR;  // of the tile's width: 1 to 4
           if constexpr (has_quarter_edge<K>::value) {
-            if (nr * 4 <= NR) {
-              if (mr < MR)
-                run_edge_rows<K, ROW_A, 0>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
-              else
-                K::template run<ROW_A, 0>(kc, ap, lda, bp, ldb, tile, ct, ldc);
-              return;
-            }
+            if (quarters == 1) return run(std::integral_constant<int, 0>{});
           }
-          if constexpr (has_edge_rows<K>::value) {
-            if (mr < MR) {
-              if (nr * 2 <= NR)
-                run_edge_rows<K, ROW_A, 1>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
-              else
-                run_edge_rows<K, ROW_A, 2>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
-              return;
-            }
+          if constexpr (has_three_quarter_edge<K>::value) {
+            if (quarters == 3) return run(std::integral_constant<int, 3>{});
           }
-          if (nr * 2 <= NR)
-            K::template run<ROW_A, 1>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+          if (quarters <= 2)
+            run(std::integral_constant<int, 1>{});
           else
-            K::template run<ROW_A, 2>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+            run(std::integral_constant<int, 2>{});
         };
         if (a_mode == kPacked) {
           kernel(std::false_type{}, a_own + ip * MR * kc, MR);

@@ -14,6 +14,8 @@
 
 #include <immintrin.h>
 
+#include <type_traits>
+
 #include "cpu/gemm/blocking.h"
 
 namespace fusedmlp {
@@ -54,6 +56,35 @@ struct Vec<double> {
   }
 };
 
+// The 256-bit halves of those vectors, for an edge panel whose last vector of columns is at most
+// half used: on cores that run a 512-bit multiply-add as two 256-bit halves (Zen 4) half the
+// cost of a full vector, elsewhere the same throughput per instruction. Each lane's chain is the
+// same.
+template <class T>
+struct Vec256;
+template <>
+struct Vec256<float> {
+  using type = __m256;
+  static constexpr int width = 8;
+  static __m256 zero() { return _mm256_setzero_ps(); }
+  static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
+  static __m256 low(__m512 v) { return _mm512_castps512_ps256(v); }
+  static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
+  static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
+};
+template <>
+struct Vec256<double> {
+  using type = __m256d;
+  static constexpr int width = 4;
+  static __m256d zero() { return _mm256_setzero_pd(); }
+  static __m256d load(const double* p) { return _mm256_loadu_pd(p); }
+  static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
+  static __m256d low(__m512d v) { return _mm512_castpd512_pd256(v); }
+  static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
+  static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
+};
+
 // MR = 12 rows x NR = two vectors: 24 accumulators, 2 B vectors, 1 broadcast.
 template <class T, class Blocking>
 struct Kernel12x2 : Blocking {
@@ -77,55 +108,73 @@ struct Kernel12x2 : Blocking {
       return __builtin_fma(a, b, c);
   }
 
-  // NV = 1: only the tile's first vector of columns (an edge panel at most half as wide), the
-  // same chains for those columns, half the multiply-adds.
-  template <bool ROW_A, int NV = 2>
+  // An edge panel of ROWS < MR rows runs the kernel on those rows alone (gemm_impl.h): A read in
+  // place, no rows of zeros multiplied, each row's chains the full tile's.
+  static constexpr bool EDGE_ROWS = true;
+
+  // The vectors of columns (NV): 2, the whole tile; 1, its first vector (an edge panel at most
+  // half as wide); 0, the first half of that vector (at most a quarter as wide, QUARTER_EDGE);
+  // 3, the first vector and half the second (at most three quarters as wide,
+  // THREE_QUARTER_EDGE). The same chains for those columns, fewer multiply-adds. ROWS: the
+  // tile's first ROWS rows (A's other rows are not read, the tile's not written).
+  static constexpr bool QUARTER_EDGE = true;
+  static constexpr bool THREE_QUARTER_EDGE = true;
+  template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
                   const T* c, index_t ldc) {
-    static_assert(NV == 1 || NV == 2, "one or two vectors of columns");
-    for (int i = 0; i < MR; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    R c0[MR], c1[MR];
+    static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
+    static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
+    using H = Vec256<T>;
+    using W0 = std::conditional_t<NV == 0, H, V>;  // the first columns' vectors
+    using W1 = std::conditional_t<NV == 3, H, V>;  // the second's
+    using R0 = typename W0::type;
+    using R1 = typename W1::type;
+    constexpr bool SECOND = NV >= 2;
+    for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    R0 c0[MR];
+    R1 c1[MR];
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      c0[i] = V::zero();
-      if constexpr (NV == 2) c1[i] = V::zero();
+    for (int i = 0; i < ROWS; ++i) {
+      c0[i] = W0::zero();
+      if constexpr (SECOND) c1[i] = W1::zero();
     }
-    // Row-major A: three row groups, each addressed as base + {0, 1, 2, 3} * lda.
+    // Row-major A: three row groups, each addressed as base + {0, 1, 2, 3} * lda (no pointer
+    // past the rows an edge panel has).
     const T* a0 = a;
-    const T* a4 = a + 4 * lda;
-    const T* a8 = a + 8 * lda;
+    const T* a4 = ROWS > 4 ? a + 4 * lda : a;
+    const T* a8 = ROWS > 8 ? a + 8 * lda : a;
     const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
     for (index_t p = 0; p < kc; ++p) {
-      const R b0 = V::load(b);
-      const R b1 = NV == 2 ? V::load(b + V::width) : b0;
+      const R0 b0 = W0::load(b);
+      R1 b1;
+      if constexpr (SECOND) b1 = W1::load(b + V::width);
       _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
+      auto step = [&](int i, const T* ap) __attribute__((always_inline)) {
+        const R0 ai = W0::bcast(ap);
+        c0[i] = W0::fma(ai, b0, c0[i]);
+        if constexpr (NV == 3)
+          c1[i] = H::fma(H::low(ai), b1, c1[i]);
+        else if constexpr (SECOND)
+          c1[i] = V::fma(ai, b1, c1[i]);
+      };
       if constexpr (ROW_A) {
-        const T* rows[MR] = {a0, a0 + l1, a0 + l2, a0 + l3, a4, a4 + l1,
-                             a4 + l2, a4 + l3, a8, a8 + l1, a8 + l2, a8 + l3};
+        const index_t offs[4] = {0, l1, l2, l3};
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; ++i) {
-          const R ai = V::bcast(rows[i]);
-          c0[i] = V::fma(ai, b0, c0[i]);
-          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
-        }
+        for (int i = 0; i < ROWS; ++i) step(i, (i < 4 ? a0 : (i < 8 ? a4 : a8)) + offs[i & 3]);
         ++a0;
         ++a4;
         ++a8;
       } else {
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; ++i) {
-          const R ai = V::bcast(a + i);
-          c0[i] = V::fma(ai, b0, c0[i]);
-          if constexpr (NV == 2) c1[i] = V::fma(ai, b1, c1[i]);
-        }
+        for (int i = 0; i < ROWS; ++i) step(i, a + i);
         a += lda;
       }
       b += ldb;
     }
 #pragma GCC unroll 12
-    for (int i = 0; i < MR; ++i) {
-      V::store(tile + i * NR, c0[i]);
-      if constexpr (NV == 2) V::store(tile + i * NR + V::width, c1[i]);
+    for (int i = 0; i < ROWS; ++i) {
+      W0::store(tile + i * NR, c0[i]);
+      if constexpr (SECOND) W1::store(tile + i * NR + V::width, c1[i]);
     }
   }
 };
