@@ -143,6 +143,32 @@ def test_threads_do_not_change_the_loss(case):
             np.testing.assert_array_equal(est.loss_curve_, fits[0].loss_curve_)
 
 
+@pytest.mark.parametrize("batch_size", [150, 200, 300, 360])  # 3, 4, 5 and 6 row blocks
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_threads_do_not_change_a_row_block_model(batch_size, n_threads):
+    # A small network's batch runs in row blocks of ~60 rows, a contiguous run of them per
+    # thread. Blocks 2j and 2j + 1 form a pair: a thread that runs both accumulates their
+    # gradients in one buffer, a pair split between two threads (3 blocks on two threads, 4 on
+    # three) is added by the optimizer pass; a last block of an odd count is alone. The model
+    # must have the bits of the one-thread fit, whose thread runs every pair. The team must
+    # really run: an earlier fit that found it slower would make this one start alone.
+    kw = dict(hidden_layer_sizes=(50, 30), random_state=0, max_iter=2, batch_size=batch_size,
+              alpha=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        one = fm.MLPClassifier(n_threads=1, **kw).fit(X_digits, y_digits)
+        _cpu._forget_team_choice()
+        full_before = _cpu.team_segments()[1]
+        try:
+            many = fm.MLPClassifier(n_threads=n_threads, **kw).fit(X_digits, y_digits)
+        finally:
+            _cpu._forget_team_choice()
+    assert _cpu.team_segments()[1] > full_before
+    for a, b in zip(one.coefs_ + one.intercepts_, many.coefs_ + many.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(one.loss_curve_, many.loss_curve_)
+
+
 def test_threadpoolctl_limits_the_engine():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):

@@ -305,6 +305,22 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
     gather_rows<T>(solo, own->data->y, n_out, own->idx + r_lo, r_hi - r_lo,
                    y_batch_.data() + r_lo * n_out);
   }
+  // Blocks 2j and 2j + 1 form pair j: a thread that runs both accumulates the second's gradient
+  // onto the first's (the products' accumulation: the two sums added, rounded once), and the
+  // optimizer pass adds a pair split between two threads the same way, so a pair's sum has the
+  // same bits whoever ran its blocks. The pass then reads one gradient per pair that one thread
+  // ran, and a thread writes one where it wrote two: half the gradients that go from one core to
+  // the other on two threads. (Sparse input sums the first layer's gradient in one chain with
+  // the rows before: accumulating would not give the same bits, so each block keeps its own.)
+  const bool pairs = !input.sparse;
+  if (pairs && team.tid == 0) {  // (read after the barrier below; sized by run_epoch)
+    // pair j is split when a thread's run of blocks starts at block 2j + 1 (team_range's split)
+    std::fill(split_pairs_.begin(), split_pairs_.end(), static_cast<unsigned char>(0));
+    for (int t = 1; t < team.nth; ++t) {
+      const index_t start = n_blocks * t / team.nth;
+      if (start % 2 == 1 && start < n_blocks) split_pairs_[static_cast<size_t>(start / 2)] = 1;
+    }
+  }
   for (index_t blk = b0; blk < b1; ++blk) {
     const index_t r0 = block_start(rows, blk, mr);
     const index_t rb = block_start(rows, blk + 1, mr) - r0;
@@ -313,7 +329,9 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
                                           y_batch_.data() + r0 * n_out,
                                           sw != nullptr ? sw + r0 : nullptr, delta(last, r0), rb,
                                           n_out);
-    backward_sum(solo, input, params, r0, rb, false, block_grads_.data() + blk * n_params, pass,
+    const bool onto_first = pairs && blk % 2 == 1 && blk > b0;
+    backward_sum(solo, input, params, r0, rb, onto_first,
+                 block_grads_.data() + (onto_first ? blk - 1 : blk) * n_params, pass,
                  wt_.data() + team.tid * n_params);
   }
   team_barrier(team);
@@ -333,6 +351,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   opt_pass.sgd_step = opt.sgd;
   opt_pass.stride = n_params;
   opt_pass.n_partials = n_blocks;
+  if (pairs) opt_pass.split_pairs = split_pairs_.data();
   opt_pass.scale = static_cast<T>(1.0 / sw_sum);
   double* chunk_sq = sq_chunks_.data();
   for (const auto& layer : layout_.layers) {
@@ -383,6 +402,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   if (blocks) {
     const index_t n_blocks = n_row_blocks(batch_size);
     block_grads_.resize(static_cast<size_t>(n_blocks * layout_.n_params));
+    split_pairs_.resize(static_cast<size_t>((n_blocks + 1) / 2));
     block_loss.resize(static_cast<size_t>(n_blocks));
     wt_.resize(static_cast<size_t>(full * layout_.n_params));
   }

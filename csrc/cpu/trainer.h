@@ -155,6 +155,7 @@ class Trainer {
   std::vector<T> w_batch_;
   std::vector<T> grad_;
   std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
+  std::vector<unsigned char> split_pairs_;  // row-block mode: the pairs of blocks split between threads
   // Sums whose bits do not depend on the team: each term in a fixed slot, the slots summed in
   // order. The new weights' squares per row of each layer (layer after layer), per chunk of
   // kSqChunk weights (weight_sq_chunks), and the loss per chunk of kLossRows rows of a batch.

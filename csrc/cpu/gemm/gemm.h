@@ -151,6 +151,10 @@ struct OptimizerPass {
   const T* partial = nullptr;  // the first partial gradient of these n parameters
   index_t stride = 0;          // distance between partial gradients
   index_t n_partials = 1;
+  // optional: the partials in pairs (2j, 2j + 1), summed pair after pair, each pair's sum
+  // rounded once: when split_pairs[j] is 0, partial 2j already holds it (partial 2j + 1 is not
+  // read), else it is partial 2j + partial 2j + 1 (a last partial of odd count is its own pair)
+  const unsigned char* split_pairs = nullptr;
   T alpha = T(0);
   T scale = T(1);
   // optional: chunk_sq[c] := the new parameters' squares of chunk c (kSqChunk parameters from

@@ -976,12 +976,33 @@ void optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, ind
   for (index_t c = 0; c < n; c += kChunk) {
     const int len = static_cast<int>(imin(kChunk, n - c));
     const T* src = pass.partial + c;
+    if (pass.split_pairs == nullptr) {
 #pragma omp simd
-    for (int i = 0; i < len; ++i) g[i] = src[i];
-    for (index_t b = 1; b < pass.n_partials; ++b) {
-      const T* part = src + b * pass.stride;
+      for (int i = 0; i < len; ++i) g[i] = src[i];
+      for (index_t b = 1; b < pass.n_partials; ++b) {
+        const T* part = src + b * pass.stride;
 #pragma omp simd
-      for (int i = 0; i < len; ++i) g[i] += part[i];
+        for (int i = 0; i < len; ++i) g[i] += part[i];
+      }
+    } else {
+      for (index_t b = 0; b < pass.n_partials; b += 2) {
+        const T* first = src + b * pass.stride;
+        const T* second = first + pass.stride;
+        const bool split = b + 1 < pass.n_partials && pass.split_pairs[b / 2] != 0;
+        if (b == 0 && split) {
+#pragma omp simd
+          for (int i = 0; i < len; ++i) g[i] = first[i] + second[i];
+        } else if (b == 0) {
+#pragma omp simd
+          for (int i = 0; i < len; ++i) g[i] = first[i];
+        } else if (split) {
+#pragma omp simd
+          for (int i = 0; i < len; ++i) g[i] += first[i] + second[i];
+        } else {
+#pragma omp simd
+          for (int i = 0; i < len; ++i) g[i] += first[i];
+        }
+      }
     }
     T part_sq = T(0);
 #pragma omp simd reduction(+ : part_sq)
