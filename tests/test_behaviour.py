@@ -143,24 +143,45 @@ def test_threads_do_not_change_the_loss(case):
             np.testing.assert_array_equal(est.loss_curve_, fits[0].loss_curve_)
 
 
-@pytest.mark.parametrize("batch_size", [150, 200, 300, 360])  # 3, 4, 5 and 6 row blocks
-@pytest.mark.parametrize("n_threads", [2, 3])
-def test_threads_do_not_change_a_row_block_model(batch_size, n_threads):
+ROW_BLOCK_CASES = {
+    # (batch size, threads, rows, columns, classes, dtype): 3, 4, 5 and 6 blocks per batch
+    "3 blocks, 2 threads (split pair)": (150, 2, None, None, 10, "float32"),
+    "4 blocks, 2 threads": (200, 2, None, None, 10, "float32"),
+    "5 blocks, 2 threads (a last block alone)": (300, 2, None, None, 10, "float32"),
+    "6 blocks, 2 threads (split pair)": (360, 2, None, None, 10, "float32"),
+    "3 blocks, 3 threads": (150, 3, None, None, 10, "float32"),
+    "4 blocks, 3 threads (split pair)": (200, 3, None, None, 10, "float32"),
+    "5 blocks, 3 threads (split pairs), float64": (300, 3, None, None, 10, "float64"),
+    "6 blocks, 3 threads": (360, 3, None, None, 10, "float32"),
+    # more threads than blocks; a last batch of fewer blocks (1,561 rows: 61 in the last)
+    "2 blocks, 3 threads": (100, 3, None, None, 10, "float32"),
+    "5 blocks, last batch 2 blocks": (300, 2, 1561, None, 10, "float64"),
+    # 4 inputs (the first layer's gradient has fewer rows than a micro-tile) and one output
+    # unit (two classes: its gradient column by column): the other products' accumulation
+    "4 inputs, one output, 3 blocks": (150, 2, None, 4, 2, "float32"),
+    "4 inputs, one output, 4 blocks, float64": (200, 3, None, 4, 2, "float64"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROW_BLOCK_CASES))
+def test_threads_do_not_change_a_row_block_model(case):
     # A small network's batch runs in row blocks of ~60 rows, a contiguous run of them per
     # thread. Blocks 2j and 2j + 1 form a pair: a thread that runs both accumulates their
     # gradients in one buffer, a pair split between two threads (3 blocks on two threads, 4 on
     # three) is added by the optimizer pass; a last block of an odd count is alone. The model
     # must have the bits of the one-thread fit, whose thread runs every pair. The team must
     # really run: an earlier fit that found it slower would make this one start alone.
+    batch_size, n_threads, rows, columns, classes, dtype = ROW_BLOCK_CASES[case]
+    X, y = X_digits[:rows, :columns], y_digits[:rows] % classes
     kw = dict(hidden_layer_sizes=(50, 30), random_state=0, max_iter=2, batch_size=batch_size,
-              alpha=1e-3)
+              alpha=1e-3, dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        one = fm.MLPClassifier(n_threads=1, **kw).fit(X_digits, y_digits)
+        one = fm.MLPClassifier(n_threads=1, **kw).fit(X, y)
         _cpu._forget_team_choice()
         full_before = _cpu.team_segments()[1]
         try:
-            many = fm.MLPClassifier(n_threads=n_threads, **kw).fit(X_digits, y_digits)
+            many = fm.MLPClassifier(n_threads=n_threads, **kw).fit(X, y)
         finally:
             _cpu._forget_team_choice()
     assert _cpu.team_segments()[1] > full_before

@@ -10,8 +10,8 @@
 //   barrier between dependent steps (networks with many parameters);
 // - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of
 //   kBlockRows rows go through the whole network on one thread each, their gradients are
-//   summed in block order, then the team applies the optimizer. The blocks do not depend on
-//   the thread count, so neither does the model.
+//   summed in block order (each pair of blocks first, see block_step), then the team applies
+//   the optimizer. The blocks do not depend on the thread count, so neither does the model.
 #pragma once
 
 #include <atomic>
@@ -154,7 +154,9 @@ class Trainer {
   std::vector<T> y_batch_;
   std::vector<T> w_batch_;
   std::vector<T> grad_;
-  std::vector<T> block_grads_;  // row-block mode: one raw gradient per block of the batch
+  // row-block mode: a raw gradient per block of the batch (a pair's second block, when the
+  // thread of its first one runs it, adds its own to the first's)
+  std::vector<T> block_grads_;
   std::vector<unsigned char> split_pairs_;  // row-block mode: the pairs of blocks split between threads
   // Sums whose bits do not depend on the team: each term in a fixed slot, the slots summed in
   // order. The new weights' squares per row of each layer (layer after layer), per chunk of

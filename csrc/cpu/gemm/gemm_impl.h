@@ -987,8 +987,8 @@ void optimizer_pass_run(T* __restrict p, T* __restrict s0, T* __restrict s1, ind
     } else {
       for (index_t b = 0; b < pass.n_partials; b += 2) {
         const T* first = src + b * pass.stride;
-        const T* second = first + pass.stride;
         const bool split = b + 1 < pass.n_partials && pass.split_pairs[b / 2] != 0;
+        const T* second = split ? first + pass.stride : first;  // (no pointer past the last)
         if (b == 0 && split) {
 #pragma omp simd
           for (int i = 0; i < len; ++i) g[i] = first[i] + second[i];

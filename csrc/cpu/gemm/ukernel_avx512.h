@@ -6,8 +6,9 @@
 //   ROW_A = false: A(i, p) = a[p * lda + i]  (a packed panel with lda = MR, or a column-major
 //                  matrix read in place)
 //   ROW_A = true:  A(i, p) = a[i * lda + p]  (a row-major matrix read in place)
-// All MR rows and NR columns must be readable (the caller packs short edge panels); tile is
-// 64-byte aligned;
+// The run's rows (ROWS, the first ROWS of the tile: a short edge panel is read in place) and
+// the columns its vectors cover (NV: a half, one, one and a half or two vectors) must be
+// readable; only those are read and written. tile is 64-byte aligned;
 // c (the destination tile, row stride ldc) is only prefetched. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
 #pragma once
@@ -125,6 +126,8 @@ struct Kernel12x2 : Blocking {
     static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     using H = Vec256<T>;
+    static_assert(NR / 4 == H::width && V::width + H::width == 3 * NR / 4,
+                  "a half vector is a quarter of the tile's columns");
     using W0 = std::conditional_t<NV == 0, H, V>;  // the first columns' vectors
     using W1 = std::conditional_t<NV == 3, H, V>;  // the second's
     using R0 = typename W0::type;
