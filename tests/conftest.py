@@ -21,7 +21,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     pytest.exit(f"fusedmlp is not installed here ({exc}). Install it first: pip install .", returncode=4)
 
-# The CPU kernels' instruction sets this CPU can run (fusedmlp._cpu.set_isa), from the portable one up.
+# The CPU kernels' instruction sets this CPU can run (fusedmlp._cpu.set_isa), from the portable
+# one up.
 from fusedmlp import _cpu  # noqa: E402 (after the check above)
 
 _ISA_ORDER = ("generic", "avx2", "avx512")

@@ -239,9 +239,9 @@ def test_short_inputs_match_full_tiles(isa, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_edge_panels_match_full_tiles(isa, dtype):
     # A last row panel shorter than MR (AVX2 and AVX-512: the kernel on those rows alone, A read
-    # in place; the portable kernel: a zero-padded packed panel) must give each row the bits of a full tile,
-    # for every remainder of MR in {4, 6, 12}, column remainders of half and whole vectors, one
-    # and several depth blocks, every A layout, every epilogue, one and two threads.
+    # in place; the portable kernel: a zero-padded packed panel) must give each row the bits of
+    # a full tile, for every remainder of MR in {4, 6, 12}, column remainders of half and whole
+    # vectors, one and several depth blocks, every A layout, every epilogue, one and two threads.
     assert_last_rows_match_full_tiles(isa, dtype, 12, [(5, 97), (12, 600), (50, 300), (33, 40)],
                                       48, range(13, 36))
 

@@ -157,7 +157,8 @@ class Trainer {
   // row-block mode: a raw gradient per block of the batch (a pair's second block, when the
   // thread of its first one runs it, adds its own to the first's)
   std::vector<T> block_grads_;
-  std::vector<unsigned char> split_pairs_;  // row-block mode: the pairs of blocks split between threads
+  // row-block mode: the pairs of blocks split between threads (block_step)
+  std::vector<unsigned char> split_pairs_;
   // Sums whose bits do not depend on the team: each term in a fixed slot, the slots summed in
   // order. The new weights' squares per row of each layer (layer after layer), per chunk of
   // kSqChunk weights (weight_sq_chunks), and the loss per chunk of kLossRows rows of a batch.
