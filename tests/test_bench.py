@@ -8,7 +8,10 @@ import types
 import numpy as np
 import pytest
 
+from sklearn.neural_network import MLPRegressor as SkRegressor
+
 from fusedmlp import MLPRegressor, bench
+from fusedmlp import _cpu as bench_cpu
 
 
 def test_interleaved_alternates_and_takes_self_timed_values():
@@ -197,3 +200,28 @@ def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):
     assert natives == [True, False] * 2
     assert res["limit"] == 1.0
     assert res["limit_coretype"] == ("Haswell", 2.0)
+
+
+def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
+    # each fusedmlp fit's epoch segments on one thread and on the team, round by round: a round
+    # run mostly on one thread moves the medians, and the suite's output has to show it
+    monkeypatch.setattr(bench, "numpy_limit", lambda *a, **k: 1.0)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "")
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 3)), rng.standard_normal(400)
+    units = [3, 4, 1]
+    calls = []
+    segments = iter([(0, 0), (1, 4), (1, 4), (1, 12), (1, 12), (6, 12), (6, 12), (6, 20)])
+
+    def counted():
+        calls.append(1)
+        return next(segments)
+
+    monkeypatch.setattr(bench_cpu, "team_segments", counted)
+    peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=2)), 2),
+             "other": (lambda: SkRegressor(**bench.mlp_params(units)), 1)}
+    res = bench.training_case("t", X, y, units, peers, 2, np.float32, 2)
+    assert len(calls) == 8  # before and after each of fusedmlp's 4 fits, none for the other's
+    notes = [n for n in res["notes"] if "segments" in n]
+    assert notes == ["fusedmlp: epoch segments on one thread / on the team, round by round "
+                     "(short fit, long fit): 1/4 0/8; 5/0 0/8"]

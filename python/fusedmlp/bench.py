@@ -13,7 +13,9 @@ OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and report
 native one. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
 present, synthetic data of the same shapes otherwise. Peak memory is measured in child processes.
 Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
-beside the threads the previous library left spinning.
+beside the threads the previous library left spinning. A training case's notes list, round by
+round, how many epoch segments each fusedmlp fit ran on one thread and on the team: a round the
+chooser ran on one thread (the machine read as busy) takes about twice as long.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -549,11 +551,21 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     after the fits would be compared with fits timed minutes apart from it, which on a host
     whose speed drifts moves the ratio more than any change of the code.
     """
-    def fit(make, n_epochs):
+    segments = {}  # name -> [(on one thread, on the team)] of each of its fusedmlp fits
+
+    def fit(name, make, n_epochs):
         est = make()
         if isinstance(est, PeerMLP):
             return est.fit(X, y, epochs=n_epochs)
-        return est.set_params(max_iter=n_epochs).fit(X, y)
+        from fusedmlp import _cpu
+        from fusedmlp._multilayer_perceptron import BaseMultilayerPerceptron
+
+        if not isinstance(est, BaseMultilayerPerceptron):
+            return est.set_params(max_iter=n_epochs).fit(X, y)
+        before = _cpu.team_segments()
+        est.set_params(max_iter=n_epochs).fit(X, y)
+        after = _cpu.team_segments()
+        segments.setdefault(name, []).append((after[0] - before[0], after[1] - before[1]))
 
     peers, absent, notes = dict(peers), dict(absent or {}), list(notes)
     for name, (make, _) in list(peers.items()):
@@ -577,7 +589,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     fns = {}
     for length in (1, 2):
         for name, (make, n_epochs) in peers.items():
-            fns[(name, length)] = quiet(lambda m=make, e=length * n_epochs: fit(m, e))
+            fns[(name, length)] = quiet(lambda n=name, m=make, e=length * n_epochs: fit(n, m, e))
     n, limits = X.shape[0], {"limit": (limit_dtype, True)}
     if limit64:
         limits["limit64"] = (np.float64, True)
@@ -591,6 +603,15 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
+    # What the thread team did in each fit: a round whose fit ran mostly on one thread (the
+    # chooser read the machine as busy, threads.h) moves that round's time, and the medians
+    # with it.
+    for name, counts in segments.items():
+        if any(team or solo for solo, team in counts):
+            fits = [f"{solo}/{team}" for solo, team in counts]
+            rounds = "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
+            notes.append(f"{name}: epoch segments on one thread / on the team, round by round "
+                         f"(short fit, long fit): {rounds}")
     flops = epoch_flops(units, n, 200)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
                limit=raw["limit"], limit_dtype=np.dtype(limit_dtype).name, units=units, n=n,
