@@ -7,7 +7,6 @@ import types
 
 import numpy as np
 import pytest
-
 from sklearn.neural_network import MLPRegressor as SkRegressor
 
 from fusedmlp import MLPRegressor, bench

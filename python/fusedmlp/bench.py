@@ -15,7 +15,8 @@ present, synthetic data of the same shapes otherwise. Peak memory is measured in
 Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
 beside the threads the previous library left spinning. A training case's notes list, round by
 round, how many epoch segments each fusedmlp fit ran on one thread and on the team: a round the
-chooser ran on one thread (the machine read as busy) takes about twice as long.
+chooser ran mostly on one thread (the team timed slower, or the machine read as busy) lost the
+team's speed-up.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -604,8 +605,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
     fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
     # What the thread team did in each fit: a round whose fit ran mostly on one thread (the
-    # chooser read the machine as busy, threads.h) moves that round's time, and the medians
-    # with it.
+    # chooser timed the team slower, or read the machine as busy: threads.h) moves that round's
+    # time, and the medians with it.
     for name, counts in segments.items():
         if any(team or solo for solo, team in counts):
             fits = [f"{solo}/{team}" for solo, team in counts]
