@@ -552,15 +552,15 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     after the fits would be compared with fits timed minutes apart from it, which on a host
     whose speed drifts moves the ratio more than any change of the code.
     """
+    from fusedmlp import _cpu
+    from fusedmlp._multilayer_perceptron import BaseMultilayerPerceptron
+
     segments = {}  # name -> [(on one thread, on the team)] of each of its fusedmlp fits
 
     def fit(name, make, n_epochs):
         est = make()
         if isinstance(est, PeerMLP):
             return est.fit(X, y, epochs=n_epochs)
-        from fusedmlp import _cpu
-        from fusedmlp._multilayer_perceptron import BaseMultilayerPerceptron
-
         if not isinstance(est, BaseMultilayerPerceptron):
             return est.set_params(max_iter=n_epochs).fit(X, y)
         before = _cpu.team_segments()
