@@ -144,31 +144,58 @@ def test_threads_do_not_change_the_loss(case):
 
 
 ROW_BLOCK_CASES = {
-    # (batch size, threads, rows, columns, classes, dtype): 3, 4, 5 and 6 blocks per batch
-    "3 blocks, 2 threads (split pair)": (150, 2, None, None, 10, "float32"),
+    # (batch size, threads, rows, columns, classes, dtype): 2, 4, 6 and 8 blocks per batch
+    "4 blocks, 2 threads (a half each)": (150, 2, None, None, 10, "float32"),
     "4 blocks, 2 threads": (200, 2, None, None, 10, "float32"),
-    "5 blocks, 2 threads (a last block alone)": (300, 2, None, None, 10, "float32"),
-    "6 blocks, 2 threads (split pair)": (360, 2, None, None, 10, "float32"),
-    "3 blocks, 3 threads": (150, 3, None, None, 10, "float32"),
-    "4 blocks, 3 threads (split pair)": (200, 3, None, None, 10, "float32"),
-    "5 blocks, 3 threads (split pairs), float64": (300, 3, None, None, 10, "float64"),
+    "6 blocks, 2 threads (split pair)": (300, 2, None, None, 10, "float32"),
+    "8 blocks, 2 threads": (480, 2, None, None, 10, "float32"),
+    "4 blocks, 3 threads (split pair)": (150, 3, None, None, 10, "float32"),
+    "4 blocks, 3 threads (split pair), 200 rows": (200, 3, None, None, 10, "float32"),
+    "8 blocks, 3 threads (split pair), float64": (480, 3, None, None, 10, "float64"),
     "6 blocks, 3 threads": (360, 3, None, None, 10, "float32"),
     # more threads than blocks; a last batch of fewer blocks (1,561 rows: 61 in the last)
     "2 blocks, 3 threads": (100, 3, None, None, 10, "float32"),
-    "5 blocks, last batch 2 blocks": (300, 2, 1561, None, 10, "float64"),
+    "6 blocks, last batch 2 blocks": (300, 2, 1561, None, 10, "float64"),
     # 4 inputs (the first layer's gradient has fewer rows than a micro-tile) and one output
     # unit (two classes: its gradient column by column): the other products' accumulation
-    "4 inputs, one output, 3 blocks": (150, 2, None, 4, 2, "float32"),
+    "4 inputs, one output, 4 blocks": (150, 2, None, 4, 2, "float32"),
     "4 inputs, one output, 4 blocks, float64": (200, 3, None, 4, 2, "float64"),
 }
+
+
+def test_row_blocks_split_a_batch_into_even_halves():
+    # A batch's row blocks (small networks): one block up to 60 rows, else an even number of
+    # blocks of about 60 rows, half of them in each half of the rows (rows // 2 in the first), so
+    # that two threads run the same rows; in each half every block starts a whole number of
+    # micro-kernel panels after the half's start, and the blocks' panels differ by at most one.
+    tile_rows = {4, 6, 12, _cpu._tile_rows("float32"), _cpu._tile_rows("float64")}
+    for mr in sorted(tile_rows):
+        for rows in range(1, 3001):
+            bounds = _cpu._row_blocks(rows, mr)
+            n = len(bounds) - 1
+            assert bounds[0] == 0 and bounds[-1] == rows
+            assert all(b1 > b0 for b0, b1 in zip(bounds, bounds[1:])), (rows, mr, bounds)
+            if rows <= 60:
+                assert n == 1
+                continue
+            assert n % 2 == 0 and n in (-(-rows // 60), -(-rows // 60) + 1), (rows, mr, bounds)
+            assert bounds[n // 2] == rows // 2, (rows, mr, bounds)
+            for half in (bounds[:n // 2 + 1], bounds[n // 2:]):
+                assert all((b - half[0]) % mr == 0 for b in half[:-1]), (rows, mr, bounds)
+                panels = [-(-(b1 - b0) // mr) for b0, b1 in zip(half, half[1:])]
+                assert max(panels) - min(panels) <= 1, (rows, mr, bounds)
+    assert _cpu._row_blocks(200, 12) == [0, 48, 100, 148, 200]
+    assert _cpu._row_blocks(128, 12) == [0, 36, 64, 100, 128]
+    with pytest.raises(ValueError, match="rows >= 1"):
+        _cpu._row_blocks(0, 12)
 
 
 @pytest.mark.parametrize("case", list(ROW_BLOCK_CASES))
 def test_threads_do_not_change_a_row_block_model(case):
     # A small network's batch runs in row blocks of ~60 rows, a contiguous run of them per
     # thread. Blocks 2j and 2j + 1 form a pair: a thread that runs both accumulates their
-    # gradients in one buffer, a pair split between two threads (3 blocks on two threads, 4 on
-    # three) is added by the optimizer pass; a last block of an odd count is alone. The model
+    # gradients in one buffer, a pair split between two threads (6 blocks on two threads, 4 on
+    # three) is added by the optimizer pass. The model
     # must have the bits of the one-thread fit, whose thread runs every pair. The team must
     # really run: an earlier fit that found it slower would make this one start alone.
     batch_size, n_threads, rows, columns, classes, dtype = ROW_BLOCK_CASES[case]

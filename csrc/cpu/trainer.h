@@ -8,8 +8,9 @@
 // thread). Two ways to share a batch:
 // - layer by layer: every GEMM and element-wise pass is split across the team, with a
 //   barrier between dependent steps (networks with many parameters);
-// - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of
-//   kBlockRows rows go through the whole network on one thread each, their gradients are
+// - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of about
+//   kBlockRows rows (half of them in each half of the batch's rows) go through the whole
+//   network on one thread each, their gradients are
 //   summed in block order (each pair of blocks first, see block_step), then the team applies
 //   the optimizer. The blocks do not depend on the thread count, so neither does the model.
 #pragma once
@@ -29,6 +30,10 @@
 
 namespace fusedmlp {
 namespace cpu {
+
+// The row blocks of a batch of `rows` rows for a kernel of `mr`-row panels: the first row of
+// each block, then `rows` (the blocks of row-block mode; for tests).
+std::vector<index_t> row_block_bounds(index_t rows, index_t mr);
 
 template <class T>
 struct TrainingData {
