@@ -30,8 +30,8 @@ index_t chunk_rows(const NetworkLayout& layout, index_t n_rows) {
 
 // Row-block mode: a batch splits into blocks of about kBlockRows rows, an even number of them
 // when more than one, for networks of at most kRowBlockParams parameters (whose per-block
-// gradients stay small). Each half of the batch (rows / 2 rows, the second half the odd row)
-// holds half of the blocks, whose numbers of micro-kernel row panels (`mr` rows) differ by at
+// gradients stay small). Each half of the batch (its first rows / 2 rows, and the rest) holds
+// half of the blocks, whose numbers of micro-kernel row panels (`mr` rows) differ by at
 // most one: each block starts a whole number of panels after its half's start, so each half
 // has one short edge panel at most, in its last block. The blocks depend on the batch and the
 // kernel, never on the thread count; each thread takes a contiguous run of them (team_range
