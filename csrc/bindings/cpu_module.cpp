@@ -243,10 +243,6 @@ PYBIND11_MODULE(_cpu, m) {
         "(fits in several Python threads; for tests).");
   m.def("_row_blocks", &row_block_bounds, py::arg("rows"), py::arg("mr"),
         "The first row of each row block of a batch, then its row count (for tests).");
-  m.def("_tile_rows", [](const std::string& dtype) {
-          return dtype == "float64" ? gemm_tile_rows<double>() : gemm_tile_rows<float>();
-        }, py::arg("dtype") = "float32",
-        "Rows of the active instruction set's micro-tile (for tests).");
   m.def("_forget_team_choice", [] { cpu::TeamChooser::forget_shared(); },
         "New trainers start on the full team again, whatever earlier ones found (for tests).");
   // The chooser alone, fed with made-up timings (tests of its rules).
