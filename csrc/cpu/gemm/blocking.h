@@ -20,6 +20,35 @@
 namespace fusedmlp {
 namespace cpu {
 
+// Cache lines a micro-kernel prefetches while it runs (run_steps; a fused weight update's next
+// tile: its weights and optimizer state, spread over the kernel instead of all at once).
+struct LinePrefetch {
+  const char* const* lines = nullptr;
+  int count = 0;
+  index_t every = 1;  // (>= 1)
+};
+
+// A micro-kernel's kc steps (step(): one step of its chains), pf's lines requested among them,
+// one every pf.every steps, the rest after the last. Without lines the plain loop runs: it keeps
+// the registers the requests would take.
+template <class Step>
+FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step step) {
+  if (pf.count == 0) {
+    for (index_t p = 0; p < kc; ++p) step();
+    return;
+  }
+  int next = 0;
+  index_t left = pf.every;
+  for (index_t p = 0; p < kc; ++p) {
+    if (--left == 0) {
+      left = pf.every;
+      if (next < pf.count) __builtin_prefetch(pf.lines[next++], 1, 3);
+    }
+    step();
+  }
+  while (next < pf.count) __builtin_prefetch(pf.lines[next++], 1, 3);
+}
+
 template <int MR_, int NR_, int KC_, int B_IN_PLACE_PANELS_ = 8, int MC_PANELS = 32>
 struct Blocking {
   static constexpr int MR = MR_;

@@ -358,20 +358,44 @@ FUSEDMLP_ALWAYS_INLINE T update_row(int n, const T* __restrict t, const T* __res
   return row_sq;
 }
 
-// Starts loading a tile's weights and optimizer state while the micro-kernel computes its
-// gradient: the write-back then finds them in cache instead of waiting on memory.
+// Up to this many lines are requested at once, about as many misses as a core's L1 keeps in
+// flight (22-24 on Zen 2-4); a fused update's tile with more (AVX-512's 12 x 32 float32 or
+// 12 x 16 float64 tiles: 72 lines with Adam) has them requested over a kernel's k steps.
+constexpr int kBurstLines = 24;
+
+// The cache lines of a fused update's tile: rows [i0, i0 + mr) from column j0 of the weights
+// and their optimizer state, row by row (in the order update_tile writes them), into lines;
+// returns their number, at most update_lines_max(mr).
 template <class T, int NR>
+constexpr int update_lines_max(int mr) {
+  return 3 * mr * ((NR * static_cast<int>(sizeof(T)) + 63) / 64);
+}
+template <class T, int NR>
+FUSEDMLP_ALWAYS_INLINE int update_tile_lines(const Epilogue<T>& ep, index_t i0, index_t j0, int mr,
+                                             const char** lines) {
+  constexpr int per_row = (NR * static_cast<int>(sizeof(T)) + 63) / 64;
+  const T* arrays[3] = {ep.w_update, ep.state_0, ep.state_1};
+  int n = 0;
+  for (int i = 0; i < mr; ++i)
+    for (const T* base : arrays) {
+      if (base == nullptr) continue;
+      const char* row = reinterpret_cast<const char*>(base + (i0 + i) * ep.ld_aux + j0);
+      for (int l = 0; l < per_row; ++l) lines[n++] = row + 64 * l;
+    }
+  return n;
+}
+
+FUSEDMLP_ALWAYS_INLINE void request_lines(const char* const* lines, int n) {
+  for (int l = 0; l < n; ++l) __builtin_prefetch(lines[l], 1, 3);
+}
+
+// Starts loading a tile's weights and optimizer state (mr <= MR rows) at once: the write-back
+// then finds them in cache instead of waiting on memory.
+template <class T, int NR, int MR>
 FUSEDMLP_ALWAYS_INLINE void prefetch_update_tile(const Epilogue<T>& ep, index_t i0, index_t j0,
                                                  int mr) {
-  constexpr int lines = (NR * static_cast<int>(sizeof(T)) + 63) / 64;
-  const T* arrays[3] = {ep.w_update, ep.state_0, ep.state_1};
-  for (const T* base : arrays) {
-    if (base == nullptr) continue;
-    for (int i = 0; i < mr; ++i) {
-      const char* row = reinterpret_cast<const char*>(base + (i0 + i) * ep.ld_aux + j0);
-      for (int l = 0; l < lines; ++l) __builtin_prefetch(row + 64 * l, 1, 3);
-    }
-  }
+  const char* lines[update_lines_max<T, NR>(MR)];
+  request_lines(lines, update_tile_lines<T, NR>(ep, i0, j0, mr, lines));
 }
 
 // Each row's squares are added to ep.sq_rows[row] (set by the row's first tile, j0 = 0): the
@@ -554,12 +578,13 @@ struct has_three_quarter_edge<K, std::enable_if_t<K::THREE_QUARTER_EDGE && K::ED
 // The kernel on the first mr (< MR) rows of a tile: run<ROW_A, NV, mr>.
 template <class K, bool ROW_A, int NV, int ROWS = 1, class T>
 FUSEDMLP_ALWAYS_INLINE void run_edge_rows(int mr, index_t kc, const T* a, index_t lda, const T* b,
-                                          index_t ldb, T* tile, const T* c, index_t ldc) {
+                                          index_t ldb, T* tile, const T* c, index_t ldc,
+                                          LinePrefetch pf = {}) {
   if constexpr (ROWS < K::MR) {
     if (mr == ROWS)
-      K::template run<ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+      K::template run<ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc, pf);
     else
-      run_edge_rows<K, ROW_A, NV, ROWS + 1>(mr, kc, a, lda, b, ldb, tile, c, ldc);
+      run_edge_rows<K, ROW_A, NV, ROWS + 1>(mr, kc, a, lda, b, ldb, tile, c, ldc, pf);
   }
 }
 
@@ -854,7 +879,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // the column sum the packing would have fused
         pack_b<T, K>(b, p0, kc, j0, static_cast<int>(imin(NR, jhi - j0)), nullptr,
                      colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
-        if (update && last) prefetch_update_tile<T, NR>(ep, 0, j0, static_cast<int>(m));
+        if (update && last) prefetch_update_tile<T, NR, MR>(ep, 0, j0, static_cast<int>(m));
       }
       const index_t w = jhi - jlo;
       const index_t ldo = nq * NR;
@@ -910,19 +935,31 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
         // The weights and optimizer state of the thread's next tile (update implies row
-        // bands: the next column panel, then the next row panel's first), so that they load
-        // during this tile's kernel and write-back; a band's first tile also its own. (Each
-        // tile's own, just before its kernel, measured 3% slower: bench/RESULTS.md.)
+        // bands: the next column panel, then the next row panel's first) are requested during
+        // this tile's kernel, so that they are in cache for the next write-back: more than
+        // kBurstLines one every few k steps, fewer at once; a band's first tile loads its own
+        // at once. (Each tile's own just before its kernel measured 3% slower than the next
+        // tile's at once; AVX-512's 72 lines spread 1-4% faster than at once on two threads,
+        // 8-10% on one: bench/RESULTS.md.)
+        const char* next_lines[update_lines_max<T, NR>(MR)];
+        LinePrefetch pf;
         if (update && last) {
-          if (i0 == r0 && pj == 0) prefetch_update_tile<T, NR>(ep, i0, j0, mr);
+          if (i0 == r0 && pj == 0) prefetch_update_tile<T, NR, MR>(ep, i0, j0, mr);
           index_t next_i0 = i0, next_j0 = j0 + NR;
           if (next_j0 >= jhi) {
             next_j0 = jlo;
             next_i0 = i0 + MR;
           }
-          if (next_i0 < r1)
-            prefetch_update_tile<T, NR>(ep, next_i0, next_j0,
-                                        static_cast<int>(imin(MR, r1 - next_i0)));
+          if (next_i0 < r1) {
+            pf.lines = next_lines;
+            pf.count = update_tile_lines<T, NR>(ep, next_i0, next_j0,
+                                                static_cast<int>(imin(MR, r1 - next_i0)), next_lines);
+            pf.every = kc / pf.count > 1 ? kc / pf.count : 1;
+            if (pf.count <= kBurstLines) {  // (a burst: the kernel runs its plain loop)
+              request_lines(next_lines, pf.count);
+              pf.count = 0;
+            }
+          }
         }
         // an edge panel at most half as wide runs the kernel on half the columns (at most a
         // quarter or three quarters as wide: on a half vector or a vector and a half,
@@ -934,11 +971,11 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
             constexpr int NV = decltype(nv)::value;
             if constexpr (has_edge_rows<K>::value) {
               if (mr < MR) {
-                run_edge_rows<K, ROW_A, NV>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc);
+                run_edge_rows<K, ROW_A, NV>(mr, kc, ap, lda, bp, ldb, tile, ct, ldc, pf);
                 return;
               }
             }
-            K::template run<ROW_A, NV>(kc, ap, lda, bp, ldb, tile, ct, ldc);
+            K::template run<ROW_A, NV>(kc, ap, lda, bp, ldb, tile, ct, ldc, pf);
           };
           const int quarters = (4 * nr + NR - 1) / NR;  // of the tile's width: 1 to 4
           if constexpr (has_quarter_edge<K>::value) {

@@ -105,20 +105,21 @@ struct Kernel6x2 : Blocking {
   static_assert(NR / 4 <= Vec128<T>::width, "a quarter-width edge fits a 128-bit vector");
   template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
-                  const T* c, index_t ldc) {
+                  const T* c, index_t ldc, LinePrefetch pf = {}) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     if constexpr (NV == 0)
-      chains<Vec128<T>, ROW_A, 1, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+      chains<Vec128<T>, ROW_A, 1, ROWS>(kc, a, lda, b, ldb, tile, c, ldc, pf);
     else
-      chains<V, ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc);
+      chains<V, ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc, pf);
   }
 
  private:
   template <class W, bool ROW_A, int NV, int ROWS>
   // (inlined into run: one function per kernel variant, as before)
   FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
-                                            index_t ldb, T* tile, const T* c, index_t ldc) {
+                                            index_t ldb, T* tile, const T* c, index_t ldc,
+                                            LinePrefetch pf) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     Reg c0[MR], c1[MR];
@@ -130,7 +131,7 @@ struct Kernel6x2 : Blocking {
     const T* a0 = a;
     const T* a3 = ROWS > 3 ? a + 3 * lda : a;  // (no pointer past the rows an edge panel has)
     const index_t l1 = lda, l2 = 2 * lda;
-    for (index_t p = 0; p < kc; ++p) {
+    auto k_step = [&]() __attribute__((always_inline)) {
       const Reg b0 = W::load(b);
       const Reg b1 = NV == 2 ? W::load(b + W::width) : b0;
       if constexpr (ROW_A) {
@@ -154,7 +155,8 @@ struct Kernel6x2 : Blocking {
         a += lda;
       }
       b += ldb;
-    }
+    };
+    run_steps(kc, pf, k_step);
 #pragma GCC unroll 6
     for (int i = 0; i < ROWS; ++i) {
       W::store(tile + i * NR, c0[i]);

@@ -9,7 +9,8 @@
 // The run's rows (ROWS, the first ROWS of the tile: a short edge panel is read in place) and
 // the columns its vectors cover (NV: a half, one, one and a half or two vectors) must be
 // readable; only those are read and written. tile is 64-byte aligned;
-// c (the destination tile, row stride ldc) is only prefetched. Every element is summed in the
+// c (the destination tile, row stride ldc) is only prefetched, and so are pf's lines (a fused
+// update's next tile, blocking.h), spread over the k steps. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
 #pragma once
 
@@ -122,7 +123,7 @@ struct Kernel12x2 : Blocking {
   static constexpr bool THREE_QUARTER_EDGE = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
-                  const T* c, index_t ldc) {
+                  const T* c, index_t ldc, LinePrefetch pf = {}) {
     static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     using H = Vec256<T>;
@@ -147,7 +148,7 @@ struct Kernel12x2 : Blocking {
     const T* a4 = ROWS > 4 ? a + 4 * lda : a;
     const T* a8 = ROWS > 8 ? a + 8 * lda : a;
     const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
-    for (index_t p = 0; p < kc; ++p) {
+    auto k_step = [&]() __attribute__((always_inline)) {
       const R0 b0 = W0::load(b);
       R1 b1;
       if constexpr (SECOND) b1 = W1::load(b + V::width);
@@ -173,7 +174,8 @@ struct Kernel12x2 : Blocking {
         a += lda;
       }
       b += ldb;
-    }
+    };
+    run_steps(kc, pf, k_step);
 #pragma GCC unroll 12
     for (int i = 0; i < ROWS; ++i) {
       W0::store(tile + i * NR, c0[i]);

@@ -20,7 +20,8 @@ struct PortableKernel : B {
   // NV = 1: only the first NR / 2 columns of the tile (an edge panel at most half as wide).
   template <bool ROW_A, int NV = 2>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, const T*,
-                  index_t) {
+                  index_t, LinePrefetch pf = {}) {
+    run_steps(0, pf, [] {});  // (all at once: this kernel is not tuned)
     constexpr int W = NR * NV / 2;
     T acc[MR][W];
     for (int i = 0; i < MR; ++i)
