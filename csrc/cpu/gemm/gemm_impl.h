@@ -939,8 +939,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // this tile's kernel, so that they are in cache for the next write-back: more than
         // kBurstLines one every few k steps, fewer at once; a band's first tile loads its own
         // at once. (Each tile's own just before its kernel measured 3% slower than the next
-        // tile's at once; AVX-512's 72 lines spread 1-4% faster than at once on two threads,
-        // 8-10% on one: bench/RESULTS.md.)
+        // tile's at once; AVX-512's 72 lines spread 0-4% faster than at once on two threads,
+        // 2-10% on one, AVX2's 18 lines 1-6% slower: bench/RESULTS.md.)
         const char* next_lines[update_lines_max<T, NR>(MR)];
         LinePrefetch pf;
         if (update && last) {
