@@ -25,11 +25,10 @@ namespace cpu {
 struct LinePrefetch {
   const char* const* lines = nullptr;
   int count = 0;
-  index_t every = 1;  // (>= 1)
 };
 
 // A micro-kernel's kc steps (step(): one step of its chains), pf's lines requested among them,
-// one every pf.every steps, the rest after the last. Without lines the plain loop runs: it keeps
+// one every kc / pf.count steps (at least one), the rest after the last. Without lines the plain loop runs: it keeps
 // the registers the requests would take.
 template <class Step>
 FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step step) {
@@ -37,11 +36,12 @@ FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step s
     for (index_t p = 0; p < kc; ++p) step();
     return;
   }
+  const index_t every = kc / pf.count > 1 ? kc / pf.count : 1;
   int next = 0;
-  index_t left = pf.every;
+  index_t left = every;
   for (index_t p = 0; p < kc; ++p) {
     if (--left == 0) {
-      left = pf.every;
+      left = every;
       if (next < pf.count) __builtin_prefetch(pf.lines[next++], 1, 3);
     }
     step();

@@ -954,7 +954,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
             pf.lines = next_lines;
             pf.count = update_tile_lines<T, NR>(ep, next_i0, next_j0,
                                                 static_cast<int>(imin(MR, r1 - next_i0)), next_lines);
-            pf.every = kc / pf.count > 1 ? kc / pf.count : 1;
             if (pf.count <= kBurstLines) {  // (a burst: the kernel runs its plain loop)
               request_lines(next_lines, pf.count);
               pf.count = 0;
