@@ -7,7 +7,7 @@ Shapes (m x k x n): the forward products of a 784-300-100-10 network at batch 20
 gradients' shapes (m = fan_in, k = batch), the data gradient of the first hidden layer, and the
 two big products of a 4,096-row prediction chunk; with --short, the first layer's product for
 1 to 11 rows (one-row and small-batch prediction: fewer rows than a micro-tile). Both sides compute C = A B into a preallocated C
-(fusedmlp's `_cpu.gemm_f32` binding, numpy `matmul(out=)`), float32, row-major operands, medians
+(fusedmlp's `_cpu.gemm_f32(out=)` binding, numpy `matmul(out=)`), float32, row-major operands, medians
 of R calls after a warm-up. numpy's BLAS gets the same thread count through threadpoolctl. For the
 AVX2 proxy on an AVX-512 machine run it as `OPENBLAS_CORETYPE=Haswell python bench/gemm_shapes.py
 --isa avx2` (OpenBLAS reads its kernel choice when numpy is imported).
@@ -54,7 +54,7 @@ def main():
             a = rng.standard_normal((m, k)).astype(np.float32)
             b = rng.standard_normal((k, n)).astype(np.float32)
             c = np.empty((m, n), np.float32)
-            t_fm = median_seconds(lambda: _cpu.gemm_f32(a, b, n_threads=args.threads, c=c), args.repeats)
+            t_fm = median_seconds(lambda: _cpu.gemm_f32(a, b, n_threads=args.threads, out=c), args.repeats)
             t_np = median_seconds(lambda: np.matmul(a, b, out=c), args.repeats)
             flops = 2.0 * m * n * k
             print(f"{f'{m}x{k}x{n}':<16} {flops / t_fm / 1e9:16.1f} {flops / t_np / 1e9:14.1f} {t_np / t_fm:22.2f}")

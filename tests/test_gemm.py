@@ -136,6 +136,57 @@ def test_accumulate(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out(isa, dtype):
+    # out= receives the product in place (what the GEMM benchmark times beside numpy's
+    # matmul(out=)): the same bits as a new array, with or without C, C itself as out
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((37, 300)).astype(dtype)
+    b = rng.standard_normal((300, 75)).astype(dtype)
+    bias = rng.standard_normal(75).astype(dtype)
+    c0 = rng.standard_normal((37, 75)).astype(dtype)
+    for kw in ({}, {"epilogue": "bias_activation", "activation": "relu", "bias": bias}):
+        want = GEMM[dtype](a, b, **kw)
+        out = np.full((37, 75), np.nan, dtype)
+        got = GEMM[dtype](a, b, out=out, **kw)
+        assert got is out
+        np.testing.assert_array_equal(out, want, err_msg=f"{isa} out {kw.get('epilogue')}")
+    want = GEMM[dtype](a, b, c=c0)
+    out = np.full((37, 75), np.nan, dtype)
+    GEMM[dtype](a, b, c=c0, out=out)
+    np.testing.assert_array_equal(out, want, err_msg=f"{isa} out with C")
+    c = c0.copy()
+    assert GEMM[dtype](a, b, c=c, out=c) is c
+    np.testing.assert_array_equal(c, want, err_msg=f"{isa} out is C")
+
+
+def test_out_bad():
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 2), np.float32)
+    for out, err in [(np.empty((2, 3), np.float32), ValueError), (np.empty((3, 2), np.float64), TypeError),
+                     (np.empty((2, 3), np.float32).T, ValueError), ([[0.0, 0.0]] * 3, TypeError)]:
+        with pytest.raises(err):
+            _cpu.gemm_f32(a, b, out=out)
+    ro = np.empty((3, 2), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        _cpu.gemm_f32(a, b, out=ro)
+    sq = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        _cpu.gemm_f32(sq, sq, out=sq)
+    rows = np.ones((8, 4), np.float32)
+    with pytest.raises(ValueError, match="shares memory"):  # (A's rows 7, 5, 3, 1: negative strides)
+        _cpu.gemm_f32(rows[::-2], sq, out=rows[:4])
+    np.testing.assert_array_equal(_cpu.gemm_f32(rows[::-2], sq, out=np.empty((4, 4), np.float32)), 4)
+    bias = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        _cpu.gemm_f32(a, b, epilogue="bias_activation", bias=bias[0], out=bias)
+    c = np.zeros((4, 2), np.float32)
+    with pytest.raises(ValueError, match="overlaps C"):
+        _cpu.gemm_f32(a, b, c=c[1:], out=c[:3])
+    np.testing.assert_array_equal(c, 0)  # (nothing written)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_big_residual(isa, dtype, threads):
     # Big sizes checked cheaply: C t against A (B t) for a random vector t.

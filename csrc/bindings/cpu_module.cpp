@@ -134,11 +134,30 @@ class PyTrainer {
 
 // C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
 // exposed for the tests and the benchmarks.
+// Whether two arrays' byte ranges overlap (numpy.may_share_memory's bounds test, without a
+// call into Python).
+inline bool may_share_memory(const py::array& x, const py::array& y) {
+  auto bounds = [](const py::array& v, std::uintptr_t& lo, std::uintptr_t& hi) {
+    if (v.size() == 0) return false;
+    lo = hi = reinterpret_cast<std::uintptr_t>(v.data());
+    for (py::ssize_t d = 0; d < v.ndim(); ++d) {
+      const py::ssize_t reach = (v.shape(d) - 1) * v.strides(d);
+      if (reach < 0) lo -= static_cast<std::uintptr_t>(-reach);
+      else hi += static_cast<std::uintptr_t>(reach);
+    }
+    hi += static_cast<std::uintptr_t>(v.itemsize());
+    return true;
+  };
+  std::uintptr_t xlo, xhi, ylo, yhi;
+  if (!bounds(x, xlo, xhi) || !bounds(y, ylo, yhi)) return false;
+  return xlo < yhi && ylo < xhi;
+}
+
 template <class T>
 py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
                        const std::string& activation, const py::object& bias, const py::object& aux,
                        double alpha, double scale, bool with_colsum, int n_threads,
-                       py::object c_in) {
+                       py::object c_in, py::object out_in) {
   if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
   if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
   if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
@@ -169,10 +188,31 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
   ep.alpha = static_cast<T>(alpha);
   ep.scale = static_cast<T>(scale);
   bool accumulate = false;
-  py::array_t<T> c({m, n});
-  if (!c_in.is_none()) {
+  // the result: out when given (C-contiguous, m x n, writable, sharing no memory with the
+  // operands: the product is written while they are read), else a new array
+  py::array c;
+  if (out_in.is_none()) {
+    c = py::array_t<T>({m, n});
+  } else {
+    if (!py::isinstance<py::array>(out_in)) throw py::type_error("gemm: out must be a numpy array");
+    c = py::reinterpret_borrow<py::array>(out_in);
+    if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
+      throw py::value_error("gemm: out must have shape (" + std::to_string(m) + ", " +
+                            std::to_string(n) + ")");
+    contiguous_ptr<T>(c, "out", m * n, true);
+    // (bias_arr, aux_arr: empty arrays when the epilogue takes none)
+    for (const py::array* x : std::initializer_list<const py::array*>{&a, &b, &bias_arr, &aux_arr})
+      if (may_share_memory(c, *x)) throw py::value_error("gemm: out shares memory with an operand");
+  }
+  if (!c_in.is_none()) {  // C := A B + C (out may be C itself)
     py::array ci = py::array_t<T, py::array::c_style | py::array::forcecast>(c_in);
-    std::copy_n(contiguous_ptr<T>(ci, "C", m * n, false), m * n, c.mutable_data());
+    const T* src = contiguous_ptr<T>(ci, "C", m * n, false);
+    T* dst = static_cast<T*>(c.mutable_data());
+    if (src != dst) {
+      if (!out_in.is_none() && may_share_memory(c, ci))
+        throw py::value_error("gemm: out overlaps C without being C");
+      std::copy_n(src, m * n, dst);
+    }
     accumulate = true;
   }
   py::array_t<T> colsum(n);
@@ -181,10 +221,12 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
     ep.colsum_scale = static_cast<T>(scale);
     for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
   }
-  T* cp = c.mutable_data();
+  T* cp = static_cast<T*>(c.mutable_data());
   {
     py::gil_scoped_release release;
-    GemmWorkspace ws;
+    // (kept by the calling thread, as a trainer keeps its own: a call allocates nothing once
+    // the workspace has grown to its shape)
+    static thread_local GemmWorkspace ws;
     gemm<T>(m, n, k, A, B, cp, n, ep, accumulate, resolve_threads(n_threads), ws);
   }
   if (with_colsum) return py::make_tuple(c, colsum);
@@ -355,10 +397,12 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
-        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none());
+        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
+        py::arg("out") = py::none());
   m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
-        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none());
+        py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
+        py::arg("out") = py::none());
   bind_perceptron(m);
 }
