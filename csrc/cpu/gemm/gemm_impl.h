@@ -846,9 +846,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
 
   // This thread's rows [r0, r1) and columns [jlo, jhi), the latter as nq panels from jlo (the
-  // last one possibly narrower). Columns are split in half panels: an odd number of panels
-  // (300 columns are 18.75) then gives each thread the same number of vectors of columns
-  // (9.5 panels each, not 9 and 10), a half panel running the kernel on half the columns.
+  // last one possibly narrower). Columns are split in half panels, a half panel running the
+  // kernel on half the columns: 300 float32 columns on AVX-512 are 144 and 156, 4.5 and 5
+  // panels' work. (Quarter panels, 152 and 148 with three-quarter edges, measured no faster:
+  // bench/RESULTS.md.)
   index_t jlo = 0, jhi = n, r0 = 0, r1 = m;
   if (split_m) {
     r0 = imin(m, m_panels_all * tid / nt * MR);
