@@ -2,6 +2,8 @@
 micro-tile sizes, every operand layout the trainer uses, every epilogue, every instruction set
 this CPU can run, float32 and float64."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -157,6 +159,37 @@ def test_out(isa, dtype):
     c = c0.copy()
     assert GEMM[dtype](a, b, c=c, out=c) is c
     np.testing.assert_array_equal(c, want, err_msg=f"{isa} out is C")
+    # with the column sum (a tuple), one column, one row, several threads
+    want, want_cs = GEMM[dtype](a, b, colsum=True, scale=0.5)
+    out = np.empty((37, 75), dtype)
+    got, cs = GEMM[dtype](a, b, colsum=True, scale=0.5, out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(cs, want_cs)
+    for a1, b1 in ((a, b[:, :1].copy()), (a[:1].copy(), b)):
+        for threads in (1, 2, 3):
+            out = np.empty((a1.shape[0], b1.shape[1]), dtype)
+            GEMM[dtype](a1, b1, n_threads=threads, out=out)
+            np.testing.assert_array_equal(out, GEMM[dtype](a1, b1, n_threads=1),
+                                          err_msg=f"{isa} out {out.shape} threads={threads}")
+
+
+def test_out_from_python_threads():
+    # each calling thread keeps its own workspace: concurrent calls into out arrays of their own
+    rng = np.random.default_rng(10)
+    a = rng.standard_normal((64, 300)).astype(np.float32)
+    bs = [rng.standard_normal((300, 40 + 7 * i)).astype(np.float32) for i in range(4)]
+    want = [_cpu.gemm_f32(a, b, n_threads=1) for b in bs]
+    outs = [np.empty_like(w) for w in want]
+
+    def work(i):
+        for _ in range(20):
+            _cpu.gemm_f32(a, bs[i], n_threads=1, out=outs[i])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(work, range(4)))
+    for w, o in zip(want, outs):
+        np.testing.assert_array_equal(o, w)
 
 
 def test_out_bad():
@@ -180,6 +213,13 @@ def test_out_bad():
     bias = np.zeros((3, 2), np.float32)
     with pytest.raises(ValueError, match="shares memory"):
         _cpu.gemm_f32(a, b, epilogue="bias_activation", bias=bias[0], out=bias)
+    raw = np.zeros(3 * 2 * 4 + 1, np.uint8)[1:]  # (one byte past an aligned start)
+    with pytest.raises(ValueError, match="aligned"):
+        _cpu.gemm_f32(a, b, out=raw.view(np.float32).reshape(3, 2))
+    with pytest.raises(ValueError, match="aligned"):
+        _cpu.gemm_f32(np.zeros(3 * 4 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(3, 4), b)
+    with pytest.raises(TypeError):  # (byte-swapped)
+        _cpu.gemm_f32(a, b, out=np.empty((3, 2), np.dtype(np.float32).newbyteorder()))
     c = np.zeros((4, 2), np.float32)
     with pytest.raises(ValueError, match="overlaps C"):
         _cpu.gemm_f32(a, b, c=c[1:], out=c[:3])

@@ -132,8 +132,6 @@ class PyTrainer {
   Trainer<T> trainer_;
 };
 
-// C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
-// exposed for the tests and the benchmarks.
 // Whether two arrays' byte ranges overlap (numpy.may_share_memory's bounds test, without a
 // call into Python).
 inline bool may_share_memory(const py::array& x, const py::array& y) {
@@ -153,6 +151,8 @@ inline bool may_share_memory(const py::array& x, const py::array& y) {
   return xlo < yhi && ylo < xhi;
 }
 
+// C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
+// exposed for the tests and the benchmarks.
 template <class T>
 py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
                        const std::string& activation, const py::object& bias, const py::object& aux,
@@ -164,8 +164,9 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
   const index_t m = a.shape(0), k = a.shape(1), n = b.shape(1);
   const auto isz = static_cast<index_t>(sizeof(T));
   for (const py::array* x : {&a, &b})
-    if (x->strides(0) % isz != 0 || x->strides(1) % isz != 0)
-      throw py::value_error("gemm: strides must be multiples of the item size");
+    if (x->strides(0) % isz != 0 || x->strides(1) % isz != 0 ||
+        reinterpret_cast<std::uintptr_t>(x->data()) % sizeof(T) != 0)
+      throw py::value_error("gemm: A and B must be aligned, their strides multiples of the item size");
   Operand<T> A{static_cast<const T*>(a.data()), a.strides(0) / isz, a.strides(1) / isz};
   Operand<T> B{static_cast<const T*>(b.data()), b.strides(0) / isz, b.strides(1) / isz};
   Epilogue<T> ep;
@@ -199,7 +200,8 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
     if (c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n)
       throw py::value_error("gemm: out must have shape (" + std::to_string(m) + ", " +
                             std::to_string(n) + ")");
-    contiguous_ptr<T>(c, "out", m * n, true);
+    if (reinterpret_cast<std::uintptr_t>(contiguous_ptr<T>(c, "out", m * n, true)) % sizeof(T) != 0)
+      throw py::value_error("gemm: out must be aligned");
     // (bias_arr, aux_arr: empty arrays when the epilogue takes none)
     for (const py::array* x : std::initializer_list<const py::array*>{&a, &b, &bias_arr, &aux_arr})
       if (may_share_memory(c, *x)) throw py::value_error("gemm: out shares memory with an operand");
@@ -225,7 +227,8 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
   {
     py::gil_scoped_release release;
     // (kept by the calling thread, as a trainer keeps its own: a call allocates nothing once
-    // the workspace has grown to its shape)
+    // the workspace has grown to its shape; it keeps the largest call's scratch until the thread
+    // ends)
     static thread_local GemmWorkspace ws;
     gemm<T>(m, n, k, A, B, cp, n, ep, accumulate, resolve_threads(n_threads), ws);
   }

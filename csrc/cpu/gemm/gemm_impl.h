@@ -7,7 +7,7 @@
 // linker with code compiled for another.
 //
 // Work split: the threads of a team take disjoint column ranges of C (NR-column panels split at
-// half panels, so that each thread gets the same number of vectors of columns), or disjoint MR-row
+// half panels, so that no thread gets more than half a panel's columns more than another), or disjoint MR-row
 // panels when the epilogue updates weights (each thread then streams a contiguous block of
 // W and its optimizer state) or when C has too few column panels. A weight update always has
 // each row of W on one thread (row panels, or one thread when W has fewer than MR rows): its
@@ -847,8 +847,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
 
   // This thread's rows [r0, r1) and columns [jlo, jhi), the latter as nq panels from jlo (the
   // last one possibly narrower). Columns are split in half panels, a half panel running the
-  // kernel on half the columns: 300 float32 columns on AVX-512 are 144 and 156, 4.5 and 5
-  // panels' work. (Quarter panels, 152 and 148 with three-quarter edges, measured no faster:
+  // kernel on half the columns: 300 float32 columns on AVX-512 are 144 and 156 on two
+  // threads, 4.5 and 5 panels' work. (Quarter panels, 152 and 148 with three-quarter edges, measured no faster:
   // bench/RESULTS.md.)
   index_t jlo = 0, jhi = n, r0 = 0, r1 = m;
   if (split_m) {
