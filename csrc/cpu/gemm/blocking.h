@@ -28,8 +28,8 @@ struct LinePrefetch {
 };
 
 // A micro-kernel's kc steps (step(): one step of its chains), pf's lines requested among them,
-// one every kc / pf.count steps (at least one), the rest after the last. Without lines the plain loop runs: it keeps
-// the registers the requests would take.
+// one every kc / pf.count steps (at least one), the rest after the last. Without lines the plain
+// loop runs: it keeps the registers the requests would take.
 template <class Step>
 FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step step) {
   if (pf.count == 0) {

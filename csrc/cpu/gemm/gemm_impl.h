@@ -7,9 +7,9 @@
 // linker with code compiled for another.
 //
 // Work split: the threads of a team take disjoint column ranges of C (NR-column panels split at
-// half panels, so that no thread gets more than half a panel's columns more than another), or disjoint MR-row
-// panels when the epilogue updates weights (each thread then streams a contiguous block of
-// W and its optimizer state) or when C has too few column panels. A weight update always has
+// half panels, so that no thread gets more than half a panel's columns more than another), or
+// disjoint MR-row panels when the epilogue updates weights (each thread then streams a contiguous
+// block of W and its optimizer state) or when C has too few column panels. A weight update always has
 // each row of W on one thread (row panels, or one thread when W has fewer than MR rows): its
 // squares per row (Epilogue::sq_rows) are summed tile after tile in column order. No thread
 // waits on another inside a GEMM.
@@ -848,8 +848,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // This thread's rows [r0, r1) and columns [jlo, jhi), the latter as nq panels from jlo (the
   // last one possibly narrower). Columns are split in half panels, a half panel running the
   // kernel on half the columns: 300 float32 columns on AVX-512 are 144 and 156 on two
-  // threads, 4.5 and 5 panels' work. (Quarter panels, 152 and 148 with three-quarter edges, measured no faster:
-  // bench/RESULTS.md.)
+  // threads, 4.5 and 5 panels' work. (Quarter panels, 152 and 148 with three-quarter edges,
+  // measured no faster: bench/RESULTS.md.)
   index_t jlo = 0, jhi = n, r0 = 0, r1 = m;
   if (split_m) {
     r0 = imin(m, m_panels_all * tid / nt * MR);
@@ -923,7 +923,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // a_own holds one packed A panel: a short edge panel (so every MR row is readable; not
       // for kernels with EDGE_ROWS), or
       // in row-band order a column-major panel, which packed is read contiguously by all the
-      // B panels that follow instead of a strided line per k step.
+      // B panels that follow instead of a strided line per k step. (A row-major panel is read
+      // in place: it stays in L1 across the band, and packing it measured 1.10-1.16x slower on
+      // AVX2, bench/RESULTS.md.)
       index_t packed_ip = -1;
       const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       auto tile_at = [&](index_t ip, index_t pj) {
