@@ -434,6 +434,79 @@ def test_the_kept_prediction_engine_follows_the_estimator():
     np.testing.assert_array_equal(est.predict_proba(X[:3]), fresh.predict_proba(X[:3]))
 
 
+def test_the_kept_engine_is_taken_again_only_while_nothing_it_reads_changed():
+    # After a call that built the kept CPU engine's key, the next calls take the engine by
+    # checking that the estimator still holds the same objects (_stamped_engine): every
+    # change of what the key or the parameters are read from must lead to what a fresh
+    # estimator in that state predicts, and a change the engine depends on to a new engine.
+    import threadpoolctl
+
+    from fusedmlp import _multilayer_perceptron as mlp
+
+    def stamped_call(est, X):
+        out = est.predict_proba(X[:2])
+        assert mlp._KEPT_ENGINES[est][3] is not None  # (the next call takes the stamp)
+        return out
+
+    def fresh(est):
+        return pickle.loads(pickle.dumps(est))  # (no kept engine: built from its state)
+
+    est, X = _fashion_like_model(activation="leaky_relu")
+    stamped_call(est, X)
+    engine = mlp._KEPT_ENGINES[est][1]
+    np.testing.assert_array_equal(est.predict_proba(X[:2]), fresh(est).predict_proba(X[:2]))
+    assert mlp._KEPT_ENGINES[est][1] is engine  # taken again
+    changes = [
+        lambda e: e.set_params(negative_slope=0.3),  # the activation's parameter
+        lambda e: e.set_params(activation="elu"),
+        lambda e: e.set_params(elu_alpha=0.5),
+        lambda e: e.set_params(n_threads=1),
+    ]
+    for change in changes:
+        stamped_call(est, X)
+        engine = mlp._KEPT_ENGINES[est][1]
+        change(est)
+        np.testing.assert_array_equal(est.predict_proba(X[:2]), fresh(est).predict_proba(X[:2]))
+        assert mlp._KEPT_ENGINES[est][1] is not engine
+    # the thread count n_threads=None stands for (threadpoolctl's OpenMP limit)
+    est.set_params(n_threads=None)
+    stamped_call(est, X)
+    engine = mlp._KEPT_ENGINES[est][1]
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        if fm._engine.default_threads() != 1:
+            pytest.fail("threadpoolctl's OpenMP limit is not the engine's default")
+        est.predict_proba(X[:2])
+        assert mlp._KEPT_ENGINES[est][1] is not engine
+    # the weights: an array replaced in its list, a list replaced, a new fit
+    weight_changes = [
+        lambda e: e.coefs_.__setitem__(0, e.coefs_[0] * 2),
+        lambda e: e.intercepts_.__setitem__(1, e.intercepts_[1] + 1),
+        lambda e: setattr(e, "coefs_", [c[::-1].copy() if c.shape[0] == c.shape[1] else -c
+                                        for c in e.coefs_]),
+        lambda e: e.fit(X[::-1], (X[::-1, 1] * 3).astype(int)),
+    ]
+    for change in weight_changes:
+        before = stamped_call(est, X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            change(est)
+        got = est.predict_proba(X[:2])
+        assert not np.array_equal(got, before)
+        np.testing.assert_array_equal(got, fresh(est).predict_proba(X[:2]))
+    # a regressor's head
+    rng = np.random.default_rng(1)
+    reg = fm.MLPRegressor(hidden_layer_sizes=(5,), max_iter=3, random_state=0,
+                          loss="huber").fit(rng.random((50, 3)), rng.random(50))
+    for change in (lambda e: e.set_params(huber_delta=0.5),
+                   lambda e: e.set_params(loss="squared_error")):
+        reg.predict(X[:1, :3])
+        assert mlp._KEPT_ENGINES[reg][3] is not None
+        engine = mlp._KEPT_ENGINES[reg][1]
+        change(reg)
+        reg.predict(X[:1, :3])
+        assert mlp._KEPT_ENGINES[reg][1] is not engine
+
+
 def test_concurrent_small_predictions_from_threads_agree():
     # Engines are not reentrant: threads predicting with one estimator at once must each get
     # an engine of their own while the kept one is busy, and the same answers as alone.

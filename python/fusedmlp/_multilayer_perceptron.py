@@ -9,6 +9,7 @@ happens here in one native call per epoch (``_engine.py``).
 
 import functools
 import math
+import operator
 import os
 import threading
 import weakref
@@ -858,17 +859,84 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         rows (its device buffers stop growing at one chunk of 4096 rows; allocating them is
         what costs on a GPU). Engines are not reentrant: a call that finds the kept engine in
         use by another thread, and larger CPU calls, build their own.
+
+        A kept CPU engine also keeps the objects its key was read from (_prediction_stamp):
+        while the estimator still holds each of them, a call takes the engine without
+        building the key again (see _stamped_engine).
         """
+        if device == "cpu" and n_rows <= _KEPT_ENGINE_ROWS:
+            stamped = self._stamped_engine()
+            if stamped is not None:
+                return stamped
         dtype = self.coefs_[0].dtype.type
         if dtype not in (np.float32, np.float64):
             dtype = np.float64
         params = self._current_params(dtype)
+        own = params is self.__dict__.get("_params")
         # (the model's own buffer: its layout has the units, no need to read coefs_' shapes)
-        units = self._layout.units if params is self.__dict__.get("_params") else self._layer_units()
+        units = self._layout.units if own else self._layer_units()
         if n_rows > _KEPT_ENGINE_ROWS and device != "cuda":
             return self._engine_for(units, device, dtype), params, None
         engine, lease = self._kept_engine(_KEPT_ENGINES, units, device, dtype)
+        if device == "cpu" and own:
+            self._stamp_kept_engine(engine)
         return engine, params, lease
+
+    def _head_objects(self):
+        """The attributes _engine_head reads (MLPRegressor adds its loss's)."""
+        return (self.out_activation_,)
+
+    def _prediction_stamp(self, param):
+        """The objects the key of a kept CPU engine (_engine_key) and the parameters it reads
+        are built from (the flat buffer, its views, the fitted weights' lists and arrays, the
+        layout, the activation and `param`, its parameter's name or None, the head, the
+        threads)."""
+        state = self.__dict__
+        coefs, intercepts = state.get("coefs_"), state.get("intercepts_")
+        return (state.get("_params"), state.get("_param_views"), state.get("_layout"),
+                coefs, intercepts, self.activation,
+                None if param is None else getattr(self, param), self.n_threads,
+                *self._head_objects(), *coefs, *intercepts)
+
+    def _stamp_kept_engine(self, engine):
+        """After a CPU call that built the key of the kept `engine` from the estimator's
+        current state, its weights the flat buffer's views: keep that state's objects (they
+        stay alive, at most one buffer more, until the next such call or the estimator's
+        end), and the thread count n_threads=None stood for."""
+        try:
+            kept = _KEPT_ENGINES.get(self)
+        except TypeError:  # an unhashable estimator: no keeping
+            return
+        if kept is None or kept[1] is not engine:
+            return
+        param = ACTIVATIONS[self.activation]["param"]
+        threads = _engine.default_threads() if self.n_threads is None else None
+        _KEPT_ENGINES[self] = kept[:3] + ((self._prediction_stamp(param), param, threads),)
+
+    def _stamped_engine(self):
+        """(engine, params, lease) of the kept CPU engine when the estimator still holds every
+        object of its stamp (compared by identity: an attribute set again, even to an equal
+        value, goes through the key; so does a weight array replaced in its list), the
+        default thread count is the same and no other thread uses the engine; else None.
+        A lookup building the key took 2.8-3.0 us, this one 1.9-2.0 (bench/RESULTS.md)."""
+        try:
+            kept = _KEPT_ENGINES.get(self)
+        except TypeError:  # an unhashable estimator: no keeping
+            return None
+        if kept is None or kept[3] is None:
+            return None
+        objects, param, threads = kept[3]
+        try:
+            current = self._prediction_stamp(param)
+        except (AttributeError, TypeError):  # (a fitted attribute deleted or replaced by a
+            return None                      # non-list: the key's path raises its error)
+        if len(current) != len(objects) or not all(map(operator.is_, current, objects)):
+            return None
+        if threads is not None and _engine.default_threads() != threads:
+            return None
+        if not kept[2].acquire(blocking=False):
+            return None
+        return kept[1], objects[0], kept[2]
 
     def _engine_key(self, units, device, dtype, training=False):
         """What a kept engine was built for: it serves a call while this is the estimator's."""
@@ -899,7 +967,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         engine.end_training()
         key = self._engine_key(self._layout.units, "cuda", self._params.dtype.type)
         try:
-            _KEPT_ENGINES[self] = (key, engine, threading.Lock())
+            _KEPT_ENGINES[self] = (key, engine, threading.Lock(), None)
         except TypeError:  # an unhashable estimator: no keeping
             pass
 
@@ -918,7 +986,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         lease.acquire()
         engine = self._engine_for(units, device, dtype, training)
         if kept is None or kept[0] != key or not kept[2].locked():
-            table[self] = (key, engine, lease)
+            table[self] = (key, engine, lease, None)
         return engine, lease
 
     def _plain_input(self, X, max_checked=4096):
@@ -1486,7 +1554,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     def _outputs_to_predictions(self, y_pred, x_dtype=None):
         """Class labels for the network's outputs (output activation applied; any float
         dtype: the decisions do not depend on it)."""
-        if _engine.is_device_array(y_pred):
+        if type(y_pred) is not np.ndarray and _engine.is_device_array(y_pred):
             return _engine.decode_labels_on_device(self, y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
         # probable class, or the positive class above probability 0.5
@@ -1597,7 +1665,7 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
         """
         self._check_fitted()
         y_pred = self._forward_pass_fast(X, cast=True)
-        if _engine.is_device_array(y_pred):
+        if type(y_pred) is not np.ndarray and _engine.is_device_array(y_pred):
             xp = _engine.namespace(y_pred)
             if self.n_outputs_ == 1:
                 y_pred = xp.reshape(y_pred, (-1,))
@@ -1777,6 +1845,10 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                 f"(the exponential) or one of {positive}; got {out!r}."
             )
         return out
+
+    def _head_objects(self):
+        return (self.out_activation_, self.loss, getattr(self, "huber_delta", None),
+                getattr(self, "quantile", None))
 
     def set_weights(self, coefs, intercepts):
         """Make this regressor the network with these weights, without training.
