@@ -322,8 +322,11 @@ def test_short_inputs_match_full_tiles(isa, dtype):
     # micro-tile's bit for bit, for every group size, column-block remainder, depth block and
     # A layout (row-major, column-major, strided), on one and two threads, with the bias and
     # activation epilogue, the activation-gradient epilogue and accumulation into C too.
-    # (k = 600: several depth blocks)
-    shapes = [(n, 600 if n in (70, 300) else 97) for n in (1, 5, 8, 17, 33, 64, 70, 100, 129, 300)]
+    # (k = 600: several depth blocks; 96 and 192 columns: whole blocks of the most vectors one
+    # row keeps, 12, for float32 and float64 on AVX2 and AVX-512; 300 and 100: blocks of 10 + 9,
+    # 7 + 6 vectors)
+    shapes = [(n, 600 if n in (70, 300) else 97)
+              for n in (1, 5, 8, 17, 33, 64, 70, 96, 100, 129, 192, 300)]
     assert_last_rows_match_full_tiles(isa, dtype, 10, shapes, 24, range(1, 12))
 
 

@@ -97,10 +97,12 @@ struct Kernel12x2 : Blocking {
   static_assert(MR == 12 && NR == 2 * V::width, "tile shape");
   // short_rows (gemm_impl.h): up to 4 rows of a short A per pass over B, and the vectors of
   // columns each group of rows keeps in registers (rows x vectors accumulators, a vector of B
-  // each and a broadcast: at most 25 of the 32 registers; one or two rows 8 vectors, enough
-  // independent chains for both FMA units and whole cache lines of B per row)
+  // each and a broadcast: at most 25 of the 32 registers; two rows 8 vectors, enough
+  // independent chains for both FMA units and whole cache lines of B per row; one row 12)
   static constexpr int SHORT_ROWS = 4;
-  static constexpr int short_vecs(int rows) { return rows <= 2 ? 8 : (rows == 3 ? 5 : 4); }
+  static constexpr int short_vecs(int rows) {
+    return rows == 1 ? 12 : (rows == 2 ? 8 : (rows == 3 ? 5 : 4));
+  }
 
   // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
   static T madd(T a, T b, T c) {
