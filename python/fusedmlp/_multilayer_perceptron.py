@@ -882,21 +882,17 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             self._stamp_kept_engine(engine)
         return engine, params, lease
 
-    def _head_objects(self):
-        """The attributes _engine_head reads (MLPRegressor adds its loss's)."""
-        return (self.out_activation_,)
-
     def _prediction_stamp(self, param):
         """The objects the key of a kept CPU engine (_engine_key) and the parameters it reads
         are built from (the flat buffer, its views, the fitted weights' lists and arrays, the
-        layout, the activation and `param`, its parameter's name or None, the head, the
-        threads)."""
+        layout, the activation and `param`, its parameter's name or None, the threads); the
+        head's part of the key is compared by value (_engine_head, see _stamped_engine)."""
         state = self.__dict__
         coefs, intercepts = state.get("coefs_"), state.get("intercepts_")
         return (state.get("_params"), state.get("_param_views"), state.get("_layout"),
                 coefs, intercepts, self.activation,
                 None if param is None else getattr(self, param), self.n_threads,
-                *self._head_objects(), *coefs, *intercepts)
+                *coefs, *intercepts)
 
     def _stamp_kept_engine(self, engine):
         """After a CPU call that built the key of the kept `engine` from the estimator's
@@ -911,7 +907,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             return
         param = ACTIVATIONS[self.activation]["param"]
         threads = _engine.default_threads() if self.n_threads is None else None
-        _KEPT_ENGINES[self] = kept[:3] + ((self._prediction_stamp(param), param, threads),)
+        stamp = (self._prediction_stamp(param), param, self._engine_head(), threads)
+        _KEPT_ENGINES[self] = kept[:3] + (stamp,)
 
     def _stamped_engine(self):
         """(engine, params, lease) of the kept CPU engine when the estimator still holds every
@@ -925,11 +922,13 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             return None
         if kept is None or kept[3] is None:
             return None
-        objects, param, threads = kept[3]
+        objects, param, head, threads = kept[3]
         try:
             current = self._prediction_stamp(param)
-        except (AttributeError, TypeError):  # (a fitted attribute deleted or replaced by a
-            return None                      # non-list: the key's path raises its error)
+            if self._engine_head() != head:
+                return None
+        except (AttributeError, TypeError, ValueError):  # (a fitted attribute deleted or
+            return None  # replaced by a non-list, a bad loss parameter: the key's path raises)
         if len(current) != len(objects) or not all(map(operator.is_, current, objects)):
             return None
         if threads is not None and _engine.default_threads() != threads:
@@ -1845,10 +1844,6 @@ class MLPRegressor(RegressorMixin, BaseMultilayerPerceptron):
                 f"(the exponential) or one of {positive}; got {out!r}."
             )
         return out
-
-    def _head_objects(self):
-        return (self.out_activation_, self.loss, getattr(self, "huber_delta", None),
-                getattr(self, "quantile", None))
 
     def set_weights(self, coefs, intercepts):
         """Make this regressor the network with these weights, without training.

@@ -641,7 +641,7 @@ inline void short_rows_block(index_t kc, const T* a, index_t a_rs, index_t a_cs,
 
 // A block of nv (<= NV) vectors of columns, its last vector partial when rest < width.
 template <class T, class V, int NROWS, int NV>
-inline void short_rows_tail(int nv, int rest, index_t kc, const T* a, index_t a_rs, index_t a_cs,
+inline void short_rows_vectors(int nv, int rest, index_t kc, const T* a, index_t a_rs, index_t a_cs,
                             const T* b, index_t ldb, T* out, index_t ldo) {
   if (nv == NV) {
     if (rest < V::width)
@@ -649,7 +649,7 @@ inline void short_rows_tail(int nv, int rest, index_t kc, const T* a, index_t a_
     else
       short_rows_block<T, V, NROWS, NV, false>(kc, a, a_rs, a_cs, b, ldb, rest, out, ldo);
   } else if constexpr (NV > 1) {
-    short_rows_tail<T, V, NROWS, NV - 1>(nv, rest, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+    short_rows_vectors<T, V, NROWS, NV - 1>(nv, rest, kc, a, a_rs, a_cs, b, ldb, out, ldo);
   }
 }
 
@@ -666,7 +666,7 @@ inline void short_rows_group(index_t w, index_t kc, const T* a, index_t a_rs, in
   for (index_t bi = 0; bi < blocks; ++bi) {
     const int nv = static_cast<int>(vecs / blocks + (bi < vecs % blocks ? 1 : 0));
     const int cols = static_cast<int>(imin(index_t(nv) * W, w - j));  // (the last block: w - j)
-    short_rows_tail<T, V, NROWS, NV>(nv, cols - (nv - 1) * W, kc, a, a_rs, a_cs, b + j, ldb,
+    short_rows_vectors<T, V, NROWS, NV>(nv, cols - (nv - 1) * W, kc, a, a_rs, a_cs, b + j, ldb,
                                      out + j, ldo);
     j += index_t(nv) * W;
   }
