@@ -376,6 +376,43 @@ def test_edge_columns_match_full_tiles(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_edge_write_backs_stay_in_their_columns(isa, dtype):
+    # An edge tile's write-back (on AVX-512 with masked loads and stores over the tile's whole
+    # width) writes its nr columns and nothing past them: out= is the start of a larger buffer
+    # whose elements after the product keep their bits, for every epilogue, edge widths of every
+    # remainder of NR in {8, 16, 32}, full and short row panels, 1 and 2 threads.
+    rng = np.random.default_rng(23)
+    gemm = GEMM[dtype]
+    sentinel = dtype(-7.25)
+    for m, k in ((50, 50), (13, 8), (1, 30), (200, 20)):
+        for n in (5, 9, 12, 18, 27, 33, 41, 50, 63):
+            a = rng.standard_normal((m, k)).astype(dtype)
+            b = rng.standard_normal((k, n)).astype(dtype)
+            bias = rng.standard_normal(n).astype(dtype)
+            aux = rng.standard_normal((m, n)).astype(dtype)
+            w = rng.standard_normal((k, n)).astype(dtype)
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            cases = {
+                "plain": ((a, b), {}),
+                "relu": ((a, b), {"epilogue": "bias_activation", "activation": "relu", "bias": bias}),
+                "tanh grad": ((a, b), {"epilogue": "activation_grad", "activation": "tanh", "aux": aux}),
+                "accumulate": ((a, b), {"c": c0}),
+                "weight grad": ((a.T.copy(), aux), {"epilogue": "weight_grad", "aux": w, "alpha": 0.5,
+                                                     "scale": 0.25}),
+            }
+            for kind, (ops, kw) in cases.items():
+                shape = (ops[0].shape[0], ops[1].shape[1])
+                for threads in (1, 2):
+                    want = gemm(*ops, n_threads=threads, **kw)
+                    buf = np.full(shape[0] * shape[1] + 64, sentinel, dtype)
+                    out = buf[:shape[0] * shape[1]].reshape(shape)
+                    gemm(*ops, n_threads=threads, out=out, **kw)
+                    what = f"{isa} m={m} n={n} k={k} {kind} threads={threads}"
+                    np.testing.assert_array_equal(out, want, err_msg=what)
+                    assert (buf[out.size:] == sentinel).all(), what
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_narrow_products_match(isa, dtype):
     # C of at most NR / 8 columns (a single output) is computed column by column; with a
     # column-major A (the output layer's weight gradient) in bands of 8 MR rows. A row's bits

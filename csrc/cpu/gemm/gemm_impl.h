@@ -220,21 +220,42 @@ void pack_b_whole(const Team& team, index_t n, index_t k, const Operand<T>& b, T
   }
 }
 
+// A write-back of nr < NR columns: with AVX-512, every row runs the whole tile's NR lanes, those
+// past nr masked (masked loads and stores fault on no lane, so the loop reads nothing past nr);
+// elsewhere the loop stops at nr and the compiler finishes it with a scalar remainder loop
+// (AVX2's masked stores are slow on AMD cores, NEON has none). The remainder loop had a 12 x 18
+// edge tile's last 2 columns one element at a time: a third of the bias-activation write-back's
+// time in a California housing epoch (bench/RESULTS.md).
+#ifdef __AVX512F__
+constexpr bool kMaskedRemainder = true;
+#else
+constexpr bool kMaskedRemainder = false;
+#endif
+
 // C tile := op(tile [+ C]); op(v, i, j) is the epilogue at tile coordinates (i, j). N: the
-// columns when known at compile time (a full tile's NR: whole vectors, no remainder loop), else 0.
+// columns when known at compile time (a full tile's NR: whole vectors, no remainder), else 0.
 template <class T, int NR, int N, class Op>
 FUSEDMLP_ALWAYS_INLINE void write_tile_cols(const T* tile, int mr, int nr, T* c, index_t ldc,
                                             bool acc, Op op) {
-  const int len = N > 0 ? N : nr;
   for (int i = 0; i < mr; ++i) {
     T* crow = c + i * ldc;
     const T* t = tile + i * NR;
-    if (acc) {
+    if constexpr (N > 0) {
+      if (acc) {
 #pragma omp simd
-      for (int j = 0; j < len; ++j) crow[j] = op(t[j] + crow[j], i, j);
+        for (int j = 0; j < N; ++j) crow[j] = op(t[j] + crow[j], i, j);
+      } else {
+#pragma omp simd
+        for (int j = 0; j < N; ++j) crow[j] = op(t[j], i, j);
+      }
+    } else if (acc) {
+#pragma omp simd
+      for (int j = 0; j < (kMaskedRemainder ? NR : nr); ++j)
+        if (!kMaskedRemainder || j < nr) crow[j] = op(t[j] + crow[j], i, j);
     } else {
 #pragma omp simd
-      for (int j = 0; j < len; ++j) crow[j] = op(t[j], i, j);
+      for (int j = 0; j < (kMaskedRemainder ? NR : nr); ++j)
+        if (!kMaskedRemainder || j < nr) crow[j] = op(t[j], i, j);
     }
   }
 }
@@ -270,7 +291,8 @@ void write_hidden_forward_rows(const T* tile, int mr, int nr, T* c, index_t ldc,
     const T* __restrict t = tile + i * NR;
     const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
 #pragma omp simd
-    for (int j = 0; j < nr; ++j) {
+    for (int j = 0; j < (kMaskedRemainder ? NR : nr); ++j) {  // (kMaskedRemainder)
+      if (kMaskedRemainder && j >= nr) continue;
       const T z = (ACC ? t[j] + crow[j] : t[j]) + bias[j];
       pre[j] = z;
       const T a = activate<A>(z, p);
@@ -315,7 +337,8 @@ void write_activation_grad_from_pre_rows(const T* tile, int mr, int nr, T* c, in
     const T* __restrict t = tile + i * NR;
     const std::uint32_t row_hash = DROP ? dropout_row_hash(h.key, h.row0 + i0 + i) : 0u;
 #pragma omp simd
-    for (int j = 0; j < nr; ++j) {
+    for (int j = 0; j < (kMaskedRemainder ? NR : nr); ++j) {  // (kMaskedRemainder)
+      if (kMaskedRemainder && j >= nr) continue;
       T v = ACC ? t[j] + crow[j] : t[j];
       if constexpr (DROP) v = dropout_bits_in_row(row_hash, j0 + j) < threshold ? T(0) : v * scale;
       crow[j] = backprop_activation_from_input<A>(v, zrow[j], p);
