@@ -109,10 +109,12 @@ class Trainer {
   void ensure_packed_weights();
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
                        T alpha, T scale, const OptimizerStep<T>& opt, const Pass& pass);
-  // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params)
+  // (wt: every layer's W^T at its w_offset, as wt_, or null to read W^T from params; split > 0:
+  // each weight gradient is the product of the first `split` rows, then the other rows' product
+  // accumulated onto it, the bits of two calls over the two spans of rows)
   void backward_sum(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
                     index_t rows, bool accumulate, T* grad, const Pass& pass,
-                    const T* wt = nullptr);
+                    const T* wt = nullptr, index_t split = 0);
   // Row-block epochs on a dense input that is gathered, without sample weights: each thread
   // gathers its own blocks' rows of the batch in block_step, so no barrier precedes the blocks,
   // and the stop flag is read after the blocks' barrier (one value on every thread).
