@@ -37,7 +37,7 @@ void gather_dense(const Team& team, const InputMatrix& x, const index_t* rows, i
   team_range(team, count, i0, i1);
   // (a gathered row is a cache miss when X is larger than the cache: the row kPrefetchAhead rows
   // on is requested while this one is copied, its first and last element's lines)
-  constexpr index_t kPrefetchAhead = 8;
+  constexpr index_t kPrefetchAhead = 16;
   for (index_t i = i0; i < i1; ++i) {
     const S* src = data + (rows != nullptr ? rows[i] : first + i) * x.rs;
     if (rows != nullptr && i + kPrefetchAhead < i1 && d > 0) {
@@ -187,8 +187,18 @@ void gather_rows(const Team& team, const T* src, index_t width, const index_t* r
                  T* dst) {
   index_t i0, i1;
   team_range(team, count, i0, i1);
-  for (index_t i = i0; i < i1; ++i)
+  constexpr index_t kAhead = 16;  // (rows requested ahead, as gather_dense does)
+  if (width == 1) {  // (targets of one output and sample weights: no copy call per value)
+    for (index_t i = i0; i < i1; ++i) {
+      if (i + kAhead < i1) __builtin_prefetch(src + rows[i + kAhead]);
+      dst[i] = src[rows[i]];
+    }
+    return;
+  }
+  for (index_t i = i0; i < i1; ++i) {
+    if (i + kAhead < i1) __builtin_prefetch(src + rows[i + kAhead] * width);
     std::memcpy(dst + i * width, src + rows[i] * width, sizeof(T) * static_cast<size_t>(width));
+  }
 }
 
 // ---- forward ---------------------------------------------------------------------------------
