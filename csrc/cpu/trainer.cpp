@@ -354,8 +354,9 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   // products as one span of rows (a row's results never depend on the other rows of a product),
   // and each block's weight gradient is still a product of its own rows, the second block's
   // accumulated onto the first's: the bits of the blocks one after the other, in half the
-  // products, each twice as tall (California housing's 8-50-50-50-1, batches of 200: four
-  // products of 100 rows a layer instead of eight of 48 or 52 on one thread).
+  // products, each twice as tall (California housing's 8-50-50-50-1, batches of 200 on one
+  // thread: a layer's forward and data-gradient products are four of 100 rows instead of eight
+  // of 48 or 52).
   for (index_t blk = b0; blk < b1;) {
     const bool whole_pair = pairs && blk % 2 == 0 && blk + 1 < b1;
     const index_t r0 = block_start(rows, blk, mr);

@@ -224,8 +224,8 @@ void pack_b_whole(const Team& team, index_t n, index_t k, const Operand<T>& b, T
 // past nr masked (masked loads and stores fault on no lane, so the loop reads nothing past nr);
 // elsewhere the loop stops at nr and the compiler finishes it with a scalar remainder loop
 // (AVX2's masked stores are slow on AMD cores, NEON has none). The remainder loop had a 12 x 18
-// edge tile's last 2 columns one element at a time: a third of the bias-activation write-back's
-// time in a California housing epoch (bench/RESULTS.md).
+// edge tile's last 2 columns one element at a time: about a quarter of the bias-activation
+// write-back's samples in a California housing epoch (bench/RESULTS.md).
 #ifdef __AVX512F__
 constexpr bool kMaskedRemainder = true;
 #else
