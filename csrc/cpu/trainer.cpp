@@ -287,7 +287,7 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
                               index_t r0, index_t rows, bool accumulate, T* grad,
                               const Pass& pass, const T* wt, index_t split) {
   // the weight gradients' spans of rows: all of them, or the first `split` and the rest
-  const index_t span_rows[2] = {split > 0 ? split : rows, rows - split};
+  const index_t span_rows[2] = {split > 0 ? split : rows, split > 0 ? rows - split : 0};
   const BatchView<T> in[2] = {input.slice(r0, span_rows[0]),
                               input.slice(r0 + span_rows[0], span_rows[1])};
   for (size_t l = layout_.layers.size(); l-- > 0;) {
