@@ -45,22 +45,37 @@ def rng():
 
 
 @contextmanager
+def python_sigint_handler():
+    """Ctrl-C as an interactive Python session has it: SIGINT raises KeyboardInterrupt here, and
+    processes started inside the block receive SIGINT's default action (Python installs its
+    handler at start-up). A test run started with SIGINT ignored (a background job of a
+    non-interactive shell, `nohup ... &`) passes the ignore on to Python, which then keeps it:
+    the Ctrl-C tests would wait for a signal nothing receives."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
 def sigint_after(seconds):
-    """Sends this process SIGINT (Ctrl-C) after `seconds`; yields a list that receives the
-    time.perf_counter() of the sending."""
+    """Sends this process SIGINT (Ctrl-C) after `seconds`, with Python's SIGINT handler in place;
+    yields a list that receives the time.perf_counter() of the sending."""
     fired = []
 
     def interrupt():
         fired.append(time.perf_counter())
         os.kill(os.getpid(), signal.SIGINT)
 
-    timer = threading.Timer(seconds, interrupt)
-    timer.start()
-    try:
-        yield fired
-    finally:
-        timer.cancel()
-        timer.join()
+    with python_sigint_handler():
+        timer = threading.Timer(seconds, interrupt)
+        timer.start()
+        try:
+            yield fired
+        finally:
+            timer.cancel()
+            timer.join()
 
 
 def engine_problem(loss, n, d, n_out, dtype=np.float64, seed=0):
