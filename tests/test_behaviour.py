@@ -1,6 +1,7 @@
 """Behaviour a scikit-learn user relies on: messages, warnings, persistence, continuation,
 interruption, threads and precision."""
 
+import copy
 import itertools
 import os
 import pickle
@@ -505,6 +506,84 @@ def test_the_kept_engine_is_taken_again_only_while_nothing_it_reads_changed():
         change(reg)
         reg.predict(X[:1, :3])
         assert mlp._KEPT_ENGINES[reg][1] is not engine
+
+
+def test_the_stamp_compares_objects_not_values():
+    # _cpu._same_objects, the stamp's check: the dict's values under the names, and the items
+    # of the first lists, must be the very objects stamped; anything else is a mismatch.
+    from fusedmlp import _cpu
+
+    a, b = np.zeros(2), np.zeros(2)
+    coefs, names = [a, b], ("coefs_", "other")
+    state = {"coefs_": coefs, "other": 1.5}
+    objects = (coefs, state["other"], a, b)
+    assert _cpu._same_objects(state, names, objects, 1)
+    assert _cpu._same_objects(state, names[1:], (state["other"],), 0)
+    for change in (
+        lambda st: st["coefs_"].__setitem__(0, a.copy()),  # an equal array replaced
+        lambda st: st["coefs_"].append(a),  # a list grown
+        lambda st: st["coefs_"].pop(),  # shortened
+        lambda st: st.__setitem__("coefs_", list(coefs)),  # an equal list replaced
+        lambda st: st.__setitem__("other", float("1.5")),  # an equal value, another object
+        lambda st: st.pop("other"),  # gone
+    ):
+        st = {"coefs_": list(coefs), "other": state["other"]}
+        stamped = (st["coefs_"], st["other"], a, b)
+        assert _cpu._same_objects(st, names, stamped, 1)
+        change(st)
+        assert not _cpu._same_objects(st, names, stamped, 1)
+    # a stamped "list" that is not one, and an object tuple with items left over
+    pair = (a, b)
+    assert not _cpu._same_objects({"coefs_": pair, "other": 1.5}, names, (pair, 1.5, a, b), 1)
+    assert not _cpu._same_objects(state, names, objects + (a,), 1)
+    with pytest.raises(TypeError):
+        _cpu._same_objects([], names, objects, 1)
+    with pytest.raises(TypeError):
+        _cpu._same_objects(state, list(names), objects, 1)
+    with pytest.raises(ValueError):
+        _cpu._same_objects(state, names, objects, 3)
+    with pytest.raises(ValueError):
+        _cpu._same_objects(state, names, objects[:1], 0)
+
+
+def test_an_estimator_reading_its_key_from_its_class_is_not_stamped():
+    # The stamp holds only what the estimator's __dict__ holds: a subclass whose activation is
+    # a class attribute is not stamped (each call builds the key) and predicts as a fresh copy
+    # after the class attribute changes.
+    from fusedmlp import _multilayer_perceptron as mlp
+
+    class ClassActivation(fm.MLPClassifier):
+        activation = "relu"
+
+        def __init__(self, hidden_layer_sizes=(20, 10), max_iter=3, random_state=0):
+            super().__init__(hidden_layer_sizes=hidden_layer_sizes, max_iter=max_iter,
+                             random_state=random_state)
+            del self.activation  # (read from the class)
+
+        def get_params(self, deep=True):
+            params = super().get_params(deep)
+            params.pop("activation", None)
+            return params
+
+    rng = np.random.default_rng(0)
+    X = rng.random((400, 30)).astype(np.float32)
+    y = (X[:, 0] * 3).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = ClassActivation().fit(X, y)
+    first = est.predict_proba(X[:2])
+    est.predict_proba(X[:2])
+    assert "activation" not in est.__dict__
+    assert mlp._KEPT_ENGINES[est][3] is None
+    ClassActivation.activation = "tanh"
+    try:
+        got = est.predict_proba(X[:2])
+        fresh = copy.deepcopy(est)  # (no kept engine: built from its state)
+        assert fresh not in mlp._KEPT_ENGINES
+        np.testing.assert_array_equal(got, fresh.predict_proba(X[:2]))
+        assert not np.array_equal(got, first)
+    finally:
+        ClassActivation.activation = "relu"
 
 
 def test_concurrent_small_predictions_from_threads_agree():
