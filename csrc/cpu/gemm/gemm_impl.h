@@ -853,7 +853,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // its own rows of A once instead of all of A, and packs all of B, which is small beside it.
   const bool split_m = !small_m && (update || n_panels < team.nth || m_panels_all >= 8 * n_panels);
   const index_t split_units = split_m ? m_panels_all : n_panels;
-  const index_t work_threads = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
+  // (fewer than MR rows: the products of a one-row prediction or a short batch, whose team is
+  // running already; a thread's share of B is what it costs, 16 KB of float32 weights at least)
+  const index_t work_threads = (m * n * k) / (small_m ? K::MIN_FLOPS_PER_THREAD / 16 : K::MIN_FLOPS_PER_THREAD);
   int nt = team.nth;
   if (nt > split_units) nt = static_cast<int>(split_units);
   if (nt > work_threads) nt = static_cast<int>(work_threads);
