@@ -701,8 +701,9 @@ void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, inde
                 const T* b, index_t ldb, T* out, index_t ldo) {
   using V = typename K::V;
   constexpr int R = K::SHORT_ROWS;
-  static_assert(R >= 2 && R <= 4, "two to four rows per pass");
-  constexpr int R3 = R >= 3 ? 3 : 1, R4 = R >= 4 ? 4 : 1;  // (groups the kernel never forms)
+  static_assert(R >= 2 && R <= 5, "two to five rows per pass");
+  // (groups the kernel never forms: 1)
+  constexpr int R3 = R >= 3 ? 3 : 1, R4 = R >= 4 ? 4 : 1, R5 = R >= 5 ? 5 : 1;
   switch (n) {
     case 1:
       short_rows_group<T, V, 1, K::short_vecs(1)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
@@ -714,9 +715,13 @@ void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, inde
       if constexpr (R >= 3)
         short_rows_group<T, V, R3, K::short_vecs(R3)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
       break;
-    default:
+    case 4:
       if constexpr (R >= 4)
         short_rows_group<T, V, R4, K::short_vecs(R4)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
+      break;
+    default:
+      if constexpr (R >= 5)
+        short_rows_group<T, V, R5, K::short_vecs(R5)>(w, kc, a, a_rs, a_cs, b, ldb, out, ldo);
       break;
   }
 }

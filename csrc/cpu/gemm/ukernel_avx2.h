@@ -79,11 +79,14 @@ struct Kernel6x2 : Blocking {
   static constexpr int MR = Blocking::MR;
   static constexpr int NR = Blocking::NR;
   static_assert(MR == 6 && NR == 2 * V::width, "tile shape");
-  // short_rows (gemm_impl.h): up to 3 rows of a short A per pass over B, and the vectors of
-  // columns each group of rows keeps in registers (at most 13 of the 16: 9 accumulators, 3 B
-  // vectors and a broadcast for 3 rows; one row 12 vectors, B read by the multiply-adds)
-  static constexpr int SHORT_ROWS = 3;
-  static constexpr int short_vecs(int rows) { return rows == 1 ? 12 : (rows == 2 ? 4 : 3); }
+  // short_rows (gemm_impl.h): up to 5 rows of a short A per pass over B (every short A: MR is
+  // 6), and the vectors of columns each group of rows keeps in registers (at most 13 of the 16:
+  // 9 accumulators, 3 B vectors and a broadcast for 3 rows, 10, 2 and 1 for 5; one row 12
+  // vectors, B read by the multiply-adds)
+  static constexpr int SHORT_ROWS = 5;
+  static constexpr int short_vecs(int rows) {
+    return rows == 1 ? 12 : (rows == 2 ? 4 : (rows == 3 ? 3 : 2));
+  }
 
   // The multiply-add of the micro-kernel's chains, for code that reproduces them element-wise.
   static T madd(T a, T b, T c) {
