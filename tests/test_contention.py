@@ -457,6 +457,30 @@ def test_a_wide_network_predicts_in_shorter_slices():
     np.testing.assert_array_equal(model.predict_proba(rows), alone.predict_proba(rows))
 
 
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+def test_chunks_of_an_input_read_in_place_give_the_one_thread_outputs():
+    # Below the calls in slices, a wide network's call runs in chunks (655 rows here) on the
+    # team; an input read in place is viewed by each thread itself, the first chunk starting
+    # without a barrier: every chunk's rows must give the one-thread bits, in place (float32)
+    # or gathered (float64), and a NaN in the second chunk must still be found.
+    rng = np.random.default_rng(6)
+    coefs = [rng.standard_normal((784, 6000)) * 0.03, rng.standard_normal((6000, 10)) * 0.03]
+    intercepts = [rng.standard_normal(6000) * 0.1, rng.standard_normal(10) * 0.1]
+    model, alone = (fm.MLPClassifier(hidden_layer_sizes=(6000,), n_threads=threads).set_weights(
+        coefs, intercepts, classes=np.arange(10)) for threads in (2, 1))
+    rows = rng.random((slice_rows() // 2 - 100, 784))  # (chunks of 655, 655, 126 rows)
+    for Xr in (rows.astype(np.float32), rows):
+        full0 = _cpu.team_predictions()[1]
+        got = model.predict_proba(Xr)
+        assert _cpu.team_predictions()[1] > full0  # (on the team)
+        np.testing.assert_array_equal(got, alone.predict_proba(Xr), err_msg=str(Xr.dtype))
+    bad = rows.copy()
+    bad[900, 3] = np.nan
+    for Xb in (bad.astype(np.float32), bad):
+        with pytest.raises(ValueError, match="NaN"):
+            model.predict(Xb)
+
+
 def test_a_long_prediction_in_slices_runs_on_the_team_of_a_loaded_machine(load_check):
     # A call long enough for slices runs on the team whatever the load: a descheduled thread
     # holds up the other for one slice at most, and two threads have twice the CPU time of one
