@@ -51,6 +51,24 @@ FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step s
   while (next < pf.count) __builtin_prefetch(pf.lines[next++], 1, 3);
 }
 
+// A whole tile's sums, rows c0[i] and c1[i] of the vector type V, written to C by a kernel
+// (DIRECT_C, gemm_impl.h): c := acc ? c + sums : sums.
+template <class V, int MR, class R, class T>
+FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ldc, bool acc) {
+  if (acc) {
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::add(c0[i], V::load(c + i * ldc));
+      c1[i] = V::add(c1[i], V::load(c + i * ldc + V::width));
+    }
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < MR; ++i) {
+    V::storeu(c + i * ldc, c0[i]);
+    V::storeu(c + i * ldc + V::width, c1[i]);
+  }
+}
+
 template <int MR_, int NR_, int KC_, int B_IN_PLACE_PANELS_ = 8, int MC_PANELS = 32>
 struct Blocking {
   static constexpr int MR = MR_;

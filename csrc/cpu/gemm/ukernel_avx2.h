@@ -106,23 +106,28 @@ struct Kernel6x2 : Blocking {
   // other rows are not read, the tile's not written).
   static constexpr bool QUARTER_EDGE = true;
   static_assert(NR / 4 <= Vec128<T>::width, "a quarter-width edge fits a 128-bit vector");
-  template <bool ROW_A, int NV = 2, int ROWS = MR>
-  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
-                  const T* c, index_t ldc, LinePrefetch pf = {}) {
+  // TO_C (a whole tile: NV = 2, ROWS = MR): the sums go to C itself, c := c_acc ? c + sums :
+  // sums, instead of to the tile (DIRECT_C in gemm_impl.h: the same bits as the tile's plain
+  // write-back, a + c being c + a).
+  static constexpr bool DIRECT_C = true;
+  template <bool ROW_A, int NV = 2, int ROWS = MR, bool TO_C = false>
+  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
+                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
+    static_assert(!TO_C || (NV == 2 && ROWS == MR), "C written directly by whole tiles only");
     if constexpr (NV == 0)
-      chains<Vec128<T>, ROW_A, 1, ROWS>(kc, a, lda, b, ldb, tile, c, ldc, pf);
+      chains<Vec128<T>, ROW_A, 1, ROWS, false>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc);
     else
-      chains<V, ROW_A, NV, ROWS>(kc, a, lda, b, ldb, tile, c, ldc, pf);
+      chains<V, ROW_A, NV, ROWS, TO_C>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc);
   }
 
  private:
-  template <class W, bool ROW_A, int NV, int ROWS>
+  template <class W, bool ROW_A, int NV, int ROWS, bool TO_C>
   // (inlined into run: one function per kernel variant, as before)
   FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
-                                            index_t ldb, T* tile, const T* c, index_t ldc,
-                                            LinePrefetch pf) {
+                                            index_t ldb, T* tile, T* c, index_t ldc,
+                                            LinePrefetch pf, bool c_acc) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     Reg c0[MR], c1[MR];
@@ -160,10 +165,14 @@ struct Kernel6x2 : Blocking {
       b += ldb;
     };
     run_steps(kc, pf, k_step);
+    if constexpr (TO_C) {
+      sums_to_c<W>(c0, c1, c, ldc, c_acc);
+    } else {
 #pragma GCC unroll 6
-    for (int i = 0; i < ROWS; ++i) {
-      W::store(tile + i * NR, c0[i]);
-      if constexpr (NV == 2) W::store(tile + i * NR + W::width, c1[i]);
+      for (int i = 0; i < ROWS; ++i) {
+        W::store(tile + i * NR, c0[i]);
+        if constexpr (NV == 2) W::store(tile + i * NR + W::width, c1[i]);
+      }
     }
   }
 };

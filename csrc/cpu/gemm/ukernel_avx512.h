@@ -123,11 +123,16 @@ struct Kernel12x2 : Blocking {
   // tile's first ROWS rows (A's other rows are not read, the tile's not written).
   static constexpr bool QUARTER_EDGE = true;
   static constexpr bool THREE_QUARTER_EDGE = true;
-  template <bool ROW_A, int NV = 2, int ROWS = MR>
-  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile,
-                  const T* c, index_t ldc, LinePrefetch pf = {}) {
+  // TO_C (a whole tile: NV = 2, ROWS = MR): the sums go to C itself, c := c_acc ? c + sums :
+  // sums, instead of to the tile (DIRECT_C in gemm_impl.h: the same bits as the tile's plain
+  // write-back, a + c being c + a).
+  static constexpr bool DIRECT_C = true;
+  template <bool ROW_A, int NV = 2, int ROWS = MR, bool TO_C = false>
+  static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
+                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false) {
     static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
+    static_assert(!TO_C || (NV == 2 && ROWS == MR), "C written directly by whole tiles only");
     using H = Vec256<T>;
     static_assert(NR / 4 == H::width && V::width + H::width == 3 * NR / 4,
                   "a half vector is a quarter of the tile's columns");
@@ -178,10 +183,14 @@ struct Kernel12x2 : Blocking {
       b += ldb;
     };
     run_steps(kc, pf, k_step);
+    if constexpr (TO_C) {
+      sums_to_c<V>(c0, c1, c, ldc, c_acc);
+    } else {
 #pragma GCC unroll 12
-    for (int i = 0; i < ROWS; ++i) {
-      W0::store(tile + i * NR, c0[i]);
-      if constexpr (SECOND) W1::store(tile + i * NR + V::width, c1[i]);
+      for (int i = 0; i < ROWS; ++i) {
+        W0::store(tile + i * NR, c0[i]);
+        if constexpr (SECOND) W1::store(tile + i * NR + V::width, c1[i]);
+      }
     }
   }
 };

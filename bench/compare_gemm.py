@@ -1,0 +1,91 @@
+"""Two builds of fusedmlp's CPU GEMM side by side, product by product.
+
+    python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
+                                 [--rounds 8] [--shapes 2048x784x300x1,200x784x300x2,...]
+
+Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
+suffix runs that side on other kernels (the same build on both kernels: `DIR:avx2 DIR:avx512`).
+The builds run in turns (old, new; new, old; ...) in fresh processes; each times `_cpu.gemm_f32`
+of every shape m x k x n on t threads (`mxkxnxt`), float32, row-major, no epilogue, C written in
+place, the median of enough calls for about a second of work after three warm-up calls. Printed
+per shape: the medians over rounds, new/old, the median of the rounds' ratios, in how many
+rounds the new build was the faster, and the new build's GFLOP/s. With the AVX2 kernels numpy is
+imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2 machine on an AVX-512 one).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+SHAPES = ("200x784x300x1,784x200x300x1,200x300x100x1,2048x784x300x1,2048x300x100x1,"
+          "200x784x300x2,4096x784x300x2")
+
+CHILD = r"""
+import json, os, sys, time
+sys.meta_path[:] = [m for m in sys.meta_path
+                    if not any(s in type(m).__name__ for s in ("Editable", "ScikitBuild", "Redirecting"))]
+sys.path.insert(0, os.environ["FUSEDMLP_PKG"])
+import numpy as np
+from fusedmlp import _cpu
+assert _cpu.__file__.startswith(os.environ["FUSEDMLP_PKG"]), _cpu.__file__
+_cpu.set_isa(os.environ["FUSEDMLP_GEMM_ISA"])
+rng = np.random.default_rng(0)
+out = {}
+for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
+    m, k, n, threads = map(int, spec.split("x"))
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.empty((m, n), np.float32)
+    calls = min(400, max(5, int(2e9 / (2 * m * n * k))))
+    for _ in range(3):
+        _cpu.gemm_f32(a, b, n_threads=threads, out=c)
+    ts = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        _cpu.gemm_f32(a, b, n_threads=threads, out=c)
+        ts.append(time.perf_counter() - t)
+    out[spec] = float(np.median(ts))
+print(json.dumps(out))
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--isa", default="avx512", help="the kernels of a side without :ISA")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
+    args = parser.parse_args()
+    sides = {}
+    for name in ("old", "new"):
+        path, _, isa = getattr(args, name).partition(":")
+        sides[name] = (os.path.abspath(path), isa or args.isa)
+    results = {"old": [], "new": []}
+    for round_ in range(args.rounds):
+        for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
+            path, isa = sides[name]
+            env = dict(os.environ, FUSEDMLP_PKG=path, FUSEDMLP_GEMM_ISA=isa, FUSEDMLP_SHAPES=args.shapes)
+            if isa == "avx2":
+                env["OPENBLAS_CORETYPE"] = "Haswell"
+            run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+                                 check=True)
+            results[name].append(json.loads(run.stdout))
+    print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}")
+    print(f"{'m x k x n x threads':>20} {'old (us)':>10} {'new (us)':>10} {'new/old':>8} "
+          f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds)")
+    for spec in args.shapes.split(","):
+        old = np.array([r[spec] for r in results["old"]])
+        new = np.array([r[spec] for r in results["new"]])
+        m, k, n, _ = map(int, spec.split("x"))
+        print(f"{spec:>20} {1e6 * np.median(old):10.1f} {1e6 * np.median(new):10.1f} "
+              f"{np.median(new) / np.median(old):8.3f} {np.median(new / old):9.3f} "
+              f"{int(np.sum(new < old)):>5d} of {args.rounds} {2 * m * n * k / np.median(new) / 1e9:8.1f}")
+
+
+if __name__ == "__main__":
+    main()
