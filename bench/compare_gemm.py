@@ -1,16 +1,18 @@
 """Two builds of fusedmlp's CPU GEMM side by side, product by product.
 
     python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
-                                 [--rounds 8] [--shapes 2048x784x300x1,200x784x300x2,...]
+                                 [--rounds 8] [--dtype float32|float64]
+                                 [--shapes 2048x784x300x1,200x784x300x2,...]
 
 Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
 suffix runs that side on other kernels (the same build on both kernels: `DIR:avx2 DIR:avx512`).
 The builds run in turns (old, new; new, old; ...) in fresh processes; each times `_cpu.gemm_f32`
-of every shape m x k x n on t threads (`mxkxnxt`), float32, row-major, no epilogue, C written in
-place, the median of enough calls for about a second of work after three warm-up calls. Printed
-per shape: the medians over rounds, new/old, the median of the rounds' ratios, in how many
-rounds the new build was the faster, and the new build's GFLOP/s. With the AVX2 kernels numpy is
-imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2 machine on an AVX-512 one).
+(`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), row-major,
+no epilogue, C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
+warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
+rounds' ratios, in how many rounds the new build was the faster, and the new build's GFLOP/s.
+With the AVX2 kernels numpy is imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2
+machine on an AVX-512 one).
 """
 
 import argparse
@@ -33,20 +35,22 @@ import numpy as np
 from fusedmlp import _cpu
 assert _cpu.__file__.startswith(os.environ["FUSEDMLP_PKG"]), _cpu.__file__
 _cpu.set_isa(os.environ["FUSEDMLP_GEMM_ISA"])
+dtype = np.dtype(os.environ["FUSEDMLP_GEMM_DTYPE"])
+gemm = _cpu.gemm_f32 if dtype == np.float32 else _cpu.gemm_f64
 rng = np.random.default_rng(0)
 out = {}
 for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
     m, k, n, threads = map(int, spec.split("x"))
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((k, n)).astype(np.float32)
-    c = np.empty((m, n), np.float32)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    c = np.empty((m, n), dtype)
     calls = min(400, max(5, int(2e9 / (2 * m * n * k))))
     for _ in range(3):
-        _cpu.gemm_f32(a, b, n_threads=threads, out=c)
+        gemm(a, b, n_threads=threads, out=c)
     ts = []
     for _ in range(calls):
         t = time.perf_counter()
-        _cpu.gemm_f32(a, b, n_threads=threads, out=c)
+        gemm(a, b, n_threads=threads, out=c)
         ts.append(time.perf_counter() - t)
     out[spec] = float(np.median(ts))
 print(json.dumps(out))
@@ -59,6 +63,7 @@ def main():
     parser.add_argument("new")
     parser.add_argument("--isa", default="avx512", help="the kernels of a side without :ISA")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
     args = parser.parse_args()
     sides = {}
@@ -69,13 +74,14 @@ def main():
     for round_ in range(args.rounds):
         for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
             path, isa = sides[name]
-            env = dict(os.environ, FUSEDMLP_PKG=path, FUSEDMLP_GEMM_ISA=isa, FUSEDMLP_SHAPES=args.shapes)
+            env = dict(os.environ, FUSEDMLP_PKG=path, FUSEDMLP_GEMM_ISA=isa, FUSEDMLP_SHAPES=args.shapes,
+                       FUSEDMLP_GEMM_DTYPE=args.dtype)
             if isa == "avx2":
                 env["OPENBLAS_CORETYPE"] = "Haswell"
             run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
                                  check=True)
             results[name].append(json.loads(run.stdout))
-    print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}")
+    print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}\n{args.dtype}")
     print(f"{'m x k x n x threads':>20} {'old (us)':>10} {'new (us)':>10} {'new/old':>8} "
           f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds)")
     for spec in args.shapes.split(","):

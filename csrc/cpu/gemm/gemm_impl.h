@@ -593,7 +593,7 @@ struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : 
 // c := acc ? c + sums : sums) when its write-back would be plain: a depth block before the last,
 // or the last without an epilogue, saving the sums' round trip through the tile (stored by the
 // kernel, read back by the write-back): the same bits, products of depth 200 to 784 without an
-// epilogue 1.0-2.4% faster on one thread on AVX2 and AVX-512 (bench/RESULTS.md).
+// epilogue 1.3-3.1% faster on one thread on AVX2 and AVX-512 (bench/RESULTS.md).
 template <class K, class = void>
 struct has_direct_c : std::false_type {};
 template <class K>
