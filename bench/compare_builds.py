@@ -96,6 +96,25 @@ print(json.dumps(out))
 """
 
 
+def run_alternated(child, envs, rounds, busy=False):
+    """The child program's JSON output per round for each side, the sides run in turns in fresh
+    processes (old, new; new, old; ...), each with its environment (envs: "old"/"new" -> the
+    variables added to os.environ); busy: one busy process per core for the whole run."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)] if busy else []
+    results = {"old": [], "new": []}
+    try:
+        for round_ in range(rounds):
+            for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
+                run = subprocess.run([sys.executable, "-c", child], env=dict(os.environ, **envs[name]),
+                                     capture_output=True, text=True, check=True)
+                results[name].append(json.loads(run.stdout))
+    finally:
+        for p in hogs:
+            p.kill()
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("old")
@@ -105,22 +124,10 @@ def main():
     parser.add_argument("--busy", action="store_true", help="one busy process per core")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     args = parser.parse_args()
-    busy = []
-    if args.busy:
-        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(os.cpu_count() or 1)]
-    results = {"old": [], "new": []}
-    try:
-        for round_ in range(args.rounds):
-            for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
-                env = dict(os.environ, FUSEDMLP_PKG=str(Path(getattr(args, name)).resolve()),
-                           FUSEDMLP_DATA=str(Path(args.data).resolve()), FUSEDMLP_CASES=args.cases)
-                run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True,
-                                     text=True, check=True)
-                results[name].append(json.loads(run.stdout))
-    finally:
-        for p in busy:
-            p.kill()
+    envs = {name: dict(FUSEDMLP_PKG=str(Path(getattr(args, name)).resolve()),
+                       FUSEDMLP_DATA=str(Path(args.data).resolve()), FUSEDMLP_CASES=args.cases)
+            for name in ("old", "new")}
+    results = run_alternated(CHILD, envs, args.rounds, args.busy)
     print(f"{'case':34s} {'old':>10s} {'new':>10s} {'new/old':>8s} {'new higher':>10s}"
           f"   (medians of {args.rounds} rounds{', busy cores' if args.busy else ''})")
     for key in results["old"][0]:

@@ -1,12 +1,13 @@
 """Two builds of fusedmlp's CPU GEMM side by side, product by product.
 
     python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
-                                 [--rounds 8] [--dtype float32|float64]
+                                 [--rounds 8] [--dtype float32|float64] [--busy]
                                  [--shapes 2048x784x300x1,200x784x300x2,...]
 
 Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
 suffix runs that side on other kernels (the same build on both kernels: `DIR:avx2 DIR:avx512`).
-The builds run in turns (old, new; new, old; ...) in fresh processes; each times `_cpu.gemm_f32`
+The builds run in turns (old, new; new, old; ...) in fresh processes (bench/compare_builds.py's
+run_alternated; --busy: one busy process per core for the whole run); each times `_cpu.gemm_f32`
 (`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), row-major,
 no epilogue, C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
 warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
@@ -16,20 +17,18 @@ machine on an AVX-512 one).
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
+
+from compare_builds import run_alternated
 
 SHAPES = ("200x784x300x1,784x200x300x1,200x300x100x1,2048x784x300x1,2048x300x100x1,"
           "200x784x300x2,4096x784x300x2")
 
 CHILD = r"""
 import json, os, sys, time
-sys.meta_path[:] = [m for m in sys.meta_path
-                    if not any(s in type(m).__name__ for s in ("Editable", "ScikitBuild", "Redirecting"))]
+sys.meta_path[:] = [m for m in sys.meta_path if "Redirecting" not in type(m).__name__]
 sys.path.insert(0, os.environ["FUSEDMLP_PKG"])
 import numpy as np
 from fusedmlp import _cpu
@@ -65,25 +64,21 @@ def main():
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
+    parser.add_argument("--busy", action="store_true", help="one busy process per core")
     args = parser.parse_args()
-    sides = {}
+    sides, envs = {}, {}
     for name in ("old", "new"):
         path, _, isa = getattr(args, name).partition(":")
         sides[name] = (os.path.abspath(path), isa or args.isa)
-    results = {"old": [], "new": []}
-    for round_ in range(args.rounds):
-        for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
-            path, isa = sides[name]
-            env = dict(os.environ, FUSEDMLP_PKG=path, FUSEDMLP_GEMM_ISA=isa, FUSEDMLP_SHAPES=args.shapes,
-                       FUSEDMLP_GEMM_DTYPE=args.dtype)
-            if isa == "avx2":
-                env["OPENBLAS_CORETYPE"] = "Haswell"
-            run = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
-                                 check=True)
-            results[name].append(json.loads(run.stdout))
+        envs[name] = dict(FUSEDMLP_PKG=sides[name][0], FUSEDMLP_GEMM_ISA=sides[name][1],
+                          FUSEDMLP_SHAPES=args.shapes, FUSEDMLP_GEMM_DTYPE=args.dtype)
+        if sides[name][1] == "avx2":
+            envs[name]["OPENBLAS_CORETYPE"] = "Haswell"
+    results = run_alternated(CHILD, envs, args.rounds, args.busy)
     print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}\n{args.dtype}")
     print(f"{'m x k x n x threads':>20} {'old (us)':>10} {'new (us)':>10} {'new/old':>8} "
-          f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds)")
+          f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds"
+          f"{', busy cores' if args.busy else ''})")
     for spec in args.shapes.split(","):
         old = np.array([r[spec] for r in results["old"]])
         new = np.array([r[spec] for r in results["new"]])
