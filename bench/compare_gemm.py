@@ -2,6 +2,7 @@
 
     python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
                                  [--rounds 8] [--dtype float32|float64] [--busy]
+                                 [--epilogue none|identity|relu|tanh]
                                  [--shapes 2048x784x300x1,200x784x300x2,...]
 
 Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
@@ -9,7 +10,7 @@ suffix runs that side on other kernels (the same build on both kernels: `DIR:avx
 The builds run in turns (old, new; new, old; ...) in fresh processes (bench/compare_builds.py's
 run_alternated; --busy: one busy process per core for the whole run); each times `_cpu.gemm_f32`
 (`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), row-major,
-no epilogue, C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
+without an epilogue or with a bias and the activation --epilogue names, C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
 warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
 rounds' ratios, in how many rounds the new build was the faster, and the new build's GFLOP/s.
 With the AVX2 kernels numpy is imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2
@@ -36,6 +37,7 @@ assert _cpu.__file__.startswith(os.environ["FUSEDMLP_PKG"]), _cpu.__file__
 _cpu.set_isa(os.environ["FUSEDMLP_GEMM_ISA"])
 dtype = np.dtype(os.environ["FUSEDMLP_GEMM_DTYPE"])
 gemm = _cpu.gemm_f32 if dtype == np.float32 else _cpu.gemm_f64
+act = os.environ["FUSEDMLP_GEMM_EPILOGUE"]
 rng = np.random.default_rng(0)
 out = {}
 for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
@@ -43,13 +45,15 @@ for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
+    kw = {} if act == "none" else dict(epilogue="bias_activation", activation=act,
+                                       bias=rng.standard_normal(n).astype(dtype))
     calls = min(400, max(5, int(2e9 / (2 * m * n * k))))
     for _ in range(3):
-        gemm(a, b, n_threads=threads, out=c)
+        gemm(a, b, n_threads=threads, out=c, **kw)
     ts = []
     for _ in range(calls):
         t = time.perf_counter()
-        gemm(a, b, n_threads=threads, out=c)
+        gemm(a, b, n_threads=threads, out=c, **kw)
         ts.append(time.perf_counter() - t)
     out[spec] = float(np.median(ts))
 print(json.dumps(out))
@@ -65,17 +69,21 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
     parser.add_argument("--busy", action="store_true", help="one busy process per core")
+    parser.add_argument("--epilogue", default="none", choices=("none", "identity", "relu", "tanh"),
+                        help="a bias and this activation after the product")
     args = parser.parse_args()
     sides, envs = {}, {}
     for name in ("old", "new"):
         path, _, isa = getattr(args, name).partition(":")
         sides[name] = (os.path.abspath(path), isa or args.isa)
         envs[name] = dict(FUSEDMLP_PKG=sides[name][0], FUSEDMLP_GEMM_ISA=sides[name][1],
-                          FUSEDMLP_SHAPES=args.shapes, FUSEDMLP_GEMM_DTYPE=args.dtype)
+                          FUSEDMLP_SHAPES=args.shapes, FUSEDMLP_GEMM_DTYPE=args.dtype,
+                          FUSEDMLP_GEMM_EPILOGUE=args.epilogue)
         if sides[name][1] == "avx2":
             envs[name]["OPENBLAS_CORETYPE"] = "Haswell"
     results = run_alternated(CHILD, envs, args.rounds, args.busy)
-    print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}\n{args.dtype}")
+    print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}\n{args.dtype}, "
+          f"epilogue: {args.epilogue}")
     print(f"{'m x k x n x threads':>20} {'old (us)':>10} {'new (us)':>10} {'new/old':>8} "
           f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds"
           f"{', busy cores' if args.busy else ''})")

@@ -254,10 +254,14 @@ def test_rows_do_not_depend_on_the_batch(isa):
 
 
 def epilogue_products(gemm, a, b, bias, aux, c0, threads=0):
-    """A B with each epilogue the trainer uses: plain, bias + tanh, the logistic gradient
+    """A B with each epilogue the trainer uses: plain, bias + tanh, bias + relu and bias alone
+    (whole tiles written to C by the AVX2 and AVX-512 kernels themselves), the logistic gradient
     against aux, accumulation into a copy of c0."""
     return {"plain": gemm(a, b, n_threads=threads),
             "tanh": gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias, n_threads=threads),
+            "relu": gemm(a, b, epilogue="bias_activation", activation="relu", bias=bias, n_threads=threads),
+            "identity": gemm(a, b, epilogue="bias_activation", activation="identity", bias=bias,
+                             n_threads=threads),
             "activation_grad": gemm(a, b, epilogue="activation_grad", activation="logistic", aux=aux,
                                     n_threads=threads),
             "accumulate": gemm(a, b, c=c0.copy(), n_threads=threads)}
@@ -313,6 +317,41 @@ def assert_last_rows_match_full_tiles(isa, dtype, seed, shapes, total, row_count
                 # (a slice keeps the layout's strides)
                 assert_rows_match(gemm, a, b, bias, aux, c0, slice(total - rows, total), full,
                                   f"{isa} rows={rows} n={n} k={k} strides={a.strides}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_relu_bits(isa, dtype):
+    # Bias + identity is the plain product plus the bias, and bias + relu is
+    # z > 0 ? z : (z == z ? +0 : z) of it, bit for bit on every tile: whole tiles (written to C
+    # by the AVX2 and AVX-512 kernels, relu as max(0, z) + 0) and edge tiles (the tile's
+    # write-back) alike, with NaN and infinities in A, z exactly zero (rows of zeros with a bias
+    # of +0 and -0), one and several depth blocks, accumulation into C, 1 and 2 threads.
+    rng = np.random.default_rng(29)
+    gemm = GEMM[dtype]
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    for m, n, k in ((50, 50, 50), (96, 64, 300), (37, 75, 600), (200, 300, 20)):
+        a = rng.standard_normal((m, k)).astype(dtype)
+        a[::7] = 0  # (z = bias: +0 and -0 among the biases below)
+        a[3, 1], a[20, 2], a[30 % m, 0] = np.nan, np.inf, -np.inf
+        b = rng.standard_normal((k, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        bias[::5], bias[1::5] = dtype(0), dtype(-0.0)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        c0[1::9] = 0
+        for threads in (1, 2):
+            for c in (None, c0):
+                def product(**ep):
+                    into = {} if c is None else {"c": c.copy()}
+                    return gemm(a, b, n_threads=threads, **into, **ep)
+                z = product()
+                z += bias  # (in dtype: the engine's order, (sums + c) + bias)
+                ident = product(epilogue="bias_activation", activation="identity", bias=bias)
+                relu = product(epilogue="bias_activation", activation="relu", bias=bias)
+                want = np.where(z > 0, z, np.where(z == z, dtype(0), z))
+                what = f"{isa} m={m} n={n} k={k} threads={threads} accumulate={c is not None}"
+                assert np.isnan(z).any() and (z == 0).any(), what
+                np.testing.assert_array_equal(ident.view(uint), z.view(uint), err_msg=what + " identity")
+                np.testing.assert_array_equal(relu.view(uint), want.view(uint), err_msg=what + " relu")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

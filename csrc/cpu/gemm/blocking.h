@@ -51,15 +51,41 @@ FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step s
   while (next < pf.count) __builtin_prefetch(pf.lines[next++], 1, 3);
 }
 
+// Where a micro-kernel's sums go: to the tile (the write-back then stores them), or, for a whole
+// tile, to C by the kernel itself (DIRECT_C, gemm_impl.h): c := act((acc ? c + sums : sums) +
+// bias[j]), without a bias (c), with one (c_bias), and relu after it (c_bias_relu): the bits of
+// store_tile's plain and bias-and-activation write-backs.
+enum class SumsTo { tile, c, c_bias, c_bias_relu };
+
 // A whole tile's sums, rows c0[i] and c1[i] of the vector type V, written to C by a kernel
-// (DIRECT_C, gemm_impl.h): c := acc ? c + sums : sums.
-template <class V, int MR, class R, class T>
-FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ldc, bool acc) {
+// (bias: the tile's first column's). relu is max(0, z) + 0: max returns its second operand when
+// either is NaN or both are zeros, and adding +0 turns -0 into +0, so NaN propagates and the
+// result is activate<relu>'s.
+template <class V, SumsTo TO, int MR, class R, class T>
+FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ldc, bool acc,
+                                      const T* bias) {
+  static_assert(TO != SumsTo::tile, "sums written to C");
   if (acc) {
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       c0[i] = V::add(c0[i], V::load(c + i * ldc));
       c1[i] = V::add(c1[i], V::load(c + i * ldc + V::width));
+    }
+  }
+  if constexpr (TO != SumsTo::c) {
+    const R b0 = V::load(bias), b1 = V::load(bias + V::width);
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::add(c0[i], b0);
+      c1[i] = V::add(c1[i], b1);
+    }
+  }
+  if constexpr (TO == SumsTo::c_bias_relu) {
+    const R zero = V::zero();
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::add(V::max(zero, c0[i]), zero);
+      c1[i] = V::add(V::max(zero, c1[i]), zero);
     }
   }
 #pragma GCC unroll 12

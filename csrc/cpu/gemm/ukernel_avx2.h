@@ -20,6 +20,8 @@ struct Vec<float> {
   static __m256 bcast(const float* p) { return _mm256_broadcast_ss(p); }
   static __m256 fma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, c); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  // (the second operand when either is NaN or both are zeros, as the instruction does)
+  static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
   static void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -37,6 +39,8 @@ struct Vec<double> {
   static __m256d bcast(const double* p) { return _mm256_broadcast_sd(p); }
   static __m256d fma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
   static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
+  // (the second operand when either is NaN or both are zeros, as the instruction does)
+  static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
   static void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
   static __m256d load_first(const double* p, int n) {
@@ -106,28 +110,32 @@ struct Kernel6x2 : Blocking {
   // other rows are not read, the tile's not written).
   static constexpr bool QUARTER_EDGE = true;
   static_assert(NR / 4 <= Vec128<T>::width, "a quarter-width edge fits a 128-bit vector");
-  // TO_C (a whole tile: NV = 2, ROWS = MR): the sums go to C itself, c := c_acc ? c + sums :
-  // sums, instead of to the tile (DIRECT_C in gemm_impl.h: the same bits as the tile's plain
-  // write-back, a + c being c + a).
+  // TO other than SumsTo::tile (a whole tile: NV = 2, ROWS = MR): the sums go to C itself
+  // (blocking.h: C added when c_acc, then the bias, relu), instead of to the tile (DIRECT_C in
+  // gemm_impl.h: the same bits as the tile's plain or bias-and-activation write-back, a + c being
+  // c + a).
   static constexpr bool DIRECT_C = true;
-  template <bool ROW_A, int NV = 2, int ROWS = MR, bool TO_C = false>
+  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
-                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false) {
+                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false,
+                  const T* bias = nullptr) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
-    static_assert(!TO_C || (NV == 2 && ROWS == MR), "C written directly by whole tiles only");
+    static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
+                  "C written directly by whole tiles only");
     if constexpr (NV == 0)
-      chains<Vec128<T>, ROW_A, 1, ROWS, false>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc);
+      chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, bias);
     else
-      chains<V, ROW_A, NV, ROWS, TO_C>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc);
+      chains<V, ROW_A, NV, ROWS, TO>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, bias);
   }
 
  private:
-  template <class W, bool ROW_A, int NV, int ROWS, bool TO_C>
+  template <class W, bool ROW_A, int NV, int ROWS, SumsTo TO>
   // (inlined into run: one function per kernel variant, as before)
   FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
                                             index_t ldb, T* tile, T* c, index_t ldc,
-                                            LinePrefetch pf, bool c_acc) {
+                                            LinePrefetch pf, bool c_acc,
+                                            const T* bias) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     Reg c0[MR], c1[MR];
@@ -165,8 +173,8 @@ struct Kernel6x2 : Blocking {
       b += ldb;
     };
     run_steps(kc, pf, k_step);
-    if constexpr (TO_C) {
-      sums_to_c<W>(c0, c1, c, ldc, c_acc);
+    if constexpr (TO != SumsTo::tile) {
+      sums_to_c<W, TO>(c0, c1, c, ldc, c_acc, bias);
     } else {
 #pragma GCC unroll 6
       for (int i = 0; i < ROWS; ++i) {

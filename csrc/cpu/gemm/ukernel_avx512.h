@@ -35,6 +35,8 @@ struct Vec<float> {
   static __m512 bcast(const float* p) { return _mm512_set1_ps(*p); }
   static __m512 fma(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
   static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+  // (the second operand when either is NaN or both are zeros, as the instruction does)
+  static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
   static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
   static void storeu(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -51,6 +53,8 @@ struct Vec<double> {
   static __m512d bcast(const double* p) { return _mm512_set1_pd(*p); }
   static __m512d fma(__m512d a, __m512d b, __m512d c) { return _mm512_fmadd_pd(a, b, c); }
   static __m512d add(__m512d a, __m512d b) { return _mm512_add_pd(a, b); }
+  // (the second operand when either is NaN or both are zeros, as the instruction does)
+  static __m512d max(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
   static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
   static void storeu(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
   static __m512d load_first(const double* p, int n) {
@@ -123,16 +127,19 @@ struct Kernel12x2 : Blocking {
   // tile's first ROWS rows (A's other rows are not read, the tile's not written).
   static constexpr bool QUARTER_EDGE = true;
   static constexpr bool THREE_QUARTER_EDGE = true;
-  // TO_C (a whole tile: NV = 2, ROWS = MR): the sums go to C itself, c := c_acc ? c + sums :
-  // sums, instead of to the tile (DIRECT_C in gemm_impl.h: the same bits as the tile's plain
-  // write-back, a + c being c + a).
+  // TO other than SumsTo::tile (a whole tile: NV = 2, ROWS = MR): the sums go to C itself
+  // (blocking.h: C added when c_acc, then the bias, relu), instead of to the tile (DIRECT_C in
+  // gemm_impl.h: the same bits as the tile's plain or bias-and-activation write-back, a + c being
+  // c + a).
   static constexpr bool DIRECT_C = true;
-  template <bool ROW_A, int NV = 2, int ROWS = MR, bool TO_C = false>
+  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
-                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false) {
+                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false,
+                  const T* bias = nullptr) {
     static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
-    static_assert(!TO_C || (NV == 2 && ROWS == MR), "C written directly by whole tiles only");
+    static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
+                  "C written directly by whole tiles only");
     using H = Vec256<T>;
     static_assert(NR / 4 == H::width && V::width + H::width == 3 * NR / 4,
                   "a half vector is a quarter of the tile's columns");
@@ -183,8 +190,8 @@ struct Kernel12x2 : Blocking {
       b += ldb;
     };
     run_steps(kc, pf, k_step);
-    if constexpr (TO_C) {
-      sums_to_c<V>(c0, c1, c, ldc, c_acc);
+    if constexpr (TO != SumsTo::tile) {
+      sums_to_c<V, TO>(c0, c1, c, ldc, c_acc, bias);
     } else {
 #pragma GCC unroll 12
       for (int i = 0; i < ROWS; ++i) {
