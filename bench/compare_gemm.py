@@ -2,7 +2,7 @@
 
     python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
                                  [--rounds 8] [--dtype float32|float64] [--busy]
-                                 [--epilogue none|identity|relu|tanh]
+                                 [--epilogue none|identity|relu|tanh|relu_grad]
                                  [--shapes 2048x784x300x1,200x784x300x2,...]
 
 Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
@@ -10,7 +10,8 @@ suffix runs that side on other kernels (the same build on both kernels: `DIR:avx
 The builds run in turns (old, new; new, old; ...) in fresh processes (bench/compare_builds.py's
 run_alternated; --busy: one busy process per core for the whole run); each times `_cpu.gemm_f32`
 (`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), row-major,
-without an epilogue or with a bias and the activation --epilogue names, C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
+without an epilogue, with a bias and the activation --epilogue names, or relu's backward pass
+against stored activations (relu_grad), C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
 warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
 rounds' ratios, in how many rounds the new build was the faster, and the new build's GFLOP/s.
 With the AVX2 kernels numpy is imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2
@@ -47,6 +48,9 @@ for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
     c = np.empty((m, n), dtype)
     kw = {} if act == "none" else dict(epilogue="bias_activation", activation=act,
                                        bias=rng.standard_normal(n).astype(dtype))
+    if act == "relu_grad":
+        kw = dict(epilogue="activation_grad", activation="relu",
+                  aux=np.maximum(rng.standard_normal((m, n)), 0).astype(dtype))
     calls = min(400, max(5, int(2e9 / (2 * m * n * k))))
     for _ in range(3):
         gemm(a, b, n_threads=threads, out=c, **kw)
@@ -69,8 +73,8 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
     parser.add_argument("--busy", action="store_true", help="one busy process per core")
-    parser.add_argument("--epilogue", default="none", choices=("none", "identity", "relu", "tanh"),
-                        help="a bias and this activation after the product")
+    parser.add_argument("--epilogue", default="none", choices=("none", "identity", "relu", "tanh", "relu_grad"),
+                        help="a bias and this activation after the product, or relu's gradient")
     args = parser.parse_args()
     sides, envs = {}, {}
     for name in ("old", "new"):

@@ -254,9 +254,10 @@ def test_rows_do_not_depend_on_the_batch(isa):
 
 
 def epilogue_products(gemm, a, b, bias, aux, c0, threads=0):
-    """A B with each epilogue the trainer uses: plain, bias + tanh, bias + relu and bias alone
-    (whole tiles written to C by the AVX2 and AVX-512 kernels themselves), the logistic gradient
-    against aux, accumulation into a copy of c0."""
+    """A B with each epilogue the trainer uses: plain, bias + tanh, bias + relu and bias alone,
+    the logistic gradient against aux and relu's against relu(aux) (relu's and the bias alone:
+    whole tiles written to C by the AVX2 and AVX-512 kernels themselves), accumulation into a
+    copy of c0."""
     return {"plain": gemm(a, b, n_threads=threads),
             "tanh": gemm(a, b, epilogue="bias_activation", activation="tanh", bias=bias, n_threads=threads),
             "relu": gemm(a, b, epilogue="bias_activation", activation="relu", bias=bias, n_threads=threads),
@@ -264,6 +265,8 @@ def epilogue_products(gemm, a, b, bias, aux, c0, threads=0):
                              n_threads=threads),
             "activation_grad": gemm(a, b, epilogue="activation_grad", activation="logistic", aux=aux,
                                     n_threads=threads),
+            "relu_grad": gemm(a, b, epilogue="activation_grad", activation="relu",
+                              aux=np.maximum(aux, 0), n_threads=threads),
             "accumulate": gemm(a, b, c=c0.copy(), n_threads=threads)}
 
 
@@ -321,11 +324,13 @@ def assert_last_rows_match_full_tiles(isa, dtype, seed, shapes, total, row_count
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bias_relu_bits(isa, dtype):
-    # Bias + identity is the plain product plus the bias, and bias + relu is
-    # z > 0 ? z : (z == z ? +0 : z) of it, bit for bit on every tile: whole tiles (written to C
-    # by the AVX2 and AVX-512 kernels, relu as max(0, z) + 0) and edge tiles (the tile's
-    # write-back) alike, with NaN and infinities in A, z exactly zero (rows of zeros with a bias
-    # of +0 and -0), one and several depth blocks, accumulation into C, 1 and 2 threads.
+    # Bias + identity is the plain product plus the bias, bias + relu is
+    # z > 0 ? z : (z == z ? +0 : z) of it, and relu's gradient against stored activations s is
+    # s == 0 ? +0 : the plain product, bit for bit on every tile: whole tiles (written to C by the
+    # AVX2 and AVX-512 kernels, relu as max(0, z) + 0, its gradient as a compare and a select)
+    # and edge tiles (the tile's write-back) alike, with NaN and infinities in A, z exactly zero
+    # (rows of zeros with a bias of +0 and -0), s of +0, -0 and NaN, one and several depth
+    # blocks, accumulation into C, 1 and 2 threads.
     rng = np.random.default_rng(29)
     gemm = GEMM[dtype]
     uint = np.uint32 if dtype == np.float32 else np.uint64
@@ -338,6 +343,8 @@ def test_bias_relu_bits(isa, dtype):
         bias[::5], bias[1::5] = dtype(0), dtype(-0.0)
         c0 = rng.standard_normal((m, n)).astype(dtype)
         c0[1::9] = 0
+        stored = np.maximum(rng.standard_normal((m, n)), 0).astype(dtype)
+        stored[::4, ::3], stored[2, :5] = dtype(-0.0), np.nan
         for threads in (1, 2):
             for c in (None, c0):
                 def product(**ep):
@@ -347,11 +354,15 @@ def test_bias_relu_bits(isa, dtype):
                 z += bias  # (in dtype: the engine's order, (sums + c) + bias)
                 ident = product(epilogue="bias_activation", activation="identity", bias=bias)
                 relu = product(epilogue="bias_activation", activation="relu", bias=bias)
+                grad = product(epilogue="activation_grad", activation="relu", aux=stored)
                 want = np.where(z > 0, z, np.where(z == z, dtype(0), z))
+                want_grad = np.where(stored == 0, dtype(0), product())
                 what = f"{isa} m={m} n={n} k={k} threads={threads} accumulate={c is not None}"
                 assert np.isnan(z).any() and (z == 0).any(), what
                 np.testing.assert_array_equal(ident.view(uint), z.view(uint), err_msg=what + " identity")
                 np.testing.assert_array_equal(relu.view(uint), want.view(uint), err_msg=what + " relu")
+                np.testing.assert_array_equal(grad.view(uint), want_grad.view(uint),
+                                              err_msg=what + " relu gradient")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -52,18 +52,21 @@ FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step s
 }
 
 // Where a micro-kernel's sums go: to the tile (the write-back then stores them), or, for a whole
-// tile, to C by the kernel itself (DIRECT_C, gemm_impl.h): c := act((acc ? c + sums : sums) +
-// bias[j]), without a bias (c), with one (c_bias), and relu after it (c_bias_relu): the bits of
-// store_tile's plain and bias-and-activation write-backs.
-enum class SumsTo { tile, c, c_bias, c_bias_relu };
+// tile, to C by the kernel itself (DIRECT_C, gemm_impl.h), v := acc ? c + sums : sums and then
+// c := v (c), v + bias[j] (c_bias), relu(v + bias[j]) (c_bias_relu), or relu's backward pass
+// against the stored activations, aux[i, j] == 0 ? +0 : v (c_relu_grad): the bits of store_tile's
+// plain, bias-and-activation and activation-gradient write-backs.
+enum class SumsTo { tile, c, c_bias, c_bias_relu, c_relu_grad };
 
-// A whole tile's sums, rows c0[i] and c1[i] of the vector type V, written to C by a kernel
-// (bias: the tile's first column's). relu is max(0, z) + 0: max returns its second operand when
-// either is NaN or both are zeros, and adding +0 turns -0 into +0, so NaN propagates and the
-// result is activate<relu>'s.
+// A whole tile's sums, rows c0[i] and c1[i] of the vector type V, written to C by a kernel. ep:
+// the tile's first column's bias, or its first row's stored activations (row stride ld). relu is
+// max(0, z) + 0: max returns its second operand when either is NaN or both are zeros, and adding
+// +0 turns -0 into +0, so NaN propagates and the result is activate<relu>'s; its backward pass
+// zeroes the lanes whose activation compares equal to 0 (-0 too, NaN not), as
+// backprop_activation<relu> selects.
 template <class V, SumsTo TO, int MR, class R, class T>
 FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ldc, bool acc,
-                                      const T* bias) {
+                                      const T* ep, index_t ld) {
   static_assert(TO != SumsTo::tile, "sums written to C");
   if (acc) {
 #pragma GCC unroll 12
@@ -72,8 +75,8 @@ FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ld
       c1[i] = V::add(c1[i], V::load(c + i * ldc + V::width));
     }
   }
-  if constexpr (TO != SumsTo::c) {
-    const R b0 = V::load(bias), b1 = V::load(bias + V::width);
+  if constexpr (TO == SumsTo::c_bias || TO == SumsTo::c_bias_relu) {
+    const R b0 = V::load(ep), b1 = V::load(ep + V::width);
 #pragma GCC unroll 12
     for (int i = 0; i < MR; ++i) {
       c0[i] = V::add(c0[i], b0);
@@ -86,6 +89,13 @@ FUSEDMLP_ALWAYS_INLINE void sums_to_c(R (&c0)[MR], R (&c1)[MR], T* c, index_t ld
     for (int i = 0; i < MR; ++i) {
       c0[i] = V::add(V::max(zero, c0[i]), zero);
       c1[i] = V::add(V::max(zero, c1[i]), zero);
+    }
+  }
+  if constexpr (TO == SumsTo::c_relu_grad) {
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; ++i) {
+      c0[i] = V::zero_where_zero(c0[i], V::load(ep + i * ld));
+      c1[i] = V::zero_where_zero(c1[i], V::load(ep + i * ld + V::width));
     }
   }
 #pragma GCC unroll 12

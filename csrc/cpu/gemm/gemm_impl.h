@@ -592,23 +592,24 @@ struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : 
 // Kernels with K::DIRECT_C write a whole tile's sums to C themselves (run<ROW_A, 2, MR, TO>,
 // SumsTo in blocking.h: c := acc ? c + sums : sums) when its write-back would be plain: a depth
 // block before the last, or the last without an epilogue; and the last's bias with identity or
-// relu (c := relu(... + bias[j])). That saves the sums' round trip through the tile (stored by
-// the kernel, read back by the write-back): the same bits, products of depth 200 to 784 without
-// an epilogue 1.3-3.1% faster on one thread on AVX2 and AVX-512, one-block products with bias and
-// relu 1.5-3% (small ones 3-8%) (bench/RESULTS.md).
+// relu, or relu's backward pass. That saves the sums' round trip through the tile (stored by the
+// kernel, read back by the write-back): the same bits, products of depth 200 to 784 without an
+// epilogue 1.3-3.1% faster on one thread on AVX2 and AVX-512, one-block products with bias and
+// relu 2-4% (small ones 5-8%) (bench/RESULTS.md).
 template <class K, class = void>
 struct has_direct_c : std::false_type {};
 template <class K>
 struct has_direct_c<K, std::enable_if_t<K::DIRECT_C>> : std::true_type {};
 
-// A whole tile's kernel with the bias (and relu) applied in registers, kept out of line: inlined
-// into the tile loop beside the plain kernel, the products with relu ran 1-3% slower than through
-// the tile on AVX-512, out of line 2% faster (bench/RESULTS.md).
+// A whole tile's kernel with its epilogue applied in registers (TO: a bias, relu, relu's
+// gradient; ep, ld_ep as the kernels take them), kept out of line: inlined into the tile loop
+// beside the plain kernel, the products with relu ran 1-3% slower than through the tile on
+// AVX-512, out of line 2% faster (bench/RESULTS.md).
 template <class K, bool ROW_A, SumsTo TO, class T>
-__attribute__((noinline)) void run_to_c_bias(index_t kc, const T* a, index_t lda, const T* b,
-                                             index_t ldb, T* c, index_t ldc, LinePrefetch pf,
-                                             bool acc, const T* bias) {
-  K::template run<ROW_A, 2, K::MR, TO>(kc, a, lda, b, ldb, nullptr, c, ldc, pf, acc, bias);
+__attribute__((noinline)) void run_to_c_epilogue(index_t kc, const T* a, index_t lda, const T* b,
+                                                 index_t ldb, T* c, index_t ldc, LinePrefetch pf,
+                                                 bool acc, const T* ep, index_t ld_ep) {
+  K::template run<ROW_A, 2, K::MR, TO>(kc, a, lda, b, ldb, nullptr, c, ldc, pf, acc, ep, ld_ep);
 }
 
 // Kernels with K::THREE_QUARTER_EDGE run an edge panel of more than half and at most three
@@ -922,11 +923,15 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const T* prepacked = (b.packed != nullptr && !small_m && ep.colsum_b == nullptr && jlo % NR == 0)
                            ? b.packed : nullptr;
 
-  // A bias with identity or relu and nothing else (no pre-activations kept, no dropout): the
-  // kernels that write C themselves run it on whole tiles (SumsTo, blocking.h).
-  const bool bias_direct = ep.kind == EpilogueKind::bias_activation && ep.hidden.pre == nullptr &&
-                           !ep.hidden.dropout() &&
-                           (ep.act == Activation::identity || ep.act == Activation::relu);
+  // The epilogues the kernels that write C themselves run on whole tiles (SumsTo, blocking.h): a
+  // bias with identity or relu and nothing else (no pre-activations kept, no dropout), and relu's
+  // backward pass against the stored activations.
+  SumsTo last_to = SumsTo::c;
+  if (ep.kind == EpilogueKind::bias_activation && ep.hidden.pre == nullptr &&
+      !ep.hidden.dropout() && (ep.act == Activation::identity || ep.act == Activation::relu))
+    last_to = ep.act == Activation::relu ? SumsTo::c_bias_relu : SumsTo::c_bias;
+  if (ep.kind == EpilogueKind::activation_grad && !ep.aux_is_pre && ep.act == Activation::relu)
+    last_to = SumsTo::c_relu_grad;
   for (index_t kb = 0; kb < n_kblocks; ++kb) {
     const index_t p0 = kb * kc_max;
     const index_t kc = imin(kc_max, k - p0);
@@ -997,10 +1002,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         const T* bp = direct_b ? b.data + p0 * b.rs + j0 : b_panels + pj * kc * NR;
         const index_t ldb = direct_b ? b.rs : NR;
         T* ct = c + i0 * ldc + j0;
-        // (a whole tile whose write-back would be plain, or a bias with identity or relu:
-        // written to C by the kernel)
+        // (a whole tile whose write-back would be plain, or one of last_to's epilogues: written
+        // to C by the kernel)
         const bool direct = has_direct_c<K>::value && mr == MR && nr == NR &&
-                            (!last || ep.kind == EpilogueKind::none || bias_direct);
+                            (!last || ep.kind == EpilogueKind::none || last_to != SumsTo::c);
         // The weights and optimizer state of the thread's next tile (update implies row
         // bands: the next column panel, then the next row panel's first) are requested during
         // this tile's kernel, so that they are in cache for the next write-back: more than
@@ -1043,15 +1048,20 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
             }
             if constexpr (has_direct_c<K>::value && NV == 2) {
               if (direct) {
-                if (!last || !bias_direct)
+                const SumsTo to = last ? last_to : SumsTo::c;
+                if (to == SumsTo::c)
                   K::template run<ROW_A, 2, MR, SumsTo::c>(kc, ap, lda, bp, ldb, tile, ct, ldc, pf,
                                                            acc);
-                else if (ep.act == Activation::relu)
-                  run_to_c_bias<K, ROW_A, SumsTo::c_bias_relu>(kc, ap, lda, bp, ldb, ct, ldc, pf,
-                                                               acc, ep.bias + j0);
+                else if (to == SumsTo::c_bias_relu)
+                  run_to_c_epilogue<K, ROW_A, SumsTo::c_bias_relu>(kc, ap, lda, bp, ldb, ct, ldc, pf,
+                                                                   acc, ep.bias + j0, 0);
+                else if (to == SumsTo::c_bias)
+                  run_to_c_epilogue<K, ROW_A, SumsTo::c_bias>(kc, ap, lda, bp, ldb, ct, ldc, pf,
+                                                              acc, ep.bias + j0, 0);
                 else
-                  run_to_c_bias<K, ROW_A, SumsTo::c_bias>(kc, ap, lda, bp, ldb, ct, ldc, pf, acc,
-                                                          ep.bias + j0);
+                  run_to_c_epilogue<K, ROW_A, SumsTo::c_relu_grad>(
+                      kc, ap, lda, bp, ldb, ct, ldc, pf, acc, ep.aux + i0 * ep.ld_aux + j0,
+                      ep.ld_aux);
                 return;
               }
             }

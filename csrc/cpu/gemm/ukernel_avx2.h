@@ -22,6 +22,8 @@ struct Vec<float> {
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+  // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
+  static __m256 zero_where_zero(__m256 v, __m256 s) { return _mm256_andnot_ps(_mm256_cmp_ps(s, zero(), _CMP_EQ_OQ), v); }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
   static void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -41,6 +43,8 @@ struct Vec<double> {
   static __m256d add(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
+  // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
+  static __m256d zero_where_zero(__m256d v, __m256d s) { return _mm256_andnot_pd(_mm256_cmp_pd(s, zero(), _CMP_EQ_OQ), v); }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
   static void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
   static __m256d load_first(const double* p, int n) {
@@ -111,22 +115,23 @@ struct Kernel6x2 : Blocking {
   static constexpr bool QUARTER_EDGE = true;
   static_assert(NR / 4 <= Vec128<T>::width, "a quarter-width edge fits a 128-bit vector");
   // TO other than SumsTo::tile (a whole tile: NV = 2, ROWS = MR): the sums go to C itself
-  // (blocking.h: C added when c_acc, then the bias, relu), instead of to the tile (DIRECT_C in
-  // gemm_impl.h: the same bits as the tile's plain or bias-and-activation write-back, a + c being
-  // c + a).
+  // (blocking.h: C added when c_acc, then the bias and relu, or relu's backward pass; ep and
+  // ld_ep: the bias, or the stored activations), instead of to the tile (DIRECT_C in
+  // gemm_impl.h: the same bits as the tile's write-back, a + c being c + a).
   static constexpr bool DIRECT_C = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
                   index_t ldc, LinePrefetch pf = {}, bool c_acc = false,
-                  const T* bias = nullptr) {
+                  const T* ep = nullptr, index_t ld_ep = 0) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
                   "C written directly by whole tiles only");
     if constexpr (NV == 0)
-      chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, bias);
+      chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc,
+                                                      ep, ld_ep);
     else
-      chains<V, ROW_A, NV, ROWS, TO>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, bias);
+      chains<V, ROW_A, NV, ROWS, TO>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, ep, ld_ep);
   }
 
  private:
@@ -135,7 +140,7 @@ struct Kernel6x2 : Blocking {
   FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
                                             index_t ldb, T* tile, T* c, index_t ldc,
                                             LinePrefetch pf, bool c_acc,
-                                            const T* bias) {
+                                            const T* ep, index_t ld_ep) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     Reg c0[MR], c1[MR];
@@ -174,7 +179,7 @@ struct Kernel6x2 : Blocking {
     };
     run_steps(kc, pf, k_step);
     if constexpr (TO != SumsTo::tile) {
-      sums_to_c<W, TO>(c0, c1, c, ldc, c_acc, bias);
+      sums_to_c<W, TO>(c0, c1, c, ldc, c_acc, ep, ld_ep);
     } else {
 #pragma GCC unroll 6
       for (int i = 0; i < ROWS; ++i) {
