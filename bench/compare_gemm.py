@@ -3,16 +3,18 @@
     python bench/compare_gemm.py OLD_DIR[:ISA] NEW_DIR[:ISA] [--isa avx512|avx2|generic]
                                  [--rounds 8] [--dtype float32|float64] [--busy]
                                  [--epilogue none|identity|relu|tanh|relu_grad]
+                                 [--a-layout row|column]
                                  [--shapes 2048x784x300x1,200x784x300x2,...]
 
 Each directory holds an installed fusedmlp package (as for bench/compare_builds.py); a `:ISA`
 suffix runs that side on other kernels (the same build on both kernels: `DIR:avx2 DIR:avx512`).
 The builds run in turns (old, new; new, old; ...) in fresh processes (bench/compare_builds.py's
 run_alternated; --busy: one busy process per core for the whole run); each times `_cpu.gemm_f32`
-(`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), row-major,
+(`gemm_f64` with --dtype float64) of every shape m x k x n on t threads (`mxkxnxt`), A row-major
+(or column-major, as a weight gradient's A is: --a-layout column), B row-major,
 without an epilogue, with a bias and the activation --epilogue names, or relu's backward pass
-against stored activations (relu_grad), C written in place, the median of calls worth 2 GFLOP (5 to 400 calls) after three
-warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
+against stored activations (relu_grad), C written in place, the median of calls worth 2 GFLOP
+(5 to 400 calls) after three warm-up calls. Printed per shape: the medians over rounds, new/old, the median of the
 rounds' ratios, in how many rounds the new build was the faster, and the new build's GFLOP/s.
 With the AVX2 kernels numpy is imported with `OPENBLAS_CORETYPE=Haswell` (the proxy of an AVX2
 machine on an AVX-512 one).
@@ -44,6 +46,8 @@ out = {}
 for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
     m, k, n, threads = map(int, spec.split("x"))
     a = rng.standard_normal((m, k)).astype(dtype)
+    if os.environ["FUSEDMLP_GEMM_A_LAYOUT"] == "column":
+        a = np.asfortranarray(a)
     b = rng.standard_normal((k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
     kw = {} if act == "none" else dict(epilogue="bias_activation", activation=act,
@@ -73,8 +77,10 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     parser.add_argument("--shapes", default=SHAPES, help="comma-separated m x k x n x threads")
     parser.add_argument("--busy", action="store_true", help="one busy process per core")
-    parser.add_argument("--epilogue", default="none", choices=("none", "identity", "relu", "tanh", "relu_grad"),
+    parser.add_argument("--epilogue", default="none",
+                        choices=("none", "identity", "relu", "tanh", "relu_grad"),
                         help="a bias and this activation after the product, or relu's gradient")
+    parser.add_argument("--a-layout", default="row", choices=("row", "column"))
     args = parser.parse_args()
     sides, envs = {}, {}
     for name in ("old", "new"):
@@ -82,12 +88,13 @@ def main():
         sides[name] = (os.path.abspath(path), isa or args.isa)
         envs[name] = dict(FUSEDMLP_PKG=sides[name][0], FUSEDMLP_GEMM_ISA=sides[name][1],
                           FUSEDMLP_SHAPES=args.shapes, FUSEDMLP_GEMM_DTYPE=args.dtype,
-                          FUSEDMLP_GEMM_EPILOGUE=args.epilogue)
+                          FUSEDMLP_GEMM_EPILOGUE=args.epilogue,
+                          FUSEDMLP_GEMM_A_LAYOUT=args.a_layout)
         if sides[name][1] == "avx2":
             envs[name]["OPENBLAS_CORETYPE"] = "Haswell"
     results = run_alternated(CHILD, envs, args.rounds, args.busy)
     print(f"old: {':'.join(sides['old'])}\nnew: {':'.join(sides['new'])}\n{args.dtype}, "
-          f"epilogue: {args.epilogue}")
+          f"epilogue: {args.epilogue}, A {args.a_layout}-major")
     print(f"{'m x k x n x threads':>20} {'old (us)':>10} {'new (us)':>10} {'new/old':>8} "
           f"{'per round':>9} {'new faster':>10} {'GFLOP/s':>8}   (medians of {args.rounds} rounds"
           f"{', busy cores' if args.busy else ''})")

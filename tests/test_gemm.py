@@ -328,9 +328,10 @@ def test_bias_relu_bits(isa, dtype):
     # z > 0 ? z : (z == z ? +0 : z) of it, and relu's gradient against stored activations s is
     # s == 0 ? +0 : the plain product, bit for bit on every tile: whole tiles (written to C by the
     # AVX2 and AVX-512 kernels, relu as max(0, z) + 0, its gradient as a compare and a select)
-    # and edge tiles (the tile's write-back) alike, with NaN and infinities in A, z exactly zero
-    # (rows of zeros with a bias of +0 and -0), s of +0, -0 and NaN, one and several depth
-    # blocks, accumulation into C, 1 and 2 threads.
+    # and edge tiles (the tile's write-back) alike, with NaN and infinities in A, z exactly +0
+    # (rows of zeros with a bias of +0 and -0) and -0 (a row whose one product underflows to -0,
+    # with a bias of -0: what the + 0 after max is for), s of +0, -0 and NaN, one and several
+    # depth blocks, accumulation into C, 1 and 2 threads.
     rng = np.random.default_rng(29)
     gemm = GEMM[dtype]
     uint = np.uint32 if dtype == np.float32 else np.uint64
@@ -339,6 +340,8 @@ def test_bias_relu_bits(isa, dtype):
         a[::7] = 0  # (z = bias: +0 and -0 among the biases below)
         a[3, 1], a[20, 2], a[30 % m, 0] = np.nan, np.inf, -np.inf
         b = rng.standard_normal((k, n)).astype(dtype)
+        tiny = np.finfo(dtype).tiny
+        a[14, -1], b[-1] = -tiny, tiny  # (row 14's chains: +0 until a last multiply-add of -0)
         bias = rng.standard_normal(n).astype(dtype)
         bias[::5], bias[1::5] = dtype(0), dtype(-0.0)
         c0 = rng.standard_normal((m, n)).astype(dtype)
@@ -359,6 +362,8 @@ def test_bias_relu_bits(isa, dtype):
                 want_grad = np.where(stored == 0, dtype(0), product())
                 what = f"{isa} m={m} n={n} k={k} threads={threads} accumulate={c is not None}"
                 assert np.isnan(z).any() and (z == 0).any(), what
+                if isa != "generic" and k <= 192 and c is None:  # (fused multiply-adds, one block)
+                    assert ((z == 0) & np.signbit(z)).any(), what
                 np.testing.assert_array_equal(ident.view(uint), z.view(uint), err_msg=what + " identity")
                 np.testing.assert_array_equal(relu.view(uint), want.view(uint), err_msg=what + " relu")
                 np.testing.assert_array_equal(grad.view(uint), want_grad.view(uint),

@@ -52,7 +52,7 @@ FUSEDMLP_ALWAYS_INLINE void run_steps(index_t kc, const LinePrefetch& pf, Step s
 }
 
 // Where a micro-kernel's sums go: to the tile (the write-back then stores them), or, for a whole
-// tile, to C by the kernel itself (DIRECT_C, gemm_impl.h), v := acc ? c + sums : sums and then
+// tile, to C by the kernel itself (DIRECT_C, gemm_impl.h), v := acc ? sums + c : sums and then
 // c := v (c), v + bias[j] (c_bias), relu(v + bias[j]) (c_bias_relu), or relu's backward pass
 // against the stored activations, aux[i, j] == 0 ? +0 : v (c_relu_grad): the bits of store_tile's
 // plain, bias-and-activation and activation-gradient write-backs.

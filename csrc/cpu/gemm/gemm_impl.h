@@ -590,12 +590,13 @@ template <class K>
 struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : std::true_type {};
 
 // Kernels with K::DIRECT_C write a whole tile's sums to C themselves (run<ROW_A, 2, MR, TO>,
-// SumsTo in blocking.h: c := acc ? c + sums : sums) when its write-back would be plain: a depth
+// SumsTo in blocking.h: c := acc ? sums + c : sums) when its write-back would be plain: a depth
 // block before the last, or the last without an epilogue; and the last's bias with identity or
 // relu, or relu's backward pass. That saves the sums' round trip through the tile (stored by the
 // kernel, read back by the write-back): the same bits, products of depth 200 to 784 without an
-// epilogue 1.3-3.1% faster on one thread on AVX2 and AVX-512, one-block products with bias and
-// relu 2-4% (small ones 5-8%) (bench/RESULTS.md).
+// epilogue 1.3-3.1% faster on one thread on AVX2 and AVX-512 (then; since the epilogue variants,
+// 0.3-1.6% of that back on AVX-512), one-block products with bias and relu 1.8-4.7% (96 x 50 x 64:
+// 5-7%), relu's gradient 1.2-11% (bench/RESULTS.md).
 template <class K, class = void>
 struct has_direct_c : std::false_type {};
 template <class K>

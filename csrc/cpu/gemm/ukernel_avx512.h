@@ -9,8 +9,9 @@
 // The run's rows (ROWS, the first ROWS of the tile: a short edge panel is read in place) and
 // the columns its vectors cover (NV: a half, one, one and a half or two vectors) must be
 // readable; only those are read and written. tile is 64-byte aligned;
-// c (the destination tile, row stride ldc) is only prefetched, and so are pf's lines (a fused
-// update's next tile, blocking.h), spread over the k steps. Every element is summed in the
+// c (the destination tile, row stride ldc) is prefetched, and read and written by whole tiles
+// that go to C (SumsTo, blocking.h, with the bias or stored activations it names); pf's lines (a
+// fused update's next tile) are requested spread over the k steps. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
 #pragma once
 
