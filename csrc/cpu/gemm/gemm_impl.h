@@ -1054,8 +1054,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
                   K::template run<ROW_A, 2, MR, SumsTo::c>(kc, ap, lda, bp, ldb, tile, ct, ldc, pf,
                                                            acc);
                 else if (to == SumsTo::c_bias_relu)
-                  run_to_c_epilogue<K, ROW_A, SumsTo::c_bias_relu>(kc, ap, lda, bp, ldb, ct, ldc, pf,
-                                                                   acc, ep.bias + j0, 0);
+                  run_to_c_epilogue<K, ROW_A, SumsTo::c_bias_relu>(kc, ap, lda, bp, ldb, ct, ldc,
+                                                                   pf, acc, ep.bias + j0, 0);
                 else if (to == SumsTo::c_bias)
                   run_to_c_epilogue<K, ROW_A, SumsTo::c_bias>(kc, ap, lda, bp, ldb, ct, ldc, pf,
                                                               acc, ep.bias + j0, 0);

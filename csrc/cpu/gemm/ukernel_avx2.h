@@ -23,7 +23,9 @@ struct Vec<float> {
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m256 max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
   // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
-  static __m256 zero_where_zero(__m256 v, __m256 s) { return _mm256_andnot_ps(_mm256_cmp_ps(s, zero(), _CMP_EQ_OQ), v); }
+  static __m256 zero_where_zero(__m256 v, __m256 s) {
+    return _mm256_andnot_ps(_mm256_cmp_ps(s, zero(), _CMP_EQ_OQ), v);
+  }
   static void store(float* p, __m256 v) { _mm256_store_ps(p, v); }
   static void storeu(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -44,7 +46,9 @@ struct Vec<double> {
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m256d max(__m256d a, __m256d b) { return _mm256_max_pd(a, b); }
   // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
-  static __m256d zero_where_zero(__m256d v, __m256d s) { return _mm256_andnot_pd(_mm256_cmp_pd(s, zero(), _CMP_EQ_OQ), v); }
+  static __m256d zero_where_zero(__m256d v, __m256d s) {
+    return _mm256_andnot_pd(_mm256_cmp_pd(s, zero(), _CMP_EQ_OQ), v);
+  }
   static void store(double* p, __m256d v) { _mm256_store_pd(p, v); }
   static void storeu(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
   static __m256d load_first(const double* p, int n) {
@@ -117,7 +121,7 @@ struct Kernel6x2 : Blocking {
   // TO other than SumsTo::tile (a whole tile: NV = 2, ROWS = MR): the sums go to C itself
   // (blocking.h: C added when c_acc, then the bias and relu, or relu's backward pass; ep and
   // ld_ep: the bias, or the stored activations), instead of to the tile (DIRECT_C in
-  // gemm_impl.h: the same bits as the tile's write-back, a + c being c + a).
+  // gemm_impl.h: the same bits as the tile's write-back, its additions in the same order).
   static constexpr bool DIRECT_C = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,

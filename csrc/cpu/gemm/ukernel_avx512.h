@@ -39,7 +39,9 @@ struct Vec<float> {
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m512 max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
   // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
-  static __m512 zero_where_zero(__m512 v, __m512 s) { return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(s, zero(), _CMP_EQ_OQ), zero()); }
+  static __m512 zero_where_zero(__m512 v, __m512 s) {
+    return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(s, zero(), _CMP_EQ_OQ), zero());
+  }
   static void store(float* p, __m512 v) { _mm512_store_ps(p, v); }
   static void storeu(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
   // the first n (< width) elements, zeros after them (nothing past them is read)
@@ -59,7 +61,9 @@ struct Vec<double> {
   // (the second operand when either is NaN or both are zeros, as the instruction does)
   static __m512d max(__m512d a, __m512d b) { return _mm512_max_pd(a, b); }
   // v, with +0 in the lanes where s == 0 (-0 too; NaN is not)
-  static __m512d zero_where_zero(__m512d v, __m512d s) { return _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(s, zero(), _CMP_EQ_OQ), zero()); }
+  static __m512d zero_where_zero(__m512d v, __m512d s) {
+    return _mm512_mask_mov_pd(v, _mm512_cmp_pd_mask(s, zero(), _CMP_EQ_OQ), zero());
+  }
   static void store(double* p, __m512d v) { _mm512_store_pd(p, v); }
   static void storeu(double* p, __m512d v) { _mm512_storeu_pd(p, v); }
   static __m512d load_first(const double* p, int n) {
@@ -135,7 +139,7 @@ struct Kernel12x2 : Blocking {
   // TO other than SumsTo::tile (a whole tile: NV = 2, ROWS = MR): the sums go to C itself
   // (blocking.h: C added when c_acc, then the bias and relu, or relu's backward pass; ep and
   // ld_ep: the bias, or the stored activations), instead of to the tile (DIRECT_C in
-  // gemm_impl.h: the same bits as the tile's write-back, a + c being c + a).
+  // gemm_impl.h: the same bits as the tile's write-back, its additions in the same order).
   static constexpr bool DIRECT_C = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
