@@ -50,11 +50,14 @@ for spec in os.environ["FUSEDMLP_SHAPES"].split(","):
         a = np.asfortranarray(a)
     b = rng.standard_normal((k, n)).astype(dtype)
     c = np.empty((m, n), dtype)
-    kw = {} if act == "none" else dict(epilogue="bias_activation", activation=act,
-                                       bias=rng.standard_normal(n).astype(dtype))
-    if act == "relu_grad":
+    if act == "none":
+        kw = {}
+    elif act == "relu_grad":
         kw = dict(epilogue="activation_grad", activation="relu",
                   aux=np.maximum(rng.standard_normal((m, n)), 0).astype(dtype))
+    else:
+        kw = dict(epilogue="bias_activation", activation=act,
+                  bias=rng.standard_normal(n).astype(dtype))
     calls = min(400, max(5, int(2e9 / (2 * m * n * k))))
     for _ in range(3):
         gemm(a, b, n_threads=threads, out=c, **kw)
