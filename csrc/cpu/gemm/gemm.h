@@ -9,6 +9,7 @@
 // chosen at run time (dispatch.cpp). Block sizes live in one table (blocking.h).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -83,6 +84,12 @@ struct Epilogue {
   T* b_update = nullptr;
   T* b_state_0 = nullptr;
   T* b_state_1 = nullptr;
+  // Optional, with any epilogue: set (never cleared) when A holds a NaN or an infinity, each of
+  // A's elements checked once, by the thread that reads it for its first column panel while it
+  // is in cache (products of fewer than MR rows or of narrow columns: each thread's rows before
+  // its product); a prediction's input is checked by its first product instead of a pass of its
+  // own.
+  std::atomic<bool>* a_nonfinite = nullptr;
 };
 
 // The threads that run one GEMM together: every thread of an OpenMP parallel region calls
