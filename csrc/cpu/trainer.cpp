@@ -655,7 +655,6 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
   return batch_loss(layout_.loss, total_loss, sw_sum, n_out, alpha, sq);
 }
 
-
 template <class T>
 bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
                          const StopCheck& should_stop, bool* nonfinite) {

@@ -966,7 +966,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t nq = (jhi - jlo + NR - 1) / NR;
   // A's finiteness (Epilogue::a_nonfinite): checked by the threads with the first columns, each
   // for its rows (row bands: every thread; column panels: thread 0 for all), tile by tile after
-  // the first column panel's kernel (rows of fewer than MR columns: before the depth blocks)
+  // the first column panel's kernel has read it, in L1 (fewer than MR rows: before the depth
+  // blocks). (Block by block before the kernels, the checks cost a pass over A from memory.)
   const bool check_a = ep.a_nonfinite != nullptr && jlo == 0;
   if (check_a && small_m) check_a_block(ep, a, r0, r1, 0, k);
   // With split rows every thread packs all of B; thread 0 computes the column sum.

@@ -125,11 +125,12 @@ struct Kernel6x2 : Blocking {
   static constexpr bool DIRECT_C = true;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
   // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 to
-  // 300 x 200 x 100 ran 1-4% slower; inlined, 0.8-2.2% of that back, bench/RESULTS.md)
+  // 300 x 200 x 100 ran 1-4% slower; inlined, 0.4-2.2% of that back, bench/RESULTS.md)
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
-  FUSEDMLP_ALWAYS_INLINE static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
-                  index_t ldc, LinePrefetch pf = {}, bool c_acc = false,
-                  const T* ep = nullptr, index_t ld_ep = 0) {
+  FUSEDMLP_ALWAYS_INLINE static void run(index_t kc, const T* a, index_t lda, const T* b,
+                                         index_t ldb, T* tile, T* c, index_t ldc,
+                                         LinePrefetch pf = {}, bool c_acc = false,
+                                         const T* ep = nullptr, index_t ld_ep = 0) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
