@@ -604,9 +604,10 @@ template <class K>
 struct has_direct_c<K, std::enable_if_t<K::DIRECT_C>> : std::true_type {};
 
 // Whether rows [r0, r1) x columns [p0, p0 + kc) of A are finite (Epilogue::a_nonfinite): x - x
-// is +0 for a finite x and NaN for a NaN or an infinity, so the differences' bits OR-ed together
-// are zero exactly when all are finite. A row-major A's rows go four to a loop: with one loop a
-// row, its set-up and remainder cost more than the vectors of a 196-deep block.
+// is a zero for a finite x (+0; -0 only when rounding toward negative infinity) and NaN for a NaN
+// or an infinity, so the differences' bits OR-ed together, the sign left out, are zero exactly
+// when all are finite. A row-major A's rows go four to a loop: with one loop a row, its set-up
+// and remainder cost more than the vectors of a 196-deep block.
 template <class T>
 bool a_block_finite(const Operand<T>& a, index_t r0, index_t r1, index_t p0, index_t kc) {
   using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
@@ -634,13 +635,13 @@ bool a_block_finite(const Operand<T>& a, index_t r0, index_t r1, index_t p0, ind
 #pragma omp simd reduction(| : any)
     for (index_t p = 0; p < kc; ++p) any |= bits(row[p * a.cs]);
   }
-  return any == 0;
+  return static_cast<Bits>(any << 1) == 0;
 }
 
 template <class T>
 void check_a_block(const Epilogue<T>& ep, const Operand<T>& a, index_t r0, index_t r1, index_t p0,
                    index_t kc) {
-  if (!a_block_finite(a, r0, r1, p0, kc)) ep.a_nonfinite->store(true, std::memory_order_relaxed);
+  if (!a_block_finite(a, r0, r1, p0, kc)) mark_nonfinite(ep.a_nonfinite);
 }
 
 // A whole tile's kernel with its epilogue applied in registers (TO: a bias, relu, relu's
@@ -966,8 +967,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   const index_t nq = (jhi - jlo + NR - 1) / NR;
   // A's finiteness (Epilogue::a_nonfinite): checked by the threads with the first columns, each
   // for its rows (row bands: every thread; column panels: thread 0 for all), tile by tile after
-  // the first column panel's kernel has read it, in L1 (fewer than MR rows: before the depth
-  // blocks). (Block by block before the kernels, the checks cost a pass over A from memory.)
+  // the first column panel's kernel has read it (a row-major A read in place: still in L1), and
+  // before the depth blocks for fewer than MR rows. (Block by block before the kernels, the
+  // checks cost as much as a pass over A from memory.)
   const bool check_a = ep.a_nonfinite != nullptr && jlo == 0;
   if (check_a && small_m) check_a_block(ep, a, r0, r1, 0, k);
   // With split rows every thread packs all of B; thread 0 computes the column sum.

@@ -124,8 +124,8 @@ struct Kernel6x2 : Blocking {
   // gemm_impl.h: the same bits as the tile's write-back, its additions in the same order).
   static constexpr bool DIRECT_C = true;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
-  // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 to
-  // 300 x 200 x 100 ran 1-4% slower; inlined, 0.4-2.2% of that back, bench/RESULTS.md)
+  // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 x 50 to
+  // 300 x 200 x 100 ran 1-5% slower; inlined, 0.4-2.2% of that back, bench/RESULTS.md)
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   FUSEDMLP_ALWAYS_INLINE static void run(index_t kc, const T* a, index_t lda, const T* b,
                                          index_t ldb, T* tile, T* c, index_t ldc,
