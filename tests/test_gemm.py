@@ -541,61 +541,6 @@ def test_column_split_matches_one_thread(isa, dtype):
         check_close(one["plain"], a.astype(np.float64) @ b.astype(np.float64), k, dtype, f"{isa} n={n}")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_checked_for_nonfinite_values(isa, dtype):
-    # check_a (Epilogue::a_nonfinite, a prediction's input checked by its first product): a NaN
-    # or an infinity anywhere in A is found on every path of the product (columns of at most
-    # NR / 8, rows of fewer than MR, row bands, column panels split between threads, several
-    # depth blocks, edge rows and columns), with A row-major, column-major or strided both ways
-    # (packed), on 1 to 3 threads; a finite A (its largest values too, and NaN in B or C) is
-    # finite, and C has the bits of the same product without the check.
-    rng = np.random.default_rng(23)
-    gemm = GEMM[dtype]
-    big = np.finfo(dtype).max
-    in_layout = {
-        "C": np.ascontiguousarray,
-        "F": np.asfortranarray,
-        "strided": lambda v: np.repeat(v, 2, axis=1)[:, ::2],  # (neither stride 1: A packed)
-    }
-    shapes = [(50, 3, 7), (385, 2, 600), (385, 1, 600), (1, 50, 200), (5, 300, 600),
-              (3, 300, 600), (3, 3, 1), (50, 50, 200), (13, 300, 7), (200, 300, 600),
-              (385, 16, 200), (1000, 10, 50), (600, 33, 450), (37, 69, 193), (4, 0, 5), (6, 5, 0)]
-    for m, n, k in shapes:
-        base = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        bias = rng.standard_normal(n).astype(dtype)
-        spots = sorted({(0, 0), (m - 1, k - 1), (m - 1, 0), (0, k - 1), (m // 2, k // 2),
-                        (m // 3, k // 3), (2 * m // 3, 2 * k // 3),
-                        (int(rng.integers(m)), int(rng.integers(k)))}) if k > 0 else []
-        for threads in (1, 2, 3):
-            for kind, make in in_layout.items():
-                a = make(base)
-                kw = dict(epilogue="bias_activation", activation="relu", bias=bias, n_threads=threads)
-                plain = gemm(a, b, **kw)
-                got, finite = gemm(a, b, check_a=True, **kw)
-                what = f"{isa} m={m} n={n} k={k} threads={threads} {kind} strides={a.strides}"
-                assert finite, what
-                np.testing.assert_array_equal(got, plain, err_msg=what)
-                for i, (r, p) in enumerate(spots):
-                    values = base.copy()
-                    values[r, p] = (np.nan, np.inf, -np.inf)[i % 3]
-                    bad = make(values)
-                    _, finite = gemm(bad, b, check_a=True, **kw)
-                    assert not finite, f"{what} A[{r}, {p}] = {bad[r, p]}"
-                    _, cs, finite = gemm(bad, b, check_a=True, colsum=True, n_threads=threads)
-                    assert not finite, f"{what} A[{r}, {p}] = {bad[r, p]}, no epilogue"
-                if k > 0:
-                    values = base.copy()
-                    values[0, 0], values[m - 1, k - 1] = big, -big
-                    assert gemm(make(values), b, check_a=True, **kw)[1], f"{what}: largest values"
-        if k > 0 and n > 0:
-            b_nan = b.copy()
-            b_nan[k - 1, n - 1] = np.nan
-            assert gemm(base, b_nan, check_a=True)[1], f"{isa} m={m} n={n} k={k}: NaN in B"
-            c_nan = np.full((m, n), np.nan, dtype)
-            assert gemm(base, b, c=c_nan, check_a=True)[1], f"{isa} m={m} n={n} k={k}: NaN in C"
-
-
 def test_bad_arguments():
     a = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError, match="inner dimensions"):

@@ -113,21 +113,18 @@ void gather_rows(const Team& team, const T* src, index_t width, const index_t* r
 
 // out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse); `hidden`
 // carries the activation's parameter and, in training, where z goes and the dropout mask.
-// w_packed, optional: W as gemm_pack_b packed it (Operand::packed). nonfinite, optional, dense
-// input only (the CSR path does not read it): set (never cleared) when the input holds a NaN or
-// an infinity, checked by the product as it reads the input (Epilogue::a_nonfinite).
+// w_packed, optional: W as gemm_pack_b packed it (Operand::packed).
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
                    index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,
-                   GemmWorkspace& ws, const T* w_packed = nullptr,
-                   std::atomic<bool>* nonfinite = nullptr);
+                   GemmWorkspace& ws, const T* w_packed = nullptr);
 
 // ... and for a hidden layer's input (rows x fan_in, row stride ld)
 template <class T>
 void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
                    const T* w, const T* b, index_t fan_out, Activation act,
                    const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws,
-                   const T* w_packed = nullptr, std::atomic<bool>* nonfinite = nullptr);
+                   const T* w_packed = nullptr);
 
 // dz_prev (rows x fan_in) = (dz W^T) [* dropout mask] * act'(stored), the derivative taken
 // from the previous layer's outputs a_prev, or from its pre-activations when stored_is_pre.

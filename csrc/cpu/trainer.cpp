@@ -206,9 +206,8 @@ bool Trainer<T>::use_row_blocks(index_t batch_rows) const {
 
 template <class T>
 void Trainer<T>::forward(const Team& team, const BatchView<T>& input, const T* params,
-                         index_t r0, index_t rows, const Pass& pass,
-                         std::atomic<bool>* nonfinite) {
-  forward_rows(team, input.slice(r0, rows), params, r0, rows, pass, nullptr, nonfinite);
+                         index_t r0, index_t rows, const Pass& pass) {
+  forward_rows(team, input.slice(r0, rows), params, r0, rows, pass);
 }
 
 template <class T>
@@ -240,8 +239,7 @@ const T* Trainer<T>::pack_weights(const Team& team, const T* params) {
 
 template <class T>
 void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T* params,
-                              index_t r0, index_t rows, const Pass& pass, const T* packed,
-                              std::atomic<bool>* nonfinite) {
+                              index_t r0, index_t rows, const Pass& pass, const T* packed) {
   const size_t n_layers = layout_.layers.size();
   for (size_t l = 0; l < n_layers; ++l) {
     const LayerLayout& layer = layout_.layers[l];
@@ -252,7 +250,7 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     const T* wp = packed != nullptr ? packed + packed_offsets_[l] : nullptr;
     if (l == 0)
-      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp, nonfinite);
+      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
                        layer.fan_out, act, hidden, out(l, r0), ws_, wp);
@@ -655,6 +653,23 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
   return batch_loss(layout_.loss, total_loss, sw_sum, n_out, alpha, sq);
 }
 
+namespace {
+
+// 0 when every element of rows [r0, r1) of a dense view is finite: x * 0 is 0 for finite x and
+// NaN for NaN and infinities, and NaN survives the sum.
+template <class T>
+bool rows_finite(const BatchView<T>& v, index_t r0, index_t r1) {
+  T sum = T(0);
+  for (index_t i = r0; i < r1; ++i) {
+    const T* row = v.dense + i * v.ld;
+#pragma omp simd reduction(+ : sum)
+    for (index_t j = 0; j < v.cols; ++j) sum += row[j] * T(0);
+  }
+  return sum == T(0);
+}
+
+}  // namespace
+
 template <class T>
 bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
                          const StopCheck& should_stop, bool* nonfinite) {
@@ -718,8 +733,6 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
   std::atomic<bool> bad{false};
-  // A dense input's finiteness is checked by the first layer's product as it reads the rows
-  // (Epilogue::a_nonfinite; a pass of its own over them cost 1-2% of a 10,000-row call)
   const bool check = nonfinite != nullptr && !x.sparse;
 
 #pragma omp parallel num_threads(nth) if (nth > 1)
@@ -742,7 +755,8 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
         const index_t r0 = static_cast<index_t>(s) * slice;
         const index_t rs = std::min(slice, n - r0);
         const BatchView<T> in = dense_rows<T>(x, r0, rs, own);
-        forward_rows(solo, in, params, b0, rs, pass, packed, check ? &bad : nullptr);
+        if (check && !rows_finite(in, 0, rs)) bad.store(true, std::memory_order_relaxed);
+        forward_rows(solo, in, params, b0, rs, pass, packed);
         output_activation<T>(solo, layout_, out(last, b0), result + r0 * n_out, rs, n_out);
       }
     } else {
@@ -756,7 +770,12 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       BatchView<T> view;
       // rows [r0, r0 + rs) of the chunk at `start` through the network on team t
       auto predict_rows = [&](const Team& t, index_t r0, index_t rs) {
-        forward(t, view, params, r0, rs, pass, check ? &bad : nullptr);
+        if (check) {
+          index_t i0, i1;
+          team_range(t, rs, i0, i1);
+          if (!rows_finite(view, r0 + i0, r0 + i1)) bad.store(true, std::memory_order_relaxed);
+        }
+        forward(t, view, params, r0, rs, pass);
         output_activation<T>(t, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
       };
       for (; start < n; start += chunk) {

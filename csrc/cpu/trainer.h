@@ -96,15 +96,13 @@ class Trainer {
   void ensure_rows(index_t rows, int n_threads, bool keep_pre, bool backward);
   int team_size(index_t rows) const;
   // Rows [r0, r0 + rows) of the batch through the network; with a team, a barrier after each
-  // layer. With nonfinite (a dense input), set when those rows hold a NaN or an infinity
-  // (checked by the first product as it reads them, Epilogue::a_nonfinite).
+  // layer.
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
-               index_t rows, const Pass& pass, std::atomic<bool>* nonfinite = nullptr);
+               index_t rows, const Pass& pass);
   // ... from `in`, the rows' own view, into the buffers' rows [r0, r0 + rows); with packed,
-  // every layer's W read from its panels packed beforehand (pack_weights); nonfinite as above
+  // every layer's W read from its panels packed beforehand (pack_weights)
   void forward_rows(const Team& team, const BatchView<T>& in, const T* params, index_t r0,
-                    index_t rows, const Pass& pass, const T* packed = nullptr,
-                    std::atomic<bool>* nonfinite = nullptr);
+                    index_t rows, const Pass& pass, const T* packed = nullptr);
   // Every layer's W packed for the active kernels into packed_w_ (the team's share; a barrier
   // before use); returns the buffer, 64-byte aligned, each layer's at packed_offsets_[layer].
   const T* pack_weights(const Team& team, const T* params);

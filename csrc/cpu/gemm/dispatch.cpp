@@ -95,8 +95,6 @@ Isa active_isa() {
   return static_cast<Isa>(v);
 }
 
-void mark_nonfinite(std::atomic<bool>* flag) { flag->store(true, std::memory_order_relaxed); }
-
 void set_active_isa(Isa isa) {
   if (static_cast<int>(isa) > static_cast<int>(best_supported_isa()))
     throw std::invalid_argument("this CPU cannot run the '" + isa_name(isa) +

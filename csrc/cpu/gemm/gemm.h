@@ -9,7 +9,6 @@
 // chosen at run time (dispatch.cpp). Block sizes live in one table (blocking.h).
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -84,13 +83,6 @@ struct Epilogue {
   T* b_update = nullptr;
   T* b_state_0 = nullptr;
   T* b_state_1 = nullptr;
-  // Optional, with any epilogue: set (never cleared: the caller clears it) when A holds a NaN or
-  // an infinity, each of A's elements checked once, by the thread that computes C's first column
-  // panel (every thread in row bands, thread 0 otherwise) right after that tile's kernel has read
-  // the block; products of fewer than MR rows or of at most NR / 8 columns check each thread's
-  // rows before the product, and a product without columns has thread 0 check all of A. A
-  // prediction's input is checked by its first product instead of a pass of its own.
-  std::atomic<bool>* a_nonfinite = nullptr;
 };
 
 // The threads that run one GEMM together: every thread of an OpenMP parallel region calls
@@ -186,10 +178,6 @@ std::size_t gemm_packed_b_elems(index_t n, index_t k);
 // holds gemm_packed_b_elems(n, k) elements, 64-byte aligned for the fastest reads.
 template <class T>
 void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);
-
-// flag := true (relaxed; Epilogue::a_nonfinite): compiled once, outside the instruction sets'
-// files, which use no standard-library templates.
-void mark_nonfinite(std::atomic<bool>* flag);
 
 // Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
 // short edge panel.

@@ -35,7 +35,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 #include "cpu/gemm/blocking.h"
@@ -603,47 +602,6 @@ struct has_direct_c : std::false_type {};
 template <class K>
 struct has_direct_c<K, std::enable_if_t<K::DIRECT_C>> : std::true_type {};
 
-// Whether rows [r0, r1) x columns [p0, p0 + kc) of A are finite (Epilogue::a_nonfinite): x - x
-// is a zero for a finite x (+0; -0 only when rounding toward negative infinity) and NaN for a NaN
-// or an infinity, so the differences' bits OR-ed together, the sign left out, are zero exactly
-// when all are finite. A row-major A's rows go four to a loop: with one loop a row, its set-up
-// and remainder cost more than the vectors of a 196-deep block.
-template <class T>
-bool a_block_finite(const Operand<T>& a, index_t r0, index_t r1, index_t p0, index_t kc) {
-  using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
-  static_assert(sizeof(Bits) == sizeof(T), "a float's bits");
-  auto bits = [](T x) {
-    const T d = x - x;
-    Bits u;
-    std::memcpy(&u, &d, sizeof u);
-    return u;
-  };
-  Bits any = 0;
-  index_t i = r0;
-  if (a.cs == 1) {
-    for (; i + 4 <= r1; i += 4) {
-      const T* x0 = a.data + i * a.rs + p0;
-      const T* x1 = x0 + a.rs;
-      const T* x2 = x1 + a.rs;
-      const T* x3 = x2 + a.rs;
-#pragma omp simd reduction(| : any)
-      for (index_t p = 0; p < kc; ++p) any |= bits(x0[p]) | bits(x1[p]) | bits(x2[p]) | bits(x3[p]);
-    }
-  }
-  for (; i < r1; ++i) {
-    const T* row = a.data + i * a.rs + p0 * a.cs;
-#pragma omp simd reduction(| : any)
-    for (index_t p = 0; p < kc; ++p) any |= bits(row[p * a.cs]);
-  }
-  return static_cast<Bits>(any << 1) == 0;
-}
-
-template <class T>
-void check_a_block(const Epilogue<T>& ep, const Operand<T>& a, index_t r0, index_t r1, index_t p0,
-                   index_t kc) {
-  if (!a_block_finite(a, r0, r1, p0, kc)) mark_nonfinite(ep.a_nonfinite);
-}
-
 // A whole tile's kernel with its epilogue applied in registers (TO: a bias, relu, relu's
 // gradient; ep, ld_ep as the kernels take them), kept out of line: inlined into the tile loop
 // beside the plain kernel, the products with relu ran 1-3% slower than through the tile on
@@ -863,11 +821,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   constexpr int NR = K::NR;
   constexpr index_t KC = K::KC;
   constexpr index_t MC = K::MC;
-  if (m <= 0 || n <= 0) {
-    // (no column reads A; its check still answers for it)
-    if (ep.a_nonfinite != nullptr && team.tid == 0 && k > 0) check_a_block(ep, a, 0, m, 0, k);
-    return;
-  }
+  if (m <= 0 || n <= 0) return;
 
   const index_t n_panels = (n + NR - 1) / NR;
   const bool update = ep.kind == EpilogueKind::weight_update_adam ||
@@ -904,7 +858,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       }
     const index_t r0 = imin(m, m_panels_all * team.tid / nt_narrow * MR);
     const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt_narrow * MR);
-    if (ep.a_nonfinite != nullptr) check_a_block(ep, a, r0, r1, 0, k);
     narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile);
     if (update && team.tid == 0) update_biases(ep, 0, n);
     return;
@@ -965,13 +918,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     jhi = imin(n, halves * (tid + 1) / nt * HALF);
   }
   const index_t nq = (jhi - jlo + NR - 1) / NR;
-  // A's finiteness (Epilogue::a_nonfinite): checked by the threads with the first columns, each
-  // for its rows (row bands: every thread; column panels: thread 0 for all), tile by tile after
-  // the first column panel's kernel has read it (a row-major A read in place: still in L1), and
-  // before the depth blocks for fewer than MR rows. (Block by block before the kernels, the
-  // checks cost as much as a pass over A from memory.)
-  const bool check_a = ep.a_nonfinite != nullptr && jlo == 0;
-  if (check_a && small_m) check_a_block(ep, a, r0, r1, 0, k);
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
   // B packed beforehand (Operand::packed): this thread's panels are read there
@@ -1148,7 +1094,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
           kernel(std::true_type{}, a.data + i0 * a.rs + p0, a.rs);
         }
         if (!direct) store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
-        if (check_a && pj == 0) check_a_block(ep, a, i0, i0 + mr, p0, kc);
       };
       if (split_m) {  // row bands: an A panel stays in L1 across the B panels
         for (index_t ip = 0; ip < m_panels; ++ip)
