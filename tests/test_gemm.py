@@ -32,10 +32,18 @@ def check_close(got, ref, k, dtype, what):
 
 
 def layouts(a):
-    """The same matrix as C-order, Fortran-order, and a transposed view of a copy."""
+    """The same matrix as C-order, Fortran-order, and as views into larger arrays of either
+    order: rows (or columns) three items longer than the matrix's, so that the leading
+    dimension is not the width and the rows (columns) past the first start unaligned."""
     yield a
     yield np.asfortranarray(a)
-    yield np.ascontiguousarray(a.T).T
+    m, n = a.shape
+    rows = np.full((m, n + 3), np.nan, dtype=a.dtype)
+    rows[:, :n] = a
+    yield rows[:, :n]
+    cols = np.full((m + 3, n), np.nan, dtype=a.dtype, order="F")
+    cols[:m] = a
+    yield cols[:m]
 
 
 # sizes around the micro-tile edges of every instruction set: MR in {4, 6, 12}, NR in {8, 16, 32}
