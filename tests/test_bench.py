@@ -217,6 +217,9 @@ def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
         return next(segments)
 
     monkeypatch.setattr(bench_cpu, "team_segments", counted)
+    # and the cores' round trip before each of them ('-': its threads never ran at once)
+    trips = iter([8.5e-8, 3.504e-7, None, 9e-8])
+    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
     peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=2)), 2),
              "other": (lambda: SkRegressor(**bench.mlp_params(units)), 1)}
     res = bench.training_case("t", X, y, units, peers, 2, np.float32, 2)
@@ -224,3 +227,24 @@ def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
     notes = [n for n in res["notes"] if "segments" in n]
     assert notes == ["fusedmlp: epoch segments on one thread / on the team, round by round "
                      "(short fit, long fit): 1/4 0/8; 5/0 0/8"]
+    notes = [n for n in res["notes"] if "round trip" in n]
+    assert notes == ["fusedmlp: the cores' round trip (ns) before each fit, round by round (short "
+                     "fit, long fit; '-': the two threads did not run at once): 85 350; - 90"]
+    # one thread: no round trip measured or told
+    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
+    monkeypatch.setattr(bench_cpu, "team_segments", lambda: (0, 0))
+    peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=1)), 2)}
+    res = bench.training_case("t", X, y, units, peers, 1, np.float32, 1)
+    assert not [n for n in res["notes"] if "round trip" in n]
+
+
+def test_core_round_trip():
+    # seconds per round trip of a line between two threads: more than nothing and less than a
+    # time slice while both run (a second is far beyond either); None when they could not both
+    # run within max_seconds; a clear error for bad arguments
+    trip = bench_cpu.core_round_trip(2000)
+    assert trip is None or 0.0 < trip < 1.0
+    assert bench_cpu.core_round_trip(10**8, 1e-6) is None
+    for args in [(4,), (10**8 + 1,), (100, 0.0), (100, -1.0), (100, float("nan")), (100, 61.0)]:
+        with pytest.raises(ValueError, match="core_round_trip"):
+            bench_cpu.core_round_trip(*args)

@@ -6,11 +6,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bindings/input.h"
@@ -287,6 +290,66 @@ bool same_objects(py::handle state, py::handle names, py::handle objects, int n_
   return at == n_objects;
 }
 
+// Two threads hand a counter back and forth `rounds` times in five runs; the median run's
+// seconds per round trip. What a barrier or a line one thread wrote and the other reads costs
+// between the cores the threads run on: about 85 ns within a core complex of a Zen 4 machine
+// here, 350 ns when the host placed the two virtual CPUs farther apart (bench/RESULTS.md).
+// The waits spin, then yield; past `max_seconds` in all (a machine without two CPUs free, whose
+// threads take turns at time slices) both threads stop and the answer is None.
+py::object core_round_trip(long long rounds, double max_seconds) {
+  if (rounds < 5 || rounds > 100000000)
+    throw py::value_error("core_round_trip: rounds must be in [5, 1e8]");
+  if (!(max_seconds > 0.0 && max_seconds <= 60.0))
+    throw py::value_error("core_round_trip: max_seconds must be in (0, 60]");
+  using clock = std::chrono::steady_clock;
+  const long long per_run = rounds / 5;
+  alignas(64) std::atomic<long long> turn{0};  // odd: the other thread's turn; -1: stop
+  bool late = false;
+  clock::time_point deadline;
+  // false: stopped (-1), or past the deadline while waiting (`timed`: the calling thread)
+  auto wait_for = [&](long long value, bool timed) {
+    for (long long spins = 0;; ++spins) {
+      const long long t = turn.load(std::memory_order_acquire);
+      if (t == value || t < 0) return t >= 0;
+      if (spins > 2000) std::this_thread::yield();
+      if (timed && (spins & 1023) == 1023 && clock::now() > deadline) return false;
+    }
+  };
+  std::vector<double> runs;
+  {
+    py::gil_scoped_release release;
+    std::thread other([&] {
+      for (long long i = 0;; ++i) {
+        long long mine = 2 * i + 1;  // (not past a stop that came meanwhile)
+        if (!wait_for(mine, false) ||
+            !turn.compare_exchange_strong(mine, mine + 1, std::memory_order_acq_rel))
+          return;
+      }
+    });
+    deadline = clock::now() + std::chrono::duration_cast<clock::duration>(
+                                  std::chrono::duration<double>(max_seconds));
+    long long next = 0;
+    for (int r = 0; r < 5 && !late; ++r) {
+      const auto t0 = clock::now();
+      for (long long i = 0; i < per_run; ++i, next += 2) {
+        turn.store(next + 1, std::memory_order_release);
+        if (!wait_for(next + 2, true) || ((i & 255) == 255 && clock::now() > deadline)) {
+          late = true;
+          break;
+        }
+      }
+      if (!late)
+        runs.push_back(std::chrono::duration<double>(clock::now() - t0).count() /
+                       static_cast<double>(per_run));
+    }
+    turn.store(-1, std::memory_order_release);
+    other.join();
+  }
+  if (late) return py::none();
+  std::sort(runs.begin(), runs.end());
+  return py::float_(runs[runs.size() / 2]);
+}
+
 }  // namespace
 
 void bind_perceptron(py::module_& m);  // perceptron_bindings.cpp
@@ -308,6 +371,11 @@ PYBIND11_MODULE(_cpu, m) {
         return py::make_tuple(cpu::segments_run[0].load(), cpu::segments_run[1].load());
       },
       "Epoch segments run so far in this process: (on one thread, on a full team).");
+  m.def("core_round_trip", &core_round_trip, py::arg("rounds") = 20000,
+        py::arg("max_seconds") = 0.05,
+        "Median seconds of a round trip of one cache line between two threads (a diagnostic\n"
+        "of how far apart the cores a team runs on are: bench/RESULTS.md), or None when the\n"
+        "trips took longer than max_seconds (the threads were not running at once).");
   m.def(
       "team_predictions",
       [] {
