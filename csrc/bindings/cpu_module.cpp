@@ -292,8 +292,9 @@ bool same_objects(py::handle state, py::handle names, py::handle objects, int n_
 
 // Two threads hand a counter back and forth `rounds` times in five runs; the median run's
 // seconds per round trip. What a barrier or a line one thread wrote and the other reads costs
-// between the cores the threads run on: about 85 ns within a core complex of a Zen 4 machine
-// here, 350 ns when the host placed the two virtual CPUs farther apart (bench/RESULTS.md).
+// between the cores the threads run on: on the 2-CPU Zen 4 machines of bench/RESULTS.md, 50-90
+// ns while the host kept the two virtual CPUs near each other, 330-420 ns while it kept them far
+// apart.
 // The waits spin, then yield; past `max_seconds` in all (a machine without two CPUs free, whose
 // threads take turns at time slices) both threads stop and the answer is None.
 py::object core_round_trip(long long rounds, double max_seconds) {

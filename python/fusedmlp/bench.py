@@ -619,8 +619,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
             notes.append(f"{name}: epoch segments on one thread / on the team, round by round "
                          f"(short fit, long fit): {rounds}")
     # How far apart the cores are, before each fit: a team's epoch waits on lines the other
-    # core wrote, and a host that places two virtual CPUs far apart (about 350 ns a round trip
-    # against 85) made the same build's Fashion-MNIST epoch 1.5 times as long on two threads,
+    # core wrote, and a host that places two virtual CPUs far apart (330-420 ns a round trip
+    # against 50-90) made the same build's Fashion-MNIST epoch 1.5 times as long on two threads,
     # one thread and numpy's products unchanged (bench/RESULTS.md). (Measured inside the timed
     # fit, 2-7 ms: the same in the short and the long fit, so in "once per fit" only.)
     for name, values in trips.items():
