@@ -217,8 +217,8 @@ def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
         return next(segments)
 
     monkeypatch.setattr(bench_cpu, "team_segments", counted)
-    # and the cores' round trip before each of them ('-': its threads never ran at once)
-    trips = iter([8.5e-8, 3.504e-7, None, 9e-8])
+    # and the cores' round trip before and after each of them ('-': its threads never ran at once)
+    trips = iter([8.5e-8, 3.504e-7, 3.3e-7, 3.4e-7, None, 6e-8, 9e-8, 9e-8])
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
     peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=2)), 2),
              "other": (lambda: SkRegressor(**bench.mlp_params(units)), 1)}
@@ -228,8 +228,9 @@ def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
     assert notes == ["fusedmlp: epoch segments on one thread / on the team, round by round "
                      "(short fit, long fit): 1/4 0/8; 5/0 0/8"]
     notes = [n for n in res["notes"] if "round trip" in n]
-    assert notes == ["fusedmlp: the cores' round trip (ns) before each fit, round by round (short "
-                     "fit, long fit; '-': the two threads did not run at once): 85 350; - 90"]
+    assert notes == ["fusedmlp: the cores' round trip (ns) before>after each fit, round by round "
+                     "(short fit, long fit; '-': the two threads did not run at once): 85>350 "
+                     "330>340; ->60 90>90"]
     # one thread: no round trip measured or told
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
     monkeypatch.setattr(bench_cpu, "team_segments", lambda: (0, 0))

@@ -17,8 +17,8 @@ beside the threads the previous library left spinning. A training case's notes l
 round, how many epoch segments each fusedmlp fit ran on one thread and on the team: a round the
 chooser ran mostly on one thread (the team timed slower, or the machine read as busy) lost the
 team's speed-up; and, with more than one thread, the time a cache line took to go from one core to
-the other and back before each fit (fusedmlp._cpu.core_round_trip), which sets the pace of a
-team's epoch on hosts that move virtual CPUs between near and far cores.
+the other and back before and after each fit (fusedmlp._cpu.core_round_trip), which sets the pace
+of a team's epoch on hosts that move virtual CPUs between near and far cores.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -566,11 +566,12 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
             return est.fit(X, y, epochs=n_epochs)
         if not isinstance(est, BaseMultilayerPerceptron):
             return est.set_params(max_iter=n_epochs).fit(X, y)
-        if threads > 1:
-            trips.setdefault(name, []).append(_cpu.core_round_trip())
+        trip = _cpu.core_round_trip() if threads > 1 else None
         before = _cpu.team_segments()
         est.set_params(max_iter=n_epochs).fit(X, y)
         after = _cpu.team_segments()
+        if threads > 1:
+            trips.setdefault(name, []).append((trip, _cpu.core_round_trip()))
         segments.setdefault(name, []).append((after[0] - before[0], after[1] - before[1]))
 
     peers, absent, notes = dict(peers), dict(absent or {}), list(notes)
@@ -618,15 +619,19 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
             rounds = "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
             notes.append(f"{name}: epoch segments on one thread / on the team, round by round "
                          f"(short fit, long fit): {rounds}")
-    # How far apart the cores are, before each fit: a team's epoch waits on lines the other
-    # core wrote, and a host that places two virtual CPUs far apart (330-420 ns a round trip
-    # against 50-90) made the same build's Fashion-MNIST epoch 1.5 times as long on two threads,
-    # one thread and numpy's products unchanged (bench/RESULTS.md). (Measured inside the timed
-    # fit, 2-7 ms: the same in the short and the long fit, so in "once per fit" only.)
+    # How far apart the cores are, before and after each fit: a team's epoch waits on lines the
+    # other core wrote, and a host that places two virtual CPUs far apart (330-420 ns a round
+    # trip against 50-90) made the same build's Fashion-MNIST epoch 1.5 times as long on two
+    # threads, one thread and numpy's products unchanged; the host moves them during a fit too
+    # (bench/RESULTS.md). (Measured inside the timed fit, 2-7 ms each: the same in the short and
+    # the long fit, so in "once per fit" only.)
+    def ns(v):
+        return "-" if v is None else f"{v * 1e9:.0f}"
+
     for name, values in trips.items():
-        shown = ["-" if v is None else f"{v * 1e9:.0f}" for v in values]
+        shown = [f"{ns(a)}>{ns(b)}" for a, b in values]
         rounds = "; ".join(" ".join(shown[i:i + 2]) for i in range(0, len(shown), 2))
-        notes.append(f"{name}: the cores' round trip (ns) before each fit, round by round "
+        notes.append(f"{name}: the cores' round trip (ns) before>after each fit, round by round "
                      f"(short fit, long fit; '-': the two threads did not run at once): {rounds}")
     flops = epoch_flops(units, n, 200)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
