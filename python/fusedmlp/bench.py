@@ -613,24 +613,25 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # What the thread team did in each fit: a round whose fit ran mostly on one thread (the
     # chooser timed the team slower, or read the machine as busy: threads.h) moves that round's
     # time, and the medians with it.
+    def by_round(fits):  # (a round's short fit, then its long one)
+        return "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
+
     for name, counts in segments.items():
         if any(team or solo for solo, team in counts):
-            fits = [f"{solo}/{team}" for solo, team in counts]
-            rounds = "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
+            rounds = by_round([f"{solo}/{team}" for solo, team in counts])
             notes.append(f"{name}: epoch segments on one thread / on the team, round by round "
                          f"(short fit, long fit): {rounds}")
     # How far apart the cores are, before and after each fit: a team's epoch waits on lines the
     # other core wrote, and a host that places two virtual CPUs far apart (330-420 ns a round
     # trip against 50-90) made the same build's Fashion-MNIST epoch 1.5 times as long on two
     # threads, one thread and numpy's products unchanged; the host moves them during a fit too
-    # (bench/RESULTS.md). (Measured inside the timed fit, 2-7 ms each: the same in the short and
+    # (bench/RESULTS.md). (Measured inside the timed fit, 1-7 ms each: the same in the short and
     # the long fit, so in "once per fit" only.)
     def ns(v):
         return "-" if v is None else f"{v * 1e9:.0f}"
 
     for name, values in trips.items():
-        shown = [f"{ns(a)}>{ns(b)}" for a, b in values]
-        rounds = "; ".join(" ".join(shown[i:i + 2]) for i in range(0, len(shown), 2))
+        rounds = by_round([f"{ns(a)}>{ns(b)}" for a, b in values])
         notes.append(f"{name}: the cores' round trip (ns) before>after each fit, round by round "
                      f"(short fit, long fit; '-': the two threads did not run at once): {rounds}")
     flops = epoch_flops(units, n, 200)
