@@ -30,6 +30,19 @@ def test_interleaved_alternates_and_takes_self_timed_values():
     assert 0.0 <= out["timed"] < 1.0
 
 
+def test_interleaved_runs_again_the_rounds_it_is_told_to_drop():
+    # a round that `keep` rejects is dropped and run again, at most `extra` times; after that
+    # every round counts
+    verdicts = iter([False, True, False, False, True])
+    seconds = iter([10.0, 1.0, 20.0, 3.0, 5.0])
+    out = bench.interleaved({"a": lambda: next(seconds)}, 2, self_timed={"a"},
+                            keep=lambda: next(verdicts), extra=2)
+    assert out == {"a": 2.0}  # rounds 2 and 4 (1.0 and 3.0); round 5 never ran
+    assert next(verdicts) is True
+    # without `keep` every round counts
+    assert bench.interleaved({"a": lambda: 4.0}, 3, self_timed={"a"}) == {"a": 4.0}
+
+
 def test_interleaved_calls_alternate_call_by_call_in_random_orders(monkeypatch):
     log = []
     clock = iter(np.arange(0.0, 10000.0, 1.0))  # every reading one second after the last
@@ -210,27 +223,35 @@ def test_training_case_reports_the_teams_of_each_fusedmlp_fit(monkeypatch):
     X, y = rng.standard_normal((400, 3)), rng.standard_normal(400)
     units = [3, 4, 1]
     calls = []
-    segments = iter([(0, 0), (1, 4), (1, 4), (1, 12), (1, 12), (6, 12), (6, 12), (6, 20)])
+    segments = iter([(0, 0), (1, 4), (1, 4), (1, 12), (1, 12), (6, 12), (6, 12), (6, 20),
+                     (6, 20), (9, 22), (9, 22), (13, 26)])
 
     def counted():
         calls.append(1)
         return next(segments)
 
     monkeypatch.setattr(bench_cpu, "team_segments", counted)
-    # and the cores' round trip before and after each of them ('-': its threads never ran at once)
-    trips = iter([8.5e-8, 3.504e-7, 3.3e-7, 3.4e-7, None, 6e-8, 9e-8, 9e-8])
+    # and the cores' round trip before and after every fit, each library's ('-': its threads
+    # never ran at once); the first round saw the CPUs move (85 -> 350 ns) and is run again
+    trips = iter([8.5e-8, 3.504e-7, 3.4e-7, 3.45e-7, 3.3e-7, 3.4e-7, 3.35e-7, 3.4e-7,
+                  None, 6e-8, 7e-8, 7.5e-8, 9e-8, 9e-8, 8e-8, 8.5e-8,
+                  3.3e-7, 3.35e-7, 3.3e-7, 3.3e-7, 3.4e-7, 3.45e-7, 3.3e-7, 3.3e-7])
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
     peers = {"fusedmlp": (lambda: MLPRegressor(**bench.mlp_params(units, n_threads=2)), 2),
              "other": (lambda: SkRegressor(**bench.mlp_params(units)), 1)}
     res = bench.training_case("t", X, y, units, peers, 2, np.float32, 2)
-    assert len(calls) == 8  # before and after each of fusedmlp's 4 fits, none for the other's
+    assert len(calls) == 12  # before and after each of fusedmlp's 6 fits, none for the other's
+    assert next(trips, "all read") == "all read"
     notes = [n for n in res["notes"] if "segments" in n]
     assert notes == ["fusedmlp: epoch segments on one thread / on the team, round by round "
-                     "(short fit, long fit): 1/4 0/8; 5/0 0/8"]
+                     "(short fit, long fit): 1/4 0/8; 5/0 0/8; 3/2 4/4"]
     notes = [n for n in res["notes"] if "round trip" in n]
     assert notes == ["fusedmlp: the cores' round trip (ns) before>after each fit, round by round "
                      "(short fit, long fit; '-': the two threads did not run at once): 85>350 "
-                     "330>340; ->60 90>90"]
+                     "330>340; ->60 90>90; 330>335 340>345",
+                     "the cores' round trip (ns) around every fit, lowest-highest, round by round: "
+                     "85-350 (run again); 60-90; 330-345; 1 round(s) where it moved more than 2.5x "
+                     "run again"]
     # one thread: no round trip measured or told
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
     monkeypatch.setattr(bench_cpu, "team_segments", lambda: (0, 0))

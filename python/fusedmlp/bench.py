@@ -18,7 +18,10 @@ round, how many epoch segments each fusedmlp fit ran on one thread and on the te
 chooser ran mostly on one thread (the team timed slower, or the machine read as busy) lost the
 team's speed-up; and, with more than one thread, the time a cache line took to go from one core to
 the other and back before and after each fit (fusedmlp._cpu.core_round_trip), which sets the pace
-of a team's epoch on hosts that move virtual CPUs between near and far cores.
+of a team's epoch on hosts that move virtual CPUs between near and far cores. It is read around
+every library's fits: a round in which it moved by more than MOVED_RATIO (the host moved the CPUs
+during the round, so some of its fits ran in one placement and some in the other) is dropped and
+run again, at most EXTRA_ROUNDS times --repeats extra rounds, and the notes say which.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -474,22 +477,39 @@ def failure(e):
 # longer, about 4% after 20 ms). Without the pause the suite timed whichever library came second
 # with the first one's threads on its cores.
 SETTLE_SECONDS = 0.2
+# A training round whose cores' round trips (read before and after every fit, with more than one
+# thread) differ by more than this ratio saw the host move its virtual CPUs (50-99 ns near, 330-420
+# ns far on the Zen 4 hosts of bench/RESULTS.md; within one placement they stay within about 2x):
+# it is dropped and run again, at most EXTRA_ROUNDS times the case's repeats (half the rounds of a
+# Fashion-MNIST case saw a move in one run on that host).
+MOVED_RATIO = 2.5
+EXTRA_ROUNDS = 3
 
 
-def interleaved(fns, repeats, self_timed=(), settle=0.0):
+def interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0):
     """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike.
     A callable named in `self_timed` returns its own seconds (a child process's measurement,
     without the child's start-up) instead of being timed around. settle: seconds of sleep
-    before each call (SETTLE_SECONDS: the previous library's spinning threads gone idle)."""
+    before each call (SETTLE_SECONDS: the previous library's spinning threads gone idle).
+    keep: called after each round; a round it rejects is dropped and run again, at most `extra`
+    rounds in all (after those, every round counts)."""
     times = {name: [] for name in fns}
-    for _ in range(repeats):
+    kept = dropped = 0
+    while kept < repeats:
+        this = {}
         for name, fn in fns.items():
             gc.collect()
             if settle > 0:
                 time.sleep(settle)
             t = time.perf_counter()
             out = fn()
-            times[name].append(out if name in self_timed else time.perf_counter() - t)
+            this[name] = out if name in self_timed else time.perf_counter() - t
+        if keep is not None and not keep() and dropped < extra:
+            dropped += 1
+            continue
+        kept += 1
+        for name, t in this.items():
+            times[name].append(t)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -552,27 +572,43 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     kernel OPENBLAS_CORETYPE names when it is set) are measured in the same rounds as the fits,
     one child process per round, and their medians taken like the fits': a limit measured once
     after the fits would be compared with fits timed minutes apart from it, which on a host
-    whose speed drifts moves the ratio more than any change of the code.
+    whose speed drifts moves the ratio more than any change of the code. With more than one
+    thread, a round whose cores' round trips moved (see `steady`) is run again, at most
+    EXTRA_ROUNDS * `repeats` extra rounds.
     """
     from fusedmlp import _cpu
     from fusedmlp._multilayer_perceptron import BaseMultilayerPerceptron
 
     segments = {}  # name -> [(on one thread, on the team)] of each of its fusedmlp fits
-    trips = {}  # name -> [the cores' round trip before each of its fusedmlp fits, or None]
+    trips = {}  # name -> [the cores' round trip (before, after) each of its fusedmlp fits]
+    rounds = [[]]  # the round trips read around every fit of each round, the next round's last
 
     def fit(name, make, n_epochs):
         est = make()
-        if isinstance(est, PeerMLP):
-            return est.fit(X, y, epochs=n_epochs)
-        if not isinstance(est, BaseMultilayerPerceptron):
-            return est.set_params(max_iter=n_epochs).fit(X, y)
+        ours = isinstance(est, BaseMultilayerPerceptron)
         trip = _cpu.core_round_trip() if threads > 1 else None
-        before = _cpu.team_segments()
-        est.set_params(max_iter=n_epochs).fit(X, y)
-        after = _cpu.team_segments()
+        before = _cpu.team_segments() if ours else None
+        if isinstance(est, PeerMLP):
+            est.fit(X, y, epochs=n_epochs)
+        else:
+            est.set_params(max_iter=n_epochs).fit(X, y)
+        if ours:
+            after = _cpu.team_segments()
+            segments.setdefault(name, []).append((after[0] - before[0], after[1] - before[1]))
         if threads > 1:
-            trips.setdefault(name, []).append((trip, _cpu.core_round_trip()))
-        segments.setdefault(name, []).append((after[0] - before[0], after[1] - before[1]))
+            pair = (trip, _cpu.core_round_trip())
+            rounds[-1].extend(pair)
+            if ours:
+                trips.setdefault(name, []).append(pair)
+
+    def steady():
+        # Whether the cores stayed where they were through the round (its round trips within
+        # MOVED_RATIO of each other): a round in which the host moved the virtual CPUs between
+        # near and far cores times some fits in one placement and some in the other, and an
+        # epoch (a long fit less a short one) can take the whole move (bench/RESULTS.md).
+        seen = [v for v in rounds[-1] if v is not None]
+        rounds.append([])
+        return not seen or max(seen) <= MOVED_RATIO * min(seen)
 
     peers, absent, notes = dict(peers), dict(absent or {}), list(notes)
     for name, (make, _) in list(peers.items()):
@@ -605,7 +641,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
         limits["limit_coretype"] = (limit_dtype, False)
     for key, (dt, native) in limits.items():
         fns[key] = lambda dt=dt, native=native: numpy_limit(units, n, 200, dt, native=native)
-    raw = interleaved(fns, repeats, self_timed=limits)
+    raw = interleaved(fns, repeats, self_timed=limits, keep=steady if threads > 1 else None,
+                      extra=EXTRA_ROUNDS * repeats)
     per_epoch = {name: max(raw[(name, 2)] - raw[(name, 1)], 1e-9) / peers[name][1] for name in peers}
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
@@ -618,22 +655,34 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
 
     for name, counts in segments.items():
         if any(team or solo for solo, team in counts):
-            rounds = by_round([f"{solo}/{team}" for solo, team in counts])
+            told = by_round([f"{solo}/{team}" for solo, team in counts])
             notes.append(f"{name}: epoch segments on one thread / on the team, round by round "
-                         f"(short fit, long fit): {rounds}")
+                         f"(short fit, long fit): {told}")
     # How far apart the cores are, before and after each fit: a team's epoch waits on lines the
     # other core wrote, and a host that places two virtual CPUs far apart (330-420 ns a round
     # trip against 50-90) made the same build's Fashion-MNIST epoch 1.5 times as long on two
     # threads, one thread and numpy's products unchanged; the host moves them during a fit too
     # (bench/RESULTS.md). (Measured inside the timed fit, 1-7 ms each: the same in the short and
-    # the long fit, so in "once per fit" only.)
+    # the long fit, so in "once per fit" only.) The same around every library's fits tells which
+    # rounds saw the host move the CPUs (`steady`), run again as their epochs are no placement's.
     def ns(v):
         return "-" if v is None else f"{v * 1e9:.0f}"
 
     for name, values in trips.items():
-        rounds = by_round([f"{ns(a)}>{ns(b)}" for a, b in values])
+        told = by_round([f"{ns(a)}>{ns(b)}" for a, b in values])
         notes.append(f"{name}: the cores' round trip (ns) before>after each fit, round by round "
-                     f"(short fit, long fit; '-': the two threads did not run at once): {rounds}")
+                     f"(short fit, long fit; '-': the two threads did not run at once): {told}")
+    if threads > 1:
+        told, dropped = [], 0
+        for seen in ([v for v in r if v is not None] for r in rounds[:-1]):
+            span = f"{ns(min(seen))}-{ns(max(seen))}" if seen else "-"
+            if seen and max(seen) > MOVED_RATIO * min(seen) and dropped < EXTRA_ROUNDS * repeats:
+                dropped += 1
+                span += " (run again)"
+            told.append(span)
+        notes.append(f"the cores' round trip (ns) around every fit, lowest-highest, round by round: "
+                     f"{'; '.join(told)}; {dropped} round(s) where it moved more than "
+                     f"{MOVED_RATIO}x run again")
     flops = epoch_flops(units, n, 200)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
                limit=raw["limit"], limit_dtype=np.dtype(limit_dtype).name, units=units, n=n,
