@@ -581,7 +581,9 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
 
     segments = {}  # name -> [(on one thread, on the team)] of each of its fusedmlp fits
     trips = {}  # name -> [the cores' round trip (before, after) each of its fusedmlp fits]
-    rounds = [[]]  # the round trips read around every fit of each round, the next round's last
+    this_round = []  # the round trips read around every fit of the round running
+    verdicts = []  # each round's readings, and whether it is run again
+    extra = EXTRA_ROUNDS * repeats
 
     def fit(name, make, n_epochs):
         est = make()
@@ -597,7 +599,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
             segments.setdefault(name, []).append((after[0] - before[0], after[1] - before[1]))
         if threads > 1:
             pair = (trip, _cpu.core_round_trip())
-            rounds[-1].extend(pair)
+            this_round.extend(pair)
             if ours:
                 trips.setdefault(name, []).append(pair)
 
@@ -606,9 +608,12 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
         # MOVED_RATIO of each other): a round in which the host moved the virtual CPUs between
         # near and far cores times some fits in one placement and some in the other, and an
         # epoch (a long fit less a short one) can take the whole move (bench/RESULTS.md).
-        seen = [v for v in rounds[-1] if v is not None]
-        rounds.append([])
-        return not seen or max(seen) <= MOVED_RATIO * min(seen)
+        seen = [v for v in this_round if v is not None]
+        this_round.clear()
+        again = (bool(seen) and max(seen) > MOVED_RATIO * min(seen)
+                 and sum(a for _, a in verdicts) < extra)
+        verdicts.append((seen, again))
+        return not again
 
     peers, absent, notes = dict(peers), dict(absent or {}), list(notes)
     for name, (make, _) in list(peers.items()):
@@ -642,7 +647,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     for key, (dt, native) in limits.items():
         fns[key] = lambda dt=dt, native=native: numpy_limit(units, n, 200, dt, native=native)
     raw = interleaved(fns, repeats, self_timed=limits, keep=steady if threads > 1 else None,
-                      extra=EXTRA_ROUNDS * repeats)
+                      extra=extra)
     per_epoch = {name: max(raw[(name, 2)] - raw[(name, 1)], 1e-9) / peers[name][1] for name in peers}
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
@@ -673,15 +678,10 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
         notes.append(f"{name}: the cores' round trip (ns) before>after each fit, round by round "
                      f"(short fit, long fit; '-': the two threads did not run at once): {told}")
     if threads > 1:
-        told, dropped = [], 0
-        for seen in ([v for v in r if v is not None] for r in rounds[:-1]):
-            span = f"{ns(min(seen))}-{ns(max(seen))}" if seen else "-"
-            if seen and max(seen) > MOVED_RATIO * min(seen) and dropped < EXTRA_ROUNDS * repeats:
-                dropped += 1
-                span += " (run again)"
-            told.append(span)
+        told = "; ".join((f"{ns(min(seen))}-{ns(max(seen))}" if seen else "-")
+                         + (" (run again)" if again else "") for seen, again in verdicts)
         notes.append(f"the cores' round trip (ns) around every fit, lowest-highest, round by round: "
-                     f"{'; '.join(told)}; {dropped} round(s) where it moved more than "
+                     f"{told}; {sum(a for _, a in verdicts)} round(s) where it moved more than "
                      f"{MOVED_RATIO}x run again")
     flops = epoch_flops(units, n, 200)
     res = dict(title=title, kind="train", seconds=per_epoch, fixed=fixed, flops=flops,
