@@ -134,6 +134,16 @@ def test_inference_case_settles_before_each_large_prediction(monkeypatch):
     assert calls["batch"] == (libraries, bench.SETTLE_SECONDS)
     assert calls["single"] == libraries
     assert res["batch"] == dict.fromkeys(libraries, 1.0)
+    # one thread: no round trip measured or told; more: before and after each measurement
+    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
+    assert not [n for n in res["notes"] if "round trip" in n]
+    trips = iter([5.5e-8, 3.3e-7, None])
+    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
+    res = bench.case_inference(None, 1, 2)
+    assert [n for n in res["notes"] if "round trip" in n] == [
+        "the cores' round trip (ns) before the 50-row calls, between them and the one-row calls, "
+        "after those: 55>330>-"]
+    assert next(trips, "all read") == "all read"
 
 
 @pytest.mark.parametrize("limit64", [False, True])

@@ -21,7 +21,10 @@ the other and back before and after each fit (fusedmlp._cpu.core_round_trip), wh
 of a team's epoch on hosts that move virtual CPUs between near and far cores. It is read around
 every library's fits: a round in which it moved by more than MOVED_RATIO (the host moved the CPUs
 during the round, so some of its fits ran in one placement and some in the other) is dropped and
-run again, at most EXTRA_ROUNDS times --repeats extra rounds, and the notes say which.
+run again, at most EXTRA_ROUNDS times --repeats extra rounds, and the notes say which. The
+inference case reads it before, between and after its measurements (a team's one-row call waits
+for the other core: its figure depends on the placement; the libraries alternate call by call, so
+all of them see the same one).
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -486,6 +489,11 @@ MOVED_RATIO = 2.5
 EXTRA_ROUNDS = 3
 
 
+def ns(seconds):
+    """A round trip in nanoseconds for the notes ('-': none measured)."""
+    return "-" if seconds is None else f"{seconds * 1e9:.0f}"
+
+
 def interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0):
     """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike.
     A callable named in `self_timed` returns its own seconds (a child process's measurement,
@@ -670,9 +678,6 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # (bench/RESULTS.md). (Measured inside the timed fit, 1-7 ms each: the same in the short and
     # the long fit, so in "once per fit" only.) The same around every library's fits tells which
     # rounds saw the host move the CPUs (`steady`), run again as their epochs are no placement's.
-    def ns(v):
-        return "-" if v is None else f"{v * 1e9:.0f}"
-
     for name, values in trips.items():
         told = by_round([f"{ns(a)}>{ns(b)}" for a, b in values])
         notes.append(f"{name}: the cores' round trip (ns) before>after each fit, round by round "
@@ -830,8 +835,21 @@ def case_inference(data_dir, repeats, threads):
     for m, Xt in models.values():
         m.predict(Xt)
         m.predict(Xt[:1])
+    # The cores' round trip before and after each measurement: a team's call waits for the other
+    # core, one row 14.0 us near against 19.8 us far on the Zen 4 host of bench/RESULTS.md (one
+    # thread 20.0 in both; the libraries alternate call by call, so all see the same placement)
+    from fusedmlp import _cpu
+
+    trips = []
+
+    def trip():
+        if threads > 1:
+            trips.append(ns(_cpu.core_round_trip()))
+
+    trip()
     batch = interleaved({k: (lambda m=m, Xt=Xt: m.predict(Xt)) for k, (m, Xt) in models.items()}, repeats * 3,
                         settle=SETTLE_SECONDS)
+    trip()
     # one row: the median of 2,000 calls of each, in 10 rounds of 200 consecutive calls of each
     # library in random order (a serving loop's warm calls; this host's speed drifts by a third
     # within seconds, and one loop of each library's calls after another's compared the host's
@@ -845,6 +863,10 @@ def case_inference(data_dir, repeats, threads):
             m.predict(rows[k])
     single = interleaved_calls({k: (lambda m=m, row=rows[k]: m.predict(row)) for k, (m, Xt) in models.items()},
                                200, 10, per_call=True, block=200)
+    trip()
+    if trips:
+        notes.append(f"the cores' round trip (ns) before the {X_test.shape[0]:,}-row calls, "
+                     f"between them and the one-row calls, after those: {'>'.join(trips)}")
     return dict(title=f"{name} inference, 784-300-100-10 (predict, class labels)", kind="inference",
                 batch=batch, single=single, n=X_test.shape[0], threads=threads, absent=absent, notes=notes)
 
