@@ -128,15 +128,16 @@ def test_inference_case_settles_before_each_large_prediction(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # (absent: its import fails)
     monkeypatch.setattr(bench, "interleaved", fake_interleaved)
     monkeypatch.setattr(bench, "interleaved_calls", fake_calls)
+    # one thread: no round trip measured or told
+    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
     res = bench.case_inference(None, 1, 1)
     libraries = [("fusedmlp", "float32"), ("fusedmlp", "float64"), ("scikit-learn", "float32"),
                  ("scikit-learn", "float64")]
     assert calls["batch"] == (libraries, bench.SETTLE_SECONDS)
     assert calls["single"] == libraries
     assert res["batch"] == dict.fromkeys(libraries, 1.0)
-    # one thread: no round trip measured or told; more: before and after each measurement
-    monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
     assert not [n for n in res["notes"] if "round trip" in n]
+    # more threads: before, between and after the measurements
     trips = iter([5.5e-8, 3.3e-7, None])
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
     res = bench.case_inference(None, 1, 2)
