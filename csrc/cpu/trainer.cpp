@@ -735,8 +735,9 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   std::atomic<bool> bad{false};
   const bool check = nonfinite != nullptr && !x.sparse;
 
-#pragma omp parallel num_threads(nth) if (nth > 1)
-  {
+  // (the region's body: on one thread it runs on the calling thread alone, outside OpenMP,
+  // whose region of one thread still ends with a futex system call, a small call's cost)
+  auto region = [&] {
     FlushDenormals<T> ftz;
     const Team team{omp_get_thread_num(), omp_get_num_threads()};
     const Team solo = Team::solo(team.slot);
@@ -807,6 +808,12 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
         if (!last_chunk) team_barrier(team);
       }
     }
+  };
+  if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+    region();
+  } else {
+    region();
   }
   if (full > 1 && stop_flag.load() == 0) {
     if (learnt)
