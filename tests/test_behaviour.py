@@ -508,6 +508,107 @@ def test_the_kept_engine_is_taken_again_only_while_nothing_it_reads_changed():
         assert mlp._KEPT_ENGINES[reg][1] is not engine
 
 
+def test_the_kept_prediction_in_one_call_predicts_as_the_python_path():
+    # A stamped kept CPU engine also answers small predictions in one call (_kept_pass): for
+    # every head, dtype and input it serves, the very values and dtype of the Python path (a
+    # fresh copy's first call takes it); for anything else it answers None and the Python path
+    # runs, with its conversions and errors.
+    from fusedmlp import _multilayer_perceptron as mlp
+
+    def fresh(est):
+        return pickle.loads(pickle.dumps(est))
+
+    rng = np.random.default_rng(3)
+    X = rng.random((300, 6))
+    ys = {"softmax": (X[:, 0] * 3).astype(int), "logistic": np.where(X[:, 1] > 0.5, "b", "a"),
+          "multilabel": (X[:, :2] > 0.5).astype(int)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = [fm.MLPClassifier(hidden_layer_sizes=(7,), max_iter=5, random_state=0, dtype=dt).fit(X, y)
+                  for y in ys.values() for dt in ("float32", "float64")]
+        models += [fm.MLPRegressor(hidden_layer_sizes=(7,), max_iter=5, random_state=0, dtype=dt).fit(X, y)
+                   for y in (X[:, 0], X[:, :2]) for dt in ("float32", "float64")]
+    for est in models:
+        classifier = isinstance(est, fm.MLPClassifier)
+        labels = classifier and est.out_activation_ == "softmax" or (
+            classifier and est.n_outputs_ == 1)
+        for rows, x_dtype in itertools.product((1, 5, 256, 257), (np.float32, np.float64)):
+            Xr = X[:rows].astype(x_dtype)
+            est.predict(Xr)  # (builds and stamps the kept engine)
+            for method in ("predict", "predict_proba") if classifier else ("predict",):
+                got, want = getattr(est, method)(Xr), getattr(fresh(est), method)(Xr)
+                assert got.dtype == want.dtype
+                np.testing.assert_array_equal(got, want)
+            one_call = est._kept_pass(Xr)
+            assert (one_call is not None) == (rows <= 256)  # (larger calls: engines of their own)
+            if one_call is not None:
+                np.testing.assert_array_equal(one_call, est._forward_pass_fast(Xr.tolist()))
+                assert (est._kept_pass(Xr, labels=True) is not None) == labels
+    est = models[0]
+    x = X[:1].astype(np.float32)
+    est.predict(x)
+    assert est._kept_pass(x) is not None
+    # inputs it leaves to the Python path: a list, integers, a subclass of ndarray, a
+    # non-contiguous view, the wrong width, NaN
+    class Sub(np.ndarray):
+        pass
+
+    for other in (x.tolist(), (x * 10).astype(np.int64), x.view(Sub), X[:3:2]):
+        if type(other) is not np.ndarray or other.dtype.kind != "f":
+            assert est._kept_pass(other) is None
+        np.testing.assert_array_equal(est.predict(other), fresh(est).predict(other))
+    with pytest.raises(ValueError, match="features"):
+        est.predict(X[:1, :5])
+    bad = x.copy()
+    bad[0, 2] = np.nan
+    assert est._kept_pass(bad) is None
+    with pytest.raises(ValueError, match="NaN"):
+        est.predict(bad)
+    # a lease held by another thread: the Python path, on an engine of its own
+    kept = mlp._KEPT_ENGINES[est]
+    assert kept[2].acquire(blocking=False)
+    try:
+        assert est._kept_pass(x) is None
+        np.testing.assert_array_equal(est.predict(x), fresh(est).predict(x))
+    finally:
+        kept[2].release()
+    # outputs that are not all finite: the Python path's
+    est.predict(x)
+    big = fresh(est)
+    big.coefs_[0][:] = np.nan
+    big.predict(x)
+    assert mlp._KEPT_ENGINES[big][4] is not None and big._kept_pass(x) is None
+    np.testing.assert_array_equal(big.predict(x), fresh(big).predict(x))
+    # classes and device changed after the stamp, feature names: the Python path
+    est.predict(x)
+    est.classes_ = est.classes_ + 10
+    assert est._kept_pass(x, labels=True) is None
+    np.testing.assert_array_equal(est.predict(x), fresh(est).predict(x))
+    est.set_params(device="auto")
+    assert est._kept_pass(x) is None
+    np.testing.assert_array_equal(est.predict(x), fresh(est).predict(x))
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        named = fm.MLPClassifier(hidden_layer_sizes=(7,), max_iter=5, random_state=0).fit(frame, ys["softmax"])
+    named.predict(frame.iloc[:1])
+    assert mlp._KEPT_ENGINES[named][4] is None
+    with pytest.warns(UserWarning, match="feature names"):
+        named.predict(X[:1])
+    # the object's own arguments: clear errors, and a state that is not a dict answers None
+    engine, lock = mlp._KEPT_ENGINES[est][1], mlp._KEPT_ENGINES[est][2]
+    args = dict(engine=engine, names=("coefs_",), objects=(est.coefs_,), n_lists=0, threads=0,
+                usable_cpus=2, lock=lock, params=est._params, labels=1, max_rows=4)
+    assert _cpu.KeptPredictionF32(**args)([], x, True) is None
+    for bad_args in (dict(labels=3), dict(labels=2), dict(max_rows=0), dict(n_lists=2),
+                     dict(names=["coefs_"])):
+        with pytest.raises((ValueError, TypeError)):
+            _cpu.KeptPredictionF32(**{**args, **bad_args})
+    with pytest.raises(RuntimeError):
+        _cpu.KeptPredictionF64(**args)  # (a float32 engine)
+
+
 def test_the_stamp_compares_objects_not_values():
     # _cpu._same_objects, the stamp's check: the dict's values under the names, and the items
     # of the first lists, must be the very objects stamped; anything else is a mismatch.
@@ -593,14 +694,18 @@ def test_concurrent_small_predictions_from_threads_agree():
 
     est, X = _fashion_like_model()
     expected = [est.predict_proba(X[i:i + 7]) for i in range(0, 350, 7)]
+    expected_labels = [est.predict(X[i:i + 1]) for i in range(50)]
 
     def run(i):
-        return [est.predict_proba(X[j:j + 7]) for j in range(0, 350, 7)][i % 50]
+        labels = [est.predict(X[j:j + 1]) for j in range(50)]  # (the kept engine in one call)
+        return [est.predict_proba(X[j:j + 7]) for j in range(0, 350, 7)][i % 50], labels
 
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, range(200)))
-    for i, r in enumerate(results):
+    for i, (r, labels) in enumerate(results):
         np.testing.assert_array_equal(r, expected[i % 50])
+        for got, want in zip(labels, expected_labels):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
