@@ -548,15 +548,27 @@ def test_the_kept_prediction_in_one_call_predicts_as_the_python_path():
     x = X[:1].astype(np.float32)
     est.predict(x)
     assert est._kept_pass(x) is not None
-    # inputs it leaves to the Python path: a list, integers, a subclass of ndarray, a
-    # non-contiguous view, the wrong width, NaN
+    # inputs it leaves to the Python path: a list, integers, a subclass of ndarray, a field
+    # of a structured array (strides not in whole items), the wrong width, NaN; a strided view
+    # it answers
     class Sub(np.ndarray):
         pass
 
-    for other in (x.tolist(), (x * 10).astype(np.int64), x.view(Sub), X[:3:2]):
-        if type(other) is not np.ndarray or other.dtype.kind != "f":
-            assert est._kept_pass(other) is None
-        np.testing.assert_array_equal(est.predict(other), fresh(est).predict(other))
+    fields = np.zeros((1, 6), dtype=[("a", np.int8), ("x", np.float32)])
+    fields["x"] = x
+    for other in (x.tolist(), (x * 10).astype(np.int64), x.view(Sub), fields["x"]):
+        assert est._kept_pass(other) is None
+        try:
+            want = fresh(est).predict(other)
+        except ValueError as e:  # (the engine's own error for such strides)
+            with pytest.raises(ValueError, match=str(e)):
+                est.predict(other)
+        else:
+            np.testing.assert_array_equal(est.predict(other), want)
+    view = X[:5:2].astype(np.float32)[:, ::-1][:, ::-1]
+    assert est._kept_pass(X[:5:2]) is not None
+    np.testing.assert_array_equal(est.predict(X[:5:2]), fresh(est).predict(X[:5:2]))
+    np.testing.assert_array_equal(est.predict(view), fresh(est).predict(view))
     with pytest.raises(ValueError, match="features"):
         est.predict(X[:1, :5])
     bad = x.copy()
@@ -587,6 +599,24 @@ def test_the_kept_prediction_in_one_call_predicts_as_the_python_path():
     est.set_params(device="auto")
     assert est._kept_pass(x) is None
     np.testing.assert_array_equal(est.predict(x), fresh(est).predict(x))
+    # a model 'auto' trained on the CPU is served; one trained on a GPU is not
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        auto = fm.MLPClassifier(hidden_layer_sizes=(7,), max_iter=5, random_state=0,
+                                device="auto").fit(X, ys["softmax"])
+    auto.predict(x)
+    assert (auto._kept_pass(x) is not None) == (auto.__dict__.get("_auto_device") == "cpu")
+    # a subclass (which may override what the Python path calls): the Python path
+    class Tempered(fm.MLPClassifier):
+        def _outputs_to_predictions(self, y_pred, x_dtype=None):
+            return super()._outputs_to_predictions(y_pred[:, ::-1], x_dtype)
+
+    sub = Tempered(**est.get_params())
+    sub.__dict__.update({k: v for k, v in fresh(est).__dict__.items() if k.endswith("_")
+                         or k.startswith("_")})
+    sub.predict(x)
+    assert mlp._KEPT_ENGINES[sub][4] is None
+    np.testing.assert_array_equal(sub.predict(x), sub._outputs_to_predictions(sub.predict_proba(x)))
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(6)])
     with warnings.catch_warnings():
@@ -596,17 +626,38 @@ def test_the_kept_prediction_in_one_call_predicts_as_the_python_path():
     assert mlp._KEPT_ENGINES[named][4] is None
     with pytest.warns(UserWarning, match="feature names"):
         named.predict(X[:1])
-    # the object's own arguments: clear errors, and a state that is not a dict answers None
+    # the object's own arguments: clear errors, and an estimator of another class answers None
     engine, lock = mlp._KEPT_ENGINES[est][1], mlp._KEPT_ENGINES[est][2]
-    args = dict(engine=engine, names=("coefs_",), objects=(est.coefs_,), n_lists=0, threads=0,
-                usable_cpus=2, lock=lock, params=est._params, labels=1, max_rows=4)
+    args = dict(cls=fm.MLPClassifier, engine=engine, names=("coefs_",), objects=(est.coefs_,),
+                n_lists=0, threads=0, usable_cpus=2, lock=lock, params=est._params, labels=1,
+                max_rows=4)
     assert _cpu.KeptPredictionF32(**args)([], x, True) is None
+    assert _cpu.KeptPredictionF32(**args)(est, x, True) is not None
+    assert _cpu.KeptPredictionF32(**{**args, "cls": fm.MLPRegressor})(est, x, True) is None
     for bad_args in (dict(labels=3), dict(labels=2), dict(max_rows=0), dict(n_lists=2),
-                     dict(names=["coefs_"])):
+                     dict(names=["coefs_"]), dict(cls=1)):
         with pytest.raises((ValueError, TypeError)):
             _cpu.KeptPredictionF32(**{**args, **bad_args})
     with pytest.raises(RuntimeError):
         _cpu.KeptPredictionF64(**args)  # (a float32 engine)
+
+
+def test_a_kept_engine_does_not_keep_its_estimator_alive():
+    # The kept engines' table is weak-keyed: nothing it holds (the engine, the stamp's objects,
+    # the one-call prediction) may refer back to the estimator, or it would never be freed.
+    import gc
+    import weakref
+
+    from fusedmlp import _multilayer_perceptron as mlp
+
+    est, X = _fashion_like_model()
+    est.predict(X[:1])
+    est.predict(X[:1])
+    assert mlp._KEPT_ENGINES[est][4] is not None
+    ref = weakref.ref(est)
+    del est
+    gc.collect()
+    assert ref() is None
 
 
 def test_the_stamp_compares_objects_not_values():
@@ -694,7 +745,9 @@ def test_concurrent_small_predictions_from_threads_agree():
 
     est, X = _fashion_like_model()
     expected = [est.predict_proba(X[i:i + 7]) for i in range(0, 350, 7)]
-    expected_labels = [est.predict(X[i:i + 1]) for i in range(50)]
+    # (a fresh copy's first call takes the Python path)
+    expected_labels = [pickle.loads(pickle.dumps(est)).predict(X[i:i + 1]) for i in range(50)]
+    assert est._kept_pass(X[:1], labels=True) is not None  # (the threads' first choice)
 
     def run(i):
         labels = [est.predict(X[j:j + 1]) for j in range(50)]  # (the kept engine in one call)

@@ -308,22 +308,26 @@ int default_threads(int usable_cpus) {
 }
 
 // A kept CPU prediction engine's call in one step (_multilayer_perceptron.py, _kept_pass): the
-// estimator's stamp checked (same_objects: the objects the engine's key and parameters were read
-// from, and those the prediction's checks and decoding read), X checked as the Python path's
-// _plain_input(max_checked=None) checks it, the engine's lease taken, the pass run with X's
-// finiteness checked, and the outputs returned, or the class of each row (labels: the index of
-// the largest output, or whether the one output is above 0.5). None whenever any of that does not
-// hold, or an output is not finite (also a lease held by another thread): the Python path then
-// runs, with its errors, warnings and conversions. A one-row prediction's Python part around the
-// pass took 4.4 us of 19.7 on the Zen 4 machine of bench/RESULTS.md.
+// estimator's class (the package's own), its stamp checked (same_objects: the objects the engine's
+// key and parameters were read from, and those the prediction's checks and decoding read), X
+// checked as the Python path's _plain_input(max_checked=None) checks it (and at most max_rows
+// rows), the engine's lease taken, the pass run with X's finiteness checked, and the outputs
+// returned, or the class of each row (labels: the index of the largest output, or whether the one
+// output is above 0.5). None whenever any of that does not hold, or an output is not finite (also
+// a lease held by another thread): the Python path then runs, with its errors, warnings and
+// conversions. A one-row prediction's Python part around the pass took 4.4 us of 19.7 on the Zen 4
+// machine of bench/RESULTS.md.
 template <class T>
 class KeptPrediction {
  public:
   enum Labels { kNone = 0, kArgmax = 1, kAboveHalf = 2 };
 
-  KeptPrediction(py::object engine, py::tuple names, py::tuple objects, int n_lists, int threads,
-                 int usable_cpus, py::object lock, py::array params, int labels, index_t max_rows)
-      : engine_obj_(std::move(engine)),
+  KeptPrediction(py::type cls, py::object engine, py::tuple names, py::tuple objects, int n_lists,
+                 int threads, int usable_cpus, py::object lock, py::array params, int labels,
+                 index_t max_rows)
+      : cls_(std::move(cls)),
+        type_(reinterpret_cast<PyTypeObject*>(cls_.ptr())),
+        engine_obj_(std::move(engine)),
         engine_(engine_obj_.cast<PyTrainer<T>*>()),
         names_(std::move(names)),
         objects_(std::move(objects)),
@@ -344,40 +348,43 @@ class KeptPrediction {
     same_objects(py::dict(), names_, objects_, n_lists_);
   }
 
-  py::object call(py::handle state, py::handle x, bool labels) {
+  py::object call(py::handle estimator, py::handle x, bool labels) {
+    // (the estimator's own class: a subclass may override what the Python path calls)
+    if (Py_TYPE(estimator.ptr()) != type_) return py::none();
+    const py::object state = py::reinterpret_steal<py::object>(PyObject_GenericGetDict(estimator.ptr(), nullptr));
+    if (!state) throw py::error_already_set();
     PyObject* d = state.ptr();
     if (!PyDict_Check(d) || !same_objects(state, names_, objects_, n_lists_)) return py::none();
     if (labels && labels_ == kNone) return py::none();
     // _plain_input(max_checked=None): an ndarray (not a subclass), 2-D, float32 or float64, of
-    // the fitted width and at least one row, for a model fitted without feature names
+    // the fitted width and at least one row (at most max_rows: the kept engine's calls), for a
+    // model fitted without feature names; strides in whole items (to_input's)
     if (Py_TYPE(x.ptr()) != py::detail::npy_api::get().PyArray_Type_) return py::none();
     const py::array a = py::reinterpret_borrow<py::array>(x);
     const NetworkLayout& L = engine_->layout();
     if (a.ndim() != 2 || a.shape(1) != L.n_inputs() || a.shape(0) < 1 || a.shape(0) > max_rows_ ||
-        !(has_type<float>(a) || has_type<double>(a)))
+        !(has_type<float>(a) || has_type<double>(a)) ||
+        a.strides(0) % static_cast<py::ssize_t>(a.itemsize()) != 0 ||
+        a.strides(1) % static_cast<py::ssize_t>(a.itemsize()) != 0)
       return py::none();
     PyObject* names = PyDict_GetItemWithError(d, feature_names_.ptr());
     if (names != nullptr) return py::none();
     if (PyErr_Occurred()) throw py::error_already_set();
     if (threads_ > 0 && default_threads(usable_cpus_) != threads_) return py::none();
-    if (!take_lease()) return py::none();
+    Lease lease(*this);
+    if (!lease.held) return py::none();
+    // (under the lease to the end: buffer_ is the engine's and the lease's)
     const index_t n = a.shape(0), n_out = L.n_outputs();
+    const InputHolder in = to_input(a, L.n_inputs());
     py::array out;
     bool nonfinite = false;
-    try {
-      const InputHolder in = to_input(a, L.n_inputs());
-      if (labels) {
-        buffer_.resize(static_cast<size_t>(n * n_out));
-        engine_->predict_into(in, params_, buffer_.data(), &nonfinite);
-      } else {
-        out = py::array_t<double>({n, n_out});
-        engine_->predict_into(in, params_, static_cast<double*>(out.mutable_data()), &nonfinite);
-      }
-    } catch (...) {
-      release_lease();
-      throw;
+    if (labels) {
+      buffer_.resize(static_cast<size_t>(n * n_out));
+      engine_->predict_into(in, params_, buffer_.data(), &nonfinite);
+    } else {
+      out = py::array_t<double>({n, n_out});
+      engine_->predict_into(in, params_, static_cast<double*>(out.mutable_data()), &nonfinite);
     }
-    release_lease();
     const double* o = labels ? buffer_.data() : static_cast<const double*>(out.data());
     if (nonfinite) return py::none();
     for (index_t i = 0; i < n * n_out; ++i)
@@ -400,19 +407,32 @@ class KeptPrediction {
   }
 
  private:
-  bool take_lease() {
-    PyObject* got = PyObject_CallMethodObjArgs(lock_.ptr(), acquire_.ptr(), Py_False, nullptr);
-    if (got == nullptr) throw py::error_already_set();
-    const bool held = got == Py_True;
-    Py_DECREF(got);
-    return held;
-  }
-  void release_lease() {
-    PyObject* done = PyObject_CallMethodObjArgs(lock_.ptr(), release_.ptr(), nullptr);
-    if (done == nullptr) throw py::error_already_set();
-    Py_DECREF(done);
-  }
+  // The engine's lease (the kept entry's threading.Lock), taken without blocking, released when
+  // the call ends, also by an exception.
+  struct Lease {
+    explicit Lease(KeptPrediction& k) : kept(k) {
+      PyObject* got = PyObject_CallMethodObjArgs(kept.lock_.ptr(), kept.acquire_.ptr(), Py_False, nullptr);
+      if (got == nullptr) throw py::error_already_set();
+      held = got == Py_True;
+      Py_DECREF(got);
+    }
+    ~Lease() {
+      if (!held) return;
+      // (an exception may be on its way: its error is fetched already, error_already_set)
+      PyObject* done = PyObject_CallMethodObjArgs(kept.lock_.ptr(), kept.release_.ptr(), nullptr);
+      if (done == nullptr)
+        PyErr_WriteUnraisable(kept.lock_.ptr());  // (a held lock's release does not fail)
+      else
+        Py_DECREF(done);
+    }
+    Lease(const Lease&) = delete;
+    Lease& operator=(const Lease&) = delete;
+    KeptPrediction& kept;
+    bool held = false;
+  };
 
+  py::type cls_;  // the estimator's class (keeps type_ alive)
+  PyTypeObject* type_;
   py::object engine_obj_;  // (keeps engine_ alive)
   PyTrainer<T>* engine_;
   py::tuple names_, objects_;
@@ -429,11 +449,12 @@ class KeptPrediction {
 template <class T>
 void bind_kept_prediction(py::module_& m, const char* name) {
   py::class_<KeptPrediction<T>>(m, name)
-      .def(py::init<py::object, py::tuple, py::tuple, int, int, int, py::object, py::array, int, index_t>(),
-           py::arg("engine"), py::arg("names"), py::arg("objects"), py::arg("n_lists"),
+      .def(py::init<py::type, py::object, py::tuple, py::tuple, int, int, int, py::object, py::array,
+                    int, index_t>(),
+           py::arg("cls"), py::arg("engine"), py::arg("names"), py::arg("objects"), py::arg("n_lists"),
            py::arg("threads"), py::arg("usable_cpus"), py::arg("lock"), py::arg("params"),
            py::arg("labels"), py::arg("max_rows"))
-      .def("__call__", &KeptPrediction<T>::call, py::arg("state"), py::arg("X"), py::arg("labels"));
+      .def("__call__", &KeptPrediction<T>::call, py::arg("estimator"), py::arg("X"), py::arg("labels"));
 }
 
 // Two threads hand a counter back and forth `rounds` times in five runs; the median run's

@@ -736,10 +736,10 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   const bool check = nonfinite != nullptr && !x.sparse;
 
   // (the region's body: on one thread it runs on the calling thread alone, outside OpenMP,
-  // whose region of one thread still ends with a futex system call, a small call's cost)
-  auto region = [&] {
+  // whose region of one thread still ends with a futex system call, a small call's cost; as a
+  // team of one of its own, also when called from within another OpenMP region)
+  auto region = [&](const Team& team) {
     FlushDenormals<T> ftz;
-    const Team team{omp_get_thread_num(), omp_get_num_threads()};
     const Team solo = Team::solo(team.slot);
     if (own_slices) {
       // the weights packed once for all the slices (each slice's products would pack them)
@@ -811,9 +811,9 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   };
   if (nth > 1) {
 #pragma omp parallel num_threads(nth)
-    region();
+    region(Team{omp_get_thread_num(), omp_get_num_threads()});
   } else {
-    region();
+    region(Team{0, 1});
   }
   if (full > 1 && stop_flag.load() == 0) {
     if (learnt)

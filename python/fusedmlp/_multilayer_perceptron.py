@@ -927,9 +927,12 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
     def _kept_prediction(self, engine, lease, stamp):
         """The kept CPU engine's prediction in one call (_cpu.KeptPredictionF32/F64, see
         _kept_pass) for the stamped state, or None where every call must take the Python
-        path: a model not on the CPU by its device, fitted with feature names, whose width is
-        not its layout's. Its stamp adds what the prediction's checks and decoding read: the
-        device, the fitted width and, for a classifier, its classes and outputs."""
+        path: a subclass (its overrides), a model not on the CPU by its device, fitted with
+        feature names, whose width is not its layout's. Its stamp adds what the prediction's
+        checks and decoding read: the device, the fitted width and, for a classifier, its
+        classes and outputs."""
+        if type(self) not in (MLPClassifier, MLPRegressor):
+            return None  # (a subclass may override what the Python path calls)
         state = self.__dict__
         device = state.get("device")
         extra = ("device", "n_features_in_")
@@ -949,16 +952,17 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
                 or state["n_features_in_"] != self._layout.units[0]):
             return None
         cls = _cpu.KeptPredictionF32 if isinstance(engine, _cpu.TrainerF32) else _cpu.KeptPredictionF64
-        return cls(engine, names + extra,
+        return cls(type(self), engine, names + extra,
                    (*objects[:len(names)], *(state[name] for name in extra), *objects[len(names):]),
                    2, 0 if threads is None else threads, _engine._usable_cpus(), lease, objects[2],
                    labels, _KEPT_ENGINE_ROWS)
 
     def _kept_pass(self, X, labels=False):
         """The network's outputs for X (float64), or with labels=True the index in classes_
-        of each row's class, from the kept CPU engine in one call while the estimator's state
-        is the one it was stamped with and X is a small float ndarray that needs no
-        conversion (what _forward_pass_fast's checks would pass), the outputs all finite;
+        of each row's class, from the kept CPU engine in one call while the estimator's class
+        and state are the ones it was stamped with and X is a float ndarray of at most
+        _KEPT_ENGINE_ROWS rows that needs no conversion (what _forward_pass_fast's checks
+        would pass), the outputs all finite;
         else None, and the caller takes the Python path. A one-row prediction of
         Fashion-MNIST's network spent 4.4 us of 19.7 in Python around the pass (bench/RESULTS.md)."""
         try:
@@ -967,7 +971,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             return None
         if kept is None or kept[4] is None:
             return None
-        return kept[4](self.__dict__, X, labels)
+        return kept[4](self, X, labels)
 
     def _stamped_engine(self):
         """(engine, params, lease) of the kept CPU engine when the estimator still holds every
