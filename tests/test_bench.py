@@ -131,6 +131,7 @@ def test_inference_case_settles_before_each_large_prediction(monkeypatch):
     # one thread: no round trip measured or told
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: pytest.fail("measured"))
     res = bench.case_inference(None, 1, 1)
+    assert not [n for n in res["notes"] if "one-row calls:" in n]
     libraries = [("fusedmlp", "float32"), ("fusedmlp", "float64"), ("scikit-learn", "float32"),
                  ("scikit-learn", "float64")]
     assert calls["batch"] == (libraries, bench.SETTLE_SECONDS)
@@ -140,11 +141,16 @@ def test_inference_case_settles_before_each_large_prediction(monkeypatch):
     # more threads: before, between and after the measurements
     trips = iter([5.5e-8, 3.3e-7, None])
     monkeypatch.setattr(bench_cpu, "core_round_trip", lambda: next(trips))
+    counts = iter([(10, 5), (1210, 2005)])  # (one thread, team) before and after the one-row calls
+    monkeypatch.setattr(bench_cpu, "team_predictions", lambda: next(counts))
     res = bench.case_inference(None, 1, 2)
     assert [n for n in res["notes"] if "round trip" in n] == [
         "the cores' round trip (ns) before the 50-row calls, between them and the one-row calls, "
         "after those: 55>330>-"]
     assert next(trips, "all read") == "all read"
+    assert [n for n in res["notes"] if "one-row calls:" in n] == [
+        "fusedmlp's timed one-row calls: 1,200 on one thread, 2,000 on the team of 2"]
+    assert next(counts, "all read") == "all read"
 
 
 @pytest.mark.parametrize("limit64", [False, True])

@@ -24,7 +24,8 @@ during the round, so some of its fits ran in one placement and some in the other
 run again, at most EXTRA_ROUNDS times --repeats extra rounds, and the notes say which. The
 inference case reads it before, between and after its measurements (a team's one-row call waits
 for the other core: its figure depends on the placement; the libraries alternate call by call, so
-all of them see the same one).
+all of them see the same one), and counts fusedmlp's timed one-row calls that ran on one thread
+and on the team (fusedmlp._cpu.team_predictions).
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -861,12 +862,19 @@ def case_inference(data_dir, repeats, threads):
     for k, (m, Xt) in models.items():
         for _ in range(50):
             m.predict(rows[k])
+    # (the team each of fusedmlp's timed one-row calls ran on: its chooser keeps one thread when
+    # the team's calls cost more, as after a pause that let its threads sleep)
+    teams = _cpu.team_predictions()
     single = interleaved_calls({k: (lambda m=m, row=rows[k]: m.predict(row)) for k, (m, Xt) in models.items()},
                                200, 10, per_call=True, block=200)
+    teams = [after - before for before, after in zip(teams, _cpu.team_predictions())]
     trip()
     if trips:
         notes.append(f"the cores' round trip (ns) before the {X_test.shape[0]:,}-row calls, "
                      f"between them and the one-row calls, after those: {'>'.join(trips)}")
+    if threads > 1:
+        notes.append(f"fusedmlp's timed one-row calls: {teams[0]:,} on one thread, {teams[1]:,} on the "
+                     f"team of {threads}")
     return dict(title=f"{name} inference, 784-300-100-10 (predict, class labels)", kind="inference",
                 batch=batch, single=single, n=X_test.shape[0], threads=threads, absent=absent, notes=notes)
 
