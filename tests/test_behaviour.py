@@ -524,9 +524,10 @@ def test_the_kept_prediction_in_one_call_predicts_as_the_python_path():
           "multilabel": (X[:, :2] > 0.5).astype(int)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        models = [fm.MLPClassifier(hidden_layer_sizes=(7,), max_iter=5, random_state=0, dtype=dt).fit(X, y)
+        params = dict(hidden_layer_sizes=(7,), max_iter=5, random_state=0)
+        models = [fm.MLPClassifier(dtype=dt, **params).fit(X, y)
                   for y in ys.values() for dt in ("float32", "float64")]
-        models += [fm.MLPRegressor(hidden_layer_sizes=(7,), max_iter=5, random_state=0, dtype=dt).fit(X, y)
+        models += [fm.MLPRegressor(dtype=dt, **params).fit(X, y)
                    for y in (X[:, 0], X[:, :2]) for dt in ("float32", "float64")]
     for est in models:
         classifier = isinstance(est, fm.MLPClassifier)

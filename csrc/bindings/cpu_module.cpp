@@ -351,7 +351,8 @@ class KeptPrediction {
   py::object call(py::handle estimator, py::handle x, bool labels) {
     // (the estimator's own class: a subclass may override what the Python path calls)
     if (Py_TYPE(estimator.ptr()) != type_) return py::none();
-    const py::object state = py::reinterpret_steal<py::object>(PyObject_GenericGetDict(estimator.ptr(), nullptr));
+    const py::object state =
+        py::reinterpret_steal<py::object>(PyObject_GenericGetDict(estimator.ptr(), nullptr));
     if (!state) throw py::error_already_set();
     PyObject* d = state.ptr();
     if (!PyDict_Check(d) || !same_objects(state, names_, objects_, n_lists_)) return py::none();
@@ -411,7 +412,8 @@ class KeptPrediction {
   // the call ends, also by an exception.
   struct Lease {
     explicit Lease(KeptPrediction& k) : kept(k) {
-      PyObject* got = PyObject_CallMethodObjArgs(kept.lock_.ptr(), kept.acquire_.ptr(), Py_False, nullptr);
+      PyObject* got =
+          PyObject_CallMethodObjArgs(kept.lock_.ptr(), kept.acquire_.ptr(), Py_False, nullptr);
       if (got == nullptr) throw py::error_already_set();
       held = got == Py_True;
       Py_DECREF(got);
@@ -451,10 +453,11 @@ void bind_kept_prediction(py::module_& m, const char* name) {
   py::class_<KeptPrediction<T>>(m, name)
       .def(py::init<py::type, py::object, py::tuple, py::tuple, int, int, int, py::object, py::array,
                     int, index_t>(),
-           py::arg("cls"), py::arg("engine"), py::arg("names"), py::arg("objects"), py::arg("n_lists"),
-           py::arg("threads"), py::arg("usable_cpus"), py::arg("lock"), py::arg("params"),
-           py::arg("labels"), py::arg("max_rows"))
-      .def("__call__", &KeptPrediction<T>::call, py::arg("estimator"), py::arg("X"), py::arg("labels"));
+           py::arg("cls"), py::arg("engine"), py::arg("names"), py::arg("objects"),
+           py::arg("n_lists"), py::arg("threads"), py::arg("usable_cpus"), py::arg("lock"),
+           py::arg("params"), py::arg("labels"), py::arg("max_rows"))
+      .def("__call__", &KeptPrediction<T>::call, py::arg("estimator"), py::arg("X"),
+           py::arg("labels"));
 }
 
 // Two threads hand a counter back and forth `rounds` times in five runs; the median run's

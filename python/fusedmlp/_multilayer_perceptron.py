@@ -962,9 +962,9 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         of each row's class, from the kept CPU engine in one call while the estimator's class
         and state are the ones it was stamped with and X is a float ndarray of at most
         _KEPT_ENGINE_ROWS rows that needs no conversion (what _forward_pass_fast's checks
-        would pass), the outputs all finite;
-        else None, and the caller takes the Python path. A one-row prediction of
-        Fashion-MNIST's network spent 4.4 us of 19.7 in Python around the pass (bench/RESULTS.md)."""
+        would pass), the outputs all finite; else None, and the caller takes the Python path.
+        A one-row prediction of Fashion-MNIST's network spent 4.4 us of 19.7 in Python around
+        the pass (bench/RESULTS.md)."""
         try:
             kept = _KEPT_ENGINES.get(self)
         except TypeError:  # an unhashable estimator: no keeping
