@@ -145,11 +145,14 @@ inline MachineLoad machine_load(int cpus = online_cpus()) {
 // more CPUs than the machine has (a team member would then wait for time slices), `free` when
 // they do not, `unknown` when the load cannot tell. Only a
 // process that may run on every online CPU can tell (the count is the whole machine's; a process
-// pinned to some CPUs cannot see which of them are busy), and only a load seen `looks` times 1 ms
-// apart counts (a transient task, or a pool thread of this process that stops spinning between
-// the two reads, must not send a trainer to one thread; 1: a single reading decides, for a choice
-// that costs little when wrong). FUSEDMLP_CHECK_LOAD=0 turns the check off (`unknown`; the tests
-// do, except those of the check itself).
+// pinned to some CPUs cannot see which of them are busy), and the answer is that of most of
+// `looks` readings 1 ms apart, either way: a transient task, or a pool thread of this process that
+// stops spinning between the two reads, must not send a trainer to one thread, and one reading
+// alone can also count fewer tasks than run (two busy processes, this thread and a spinning pool
+// thread of its process read once as 2 runnable tasks, in about one fit's check of 40:
+// bench/RESULTS.md), which must not start a team on a loaded machine. 1: a single reading
+// decides, for a choice that costs little when wrong. FUSEDMLP_CHECK_LOAD=0 turns the check off
+// (`unknown`; the tests do, except those of the check itself).
 enum class LoadState { unknown, free, oversubscribed };
 inline LoadState machine_load_state(int team, int looks = 3, int extra = 0) {
   const char* env = std::getenv("FUSEDMLP_CHECK_LOAD");
@@ -160,10 +163,16 @@ inline LoadState machine_load_state(int team, int looks = 3, int extra = 0) {
     return LoadState::unknown;
   const int needed = std::min(team, cpus) + extra;
   // the machine's count alone first: with this thread as this process's only running one, are
-  // there CPUs enough? (one file read: the usual answer on an idle machine)
-  const int runnable = machine_runnable();
-  if (runnable < 0) return LoadState::unknown;
-  if (runnable - 1 + needed <= cpus) return LoadState::free;
+  // there CPUs enough? (two file reads, the second to confirm the first: the usual answer on an
+  // idle machine)
+  for (int read = 0;; ++read) {
+    const int runnable = machine_runnable();
+    if (runnable < 0) return LoadState::unknown;
+    if (runnable - 1 + needed > cpus) break;
+    if (read == 1) return LoadState::free;
+  }
+  const int most = looks / 2 + 1;  // (readings that decide)
+  int free_seen = 0, busy_seen = 0;
   for (int look = 0; look < looks; ++look) {
     if (look > 0) {
       const timespec pause{0, 1000000};
@@ -172,9 +181,11 @@ inline LoadState machine_load_state(int team, int looks = 3, int extra = 0) {
     const MachineLoad load = machine_load(cpus);
     if (load.cpus <= 0) return LoadState::unknown;
     const int others = std::max(0, load.runnable - std::max(load.own, 1));
-    if (others + needed <= load.cpus) return LoadState::free;
+    const bool fits = others + needed <= load.cpus;
+    if (fits && ++free_seen >= most) return LoadState::free;
+    if (!fits && ++busy_seen >= most) return LoadState::oversubscribed;
   }
-  return LoadState::oversubscribed;
+  return free_seen >= busy_seen ? LoadState::free : LoadState::oversubscribed;  // (a tie: free)
 }
 
 inline bool machine_oversubscribed(int team, int looks = 3) {
