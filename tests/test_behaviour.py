@@ -198,10 +198,29 @@ def test_threads_do_not_change_a_row_block_model(case):
     # three) is added by the optimizer pass. The model
     # must have the bits of the one-thread fit, whose thread runs every pair. The team must
     # really run: an earlier fit that found it slower would make this one start alone.
-    batch_size, n_threads, rows, columns, classes, dtype = ROW_BLOCK_CASES[case]
+    _assert_row_block_team_keeps_the_model(*ROW_BLOCK_CASES[case])
+
+
+# The optimizer's step of a row-block batch: each thread steps its own copy of all the parameters
+# in networks of up to 8,192 (the 64-50-30-10 network: 5,090), the team splits the parameters in
+# larger ones (64-150-40-10: 16,200); either way, with Adam, plain SGD and both momentums.
+@pytest.mark.parametrize("hidden", [(50, 30), (150, 40)])
+@pytest.mark.parametrize("solver", [{}, {"solver": "sgd", "momentum": 0.0},
+                                    {"solver": "sgd", "momentum": 0.9, "nesterovs_momentum": False},
+                                    {"solver": "sgd", "momentum": 0.9, "nesterovs_momentum": True}],
+                         ids=["adam", "sgd", "momentum", "nesterov"])
+@pytest.mark.parametrize("batch_size, n_threads", [(300, 2), (150, 3)])
+def test_the_row_block_step_keeps_the_one_thread_model(hidden, solver, batch_size, n_threads):
+    _assert_row_block_team_keeps_the_model(batch_size, n_threads, None, None, 10, "float32",
+                                           hidden_layer_sizes=hidden, **solver)
+
+
+def _assert_row_block_team_keeps_the_model(batch_size, n_threads, rows, columns, classes, dtype,
+                                           **extra):
     X, y = X_digits[:rows, :columns], y_digits[:rows] % classes
     kw = dict(hidden_layer_sizes=(50, 30), random_state=0, max_iter=2, batch_size=batch_size,
               alpha=1e-3, dtype=dtype)
+    kw.update(extra)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         one = fm.MLPClassifier(n_threads=1, **kw).fit(X, y)

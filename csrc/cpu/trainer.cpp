@@ -109,7 +109,7 @@ double Trainer<T>::start_sq_norm(const Team& team, const T* params) {
 template <class T>
 double Trainer<T>::updated_sq_norm(const Team& team, const BatchView<T>& input, const T* params,
                                    bool blocks) {
-  if (blocks) return sum_in_order(sq_chunks_.data(), static_cast<index_t>(sq_chunks_.size()));
+  if (blocks) return sum_in_order(block_sq_chunks(team.tid), static_cast<index_t>(sq_chunks_.size()));
   if (input.sparse) {  // (the sparse update steps columns: the rows' squares taken here)
     weight_rows_sq<T>(team, layout_.layers[0], params, sq_rows_.data());
     team_barrier(team);
@@ -307,6 +307,17 @@ void Trainer<T>::backward_sum(const Team& team, const BatchView<T>& input, const
 }
 
 template <class T>
+bool Trainer<T>::replicated_step() const {
+  return layout_.n_params <= kReplicatedStepParams;
+}
+
+template <class T>
+double* Trainer<T>::block_sq_chunks(int tid) {
+  if (tid == 0 || !replicated_step()) return sq_chunks_.data();
+  return replica_sq_chunks_.data() + static_cast<size_t>(tid - 1) * sq_chunks_.size();
+}
+
+template <class T>
 void Trainer<T>::transpose_all(int tid, const T* params) {
   T* wt = wt_.data() + tid * layout_.n_params;
   for (const auto& layer : layout_.layers)
@@ -395,21 +406,31 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   opt_pass.n_partials = n_blocks;
   if (pairs) opt_pass.split_pairs = split_pairs_.data();
   opt_pass.scale = static_cast<T>(1.0 / sw_sum);
-  double* chunk_sq = sq_chunks_.data();
+  // The optimizer step. Small networks (replicated_step): every thread steps all the parameters,
+  // its own copy of them and of the optimizer's state (thread 0 the caller's, the others their
+  // replicas), the same sums in the same order, so the same bits in every copy; split by
+  // parameter instead, each thread would write half of the weights the other one reads next, and
+  // every one of those lines would move between the cores twice a batch (read by the other
+  // core's transpose, then taken back for the next write): only the block gradients cross this
+  // way. Larger networks: the step of twice the parameters would cost more than those moves, and
+  // the team splits the parameters (whole chunks of weights per thread).
+  const bool replicated = replicated_step();
+  const Team stepping = replicated ? Team::solo(team.slot) : team;
+  double* chunk_sq = block_sq_chunks(team.tid);
   for (const auto& layer : layout_.layers) {
     for (int part = 0; part < 2; ++part) {  // the weights (with the L2 term), then the biases
       const index_t offset = part == 0 ? layer.w_offset : layer.b_offset;
       const index_t count = part == 0 ? layer.fan_in * layer.fan_out : layer.fan_out;
       index_t i0, i1;
-      if (part == 0) {  // whole chunks of kSqChunk weights each: their squares in sq_chunks_
+      if (part == 0) {  // whole chunks of kSqChunk weights each: their squares in chunk_sq
         const index_t n_chunks = layer_sq_chunks(layer);
-        team_range(team, n_chunks, i0, i1);
+        team_range(stepping, n_chunks, i0, i1);
         opt_pass.chunk_sq = chunk_sq + i0;
         chunk_sq += n_chunks;
         i0 = std::min(count, i0 * kSqChunk);
         i1 = std::min(count, i1 * kSqChunk);
       } else {
-        team_range(team, count, i0, i1);
+        team_range(stepping, count, i0, i1);
         opt_pass.chunk_sq = nullptr;
       }
       opt_pass.partial = block_grads_.data() + offset + i0;
@@ -418,6 +439,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
       optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
     }
   }
+  // (the block gradients and losses are read until here: the next batch's blocks write them)
   team_barrier(team);
   transpose_all(team.tid, params);  // (this thread's copy: read only by its next blocks)
   return batch_loss;
@@ -447,6 +469,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
     split_pairs_.resize(static_cast<size_t>((n_blocks + 1) / 2));
     block_loss.resize(static_cast<size_t>(n_blocks));
     wt_.resize(static_cast<size_t>(full * layout_.n_params));
+    if (replicated_step()) {
+      replicas_.resize(static_cast<size_t>((full - 1) * 3 * layout_.n_params));
+      replica_sq_chunks_.resize(static_cast<size_t>(full - 1) * sq_chunks_.size());
+    }
   }
   const index_t n_out = layout_.n_outputs();
   const Loss loss = layout_.loss;
@@ -486,8 +512,23 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
       FlushDenormals<T> ftz;
       const Team team{omp_get_thread_num(), omp_get_num_threads()};
       double sq = first == 0 ? start_sq_norm(team, params) : carried_sq;
-      if (blocks) transpose_all(team.tid, params);  // (a thread's copy may be a segment old)
       OptimizerStep<T> step = opt;  // per-thread copy: the constants below are the same on all
+      // Row blocks of a replicated step: threads past the first step replicas of the parameters
+      // and of the optimizer's state (block_step), copied here from the caller's, which thread 0
+      // steps once the team's first barrier of the segment is passed, and which alone are kept
+      // when it ends.
+      T* own_params = params;
+      if (blocks && team.tid > 0 && replicated_step()) {
+        const size_t n = static_cast<size_t>(layout_.n_params);
+        T* replica = replicas_.data() + static_cast<size_t>(team.tid - 1) * 3 * n;
+        std::copy(params, params + n, replica);
+        std::copy(opt.state_0, opt.state_0 + n, replica + n);
+        if (opt.state_1 != nullptr) std::copy(opt.state_1, opt.state_1 + n, replica + 2 * n);
+        own_params = replica;
+        step.state_0 = replica + n;
+        step.state_1 = opt.state_1 != nullptr ? replica + 2 * n : nullptr;
+      }
+      if (blocks) transpose_all(team.tid, own_params);  // (a thread's copy may be a segment old)
       Pass pass = epoch_pass;
       for (long long batch_index = first; batch_index < end; ++batch_index) {
         const index_t start = static_cast<index_t>(batch_index) * batch_size;
@@ -528,7 +569,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
         double row_loss;
         if (blocks) {
           bool stopped = false;
-          row_loss = block_step(team, params, rows, sw, sw_sum, opts, step, block_loss, pass,
+          row_loss = block_step(team, own_params, rows, sw, sw_sum, opts, step, block_loss, pass,
                                 own_rows ? &own : nullptr, stopped);
           if (stopped) break;
         } else {

@@ -11,8 +11,10 @@
 // - row blocks (small networks, whose GEMMs are too small to split): fixed blocks of about
 //   kBlockRows rows (half of them in each half of the batch's rows) go through the whole
 //   network on one thread each, their gradients are
-//   summed in block order (each pair of blocks first, see block_step), then the team applies
-//   the optimizer. The blocks do not depend on the thread count, so neither does the model.
+//   summed in block order (each pair of blocks first, see block_step), then the optimizer is
+//   applied: by every thread to its own copy of the parameters (the same bits in every copy)
+//   in the smallest networks, split across the team in the others. The blocks do not depend on
+//   the thread count, so neither does the model.
 #pragma once
 
 #include <atomic>
@@ -130,6 +132,16 @@ class Trainer {
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
                     std::vector<double>& block_loss, const Pass& pass, const OwnRows* own,
                     bool& stopped);
+  // Row-block mode: whether every thread steps its own copy of all the parameters (block_step),
+  // networks of at most kReplicatedStepParams parameters. California housing's 8-50-50-50-1
+  // (5,651) gained 3% an epoch on two threads, 8-100-100-1 (11,101) 1%, 8-200-200-1 (42,201)
+  // lost 6.5% (bench/RESULTS.md).
+  static constexpr index_t kReplicatedStepParams = index_t(1) << 13;
+  bool replicated_step() const;
+  // Where thread tid's optimizer step writes its new weights' squares per chunk in row-block
+  // mode: sq_chunks_, or its replica's own chunks for threads past the first of a replicated
+  // step.
+  double* block_sq_chunks(int tid);
   // Thread tid's copy of every layer's W^T (wt_) from params.
   void transpose_all(int tid, const T* params);
   // sum(W^2) after the batch's updates (read after the team's barrier): layer by layer from
@@ -178,6 +190,12 @@ class Trainer {
   // thread alone at the start of an epoch segment and after every optimizer step: a shared copy,
   // each thread transposing the weights it stepped, had every line written by both cores.
   std::vector<T> wt_;
+  // Row-block mode, replicated step: threads 1.. of the team step their own copy of the
+  // parameters and of the optimizer's state (3 * n_params each, thread tid's at (tid - 1) * 3 *
+  // n_params: parameters, state_0, state_1), and their own new weights' squares per chunk
+  // (block_step)
+  std::vector<T> replicas_;
+  std::vector<double> replica_sq_chunks_;
   // Prediction in slices: every layer's W packed once per call for the slices' products
   std::vector<T> packed_w_;
   std::vector<index_t> packed_offsets_;
