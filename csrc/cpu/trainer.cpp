@@ -335,6 +335,16 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   const index_t n_params = layout_.n_params;
   const index_t mr = gemm_tile_rows<T>();
   const Team solo = Team::solo(team.slot);
+  // A replicated step (replicated_step) has one barrier a batch, after the blocks: the block
+  // gradients, the blocks' losses and the split pairs of consecutive batches take two alternating
+  // slots (sized by run_epoch), so that a thread may write the next batch's while another one
+  // still steps with this batch's. A split step has a second barrier, after the step: the next
+  // blocks read the weights every thread stepped.
+  const bool replicated = replicated_step();
+  const size_t slots = replicated ? 2 : 1, slot = replicated ? (pass.batch & 1) : 0;
+  T* const grads = block_grads_.data() + slot * (block_grads_.size() / slots);
+  double* const losses = block_loss.data() + slot * (block_loss.size() / slots);
+  unsigned char* const split_pairs = split_pairs_.data() + slot * (split_pairs_.size() / slots);
   // Each block: forward, loss, backward to a raw gradient of its own.
   index_t b0, b1;
   team_range(team, n_blocks, b0, b1);  // (a contiguous run of blocks, see block_start)
@@ -353,12 +363,12 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   // the other on two threads. (Sparse input sums the first layer's gradient in one chain with
   // the rows before: accumulating would not give the same bits, so each block keeps its own.)
   const bool pairs = !input.sparse;
-  if (pairs && team.tid == 0) {  // (read after the barrier below; sized by run_epoch)
+  if (pairs && team.tid == 0) {  // (read after the barrier below)
     // pair j is split when a thread's run of blocks starts at block 2j + 1 (team_range's split)
-    std::fill(split_pairs_.begin(), split_pairs_.end(), static_cast<unsigned char>(0));
+    std::fill(split_pairs, split_pairs + (n_blocks + 1) / 2, static_cast<unsigned char>(0));
     for (int t = 1; t < team.nth; ++t) {
       const index_t start = n_blocks * t / team.nth;
-      if (start % 2 == 1 && start < n_blocks) split_pairs_[static_cast<size_t>(start / 2)] = 1;
+      if (start % 2 == 1 && start < n_blocks) split_pairs[start / 2] = 1;
     }
   }
   // A pair whose two blocks this thread runs goes through the forward and the data gradients'
@@ -376,14 +386,14 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
     forward(solo, input, params, r0, r1 - r0, pass);
     for (index_t b = blk, rb0 = r0; rb0 < r1; ++b) {  // (each block's loss: its own sum)
       const index_t rb1 = b == blk ? r_mid : r1;
-      block_loss[b] = output_loss_grad<T>(solo, layout_, out(last, rb0),
-                                          y_batch_.data() + rb0 * n_out,
-                                          sw != nullptr ? sw + rb0 : nullptr, delta(last, rb0),
-                                          rb1 - rb0, n_out);
+      losses[b] = output_loss_grad<T>(solo, layout_, out(last, rb0),
+                                      y_batch_.data() + rb0 * n_out,
+                                      sw != nullptr ? sw + rb0 : nullptr, delta(last, rb0),
+                                      rb1 - rb0, n_out);
       rb0 = rb1;
     }
     // (a pair's second block run alone here has its first on another thread: its own gradient)
-    backward_sum(solo, input, params, r0, r1 - r0, false, block_grads_.data() + blk * n_params,
+    backward_sum(solo, input, params, r0, r1 - r0, false, grads + blk * n_params,
                  pass, wt_.data() + team.tid * n_params, whole_pair ? r_mid - r0 : 0);
     blk += whole_pair ? 2 : 1;
   }
@@ -392,10 +402,9 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
     stopped = true;
     return 0.0;
   }
-  // The losses summed here, between the two barriers: after the second, a thread gathering its
-  // own rows may already be writing its blocks' losses of the next batch.
+  // (the losses summed before the next barrier after which this slot's are written again)
   double batch_loss = 0.0;
-  for (index_t blk = 0; blk < n_blocks; ++blk) batch_loss += block_loss[blk];
+  for (index_t blk = 0; blk < n_blocks; ++blk) batch_loss += losses[blk];
   // The gradients summed in block order, then one optimizer step, split by parameter.
   const T alpha = static_cast<T>(opts.alpha);
   OptimizerPass<T> opt_pass;
@@ -404,7 +413,7 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   opt_pass.sgd_step = opt.sgd;
   opt_pass.stride = n_params;
   opt_pass.n_partials = n_blocks;
-  if (pairs) opt_pass.split_pairs = split_pairs_.data();
+  if (pairs) opt_pass.split_pairs = split_pairs;
   opt_pass.scale = static_cast<T>(1.0 / sw_sum);
   // The optimizer step. Small networks (replicated_step): every thread steps all the parameters,
   // its own copy of them and of the optimizer's state (thread 0 the caller's, the others their
@@ -414,7 +423,6 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
   // core's transpose, then taken back for the next write): only the block gradients cross this
   // way. Larger networks: the step of twice the parameters would cost more than those moves, and
   // the team splits the parameters (whole chunks of weights per thread).
-  const bool replicated = replicated_step();
   const Team stepping = replicated ? Team::solo(team.slot) : team;
   double* chunk_sq = block_sq_chunks(team.tid);
   for (const auto& layer : layout_.layers) {
@@ -433,14 +441,13 @@ double Trainer<T>::block_step(const Team& team, T* params, index_t rows, const T
         team_range(stepping, count, i0, i1);
         opt_pass.chunk_sq = nullptr;
       }
-      opt_pass.partial = block_grads_.data() + offset + i0;
+      opt_pass.partial = grads + offset + i0;
       opt_pass.alpha = part == 0 ? static_cast<T>(opts.alpha) : T(0);
       T* s1 = opt.state_1 != nullptr ? opt.state_1 + offset + i0 : nullptr;
       optimizer_pass<T>(params + offset + i0, opt.state_0 + offset + i0, s1, i1 - i0, opt_pass);
     }
   }
-  // (the block gradients and losses are read until here: the next batch's blocks write them)
-  team_barrier(team);
+  if (!replicated) team_barrier(team);
   transpose_all(team.tid, params);  // (this thread's copy: read only by its next blocks)
   return batch_loss;
 }
@@ -464,10 +471,11 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {
-    const index_t n_blocks = n_row_blocks(batch_size);
-    block_grads_.resize(static_cast<size_t>(n_blocks * layout_.n_params));
-    split_pairs_.resize(static_cast<size_t>((n_blocks + 1) / 2));
-    block_loss.resize(static_cast<size_t>(n_blocks));
+    const size_t n_blocks = static_cast<size_t>(n_row_blocks(batch_size));
+    const size_t slots = replicated_step() ? 2 : 1;  // (block_step)
+    block_grads_.resize(slots * n_blocks * static_cast<size_t>(layout_.n_params));
+    split_pairs_.resize(slots * ((n_blocks + 1) / 2));
+    block_loss.resize(slots * n_blocks);
     wt_.resize(static_cast<size_t>(full * layout_.n_params));
     if (replicated_step()) {
       replicas_.resize(static_cast<size_t>((full - 1) * 3 * layout_.n_params));
@@ -493,6 +501,10 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   EpochResult result;
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
+  // the stop flag as thread 0 read it at the start of a batch, for the even and the odd batches:
+  // every thread of a row-block batch reads it after the batch's first barrier, when thread 0 may
+  // already be polling for the next batch (one barrier a batch, block_step)
+  std::atomic<int> batch_stop[2] = {0, 0};
   std::atomic<long long> batches_done{0};
   const long long t0 = state.t;
   const long long n_batches = (n_order + batch_size - 1) / batch_size;
@@ -533,17 +545,21 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
       for (long long batch_index = first; batch_index < end; ++batch_index) {
         const index_t start = static_cast<index_t>(batch_index) * batch_size;
         pass.batch = static_cast<std::uint64_t>(batch_index);
-        if (team.tid == 0 && stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+        if (team.tid == 0) {
+          if (stop.poll()) stop_flag.store(1, std::memory_order_relaxed);
+          batch_stop[batch_index & 1].store(stop_flag.load(std::memory_order_relaxed),
+                                            std::memory_order_relaxed);
+        }
         const index_t rows = std::min(batch_size, n_order - start);
         const index_t* idx = order + start;
-        const OwnRows own{&data, idx, &stop_flag};
+        const OwnRows own{&data, idx, &batch_stop[batch_index & 1]};
         if (!own_rows) {
           gather_input<T>(team, data.x, idx, 0, rows, batch_);
           gather_rows<T>(team, data.y, n_out, idx, rows, y_batch_.data());
           if (data.sample_weight != nullptr)
             gather_rows<T>(team, data.sample_weight, 1, idx, rows, w_batch_.data());
           team_barrier(team);
-          if (stop_flag.load(std::memory_order_relaxed)) break;
+          if (batch_stop[batch_index & 1].load(std::memory_order_relaxed)) break;
         }
 
         const T* sw = data.sample_weight != nullptr ? w_batch_.data() : nullptr;

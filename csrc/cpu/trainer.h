@@ -127,7 +127,9 @@ class Trainer {
   };
   // The small-network epoch step: row blocks through the whole network, one thread each.
   // Returns the batch's summed per-sample losses; writes the new weights' squares to
-  // sq_chunks_. With own, sets stopped instead (and updates nothing) when own->stop is set.
+  // block_sq_chunks(team.tid). With own, sets stopped instead (and updates nothing) when
+  // own->stop is set. block_loss: n_row_blocks(batch size) slots, twice over for a replicated
+  // step (the slots of odd and even batches).
   double block_step(const Team& team, T* params, index_t rows, const T* sw, double sw_sum,
                     const EpochOptions& opts, const OptimizerStep<T>& opt,
                     std::vector<double>& block_loss, const Pass& pass, const OwnRows* own,
