@@ -177,17 +177,47 @@ def test_parity_full_size_batches(solver, target, batch_size):
     assert_same_model(ref, got)
 
 
-@pytest.mark.parametrize("n", [1, 2, 199, 16512])
-def test_shuffle_draws_are_scikit_learns(n):
-    # The epoch's shuffle skips sklearn.utils.shuffle's validation: the same permutations from
-    # the same RandomState, epoch after epoch, and the state left where scikit-learn leaves it.
+@pytest.mark.parametrize("n", [0, 1, 2, 199, 623, 624, 625, 1249, 16512, 70000])
+@pytest.mark.parametrize("generator", ["mt19937", "pcg64", "mt19937, layout unconfirmed"])
+def test_shuffle_draws_are_scikit_learns(n, generator, monkeypatch):
+    # The epoch's shuffle skips sklearn.utils.shuffle's validation and draws in the engine: the
+    # same permutations from the same RandomState, epoch after epoch, and the state left where
+    # scikit-learn leaves it (sizes about the MT19937's blocks of 624 words). numpy's MT19937 is
+    # drawn inline, any other bit generator (or an MT19937 whose state the engine would not read
+    # as numpy lays it out) through numpy's function pointers.
     from sklearn.utils import shuffle
 
+    from fusedmlp import _engine
     from fusedmlp._driver import shuffled
 
-    ours, theirs = check_random_state(3), check_random_state(3)
-    a = b = np.arange(n, dtype=np.int64)
+    if generator == "pcg64":
+        ours, theirs = (np.random.RandomState(np.random.PCG64(3)) for _ in range(2))
+    else:
+        ours, theirs = check_random_state(3), check_random_state(3)
+    if generator == "mt19937, layout unconfirmed":
+        monkeypatch.setattr(_engine, "_MT19937_LAYOUT", [False])
+    a = b = np.arange(n, dtype=np.int64) * 3 + 1
     for _ in range(3):
         a, b = shuffled(a, ours), shuffle(b, random_state=theirs)
         np.testing.assert_array_equal(a, b)
     assert ours.randint(1 << 30) == theirs.randint(1 << 30)
+    assert ours.standard_normal() == theirs.standard_normal()
+    if generator == "mt19937":
+        assert _engine._MT19937_LAYOUT == [True]  # (the inline draws ran)
+
+
+def test_shuffle_leaves_its_input_and_takes_any_index_array():
+    from fusedmlp._driver import shuffled
+
+    for indices in (np.arange(50, dtype=np.int64)[::2], np.arange(25, dtype=np.int32)):
+        before = indices.copy()
+        ours, theirs = check_random_state(0), check_random_state(0)
+        permutation = np.arange(indices.shape[0])
+        theirs.shuffle(permutation)
+        np.testing.assert_array_equal(shuffled(indices, ours), indices[permutation])
+        np.testing.assert_array_equal(indices, before)
+    with pytest.raises(ValueError, match="1-D"):
+        from fusedmlp import _engine
+
+        _engine.shuffled_indices(np.zeros((2, 2), dtype=np.int64),
+                                 np.random.RandomState(0)._bit_generator)

@@ -182,6 +182,27 @@ def losses():
     return _cpu.losses()
 
 
+def shuffled_indices(indices, bit_generator):
+    """indices shuffled as numpy.random.RandomState.shuffle shuffles arange(len(indices)), with
+    the same draws from the same numpy BitGenerator (the caller holds its lock). numpy's MT19937
+    (every RandomState seeded by a number) is drawn inline once its state's layout is confirmed
+    (the first call), any other generator through its function pointers."""
+    capsule = bit_generator.capsule
+    return _cpu.shuffled_indices(indices, capsule, type(bit_generator) is np.random.MT19937
+                                 and _mt19937_layout_matches(bit_generator, capsule))
+
+
+_MT19937_LAYOUT = []  # [whether it matches], once known
+
+
+def _mt19937_layout_matches(bit_generator, capsule):
+    if not _MT19937_LAYOUT:
+        state = bit_generator.state["state"]
+        _MT19937_LAYOUT.append(bool(_cpu._mt19937_layout_matches(
+            capsule, np.ascontiguousarray(state["key"], dtype=np.uint32), int(state["pos"]))))
+    return _MT19937_LAYOUT[0]
+
+
 def default_threads():
     """The team size of n_threads=None: OpenMP's current limit (OMP_NUM_THREADS, threadpoolctl,
     joblib's and Dask's worker limits), capped as scikit-learn caps its own OpenMP code at the
