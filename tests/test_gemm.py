@@ -561,3 +561,23 @@ def test_bad_arguments():
         _cpu.gemm_f32(a, np.ones((4, 2), np.float32), epilogue="bias_activation", activation="softmax", bias=np.ones(2))
     with pytest.raises(ValueError, match="instruction set"):
         _cpu.set_isa("sse9")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose(isa, dtype):
+    # The row-block trainer's W^T copies: vector blocks of 8 x 8 floats or 4 x 4 doubles with AVX
+    # and element-by-element edges; every remainder of both sides, and the shapes of
+    # California housing's layers.
+    transpose = _cpu._transpose_f32 if dtype == np.float32 else _cpu._transpose_f64
+    rng = np.random.default_rng(0)
+    shapes = [(r, c) for r in range(1, 18) for c in range(1, 18)]
+    shapes += [(8, 50), (50, 50), (50, 1), (784, 300), (0, 5), (5, 0)]
+    for rows, cols in shapes:
+        a = rng.standard_normal((rows, cols)).astype(dtype)
+        before = a.copy()
+        t = transpose(a)
+        assert t.dtype == dtype and t.shape == (cols, rows)
+        np.testing.assert_array_equal(t, a.T)
+        np.testing.assert_array_equal(a, before)
+    with pytest.raises(ValueError, match="2-D"):
+        transpose(np.zeros(3, dtype=dtype))

@@ -658,6 +658,16 @@ py::array_t<std::int64_t> shuffled_indices(
   return out;
 }
 
+// a.T as the engine transposes a layer's weights (gemm_transpose; for tests).
+template <class T>
+py::array_t<T> transpose_py(const py::array_t<T, py::array::c_style | py::array::forcecast>& a) {
+  if (a.ndim() != 2) throw py::value_error("_transpose: a must be 2-D");
+  const index_t rows = a.shape(0), cols = a.shape(1);
+  py::array_t<T> out({cols, rows});
+  gemm_transpose<T>(rows, cols, a.data(), out.mutable_data());
+  return out;
+}
+
 }  // namespace
 
 void bind_perceptron(py::module_& m);  // perceptron_bindings.cpp
@@ -815,6 +825,10 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("single_threaded_after_fork", &single_threaded_after_fork,
         "Whether this process was forked after its parent ran a thread team (libgomp's pool "
         "does not survive fork), so every call runs on one thread.");
+  m.def("_transpose_f32", &transpose_py<float>, py::arg("a"),
+        "a.T (2-D, float32) as the engine transposes a layer's weights, for tests.");
+  m.def("_transpose_f64", &transpose_py<double>, py::arg("a"),
+        "a.T (2-D, float64) as the engine transposes a layer's weights, for tests.");
   m.def("gemm_f32", &gemm_py<float>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,

@@ -63,11 +63,7 @@ constexpr index_t kRowBlockParams = index_t(1) << 16;
 // wt := W^T of one layer (row-major W: fan_in x fan_out), at the layer's w_offset.
 template <class T>
 void transpose_weights(const LayerLayout& layer, const T* params, T* wt) {
-  const index_t fi = layer.fan_in, fo = layer.fan_out;
-  const T* w = params + layer.w_offset;
-  T* t = wt + layer.w_offset;
-  for (index_t r = 0; r < fi; ++r)
-    for (index_t c = 0; c < fo; ++c) t[c * fi + r] = w[r * fo + c];
+  gemm_transpose<T>(layer.fan_in, layer.fan_out, params + layer.w_offset, wt + layer.w_offset);
 }
 
 // Multiply-adds one row costs in a forward pass.

@@ -28,6 +28,8 @@ namespace cpu {
   std::size_t gemm_packed_b_elems(index_t n, index_t k);                                       \
   template <class T>                                                                            \
   void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);               \
+  template <class T>                                                                            \
+  void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);                        \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
 #if defined(FUSEDMLP_X86)
@@ -201,6 +203,20 @@ void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const Optimize
 }
 
 template <class T>
+void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::gemm_transpose<T>(rows, cols, src, dst);
+    case Isa::avx2:
+      return isa_avx2::gemm_transpose<T>(rows, cols, src, dst);
+#endif
+    default:
+      return isa_generic::gemm_transpose<T>(rows, cols, src, dst);
+  }
+}
+
+template <class T>
 std::size_t gemm_packed_b_elems(index_t n, index_t k) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
@@ -282,6 +298,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   template int gemm_tile_rows<T>();                                                                \
   template int gemm_in_place_rows<T>();                                                            \
   template void optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
+  template void gemm_transpose<T>(index_t, index_t, const T*, T*);                             \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);                       \
   template std::size_t gemm_packed_b_elems<T>(index_t, index_t);                               \
   template void gemm_pack_b<T>(const Team&, index_t, index_t, Operand<T>, T*);

@@ -169,6 +169,11 @@ constexpr index_t kSqChunk = 64;
 template <class T>
 void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const OptimizerPass<T>& pass);
 
+// dst (cols x rows, row-major) := the transpose of src (rows x cols, row-major), vectorized for
+// the active instruction set; src and dst do not overlap.
+template <class T>
+void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);
+
 // Elements of B (k x n) packed by gemm_pack_b for the active instruction set.
 template <class T>
 std::size_t gemm_packed_b_elems(index_t n, index_t k);

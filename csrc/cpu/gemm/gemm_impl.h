@@ -36,6 +36,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/gemm/blocking.h"
 #include "cpu/gemm/gemm.h"
@@ -1105,6 +1108,61 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     }
   }
   if (update && colsum != nullptr) update_biases(ep, jlo, jhi);
+}
+
+// dst (cols x rows, row-major) := the transpose of src (rows x cols, row-major). With AVX, in
+// blocks of 8 x 8 floats or 4 x 4 doubles, one 256-bit vector a row, transposed in registers
+// (unpack, shuffle, lane permute: the usual sequence); the edges element by element.
+#if defined(__AVX__)
+FUSEDMLP_ALWAYS_INLINE void transpose_block(const float* src, index_t lds, float* dst,
+                                            index_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {  // rows 0-3, then 4-7
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+    _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+  }
+}
+
+FUSEDMLP_ALWAYS_INLINE void transpose_block(const double* src, index_t lds, double* dst,
+                                            index_t ldd) {
+  __m256d r[4], t[4];
+  for (int i = 0; i < 4; ++i) r[i] = _mm256_loadu_pd(src + i * lds);
+  t[0] = _mm256_unpacklo_pd(r[0], r[1]);
+  t[1] = _mm256_unpackhi_pd(r[0], r[1]);
+  t[2] = _mm256_unpacklo_pd(r[2], r[3]);
+  t[3] = _mm256_unpackhi_pd(r[2], r[3]);
+  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t[0], t[2], 0x20));
+  _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(t[1], t[3], 0x20));
+  _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t[0], t[2], 0x31));
+  _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t[1], t[3], 0x31));
+}
+#endif
+
+template <class T>
+void transpose_run(index_t rows, index_t cols, const T* __restrict src, T* __restrict dst) {
+  index_t r = 0;
+#if defined(__AVX__)
+  constexpr index_t B = 32 / sizeof(T);
+  for (; r + B <= rows; r += B) {
+    index_t c = 0;
+    for (; c + B <= cols; c += B) transpose_block(src + r * cols + c, cols, dst + c * rows + r, rows);
+    for (; c < cols; ++c)
+      for (index_t i = 0; i < B; ++i) dst[c * rows + r + i] = src[(r + i) * cols + c];
+  }
+#endif
+  for (; r < rows; ++r)
+    for (index_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 template <class T, bool ADAM>
