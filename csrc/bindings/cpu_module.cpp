@@ -647,7 +647,8 @@ py::array_t<std::int64_t> shuffled_indices(
   } else {
     BitgenDraws draws{g};
     for (py::ssize_t i = n - 1; i >= 1; --i) {
-      const auto j = static_cast<size_t>(numpy_random_interval(draws, static_cast<std::uint64_t>(i)));
+      const auto j =
+          static_cast<size_t>(numpy_random_interval(draws, static_cast<std::uint64_t>(i)));
       std::swap(perm[static_cast<size_t>(i)], perm[j]);
     }
   }

@@ -105,7 +105,8 @@ double Trainer<T>::start_sq_norm(const Team& team, const T* params) {
 template <class T>
 double Trainer<T>::updated_sq_norm(const Team& team, const BatchView<T>& input, const T* params,
                                    bool blocks) {
-  if (blocks) return sum_in_order(block_sq_chunks(team.tid), static_cast<index_t>(sq_chunks_.size()));
+  if (blocks)
+    return sum_in_order(block_sq_chunks(team.tid), static_cast<index_t>(sq_chunks_.size()));
   if (input.sparse) {  // (the sparse update steps columns: the rows' squares taken here)
     weight_rows_sq<T>(team, layout_.layers[0], params, sq_rows_.data());
     team_barrier(team);

@@ -1156,7 +1156,8 @@ void transpose_run(index_t rows, index_t cols, const T* __restrict src, T* __res
   constexpr index_t B = 32 / sizeof(T);
   for (; r + B <= rows; r += B) {
     index_t c = 0;
-    for (; c + B <= cols; c += B) transpose_block(src + r * cols + c, cols, dst + c * rows + r, rows);
+    for (; c + B <= cols; c += B)
+      transpose_block(src + r * cols + c, cols, dst + c * rows + r, rows);
     for (; c < cols; ++c)
       for (index_t i = 0; i < B; ++i) dst[c * rows + r + i] = src[(r + i) * cols + c];
   }
