@@ -594,27 +594,19 @@ void shuffle_mt19937(Mt19937State* s, std::int64_t* perm, std::int64_t n) {
   s->pos = pos;
 }
 
-// Draws through numpy's function pointers (any bit generator).
-struct BitgenDraws {
-  NumpyBitgen* g;
-  std::uint32_t next32() { return g->next_uint32(g->state); }
-  std::uint64_t next64() { return g->next_uint64(g->state); }
-};
-
-// numpy's random_interval (numpy/random/src/distributions/distributions.c): a draw in [0, max],
-// the smallest bit mask covering max applied to 32-bit draws (64-bit past 2^32 - 1) until one
-// is at most max.
-template <class Draws>
-std::uint64_t numpy_random_interval(Draws& draws, std::uint64_t max) {
+// numpy's random_interval (numpy/random/src/distributions/distributions.c) through the bit
+// generator's function pointers: a draw in [0, max], the smallest bit mask covering max applied
+// to 32-bit draws (64-bit past 2^32 - 1) until one is at most max.
+std::uint64_t numpy_random_interval(NumpyBitgen* g, std::uint64_t max) {
   if (max == 0) return 0;
   std::uint64_t mask = max;
   for (int shift = 1; shift <= 32; shift *= 2) mask |= mask >> shift;
   std::uint64_t value;
   if (max <= 0xffffffffULL) {
-    while ((value = (draws.next32() & mask)) > max) {
+    while ((value = (g->next_uint32(g->state) & mask)) > max) {
     }
   } else {
-    while ((value = (draws.next64() & mask)) > max) {
+    while ((value = (g->next_uint64(g->state) & mask)) > max) {
     }
   }
   return value;
@@ -645,10 +637,8 @@ py::array_t<std::int64_t> shuffled_indices(
   if (mt19937 && static_cast<std::uint64_t>(n) <= (std::uint64_t(1) << 32)) {
     shuffle_mt19937(static_cast<Mt19937State*>(g->state), perm.data(), n);
   } else {
-    BitgenDraws draws{g};
     for (py::ssize_t i = n - 1; i >= 1; --i) {
-      const auto j =
-          static_cast<size_t>(numpy_random_interval(draws, static_cast<std::uint64_t>(i)));
+      const auto j = static_cast<size_t>(numpy_random_interval(g, static_cast<std::uint64_t>(i)));
       std::swap(perm[static_cast<size_t>(i)], perm[j]);
     }
   }
