@@ -11,6 +11,10 @@
 #include "cpu/gemm/gemm.h"
 #include "cpu/threads.h"
 
+#if defined(FUSEDMLP_X86) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
+
 namespace fusedmlp {
 namespace cpu {
 
@@ -72,12 +76,23 @@ void* GemmWorkspace::per_thread(int thread, std::size_t bytes) {
 
 // ---- instruction sets ------------------------------------------------------------------------
 
+#if defined(FUSEDMLP_X86) && (defined(__GNUC__) || defined(__clang__))
+namespace {
+// PREFETCHW (CPUID 0x80000001, ECX bit 8), which the AVX-512 objects are compiled with (the
+// fused update requests its weights and optimizer state for writing)
+bool has_prefetchw() {
+  unsigned int a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(0x80000001u, &a, &b, &c, &d) != 0 && (c & (1u << 8)) != 0;
+}
+}  // namespace
+#endif
+
 Isa best_supported_isa() {
 #if defined(FUSEDMLP_X86) && (defined(__GNUC__) || defined(__clang__))
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("fma"))
+      __builtin_cpu_supports("fma") && has_prefetchw())
     return Isa::avx512;
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
