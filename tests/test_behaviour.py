@@ -103,6 +103,26 @@ def test_threads_do_not_change_the_model():
     np.testing.assert_array_equal(one.loss_curve_, two.loss_curve_)
 
 
+@pytest.mark.parametrize("extra", [{}, {"dropout": 0.2, "activation": "tanh"},
+                                   {"activation": "gelu"}, {"dtype": "float64", "solver": "sgd"}])
+def test_threads_do_not_change_a_wide_first_layer(extra):
+    # 600 inputs and more than 2^16 parameters: each batch's first layer is computed in two
+    # halves of its depth (dense_forward_halves) by the two halves of an even team, one after
+    # the other by an odd one; its sum, bias, stored pre-activations (gelu) and dropout mask are
+    # written row by row over the team. One, two, three and four threads: the same bits.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 600))
+    y = (X[:, :3].sum(axis=1) > 0).astype(int) + (X[:, 3] > 0.5)
+    kw = dict(hidden_layer_sizes=(120,), random_state=0, max_iter=3, batch_size=64, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fits = [fm.MLPClassifier(n_threads=n, **kw).fit(X, y) for n in (1, 2, 3, 4)]
+    for est in fits[1:]:
+        for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, est.coefs_ + est.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(fits[0].loss_curve_, est.loss_curve_)
+
+
 LOSS_CASES = {
     # a network small enough for row blocks (the optimizer's squares in fixed chunks)
     "row blocks, adam": dict(hidden_layer_sizes=(50, 50), alpha=1e-3),

@@ -184,12 +184,14 @@ def one_batch_step_in_numpy(X, y, coefs, intercepts, masks, rate, lr):
     return new_c, new_b
 
 
-@pytest.mark.parametrize("width", [16, 400])  # row blocks (small networks), layer by layer
-def test_dropout_is_the_mask_applied_inside_the_kernels(width):
+# row blocks (small networks), layer by layer, and a first layer of 600 inputs computed in two
+# halves of its depth (dense_forward_halves: its mask applied after the halves' sum)
+@pytest.mark.parametrize("width, d", [(16, 6), (400, 6), (200, 600)])
+def test_dropout_is_the_mask_applied_inside_the_kernels(width, d):
     """One SGD step of the engine equals the numpy step with the masks of _cpu.dropout_mask,
     so the kernels apply exactly that mask, scaled by 1 / (1 - rate), forward and backward."""
     rng = np.random.default_rng(0)
-    n, d = 130, 6
+    n = 130
     X = rng.normal(size=(n, d))
     y = rng.normal(size=(n, 1))
     rate = 0.4
@@ -212,6 +214,36 @@ def test_dropout_is_the_mask_applied_inside_the_kernels(width):
     new_c, new_b = one_batch_step_in_numpy(X, y, coefs, intercepts, masks, rate, 0.05)
     for got, want in zip(est.coefs_ + est.intercepts_, new_c + new_b):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "leaky_relu"])
+def test_a_wide_first_layers_step_is_the_full_batch_gradients(activation):
+    """An epoch's first layer of 600 inputs is computed in two halves of its depth
+    (dense_forward_halves), its activation and stored pre-activations (gelu's derivative reads
+    them) written after the halves' sum: one full-batch SGD step moves the weights by exactly
+    the learning rate times the whole-data gradient of the engine's objective, which computes
+    the layer in one product."""
+    rng = np.random.default_rng(1)
+    n, d, width = 90, 600, 120
+    X = rng.normal(size=(n, d))
+    y = rng.normal(size=(n, 2))
+    lr = 0.01
+    est = MLPRegressor(hidden_layer_sizes=(width,), activation=activation, solver="sgd",
+                       momentum=0.0, learning_rate_init=lr, alpha=0.0, batch_size=n, max_iter=1,
+                       shuffle=False, dtype="float64", random_state=0, warm_start=True)
+    coefs = [rng.normal(size=(d, width)) * 0.05, rng.normal(size=(width, 2)) * 0.1]
+    intercepts = [rng.normal(size=width) * 0.1, rng.normal(size=2) * 0.1]
+    est.set_weights(coefs, intercepts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    flat = np.concatenate([coefs[0].ravel(), intercepts[0], coefs[1].ravel(), intercepts[1]])
+    options = {"negative_slope": 0.01} if activation == "leaky_relu" else {}
+    engine = _cpu.TrainerF64([d, width, 2], activation, "squared_error", 1, "identity", options)
+    grad = np.empty_like(flat)
+    engine.loss_grad(X, np.ascontiguousarray(y), None, flat, 0.0, grad)
+    got = np.concatenate([c.ravel() for pair in zip(est.coefs_, est.intercepts_) for c in pair])
+    np.testing.assert_allclose(got, flat - lr * grad, rtol=1e-10, atol=1e-13)
 
 
 @pytest.mark.parametrize("hidden", [(20, 10), (300, 200)])

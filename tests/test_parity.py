@@ -177,6 +177,21 @@ def test_parity_full_size_batches(solver, target, batch_size):
     assert_same_model(ref, got)
 
 
+@pytest.mark.parametrize("target", ["regression", "multiclass"])
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
+@pytest.mark.parametrize("d", [511, 600, 785])
+def test_parity_wide_first_layer(solver, target, d):
+    # From 512 inputs, an epoch's first layer (layer by layer: more than 2^16 parameters) sums
+    # its forward products in two halves of its depth (dense_forward_halves): the same model to
+    # rounding, with and without the halves (511 inputs), the split within and at a row panel.
+    X, y = make_data(target, n=300, d=d)
+    for activation in ("relu", "tanh"):
+        ref, got = fit_pair(target, dict(SOLVERS[solver], activation=activation, batch_size=64,
+                                         hidden_layer_sizes=(130,), max_iter=4,
+                                         learning_rate_init=0.002), X=X, y=y)
+        assert_same_model(ref, got)
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 199, 623, 624, 625, 1249, 16512, 70000])
 @pytest.mark.parametrize("generator", ["mt19937", "pcg64", "mt19937, layout unconfirmed"])
 def test_shuffle_draws_are_scikit_learns(n, generator, monkeypatch):

@@ -256,6 +256,58 @@ void dense_forward(const Team& team, const BatchView<T>& input, const T* w, cons
   });
 }
 
+template <class T>
+void dense_forward_halves(const Team& team, const BatchView<T>& input, index_t split, const T* w,
+                          const T* b, index_t fan_out, Activation act,
+                          const HiddenUnits<T>& hidden, T* out, T* second, GemmWorkspace& ws) {
+  const index_t rows = input.rows, k = input.cols;
+  const Epilogue<T> plain;
+  auto half_product = [&](const Team& t, int half) {
+    const index_t p0 = half == 0 ? 0 : split;
+    gemm_team<T>(t, rows, fan_out, half == 0 ? split : k - split,
+                 Operand<T>{input.dense + p0, input.ld, 1}, Operand<T>{w + p0 * fan_out, fan_out, 1},
+                 half == 0 ? out : second, fan_out, plain, false, ws);
+  };
+  if (team.nth % 2 == 0) {
+    Team half_team(team.tid % (team.nth / 2), team.nth / 2);
+    half_team.slot = team.slot;
+    half_product(half_team, team.tid / (team.nth / 2));
+  } else {
+    half_product(team, 0);
+    half_product(team, 1);
+  }
+  team_barrier(team);
+  index_t i0, i1;
+  team_range(team, rows, i0, i1);
+  dispatch_hidden_activation(act, [&](auto a_tag) {
+    constexpr Activation A = decltype(a_tag)::value;
+    const T p = hidden.param, scale = hidden.keep_scale;
+    for (index_t i = i0; i < i1; ++i) {
+      T* __restrict o = out + i * fan_out;
+      const T* __restrict s = second + i * fan_out;
+      if (hidden.pre == nullptr && !hidden.dropout()) {
+#pragma omp simd
+        for (index_t j = 0; j < fan_out; ++j) o[j] = activate<A>(o[j] + s[j] + b[j], p);
+        continue;
+      }
+      // (write_hidden_forward's write-back: z kept, then the unit dropped or scaled)
+      T* __restrict z = hidden.pre != nullptr ? hidden.pre + i * hidden.ld_pre : nullptr;
+      const std::uint32_t row_hash =
+          hidden.dropout() ? dropout_row_hash(hidden.key, hidden.row0 + i) : 0u;
+      for (index_t j = 0; j < fan_out; ++j) {
+        const T v = o[j] + s[j] + b[j];
+        if (z != nullptr) z[j] = v;
+        const T a = activate<A>(v, p);
+        if (hidden.dropout())
+          o[j] = dropout_bits_in_row(row_hash, j) < hidden.threshold ? T(0) : a * scale;
+        else
+          o[j] = a;
+      }
+    }
+    return 0;
+  });
+}
+
 // ---- backward --------------------------------------------------------------------------------
 
 template <class T>
@@ -511,6 +563,9 @@ void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params,
   template void dense_forward<T>(const Team&, const T*, index_t, index_t, index_t, const T*,       \
                                  const T*, index_t, Activation, const HiddenUnits<T>&, T*,          \
                                  GemmWorkspace&, const T*);                                         \
+  template void dense_forward_halves<T>(const Team&, const BatchView<T>&, index_t, const T*,       \
+                                        const T*, index_t, Activation, const HiddenUnits<T>&, T*,   \
+                                        T*, GemmWorkspace&);                                        \
   template void dense_backward_data<T>(const Team&, const T*, index_t, index_t, const T*, index_t, \
                                        const T*, bool, Activation, const HiddenUnits<T>&, T*,       \
                                        GemmWorkspace&, const T*);                                   \

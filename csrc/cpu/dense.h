@@ -126,6 +126,31 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
                    const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws,
                    const T* w_packed = nullptr);
 
+// Where dense_forward_halves splits the depth of a first layer of fan_in inputs: at (or, for
+// kernels of fewer than 12 rows, within a row panel of) the first row of W that the second
+// thread of a team of two steps in the fused weight update, so that each half of the forward
+// pass reads the rows of W its own thread wrote. 0 below kHalvesMinDepth inputs: no split.
+// (Whole 12-row panels, half of them: gemm_team's row split on two threads for the 12-row
+// kernels, within a panel for the 6- and 4-row ones; one split for every instruction set, whose
+// float32 kernels sum in the same order.)
+constexpr index_t kHalvesMinDepth = 512;
+constexpr index_t forward_halves_split(index_t fan_in) {
+  return fan_in < kHalvesMinDepth ? 0 : (fan_in + 11) / 12 / 2 * 12;
+}
+
+// A dense first layer's forward pass in two halves of its depth (split = forward_halves_split):
+// out = act((X[:, :split] W[:split, :] + X[:, split:] W[split:, :]) + b), hidden as for
+// dense_forward. The first half's product goes to out, the second's to `second` (rows x fan_out),
+// computed by the two halves of an even team at once (an odd team computes one after the other);
+// a barrier, then the sum, the bias and the write-back of hidden, row by row over the team. On a
+// team of two each half's product reads only the rows of W its own thread stepped in the last
+// fused update, and the halves cost the same; the bits do not depend on the team. A barrier
+// before out is read.
+template <class T>
+void dense_forward_halves(const Team& team, const BatchView<T>& input, index_t split, const T* w,
+                          const T* b, index_t fan_out, Activation act,
+                          const HiddenUnits<T>& hidden, T* out, T* second, GemmWorkspace& ws);
+
 // dz_prev (rows x fan_in) = (dz W^T) [* dropout mask] * act'(stored), the derivative taken
 // from the previous layer's outputs a_prev, or from its pre-activations when stored_is_pre.
 // W^T is read from w (fan_in x fan_out), or from wt (fan_out x fan_in, row-major) when given:

@@ -246,7 +246,11 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
     const T* b = params + layer.b_offset;
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     const T* wp = packed != nullptr ? packed + packed_offsets_[l] : nullptr;
-    if (l == 0)
+    const index_t split = l == 0 && pass.halves ? forward_halves_split(in.cols) : 0;
+    if (split > 0)  // (an epoch's whole batch: r0 = 0)
+      dense_forward_halves<T>(team, in, split, w, b, layer.fan_out, act, hidden, out(0, r0),
+                              halves_.data(), ws_);
+    else if (l == 0)
       dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
@@ -462,9 +466,14 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
                         gathers_dense_rows<T>(data.x, order);
   const int full = blocks ? team_threads(n_threads_) : team_size(batch_size);
   const TrainingRunning running(full);  // (other fits' choosers count its team; threads.h)
-  const Pass epoch_pass = training_pass(&opts);
+  Pass epoch_pass = training_pass(&opts);
+  // Layer by layer, a wide dense first layer's forward in two halves of its depth, whatever the
+  // team (dense_forward_halves; row blocks run each block's forward on one thread)
+  epoch_pass.halves = !blocks && !data.x.sparse && forward_halves_split(data.x.n_cols) > 0;
   prepare_batches<T>(data.x, order, n_order, batch_size, batch_);
   ensure_rows(batch_size, full, epoch_pass.keep_pre, true);
+  const size_t half_elems = static_cast<size_t>(batch_size * layout_.layers[0].fan_out);
+  if (epoch_pass.halves && halves_.size() < half_elems) halves_.resize(half_elems);
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {

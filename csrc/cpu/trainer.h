@@ -88,6 +88,9 @@ class Trainer {
   struct Pass {
     bool keep_pre = false;
     bool dropout = false;
+    // the first layer's forward in two halves of its depth (dense_forward_halves): an epoch's
+    // layer-by-layer batches on a dense input of at least kHalvesMinDepth columns
+    bool halves = false;
     std::uint64_t seed = 0, epoch = 0, batch = 0;
   };
   Pass training_pass(const EpochOptions* opts) const;
@@ -172,6 +175,7 @@ class Trainer {
   std::vector<T> acts_;
   std::vector<T> deltas_;
   std::vector<T> pres_;  // the hidden layers' pre-activations, only for passes that keep them
+  std::vector<T> halves_;  // the first layer's second half-product (Pass::halves)
   std::vector<T> y_batch_;
   std::vector<T> w_batch_;
   std::vector<T> grad_;
