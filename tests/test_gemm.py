@@ -2,6 +2,7 @@
 micro-tile sizes, every operand layout the trainer uses, every epilogue, every instruction set
 this CPU can run, float32 and float64."""
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -518,6 +519,33 @@ def test_narrow_products_match(isa, dtype):
                 np.testing.assert_array_equal(cs, sums, err_msg=f"{isa} n={n} k={k} colsum")
 
 
+def teams_match_one_thread(gemm, rng, m, n, k, dtype, label):
+    """Random operands of an m x n x k product: every epilogue on 2 and 3 threads gives the
+    one-thread product bit for bit. Returns the operands and the one-thread products."""
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    aux = rng.standard_normal((m, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    one = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
+    for threads in (2, 3):
+        got = epilogue_products(gemm, a, b, bias, aux, c0, threads=threads)
+        for kind, value in got.items():
+            np.testing.assert_array_equal(value, one[kind], err_msg=f"{label} {kind} threads={threads}")
+    return a, b, aux, one
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_split_of_few_columns_matches_one_thread(isa, dtype):
+    # Rows that outnumber the column panels four times over and split more evenly than the
+    # columns' half panels go to the threads as row bands (a batch of 200 rows through a
+    # 100-unit layer); around that rule (64 columns: two whole panels, kept as columns on
+    # AVX-512) 2 and 3 threads give the one-thread product bit for bit, with every epilogue.
+    rng = np.random.default_rng(17)
+    for m, n in itertools.product((97, 200, 260), (20, 33, 64, 100, 130)):
+        teams_match_one_thread(GEMM[dtype], rng, m, n, 300, dtype, f"{isa} m={m} n={n}")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_split_matches_one_thread(isa, dtype):
     # Threads split C's columns at half panels (a thread may end on a half-width panel that is
@@ -530,18 +558,10 @@ def test_column_split_matches_one_thread(isa, dtype):
     m = 40  # few row panels against the columns: the threads take columns, not rows
     for n in list(range(1, 70)) + [100, 150, 300, 301]:
         k = 600 if n % 3 == 0 else 200
-        a = rng.standard_normal((m, k)).astype(dtype)
-        b = rng.standard_normal((k, n)).astype(dtype)
-        bias = rng.standard_normal(n).astype(dtype)
-        aux = rng.standard_normal((m, n)).astype(dtype)
-        c0 = rng.standard_normal((m, n)).astype(dtype)
-        one = epilogue_products(gemm, a, b, bias, aux, c0, threads=1)
+        a, b, aux, one = teams_match_one_thread(gemm, rng, m, n, k, dtype, f"{isa} n={n} k={k}")
         wg1, cs1 = gemm(a, b, epilogue="weight_grad", aux=aux, alpha=0.1, scale=0.5, colsum=True,
                         n_threads=1)
         for threads in (2, 3):
-            got = epilogue_products(gemm, a, b, bias, aux, c0, threads=threads)
-            for kind, value in got.items():
-                np.testing.assert_array_equal(value, one[kind], err_msg=f"{isa} n={n} k={k} {kind} threads={threads}")
             wg, cs = gemm(a, b, epilogue="weight_grad", aux=aux, alpha=0.1, scale=0.5, colsum=True,
                           n_threads=threads)
             np.testing.assert_array_equal(wg, wg1, err_msg=f"{isa} n={n} weight_grad threads={threads}")

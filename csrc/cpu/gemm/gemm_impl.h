@@ -9,7 +9,8 @@
 // Work split: the threads of a team take disjoint column ranges of C (NR-column panels split at
 // half panels, so that no thread gets more than half a panel's columns more than another), or
 // disjoint MR-row panels when the epilogue updates weights (each thread then streams a contiguous
-// block of W and its optimizer state) or when C has too few column panels. A weight update always has
+// block of W and its optimizer state) or when C has too few column panels (also when its row
+// panels split more evenly, see split_m). A weight update always has
 // each row of W on one thread (row panels, or one thread when W has fewer than MR rows): its
 // squares per row (Epilogue::sq_rows) are summed tile after tile in column order. No thread
 // waits on another inside a GEMM.
@@ -890,14 +891,24 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // then read in place (edge panels are still packed, zero-padded).
   const bool b_in_place = !small_m && b.cs == 1 && m_panels_all <= K::B_IN_PLACE_PANELS;
 
-  // Row bands when the epilogue updates weights, when there are fewer column panels than
-  // threads, and when rows far outnumber columns (prediction chunks): each thread then reads
-  // its own rows of A once instead of all of A, and packs all of B, which is small beside it.
-  const bool split_m = !small_m && (update || n_panels < team.nth || m_panels_all >= 8 * n_panels);
-  const index_t split_units = split_m ? m_panels_all : n_panels;
   // (fewer than MR rows: the products of a one-row prediction or a short batch, whose team is
   // running already; a thread's share of B is what it costs, 16 KB of float32 weights at least)
   const index_t work_threads = (m * n * k) / (small_m ? K::MIN_FLOPS_PER_THREAD / 16 : K::MIN_FLOPS_PER_THREAD);
+  // Row bands when the epilogue updates weights, when there are fewer column panels than
+  // threads, when rows far outnumber columns (prediction chunks), and when they outnumber them
+  // and split more evenly than the columns' half panels do: each thread then reads its own rows
+  // of A once instead of all of A, and packs all of B, which is small beside it. (Fashion-MNIST's
+  // 100-unit layer, 200 rows on two AVX-512 threads: 104 and 96 rows instead of 52 and 48
+  // columns, the 20-column edge costing a whole panel on Intel's cores; 2.8% faster per epoch,
+  // bench/RESULTS.md.)
+  const index_t t_split = imin(team.nth, work_threads > 1 ? work_threads : 1);
+  const index_t halves_all = (n + NR / 2 - 1) / (NR / 2);
+  const bool rows_even = m_panels_all >= 4 * n_panels &&
+                         (m_panels_all + t_split - 1) / t_split * MR * n <
+                             (halves_all + t_split - 1) / t_split * (NR / 2) * m;
+  const bool split_m = !small_m && (update || n_panels < team.nth ||
+                                    m_panels_all >= 8 * n_panels || rows_even);
+  const index_t split_units = split_m ? m_panels_all : n_panels;
   int nt = team.nth;
   if (nt > split_units) nt = static_cast<int>(split_units);
   if (nt > work_threads) nt = static_cast<int>(work_threads);
