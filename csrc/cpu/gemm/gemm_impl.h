@@ -903,7 +903,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // bench/RESULTS.md.)
   const index_t t_split = imin(team.nth, work_threads > 1 ? work_threads : 1);
   const index_t halves_all = (n + NR / 2 - 1) / (NR / 2);
-  const bool rows_even = m_panels_all >= 4 * n_panels &&
+  const bool rows_even = t_split > 1 && m_panels_all >= 4 * n_panels &&
                          (m_panels_all + t_split - 1) / t_split * MR * n <
                              (halves_all + t_split - 1) / t_split * (NR / 2) * m;
   const bool split_m = !small_m && (update || n_panels < team.nth ||
