@@ -899,7 +899,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   // and split more evenly than the columns' half panels do: each thread then reads its own rows
   // of A once instead of all of A, and packs all of B, which is small beside it. (Fashion-MNIST's
   // 100-unit layer, 200 rows on two AVX-512 threads: 104 and 96 rows instead of 52 and 48
-  // columns, the 20-column edge costing a whole panel on Intel's cores; 2.8% faster per epoch,
+  // columns, the 20-column edge costing a whole panel on Intel's cores; 2.5-2.8% faster an epoch,
   // bench/RESULTS.md.)
   const index_t t_split = imin(team.nth, work_threads > 1 ? work_threads : 1);
   const index_t halves_all = (n + NR / 2 - 1) / (NR / 2);
