@@ -114,9 +114,21 @@ def test_threads_do_not_change_a_wide_first_layer(extra):
     X = rng.standard_normal((300, 600))
     y = (X[:, :3].sum(axis=1) > 0).astype(int) + (X[:, 3] > 0.5)
     kw = dict(hidden_layer_sizes=(120,), random_state=0, max_iter=3, batch_size=64, **extra)
+    halves_before = _cpu._halves_epochs()
+    fits = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fits = [fm.MLPClassifier(n_threads=n, **kw).fit(X, y) for n in (1, 2, 3, 4)]
+        for n in (1, 2, 3, 4):
+            # (each team fit starts on its full team, whatever a busy test before found)
+            _cpu._forget_team_choice()
+            full_before = _cpu.team_segments()[1]
+            try:
+                fits.append(fm.MLPClassifier(n_threads=n, **kw).fit(X, y))
+            finally:
+                _cpu._forget_team_choice()
+            if n > 1:
+                assert _cpu.team_segments()[1] > full_before
+    assert _cpu._halves_epochs() - halves_before == 4 * 3
     for est in fits[1:]:
         for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, est.coefs_ + est.intercepts_):
             np.testing.assert_array_equal(a, b)

@@ -184,8 +184,9 @@ def one_batch_step_in_numpy(X, y, coefs, intercepts, masks, rate, lr):
     return new_c, new_b
 
 
-# row blocks (small networks), layer by layer, and a first layer of 600 inputs computed in two
-# halves of its depth (dense_forward_halves: its mask applied after the halves' sum)
+# row blocks (small networks: 6,419 parameters the larger), and layer by layer with a first layer
+# of 600 inputs computed in two halves of its depth (dense_forward_halves: its mask applied after
+# the halves' sum)
 @pytest.mark.parametrize("width, d", [(16, 6), (400, 6), (200, 600)])
 def test_dropout_is_the_mask_applied_inside_the_kernels(width, d):
     """One SGD step of the engine equals the numpy step with the masks of _cpu.dropout_mask,
@@ -205,9 +206,11 @@ def test_dropout_is_the_mask_applied_inside_the_kernels(width, d):
     est.set_params(warm_start=True)
     import warnings
 
+    halves_before = _cpu._halves_epochs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)
+    assert _cpu._halves_epochs() - halves_before == (1 if d >= 512 else 0)
     seed = est._dropout_seed
     masks = [_cpu.dropout_mask(seed, 0, 0, layer, n, units, rate)
              for layer, units in enumerate((width, 9))]
@@ -234,9 +237,11 @@ def test_a_wide_first_layers_step_is_the_full_batch_gradients(activation):
     coefs = [rng.normal(size=(d, width)) * 0.05, rng.normal(size=(width, 2)) * 0.1]
     intercepts = [rng.normal(size=width) * 0.1, rng.normal(size=2) * 0.1]
     est.set_weights(coefs, intercepts)
+    halves_before = _cpu._halves_epochs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(X, y)
+    assert _cpu._halves_epochs() == halves_before + 1
     flat = np.concatenate([coefs[0].ravel(), intercepts[0], coefs[1].ravel(), intercepts[1]])
     options = {"negative_slope": 0.01} if activation == "leaky_relu" else {}
     engine = _cpu.TrainerF64([d, width, 2], activation, "squared_error", 1, "identity", options)

@@ -520,8 +520,9 @@ def test_narrow_products_match(isa, dtype):
 
 
 def teams_match_one_thread(gemm, rng, m, n, k, dtype, label):
-    """Random operands of an m x n x k product: every epilogue on 2 and 3 threads gives the
-    one-thread product bit for bit. Returns the operands and the one-thread products."""
+    """Random operands of an m x n x k product: each of epilogue_products' epilogues on 2 and 3
+    threads gives the one-thread product bit for bit. Returns the operands and the one-thread
+    products."""
     a = rng.standard_normal((m, k)).astype(dtype)
     b = rng.standard_normal((k, n)).astype(dtype)
     bias = rng.standard_normal(n).astype(dtype)
@@ -539,8 +540,8 @@ def teams_match_one_thread(gemm, rng, m, n, k, dtype, label):
 def test_row_split_of_few_columns_matches_one_thread(isa, dtype):
     # Rows that outnumber the column panels four times over and split more evenly than the
     # columns' half panels go to the threads as row bands (a batch of 200 rows through a
-    # 100-unit layer); around that rule (64 columns: two whole panels, kept as columns on
-    # AVX-512) 2 and 3 threads give the one-thread product bit for bit, with every epilogue.
+    # 100-unit layer); around that rule (97 rows: columns on two AVX-512 threads; 64 columns:
+    # two whole AVX-512 panels) 2 and 3 threads give the one-thread product bit for bit.
     rng = np.random.default_rng(17)
     for m, n in itertools.product((97, 200, 260), (20, 33, 64, 100, 130)):
         teams_match_one_thread(GEMM[dtype], rng, m, n, 300, dtype, f"{isa} m={m} n={n}")

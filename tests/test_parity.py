@@ -12,6 +12,7 @@ from sklearn.preprocessing import LabelBinarizer, StandardScaler
 from sklearn.utils import check_random_state
 
 import fusedmlp as fm
+from fusedmlp import _cpu
 
 RTOL = 1e-6
 SOLVERS = {
@@ -182,13 +183,15 @@ def test_parity_full_size_batches(solver, target, batch_size):
 @pytest.mark.parametrize("d", [511, 600, 785])
 def test_parity_wide_first_layer(solver, target, d):
     # From 512 inputs, an epoch's first layer (layer by layer: more than 2^16 parameters) sums
-    # its forward products in two halves of its depth (dense_forward_halves): the same model to
-    # rounding, with and without the halves (511 inputs), the split within and at a row panel.
+    # its forward products in two halves of its depth (dense_forward_halves: 600 inputs split at
+    # 300, 785 at 396): the same model to rounding as without the halves (511 inputs).
     X, y = make_data(target, n=300, d=d)
     for activation in ("relu", "tanh"):
+        halves_before = _cpu._halves_epochs()
         ref, got = fit_pair(target, dict(SOLVERS[solver], activation=activation, batch_size=64,
                                          hidden_layer_sizes=(130,), max_iter=4,
                                          learning_rate_init=0.002), X=X, y=y)
+        assert _cpu._halves_epochs() - halves_before == (got.n_iter_ if d >= 512 else 0)
         assert_same_model(ref, got)
 
 

@@ -126,13 +126,12 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
                    const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws,
                    const T* w_packed = nullptr);
 
-// Where dense_forward_halves splits the depth of a first layer of fan_in inputs: at (or, for
-// kernels of fewer than 12 rows, within a row panel of) the first row of W that the second
-// thread of a team of two steps in the fused weight update, so that each half of the forward
-// pass reads the rows of W its own thread wrote. 0 below kHalvesMinDepth inputs: no split.
-// (Whole 12-row panels, half of them: gemm_team's row split on two threads for the 12-row
-// kernels, within a panel for the 6- and 4-row ones; one split for every instruction set, whose
-// float32 kernels sum in the same order.)
+// Where dense_forward_halves splits the depth of a first layer of fan_in inputs: at the first
+// row of W that the second thread of a team of two steps in the fused weight update (for the
+// 6- and 4-row kernels up to a panel before it), so that each half of the forward pass reads the
+// rows of W its own thread wrote. 0 below kHalvesMinDepth inputs: no split. (Half of the 12-row
+// panels: gemm_team's row split on two threads for the 12-row kernels; one split for every
+// instruction set, whose float32 kernels sum in the same order.)
 constexpr index_t kHalvesMinDepth = 512;
 constexpr index_t forward_halves_split(index_t fan_in) {
   return fan_in < kHalvesMinDepth ? 0 : (fan_in + 11) / 12 / 2 * 12;

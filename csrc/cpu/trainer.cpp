@@ -474,6 +474,7 @@ EpochResult Trainer<T>::run_epoch(const TrainingData<T>& data, const index_t* or
   ensure_rows(batch_size, full, epoch_pass.keep_pre, true);
   const size_t half_elems = static_cast<size_t>(batch_size * layout_.layers[0].fan_out);
   if (epoch_pass.halves && halves_.size() < half_elems) halves_.resize(half_elems);
+  if (epoch_pass.halves) halves_epochs.fetch_add(1, std::memory_order_relaxed);
   grad_.resize(static_cast<size_t>(layout_.n_params));
   std::vector<double> block_loss;
   if (blocks) {

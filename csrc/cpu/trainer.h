@@ -37,6 +37,10 @@ namespace cpu {
 // each block, then `rows` (the blocks of row-block mode; for tests).
 std::vector<index_t> row_block_bounds(index_t rows, index_t mr);
 
+// Epochs whose first layer's forward pass ran in two halves of its depth (Trainer::Pass::halves),
+// so far in this process (fusedmlp._cpu._halves_epochs(), for tests)
+inline std::atomic<long long> halves_epochs{0};
+
 template <class T>
 struct TrainingData {
   InputMatrix x;
