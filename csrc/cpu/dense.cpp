@@ -279,33 +279,7 @@ void dense_forward_halves(const Team& team, const BatchView<T>& input, index_t s
   team_barrier(team);
   index_t i0, i1;
   team_range(team, rows, i0, i1);
-  dispatch_hidden_activation(act, [&](auto a_tag) {
-    constexpr Activation A = decltype(a_tag)::value;
-    const T p = hidden.param, scale = hidden.keep_scale;
-    for (index_t i = i0; i < i1; ++i) {
-      T* __restrict o = out + i * fan_out;
-      const T* __restrict s = second + i * fan_out;
-      if (hidden.pre == nullptr && !hidden.dropout()) {
-#pragma omp simd
-        for (index_t j = 0; j < fan_out; ++j) o[j] = activate<A>(o[j] + s[j] + b[j], p);
-        continue;
-      }
-      // (write_hidden_forward's write-back: z kept, then the unit dropped or scaled)
-      T* __restrict z = hidden.pre != nullptr ? hidden.pre + i * hidden.ld_pre : nullptr;
-      const std::uint32_t row_hash =
-          hidden.dropout() ? dropout_row_hash(hidden.key, hidden.row0 + i) : 0u;
-      for (index_t j = 0; j < fan_out; ++j) {
-        const T v = o[j] + s[j] + b[j];
-        if (z != nullptr) z[j] = v;
-        const T a = activate<A>(v, p);
-        if (hidden.dropout())
-          o[j] = dropout_bits_in_row(row_hash, j) < hidden.threshold ? T(0) : a * scale;
-        else
-          o[j] = a;
-      }
-    }
-    return 0;
-  });
+  halves_sum<T>(i0, i1, fan_out, out, second, b, act, hidden);
 }
 
 // ---- backward --------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ namespace cpu {
   void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);               \
   template <class T>                                                                            \
   void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);                        \
+  template <class T>                                                                            \
+  void halves_sum(index_t i0, index_t i1, index_t n, T* out, const T* second, const T* b,       \
+                  Activation act, const HiddenUnits<T>& hidden);                                \
   }
 FUSEDMLP_DECLARE_ISA(isa_generic)
 #if defined(FUSEDMLP_X86)
@@ -232,6 +235,21 @@ void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst) {
 }
 
 template <class T>
+void halves_sum(index_t i0, index_t i1, index_t n, T* out, const T* second, const T* b,
+                Activation act, const HiddenUnits<T>& hidden) {
+  switch (active_isa()) {
+#if defined(FUSEDMLP_X86)
+    case Isa::avx512:
+      return isa_avx512::halves_sum<T>(i0, i1, n, out, second, b, act, hidden);
+    case Isa::avx2:
+      return isa_avx2::halves_sum<T>(i0, i1, n, out, second, b, act, hidden);
+#endif
+    default:
+      return isa_generic::halves_sum<T>(i0, i1, n, out, second, b, act, hidden);
+  }
+}
+
+template <class T>
 std::size_t gemm_packed_b_elems(index_t n, index_t k) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
@@ -314,6 +332,8 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
   template int gemm_in_place_rows<T>();                                                            \
   template void optimizer_pass<T>(T*, T*, T*, index_t, const OptimizerPass<T>&);                 \
   template void gemm_transpose<T>(index_t, index_t, const T*, T*);                             \
+  template void halves_sum<T>(index_t, index_t, index_t, T*, const T*, const T*, Activation,     \
+                              const HiddenUnits<T>&);                                            \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);                       \
   template std::size_t gemm_packed_b_elems<T>(index_t, index_t);                               \
   template void gemm_pack_b<T>(const Team&, index_t, index_t, Operand<T>, T*);

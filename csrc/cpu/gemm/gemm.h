@@ -174,6 +174,13 @@ void optimizer_pass(T* params, T* state_0, T* state_1, index_t n, const Optimize
 template <class T>
 void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);
 
+// Rows [i0, i1) of a hidden layer's forward from its two half-depth products (n units a row):
+// out := act((out + second) + b), z kept in hidden.pre and units dropped as the GEMM's forward
+// write-back does; vectorized for the active instruction set.
+template <class T>
+void halves_sum(index_t i0, index_t i1, index_t n, T* out, const T* second, const T* b,
+                Activation act, const HiddenUnits<T>& hidden);
+
 // Elements of B (k x n) packed by gemm_pack_b for the active instruction set.
 template <class T>
 std::size_t gemm_packed_b_elems(index_t n, index_t k);
