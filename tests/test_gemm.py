@@ -380,6 +380,43 @@ def test_bias_relu_bits(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rank_one_products_are_exact(isa, dtype):
+    # A product of depth one (the data gradient of a one-unit output layer, the forward of a
+    # one-input layer) is each a_i b_j rounded once, as the tiled product's one multiply-add onto
+    # zero gives it (so -0 becomes +0), then the usual write-back: bias and identity or relu,
+    # relu's gradient against stored activations, accumulation into C; every row and column
+    # remainder around the write-back's tiles (MR rows, 256 bytes of columns), operands read
+    # through strides, 1 and 2 threads.
+    rng = np.random.default_rng(31)
+    gemm = GEMM[dtype]
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    for m, n in itertools.product((1, 5, 6, 12, 13, 100, 301), (5, 16, 17, 32, 50, 64, 65, 129, 300)):
+        a0 = rng.standard_normal((m, 1)).astype(dtype)
+        b0 = rng.standard_normal((1, n)).astype(dtype)
+        a0[::4] = dtype(-0.0)
+        b0[0, ::3] = 0
+        bias = rng.standard_normal(n).astype(dtype)
+        c0 = rng.standard_normal((m, n)).astype(dtype)
+        stored = np.maximum(rng.standard_normal((m, n)), 0).astype(dtype)
+        plain = a0 * b0 + dtype(0)  # (each product rounded once; -0 + +0 is +0)
+        assert ((a0 * b0 == 0) & np.signbit(a0 * b0)).any()
+        for a, b, threads in itertools.product(list(layouts(a0))[::2], list(layouts(b0))[::2], (1, 2)):
+            what = f"{isa} m={m} n={n} threads={threads} strides {a.strides} {b.strides}"
+            cases = (
+                (gemm(a, b, n_threads=threads), plain),
+                (gemm(a, b, c=c0.copy(), n_threads=threads), plain + c0),
+                (gemm(a, b, n_threads=threads, epilogue="bias_activation", activation="identity", bias=bias),
+                 plain + bias),
+                (gemm(a, b, c=c0.copy(), n_threads=threads, epilogue="bias_activation", activation="relu",
+                      bias=bias), np.maximum((plain + c0) + bias, 0) + dtype(0)),
+                (gemm(a, b, n_threads=threads, epilogue="activation_grad", activation="relu", aux=stored),
+                 np.where(stored == 0, dtype(0), plain)),
+            )
+            for i, (got, want) in enumerate(cases):
+                np.testing.assert_array_equal(got.view(uint), want.astype(dtype).view(uint), err_msg=f"{what} case {i}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_short_inputs_match_full_tiles(isa, dtype):
     # Fewer rows than a micro-tile run a kernel of their own (groups of rows with their chains
     # in registers, column blocks with a partial last vector): each row's result must be the

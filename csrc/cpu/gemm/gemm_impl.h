@@ -461,6 +461,10 @@ void update_tile(const T* tile, int mr, int nr, const T* c, index_t ldc, index_t
 }
 
 template <class T, int NR>
+void write_back_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, index_t j0,
+                     bool acc, bool last, const Epilogue<T>& ep);
+
+template <class T, int NR>
 void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, index_t j0, bool acc,
                 bool last, const Epilogue<T>& ep) {
   if (last && ep.kind == EpilogueKind::weight_update_adam) {
@@ -477,6 +481,13 @@ void store_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, in
       update_tile<T, NR, false, false>(tile, mr, nr, c, ldc, i0, j0, ep);
     return;
   }
+  write_back_tile<T, NR>(tile, mr, nr, c, ldc, i0, j0, acc, last, ep);
+}
+
+// store_tile's write-backs other than the fused weight updates'.
+template <class T, int NR>
+void write_back_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i0, index_t j0,
+                     bool acc, bool last, const Epilogue<T>& ep) {
   auto plain = [](T v, int, int) { return v; };
   if (!last || ep.kind == EpilogueKind::none || ep.kind == EpilogueKind::weight_update_adam ||
       ep.kind == EpilogueKind::weight_update_sgd) {
@@ -764,6 +775,37 @@ void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, inde
   }
 }
 
+// C = A B of depth one (k = 1: the data gradient of a one-unit output layer, the forward of a
+// one-input layer): each element a_i b_j formed as the micro-kernel forms it (one multiply-add
+// onto zero), then the usual write-back, in tiles of MR rows and 256 bytes of columns (64 floats,
+// 32 doubles); no B panels, no kernel call. The write-back's cost is per tile: California
+// housing's 50 x 1 output layer, 100 rows a thread on the AVX2 proxy, took 7.5-8.6k cycles for its
+// data gradient as a tiled product (68 tiles of 6 x 16), 7.5-8.0k with this loop in tiles of
+// 6 x 16, 4.1-4.7k in tiles of 6 x 32 and 3.5-3.9k in tiles of 6 x 64 (AVX-512: 5.4-6.0k,
+// 4.1-4.5k with 12 x 32, 3.6-4.0k with 12 x 64, 4.0-5.8k with 12 x 128), bench/RESULTS.md.
+template <class T, class K>
+void rank_one_rows(index_t r0, index_t r1, index_t n, const Operand<T>& a, const Operand<T>& b,
+                   T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate) {
+  constexpr int MR = K::MR;
+  constexpr int W = 256 / static_cast<int>(sizeof(T));
+  alignas(64) T tile[MR * W];
+  for (index_t i0 = r0; i0 < r1; i0 += MR) {
+    const int mr = static_cast<int>(imin(MR, r1 - i0));
+    for (index_t j0 = 0; j0 < n; j0 += W) {
+      const int nr = static_cast<int>(imin(W, n - j0));
+      T bj[W];
+      for (int j = 0; j < W; ++j) bj[j] = j < nr ? b.data[(j0 + j) * b.cs] : T(0);
+      for (int i = 0; i < mr; ++i) {
+        const T ai = a.data[(i0 + i) * a.rs];
+        T* __restrict t = tile + i * W;
+#pragma omp simd
+        for (int j = 0; j < W; ++j) t[j] = K::madd(ai, bj[j], T(0));
+      }
+      write_back_tile<T, W>(tile, mr, nr, c + i0 * ldc + j0, ldc, i0, j0, accumulate, true, ep);
+    }
+  }
+}
+
 // C with at most NR / 8 columns (an output layer of one or a few units): each element is a
 // dot product over k, written into tile layout for the usual write-back. The path is chosen
 // by n alone, so a row's result still never depends on the other rows.
@@ -874,6 +916,18 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt_narrow * MR);
     narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile);
     if (update && team.tid == 0) update_biases(ep, 0, n);
+    return;
+  }
+
+  if (k == 1 && !update && ep.colsum_b == nullptr) {  // (rank_one_rows; rows split by panels)
+    index_t nt = (m * n) / (K::MIN_FLOPS_PER_THREAD / 8);
+    if (nt > team.nth) nt = team.nth;
+    if (nt > m_panels_all) nt = m_panels_all;
+    if (nt < 1) nt = 1;
+    if (team.tid >= nt) return;
+    const index_t r0 = imin(m, m_panels_all * team.tid / nt * MR);
+    const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt * MR);
+    rank_one_rows<T, K>(r0, r1, n, a, b, c, ldc, ep, accumulate);
     return;
   }
 
