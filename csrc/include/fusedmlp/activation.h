@@ -126,7 +126,7 @@ FUSEDMLP_HD T activate(T z, T p = T(0)) {
   } else if constexpr (A == Activation::logistic) {
     return sigmoid(z);
   } else if constexpr (A == Activation::tanh) {
-    return math::tanh(z);
+    return math::tanh_simd(z);
   } else if constexpr (A == Activation::relu) {
     return z > T(0) ? z : (z == z ? T(0) : z);  // numpy.maximum(z, 0): NaN propagates
   } else if constexpr (A == Activation::softplus) {
@@ -143,7 +143,7 @@ FUSEDMLP_HD T activate(T z, T p = T(0)) {
   } else if constexpr (A == Activation::gelu) {  // z * Phi(z), the exact (erf) form
     return T(0.5) * z * (T(1) + math::erf(z * T(kSqrtHalf)));
   } else if constexpr (A == Activation::gelu_tanh) {  // PyTorch's approximate='tanh'
-    return T(0.5) * z * (T(1) + math::tanh(T(kSqrt2OverPi) * (z + T(kGeluCubic) * z * z * z)));
+    return T(0.5) * z * (T(1) + math::tanh_simd(T(kSqrt2OverPi) * (z + T(kGeluCubic) * z * z * z)));
   } else if constexpr (A == Activation::silu) {
     return z * sigmoid_simd(z);
   } else if constexpr (A == Activation::heaviside) {  // 1 from 0 on (the textbook's step)
@@ -182,7 +182,7 @@ FUSEDMLP_HD T activation_grad(T v, T p = T(0)) {
     return T(0.5) * (T(1) + math::erf(v * T(kSqrtHalf))) + v * T(kInvSqrt2Pi) * math::exp_simd(T(-0.5) * v * v);
   } else if constexpr (A == Activation::gelu_tanh) {
     const T u = T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v);
-    const T t = math::tanh(u);
+    const T t = math::tanh_simd(u);
     const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v);
     return T(0.5) * (T(1) + t) + T(0.5) * v * (T(1) - t * t) * du;
   } else if constexpr (A == Activation::silu) {
