@@ -43,6 +43,14 @@ def test_non_canonical_heads_match_finite_differences(loss, out_activation, weig
     check_gradient("tanh", loss, out_activation, False, weighted)
 
 
+@pytest.mark.parametrize("activation", ["gelu", "tanh", "relu"])
+def test_one_input_one_output_network_matches_finite_differences(activation):
+    # Products of depth one (the GEMM's rank_one_rows): the forward of a one-input first layer,
+    # its pre-activations kept for gelu across several write-back tiles (70 units: float64 tiles
+    # of 32 columns start at 0, 32 and 64), and the data gradient of the one-unit output layer
+    check_gradient(activation, "squared_error", "", False, True, d=1, hidden=(70,), n_out=1)
+
+
 def test_invalid_heads_and_activations_are_errors():
     units = [3, 4, 2]
     with pytest.raises(ValueError, match="cannot follow"):
@@ -112,9 +120,9 @@ def engine_options(activation, loss):
     return options
 
 
-def check_gradient(activation, loss, out_activation, sparse, weighted):
-    X, Y = problem(loss)
-    units = [X.shape[1], 7, 4, Y.shape[1]]
+def check_gradient(activation, loss, out_activation, sparse, weighted, d=5, hidden=(7, 4), n_out=3):
+    X, Y = problem(loss, d=d, n_out=n_out)
+    units = [X.shape[1], *hidden, Y.shape[1]]
     engine = _cpu.TrainerF64(units, activation, loss, 1, out_activation,
                              engine_options(activation, loss))
     rng = np.random.default_rng(1)

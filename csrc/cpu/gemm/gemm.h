@@ -33,8 +33,8 @@ struct Operand {
   // gemm_team then reads the panels it would have packed there, where its thread's columns
   // start on a panel and no column sum is asked; it packs them from data as usual otherwise.
   // What it reads from data in any case stays so: fewer rows than a tile, the full panels of a
-  // product of a few row panels (B_IN_PLACE_PANELS), C of at most NR/8 columns. Same arithmetic
-  // either way.
+  // product of a few row panels (B_IN_PLACE_PANELS), C of at most NR/8 columns, a product of
+  // depth one. Same arithmetic either way.
   const T* packed = nullptr;
 };
 

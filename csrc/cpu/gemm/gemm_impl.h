@@ -26,10 +26,11 @@
 //       tiles in column-panel order (a B panel stays in L1) or row-band order (an A panel
 //       does): micro-kernel, then the write-back applies accumulation and, on the last k
 //       block, the epilogue while the tile is in L1.
-// Two special shapes: fewer than MR rows (single-row prediction, tiny layers) read B in place
+// Three special shapes: fewer than MR rows (single-row prediction, tiny layers) read B in place
 // and sum in exactly the micro-kernel's order, so a row's result does not depend on how many
-// rows came with it; and C with at most NARROW_N columns (a single-output layer) is computed
-// column by column instead of in mostly empty NR-wide tiles.
+// rows came with it; C with at most NARROW_N columns (a single-output layer) is computed
+// column by column instead of in mostly empty NR-wide tiles; and a product of depth one
+// (rank_one_rows) is formed element by element and written back in wide tiles.
 #ifndef FUSEDMLP_ISA_NS
 #error "define FUSEDMLP_ISA_NS before including gemm_impl.h"
 #endif
@@ -779,10 +780,10 @@ void short_rows(index_t n, index_t w, index_t kc, const T* a, index_t a_rs, inde
 // one-input layer): each element a_i b_j formed as the micro-kernel forms it (one multiply-add
 // onto zero), then the usual write-back, in tiles of MR rows and 256 bytes of columns (64 floats,
 // 32 doubles); no B panels, no kernel call. The write-back's cost is per tile: California
-// housing's 50 x 1 output layer, 100 rows a thread on the AVX2 proxy, took 7.5-8.6k cycles for its
-// data gradient as a tiled product (68 tiles of 6 x 16), 7.5-8.0k with this loop in tiles of
-// 6 x 16, 4.1-4.7k in tiles of 6 x 32 and 3.5-3.9k in tiles of 6 x 64 (AVX-512: 5.4-6.0k,
-// 4.1-4.5k with 12 x 32, 3.6-4.0k with 12 x 64, 4.0-5.8k with 12 x 128), bench/RESULTS.md.
+// housing's 50 x 1 output layer, 100 rows a thread on the AVX2 proxy, took 8.3-8.6k cycles for its
+// data gradient as a tiled product (68 tiles of 6 x 16), 7.5-8.9k with this loop in tiles of
+// 6 x 16, 4.1-4.7k in tiles of 6 x 32 and 3.5-3.9k in tiles of 6 x 64 (AVX-512: 5.4-6.1k,
+// 3.8-4.5k with 12 x 32, 3.6-4.0k with 12 x 64, 5.1-5.8k with 12 x 128), bench/RESULTS.md.
 template <class T, class K>
 void rank_one_rows(index_t r0, index_t r1, index_t n, const Operand<T>& a, const Operand<T>& b,
                    T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate) {

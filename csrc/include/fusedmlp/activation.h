@@ -111,8 +111,8 @@ FUSEDMLP_HD T sigmoid(T z) {
 }
 
 // The same with math::exp_simd, which the CPU engine's write-back loops vectorise in float,
-// for activations beyond scikit-learn's (logistic keeps libm's exp, and scikit-learn's
-// float32 numbers)
+// for activations beyond scikit-learn's (logistic keeps libm's exp: an epoch 8% above relu's;
+// tanh, which took 1.4-1.7 times relu's with libm, is math::tanh_simd in float)
 template <class T>
 FUSEDMLP_HD T sigmoid_simd(T z) {
   return T(1) / (T(1) + math::exp_simd(-z));

@@ -78,8 +78,12 @@ FUSEDMLP_HD float exp_simd(float v) {
 // float tanh in plain arithmetic, which the write-backs vectorise (libm's tanhf is a scalar
 // call there: a Fashion-MNIST epoch with tanh took 1.6 times relu's): Cephes' tanhf, an odd
 // polynomial below 0.625 and 1 - 2 / (e^2|x| + 1) above (e^x by exp_simd, |x| clamped at 9.5,
-// beyond which tanh is 1 in float); within 1.4 ulp of tanh like glibc's tanhf (bench/RESULTS.md);
-// x itself below 2^-12 (-0 kept), NaN kept.
+// beyond which tanh is 1 in float); within 1.32 ulp of tanh where the multiply-adds are fused
+// (the GEMM library's AVX2 and AVX-512 builds; numpy's float32 tanh: 1.37, bench/RESULTS.md);
+// x itself below 2^-12 (-0 kept), NaN kept. Code compiled without FMA (dense.cpp's CSR first
+// layer and output activations, the portable kernels, the CUDA simulator) rounds the polynomial
+// differently, as with exp_simd and erf: a float32 tanh model's sparse and dense inputs agree to
+// an ulp or so there, not bit for bit.
 FUSEDMLP_HD float tanh_simd(float v) {
   const float a = v < 0.0f ? -v : v;
   const float z = v * v;
