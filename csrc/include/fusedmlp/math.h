@@ -76,7 +76,7 @@ FUSEDMLP_HD float exp_simd(float v) {
 }
 
 // float tanh in plain arithmetic, which the write-backs vectorise (libm's tanhf is a scalar
-// call there: a Fashion-MNIST epoch with tanh took 1.6 times relu's): Cephes' tanhf, an odd
+// call there: a Fashion-MNIST epoch with tanh took 1.4-1.7 times relu's): Cephes' tanhf, an odd
 // polynomial below 0.625 and 1 - 2 / (e^2|x| + 1) above (e^x by exp_simd, |x| clamped at 9.5,
 // beyond which tanh is 1 in float); within 1.32 ulp of tanh where the multiply-adds are fused
 // (the GEMM library's AVX2 and AVX-512 builds; numpy's float32 tanh: 1.37, bench/RESULTS.md);
