@@ -871,6 +871,21 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
   }
 }
 
+// Rows [r0, r1) of this thread when a product's row panels are split between at most
+// `work_threads` of the team (at least one, at most one a panel); false when it has none.
+FUSEDMLP_ALWAYS_INLINE bool thread_row_panels(const Team& team, index_t m, index_t m_panels,
+                                              index_t work_threads, int mr, index_t& r0,
+                                              index_t& r1) {
+  index_t nt = work_threads;
+  if (nt > team.nth) nt = team.nth;
+  if (nt > m_panels) nt = m_panels;
+  if (nt < 1) nt = 1;
+  if (team.tid >= nt) return false;
+  r0 = imin(m, m_panels * team.tid / nt * mr);
+  r1 = imin(m, m_panels * (team.tid + 1) / nt * mr);
+  return true;
+}
+
 template <class T, class K>
 void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b,
                    T* c, index_t ldc, const Epilogue<T>& ep, bool accumulate, GemmWorkspace& ws) {
@@ -900,11 +915,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
 
   const index_t m_panels_all = (m + MR - 1) / MR;
   if (n * 8 <= NR) {
-    index_t nt_narrow = (m * n * k) / K::MIN_FLOPS_PER_THREAD;
-    if (nt_narrow > team.nth) nt_narrow = team.nth;
-    if (nt_narrow > m_panels_all) nt_narrow = m_panels_all;
-    if (nt_narrow < 1) nt_narrow = 1;
-    if (team.tid >= nt_narrow) return;
+    index_t r0, r1;
+    if (!thread_row_panels(team, m, m_panels_all, (m * n * k) / K::MIN_FLOPS_PER_THREAD, MR, r0, r1))
+      return;
     T* tile = static_cast<T*>(ws.per_thread(team.slot, sizeof(T) * (MR * NR + 64)));
     tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
     if (team.tid == 0 && ep.colsum_b != nullptr)
@@ -913,21 +926,15 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         for (index_t p = 0; p < k; ++p) s += b.data[p * b.rs + j * b.cs];
         ep.colsum_b[j] = (accumulate ? ep.colsum_b[j] : T(0)) + ep.colsum_scale * s;
       }
-    const index_t r0 = imin(m, m_panels_all * team.tid / nt_narrow * MR);
-    const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt_narrow * MR);
     narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile);
     if (update && team.tid == 0) update_biases(ep, 0, n);
     return;
   }
 
   if (k == 1 && !update && ep.colsum_b == nullptr) {  // (rank_one_rows; rows split by panels)
-    index_t nt = (m * n) / (K::MIN_FLOPS_PER_THREAD / 8);
-    if (nt > team.nth) nt = team.nth;
-    if (nt > m_panels_all) nt = m_panels_all;
-    if (nt < 1) nt = 1;
-    if (team.tid >= nt) return;
-    const index_t r0 = imin(m, m_panels_all * team.tid / nt * MR);
-    const index_t r1 = imin(m, m_panels_all * (team.tid + 1) / nt * MR);
+    index_t r0, r1;
+    if (!thread_row_panels(team, m, m_panels_all, (m * n) / (K::MIN_FLOPS_PER_THREAD / 8), MR, r0, r1))
+      return;
     rank_one_rows<T, K>(r0, r1, n, a, b, c, ldc, ep, accumulate);
     return;
   }
