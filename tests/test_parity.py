@@ -13,6 +13,7 @@ from sklearn.utils import check_random_state
 
 import fusedmlp as fm
 from fusedmlp import _cpu
+from tests.conftest import CPU_ISAS
 
 RTOL = 1e-6
 SOLVERS = {
@@ -193,6 +194,27 @@ def test_parity_wide_first_layer(solver, target, d):
                                          learning_rate_init=0.002), X=X, y=y)
         assert _cpu._halves_epochs() - halves_before == (got.n_iter_ if d >= 512 else 0)
         assert_same_model(ref, got)
+
+
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
+@pytest.mark.parametrize("batch_size", [32, 200])
+def test_parity_on_every_instruction_set(isa, solver, batch_size):
+    # Every instruction set's kernels this CPU runs, not only the best one: layers of 50 and 34
+    # units leave weight gradients whose last column panel is two columns wide (on AVX2 computed
+    # by row vectors), through the weight updates fused into the products (batches of 32: one
+    # block, layer by layer) and through the blocks' own gradients (batches of 200: row blocks);
+    # alpha large enough that every weight's square counts in the loss.
+    X, y = make_data("multiclass", n=400, d=9)
+    params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 34), batch_size=batch_size, alpha=0.5,
+                  max_iter=4)
+    before = _cpu.active_isa()
+    _cpu.set_isa(isa)
+    try:
+        ref, got = fit_pair("multiclass", params, X=X, y=y)
+    finally:
+        _cpu.set_isa(before)
+    assert_same_model(ref, got)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 199, 623, 624, 625, 1249, 16512, 70000])

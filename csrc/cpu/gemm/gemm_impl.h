@@ -871,6 +871,110 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
   }
 }
 
+// Edge columns by row vectors: rows [0, rows) (rows <= NVEC * W; PARTIAL: the last vector's
+// first `rest` lanes only, nothing past them read) of C's last NC columns, A column-major in
+// place (A(i, p) at a[i + p * lda]), B a packed panel (B(p, j) at b[p * NR + j]). Each vector
+// holds W rows of one column of C and each lane's chain is the tile kernel's (zero, then one
+// multiply-add a step of k in order: the same bits), NC x NVEC chains of whole vectors. The sums
+// go to cm, column after column, NVEC * W rows apart.
+template <class V, int NR, int NVEC, int NC, bool PARTIAL, class T>
+FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t lda, int rest,
+                                               const T* b, T* cm) {
+  using Reg = typename V::type;
+  constexpr int W = V::width;
+  Reg acc[NC][NVEC];
+#pragma GCC unroll 12
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 12
+    for (int v = 0; v < NVEC; ++v) acc[j][v] = V::zero();
+  for (index_t p = 0; p < kc; ++p) {
+    const T* ap = a + p * lda;
+    Reg bj[NC];
+#pragma GCC unroll 2
+    for (int j = 0; j < NC; ++j) bj[j] = V::bcast(b + p * NR + j);
+#pragma GCC unroll 12
+    for (int v = 0; v < NVEC; ++v) {
+      const Reg av = (PARTIAL && v == NVEC - 1) ? V::load_first(ap + v * W, rest) : V::load(ap + v * W);
+#pragma GCC unroll 2
+      for (int j = 0; j < NC; ++j) acc[j][v] = V::fma(av, bj[j], acc[j][v]);
+    }
+  }
+#pragma GCC unroll 12
+  for (int j = 0; j < NC; ++j)
+#pragma GCC unroll 12
+    for (int v = 0; v < NVEC; ++v) V::storeu(cm + (j * NVEC + v) * W, acc[j][v]);
+}
+
+// Kernels with K::ROW_VECTOR_EDGE compute an edge panel of at most kRowEdgeCols columns of a
+// column-major A read in place (a weight gradient: the previous layer's activations, transposed)
+// by row vectors (edge_columns_by_rows) instead of as tiles: the quarter-width kernel spends a
+// half vector's multiply-add per row and step on those one or two columns (AVX2: six chains of
+// 4 lanes for 6 rows), this one whole vector per W rows and column (12 chains for 6 W rows and
+// two columns). A 96 x 50 x 50 float32 product on AVX2: 17.2k cycles -> 15.7-16.0k; California
+// housing's epoch on the AVX2 proxy 1.8% faster (bench/RESULTS.md). With a row-major A the rows
+// would first have to be transposed: measured no faster (not kept).
+constexpr int kRowEdgeCols = 2;
+template <class K, class = void>
+struct has_row_vector_edge : std::false_type {};
+template <class K>
+struct has_row_vector_edge<K, std::enable_if_t<K::ROW_VECTOR_EDGE>> : std::true_type {};
+
+// C's columns [j0, j0 + nc) (nc <= kRowEdgeCols) of rows [i_lo, i_hi) by edge_columns_block, in
+// blocks of 6 vectors of rows, each written back in the MR-row tiles the tile loop would have
+// used (i_lo on a tile's first row): the same write-backs, in the same order for every row (its
+// last column panel last). a: A(0, p0); b: the packed edge panel; c: C(0, j0).
+template <class T, class K>
+void edge_columns_by_rows(index_t i_lo, index_t i_hi, int nc, index_t kc, const T* a, index_t lda,
+                          const T* b, T* tile, T* c, index_t ldc, index_t j0, bool acc, bool last,
+                          const Epilogue<T>& ep) {
+  using V = typename K::V;
+  constexpr int MR = K::MR;
+  constexpr int NR = K::NR;
+  constexpr int W = V::width;
+  constexpr int kVecs = 6;
+  constexpr int kRows = kVecs * W;
+  static_assert(kRows % MR == 0, "a block of rows is whole tiles");
+  alignas(64) T cm[kRowEdgeCols * kRows];
+  for (index_t i = i_lo; i < i_hi; i += kRows) {
+    const int rows = static_cast<int>(imin(kRows, i_hi - i));
+    const int nvec = (rows + W - 1) / W;
+    const int rest = rows - (nvec - 1) * W;
+    const T* ai = a + i;
+    auto run = [&](auto nvec_c, auto nc_c, auto partial_c) {
+      constexpr int NV = decltype(nvec_c)::value;
+      constexpr int NC = decltype(nc_c)::value;
+      edge_columns_block<V, NR, NV, NC, decltype(partial_c)::value>(kc, ai, lda, rest, b, cm);
+    };
+    auto with_nc = [&](auto nvec_c, auto partial_c) {
+      if (nc == 1)
+        run(nvec_c, std::integral_constant<int, 1>{}, partial_c);
+      else
+        run(nvec_c, std::integral_constant<int, 2>{}, partial_c);
+    };
+    auto with_partial = [&](auto nvec_c) {
+      if (rest < W)
+        with_nc(nvec_c, std::true_type{});
+      else
+        with_nc(nvec_c, std::false_type{});
+    };
+    switch (nvec) {
+      case 1: with_partial(std::integral_constant<int, 1>{}); break;
+      case 2: with_partial(std::integral_constant<int, 2>{}); break;
+      case 3: with_partial(std::integral_constant<int, 3>{}); break;
+      case 4: with_partial(std::integral_constant<int, 4>{}); break;
+      case 5: with_partial(std::integral_constant<int, 5>{}); break;
+      default: with_partial(std::integral_constant<int, 6>{}); break;
+    }
+    const int col_stride = nvec * W;  // (cm's columns as edge_columns_block stored them)
+    for (int g = 0; g < rows; g += MR) {
+      const int mr = static_cast<int>(imin(MR, rows - g));
+      for (int r = 0; r < mr; ++r)
+        for (int j = 0; j < nc; ++j) tile[r * NR + j] = cm[j * col_stride + g + r];
+      store_tile<T, NR>(tile, mr, nc, c + (i + g) * ldc, ldc, i + g, j0, acc, last, ep);
+    }
+  }
+}
+
 // Rows [r0, r1) of this thread when a product's row panels are split between at most
 // `work_threads` of the team (at least one, at most one a panel); false when it has none.
 FUSEDMLP_ALWAYS_INLINE bool thread_row_panels(const Team& team, index_t m, index_t m_panels,
@@ -1004,6 +1108,12 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     jhi = imin(n, halves * (tid + 1) / nt * HALF);
   }
   const index_t nq = (jhi - jlo + NR - 1) / NR;
+  // (ROW_VECTOR_EDGE) a last panel of at most kRowEdgeCols columns, A column-major in place: by
+  // row vectors after each block of rows' tiles (edge_columns_by_rows), not as tiles
+  const int last_nr = static_cast<int>(jhi - jlo - (nq - 1) * NR);
+  const bool edge_by_rows = has_row_vector_edge<K>::value && a_mode == kColumnMajor && !small_m &&
+                            nq >= 1 && last_nr <= kRowEdgeCols;
+  const index_t j_tiles = edge_by_rows ? jhi - last_nr : jhi;  // (the tiles' columns end)
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;
   // B packed beforehand (Operand::packed): this thread's panels are read there
@@ -1081,6 +1191,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       index_t packed_ip = -1;
       const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       auto tile_at = [&](index_t ip, index_t pj) {
+        if (edge_by_rows && pj == nq - 1) return;
         const index_t i0 = ic + ip * MR;
         const int mr = static_cast<int>(imin(MR, m - i0));
         const index_t j0 = jlo + pj * NR;
@@ -1105,7 +1216,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         if (update && last) {
           if (i0 == r0 && pj == 0) prefetch_update_tile<T, NR, MR>(ep, i0, j0, mr);
           index_t next_i0 = i0, next_j0 = j0 + NR;
-          if (next_j0 >= jhi) {
+          if (next_j0 >= j_tiles) {
             next_j0 = jlo;
             next_i0 = i0 + MR;
           }
@@ -1187,6 +1298,14 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       } else {  // column panels: a B panel stays in L1 across the A panels
         for (index_t pj = 0; pj < nq; ++pj)
           for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
+      }
+      if constexpr (has_row_vector_edge<K>::value) {
+        if (edge_by_rows) {
+          const index_t j0 = jlo + (nq - 1) * NR;
+          edge_columns_by_rows<T, K>(ic, ic + mc, last_nr, kc, a.data + p0 * a.cs, a.cs,
+                                     b_panels + (nq - 1) * kc * NR, tile, c + j0, ldc, j0, acc,
+                                     last, ep);
+        }
       }
     }
   }
