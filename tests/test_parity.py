@@ -200,13 +200,14 @@ def test_parity_wide_first_layer(solver, target, d):
 @pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
 @pytest.mark.parametrize("batch_size", [32, 200])
 def test_parity_on_every_instruction_set(isa, solver, batch_size):
-    # Every instruction set's kernels this CPU runs, not only the best one: layers of 50 and 34
-    # units leave weight gradients whose last column panel is two columns wide (on AVX2 computed
-    # by row vectors), through the weight updates fused into the products (batches of 32: one
-    # block, layer by layer) and through the blocks' own gradients (batches of 200: row blocks);
-    # alpha large enough that every weight's square counts in the loss.
+    # Every instruction set's kernels this CPU runs, not only the best one: layers of 50 and 36
+    # units leave weight gradients whose last column panel is two or four columns wide (computed
+    # by row vectors on AVX2 and AVX-512 where it is at most a quarter of a panel), through the
+    # weight updates fused into the products (batches of 32: one block, layer by layer) and
+    # through the blocks' own gradients (batches of 200: row blocks); alpha large enough that
+    # every weight's square counts in the loss.
     X, y = make_data("multiclass", n=400, d=9)
-    params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 34), batch_size=batch_size, alpha=0.5,
+    params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 36), batch_size=batch_size, alpha=0.5,
                   max_iter=4)
     before = _cpu.active_isa()
     _cpu.set_isa(isa)

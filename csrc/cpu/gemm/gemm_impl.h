@@ -890,12 +890,12 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
   for (index_t p = 0; p < kc; ++p) {
     const T* ap = a + p * lda;
     Reg bj[NC];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int j = 0; j < NC; ++j) bj[j] = V::bcast(b + p * NR + j);
 #pragma GCC unroll 12
     for (int v = 0; v < NVEC; ++v) {
       const Reg av = (PARTIAL && v == NVEC - 1) ? V::load_first(ap + v * W, rest) : V::load(ap + v * W);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
       for (int j = 0; j < NC; ++j) acc[j][v] = V::fma(av, bj[j], acc[j][v]);
     }
   }
@@ -905,67 +905,80 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
     for (int v = 0; v < NVEC; ++v) V::storeu(cm + (j * NVEC + v) * W, acc[j][v]);
 }
 
-// Kernels with K::ROW_VECTOR_EDGE compute an edge panel of at most kRowEdgeCols columns of a
-// column-major A read in place (a weight gradient: the previous layer's activations, transposed)
-// by row vectors (edge_columns_by_rows) instead of as tiles: the quarter-width kernel spends a
-// half vector's multiply-add per row and step on those one or two columns (AVX2: six chains of
-// 4 lanes for 6 rows), this one whole vector per W rows and column (12 chains for 6 W rows and
-// two columns). A 96 x 50 x 50 float32 product on AVX2: 17.2k cycles -> 15.7-16.0k; California
-// housing's epoch on the AVX2 proxy 1.8% faster (bench/RESULTS.md). With a row-major A the rows
-// would first have to be transposed: measured no faster (not kept).
-constexpr int kRowEdgeCols = 2;
+// Kernels with K::ROW_VECTOR_EDGE compute an edge panel at most a quarter as wide, of a
+// column-major A read in place (a weight gradient: the previous layer's activations, transposed),
+// by row vectors (edge_columns_by_rows) instead of as tiles: K::ROW_EDGE_PASS columns (2 on
+// AVX2, 4 on AVX-512) a pass over a block of 6 W rows, 12 (24) chains of whole vectors, where the
+// quarter-width kernels spend a half vector's multiply-add per row and step (AVX2: six chains of
+// 4 lanes, two used by the 2-column edge of a 50-wide layer; AVX-512: 12 chains of 8 lanes, four
+// used by the 4-column edge of a 100-wide one). 96 x 50 x 50 float32 on AVX2: 17.2k cycles ->
+// 15.7-16.0k, 300 x 100 x 200 on AVX-512 239-254k -> 211-231k (bench/RESULTS.md). Not for wider
+// edges (AVX-512's 12- and 16-column ones measured no faster: a pass per 4 columns reads A again)
+// nor a row-major A (its rows would first be transposed: measured no faster).
 template <class K, class = void>
 struct has_row_vector_edge : std::false_type {};
 template <class K>
 struct has_row_vector_edge<K, std::enable_if_t<K::ROW_VECTOR_EDGE>> : std::true_type {};
 
-// C's columns [j0, j0 + nc) (nc <= kRowEdgeCols) of rows [i_lo, i_hi) by edge_columns_block, in
-// blocks of 6 vectors of rows, each written back in the MR-row tiles the tile loop would have
-// used (i_lo on a tile's first row): the same write-backs, in the same order for every row (its
-// last column panel last). a: A(0, p0); b: the packed edge panel; c: C(0, j0).
+// C's columns [j0, j0 + nc) (nc <= NR / 4) of rows [i_lo, i_hi) by edge_columns_block, in blocks
+// of 6 vectors of rows, K::ROW_EDGE_PASS columns a pass over a block's rows of A, each block
+// written back in tiles of at most MR rows after its last pass (i_lo on a tile's first row): the
+// same write-backs, in the same order for every row (its last column panel last). a: A(0, p0),
+// column-major; b: the packed edge panel; c: C(0, j0).
 template <class T, class K>
-void edge_columns_by_rows(index_t i_lo, index_t i_hi, int nc, index_t kc, const T* a, index_t lda,
+__attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, int nc, index_t kc, const T* a, index_t lda,
                           const T* b, T* tile, T* c, index_t ldc, index_t j0, bool acc, bool last,
                           const Epilogue<T>& ep) {
   using V = typename K::V;
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
   constexpr int W = V::width;
+  constexpr int PASS = K::ROW_EDGE_PASS;
   constexpr int kVecs = 6;
   constexpr int kRows = kVecs * W;
-  static_assert(kRows % MR == 0, "a block of rows is whole tiles");
-  alignas(64) T cm[kRowEdgeCols * kRows];
+  static_assert(PASS == 2 || PASS == 4, "columns a pass");
+  alignas(64) T cm[NR / 4 * kRows];
   for (index_t i = i_lo; i < i_hi; i += kRows) {
     const int rows = static_cast<int>(imin(kRows, i_hi - i));
     const int nvec = (rows + W - 1) / W;
     const int rest = rows - (nvec - 1) * W;
-    const T* ai = a + i;
-    auto run = [&](auto nvec_c, auto nc_c, auto partial_c) {
-      constexpr int NV = decltype(nvec_c)::value;
-      constexpr int NC = decltype(nc_c)::value;
-      edge_columns_block<V, NR, NV, NC, decltype(partial_c)::value>(kc, ai, lda, rest, b, cm);
-    };
-    auto with_nc = [&](auto nvec_c, auto partial_c) {
-      if (nc == 1)
-        run(nvec_c, std::integral_constant<int, 1>{}, partial_c);
-      else
-        run(nvec_c, std::integral_constant<int, 2>{}, partial_c);
-    };
-    auto with_partial = [&](auto nvec_c) {
-      if (rest < W)
-        with_nc(nvec_c, std::true_type{});
-      else
-        with_nc(nvec_c, std::false_type{});
-    };
-    switch (nvec) {
-      case 1: with_partial(std::integral_constant<int, 1>{}); break;
-      case 2: with_partial(std::integral_constant<int, 2>{}); break;
-      case 3: with_partial(std::integral_constant<int, 3>{}); break;
-      case 4: with_partial(std::integral_constant<int, 4>{}); break;
-      case 5: with_partial(std::integral_constant<int, 5>{}); break;
-      default: with_partial(std::integral_constant<int, 6>{}); break;
+    const int col_stride = nvec * W;  // (cm's columns as edge_columns_block stores them)
+    for (int jp = 0; jp < nc; jp += PASS) {
+      const int pass_nc = imin(PASS, nc - jp);
+      const T* ai = a + i;
+      const T* bj = b + jp;
+      T* out = cm + jp * col_stride;
+      auto run = [&](auto nvec_c, auto nc_c, auto partial_c) {
+        edge_columns_block<V, NR, decltype(nvec_c)::value, decltype(nc_c)::value,
+                           decltype(partial_c)::value>(kc, ai, lda, rest, bj, out);
+      };
+      auto with_nc = [&](auto nvec_c, auto partial_c) {
+        switch (pass_nc) {
+          case 1: run(nvec_c, std::integral_constant<int, 1>{}, partial_c); break;
+          case 2: run(nvec_c, std::integral_constant<int, 2>{}, partial_c); break;
+          case 3:
+            if constexpr (PASS >= 3) run(nvec_c, std::integral_constant<int, 3>{}, partial_c);
+            break;
+          default:
+            if constexpr (PASS >= 4) run(nvec_c, std::integral_constant<int, 4>{}, partial_c);
+            break;
+        }
+      };
+      auto with_partial = [&](auto nvec_c) {
+        if (rest < W)
+          with_nc(nvec_c, std::true_type{});
+        else
+          with_nc(nvec_c, std::false_type{});
+      };
+      switch (nvec) {
+        case 1: with_partial(std::integral_constant<int, 1>{}); break;
+        case 2: with_partial(std::integral_constant<int, 2>{}); break;
+        case 3: with_partial(std::integral_constant<int, 3>{}); break;
+        case 4: with_partial(std::integral_constant<int, 4>{}); break;
+        case 5: with_partial(std::integral_constant<int, 5>{}); break;
+        default: with_partial(std::integral_constant<int, 6>{}); break;
+      }
     }
-    const int col_stride = nvec * W;  // (cm's columns as edge_columns_block stored them)
     for (int g = 0; g < rows; g += MR) {
       const int mr = static_cast<int>(imin(MR, rows - g));
       for (int r = 0; r < mr; ++r)
@@ -1108,11 +1121,11 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     jhi = imin(n, halves * (tid + 1) / nt * HALF);
   }
   const index_t nq = (jhi - jlo + NR - 1) / NR;
-  // (ROW_VECTOR_EDGE) a last panel of at most kRowEdgeCols columns, A column-major in place: by
+  // (ROW_VECTOR_EDGE) a last panel at most a quarter as wide, A column-major in place: by
   // row vectors after each block of rows' tiles (edge_columns_by_rows), not as tiles
   const int last_nr = static_cast<int>(jhi - jlo - (nq - 1) * NR);
   const bool edge_by_rows = has_row_vector_edge<K>::value && a_mode == kColumnMajor && !small_m &&
-                            nq >= 1 && last_nr <= kRowEdgeCols;
+                            nq >= 1 && 4 * last_nr <= NR;
   const index_t j_tiles = edge_by_rows ? jhi - last_nr : jhi;  // (the tiles' columns end)
   // With split rows every thread packs all of B; thread 0 computes the column sum.
   T* colsum = (ep.colsum_b != nullptr && (!split_m || tid == 0)) ? ep.colsum_b : nullptr;

@@ -123,8 +123,10 @@ struct Kernel6x2 : Blocking {
   // ld_ep: the bias, or the stored activations), instead of to the tile (DIRECT_C in
   // gemm_impl.h: the same bits as the tile's write-back, its additions in the same order).
   static constexpr bool DIRECT_C = true;
-  // An edge panel of at most two columns of a column-major A: by row vectors (gemm_impl.h).
+  // An edge panel at most a quarter as wide of a column-major A: by row vectors, 2 columns a pass
+  // over 6 vectors of rows (gemm_impl.h).
   static constexpr bool ROW_VECTOR_EDGE = true;
+  static constexpr int ROW_EDGE_PASS = 2;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
   // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 x 50 to
   // 300 x 200 x 100 ran 1-5% slower; inlined, 0.4-2.2% of that back, bench/RESULTS.md)
