@@ -894,7 +894,8 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
     for (int j = 0; j < NC; ++j) bj[j] = V::bcast(b + p * NR + j);
 #pragma GCC unroll 12
     for (int v = 0; v < NVEC; ++v) {
-      const Reg av = (PARTIAL && v == NVEC - 1) ? V::load_first(ap + v * W, rest) : V::load(ap + v * W);
+      const Reg av =
+          (PARTIAL && v == NVEC - 1) ? V::load_first(ap + v * W, rest) : V::load(ap + v * W);
 #pragma GCC unroll 4
       for (int j = 0; j < NC; ++j) acc[j][v] = V::fma(av, bj[j], acc[j][v]);
     }
@@ -912,7 +913,7 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
 // quarter-width kernels spend a half vector's multiply-add per row and step (AVX2: six chains of
 // 4 lanes, two used by the 2-column edge of a 50-wide layer; AVX-512: 12 chains of 8 lanes, four
 // used by the 4-column edge of a 100-wide one). 96 x 50 x 50 float32 on AVX2: 17.2k cycles ->
-// 15.7-16.0k, 300 x 100 x 200 on AVX-512 239-254k -> 211-231k (bench/RESULTS.md). Not for wider
+// 15.9-16.0k, 300 x 100 x 200 on AVX-512 227-228k -> 206-207k (bench/RESULTS.md). Not for wider
 // edges (AVX-512's 12- and 16-column ones measured no faster: a pass per 4 columns reads A again)
 // nor a row-major A (its rows would first be transposed: measured no faster).
 template <class K, class = void>
@@ -924,11 +925,15 @@ struct has_row_vector_edge<K, std::enable_if_t<K::ROW_VECTOR_EDGE>> : std::true_
 // of 6 vectors of rows, K::ROW_EDGE_PASS columns a pass over a block's rows of A, each block
 // written back in tiles of at most MR rows after its last pass (i_lo on a tile's first row): the
 // same write-backs, in the same order for every row (its last column panel last). a: A(0, p0),
-// column-major; b: the packed edge panel; c: C(0, j0).
+// column-major; b: the packed edge panel; c: C(0, j0). (Out of line: inlined into the tile loop's
+// function, a 50 x 48 x 48 product without an edge took 7.2 instead of 5.6 thousand cycles on
+// AVX-512.)
 template <class T, class K>
-__attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, int nc, index_t kc, const T* a, index_t lda,
-                          const T* b, T* tile, T* c, index_t ldc, index_t j0, bool acc, bool last,
-                          const Epilogue<T>& ep) {
+__attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, int nc,
+                                                    index_t kc, const T* a, index_t lda,
+                                                    const T* b, T* tile, T* c, index_t ldc,
+                                                    index_t j0, bool acc, bool last,
+                                                    const Epilogue<T>& ep) {
   using V = typename K::V;
   constexpr int MR = K::MR;
   constexpr int NR = K::NR;
