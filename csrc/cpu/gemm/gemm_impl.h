@@ -25,7 +25,9 @@
 //       thread itself
 //       tiles in column-panel order (a B panel stays in L1) or row-band order (an A panel
 //       does): micro-kernel, then the write-back applies accumulation and, on the last k
-//       block, the epilogue while the tile is in L1.
+//       block, the epilogue while the tile is in L1; a last panel at most a quarter as wide,
+//       with A column-major in place (ROW_VECTOR_EDGE kernels), after the block's tiles by row
+//       vectors instead (edge_columns_by_rows), written back in the same tiles.
 // Three special shapes: fewer than MR rows (single-row prediction, tiny layers) read B in place
 // and sum in exactly the micro-kernel's order, so a row's result does not depend on how many
 // rows came with it; C with at most NARROW_N columns (a single-output layer) is computed
