@@ -26,7 +26,7 @@
 //       tiles in column-panel order (a B panel stays in L1) or row-band order (an A panel
 //       does): micro-kernel, then the write-back applies accumulation and, on the last k
 //       block, the epilogue while the tile is in L1; a last panel at most a quarter as wide,
-//       with A column-major in place (ROW_VECTOR_EDGE kernels), after the block's tiles by row
+//       with A column-major in place (kernels with ROW_EDGE_PASS), after the block's tiles by row
 //       vectors instead (edge_columns_by_rows), written back in the same tiles.
 // Three special shapes: fewer than MR rows (single-row prediction, tiny layers) read B in place
 // and sum in exactly the micro-kernel's order, so a row's result does not depend on how many
@@ -809,6 +809,23 @@ void rank_one_rows(index_t r0, index_t r1, index_t n, const Operand<T>& a, const
   }
 }
 
+// Sums kept column by column (column j's rows [0, rows) at cm[j * col_stride]: narrow_n_rows,
+// edge_columns_by_rows) written back as the tile loop would: in tiles of at most MR rows from row
+// i of C, columns [j0, j0 + nc); c: C(0, j0).
+template <class T, class K>
+void write_back_columns(const T* cm, index_t col_stride, int rows, int nc, T* tile, T* c,
+                        index_t ldc, index_t i, index_t j0, bool acc, bool last,
+                        const Epilogue<T>& ep) {
+  constexpr int MR = K::MR;
+  constexpr int NR = K::NR;
+  for (int g = 0; g < rows; g += MR) {
+    const int mr = static_cast<int>(imin(MR, rows - g));
+    for (int r = 0; r < mr; ++r)
+      for (int j = 0; j < nc; ++j) tile[r * NR + j] = cm[j * col_stride + g + r];
+    store_tile<T, NR>(tile, mr, nc, c + (i + g) * ldc, ldc, i + g, j0, acc, last, ep);
+  }
+}
+
 // C with at most NR / 8 columns (an output layer of one or a few units): each element is a
 // dot product over k, written into tile layout for the usual write-back. The path is chosen
 // by n alone, so a row's result still never depends on the other rows.
@@ -837,13 +854,8 @@ void narrow_n_rows(index_t r0, index_t r1, index_t n, index_t k, const Operand<T
           for (int i = 0; i < rows; ++i) cj[i] = K::madd(ap[i], bj, cj[i]);
         }
       }
-      for (int i0 = 0; i0 < rows; i0 += MR) {
-        const int mr = static_cast<int>(imin(MR, rows - i0));
-        for (index_t j = 0; j < n; ++j)
-          for (int i = 0; i < mr; ++i) tile[i * NR + j] = col[j][i0 + i];
-        store_tile<T, NR>(tile, mr, static_cast<int>(n), c + (ib + i0) * ldc, ldc, ib + i0, 0,
-                          accumulate, true, ep);
-      }
+      write_back_columns<T, K>(&col[0][0], kBand, rows, static_cast<int>(n), tile, c, ldc, ib, 0,
+                               accumulate, true, ep);
     }
     return;
   }
@@ -908,7 +920,7 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
     for (int v = 0; v < NVEC; ++v) V::storeu(cm + (j * NVEC + v) * W, acc[j][v]);
 }
 
-// Kernels with K::ROW_VECTOR_EDGE compute an edge panel at most a quarter as wide, of a
+// Kernels with K::ROW_EDGE_PASS compute an edge panel at most a quarter as wide, of a
 // column-major A read in place (a weight gradient: the previous layer's activations, transposed),
 // by row vectors (edge_columns_by_rows) instead of as tiles: K::ROW_EDGE_PASS columns (2 on
 // AVX2, 4 on AVX-512) a pass over a block of 6 W rows, 12 (24) chains of whole vectors, where the
@@ -921,7 +933,7 @@ FUSEDMLP_ALWAYS_INLINE void edge_columns_block(index_t kc, const T* a, index_t l
 template <class K, class = void>
 struct has_row_vector_edge : std::false_type {};
 template <class K>
-struct has_row_vector_edge<K, std::enable_if_t<K::ROW_VECTOR_EDGE>> : std::true_type {};
+struct has_row_vector_edge<K, std::enable_if_t<(K::ROW_EDGE_PASS > 0)>> : std::true_type {};
 
 // C's columns [j0, j0 + nc) (nc <= NR / 4) of rows [i_lo, i_hi) by edge_columns_block, in blocks
 // of 6 vectors of rows, K::ROW_EDGE_PASS columns a pass over a block's rows of A, each block
@@ -986,12 +998,7 @@ __attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, 
         default: with_partial(std::integral_constant<int, 6>{}); break;
       }
     }
-    for (int g = 0; g < rows; g += MR) {
-      const int mr = static_cast<int>(imin(MR, rows - g));
-      for (int r = 0; r < mr; ++r)
-        for (int j = 0; j < nc; ++j) tile[r * NR + j] = cm[j * col_stride + g + r];
-      store_tile<T, NR>(tile, mr, nc, c + (i + g) * ldc, ldc, i + g, j0, acc, last, ep);
-    }
+    write_back_columns<T, K>(cm, col_stride, rows, nc, tile, c, ldc, i, j0, acc, last, ep);
   }
 }
 
@@ -1128,7 +1135,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     jhi = imin(n, halves * (tid + 1) / nt * HALF);
   }
   const index_t nq = (jhi - jlo + NR - 1) / NR;
-  // (ROW_VECTOR_EDGE) a last panel at most a quarter as wide, A column-major in place: by
+  // (ROW_EDGE_PASS) a last panel at most a quarter as wide, A column-major in place: by
   // row vectors after each block of rows' tiles (edge_columns_by_rows), not as tiles
   const int last_nr = static_cast<int>(jhi - jlo - (nq - 1) * NR);
   const bool edge_by_rows = has_row_vector_edge<K>::value && a_mode == kColumnMajor && !small_m &&

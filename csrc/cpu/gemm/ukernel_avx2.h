@@ -125,7 +125,6 @@ struct Kernel6x2 : Blocking {
   static constexpr bool DIRECT_C = true;
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 2 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
-  static constexpr bool ROW_VECTOR_EDGE = true;
   static constexpr int ROW_EDGE_PASS = 2;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
   // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 x 50 to

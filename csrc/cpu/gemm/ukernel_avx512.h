@@ -143,7 +143,6 @@ struct Kernel12x2 : Blocking {
   static constexpr bool DIRECT_C = true;
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 4 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
-  static constexpr bool ROW_VECTOR_EDGE = true;
   static constexpr int ROW_EDGE_PASS = 4;
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
