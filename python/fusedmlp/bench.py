@@ -918,7 +918,7 @@ def case_contention(data_dir, repeats, threads):
     workloads = [
         # (40 epochs, about 0.5 s a fusedmlp fit: a fit of 10 took 9-18 ms per epoch from fit to
         # fit on either choice, the scheduler's placement of the busy processes lasting about as
-        # long as the fit, and the median of 9 such fits moved the ratio between 0.84 and 1.27
+        # long as the fit, and the median of 9 such fits moved the ratio between 0.88 and 1.27
         # with both choices running on one thread; bench/RESULTS.md)
         (f"{cname} 8-50-50-50-1", X, y, [8, 50, 50, 50, 1], FmR, SkR, 40),
         (f"{fname} (10,000 rows) 784-300-100-10", Xf, yf, [784, 300, 100, 10], FmC, SkC, 2),
