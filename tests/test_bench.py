@@ -35,9 +35,11 @@ def test_interleaved_runs_again_the_rounds_it_is_told_to_drop():
     # every round counts
     verdicts = iter([False, True, False, False, True])
     seconds = iter([10.0, 1.0, 20.0, 3.0, 5.0])
+    kept = {}
     out = bench.interleaved({"a": lambda: next(seconds)}, 2, self_timed={"a"},
-                            keep=lambda: next(verdicts), extra=2)
+                            keep=lambda: next(verdicts), extra=2, rounds=kept)
     assert out == {"a": 2.0}  # rounds 2 and 4 (1.0 and 3.0); round 5 never ran
+    assert kept == {"a": [1.0, 3.0]}  # the rounds kept, in order
     assert next(verdicts) is True
     # without `keep` every round counts
     assert bench.interleaved({"a": lambda: 4.0}, 3, self_timed={"a"}) == {"a": 4.0}
@@ -210,6 +212,32 @@ def test_training_case_puts_another_peers_fit_before_each_fit(monkeypatch):
     assert log == one_round * 2
     assert all(prev[0] != nxt[0] for prev, nxt in zip(log, log[1:]))
     assert set(res["seconds"]) == {"a", "b", "c"}
+
+
+def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
+    # the medians hide how far the rounds lie apart; the notes give each round's epoch (its long
+    # fit less its short one, over the epochs between them), limits and limit / fusedmlp ratios
+    kept = {("fusedmlp", 1): [1.0, 1.2, 1.1], ("fusedmlp", 2): [1.4, 1.8, 1.3],
+            ("other", 1): [2.0, 2.5, 2.0], ("other", 2): [3.0, 3.0, 3.5],
+            "limit": [0.2, 0.15, 0.3], "limit_coretype": [0.4, 0.3, 0.2]}
+
+    def fake_interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0, rounds=None):
+        assert set(fns) == set(kept) and repeats == 3
+        rounds.update(kept)
+        return {name: float(np.median(ts)) for name, ts in kept.items()}
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "Haswell")
+    X, y = np.zeros((60, 3)), np.zeros(60)
+    units = [3, 4, 1]
+    peers = {"fusedmlp": (lambda: None, 2), "other": (lambda: None, 1)}
+    res = bench.training_case("t", X, y, units, peers, 3, np.float32, 1)
+    assert res["seconds"]["fusedmlp"] == pytest.approx((1.4 - 1.1) / 2)  # medians' difference
+    assert [n for n in res["notes"] if "round by round" in n] == [
+        "seconds per epoch round by round (each round's long fit less its short one), and the "
+        "limits: fusedmlp 0.2 0.3 0.1; other 1 0.5 1.5; numpy limit 0.2 0.15 0.3; limit on "
+        "OPENBLAS_CORETYPE's kernel 0.4 0.3 0.2",
+        "round by round: limit / fusedmlp 1 0.5 3; the Haswell kernel's limit / fusedmlp 2 1 2"]
 
 
 def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):

@@ -495,13 +495,14 @@ def ns(seconds):
     return "-" if seconds is None else f"{seconds * 1e9:.0f}"
 
 
-def interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0):
+def interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0, rounds=None):
     """Median seconds of each callable, run in turn (A B C A B C ...) so drift hits all alike.
     A callable named in `self_timed` returns its own seconds (a child process's measurement,
     without the child's start-up) instead of being timed around. settle: seconds of sleep
     before each call (SETTLE_SECONDS: the previous library's spinning threads gone idle).
     keep: called after each round; a round it rejects is dropped and run again, at most `extra`
-    rounds in all (after those, every round counts)."""
+    rounds in all (after those, every round counts). rounds: a dict given here is filled with
+    each callable's seconds in the rounds kept, in order."""
     times = {name: [] for name in fns}
     kept = dropped = 0
     while kept < repeats:
@@ -519,6 +520,8 @@ def interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0):
         kept += 1
         for name, t in this.items():
             times[name].append(t)
+    if rounds is not None:
+        rounds.update(times)
     return {name: float(np.median(ts)) for name, ts in times.items()}
 
 
@@ -565,6 +568,9 @@ def quiet(fn):
             warnings.simplefilter("ignore")
             return fn()
     return run
+
+
+LIMIT_NAMES = {"limit": "numpy limit", "limit64": "float64 limit", "limit_coretype": "limit on OPENBLAS_CORETYPE's kernel"}
 
 
 def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, absent=None, notes=(),
@@ -655,8 +661,9 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
         limits["limit_coretype"] = (limit_dtype, False)
     for key, (dt, native) in limits.items():
         fns[key] = lambda dt=dt, native=native: numpy_limit(units, n, 200, dt, native=native)
+    kept = {}  # each callable's seconds, round by round
     raw = interleaved(fns, repeats, self_timed=limits, keep=steady if threads > 1 else None,
-                      extra=extra)
+                      extra=extra, rounds=kept)
     per_epoch = {name: max(raw[(name, 2)] - raw[(name, 1)], 1e-9) / peers[name][1] for name in peers}
     # a fit of 2E epochs no slower than one of E: the noise exceeds E epochs, no epoch time
     unmeasured = [name for name in peers if raw[(name, 2)] <= raw[(name, 1)]]
@@ -667,6 +674,26 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     def by_round(fits):  # (a round's short fit, then its long one)
         return "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
 
+    # Each round's epochs (its long fit less its short one) and limits: how far the rounds lie
+    # apart. On a host whose speed drifts the medians of a few rounds move by more than a change
+    # of the code (one run of the suite read limit / fusedmlp 1.75 in the Fashion-MNIST case and
+    # 0.75 for the same network in the features case, bench/RESULTS.md).
+    def round_by_round(values):
+        return " ".join(f"{v:.4g}" for v in values)
+
+    epochs = {name: [(b - a) / peers[name][1] for a, b in zip(kept[(name, 1)], kept[(name, 2)])]
+              for name in peers}
+    told = [f"{name} {round_by_round(e)}" for name, e in epochs.items()]
+    told += [f"{LIMIT_NAMES[key]} {round_by_round(kept[key])}" for key in limits]
+    notes.append(f"seconds per epoch round by round (each round's long fit less its short one), "
+                 f"and the limits: {'; '.join(told)}")
+    ratios = [("limit / fusedmlp", "limit", "fusedmlp"),
+              ("float64 limit / fusedmlp dtype=float64", "limit64", "fusedmlp dtype=float64"),
+              (f"the {coretype} kernel's limit / fusedmlp", "limit_coretype", "fusedmlp")]
+    told = [f"{label} {round_by_round(l / e if e > 0 else float('inf') for l, e in zip(kept[key], epochs[name]))}"
+            for label, key, name in ratios if key in kept and name in epochs]
+    if told:
+        notes.append(f"round by round: {'; '.join(told)}")
     for name, counts in segments.items():
         if any(team or solo for solo, team in counts):
             told = by_round([f"{solo}/{team}" for solo, team in counts])
