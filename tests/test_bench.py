@@ -215,14 +215,18 @@ def test_training_case_puts_another_peers_fit_before_each_fit(monkeypatch):
 
 
 def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
-    # the medians hide how far the rounds lie apart; the notes give each round's epoch (its long
-    # fit less its short one, over the epochs between them), limits and limit / fusedmlp ratios
-    kept = {("fusedmlp", 1): [1.0, 1.2, 1.1], ("fusedmlp", 2): [1.4, 1.8, 1.3],
-            ("other", 1): [2.0, 2.5, 2.0], ("other", 2): [3.0, 3.0, 3.5],
-            "limit": [0.2, 0.15, 0.3], "limit_coretype": [0.4, 0.3, 0.2]}
+    # the medians hide how far the rounds lie apart; the notes give each kept round's epoch (its
+    # long fit less its short one, over the epochs between them), limits and limit / fusedmlp
+    # ratios, with their medians; a round whose long fit ran no slower than its short one has no
+    # epoch and no ratio ('-')
+    kept = {("fusedmlp", 1): [1.0, 1.2, 1.1, 1.0], ("fusedmlp", 2): [1.4, 1.8, 1.3, 0.9],
+            ("fusedmlp dtype=float64", 1): [2.0, 2.0, 2.0, 2.0],
+            ("fusedmlp dtype=float64", 2): [3.0, 2.5, 2.8, 2.6],
+            "limit": [0.2, 0.15, 0.3, 0.2], "limit64": [0.5, 0.5, 0.4, 0.3],
+            "limit_coretype": [0.4, 0.3, 0.2, 0.1]}
 
     def fake_interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0, rounds=None):
-        assert set(fns) == set(kept) and repeats == 3
+        assert set(fns) == set(kept) and repeats == 4
         rounds.update(kept)
         return {name: float(np.median(ts)) for name, ts in kept.items()}
 
@@ -230,14 +234,17 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
     monkeypatch.setattr(bench, "openblas_coretype", lambda: "Haswell")
     X, y = np.zeros((60, 3)), np.zeros(60)
     units = [3, 4, 1]
-    peers = {"fusedmlp": (lambda: None, 2), "other": (lambda: None, 1)}
-    res = bench.training_case("t", X, y, units, peers, 3, np.float32, 1)
-    assert res["seconds"]["fusedmlp"] == pytest.approx((1.4 - 1.1) / 2)  # medians' difference
-    assert [n for n in res["notes"] if "round by round" in n] == [
-        "seconds per epoch round by round (each round's long fit less its short one), and the "
-        "limits: fusedmlp 0.2 0.3 0.1; other 1 0.5 1.5; numpy limit 0.2 0.15 0.3; limit on "
-        "OPENBLAS_CORETYPE's kernel 0.4 0.3 0.2",
-        "round by round: limit / fusedmlp 1 0.5 3; the Haswell kernel's limit / fusedmlp 2 1 2"]
+    peers = {"fusedmlp": (lambda: None, 2), "fusedmlp dtype=float64": (lambda: None, 1)}
+    res = bench.training_case("t", X, y, units, peers, 4, np.float32, 1, limit64=True)
+    assert res["seconds"]["fusedmlp"] == pytest.approx((1.35 - 1.05) / 2)  # medians' difference
+    assert [n for n in res["notes"] if "kept round" in n] == [
+        "seconds per epoch in each kept round (its long fit less its short one), and the limits: "
+        "fusedmlp 0.2 0.3 0.1 - (median 0.2); fusedmlp dtype=float64 1 0.5 0.8 0.6 (median 0.7); "
+        "numpy limit 0.2 0.15 0.3 0.2 (median 0.2); float64 limit 0.5 0.5 0.4 0.3 (median 0.45); "
+        "limit on the Haswell kernel 0.4 0.3 0.2 0.1 (median 0.25)",
+        "in each kept round: limit / fusedmlp 1 0.5 3 - (median 1); float64 limit / fusedmlp "
+        "dtype=float64 0.5 1 0.5 0.5 (median 0.5); limit on the Haswell kernel / fusedmlp "
+        "2 1 2 - (median 2)"]
 
 
 def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):

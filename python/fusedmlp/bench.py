@@ -25,7 +25,10 @@ run again, at most EXTRA_ROUNDS times --repeats extra rounds, and the notes say 
 inference case reads it before, between and after its measurements (a team's one-row call waits
 for the other core: its figure depends on the placement; the libraries alternate call by call, so
 all of them see the same one), and counts fusedmlp's timed one-row calls that ran on one thread
-and on the team (fusedmlp._cpu.team_predictions).
+and on the team (fusedmlp._cpu.team_predictions). A training case's table gives each
+configuration's median long fit less its median short fit; its notes also give every kept round's
+own epoch (that round's long fit less its short one) and limits, and limit / fusedmlp round by
+round, with their medians: how far the rounds lie apart.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -570,16 +573,14 @@ def quiet(fn):
     return run
 
 
-LIMIT_NAMES = {"limit": "numpy limit", "limit64": "float64 limit", "limit_coretype": "limit on OPENBLAS_CORETYPE's kernel"}
-
-
 def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, absent=None, notes=(),
                   limit64=False):
     """Seconds per epoch of each configuration in `peers` (name -> (factory, epochs)).
 
-    An epoch's cost is the difference between fits of `epochs` and 2 * `epochs` epochs,
-    divided by `epochs`: what each further epoch costs, without the once-per-fit work
-    (validation, label encoding, initialisation), which is reported apart. Peers that compile
+    An epoch's cost is the difference between fits of `epochs` and 2 * `epochs` epochs (their
+    medians over the rounds), divided by `epochs`: what each further epoch costs, without the
+    once-per-fit work (validation, label encoding, initialisation), which is reported apart; the
+    notes also give each kept round's own difference and limit ratios. Peers that compile
     are fitted once before (see PeerMLP); one that fails there is reported as failed, beside
     `absent` (name -> why a peer is not timed).
 
@@ -674,26 +675,31 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     def by_round(fits):  # (a round's short fit, then its long one)
         return "; ".join(" ".join(fits[i:i + 2]) for i in range(0, len(fits), 2))
 
-    # Each round's epochs (its long fit less its short one) and limits: how far the rounds lie
-    # apart. On a host whose speed drifts the medians of a few rounds move by more than a change
-    # of the code (one run of the suite read limit / fusedmlp 1.75 in the Fashion-MNIST case and
-    # 0.75 for the same network in the features case, bench/RESULTS.md).
+    # Each kept round's epochs (its long fit less its short one) and limits: how far the rounds
+    # lie apart. On a host whose speed drifts the medians of a few rounds move by more than a
+    # change of the code (one run of the suite read limit / fusedmlp 1.75 in the Fashion-MNIST
+    # case and 0.75 for the same network in the features case, bench/RESULTS.md). A round whose
+    # long fit ran no slower than its short one has no epoch ('-').
     def round_by_round(values):
-        return " ".join(f"{v:.4g}" for v in values)
+        told = " ".join("-" if v is None else f"{v:.4g}" for v in values)
+        known = [v for v in values if v is not None]
+        return f"{told} (median {np.median(known):.4g})" if known else told
 
-    epochs = {name: [(b - a) / peers[name][1] for a, b in zip(kept[(name, 1)], kept[(name, 2)])]
-              for name in peers}
+    epochs = {name: [(b - a) / peers[name][1] if b > a else None
+                     for a, b in zip(kept[(name, 1)], kept[(name, 2)])] for name in peers}
+    limit_names = {"limit": "numpy limit", "limit64": "float64 limit",
+                   "limit_coretype": f"limit on the {coretype} kernel"}
     told = [f"{name} {round_by_round(e)}" for name, e in epochs.items()]
-    told += [f"{LIMIT_NAMES[key]} {round_by_round(kept[key])}" for key in limits]
-    notes.append(f"seconds per epoch round by round (each round's long fit less its short one), "
-                 f"and the limits: {'; '.join(told)}")
+    told += [f"{limit_names[key]} {round_by_round(kept[key])}" for key in limits]
+    notes.append(f"seconds per epoch in each kept round (its long fit less its short one), and the "
+                 f"limits: {'; '.join(told)}")
     ratios = [("limit / fusedmlp", "limit", "fusedmlp"),
               ("float64 limit / fusedmlp dtype=float64", "limit64", "fusedmlp dtype=float64"),
-              (f"the {coretype} kernel's limit / fusedmlp", "limit_coretype", "fusedmlp")]
-    told = [f"{label} {round_by_round(l / e if e > 0 else float('inf') for l, e in zip(kept[key], epochs[name]))}"
+              (f"limit on the {coretype} kernel / fusedmlp", "limit_coretype", "fusedmlp")]
+    told = [f"{label} {round_by_round([None if e is None else l / e for l, e in zip(kept[key], epochs[name])])}"
             for label, key, name in ratios if key in kept and name in epochs]
     if told:
-        notes.append(f"round by round: {'; '.join(told)}")
+        notes.append(f"in each kept round: {'; '.join(told)}")
     for name, counts in segments.items():
         if any(team or solo for solo, team in counts):
             told = by_round([f"{solo}/{team}" for solo, team in counts])
