@@ -695,7 +695,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
                  f"limits: {'; '.join(told)}")
     ratios = [("limit / fusedmlp", "limit", "fusedmlp"),
               ("float64 limit / fusedmlp dtype=float64", "limit64", "fusedmlp dtype=float64"),
-              (f"limit on the {coretype} kernel / fusedmlp", "limit_coretype", "fusedmlp")]
+              (f"{limit_names['limit_coretype']} / fusedmlp", "limit_coretype", "fusedmlp")]
     told = [f"{label} {round_by_round([None if e is None else l / e for l, e in zip(kept[key], epochs[name])])}"
             for label, key, name in ratios if key in kept and name in epochs]
     if told:
