@@ -264,8 +264,9 @@ def test_engine_rejects_a_negative_sparse_shape():
 @pytest.mark.parametrize("x_dtype", [np.float32, np.float64])
 def test_nan_and_infinity_anywhere_in_x_are_scikit_learns_errors(fit_dtype, x_dtype):
     # The CPU engine checks the values of a float ndarray during its own pass (no separate
-    # scan): a NaN or an infinity in any row of any chunk, in any layout, gives scikit-learn's
-    # error for every prediction method, and a finite X the same predictions as ever.
+    # scan: its first layer's product checks the blocks it reads, tests/test_gemm.py): a NaN or
+    # an infinity in any row of any chunk, in any layout, gives scikit-learn's error for every
+    # prediction method, and a finite X the same predictions as ever.
     rng = np.random.default_rng(0)
     X_fit = rng.standard_normal((300, 6))
     y_fit = (X_fit[:, 0] > 0).astype(int)
@@ -290,3 +291,26 @@ def test_nan_and_infinity_anywhere_in_x_are_scikit_learns_errors(fit_dtype, x_dt
                         assert outcome(got, fn) == outcome(ref, fn), (rows, row, value, method)
                     np.testing.assert_array_equal(bad, kept)  # X untouched
         np.testing.assert_array_equal(got.predict_proba(big[:rows]), expected[:rows])
+
+
+@pytest.mark.parametrize("features,hidden", [(1, (5,)), (6, (3,)), (1, (2,)), (40, (1,))])
+def test_nan_and_infinity_reach_the_error_through_every_first_layer(features, hidden):
+    # The first layer's product checks the input, and takes other paths for one input feature
+    # (depth one), a few units (narrow products) and short inputs: each still finds a NaN or an
+    # infinity in any row, on one row, a team's rows and a prediction's slices.
+    rng = np.random.default_rng(5)
+    X_fit = rng.standard_normal((200, features))
+    y_fit = (X_fit[:, 0] > 0).astype(int)
+    kw = dict(max_iter=2, hidden_layer_sizes=hidden, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sk.MLPClassifier(**kw).fit(X_fit, y_fit)
+        got = fm.MLPClassifier(**kw).fit(X_fit, y_fit)
+    for rows in (1, 11, 300, 6000):
+        X = rng.standard_normal((rows, features))
+        for row, value in ((rows - 1, np.nan), (rows // 2, np.inf), (0, -np.inf)):
+            bad = X.copy()
+            bad[row, (row * 7) % features] = value
+            fn = lambda e: e.predict_proba(bad)  # noqa: E731
+            assert outcome(got, fn) == outcome(ref, fn), (rows, row, value)
+            assert outcome(got, fn)[0] is ValueError

@@ -666,3 +666,41 @@ def test_transpose(isa, dtype):
         np.testing.assert_array_equal(a, before)
     with pytest.raises(ValueError, match="2-D"):
         transpose(np.zeros(3, dtype=dtype))
+
+
+# (m, n, k) of every path of the product: fewer rows than a tile (one-row predictions), at most
+# NR/8 columns (a narrow layer), depth one, row bands and column panels on a team, a row-major B
+# read in place (a few row panels), several depth blocks, edge tiles of both dimensions
+CHECK_SHAPES = [(1, 300, 784), (5, 100, 300), (11, 10, 450), (13, 3, 200), (97, 2, 450),
+                (400, 4, 193), (300, 33, 1), (40, 300, 600), (97, 100, 300), (400, 20, 257),
+                (360, 300, 784), (25, 49, 7), (12, 32, 192)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_check_finds_every_nan_and_infinity(isa, dtype):
+    # The input check a prediction's first layer runs during its product (check_a): a NaN or an
+    # infinity anywhere in A, in any layout, on one to three threads, is reported; a finite A is
+    # not, even where its products overflow; and C is the product's without the check, bit for
+    # bit.
+    rng = np.random.default_rng(23)
+    gemm = GEMM[dtype]
+    huge = np.finfo(dtype).max / 4
+    for m, n, k in CHECK_SHAPES:
+        a0 = rng.standard_normal((m, k)).astype(dtype)
+        a0[m // 3, k // 2] = huge  # (finite; its products with |b| > 4 overflow)
+        b = (4 * rng.standard_normal((k, n))).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        spots = sorted({(0, 0), (m - 1, k - 1), (m // 2, k // 3), (m - 1, 0), (0, k - 1)})
+        for threads in (1, 2, 3):
+            for kw in ({}, dict(epilogue="bias_activation", activation="relu", bias=bias)):
+                want = gemm(a0, b, n_threads=threads, **kw)
+                for a in layouts(a0):
+                    got, bad = gemm(a, b, n_threads=threads, check_a=True, **kw)
+                    label = f"{isa} m={m} n={n} k={k} threads={threads} {kw.get('activation')}"
+                    assert not bad, label
+                    np.testing.assert_array_equal(got, want, err_msg=label)
+                for (i, p), value in itertools.product(spots, (np.nan, np.inf, -np.inf)):
+                    for a in layouts(a0.copy()):
+                        a[i, p] = value
+                        got, bad = gemm(a, b, n_threads=threads, check_a=True, **kw)
+                        assert bad, f"{isa} m={m} n={n} k={k} threads={threads} A[{i}, {p}]={value}"

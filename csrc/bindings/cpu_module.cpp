@@ -162,12 +162,13 @@ inline bool may_share_memory(const py::array& x, const py::array& y) {
 }
 
 // C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
-// exposed for the tests and the benchmarks.
+// exposed for the tests and the benchmarks. check_a: A's check for NaN and infinities
+// (Epilogue::a_nonfinite), its answer appended to the result.
 template <class T>
 py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
                        const std::string& activation, const py::object& bias, const py::object& aux,
                        double alpha, double scale, bool with_colsum, int n_threads,
-                       py::object c_in, py::object out_in) {
+                       py::object c_in, py::object out_in, bool check_a) {
   if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
   if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
   if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
@@ -233,6 +234,8 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
     ep.colsum_scale = static_cast<T>(scale);
     for (index_t j = 0; j < n; ++j) ep.colsum_b[j] = T(0);
   }
+  int nonfinite = 0;
+  if (check_a) ep.a_nonfinite = &nonfinite;
   T* cp = static_cast<T*>(c.mutable_data());
   {
     py::gil_scoped_release release;
@@ -241,6 +244,10 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
     // ends)
     static thread_local GemmWorkspace ws;
     gemm<T>(m, n, k, A, B, cp, n, ep, accumulate, resolve_threads(n_threads), ws);
+  }
+  if (check_a) {
+    if (with_colsum) return py::make_tuple(c, colsum, nonfinite != 0);
+    return py::make_tuple(c, nonfinite != 0);
   }
   if (with_colsum) return py::make_tuple(c, colsum);
   return std::move(c);
@@ -827,11 +834,11 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
         py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
-        py::arg("out") = py::none());
+        py::arg("out") = py::none(), py::arg("check_a") = false);
   m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
         py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
-        py::arg("out") = py::none());
+        py::arg("out") = py::none(), py::arg("check_a") = false);
   bind_perceptron(m);
 }

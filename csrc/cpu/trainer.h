@@ -106,12 +106,15 @@ class Trainer {
   int team_size(index_t rows) const;
   // Rows [r0, r0 + rows) of the batch through the network; with a team, a barrier after each
   // layer.
+  // nonfinite, optional: *nonfinite := 1 when an element of a dense input's rows is NaN or
+  // infinite (checked by the first layer's product as it reads them: dense_forward).
   void forward(const Team& team, const BatchView<T>& input, const T* params, index_t r0,
-               index_t rows, const Pass& pass);
+               index_t rows, const Pass& pass, int* nonfinite = nullptr);
   // ... from `in`, the rows' own view, into the buffers' rows [r0, r0 + rows); with packed,
   // every layer's W read from its panels packed beforehand (pack_weights)
   void forward_rows(const Team& team, const BatchView<T>& in, const T* params, index_t r0,
-                    index_t rows, const Pass& pass, const T* packed = nullptr);
+                    index_t rows, const Pass& pass, const T* packed = nullptr,
+                    int* nonfinite = nullptr);
   // Every layer's W packed for the active kernels into packed_w_ (the team's share; a barrier
   // before use); returns the buffer, 64-byte aligned, each layer's at packed_offsets_[layer].
   const T* pack_weights(const Team& team, const T* params);

@@ -83,6 +83,12 @@ struct Epilogue {
   T* b_update = nullptr;
   T* b_state_0 = nullptr;
   T* b_state_1 = nullptr;
+  // Optional, with any kind: *a_nonfinite := 1 (a relaxed atomic store) when an element of A is
+  // NaN or infinite, left as it is otherwise. Each element of A is checked by one thread of the
+  // team, where the product has just read it (a block of A after its first column panel's
+  // tiles, or a row band's panel after its tiles: from L1 or L2, not as a first read of the
+  // input from memory). A prediction's input check.
+  int* a_nonfinite = nullptr;
 };
 
 // The threads that run one GEMM together: every thread of an OpenMP parallel region calls

@@ -39,6 +39,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -1002,6 +1003,39 @@ __attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, 
   }
 }
 
+// Epilogue::a_nonfinite: *flag := 1 when an element of rows [i0, i1) and columns [p0, p0 + kc)
+// of A is NaN or infinite. x * 0 is +-0 for finite x and NaN otherwise, and NaN survives the
+// sums: four chains of 64-byte vectors along a row-major A's rows (a GCC vector type: one
+// AVX-512 register each, two AVX2 ones, four SSE ones), so that a block just read by the kernels
+// is checked at the rate of the cache it sits in; other layouts element by element, down A's
+// columns.
+template <class T>
+void check_a_finite(const Operand<T>& a, index_t i0, index_t i1, index_t p0, index_t kc, int* flag) {
+  typedef T V __attribute__((vector_size(64)));
+  constexpr index_t W = 64 / sizeof(T);
+  V s[4] = {};
+  T sum = T(0);
+  if (a.cs == 1) {
+    for (index_t i = i0; i < i1; ++i) {
+      const T* row = a.data + i * a.rs + p0;
+      index_t p = 0;
+      for (; p + 4 * W <= kc; p += 4 * W)
+        for (int l = 0; l < 4; ++l) {
+          V x;
+          std::memcpy(&x, row + p + l * W, sizeof(V));
+          s[l] += x * T(0);
+        }
+      for (; p < kc; ++p) sum += row[p] * T(0);
+    }
+  } else {
+    for (index_t p = p0; p < p0 + kc; ++p)
+      for (index_t i = i0; i < i1; ++i) sum += a.data[i * a.rs + p * a.cs] * T(0);
+  }
+  const V all = (s[0] + s[1]) + (s[2] + s[3]);
+  for (index_t l = 0; l < W; ++l) sum += all[l];
+  if (sum != T(0)) __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+}
+
 // Rows [r0, r1) of this thread when a product's row panels are split between at most
 // `work_threads` of the team (at least one, at most one a panel); false when it has none.
 FUSEDMLP_ALWAYS_INLINE bool thread_row_panels(const Team& team, index_t m, index_t m_panels,
@@ -1058,6 +1092,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         ep.colsum_b[j] = (accumulate ? ep.colsum_b[j] : T(0)) + ep.colsum_scale * s;
       }
     narrow_n_rows<T, K>(r0, r1, n, k, a, b, c, ldc, ep, accumulate, tile);
+    if (ep.a_nonfinite != nullptr) check_a_finite(a, r0, r1, 0, k, ep.a_nonfinite);
     if (update && team.tid == 0) update_biases(ep, 0, n);
     return;
   }
@@ -1067,6 +1102,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     if (!thread_row_panels(team, m, m_panels_all, (m * n) / (K::MIN_FLOPS_PER_THREAD / 8), MR, r0, r1))
       return;
     rank_one_rows<T, K>(r0, r1, n, a, b, c, ldc, ep, accumulate);
+    if (ep.a_nonfinite != nullptr) check_a_finite(a, r0, r1, 0, 1, ep.a_nonfinite);
     return;
   }
 
@@ -1190,6 +1226,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
                               c + (i + r) * ldc + j0, ldc, i + r, j0, acc, last, ep);
           }
       }
+      if (ep.a_nonfinite != nullptr && tid == 0) check_a_finite(a, 0, m, p0, kc, ep.a_nonfinite);
       continue;
     }
     // this depth block's panels: packed beforehand, or packed here
@@ -1319,12 +1356,20 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         }
         if (!direct) store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
       };
+      // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, all read by every
+      // thread, the first thread's)
+      const bool check_a = ep.a_nonfinite != nullptr && (split_m || tid == 0);
       if (split_m) {  // row bands: an A panel stays in L1 across the B panels
-        for (index_t ip = 0; ip < m_panels; ++ip)
+        for (index_t ip = 0; ip < m_panels; ++ip) {
           for (index_t pj = 0; pj < nq; ++pj) tile_at(ip, pj);
+          if (check_a)
+            check_a_finite(a, ic + ip * MR, imin(ic + (ip + 1) * MR, ic + mc), p0, kc, ep.a_nonfinite);
+        }
       } else {  // column panels: a B panel stays in L1 across the A panels
-        for (index_t pj = 0; pj < nq; ++pj)
+        for (index_t pj = 0; pj < nq; ++pj) {
           for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
+          if (check_a && pj == 0) check_a_finite(a, ic, ic + mc, p0, kc, ep.a_nonfinite);
+        }
       }
       if constexpr (has_row_vector_edge<K>::value) {
         if (edge_by_rows) {
