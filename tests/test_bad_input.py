@@ -293,11 +293,14 @@ def test_nan_and_infinity_anywhere_in_x_are_scikit_learns_errors(fit_dtype, x_dt
         np.testing.assert_array_equal(got.predict_proba(big[:rows]), expected[:rows])
 
 
-@pytest.mark.parametrize("features,hidden", [(1, (5,)), (6, (3,)), (1, (2,)), (40, (1,))])
+@pytest.mark.parametrize(
+    "features,hidden", [(1, (5,)), (6, (3,)), (1, (2,)), (40, (1,)), (1, (2, 256)), (3, (1, 256))]
+)
 def test_nan_and_infinity_reach_the_error_through_every_first_layer(features, hidden):
     # The first layer's product checks the input, and takes other paths for one input feature
     # (depth one), a few units (narrow products) and short inputs: each still finds a NaN or an
-    # infinity in any row, on one row, a team's rows and a prediction's slices.
+    # infinity in any row, on one row, a call on one thread, and (behind a wide second layer,
+    # enough work for the team) a team's rows and a prediction's slices.
     rng = np.random.default_rng(5)
     X_fit = rng.standard_normal((200, features))
     y_fit = (X_fit[:, 0] > 0).astype(int)

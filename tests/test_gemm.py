@@ -669,11 +669,21 @@ def test_transpose(isa, dtype):
 
 
 # (m, n, k) of every path of the product: fewer rows than a tile (one-row predictions), at most
-# NR/8 columns (a narrow layer), depth one, row bands and column panels on a team, a row-major B
-# read in place (a few row panels), several depth blocks, edge tiles of both dimensions
+# NR/8 columns (a narrow layer; one column is narrow on every instruction set), depth one, row
+# bands and column panels on a team, several row blocks of either, a row-major B read in place (a
+# few row panels), several depth blocks, edge tiles of both dimensions, depths shorter than the
+# check's vectors. (The wrapper runs products below 64K multiply-adds per thread on one thread:
+# the larger shapes take the team's paths.)
 CHECK_SHAPES = [(1, 300, 784), (5, 100, 300), (11, 10, 450), (13, 3, 200), (97, 2, 450),
-                (400, 4, 193), (300, 33, 1), (40, 300, 600), (97, 100, 300), (400, 20, 257),
-                (360, 300, 784), (25, 49, 7), (12, 32, 192)]
+                (400, 4, 193), (300, 33, 1), (4096, 64, 1), (2000, 1, 300), (40, 300, 600),
+                (97, 100, 300), (400, 20, 257), (2000, 20, 300), (360, 300, 784), (25, 49, 7),
+                (12, 32, 192)]
+
+
+def check_layouts(a):
+    """layouts(a) and a view of strides of two items both ways (a packed A)."""
+    yield from layouts(a)
+    yield np.repeat(a, 2, axis=1)[:, ::2]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -681,7 +691,7 @@ def test_a_check_finds_every_nan_and_infinity(isa, dtype):
     # The input check a prediction's first layer runs during its product (check_a): a NaN or an
     # infinity anywhere in A, in any layout, on one to three threads, is reported; a finite A is
     # not, even where its products overflow; and C is the product's without the check, bit for
-    # bit.
+    # bit. A product without columns still checks A.
     rng = np.random.default_rng(23)
     gemm = GEMM[dtype]
     huge = np.finfo(dtype).max / 4
@@ -693,14 +703,19 @@ def test_a_check_finds_every_nan_and_infinity(isa, dtype):
         spots = sorted({(0, 0), (m - 1, k - 1), (m // 2, k // 3), (m - 1, 0), (0, k - 1)})
         for threads in (1, 2, 3):
             for kw in ({}, dict(epilogue="bias_activation", activation="relu", bias=bias)):
-                want = gemm(a0, b, n_threads=threads, **kw)
-                for a in layouts(a0):
+                for a in check_layouts(a0):
+                    want = gemm(a, b, n_threads=threads, **kw)
                     got, bad = gemm(a, b, n_threads=threads, check_a=True, **kw)
                     label = f"{isa} m={m} n={n} k={k} threads={threads} {kw.get('activation')}"
                     assert not bad, label
                     np.testing.assert_array_equal(got, want, err_msg=label)
                 for (i, p), value in itertools.product(spots, (np.nan, np.inf, -np.inf)):
-                    for a in layouts(a0.copy()):
-                        a[i, p] = value
+                    bad_a = a0.copy()
+                    bad_a[i, p] = value
+                    for a in check_layouts(bad_a):
                         got, bad = gemm(a, b, n_threads=threads, check_a=True, **kw)
                         assert bad, f"{isa} m={m} n={n} k={k} threads={threads} A[{i}, {p}]={value}"
+    a = rng.standard_normal((7, 5)).astype(dtype)
+    assert not gemm(a, np.ones((5, 0), dtype), check_a=True)[1]
+    a[6, 4] = np.nan
+    assert gemm(a, np.ones((5, 0), dtype), check_a=True)[1]

@@ -248,7 +248,7 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     const T* wp = packed != nullptr ? packed + packed_offsets_[l] : nullptr;
     const index_t split = l == 0 && pass.halves ? forward_halves_split(in.cols) : 0;
-    if (split > 0)  // (an epoch's whole batch: r0 = 0)
+    if (split > 0)  // (an epoch's whole batch: r0 = 0; training, never asked for nonfinite)
       dense_forward_halves<T>(team, in, split, w, b, layer.fan_out, act, hidden, out(0, r0),
                               halves_.data(), ws_);
     else if (l == 0)

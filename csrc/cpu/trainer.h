@@ -69,8 +69,8 @@ class Trainer {
   // out (n_rows x n_outputs) = the network's output, the output activation applied in
   // float64. Returns false, with out partly written, when should_stop() said so. With
   // `nonfinite`, dense input is also checked: *nonfinite says whether any value of X (as
-  // converted to T) is NaN or infinite, found while each thread brings its rows of a chunk into
-  // cache just before the chunk's products read them.
+  // converted to T) is NaN or infinite, found by the first layer's products as they read X's
+  // rows (Epilogue::a_nonfinite).
   bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop,
                bool* nonfinite = nullptr);
 

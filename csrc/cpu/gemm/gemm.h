@@ -85,9 +85,10 @@ struct Epilogue {
   T* b_state_1 = nullptr;
   // Optional, with any kind: *a_nonfinite := 1 (a relaxed atomic store) when an element of A is
   // NaN or infinite, left as it is otherwise. Each element of A is checked by one thread of the
-  // team, where the product has just read it (a block of A after its first column panel's
-  // tiles, or a row band's panel after its tiles: from L1 or L2, not as a first read of the
-  // input from memory). A prediction's input check.
+  // team, after the product's kernels have read it: a block of A after its first column panel's
+  // tiles (the team's threads a share of its rows each), a row band's panel after its tiles, a
+  // short input's depth block after its rows; a narrow or depth-one product's rows after the
+  // thread's share of them. A prediction's input check.
   int* a_nonfinite = nullptr;
 };
 

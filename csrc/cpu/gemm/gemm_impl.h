@@ -1005,11 +1005,12 @@ __attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, 
 
 // Epilogue::a_nonfinite: *flag := 1 when an element of rows [i0, i1) and columns [p0, p0 + kc)
 // of A is NaN or infinite. x * 0 is +-0 for finite x and NaN otherwise, and NaN survives the
-// sums: four chains of the instruction set's vectors along a row-major A's rows (a GCC vector
-// type of one register, kept in registers as four named sums, where 64-byte vectors on AVX2 went
-// through the stack: 3% of a 10,000 x 784 x 300 product against 0.3-1.5% on AVX-512), so that
-// a block just read by the kernels is checked at the rate of the cache it sits in; other layouts
-// element by element, down A's columns.
+// sums: along a row-major A's rows (as one run when they are whole and adjacent) or a
+// column-major A's columns, four chains of the instruction set's vectors, then one, then the last
+// elements in a vector of zeros (a GCC vector type of one
+// register, kept in registers as named sums, where 64-byte vectors on AVX2 went through the
+// stack: 3% of a 10,000 x 784 x 300 product against 0.3-1.5% on AVX-512); other strides (a
+// packed A) element by element.
 #if defined(__AVX512F__)
 #define FUSEDMLP_CHECK_BYTES 64
 #elif defined(__AVX__)
@@ -1022,24 +1023,38 @@ void check_a_finite(const Operand<T>& a, index_t i0, index_t i1, index_t p0, ind
   typedef T V __attribute__((vector_size(FUSEDMLP_CHECK_BYTES)));
   constexpr index_t W = FUSEDMLP_CHECK_BYTES / sizeof(T);
   V s0 = {}, s1 = {}, s2 = {}, s3 = {};
-  T sum = T(0);
-  if (a.cs == 1) {
-    for (index_t i = i0; i < i1; ++i) {
-      const T* row = a.data + i * a.rs + p0;
-      index_t p = 0;
-      for (; p + 4 * W <= kc; p += 4 * W) {
-        V x0, x1, x2, x3;
-        std::memcpy(&x0, row + p, sizeof(V));
-        std::memcpy(&x1, row + p + W, sizeof(V));
-        std::memcpy(&x2, row + p + 2 * W, sizeof(V));
-        std::memcpy(&x3, row + p + 3 * W, sizeof(V));
-        s0 += x0 * T(0);
-        s1 += x1 * T(0);
-        s2 += x2 * T(0);
-        s3 += x3 * T(0);
-      }
-      for (; p < kc; ++p) sum += row[p] * T(0);
+  // the sums of x * 0 over x[0, len)
+  auto run = [&](const T* x, index_t len) __attribute__((always_inline)) {
+    index_t p = 0;
+    for (; p + 4 * W <= len; p += 4 * W) {
+      V x0, x1, x2, x3;
+      std::memcpy(&x0, x + p, sizeof(V));
+      std::memcpy(&x1, x + p + W, sizeof(V));
+      std::memcpy(&x2, x + p + 2 * W, sizeof(V));
+      std::memcpy(&x3, x + p + 3 * W, sizeof(V));
+      s0 += x0 * T(0);
+      s1 += x1 * T(0);
+      s2 += x2 * T(0);
+      s3 += x3 * T(0);
     }
+    for (; p + W <= len; p += W) {
+      V x0;
+      std::memcpy(&x0, x + p, sizeof(V));
+      s0 += x0 * T(0);
+    }
+    if (p < len) {
+      V x0 = {};
+      std::memcpy(&x0, x + p, sizeof(T) * static_cast<size_t>(len - p));
+      s1 += x0 * T(0);
+    }
+  };
+  T sum = T(0);
+  if (a.cs == 1 && a.rs == kc) {  // (whole rows, one after the other: a narrow input's)
+    run(a.data + i0 * a.rs, (i1 - i0) * kc);
+  } else if (a.cs == 1) {
+    for (index_t i = i0; i < i1; ++i) run(a.data + i * a.rs + p0, kc);
+  } else if (a.rs == 1) {
+    for (index_t p = p0; p < p0 + kc; ++p) run(a.data + p * a.cs + i0, i1 - i0);
   } else {
     for (index_t p = p0; p < p0 + kc; ++p)
       for (index_t i = i0; i < i1; ++i) sum += a.data[i * a.rs + p * a.cs] * T(0);
@@ -1072,7 +1087,11 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   constexpr int NR = K::NR;
   constexpr index_t KC = K::KC;
   constexpr index_t MC = K::MC;
-  if (m <= 0 || n <= 0) return;
+  if (m <= 0 || n <= 0) {  // (no C; A still checked when asked)
+    if (ep.a_nonfinite != nullptr && team.tid == 0 && m > 0 && k > 0)
+      check_a_finite(a, 0, m, 0, k, ep.a_nonfinite);
+    return;
+  }
 
   const index_t n_panels = (n + NR - 1) / NR;
   const bool update = ep.kind == EpilogueKind::weight_update_adam ||
@@ -1370,9 +1389,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         }
         if (!direct) store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
       };
-      // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, all read by every
-      // thread, the first thread's)
-      const bool check_a = ep.a_nonfinite != nullptr && (split_m || tid == 0);
+      // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
+      // reads whole, a share of the block's rows each)
+      const bool check_a = ep.a_nonfinite != nullptr;
       if (split_m) {  // row bands: an A panel stays in L1 across the B panels
         for (index_t ip = 0; ip < m_panels; ++ip) {
           for (index_t pj = 0; pj < nq; ++pj) tile_at(ip, pj);
@@ -1382,7 +1401,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       } else {  // column panels: a B panel stays in L1 across the A panels
         for (index_t pj = 0; pj < nq; ++pj) {
           for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
-          if (check_a && pj == 0) check_a_finite(a, ic, ic + mc, p0, kc, ep.a_nonfinite);
+          if (check_a && pj == 0)
+            check_a_finite(a, ic + mc * tid / nt, ic + mc * (tid + 1) / nt, p0, kc, ep.a_nonfinite);
         }
       }
       if constexpr (has_row_vector_edge<K>::value) {
