@@ -300,7 +300,8 @@ def test_nan_and_infinity_reach_the_error_through_every_first_layer(features, hi
     # The first layer's product checks the input, and takes other paths for one input feature
     # (depth one), a few units (narrow products) and short inputs: each still finds a NaN or an
     # infinity in any row, on one row, a call on one thread, and (behind a wide second layer,
-    # enough work for the team) a team's rows and a prediction's slices.
+    # enough work for the team) calls on the team and in slices (the first layer's product there
+    # on one thread: its split between threads is tests/test_gemm.py's).
     rng = np.random.default_rng(5)
     X_fit = rng.standard_normal((200, features))
     y_fit = (X_fit[:, 0] > 0).astype(int)

@@ -681,9 +681,12 @@ CHECK_SHAPES = [(1, 300, 784), (5, 100, 300), (11, 10, 450), (13, 3, 200), (97, 
 
 
 def check_layouts(a):
-    """layouts(a) and a view of strides of two items both ways (a packed A)."""
+    """layouts(a) and a view whose elements are two items apart, NaN between them (a packed
+    A: a check reading the gaps would report a finite A)."""
     yield from layouts(a)
-    yield np.repeat(a, 2, axis=1)[:, ::2]
+    gaps = np.full((a.shape[0], 2 * a.shape[1]), np.nan, a.dtype)
+    gaps[:, ::2] = a
+    yield gaps[:, ::2]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -719,3 +722,14 @@ def test_a_check_finds_every_nan_and_infinity(isa, dtype):
     assert not gemm(a, np.ones((5, 0), dtype), check_a=True)[1]
     a[6, 4] = np.nan
     assert gemm(a, np.ones((5, 0), dtype), check_a=True)[1]
+    # rows that overlap, 150 items apart and 300 long (two depth blocks of 150 on every
+    # instruction set): the second block's columns of the last row are nobody else's
+    for m, n in ((1, 300), (40, 300), (400, 20)):
+        buf = rng.standard_normal((m + 1) * 150).astype(dtype)
+        a = np.lib.stride_tricks.as_strided(buf, (m, 300), (150 * buf.itemsize, buf.itemsize))
+        b = rng.standard_normal((300, n)).astype(dtype)
+        for threads in (1, 2):
+            assert not gemm(a, b, n_threads=threads, check_a=True)[1], (m, n, threads)
+            buf[-1] = np.nan  # A[m - 1, 299] alone
+            assert gemm(a, b, n_threads=threads, check_a=True)[1], (m, n, threads)
+            buf[-1] = 0.0

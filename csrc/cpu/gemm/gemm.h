@@ -88,7 +88,8 @@ struct Epilogue {
   // team, after the product's kernels have read it: a block of A after its first column panel's
   // tiles (the team's threads a share of its rows each), a row band's panel after its tiles, a
   // short input's depth block after its rows; a narrow or depth-one product's rows after the
-  // thread's share of them. A prediction's input check.
+  // thread's share of them; without columns (n = 0), by the first thread alone. A prediction's
+  // input check.
   int* a_nonfinite = nullptr;
 };
 

@@ -1005,7 +1005,7 @@ __attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, 
 
 // Epilogue::a_nonfinite: *flag := 1 when an element of rows [i0, i1) and columns [p0, p0 + kc)
 // of A is NaN or infinite. x * 0 is +-0 for finite x and NaN otherwise, and NaN survives the
-// sums: along a row-major A's rows (as one run when they are whole and adjacent) or a
+// sums: along a row-major A's rows (as one run when the block's rows are adjacent) or a
 // column-major A's columns, four chains of the instruction set's vectors, then one, then the last
 // elements in a vector of zeros (a GCC vector type of one
 // register, kept in registers as named sums, where 64-byte vectors on AVX2 went through the
@@ -1049,8 +1049,8 @@ void check_a_finite(const Operand<T>& a, index_t i0, index_t i1, index_t p0, ind
     }
   };
   T sum = T(0);
-  if (a.cs == 1 && a.rs == kc) {  // (whole rows, one after the other: a narrow input's)
-    run(a.data + i0 * a.rs, (i1 - i0) * kc);
+  if (a.cs == 1 && a.rs == kc) {  // (the block's rows kc apart: one run from p0 on)
+    run(a.data + i0 * a.rs + p0, (i1 - i0) * kc);
   } else if (a.cs == 1) {
     for (index_t i = i0; i < i1; ++i) run(a.data + i * a.rs + p0, kc);
   } else if (a.rs == 1) {
