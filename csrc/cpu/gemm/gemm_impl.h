@@ -1007,10 +1007,9 @@ __attribute__((noinline)) void edge_columns_by_rows(index_t i_lo, index_t i_hi, 
 // of A is NaN or infinite. x * 0 is +-0 for finite x and NaN otherwise, and NaN survives the
 // sums: along a row-major A's rows (as one run when the block's rows are adjacent) or a
 // column-major A's columns, four chains of the instruction set's vectors, then one, then the last
-// elements in a vector of zeros (a GCC vector type of one
-// register, kept in registers as named sums, where 64-byte vectors on AVX2 went through the
-// stack: 3% of a 10,000 x 784 x 300 product against 0.3-1.5% on AVX-512); other strides (a
-// packed A) element by element.
+// elements in a vector of zeros (a GCC vector type of one register, kept in registers as named
+// sums, where 64-byte vectors on AVX2 went through the stack: 3% of a 10,000 x 784 x 300 product
+// against 0.3-1.5% on AVX-512, bench/RESULTS.md); other strides (a packed A) element by element.
 #if defined(__AVX512F__)
 #define FUSEDMLP_CHECK_BYTES 64
 #elif defined(__AVX__)
