@@ -10,7 +10,10 @@ OPENBLAS_L2_SIZE removed from the child's environment only), one child in each r
 fits and the median taken, so that the limit and the fits share the host's drift. When
 OPENBLAS_CORETYPE is set (the AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2
 OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and reported beside the
-native one. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
+native one. That proxy leaves the peers (PyTorch, JAX, ONNX Runtime) on their AVX-512 code; the
+faithful AVX2 run preloads bench/avx2_only.c, which answers every library's CPUID (child processes'
+too) as an AVX2 + FMA CPU's: LD_PRELOAD=/tmp/avx2_only.so python -m fusedmlp.bench ... (see its
+header); the machine line then says so. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
 present, synthetic data of the same shapes otherwise. Peak memory is measured in child processes.
 Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
 beside the threads the previous library left spinning. A training case's notes list, round by
@@ -39,6 +42,7 @@ as failed. JAX's threads are sized before jax's first import (see jax_or_none).
 """
 
 import argparse
+import ctypes
 import functools
 import gc
 import importlib.metadata
@@ -1050,6 +1054,14 @@ def case_memory(data_dir):
 
 # ---- report ------------------------------------------------------------------------------------
 
+def cpuid_masked():
+    """Whether bench/avx2_only.c, preloaded, answers this process's CPUID without AVX-512."""
+    try:
+        return bool(ctypes.CDLL(None).fusedmlp_avx2_only_active())
+    except (AttributeError, OSError):
+        return False
+
+
 def machine():
     import scipy
     import sklearn
@@ -1073,7 +1085,9 @@ def machine():
             optional.append(f", {label} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    return (f"{cpu}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
+    masked = ", CPUID answered without AVX-512 and AMX for every library (bench/avx2_only.c)" \
+        if cpuid_masked() else ""
+    return (f"{cpu}{masked}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
             f"scikit-learn {sklearn.__version__}, PyTorch {torch.__version__ if torch else 'not installed'}"
             + "".join(optional))
