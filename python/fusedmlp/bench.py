@@ -10,11 +10,12 @@ OPENBLAS_L2_SIZE removed from the child's environment only), one child in each r
 fits and the median taken, so that the limit and the fits share the host's drift. When
 OPENBLAS_CORETYPE is set (the AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2
 OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and reported beside the
-native one. That proxy leaves the peers (PyTorch, JAX, ONNX Runtime) on their AVX-512 code; the
-faithful AVX2 run preloads bench/avx2_only.c, which answers every library's CPUID (child processes'
-too) as an AVX2 + FMA CPU's: LD_PRELOAD=/tmp/avx2_only.so python -m fusedmlp.bench ... (see its
-header); the machine line then says so. Real data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when
-present, synthetic data of the same shapes otherwise. Peak memory is measured in child processes.
+native one. That proxy leaves the peers (PyTorch, JAX, ONNX Runtime) on their AVX-512 code.
+The faithful AVX2 run preloads bench/avx2_only.c, which answers the CPUID of every library the
+process loads (and of its child processes) as an AVX2 + FMA CPU's: LD_PRELOAD=/tmp/avx2_only.so
+python -m fusedmlp.bench ... (see its header); the machine line then says so. Real data from
+--data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the
+same shapes otherwise. Peak memory is measured in child processes.
 Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
 beside the threads the previous library left spinning. A training case's notes list, round by
 round, how many epoch segments each fusedmlp fit ran on one thread and on the team: a round the
@@ -1085,7 +1086,7 @@ def machine():
             optional.append(f", {label} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    masked = ", CPUID answered without AVX-512 and AMX for every library (bench/avx2_only.c)" \
+    masked = ", CPUID answered without AVX-512 and AMX (bench/avx2_only.c preloaded)" \
         if cpuid_masked() else ""
     return (f"{cpu}{masked}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
