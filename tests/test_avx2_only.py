@@ -178,3 +178,27 @@ def test_handlers_the_program_installs_leave_cpuid_masked(preload):
     (_, rb, _, _), _ = leaf7(run(LEAF7))
     assert mb == rb & ~EBX7
 
+
+
+DEEP = r"""
+int deep(volatile int n) {
+  volatile char buf[1024];
+  buf[0] = (char)n;
+  return deep(n + 1) + buf[0];
+}
+"""
+
+
+def test_a_stack_overflow_reaches_the_handler_on_its_alternate_stack(preload, tmp_path):
+    # faulthandler's handler runs on an alternate stack (SA_ONSTACK): the only stack a handler can
+    # run on once the thread's own is exhausted
+    src = tmp_path / "deep.c"
+    src.write_text(DEEP)
+    lib = tmp_path / "deep.so"
+    subprocess.run(["gcc", "-O0", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    code = f"import ctypes; ctypes.CDLL({str(lib)!r}).deep(0)"
+    real = run(code, None, ("-X", "faulthandler"))
+    assert real.returncode == -11 and "Segmentation fault" in real.stderr, real.stderr
+    masked = run(code, preload, ("-X", "faulthandler"))
+    assert masked.returncode == -11
+    assert "Segmentation fault" in masked.stderr
