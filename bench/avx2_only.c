@@ -28,8 +28,10 @@
  *   CPUID, still does. Leaf 0xD (the XSAVE area's sizes) is passed through on purpose: those
  *   sizes must match XCR0.
  * - A CPUID executed while the thread blocks SIGSEGV kills the process (the kernel forces the
- *   default action on a blocked fault), as does one after the program replaced the handler by a
- *   path the interposers do not see (sigset, sysv_signal, a raw rt_sigaction system call).
+ *   default action on a blocked fault): also one inside the program's own SIGSEGV handler unless
+ *   it was installed with SA_NODEFER (e.g. a crash reporter that loads libgcc_s for a backtrace),
+ *   and one after the program replaced the handler by a path the interposers do not see (sigset,
+ *   sysv_signal, a raw rt_sigaction system call).
  *
  * When the CPU, the hypervisor or the kernel lacks CPUID faulting the library prints why to stderr
  * and changes nothing; FUSEDMLP_AVX2_ONLY_VERBOSE=1 also reports each process it masks.
@@ -95,7 +97,8 @@ static void default_action(int sig, const siginfo_t *info) {
   dfl.sa_handler = SIG_DFL;
   real_sigaction(sig, &dfl, NULL);
   /* A fault happens again on return and kills; a SIGSEGV sent by kill() or raise() would not,
-   * so it is sent again (unblocked: the handler runs with SA_NODEFER). */
+   * so it is sent again: pending until this handler returns, when the interrupted code's mask
+   * lets it through to the default action. */
   if (info->si_code <= 0) raise(sig);
 }
 

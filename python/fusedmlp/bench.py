@@ -6,18 +6,19 @@ Every case times the peers on the same data in the same process, interleaved, an
 medians. Training cases report seconds per epoch, the ratio to each peer, fusedmlp's GFLOP/s
 and the "limit": the time numpy's matrix multiply takes for exactly that epoch's products,
 measured in a child process with its OpenBLAS left to its native kernel (OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE removed from the child's environment only), one child in each round of the
-fits and the median taken, so that the limit and the fits share the host's drift. When
-OPENBLAS_CORETYPE is set (the AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2
-OPENBLAS_CORETYPE=Haswell), the limit is also measured on that kernel and reported beside the
-native one. That proxy leaves the peers (PyTorch, JAX, ONNX Runtime) on their AVX-512 code.
-The faithful AVX2 run preloads bench/avx2_only.c, which answers the CPUID of every library the
-process loads (and of its child processes) as an AVX2 + FMA CPU's: LD_PRELOAD=/tmp/avx2_only.so
-python -m fusedmlp.bench ... (see its header); the machine line then says so. Real data from
---data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic data of the
-same shapes otherwise. Peak memory is measured in child processes.
-Each 10,000-row prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs
-beside the threads the previous library left spinning. A training case's notes list, round by
+OPENBLAS_L2_SIZE removed from the child's environment only; under bench/avx2_only.c, below, the
+native kernel is an AVX2 one, Haswell's), one child in each round of the fits and the median
+taken, so that the limit and the fits share the host's drift. When OPENBLAS_CORETYPE is set (the
+AVX2 proxy on an AVX-512 machine: FUSEDMLP_ISA=avx2 OPENBLAS_CORETYPE=Haswell), the limit is
+also measured on that kernel and reported beside the native one. That proxy leaves the peers
+(PyTorch, JAX, ONNX Runtime) on their AVX-512 code. An AVX2 run with the peers on their AVX2
+code too preloads bench/avx2_only.c, built as its header shows, which answers the CPUID of every
+library the process loads (and of its child processes) as an AVX2 + FMA CPU's:
+LD_PRELOAD=/tmp/avx2_only.so python -m fusedmlp.bench ...; the machine line then says so. Real
+data from --data (or $FUSEDMLP_DATA, or ./shared/data, ../shared/data) when present, synthetic
+data of the same shapes otherwise. Peak memory is measured in child processes. Each 10,000-row
+prediction is timed after a pause of SETTLE_SECONDS, so that no library's call runs beside the
+threads the previous library left spinning. A training case's notes list, round by
 round, how many epoch segments each fusedmlp fit ran on one thread and on the team: a round the
 chooser ran mostly on one thread (the team timed slower, or the machine read as busy) lost the
 team's speed-up; and, with more than one thread, the time a cache line took to go from one core to
@@ -1086,8 +1087,8 @@ def machine():
             optional.append(f", {label} {importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pass
-    masked = ", CPUID answered without AVX-512 and AMX (bench/avx2_only.c preloaded)" \
-        if cpuid_masked() else ""
+    masked = (", CPUID answered without AVX-512 and AMX (bench/avx2_only.c preloaded)"
+              if cpuid_masked() else "")
     return (f"{cpu}{masked}, {os.cpu_count()} cores, fusedmlp {fusedmlp.__version__} ({fusedmlp.cpu_isa()} kernels), "
             f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
             f"scikit-learn {sklearn.__version__}, PyTorch {torch.__version__ if torch else 'not installed'}"
