@@ -1060,7 +1060,7 @@ def cpuid_masked():
     """Whether bench/avx2_only.c, preloaded, answers this process's CPUID without AVX-512."""
     try:
         return bool(ctypes.CDLL(None).fusedmlp_avx2_only_active())
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # not preloaded; no dlopen(NULL) (Windows)
         return False
 
 
