@@ -187,7 +187,7 @@ __attribute__((constructor)) static void start(void) {
   struct sigaction a;
   memset(&a, 0, sizeof a);
   a.sa_sigaction = on_segv;
-  a.sa_flags = SA_SIGINFO | SA_NODEFER | SA_ONSTACK; /* on the alternate stack where there is one */
+  a.sa_flags = SA_SIGINFO | SA_ONSTACK; /* on the alternate stack where there is one */
   sigfillset(&a.sa_mask);
   real_sigaction(SIGSEGV, &a, &program_segv);
   if (arch_prctl(ARCH_SET_CPUID, 0) != 0) {
