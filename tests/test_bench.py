@@ -2,6 +2,7 @@
 are taken over rounds, and numpy's limits are measured in the rounds of the fits they are
 compared with."""
 
+import os
 import sys
 import types
 
@@ -322,3 +323,54 @@ def test_core_round_trip():
     for args in [(4,), (10**8 + 1,), (100, 0.0), (100, -1.0), (100, float("nan")), (100, 61.0)]:
         with pytest.raises(ValueError, match="core_round_trip"):
             bench_cpu.core_round_trip(*args)
+
+
+def _inference_peak_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "inference_peak.py"
+    if not path.exists():
+        pytest.skip("bench/ is not beside the tests (an installed package's tests)")
+    spec = importlib.util.spec_from_file_location("inference_peak", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return path, module
+
+
+def test_inference_peak_products_are_the_networks_outputs():
+    # bench/inference_peak.py's "three products" compute the fitted network's logits: their
+    # argmax is the estimator's prediction (the softmax it leaves out keeps the order)
+    from fusedmlp import MLPClassifier
+
+    _, script = _inference_peak_script()
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 20)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    est = MLPClassifier(hidden_layer_sizes=(16, 8), max_iter=5, random_state=0).fit(X, y)
+    products, hidden = script.network_products(est, X, 2)
+    products()
+    assert [h.shape for h in hidden] == [(300, 16), (300, 8), (300, 4)]
+    assert np.all(hidden[0] >= 0) and np.all(hidden[1] >= 0)
+    np.testing.assert_array_equal(est.classes_[hidden[-1].argmax(axis=1)], est.predict(X))
+    np.testing.assert_allclose(np.exp(hidden[-1]) / np.exp(hidden[-1]).sum(1, keepdims=True),
+                               est.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_peak_script_runs(tmp_path):
+    # one short round on synthetic rows: the report's lines, the peak program built and run
+    import shutil
+    import subprocess
+
+    if shutil.which("gcc") is None or bench_cpu.active_isa() not in ("avx2", "avx512"):
+        pytest.skip("needs gcc and fusedmlp's AVX2 or AVX-512 kernels")
+    path, _ = _inference_peak_script()
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDMLP_DATA"}
+    out = subprocess.run([sys.executable, str(path), "--rounds", "1", "--calls", "1",
+                          "--peak-iters", "200000"], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "median peak" in out.stdout
+    assert "fusedmlp predict:" in out.stdout and "fusedmlp's three products:" in out.stdout
+    peak = float(out.stdout.split("median peak ")[1].split()[0])
+    assert peak > 0

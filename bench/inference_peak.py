@@ -1,0 +1,139 @@
+"""The 10,000-row prediction against the machine's multiply-add peak, beside ONNX Runtime.
+
+    python bench/inference_peak.py [--data DIR] [--rounds R] [--calls N] [--threads T]
+
+A Fashion-MNIST 784-300-100-10 classifier (1 epoch on 5,000 rows, float32, as in the suite's
+inference case) predicts the 10,000 test rows. Round after round, in one process: the machine's
+float32 multiply-add peak on T threads (bench/peak_flops.c, compiled here with gcc for the
+instruction set fusedmlp runs: -mavx512f -mfma when it runs its AVX-512 kernels, -mavx2 -mfma
+otherwise, and run as a child process), then the median of N calls (after one more) of each of fusedmlp's
+`predict`, its three products alone (`_cpu.gemm_f32` with the bias and relu epilogue on the
+layers' shapes, each call packing its weights), and ONNX Runtime's session (T intra-op threads)
+when installed. Each figure is given as GFLOP/s (the network's 2 x 10,000 x (784 x 300 + 300 x
+100 + 100 x 10) multiply-adds per call) and as a fraction of the same round's peak; the last
+lines give what a speed-up of 1.2x over ONNX Runtime would need: the call's rate and its
+fraction of the peak. With `LD_PRELOAD` of bench/avx2_only.c every library in the process, and
+the peak's program, run their AVX2 code.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from fusedmlp import MLPClassifier, _cpu
+from fusedmlp.bench import OnnxPredictor, fashion_mnist, find_data_dir, mlp_params
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gemm_shapes import median_seconds  # noqa: E402  (bench/gemm_shapes.py: a warm-up call, then the median)
+
+UNITS = [784, 300, 100, 10]
+PEAK_SOURCE = Path(__file__).with_name("peak_flops.c")
+
+
+def build_peak(directory):
+    """bench/peak_flops.c compiled for the instruction set fusedmlp runs."""
+    if shutil.which("gcc") is None:
+        sys.exit("inference_peak: gcc is needed to build bench/peak_flops.c")
+    isa = _cpu.active_isa()
+    flags = {"avx512": ["-mavx512f", "-mfma"], "avx2": ["-mavx2", "-mfma"]}.get(isa)
+    if flags is None:
+        sys.exit(f"inference_peak: no multiply-add peak program for fusedmlp's '{isa}' kernels")
+    exe = Path(directory) / "peak_flops"
+    subprocess.run(["gcc", "-O2", *flags, "-fopenmp", str(PEAK_SOURCE), "-o", str(exe)], check=True)
+    return exe
+
+
+def peak_gflops(exe, threads, iters):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    out = subprocess.run([str(exe), str(iters)], env=env, capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"([0-9.]+) GFLOP/s", out).group(1))
+
+
+def network_products(est, X, threads):
+    """A callable computing a fitted float32 network's products alone on X (each layer's product
+    with its bias and relu, the last with its bias only: the output's softmax is not a product),
+    and the list of the layers' output buffers it writes."""
+    W, b = est.coefs_, est.intercepts_
+    hidden = [np.empty((X.shape[0], w.shape[1]), np.float32) for w in W]
+
+    def products():
+        a = X
+        for i, (w, bias) in enumerate(zip(W, b)):
+            act = "relu" if i < len(W) - 1 else "identity"
+            _cpu.gemm_f32(a, w, epilogue="bias_activation", activation=act, bias=bias,
+                          n_threads=threads, out=hidden[i])
+            a = hidden[i]
+
+    return products, hidden
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--calls", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--peak-iters", type=int, default=20_000_000,
+                    help="multiply-add steps of each of the peak program's 7 runs")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    X, y, X_test, _, name = fashion_mnist(find_data_dir(args.data), np.float32)
+    X_test = np.ascontiguousarray(X_test[:10000])
+    n = X_test.shape[0]
+    flops = 2.0 * n * sum(a * b for a, b in zip(UNITS[:-1], UNITS[1:]))
+    est = MLPClassifier(n_threads=args.threads, **mlp_params(UNITS, max_iter=1)).fit(X[:5000], y[:5000])
+
+    products, _ = network_products(est, X_test, args.threads)
+    calls = {"fusedmlp predict": lambda: est.predict(X_test), "fusedmlp's three products": products}
+    try:
+        import onnxruntime
+        from skl2onnx import to_onnx
+    except ImportError:
+        print("ONNX Runtime: absent (not installed)")
+    else:
+        ort = OnnxPredictor(onnxruntime, to_onnx, est, X_test, args.threads)
+        calls["ONNX Runtime"] = lambda: ort.predict(X_test)
+    for fn in calls.values():  # (first calls: sessions, packing, buffers)
+        fn()
+        fn()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_peak(tmp)
+        rows = []
+        for r in range(args.rounds):
+            row = {"peak": peak_gflops(exe, args.threads, args.peak_iters)}
+            for k, fn in calls.items():
+                row[k] = median_seconds(fn, args.calls)
+            rows.append(row)
+
+    print(f"{name}, {n:,} rows, {UNITS}, float32; fusedmlp's {_cpu.active_isa()} kernels, "
+          f"{args.threads} thread(s); {args.rounds} rounds of {args.calls} calls each")
+    print(f"{'round':>5} {'peak GFLOP/s':>12} " + " ".join(f"{k + ' ms (of peak)':>34}" for k in calls))
+    for i, row in enumerate(rows):
+        cells = [f"{row[k] * 1e3:8.2f} ({flops / row[k] / 1e9 / row['peak']:.3f})" for k in calls]
+        print(f"{i:>5} {row['peak']:>12.1f} " + " ".join(f"{c:>34}" for c in cells))
+    med = {k: float(np.median([row[k] for row in rows])) for k in rows[0]}
+    frac = {k: float(np.median([flops / row[k] / 1e9 / row["peak"] for row in rows])) for k in calls}
+    print(f"median peak {med['peak']:.1f} GFLOP/s")
+    for k in calls:
+        print(f"{k}: {med[k] * 1e3:.2f} ms, {flops / med[k] / 1e9:.1f} GFLOP/s, "
+              f"{frac[k]:.3f} of the round's peak (median of rounds)")
+    if "ONNX Runtime" in calls:
+        ratios = [row["ONNX Runtime"] / row["fusedmlp predict"] for row in rows]
+        need = [flops / (row["ONNX Runtime"] / 1.2) / 1e9 / row["peak"] for row in rows]
+        print(f"ONNX Runtime / fusedmlp predict: median {np.median(ratios):.3f}x "
+              f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+        print(f"1.2x ONNX Runtime needs the call at {np.median(need):.3f} of the round's peak "
+              f"(rounds {min(need):.3f}-{max(need):.3f})")
+
+
+if __name__ == "__main__":
+    main()
