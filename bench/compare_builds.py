@@ -11,7 +11,8 @@ whole run (contention). An editable install of fusedmlp in the running Python is
 
 Cases: seconds per epoch (the difference of fits of two lengths) and the once-per-fit cost for
 California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 and float64 data
-(batch 200, Adam, float32 model), predict_proba on 10,000 Fashion-MNIST rows and predict on one;
+(batch 200, Adam, float32 model), predict_proba and predict on 10,000 Fashion-MNIST rows, predict
+on one;
 `rows`: one-row predict calls for 5 s straight on a model just fitted on 3,000 Fashion-MNIST rows
 (its first calls included, as a user's loop has them): the median and slowest call, the calls
 made, and those that ran on a thread team. Printed: the medians over rounds, new/old, and in how
@@ -74,6 +75,10 @@ if "predict" in cases:
     for _ in range(15):
         t = time.perf_counter(); m.predict_proba(Xf[:10000]); ts.append(time.perf_counter() - t)
     out["predict_proba 10k rows (ms)"] = 1e3 * float(np.median(ts))
+    ts = []
+    for _ in range(15):
+        t = time.perf_counter(); m.predict(Xf[:10000]); ts.append(time.perf_counter() - t)
+    out["predict 10k rows (ms)"] = 1e3 * float(np.median(ts))
     ts = []
     for _ in range(3000):
         t = time.perf_counter(); m.predict(Xf64[:1]); ts.append(time.perf_counter() - t)

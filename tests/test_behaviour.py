@@ -839,3 +839,57 @@ def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted
     np.testing.assert_array_equal(outputs, engine.predict(X_in, params))
     with pytest.raises(TypeError, match="sample_weight must be a numpy array"):
         engine.loss_and_outputs(X_in, Y, [1.0] * 9000, params, 1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("rows", [300, 4000])
+def test_predicted_labels_are_the_argmax_of_the_outputs(dtype, n_threads, rows):
+    # predict of a softmax head takes its labels from the engine, which runs the softmax only
+    # where it could change the order (dense.h's output_labels): the labels are still numpy's
+    # argmax of the float64 outputs (the first of equal largest values, the first NaN), on logits
+    # made to tie exactly, to differ by less than the softmax's rounding, by an ulp, and to
+    # overflow. The network passes its input through (identity layers, W = 2I then I, no biases):
+    # the logits are 2x. 300 rows go through the team's chunk path, 4,000 through slices.
+    n = 4
+    est = fm.MLPClassifier(hidden_layer_sizes=(n,), activation="identity", max_iter=1,
+                           random_state=0, dtype=dtype, n_threads=n_threads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(np.eye(n), np.arange(n))
+    ft = np.dtype(dtype).type
+    est.coefs_ = [2 * np.eye(n, dtype=ft), np.eye(n, dtype=ft)]
+    est.intercepts_ = [np.zeros(n, ft), np.zeros(n, ft)]
+    rng = np.random.default_rng(0)
+    eps, big = np.finfo(ft).eps, float(np.finfo(ft).max) / 1.5
+    special = [
+        [1.0, 1.0, 0.5, 0.0], [0.5, 1.0, 1.0, 1.0],  # exact ties: the first
+        [1e-14, 2e-14, 0.0, 0.0], [2e-14, 1e-14, 3e-14, -1.0],  # gaps below the softmax's rounding
+        [1e-30, 3e-30, 2e-30, 0.0], [-1e-30, 0.0, 1e-30, 0.0],
+        [1.0, 1.0 + eps, 0.0, 0.0], [1.0 + eps, 1.0, 1.0 + 2 * eps, 0.0],  # an ulp apart
+        [-800.0, -799.0, -1e4, -800.0], [300.0, 300.0 + 300 * eps, -300.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0], [-5.0, -5.0, -5.0, -5.0 + 4 * eps],
+        [big, big, 0.0, 0.0], [0.0, big, -big, big / 10],  # 2x overflows: NaN outputs
+        [-big, 0.0, big, big], [-big, 0.0, 0.5, 0.25],  # -inf alone: finite outputs
+    ]
+    X = rng.normal(size=(rows, n))
+    X[: len(special)] = special
+    # near ties in random rows: an earlier column an ulp (or a few) below the largest
+    picks = rng.choice(np.arange(len(special), rows), size=rows // 3, replace=False)
+    for i in picks:
+        j = rng.integers(1, n)
+        k = rng.integers(0, j)
+        X[i, j] = X[i].max() + 1.0
+        X[i, k] = np.nextafter(ft(X[i, j]), ft(-np.inf)) if rng.random() < 0.5 else X[i, j] * (1 - eps)
+    X = X.astype(dtype)
+    with np.errstate(all="ignore"):
+        outputs = est._forward_pass_fast(X)  # (labels=False: the float64 outputs, as before)
+    assert outputs.dtype == np.float64
+    want = est.classes_[np.argmax(outputs, axis=1)]
+    got = est.predict(X)
+    np.testing.assert_array_equal(got, want)
+    # the rows that do need the softmax are there: ties and gaps it rounds away, NaN outputs
+    assert np.isnan(outputs).any(axis=1).sum() >= 3
+    with np.errstate(over="ignore"):
+        first_max = (2 * X.astype(np.float64)).argmax(axis=1)
+    assert (first_max != np.argmax(outputs, axis=1)).sum() >= 3

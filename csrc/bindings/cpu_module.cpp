@@ -95,23 +95,38 @@ class PyTrainer {
     return run_predict(x, params, nullptr);
   }
 
-  // (output, whether X holds a NaN or an infinity): X's finiteness checked by the pass itself
-  py::tuple predict_checked(const py::object& x, const py::array& params) {
+  // (output, whether X holds a NaN or an infinity): X's finiteness checked by the pass itself.
+  // labels=True (a softmax head of at least two outputs): (each row's class index, whether X
+  // holds a NaN or an infinity, whether any row's outputs were not all finite), the index
+  // numpy's argmax gives on the outputs (Trainer::predict's labels, dense.h's output_labels).
+  py::tuple predict_checked(const py::object& x, const py::array& params, bool labels) {
     bool nonfinite = false;
-    py::array out = run_predict(x, params, &nonfinite);
-    return py::make_tuple(out, nonfinite);
+    if (!labels) {
+      py::array out = run_predict(x, params, &nonfinite);
+      return py::make_tuple(out, nonfinite);
+    }
+    const NetworkLayout& L = trainer_.layout();
+    if (L.output != Activation::softmax || L.n_outputs() < 2)
+      throw py::value_error("predict_checked: labels=True needs a softmax output of at least two units");
+    InputHolder in = to_input(x, L.n_inputs());
+    py::array_t<std::intptr_t> classes(in.m.n_rows);
+    bool outputs_nonfinite = false;
+    predict_into(in, params, nullptr, &nonfinite, classes.mutable_data(), &outputs_nonfinite);
+    return py::make_tuple(std::move(classes), nonfinite, outputs_nonfinite);
   }
 
   const NetworkLayout& layout() const { return trainer_.layout(); }
 
-  // predict's pass over `in` into `o` (its rows times the outputs, float64)
-  void predict_into(const InputHolder& in, const py::array& params, double* o, bool* nonfinite) {
+  // predict's pass over `in` into `o` (its rows times the outputs, float64), or with labels
+  // into each row's class index (Trainer::predict)
+  void predict_into(const InputHolder& in, const py::array& params, double* o, bool* nonfinite,
+                    std::intptr_t* labels = nullptr, bool* labels_nonfinite = nullptr) {
     const T* p = contiguous_ptr<T>(params, "params", trainer_.layout().n_params, false);
     SignalCheck check;
     bool finished;
     {
       py::gil_scoped_release release;
-      finished = trainer_.predict(in.m, p, o, std::ref(check), nonfinite);
+      finished = trainer_.predict(in.m, p, o, std::ref(check), nonfinite, labels, labels_nonfinite);
     }
     if (!finished && check.raised) throw py::error_already_set();
   }
@@ -269,7 +284,8 @@ void bind_trainer(py::module_& m, const char* name) {
       .def("loss_and_outputs", &PyTrainer<T>::loss_and_outputs, py::arg("X"), py::arg("Y"),
            py::arg("sample_weight"), py::arg("params"), py::arg("alpha"))
       .def("predict", &PyTrainer<T>::predict, py::arg("X"), py::arg("params"))
-      .def("predict_checked", &PyTrainer<T>::predict_checked, py::arg("X"), py::arg("params"));
+      .def("predict_checked", &PyTrainer<T>::predict_checked, py::arg("X"), py::arg("params"),
+           py::arg("labels") = false);
 }
 
 // Whether `state` (an estimator's __dict__) still holds the very objects of `objects` under

@@ -2,7 +2,9 @@
 #include "cpu/dense.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "fusedmlp/activation.h"
 #include "fusedmlp/loss.h"
@@ -480,6 +482,39 @@ void output_activation(const Team& team, const NetworkLayout& layout, const T* z
   });
 }
 
+template <class T>
+bool output_labels(const Team& team, const T* z, std::intptr_t* labels, index_t rows,
+                   index_t n_out) {
+  index_t i0, i1;
+  team_range(team, rows, i0, i1);
+  bool any_nonfinite = false;
+  std::vector<double> out;  // (a row's softmax, where it is run)
+  for (index_t i = i0; i < i1; ++i) {
+    const T* zi = z + i * n_out;
+    index_t best = 0;
+    bool finite = std::isfinite(zi[0]);
+    for (index_t k = 1; k < n_out; ++k) {
+      finite = finite && std::isfinite(zi[k]);
+      if (zi[k] > zi[best]) best = k;
+    }
+    // (the softmax's own differences: z[k] - max in float64)
+    bool clear = finite;
+    const double top = static_cast<double>(zi[best]);
+    for (index_t k = 0; k < best && clear; ++k)
+      clear = static_cast<double>(zi[k]) - top <= -kLabelGap;
+    if (!clear) {
+      out.assign(zi, zi + n_out);
+      output_activation_row<Activation::softmax, double>(out.data(), n_out);
+      best = 0;
+      for (index_t k = 1; k < n_out && !std::isnan(out[best]); ++k)
+        if (std::isnan(out[k]) || out[k] > out[best]) best = k;
+      for (index_t k = 0; k < n_out; ++k) any_nonfinite = any_nonfinite || !std::isfinite(out[k]);
+    }
+    labels[i] = static_cast<std::intptr_t>(best);
+  }
+  return any_nonfinite;
+}
+
 // ---- parameters ------------------------------------------------------------------------------
 
 index_t weight_sq_chunks(const NetworkLayout& layout) {
@@ -556,6 +591,7 @@ void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params,
                                       T*, index_t, index_t);                                        \
   template void output_activation<T>(const Team&, const NetworkLayout&, const T*, double*, index_t, \
                                      index_t);                                                      \
+  template bool output_labels<T>(const Team&, const T*, std::intptr_t*, index_t, index_t);         \
   template void output_loss_grad_chunks<T>(const Team&, const NetworkLayout&, T*, const T*,        \
                                            const T*, T*, index_t, index_t, double*);              \
   template void weights_sq_chunks<T>(const Team&, const NetworkLayout&, const T*, double*);       \

@@ -219,6 +219,20 @@ template <class T>
 void output_activation(const Team& team, const NetworkLayout& layout, const T* z, double* out,
                        index_t rows, index_t n_out);
 
+// A softmax head's class of each row of z (rows x n_out, the pre-activations): labels[i] := the
+// index numpy's argmax gives on the row output_activation writes (the first of equal largest
+// values, the first NaN). The softmax is run only on rows where it could change the order: those
+// with a value that is not finite, or an earlier output within kLabelGap below the row's largest
+// (exp(0) is 1 exactly; an output at least kLabelGap below it has exp at most 1 - 2^-42 even
+// with exp's error of an ulp, and both divided by the row's sum stay in that order), so the
+// label is the largest logit's index elsewhere. Returns whether any row's outputs were not all
+// finite (a row with an infinite or NaN value: its softmax, run, has NaN throughout, or is finite
+// when the only such values are -inf).
+constexpr double kLabelGap = 0x1p-40;
+template <class T>
+bool output_labels(const Team& team, const T* z, std::intptr_t* labels, index_t rows,
+                   index_t n_out);
+
 // The sum of squares of every weight matrix (not the biases) in chunks of kSqChunk weights of
 // one layer (a layer's last chunk shorter): their number, and this thread's share of them,
 // chunk_sq[c] := chunk c's sum, for a total summed over the chunks in order (sum_in_order),

@@ -720,7 +720,8 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
 
 template <class T>
 bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
-                         const StopCheck& should_stop, bool* nonfinite) {
+                         const StopCheck& should_stop, bool* nonfinite, std::intptr_t* labels,
+                         bool* labels_nonfinite) {
   const index_t n = x.n_rows;
   const index_t chunk = chunk_rows(layout_, n);
   // The team, or one thread when the team's cores proved slower (busy with other work): for
@@ -786,6 +787,15 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   // bench/RESULTS.md). The rows are computed either way; the call then reports them.
   int bad = 0;
   int* const check = nonfinite != nullptr && !x.sparse ? &bad : nullptr;
+  // rows [r0, r0 + rows) of the call, their last layer's pre-activations at z, to their outputs
+  // or (labels) their classes, on team t
+  std::atomic<int> labels_bad{0};
+  auto finish_rows = [&](const Team& t, const T* z, index_t r0, index_t rows) {
+    if (labels == nullptr)
+      output_activation<T>(t, layout_, z, result + r0 * n_out, rows, n_out);
+    else if (output_labels<T>(t, z, labels + r0, rows, n_out))
+      labels_bad.store(1, std::memory_order_relaxed);
+  };
 
   // (the region's body: on one thread it runs on the calling thread alone, outside OpenMP,
   // whose region of one thread still ends with a futex system call, a small call's cost; as a
@@ -809,7 +819,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
         const index_t rs = std::min(slice, n - r0);
         const BatchView<T> in = dense_rows<T>(x, r0, rs, own);
         forward_rows(solo, in, params, b0, rs, pass, packed, check);
-        output_activation<T>(solo, layout_, out(last, b0), result + r0 * n_out, rs, n_out);
+        finish_rows(solo, out(last, b0), r0, rs);
       }
     } else {
       long long first_slice = 0;  // the chunk's first slice number
@@ -823,7 +833,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       // rows [r0, r0 + rs) of the chunk at `start` through the network on team t
       auto predict_rows = [&](const Team& t, index_t r0, index_t rs) {
         forward(t, view, params, r0, rs, pass, check);
-        output_activation<T>(t, layout_, out(last, r0), result + (start + r0) * n_out, rs, n_out);
+        finish_rows(t, out(last, r0), start + r0, rs);
       };
       for (; start < n; start += chunk) {
         const index_t rows = std::min(chunk, n - start);
@@ -868,6 +878,7 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
       predictions_run[nth > 1 ? 1 : 0].fetch_add(1, std::memory_order_relaxed);
   }
   if (nonfinite != nullptr) *nonfinite = bad != 0;  // (the region's end: its writes seen)
+  if (labels_nonfinite != nullptr) *labels_nonfinite = labels_bad.load() != 0;
   return stop_flag.load() == 0;
 }
 

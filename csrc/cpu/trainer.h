@@ -70,9 +70,12 @@ class Trainer {
   // float64. Returns false, with out partly written, when should_stop() said so. With
   // `nonfinite`, dense input is also checked: *nonfinite says whether any value of X (as
   // converted to T) is NaN or infinite, found by the first layer's products as they read X's
-  // rows (Epilogue::a_nonfinite).
+  // rows (Epilogue::a_nonfinite). With `labels` (a softmax head, dense.h's output_labels), each
+  // row's class index goes there instead and out is not written (it may be null);
+  // *labels_nonfinite then says whether any row's outputs were not all finite.
   bool predict(const InputMatrix& x, const T* params, double* out, const StopCheck& should_stop,
-               bool* nonfinite = nullptr);
+               bool* nonfinite = nullptr, std::intptr_t* labels = nullptr,
+               bool* labels_nonfinite = nullptr);
 
   // One forward pass over the data: out (n_rows x n_outputs) = the outputs as predict gives
   // them, and the return value is loss_grad's objective (loss and L2 term), without a gradient

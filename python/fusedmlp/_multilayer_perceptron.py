@@ -84,6 +84,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_KEPT_TRAINING_ENGINES.clear)
 
 
+class _ClassIndex:
+    """_forward_pass_fast's labels of a softmax head from the CPU engine: each row's index in
+    classes_ (numpy's argmax of the outputs), without the outputs."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index):
+        self.index = index
+
+
 def _resolve_dtype(dtype):
     """The compute type `dtype` names; a clear error for anything else (also when set after
     fit, which scikit-learn's parameter validation does not see)."""
@@ -778,11 +788,14 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
 
         labels : bool, default=False
             The output only decides class labels (argmax, a 0.5 threshold), which do not
-            change with its float dtype: it is returned in the engine's (no cast).
+            change with its float dtype: it is returned in the engine's (no cast). A softmax
+            head's labels on the CPU engine's checked path come as a _ClassIndex instead: the
+            index numpy's argmax takes on each row of the outputs, from the engine (which runs
+            the softmax only on the rows where it could change the order).
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples, n_outputs)
+        y_pred : ndarray of shape (n_samples, n_outputs), or _ClassIndex
         """
         if check_input and not labels:
             y_pred = self._kept_pass(X)
@@ -818,10 +831,15 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
         else:
             out_dtype = self._prediction_dtype(X.dtype) if cast else _F64
         engine, params, lease = self._prediction_engine(device, X.shape[0])
+        # (a softmax head's labels: the class indices from the engine itself)
+        class_index = labels and deferred and device == "cpu" and self.out_activation_ == "softmax"
         try:
             if X.dtype not in _FLOAT_DTYPES:
                 X = X.astype(params.dtype)
-            if deferred:
+            if class_index:
+                index, nonfinite, outputs_nonfinite = engine.predict_checked(X, params, labels=True)
+                y_pred = _ClassIndex(index)
+            elif deferred:
                 y_pred, nonfinite = engine.predict_checked(X, params)
             else:
                 y_pred = engine.predict(_engine.as_engine_input(X, device), params)
@@ -832,9 +850,12 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             # scikit-learn's error for NaN and infinities; finite values that only overflow
             # float32 are found by the range check below
             X = validate_data(self, X, reset=False)
-        if (not plain and params.dtype == _F32 and X.dtype == _F64
-                and not math.isfinite(y_pred.sum())):
+        if not class_index:
+            outputs_nonfinite = not math.isfinite(y_pred.sum())
+        if not plain and params.dtype == _F32 and X.dtype == _F64 and outputs_nonfinite:
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
+        if class_index:
+            return y_pred
         if out_dtype is not None and out_dtype != y_pred.dtype:
             y_pred = y_pred.astype(out_dtype)
         return y_pred
@@ -1615,6 +1636,8 @@ class MLPClassifier(ClassifierMixin, BaseMultilayerPerceptron):
     def _outputs_to_predictions(self, y_pred, x_dtype=None):
         """Class labels for the network's outputs (output activation applied; any float
         dtype: the decisions do not depend on it)."""
+        if type(y_pred) is _ClassIndex:
+            return self.classes_.take(y_pred.index)
         if type(y_pred) is not np.ndarray and _engine.is_device_array(y_pred):
             return _engine.decode_labels_on_device(self, y_pred)
         # LabelBinarizer.inverse_transform's decisions, without its validation: the most
