@@ -16,26 +16,16 @@ AVX2 proxy on an AVX-512 machine run it as `OPENBLAS_CORETYPE=Haswell python ben
 """
 
 import argparse
-import time
 
 import numpy as np
 import threadpoolctl
 
 from fusedmlp import _cpu
+from fusedmlp.bench import median_seconds
 
 SHAPES = [(200, 784, 300), (200, 300, 100), (200, 100, 10), (784, 200, 300), (300, 200, 100),
           (200, 300, 784), (4096, 784, 300), (4096, 300, 100)]
 SHORT_SHAPES = [(m, 784, 300) for m in (1, 2, 3, 4, 5, 8, 11)] + [(1, 300, 100)]
-
-
-def median_seconds(f, repeats):
-    f()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
 
 
 def main():

@@ -4,16 +4,18 @@
 
 A Fashion-MNIST 784-300-100-10 classifier (1 epoch on 5,000 rows, float32, as in the suite's
 inference case) predicts the 10,000 test rows. Round after round, in one process: the machine's
-float32 multiply-add peak on T threads (bench/peak_flops.c, compiled here with gcc for the
-instruction set fusedmlp runs: -mavx512f -mfma when it runs its AVX-512 kernels, -mavx2 -mfma
-otherwise, and run as a child process), then the median of N calls (after one more) of each of fusedmlp's
-`predict`, its three products alone (`_cpu.gemm_f32` with the bias and relu epilogue on the
-layers' shapes, each call packing its weights), and ONNX Runtime's session (T intra-op threads)
-when installed. Each figure is given as GFLOP/s (the network's 2 x 10,000 x (784 x 300 + 300 x
-100 + 100 x 10) multiply-adds per call) and as a fraction of the same round's peak; the last
-lines give what a speed-up of 1.2x over ONNX Runtime would need: the call's rate and its
-fraction of the peak. With `LD_PRELOAD` of bench/avx2_only.c every library in the process, and
-the peak's program, run their AVX2 code.
+float32 multiply-add peak on T threads (bench/peak_flops.c, compiled here with gcc for the kernels
+fusedmlp runs, -mavx512f -mfma or -mavx2 -mfma, and run as a child process), then the median of N
+calls (after one more) of each of: fusedmlp's `predict`; its three products alone (`_cpu.gemm_f32`
+with the bias and activation epilogue, each product over all the rows on the team, packing its
+weights: not predict's schedule, which runs each thread's slices of rows through the whole network
+with the weights packed once); and ONNX Runtime's session (T intra-op threads) when installed.
+Each round's figures are printed as milliseconds and as a fraction of that round's peak (the
+network's 2 x 10,000 x (784 x 300 + 300 x 100 + 100 x 10) multiply-adds per call). The summary
+gives each call's median time, its GFLOP/s at that time and the median of its per-round fractions
+of the peak (not the median time over the median peak), then the ratio to ONNX Runtime and the
+fraction of the peak a speed-up of 1.2x over it would need, round by round. With `LD_PRELOAD` of
+bench/avx2_only.c every library in the process, and the peak's program, run their AVX2 code.
 """
 
 import argparse
@@ -29,13 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from fusedmlp import MLPClassifier, _cpu
-from fusedmlp.bench import OnnxPredictor, fashion_mnist, find_data_dir, mlp_params
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gemm_shapes import median_seconds  # noqa: E402  (bench/gemm_shapes.py: a warm-up call, then the median)
+from fusedmlp.bench import (fashion_mnist, find_data_dir, median_seconds, mlp_params,
+                            onnx_runtime_predictor)
 
 UNITS = [784, 300, 100, 10]
 PEAK_SOURCE = Path(__file__).with_name("peak_flops.c")
+ORT = "ONNX Runtime"
 
 
 def build_peak(directory):
@@ -47,32 +48,57 @@ def build_peak(directory):
     if flags is None:
         sys.exit(f"inference_peak: no multiply-add peak program for fusedmlp's '{isa}' kernels")
     exe = Path(directory) / "peak_flops"
-    subprocess.run(["gcc", "-O2", *flags, "-fopenmp", str(PEAK_SOURCE), "-o", str(exe)], check=True)
+    out = subprocess.run(["gcc", "-O2", *flags, "-fopenmp", str(PEAK_SOURCE), "-o", str(exe)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"inference_peak: gcc could not build {PEAK_SOURCE}:\n{out.stderr}")
     return exe
 
 
 def peak_gflops(exe, threads, iters):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = subprocess.run([str(exe), str(iters)], env=env, capture_output=True, text=True, check=True).stdout
-    return float(re.search(r"([0-9.]+) GFLOP/s", out).group(1))
+    out = subprocess.run([str(exe), str(iters)], env=env, capture_output=True, text=True)
+    found = re.search(r"([0-9.]+) GFLOP/s", out.stdout)
+    if out.returncode != 0 or found is None:
+        sys.exit(f"inference_peak: the peak program failed (exit {out.returncode}): "
+                 f"{out.stdout}{out.stderr}")
+    return float(found.group(1))
 
 
 def network_products(est, X, threads):
-    """A callable computing a fitted float32 network's products alone on X (each layer's product
-    with its bias and relu, the last with its bias only: the output's softmax is not a product),
-    and the list of the layers' output buffers it writes."""
+    """A callable computing a fitted float32 network's products alone on X (each hidden layer's
+    product with its bias and the estimator's activation, the last with its bias only: the
+    output's softmax is not a product), and the list of the layers' output buffers it writes."""
     W, b = est.coefs_, est.intercepts_
     hidden = [np.empty((X.shape[0], w.shape[1]), np.float32) for w in W]
 
     def products():
         a = X
         for i, (w, bias) in enumerate(zip(W, b)):
-            act = "relu" if i < len(W) - 1 else "identity"
+            act = est.activation if i < len(W) - 1 else "identity"
             _cpu.gemm_f32(a, w, epilogue="bias_activation", activation=act, bias=bias,
                           n_threads=threads, out=hidden[i])
             a = hidden[i]
 
     return products, hidden
+
+
+def summary(rounds, flops, names):
+    """The summary's lines for rounds of {"peak": GFLOP/s, name: seconds of one call}."""
+    med = {k: float(np.median([r[k] for r in rounds])) for k in ("peak", *names)}
+    lines = [f"median peak {med['peak']:.1f} GFLOP/s"]
+    for k in names:
+        frac = float(np.median([flops / r[k] / 1e9 / r["peak"] for r in rounds]))
+        lines.append(f"{k}: {med[k] * 1e3:.2f} ms, {flops / med[k] / 1e9:.1f} GFLOP/s, "
+                     f"{frac:.3f} of the round's peak (median of rounds)")
+    if ORT in names and "fusedmlp predict" in names:
+        ratios = [r[ORT] / r["fusedmlp predict"] for r in rounds]
+        need = [1.2 * flops / r[ORT] / 1e9 / r["peak"] for r in rounds]
+        lines.append(f"{ORT} / fusedmlp predict: median {np.median(ratios):.3f}x "
+                     f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
+        lines.append(f"1.2x {ORT} needs the call at {np.median(need):.3f} of the round's peak "
+                     f"(rounds {min(need):.3f}-{max(need):.3f})")
+    return lines
 
 
 def main():
@@ -85,54 +111,34 @@ def main():
                     help="multiply-add steps of each of the peak program's 7 runs")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
-    X, y, X_test, _, name = fashion_mnist(find_data_dir(args.data), np.float32)
-    X_test = np.ascontiguousarray(X_test[:10000])
-    n = X_test.shape[0]
-    flops = 2.0 * n * sum(a * b for a, b in zip(UNITS[:-1], UNITS[1:]))
-    est = MLPClassifier(n_threads=args.threads, **mlp_params(UNITS, max_iter=1)).fit(X[:5000], y[:5000])
-
-    products, _ = network_products(est, X_test, args.threads)
-    calls = {"fusedmlp predict": lambda: est.predict(X_test), "fusedmlp's three products": products}
-    try:
-        import onnxruntime
-        from skl2onnx import to_onnx
-    except ImportError:
-        print("ONNX Runtime: absent (not installed)")
-    else:
-        ort = OnnxPredictor(onnxruntime, to_onnx, est, X_test, args.threads)
-        calls["ONNX Runtime"] = lambda: ort.predict(X_test)
-    for fn in calls.values():  # (first calls: sessions, packing, buffers)
-        fn()
-        fn()
-
     with tempfile.TemporaryDirectory() as tmp:
         exe = build_peak(tmp)
-        rows = []
-        for r in range(args.rounds):
+        X, y, X_test, _, name = fashion_mnist(find_data_dir(args.data), np.float32)
+        X_test = np.ascontiguousarray(X_test[:10000])
+        n = X_test.shape[0]
+        flops = 2.0 * n * sum(a * b for a, b in zip(UNITS[:-1], UNITS[1:]))
+        est = MLPClassifier(n_threads=args.threads, **mlp_params(UNITS, max_iter=1)).fit(X[:5000], y[:5000])
+        products, _ = network_products(est, X_test, args.threads)
+        calls = {"fusedmlp predict": lambda: est.predict(X_test), "fusedmlp's three products": products}
+        ort, why_not = onnx_runtime_predictor(est, X_test, args.threads)
+        if ort is None:
+            print(f"{ORT}: {why_not}")
+        else:
+            calls[ORT] = lambda: ort.predict(X_test)
+        rounds = []
+        for _ in range(args.rounds):
             row = {"peak": peak_gflops(exe, args.threads, args.peak_iters)}
             for k, fn in calls.items():
                 row[k] = median_seconds(fn, args.calls)
-            rows.append(row)
+            rounds.append(row)
 
     print(f"{name}, {n:,} rows, {UNITS}, float32; fusedmlp's {_cpu.active_isa()} kernels, "
           f"{args.threads} thread(s); {args.rounds} rounds of {args.calls} calls each")
     print(f"{'round':>5} {'peak GFLOP/s':>12} " + " ".join(f"{k + ' ms (of peak)':>34}" for k in calls))
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rounds):
         cells = [f"{row[k] * 1e3:8.2f} ({flops / row[k] / 1e9 / row['peak']:.3f})" for k in calls]
         print(f"{i:>5} {row['peak']:>12.1f} " + " ".join(f"{c:>34}" for c in cells))
-    med = {k: float(np.median([row[k] for row in rows])) for k in rows[0]}
-    frac = {k: float(np.median([flops / row[k] / 1e9 / row["peak"] for row in rows])) for k in calls}
-    print(f"median peak {med['peak']:.1f} GFLOP/s")
-    for k in calls:
-        print(f"{k}: {med[k] * 1e3:.2f} ms, {flops / med[k] / 1e9:.1f} GFLOP/s, "
-              f"{frac[k]:.3f} of the round's peak (median of rounds)")
-    if "ONNX Runtime" in calls:
-        ratios = [row["ONNX Runtime"] / row["fusedmlp predict"] for row in rows]
-        need = [flops / (row["ONNX Runtime"] / 1.2) / 1e9 / row["peak"] for row in rows]
-        print(f"ONNX Runtime / fusedmlp predict: median {np.median(ratios):.3f}x "
-              f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
-        print(f"1.2x ONNX Runtime needs the call at {np.median(need):.3f} of the round's peak "
-              f"(rounds {min(need):.3f}-{max(need):.3f})")
+    print("\n".join(summary(rounds, flops, list(calls))))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 are taken over rounds, and numpy's limits are measured in the rounds of the fits they are
 compared with."""
 
-import os
 import sys
 import types
 
@@ -357,20 +356,46 @@ def test_inference_peak_products_are_the_networks_outputs():
                                est.predict_proba(X), rtol=1e-5, atol=1e-6)
 
 
+def test_inference_peak_summary():
+    # the summary's arithmetic on made-up rounds: GFLOP/s at the median time, the median of the
+    # rounds' fractions of their peak, the ratio to ONNX Runtime and what 1.2x over it needs
+    _, script = _inference_peak_script()
+    rounds = [{"peak": 100.0, "fusedmlp predict": 0.010, "ONNX Runtime": 0.012},
+              {"peak": 200.0, "fusedmlp predict": 0.008, "ONNX Runtime": 0.010},
+              {"peak": 100.0, "fusedmlp predict": 0.020, "ONNX Runtime": 0.021}]
+    lines = script.summary(rounds, 1e9, ["fusedmlp predict", "ONNX Runtime"])
+    assert lines == [
+        "median peak 100.0 GFLOP/s",
+        # 1 GFLOP: 100, 125 and 50 GFLOP/s, of peaks 100, 200, 100: 1.0, 0.625, 0.5
+        "fusedmlp predict: 10.00 ms, 100.0 GFLOP/s, 0.625 of the round's peak (median of rounds)",
+        "ONNX Runtime: 12.00 ms, 83.3 GFLOP/s, 0.500 of the round's peak (median of rounds)",
+        "ONNX Runtime / fusedmlp predict: median 1.200x (rounds 1.050-1.250)",
+        # 1.2 GFLOP in ONNX Runtime's time: 100, 120, 57.1 GFLOP/s of 100, 200, 100
+        "1.2x ONNX Runtime needs the call at 0.600 of the round's peak (rounds 0.571-1.000)",
+    ]
+
+
 def test_inference_peak_script_runs(tmp_path):
-    # one short round on synthetic rows: the report's lines, the peak program built and run
+    # one short round on a small stand-in for the data: the report's lines, the peak program
+    # built and run
     import shutil
     import subprocess
 
     if shutil.which("gcc") is None or bench_cpu.active_isa() not in ("avx2", "avx512"):
         pytest.skip("needs gcc and fusedmlp's AVX2 or AVX-512 kernels")
     path, _ = _inference_peak_script()
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDMLP_DATA"}
-    out = subprocess.run([sys.executable, str(path), "--rounds", "1", "--calls", "1",
-                          "--peak-iters", "200000"], capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path, env=env)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "fashion_mnist.npz",
+             X_train=rng.integers(0, 256, (600, 784), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 600), X_test=rng.integers(0, 256, (300, 784), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 300))
+    out = subprocess.run([sys.executable, str(path), "--data", str(tmp_path), "--rounds", "1",
+                          "--calls", "1", "--peak-iters", "200000"], capture_output=True, text=True,
+                         timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "median peak" in out.stdout
-    assert "fusedmlp predict:" in out.stdout and "fusedmlp's three products:" in out.stdout
-    peak = float(out.stdout.split("median peak ")[1].split()[0])
-    assert peak > 0
+    assert "Fashion-MNIST, 300 rows" in out.stdout
+    lines = out.stdout.splitlines()
+    peak = [x for x in lines if x.startswith("median peak ")]
+    assert len(peak) == 1 and float(peak[0].split()[2]) > 0
+    assert [x for x in lines if x.startswith("fusedmlp predict: ")]
+    assert [x for x in lines if x.startswith("fusedmlp's three products: ")]

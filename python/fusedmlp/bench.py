@@ -475,6 +475,31 @@ class OnnxPredictor:
         return self.session.run(["label"], {self.input: X})[0]
 
 
+def onnx_runtime_predictor(model, X, threads):
+    """(OnnxPredictor of a fitted fusedmlp classifier, None), or (None, why not: ONNX Runtime or
+    skl2onnx absent, or the conversion's or session's failure, reported instead of raised)."""
+    try:
+        import onnxruntime
+        from skl2onnx import to_onnx  # fusedmlp registers its converters as skl2onnx is imported
+    except ImportError:
+        return None, ABSENT
+    try:
+        return OnnxPredictor(onnxruntime, to_onnx, model, X, threads), None
+    except Exception as e:
+        return None, failure(e)
+
+
+def median_seconds(fn, calls):
+    """The median of `calls` timed calls of fn, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
 def failure(e):
     """The first line of an exception, short enough for a report's row."""
     first = (str(e).strip().splitlines() or [""])[0]
@@ -860,17 +885,11 @@ def case_inference(data_dir, repeats, threads):
     else:
         models[("JAX jit", "float32")] = (JaxMLP(jax, units, True, threads).fit(X[:5000], y[:5000], epochs=1), X_test)
         notes += jax_threads_notes(threads)
-    try:
-        import onnxruntime
-        from skl2onnx import to_onnx  # fusedmlp registers its converters as skl2onnx is imported
-    except ImportError:
-        absent["ONNX Runtime"] = ABSENT
+    ort, why_not = onnx_runtime_predictor(models[("fusedmlp", "float32")][0], X_test, threads)
+    if ort is None:
+        absent["ONNX Runtime"] = why_not
     else:
-        try:
-            models[("ONNX Runtime", "float32")] = (
-                OnnxPredictor(onnxruntime, to_onnx, models[("fusedmlp", "float32")][0], X_test, threads), X_test)
-        except Exception as e:  # a converter or session that fails here is reported, not raised
-            absent["ONNX Runtime"] = failure(e)
+        models[("ONNX Runtime", "float32")] = (ort, X_test)
     # first calls (jit compilation for each input shape, a session's first run) outside the timings
     for m, Xt in models.values():
         m.predict(Xt)
