@@ -1,6 +1,7 @@
 """The 10,000-row prediction against the machine's multiply-add peak, beside ONNX Runtime.
 
     python bench/inference_peak.py [--data DIR] [--rounds R] [--calls N] [--threads T]
+                                   [--settle S]
 
 A Fashion-MNIST 784-300-100-10 classifier (1 epoch on 5,000 rows, float32, as in the suite's
 inference case) predicts the 10,000 test rows. Round after round, in one process: the machine's
@@ -14,17 +15,21 @@ Each round's figures are printed as milliseconds and as a fraction of that round
 network's 2 x 10,000 x (784 x 300 + 300 x 100 + 100 x 10) multiply-adds per call). The summary
 gives each call's median time, its GFLOP/s at that time and the median of its per-round fractions
 of the peak (not the median time over the median peak), then the ratio to ONNX Runtime and the
-fraction of the peak a speed-up of 1.2x over it would need, round by round. With `LD_PRELOAD` of
+fraction of the peak a speed-up of 1.2x over it would need, round by round. With --settle S each
+round also times each library's N calls one by one after gc.collect() and S seconds of sleep, as
+the suite's inference case times its calls ("after a pause"). With `LD_PRELOAD` of
 bench/avx2_only.c every library in the process, and the peak's program, run their AVX2 code.
 """
 
 import argparse
+import gc
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
@@ -37,6 +42,7 @@ from fusedmlp.bench import (fashion_mnist, find_data_dir, median_seconds, mlp_pa
 UNITS = [784, 300, 100, 10]
 PEAK_SOURCE = Path(__file__).with_name("peak_flops.c")
 ORT = "ONNX Runtime"
+AFTER_PAUSE = ", after a pause"
 
 
 def build_peak(directory):
@@ -91,14 +97,30 @@ def summary(rounds, flops, names):
         frac = float(np.median([flops / r[k] / 1e9 / r["peak"] for r in rounds]))
         lines.append(f"{k}: {med[k] * 1e3:.2f} ms, {flops / med[k] / 1e9:.1f} GFLOP/s, "
                      f"{frac:.3f} of the round's peak (median of rounds)")
-    if ORT in names and "fusedmlp predict" in names:
-        ratios = [r[ORT] / r["fusedmlp predict"] for r in rounds]
-        need = [1.2 * flops / r[ORT] / 1e9 / r["peak"] for r in rounds]
-        lines.append(f"{ORT} / fusedmlp predict: median {np.median(ratios):.3f}x "
+    for suffix in ("", AFTER_PAUSE):
+        ort, fm = ORT + suffix, "fusedmlp predict" + suffix
+        if ort not in names or fm not in names:
+            continue
+        ratios = [r[ort] / r[fm] for r in rounds]
+        need = [1.2 * flops / r[ort] / 1e9 / r["peak"] for r in rounds]
+        lines.append(f"{ort} / {fm}: median {np.median(ratios):.3f}x "
                      f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
-        lines.append(f"1.2x {ORT} needs the call at {np.median(need):.3f} of the round's peak "
+        lines.append(f"1.2x {ort} needs the call at {np.median(need):.3f} of the round's peak "
                      f"(rounds {min(need):.3f}-{max(need):.3f})")
     return lines
+
+
+def median_after_pauses(fn, calls, settle):
+    """The median of `calls` calls of fn, each after gc.collect() and `settle` seconds of sleep
+    (the suite's inference case: a call after the other libraries' threads went idle)."""
+    times = []
+    for _ in range(calls):
+        gc.collect()
+        time.sleep(settle)
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
 
 
 def main():
@@ -109,6 +131,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peak-iters", type=int, default=20_000_000,
                     help="multiply-add steps of each of the peak program's 7 runs")
+    ap.add_argument("--settle", type=float, default=0.0,
+                    help="also time each library's calls one by one after this many seconds of "
+                         "pause (the suite's inference case pauses 0.2 s before each call)")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,15 +155,19 @@ def main():
             row = {"peak": peak_gflops(exe, args.threads, args.peak_iters)}
             for k, fn in calls.items():
                 row[k] = median_seconds(fn, args.calls)
+            if args.settle > 0:
+                for k, fn in calls.items():
+                    row[k + AFTER_PAUSE] = median_after_pauses(fn, args.calls, args.settle)
             rounds.append(row)
 
     print(f"{name}, {n:,} rows, {UNITS}, float32; fusedmlp's {_cpu.active_isa()} kernels, "
           f"{args.threads} thread(s); {args.rounds} rounds of {args.calls} calls each")
-    print(f"{'round':>5} {'peak GFLOP/s':>12} " + " ".join(f"{k + ' ms (of peak)':>34}" for k in calls))
+    names = [k for k in rounds[0] if k != "peak"]
+    print(f"{'round':>5} {'peak GFLOP/s':>12} " + " ".join(f"{k + ' ms (of peak)':>34}" for k in names))
     for i, row in enumerate(rounds):
-        cells = [f"{row[k] * 1e3:8.2f} ({flops / row[k] / 1e9 / row['peak']:.3f})" for k in calls]
+        cells = [f"{row[k] * 1e3:8.2f} ({flops / row[k] / 1e9 / row['peak']:.3f})" for k in names]
         print(f"{i:>5} {row['peak']:>12.1f} " + " ".join(f"{c:>34}" for c in cells))
-    print("\n".join(summary(rounds, flops, list(calls))))
+    print("\n".join(summary(rounds, flops, names)))
 
 
 if __name__ == "__main__":

@@ -373,6 +373,14 @@ def test_inference_peak_summary():
         # 1.2 GFLOP in ONNX Runtime's time: 100, 120, 57.1 GFLOP/s of 100, 200, 100
         "1.2x ONNX Runtime needs the call at 0.600 of the round's peak (rounds 0.571-1.000)",
     ]
+    # the calls after a pause: their own ratio
+    for r in rounds:
+        r["fusedmlp predict, after a pause"] = 2 * r["fusedmlp predict"]
+        r["ONNX Runtime, after a pause"] = 3 * r["ONNX Runtime"]
+    lines = script.summary(rounds, 1e9, ["fusedmlp predict", "ONNX Runtime", "fusedmlp predict, after a pause",
+                                         "ONNX Runtime, after a pause"])
+    assert lines[-2] == ("ONNX Runtime, after a pause / fusedmlp predict, after a pause: median 1.800x "
+                         "(rounds 1.575-1.875)")
 
 
 def test_inference_peak_script_runs(tmp_path):
@@ -390,8 +398,8 @@ def test_inference_peak_script_runs(tmp_path):
              y_train=rng.integers(0, 10, 600), X_test=rng.integers(0, 256, (300, 784), dtype=np.uint8),
              y_test=rng.integers(0, 10, 300))
     out = subprocess.run([sys.executable, str(path), "--data", str(tmp_path), "--rounds", "1",
-                          "--calls", "1", "--peak-iters", "200000"], capture_output=True, text=True,
-                         timeout=600)
+                          "--calls", "1", "--peak-iters", "200000", "--settle", "0.01"],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "Fashion-MNIST, 300 rows" in out.stdout
     lines = out.stdout.splitlines()
@@ -399,3 +407,4 @@ def test_inference_peak_script_runs(tmp_path):
     assert len(peak) == 1 and float(peak[0].split()[2]) > 0
     assert [x for x in lines if x.startswith("fusedmlp predict: ")]
     assert [x for x in lines if x.startswith("fusedmlp's three products: ")]
+    assert [x for x in lines if x.startswith("fusedmlp predict, after a pause: ")]
