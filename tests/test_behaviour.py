@@ -842,36 +842,48 @@ def test_validation_pass_is_loss_grad_and_predict_in_one(dtype, sparse, weighted
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("n_threads", [1, 2])
-@pytest.mark.parametrize("rows", [300, 4000])
-def test_predicted_labels_are_the_argmax_of_the_outputs(dtype, n_threads, rows):
+@pytest.mark.parametrize("rows, n_threads", [(300, 1), (4000, 2), (5000, 1)])
+def test_predicted_labels_are_the_argmax_of_the_outputs(dtype, rows, n_threads):
     # predict of a softmax head takes its labels from the engine, which runs the softmax only
     # where it could change the order (dense.h's output_labels): the labels are still numpy's
     # argmax of the float64 outputs (the first of equal largest values, the first NaN), on logits
-    # made to tie exactly, to differ by less than the softmax's rounding, by an ulp, and to
-    # overflow. The network passes its input through (identity layers, W = 2I then I, no biases):
-    # the logits are 2x. 300 rows go through the team's chunk path, 4,000 through slices.
-    n = 4
-    est = fm.MLPClassifier(hidden_layer_sizes=(n,), activation="identity", max_iter=1,
+    # made to tie exactly, to differ by less than the softmax's rounding, around the engine's
+    # 2^-40, by an ulp, and to overflow. The network passes its 4 inputs through a 256-unit
+    # identity layer (W = [2I | 0], then [I; 0], no biases): the logits are 2x, and the work is
+    # large enough for a team. 300 rows: one chunk; 4,000 rows on two threads: each thread's
+    # slices; 5,000 rows on one thread: two chunks (the second's rows at 4,096).
+    n, width = 4, 256
+    est = fm.MLPClassifier(hidden_layer_sizes=(width,), activation="identity", max_iter=1,
                            random_state=0, dtype=dtype, n_threads=n_threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(np.eye(n), np.arange(n))
     ft = np.dtype(dtype).type
-    est.coefs_ = [2 * np.eye(n, dtype=ft), np.eye(n, dtype=ft)]
-    est.intercepts_ = [np.zeros(n, ft), np.zeros(n, ft)]
-    rng = np.random.default_rng(0)
+    w1, w2 = np.zeros((n, width), ft), np.zeros((width, n), ft)
+    w1[:, :n], w2[:n] = 2 * np.eye(n), np.eye(n)
+    est.coefs_ = [w1, w2]
+    est.intercepts_ = [np.zeros(width, ft), np.zeros(n, ft)]
     eps, big = np.finfo(ft).eps, float(np.finfo(ft).max) / 1.5
+    g = 2.0 ** -41  # (the logits' differences are twice the inputs')
     special = [
         [1.0, 1.0, 0.5, 0.0], [0.5, 1.0, 1.0, 1.0],  # exact ties: the first
-        [1e-14, 2e-14, 0.0, 0.0], [2e-14, 1e-14, 3e-14, -1.0],  # gaps below the softmax's rounding
-        [1e-30, 3e-30, 2e-30, 0.0], [-1e-30, 0.0, 1e-30, 0.0],
+        [1e-30, 3e-30, 2e-30, 0.0], [-1e-30, 0.0, 1e-30, 0.0],  # ties after the softmax
         [1.0, 1.0 + eps, 0.0, 0.0], [1.0 + eps, 1.0, 1.0 + 2 * eps, 0.0],  # an ulp apart
         [-800.0, -799.0, -1e4, -800.0], [300.0, 300.0 + 300 * eps, -300.0, 0.0],
         [0.0, 0.0, 0.0, 0.0], [-5.0, -5.0, -5.0, -5.0 + 4 * eps],
         [big, big, 0.0, 0.0], [0.0, big, -big, big / 10],  # 2x overflows: NaN outputs
         [-big, 0.0, big, big], [-big, 0.0, 0.5, 0.25],  # -inf alone: finite outputs
     ]
+    # an earlier logit just within and just beyond the engine's 2^-40 below the largest
+    for d in (0.5 * g, 0.99 * g, g, 1.01 * g, 2 * g):
+        special += [[2.0 ** -20 - d, 2.0 ** -20, 0.0, -1.0], [0.25, 0.25 + d, 0.0, 0.0]]
+    if dtype == "float64":
+        # logits 2^-54 to 2^-50 apart at 1: outputs that tie or not with the sums of the rows
+        for k in (54, 53, 52, 51, 50):
+            for rest in (0.0, 0.5, 1.0 - 2.0 ** -k):
+                special.append([0.5 - 2.0 ** -k, 0.5, rest - 1.0, rest - 2.0])
+                special.append([0.5 - 2.0 ** -k, 0.5, rest, rest])
+    rng = np.random.default_rng(0)
     X = rng.normal(size=(rows, n))
     X[: len(special)] = special
     # near ties in random rows: an earlier column an ulp (or a few) below the largest
@@ -886,10 +898,21 @@ def test_predicted_labels_are_the_argmax_of_the_outputs(dtype, n_threads, rows):
         outputs = est._forward_pass_fast(X)  # (labels=False: the float64 outputs, as before)
     assert outputs.dtype == np.float64
     want = est.classes_[np.argmax(outputs, axis=1)]
+    before = _cpu.team_predictions()
     got = est.predict(X)
+    ran = [b - a for a, b in zip(before, _cpu.team_predictions())]
     np.testing.assert_array_equal(got, want)
-    # the rows that do need the softmax are there: ties and gaps it rounds away, NaN outputs
+    if n_threads == 2 and _cpu.max_threads() >= 2:
+        assert ran == [0, 1]  # (the team's slices)
+    # the rows that do need the softmax are there: NaN outputs, and finite rows whose label is
+    # not the first largest logit, one of them (float64) with logits 2^-53 apart
     assert np.isnan(outputs).any(axis=1).sum() >= 3
     with np.errstate(over="ignore"):
-        first_max = (2 * X.astype(np.float64)).argmax(axis=1)
-    assert (first_max != np.argmax(outputs, axis=1)).sum() >= 3
+        z = 2 * X.astype(np.float64)
+    finite = np.isfinite(outputs).all(axis=1)
+    moved = finite & (z.argmax(axis=1) != np.argmax(outputs, axis=1))
+    assert moved.sum() >= 2
+    if dtype == "float64":
+        zm = z[moved]
+        gaps = zm.max(axis=1) - zm[np.arange(len(zm)), np.argmax(outputs[moved], axis=1)]
+        assert (gaps >= 2.0 ** -54).sum() >= 1  # (a gap check below 2^-53 fails this test)
