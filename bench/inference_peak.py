@@ -1,7 +1,7 @@
 """The 10,000-row prediction against the machine's multiply-add peak, beside ONNX Runtime.
 
     python bench/inference_peak.py [--data DIR] [--rounds R] [--calls N] [--threads T]
-                                   [--settle S]
+                                   [--peak-iters I] [--settle S]
 
 A Fashion-MNIST 784-300-100-10 classifier (1 epoch on 5,000 rows, float32, as in the suite's
 inference case) predicts the 10,000 test rows. Round after round, in one process: the machine's
@@ -16,8 +16,10 @@ network's 2 x 10,000 x (784 x 300 + 300 x 100 + 100 x 10) multiply-adds per call
 gives each call's median time, its GFLOP/s at that time and the median of its per-round fractions
 of the peak (not the median time over the median peak), then the ratio to ONNX Runtime and the
 fraction of the peak a speed-up of 1.2x over it would need, round by round. With --settle S each
-round also times each library's N calls one by one after gc.collect() and S seconds of sleep, as
-the suite's inference case times its calls ("after a pause"). With `LD_PRELOAD` of
+round also times each library's N calls one by one, each after gc.collect() and S seconds of sleep
+("after a pause": the suite's inference case pauses so before each call, though it alternates the
+libraries call by call). --peak-iters I: the multiply-add steps of each of the peak program's 7
+runs. With `LD_PRELOAD` of
 bench/avx2_only.c every library in the process, and the peak's program, run their AVX2 code.
 """
 
@@ -112,7 +114,7 @@ def summary(rounds, flops, names):
 
 def median_after_pauses(fn, calls, settle):
     """The median of `calls` calls of fn, each after gc.collect() and `settle` seconds of sleep
-    (the suite's inference case: a call after the other libraries' threads went idle)."""
+    (the suite's inference case pauses so before each call, its libraries' threads gone idle)."""
     times = []
     for _ in range(calls):
         gc.collect()

@@ -391,6 +391,11 @@ def test_inference_peak_script_runs(tmp_path):
 
     if shutil.which("gcc") is None or bench_cpu.active_isa() not in ("avx2", "avx512"):
         pytest.skip("needs gcc and fusedmlp's AVX2 or AVX-512 kernels")
+    probe = tmp_path / "omp.c"
+    probe.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+    if subprocess.run(["gcc", "-fopenmp", str(probe), "-o", str(tmp_path / "omp")],
+                      capture_output=True).returncode != 0:
+        pytest.skip("gcc cannot build OpenMP programs here")
     path, _ = _inference_peak_script()
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "fashion_mnist.npz",

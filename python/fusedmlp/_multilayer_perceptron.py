@@ -832,7 +832,7 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             out_dtype = self._prediction_dtype(X.dtype) if cast else _F64
         engine, params, lease = self._prediction_engine(device, X.shape[0])
         # (a softmax head's labels: the class indices from the engine itself)
-        class_index = labels and deferred and device == "cpu" and self.out_activation_ == "softmax"
+        class_index = labels and deferred and self.out_activation_ == "softmax"
         try:
             if X.dtype not in _FLOAT_DTYPES:
                 X = X.astype(params.dtype)
@@ -850,9 +850,8 @@ class BaseMultilayerPerceptron(CallbackSupport, FlatParameters, BaseEstimator, A
             # scikit-learn's error for NaN and infinities; finite values that only overflow
             # float32 are found by the range check below
             X = validate_data(self, X, reset=False)
-        if not class_index:
-            outputs_nonfinite = not math.isfinite(y_pred.sum())
-        if not plain and params.dtype == _F32 and X.dtype == _F64 and outputs_nonfinite:
+        if not plain and params.dtype == _F32 and X.dtype == _F64 and (
+                outputs_nonfinite if class_index else not math.isfinite(y_pred.sum())):
             check_float32_range(X, "X")  # values a float32 model cannot hold: say so
         if class_index:
             return y_pred
