@@ -91,12 +91,17 @@ def network_products(est, X, threads):
     return products, hidden
 
 
+def of_peak(flops, seconds, peak):
+    """The fraction of a peak of `peak` GFLOP/s that `flops` in `seconds` run at."""
+    return flops / seconds / 1e9 / peak
+
+
 def summary(rounds, flops, names):
     """The summary's lines for rounds of {"peak": GFLOP/s, name: seconds of one call}."""
     med = {k: float(np.median([r[k] for r in rounds])) for k in ("peak", *names)}
     lines = [f"median peak {med['peak']:.1f} GFLOP/s"]
     for k in names:
-        frac = float(np.median([flops / r[k] / 1e9 / r["peak"] for r in rounds]))
+        frac = float(np.median([of_peak(flops, r[k], r["peak"]) for r in rounds]))
         lines.append(f"{k}: {med[k] * 1e3:.2f} ms, {flops / med[k] / 1e9:.1f} GFLOP/s, "
                      f"{frac:.3f} of the round's peak (median of rounds)")
     for suffix in ("", AFTER_PAUSE):
@@ -104,7 +109,7 @@ def summary(rounds, flops, names):
         if ort not in names or fm not in names:
             continue
         ratios = [r[ort] / r[fm] for r in rounds]
-        need = [1.2 * flops / r[ort] / 1e9 / r["peak"] for r in rounds]
+        need = [of_peak(1.2 * flops, r[ort], r["peak"]) for r in rounds]
         lines.append(f"{ort} / {fm}: median {np.median(ratios):.3f}x "
                      f"(rounds {min(ratios):.3f}-{max(ratios):.3f})")
         lines.append(f"1.2x {ort} needs the call at {np.median(need):.3f} of the round's peak "
@@ -167,7 +172,7 @@ def main():
     names = [k for k in rounds[0] if k != "peak"]
     print(f"{'round':>5} {'peak GFLOP/s':>12} " + " ".join(f"{k + ' ms (of peak)':>34}" for k in names))
     for i, row in enumerate(rounds):
-        cells = [f"{row[k] * 1e3:8.2f} ({flops / row[k] / 1e9 / row['peak']:.3f})" for k in names]
+        cells = [f"{row[k] * 1e3:8.2f} ({of_peak(flops, row[k], row['peak']):.3f})" for k in names]
         print(f"{i:>5} {row['peak']:>12.1f} " + " ".join(f"{c:>34}" for c in cells))
     print("\n".join(summary(rounds, flops, names)))
 
