@@ -723,6 +723,9 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("_halves_epochs", [] { return cpu::halves_epochs.load(); },
         "Epochs whose first layer's forward pass ran in two halves of its depth, so far in this "
         "process (for tests).");
+  m.def("_skipped_zero_steps", [] { return cpu::skipped_zero_steps.load(); },
+        "Steps of packed A panels whose values were all zeros, skipped by the kernels so far in "
+        "this process (for tests).");
   m.def("_row_blocks", &row_block_bounds, py::arg("rows"), py::arg("mr"),
         "The first row of each row block of a batch, then its row count (for tests).");
   m.def("_same_objects", &same_objects, py::arg("state"), py::arg("names"), py::arg("objects"),

@@ -9,6 +9,7 @@
 // chosen at run time (dispatch.cpp). Block sizes live in one table (blocking.h).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -126,6 +127,10 @@ class GemmWorkspace {
   struct Buffer;
   std::vector<std::unique_ptr<Buffer>> threads_;
 };
+
+// Steps of packed A panels the kernels skipped as all zeros (compact_zero_steps, gemm_impl.h),
+// so far in this process (fusedmlp._cpu._skipped_zero_steps(), for tests).
+inline std::atomic<long long> skipped_zero_steps{0};
 
 // Checks the arguments (throws std::invalid_argument), then runs a team of up to n_threads.
 template <class T>

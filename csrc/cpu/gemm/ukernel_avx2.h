@@ -126,32 +126,38 @@ struct Kernel6x2 : Blocking {
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 2 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
   static constexpr int ROW_EDGE_PASS = 2;
+  // SKIP (A packed, lda = MR): the steps left of a panel packed without its all-zero steps
+  // (compact_zero_steps, gemm_impl.h), kc of them, ks[q] the offset from b of step q's row of B.
+  static constexpr bool SKIP_STEPS = true;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
   // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 x 50 to
   // 300 x 200 x 100 ran 1-5% slower; inlined, 0.4-2.2% of that back, bench/RESULTS.md)
-  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
+  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile, bool SKIP = false>
   FUSEDMLP_ALWAYS_INLINE static void run(index_t kc, const T* a, index_t lda, const T* b,
                                          index_t ldb, T* tile, T* c, index_t ldc,
                                          LinePrefetch pf = {}, bool c_acc = false,
-                                         const T* ep = nullptr, index_t ld_ep = 0) {
+                                         const T* ep = nullptr, index_t ld_ep = 0,
+                                         const std::int32_t* ks = nullptr) {
     static_assert(NV >= 0 && NV <= 2, "a half vector, one or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
                   "C written directly by whole tiles only");
+    static_assert(!SKIP || !ROW_A, "skipped steps: a packed A");
     if constexpr (NV == 0)
-      chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc,
-                                                      ep, ld_ep);
+      chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile, SKIP>(kc, a, lda, b, ldb, tile, c, ldc, pf,
+                                                            c_acc, ep, ld_ep, ks);
     else
-      chains<V, ROW_A, NV, ROWS, TO>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, ep, ld_ep);
+      chains<V, ROW_A, NV, ROWS, TO, SKIP>(kc, a, lda, b, ldb, tile, c, ldc, pf, c_acc, ep, ld_ep,
+                                           ks);
   }
 
  private:
-  template <class W, bool ROW_A, int NV, int ROWS, SumsTo TO>
+  template <class W, bool ROW_A, int NV, int ROWS, SumsTo TO, bool SKIP>
   // (inlined into run: one function per kernel variant, as before)
   FUSEDMLP_ALWAYS_INLINE static void chains(index_t kc, const T* a, index_t lda, const T* b,
                                             index_t ldb, T* tile, T* c, index_t ldc,
                                             LinePrefetch pf, bool c_acc,
-                                            const T* ep, index_t ld_ep) {
+                                            const T* ep, index_t ld_ep, const std::int32_t* ks) {
     using Reg = typename W::type;
     for (int i = 0; i < ROWS; ++i) _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
     Reg c0[MR], c1[MR];
@@ -164,8 +170,9 @@ struct Kernel6x2 : Blocking {
     const T* a3 = ROWS > 3 ? a + 3 * lda : a;  // (no pointer past the rows an edge panel has)
     const index_t l1 = lda, l2 = 2 * lda;
     auto k_step = [&]() __attribute__((always_inline)) {
-      const Reg b0 = W::load(b);
-      const Reg b1 = NV == 2 ? W::load(b + W::width) : b0;
+      const T* bk = SKIP ? b + *ks++ : b;  // (SKIP: the step's row of B at its offset)
+      const Reg b0 = W::load(bk);
+      const Reg b1 = NV == 2 ? W::load(bk + W::width) : b0;
       if constexpr (ROW_A) {
         const T* rows[MR] = {a0, ROWS > 1 ? a0 + l1 : a0, ROWS > 2 ? a0 + l2 : a0,
                              a3, ROWS > 4 ? a3 + l1 : a3, ROWS > 5 ? a3 + l2 : a3};
@@ -186,7 +193,7 @@ struct Kernel6x2 : Blocking {
         }
         a += lda;
       }
-      b += ldb;
+      if constexpr (!SKIP) b += ldb;
     };
     run_steps(kc, pf, k_step);
     if constexpr (TO != SumsTo::tile) {

@@ -144,14 +144,18 @@ struct Kernel12x2 : Blocking {
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 4 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
   static constexpr int ROW_EDGE_PASS = 4;
-  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile>
+  // SKIP (A packed, lda = MR): the steps left of a panel packed without its all-zero steps
+  // (compact_zero_steps, gemm_impl.h), kc of them, ks[q] the offset from b of step q's row of B.
+  static constexpr bool SKIP_STEPS = true;
+  template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile, bool SKIP = false>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
                   index_t ldc, LinePrefetch pf = {}, bool c_acc = false,
-                  const T* ep = nullptr, index_t ld_ep = 0) {
+                  const T* ep = nullptr, index_t ld_ep = 0, const std::int32_t* ks = nullptr) {
     static_assert(NV >= 0 && NV <= 3, "a half, one, one and a half or two vectors of columns");
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
                   "C written directly by whole tiles only");
+    static_assert(!SKIP || !ROW_A, "skipped steps: a packed A");
     using H = Vec256<T>;
     static_assert(NR / 4 == H::width && V::width + H::width == 3 * NR / 4,
                   "a half vector is a quarter of the tile's columns");
@@ -175,10 +179,11 @@ struct Kernel12x2 : Blocking {
     const T* a8 = ROWS > 8 ? a + 8 * lda : a;
     const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
     auto k_step = [&]() __attribute__((always_inline)) {
-      const R0 b0 = W0::load(b);
+      const T* bk = SKIP ? b + *ks++ : b;  // (SKIP: the step's row of B at its offset)
+      const R0 b0 = W0::load(bk);
       R1 b1;
-      if constexpr (SECOND) b1 = W1::load(b + V::width);
-      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
+      if constexpr (SECOND) b1 = W1::load(bk + V::width);
+      _mm_prefetch(reinterpret_cast<const char*>(bk + 8 * ldb), _MM_HINT_T0);
       auto step = [&](int i, const T* ap) __attribute__((always_inline)) {
         const R0 ai = W0::bcast(ap);
         c0[i] = W0::fma(ai, b0, c0[i]);
@@ -199,7 +204,7 @@ struct Kernel12x2 : Blocking {
         for (int i = 0; i < ROWS; ++i) step(i, a + i);
         a += lda;
       }
-      b += ldb;
+      if constexpr (!SKIP) b += ldb;
     };
     run_steps(kc, pf, k_step);
     if constexpr (TO != SumsTo::tile) {
