@@ -408,48 +408,56 @@ def test_float32_tanh_within_one_and_a_half_ulps(isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_zero_steps_skipped_give_every_steps_bits(isa, dtype):
-    # A column-major A (the weight gradient's X^T) of more row panels than B_IN_PLACE_PANELS,
-    # its rows split between threads: each whole panel is packed, and its steps whose MR values
-    # are all zeros (of either sign) are left out when they are at least an eighth of them
-    # (compact_zero_steps; the AVX2 and AVX-512 kernels). The product must have the bits of the
-    # same product with A row-major (read in place, every step): panels with no zero step, a
-    # few, most and all of them, the first and last steps zero, -0 among the zeros, a NaN on an
-    # otherwise zero step (never skipped); one and several depth blocks, whole and edge column
-    # panels, an edge row panel; plain, the weight gradient's epilogue, accumulated; 1 to 3
-    # threads.
+    # More row panels of A than B_IN_PLACE_PANELS. With few columns (n <= 64) the product goes by
+    # row bands and a column-major A's panels (the weight gradient's X^T) are packed; with many
+    # (n = 150, 300) by column panels, and a row-major A's panels (the first layer's X) are read
+    # in place by several B panels, and packed when one of every 8th step is all zeros. A whole
+    # packed panel's steps whose MR values are all zeros (of either sign) are left out when they
+    # are at least an eighth of them (compact_zero_steps; the AVX2 and AVX-512 kernels). The
+    # product must have the bits of the same product with A in the other layout (read in place,
+    # every step): panels with no zero step, a few, most and all of them, the first and last
+    # steps zero, -0 among the zeros, a NaN on an otherwise zero step (never skipped); one and
+    # several depth blocks, whole and edge column panels, an edge row panel with zero steps;
+    # plain, the weight gradient's epilogue, accumulated; 1 to 3 threads. (No product of these
+    # values rounds to zero, so the zeros' signs match too: compact_zero_steps.)
     rng = np.random.default_rng(23)
     gemm = GEMM[dtype]
-    m = 12 * 24 + 5  # (49 row panels on AVX2, 25 on AVX-512, the last of 5 rows)
-    fractions = [0.0, 0.05, 0.3, 0.9, 1.0, 0.5]
-    before = _cpu._skipped_zero_steps()
-    for k, n in ((200, 33), (200, 50), (450, 40), (300, 64), (37, 56)):
+    fractions = [0.9, 0.05, 0.3, 0.0, 1.0, 0.5]  # (of each 12-row band's steps zeroed, in turn)
+    skipped = {"column-major A": 0, "row-major A": 0}
+    # (293 rows: 49 row panels on AVX2, 25 on AVX-512, the last of 5 rows; 209: 35 and 18)
+    for m, k, n in ((293, 200, 33), (293, 200, 50), (293, 450, 40), (293, 300, 64), (293, 37, 56),
+                    (209, 300, 300), (209, 600, 150)):
         a = rng.standard_normal((m, k)).astype(dtype)
         for band, fraction in zip(range(0, m, 12), itertools.cycle(fractions)):
             zero = rng.random(k) < fraction
             zero[[0, -1]] = fraction >= 0.9
             a[band:band + 12, zero] = -0.0 if band % 36 == 24 else 0.0
         a[12 * 4 + 3, k // 2] = np.nan  # (in a band of all zeros)
-        a[12 * 5 + 1, k // 3] = np.inf  # (in a band of few)
+        a[12 * 5 + 1, k // 3] = np.inf  # (in a band of half)
         b = rng.standard_normal((k, n)).astype(dtype)
         aux = rng.standard_normal((m, n)).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
-        a_cols, a_rows = np.asfortranarray(a), np.ascontiguousarray(a)
+        layouts = np.asfortranarray(a), np.ascontiguousarray(a)  # (the first one skips)
+        if n > 64:
+            layouts = layouts[::-1]
         kinds = {"plain": {}, "accumulate": {"c": c0},
                  "weight_grad": {"epilogue": "weight_grad", "aux": aux, "alpha": 0.3, "scale": 0.01,
                                  "colsum": True}}
         for threads in (1, 2, 3):
             for kind, kw in kinds.items():
-                got = gemm(a_cols, b, n_threads=threads, **kw)
-                want = gemm(a_rows, b, n_threads=threads, **kw)
+                before = _cpu._skipped_zero_steps()
+                got = gemm(layouts[0], b, n_threads=threads, **kw)
+                skipped["row-major A" if n > 64 else "column-major A"] += _cpu._skipped_zero_steps() - before
+                want = gemm(layouts[1], b, n_threads=threads, **kw)
                 for g, w in zip(*((got, want) if isinstance(got, tuple) else ((got,), (want,)))):
-                    what = f"{isa} k={k} n={n} threads={threads} {kind}"
+                    what = f"{isa} m={m} k={k} n={n} threads={threads} {kind}"
                     np.testing.assert_array_equal(g, w, err_msg=what)
                     np.testing.assert_array_equal(np.signbit(g), np.signbit(w), err_msg=what)
         finite = np.isfinite(a).all(axis=1)
         ref = a[finite].astype(np.float64) @ b.astype(np.float64)
-        check_close(gemm(a_cols, b)[finite], ref, k, dtype, f"{isa} k={k} n={n}")
-    skipped = _cpu._skipped_zero_steps() - before
-    assert skipped > 0 if isa in ("avx2", "avx512") else skipped == 0
+        check_close(gemm(layouts[0], b)[finite], ref, k, dtype, f"{isa} m={m} k={k} n={n}")
+    for order, steps in skipped.items():
+        assert steps > 0 if isa in ("avx2", "avx512") else steps == 0, (order, steps)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

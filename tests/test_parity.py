@@ -223,8 +223,9 @@ def fit_pair_on_isa(isa, params, X, y):
 
 
 @pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("solver", ["sgd-nesterov", "adam"])
 @pytest.mark.parametrize("batch_size", [32, 200])
-def test_parity_with_runs_of_zero_inputs(isa, batch_size):
+def test_parity_with_runs_of_zero_inputs(isa, solver, batch_size):
     # Inputs zero outside a run of features in each row (an image's background): the weight
     # gradients' packed panels of X^T leave out their all-zero steps (compact_zero_steps, on AVX2
     # and AVX-512), in the weight updates fused into the products (batches of 32) and the
@@ -237,7 +238,7 @@ def test_parity_with_runs_of_zero_inputs(isa, batch_size):
         lo, hi = np.sort(rng.integers(0, 401, 2))
         row[:lo] = 0.0
         row[hi:] = 0.0
-    params = dict(SOLVERS["adam"], hidden_layer_sizes=(50, 36), batch_size=batch_size, max_iter=4,
+    params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 36), batch_size=batch_size, max_iter=4,
                   learning_rate_init=0.002)
     skipped_before = _cpu._skipped_zero_steps()
     assert_same_model(*fit_pair_on_isa(isa, params, X, y))

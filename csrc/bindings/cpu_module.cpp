@@ -723,7 +723,8 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("_halves_epochs", [] { return cpu::halves_epochs.load(); },
         "Epochs whose first layer's forward pass ran in two halves of its depth, so far in this "
         "process (for tests).");
-  m.def("_skipped_zero_steps", [] { return cpu::skipped_zero_steps.load(); },
+  m.def("_skipped_zero_steps",
+        [] { return __atomic_load_n(&cpu::skipped_zero_steps, __ATOMIC_RELAXED); },
         "Steps of packed A panels whose values were all zeros, skipped by the kernels so far in "
         "this process (for tests).");
   m.def("_row_blocks", &row_block_bounds, py::arg("rows"), py::arg("mr"),

@@ -9,7 +9,6 @@
 // chosen at run time (dispatch.cpp). Block sizes live in one table (blocking.h).
 #pragma once
 
-#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -129,8 +128,9 @@ class GemmWorkspace {
 };
 
 // Steps of packed A panels the kernels skipped as all zeros (compact_zero_steps, gemm_impl.h),
-// so far in this process (fusedmlp._cpu._skipped_zero_steps(), for tests).
-inline std::atomic<long long> skipped_zero_steps{0};
+// so far in this process (fusedmlp._cpu._skipped_zero_steps(), for tests). Added to with
+// __atomic_fetch_add, read with __atomic_load_n: gemm_impl.h calls no standard-library template.
+inline long long skipped_zero_steps = 0;
 
 // Checks the arguments (throws std::invalid_argument), then runs a team of up to n_threads.
 template <class T>

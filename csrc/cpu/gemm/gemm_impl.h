@@ -135,21 +135,40 @@ FUSEDMLP_ALWAYS_INLINE bool step_nonzero(const T* v) {
 #endif
 }
 
+// Whether at least a part 1 / min_part of every 8th step of a row-major A's panel (MR whole rows
+// from i0, kc steps from p0) is all zeros (of either sign): read in place before a panel is
+// packed for compact_zero_steps, so that a panel of dense values, or of too few zero steps to
+// repay its packing, costs a few loads a step sampled.
+template <class T, int MR>
+bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_t kc, int min_part) {
+  const T* const base = a.data + i0 * a.rs + p0;
+  const index_t rs = a.rs;
+  index_t samples = 0, zeros = 0;
+  for (index_t p = 0; p < kc; p += 8) {
+    bool zero = true;
+    for (int i = 0; i < MR; ++i) zero = zero && base[i * rs + p] == T(0);
+    zeros += zero ? 1 : 0;
+    ++samples;
+  }
+  return zeros > 0 && min_part * zeros >= samples;
+}
+
 // A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR
 // values are all zeros (of either sign), when they are at least an eighth of its steps: the steps
 // kept moved down in place, step p's values to dst[q * MR] and ks[q] = p * ldb, q counting the
 // steps kept, whose number is returned (kc: the panel as it was, the steps too few to repay the
-// kernel that skips them, whose steps measured 4-10% slower). The kernels that run only those
-// steps (SKIP_STEPS) make the same sums wherever B is finite: a zero times a finite value is a
-// zero, which leaves a chain as it is (x + 0 = x, and a chain that starts at +0 stays +0; only a
-// -0 left by flushing an underflow to zero would turn +0). A NaN or an infinity of B on a skipped
-// step does not reach C, as in reference BLAS, which skips the zeros of its B. (A Fashion-MNIST
-// batch's weight gradient X^T dZ: a third of the 6-pixel panels' steps are all zeros on AVX2, a
-// fifth of the 12-pixel panels' on AVX-512; MNIST's two thirds and a half. The panel is scanned
-// after pack_a_panel, in L1: checked while it was packed, a panel of dense values took twice
-// pack_a_panel's time.)
+// kernel that skips them, whose steps measured 4-10% slower: bench/RESULTS.md). The kernels that
+// run only those steps (SKIP_STEPS) make the same sums wherever B is finite, but for the sign of a
+// zero: a zero times a finite value is a zero, which leaves a nonzero chain as it is, while a
+// chain that a product rounded (or flushed) to -0 would turn +0 with a +0 step added and keeps -0
+// without it. A NaN or an infinity of B on a skipped step does not reach C, where the full
+// product's 0 * NaN would carry it; in training such a B is a non-finite gradient, which the bias
+// sums carry anyway. (A Fashion-MNIST batch's weight gradient X^T dZ: a third of the 6-pixel
+// panels' steps are all zeros on AVX2, a fifth of the 12-pixel panels' on AVX-512; MNIST's two
+// thirds and a half. The panel is scanned after pack_a_panel, in L1: checked while it was packed,
+// the packing of a panel of dense values took about twice its time.)
 template <class T, int MR>
-index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb) {
+index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb, int min_part = 8) {
   // (every 8th step first: when none of those is all zeros, the panel is taken as it is, and a
   // panel of dense values costs an eighth of the scan)
   bool sampled_zero = false;
@@ -161,7 +180,7 @@ index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb) {
     ks[p] = nonzero ? 1 : 0;
     kept += nonzero ? 1 : 0;
   }
-  if (8 * (kc - kept) < kc) return kc;
+  if (min_part * (kc - kept) < kc) return kc;
   index_t q = 0;
   for (index_t p = 0; p < kc; ++p) {
     if (ks[p] == 0) continue;
@@ -625,8 +644,8 @@ void write_back_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i
   }
 }
 
-// Scratch elements per thread: its B panels, its own A panels (edge, or packed A block)
-// and one tile, plus alignment slack; an upper bound of what gemm_team_run carves, and
+// Scratch elements per thread: its B panels, its own A panels (edge, or packed A block),
+// one tile and the steps' offsets of a block's panels (compact_zero_steps), plus alignment slack; an upper bound of what gemm_team_run carves, and
 // monotone in m and k, so a workspace reserved for the largest batch also serves a shorter last
 // batch (whose balanced depth blocks can be deeper).
 template <class T, class K>
@@ -642,8 +661,9 @@ index_t gemm_scratch_elems(index_t m, index_t n, index_t k) {
   // B it reads B in place and keeps those rows of C. Both counted whatever the layout and the
   // rows, so that a workspace reserved for the largest batch also serves a shorter one.
   const index_t b_elems = (kc > MR ? kc : MR) * NR * n_panels;
-  const index_t ks_elems = (kc * index_t(sizeof(std::int32_t)) + index_t(sizeof(T)) - 1) /
-                           index_t(sizeof(T));  // (compact_zero_steps's offsets)
+  // (compact_zero_steps's offsets: a step of each panel of a block of A)
+  const index_t ks_elems = ((mc > MR ? mc : MR) / MR * kc * index_t(sizeof(std::int32_t)) +
+                            index_t(sizeof(T)) - 1) / index_t(sizeof(T));
   return b_elems + (mc > MR ? mc : MR) * kc + MR * NR + ks_elems + 64;
 }
 
@@ -1403,13 +1423,36 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       index_t packed_ip = -1;
       const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       // Such a panel of MR rows is packed without its all-zero steps (compact_zero_steps) when
-      // the kernel can skip them, B's panels are all packed (each step's offset: p * NR), and
-      // the tiles' sums go to the tile or plainly to C (SumsTo::c); panel_steps, the steps kept.
-      const bool skip_steps = has_skip_steps<K>::value && pack_col_panels && !b_in_place &&
-                              last_to == SumsTo::c;
+      // the kernel can skip them, B's panels are all packed (ldb is NR: each step's offset
+      // p * NR), and the tiles' sums go to the tile or plainly to C (SumsTo::c); panel_steps, the
+      // steps kept.
+      const bool check_a_any = ep.a_nonfinite != nullptr;  // (the prediction's input check)
+      const bool skip_base = has_skip_steps<K>::value && !b_in_place && last_to == SumsTo::c;
+      const bool skip_steps = skip_base && pack_col_panels;
       index_t panel_steps = kc;
       long long skipped = 0;  // (steps, this block's: skipped_zero_steps)
-      auto tile_at = [&](index_t ip, index_t pj) {
+      // A row-major A read in place by several B panels (the first layer's forward product in
+      // halves: X W, image rows in X): a whole panel one of whose every-8th steps is all zeros is
+      // packed into a_own (its place in the block) and compacted there; row_steps[ip], its steps
+      // kept, kc for a panel read in place (its offsets: ks + ip * kc).
+      const bool skip_rows = skip_base && a_mode == kRowMajor && nq > 1 && !check_a_any;
+      constexpr int kRowMinPart = 8;  // (a part of the steps zeros: row_panel_sampled_zeros)
+      index_t row_steps[K::MC / K::MR];
+      if (skip_rows)
+        for (index_t ip = 0; ip < m_panels; ++ip) {
+          const index_t i0 = ic + ip * MR;
+          row_steps[ip] = kc;
+          if (i0 + MR > m || !row_panel_sampled_zeros<T, MR>(a, i0, p0, kc, kRowMinPart)) continue;
+          T* dst = a_own + ip * MR * kc;
+          pack_a_panel<T, MR>(a, i0, MR, p0, kc, dst);
+          row_steps[ip] = compact_zero_steps<T, MR>(dst, kc, ks + ip * kc, NR, kRowMinPart);
+          skipped += kc - row_steps[ip];
+        }
+      // (CAN: a block where skip_steps or skip_rows holds; the other blocks' tile loop is
+      // compiled without those paths, whose code beside it made the prediction's products 1-2%
+      // slower)
+      auto tile_at = [&](index_t ip, index_t pj, auto can_skip) {
+        constexpr bool CAN = decltype(can_skip)::value && has_skip_steps<K>::value;
         if (edge_by_rows && pj == nq - 1) return;
         const index_t i0 = ic + ip * MR;
         const int mr = static_cast<int>(imin(MR, m - i0));
@@ -1454,14 +1497,16 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // has_quarter_edge, has_three_quarter_edge); one of fewer than MR rows on those rows
         // where the kernel can (has_edge_rows)
         // (SKIP: a panel packed without its all-zero steps, whole rows, whose tiles' sums go to
-        // the tile or plainly to C: skip_steps)
+        // the tile or plainly to C: skip_steps, skip_rows; skip_n steps at offsets skip_ks)
+        index_t skip_n = kc;
+        const std::int32_t* skip_ks = ks;
         auto kernel = [&](auto row_a, const T* ap, index_t lda, auto skip) {
           constexpr bool ROW_A = decltype(row_a)::value;
           constexpr bool SKIP = decltype(skip)::value;
           auto run = [&](auto nv) {
             constexpr int NV = decltype(nv)::value;
             if constexpr (SKIP) {
-              run_skipping<K, NV>(panel_steps, ap, bp, ldb, tile, ct, ldc, pf, direct, acc, ks);
+              run_skipping<K, NV>(skip_n, ap, bp, ldb, tile, ct, ldc, pf, direct, acc, skip_ks);
               return;
             }
             if constexpr (has_edge_rows<K>::value) {
@@ -1508,14 +1553,17 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         } else if ((mr < MR && !has_edge_rows<K>::value) || pack_col_panels) {
           if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
-            panel_steps = skip_steps && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
-            skipped += kc - panel_steps;
+            if constexpr (CAN) {
+              panel_steps = skip_steps && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
+              skipped += kc - panel_steps;
+            }
             packed_ip = ip;
           }
           // (all steps kept: the panel is pack_a_panel's)
           bool skipping = false;
-          if constexpr (has_skip_steps<K>::value) {
+          if constexpr (CAN) {
             if (panel_steps < kc) {
+              skip_n = panel_steps;
               kernel(std::false_type{}, a_own, MR, std::true_type{});
               skipping = true;
             }
@@ -1524,26 +1572,43 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         } else if (a_mode == kColumnMajor) {
           kernel(std::false_type{}, a.data + i0 + p0 * a.cs, a.cs, std::false_type{});
         } else {
-          kernel(std::true_type{}, a.data + i0 * a.rs + p0, a.rs, std::false_type{});
+          bool skipping = false;
+          if constexpr (CAN) {
+            if (skip_rows && row_steps[ip] < kc) {
+              skip_n = row_steps[ip];
+              skip_ks = ks + ip * kc;
+              kernel(std::false_type{}, a_own + ip * MR * kc, MR, std::true_type{});
+              skipping = true;
+            }
+          }
+          if (!skipping) kernel(std::true_type{}, a.data + i0 * a.rs + p0, a.rs, std::false_type{});
         }
         if (!direct) store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
       };
       // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
       // reads whole, a share of the block's rows each)
       const bool check_a = ep.a_nonfinite != nullptr;
-      if (split_m) {  // row bands: an A panel stays in L1 across the B panels
-        for (index_t ip = 0; ip < m_panels; ++ip) {
-          for (index_t pj = 0; pj < nq; ++pj) tile_at(ip, pj);
-          if (check_a)
-            check_a_finite(a, ic + ip * MR, imin(ic + (ip + 1) * MR, ic + mc), p0, kc, ep.a_nonfinite);
+      auto tiles = [&](auto can_skip) {
+        if (split_m) {  // row bands: an A panel stays in L1 across the B panels
+          for (index_t ip = 0; ip < m_panels; ++ip) {
+            for (index_t pj = 0; pj < nq; ++pj) tile_at(ip, pj, can_skip);
+            if (check_a)
+              check_a_finite(a, ic + ip * MR, imin(ic + (ip + 1) * MR, ic + mc), p0, kc,
+                             ep.a_nonfinite);
+          }
+        } else {  // column panels: a B panel stays in L1 across the A panels
+          for (index_t pj = 0; pj < nq; ++pj) {
+            for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj, can_skip);
+            if (check_a && pj == 0)
+              check_a_finite(a, ic + mc * tid / nt, ic + mc * (tid + 1) / nt, p0, kc,
+                             ep.a_nonfinite);
+          }
         }
-      } else {  // column panels: a B panel stays in L1 across the A panels
-        for (index_t pj = 0; pj < nq; ++pj) {
-          for (index_t ip = 0; ip < m_panels; ++ip) tile_at(ip, pj);
-          if (check_a && pj == 0)
-            check_a_finite(a, ic + mc * tid / nt, ic + mc * (tid + 1) / nt, p0, kc, ep.a_nonfinite);
-        }
-      }
+      };
+      if (skip_steps || skip_rows)
+        tiles(std::true_type{});
+      else
+        tiles(std::false_type{});
       if constexpr (has_row_vector_edge<K>::value) {
         if (edge_by_rows) {
           const index_t j0 = jlo + (nq - 1) * NR;
@@ -1552,7 +1617,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
                                      last, ep);
         }
       }
-      if (skipped > 0) skipped_zero_steps.fetch_add(skipped, std::memory_order_relaxed);
+      if (skipped > 0) __atomic_fetch_add(&skipped_zero_steps, skipped, __ATOMIC_RELAXED);
     }
   }
   if (update && colsum != nullptr) update_biases(ep, jlo, jhi);

@@ -13,6 +13,10 @@
 // that go to C (SumsTo, blocking.h, with the bias or stored activations it names); pf's lines (a
 // fused update's next tile) are requested spread over the k steps. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
+// SKIP (ROW_A = false, a packed panel without its all-zero steps: compact_zero_steps in
+// gemm_impl.h): the sum runs over the kc steps kept, step q's row of B at b + ks[q], the same
+// sums but for a zero's sign; a NaN or infinity of B on a skipped step then does not reach C, so
+// for such a B the result depends on the panel's other rows (and on the split the panel came from).
 #pragma once
 
 #include <immintrin.h>
