@@ -408,14 +408,13 @@ def test_float32_tanh_within_one_and_a_half_ulps(isa):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_zero_steps_skipped_give_every_steps_bits(isa, dtype):
-    # More row panels of A than B_IN_PLACE_PANELS. With few columns (n <= 64) the product goes by
-    # row bands and a column-major A's panels (the weight gradient's X^T) are packed; with many
-    # (n = 150, 300) by column panels, and a row-major A's panels (the first layer's X) are read
-    # in place by several B panels, and packed when one of every 8th step is all zeros. A whole
-    # packed panel's steps whose MR values are all zeros (of either sign) are left out when they
-    # are at least an eighth of them (compact_zero_steps; the AVX2 and AVX-512 kernels). The
-    # product must have the bits of the same product with A in the other layout (read in place,
-    # every step): panels with no zero step, a few, most and all of them, the first and last
+    # More row panels of A than B_IN_PLACE_PANELS, B of several panels. A column-major A's panels
+    # (the weight gradient's X^T) are packed when the product goes by row bands (few columns, n <=
+    # 64, or three threads), and a row-major A's panels (the first layer's X) when an eighth of
+    # their every-8th steps is all zeros, in plain products. A whole packed panel's steps whose MR
+    # values are all zeros (of either sign) are left out when they are at least an eighth of them
+    # (compact_zero_steps; the AVX2 and AVX-512 kernels). Both layouts must give the bits of the
+    # same product with A strided (packed as it is, every step): panels with no zero step, a few, most and all of them, the first and last
     # steps zero, -0 among the zeros, a NaN on an otherwise zero step (never skipped); one and
     # several depth blocks, whole and edge column panels, an edge row panel with zero steps;
     # plain, the weight gradient's epilogue, accumulated; 1 to 3 threads. (No product of these
@@ -423,7 +422,7 @@ def test_all_zero_steps_skipped_give_every_steps_bits(isa, dtype):
     rng = np.random.default_rng(23)
     gemm = GEMM[dtype]
     fractions = [0.9, 0.05, 0.3, 0.0, 1.0, 0.5]  # (of each 12-row band's steps zeroed, in turn)
-    skipped = {"column-major A": 0, "row-major A": 0}
+    skipped = {"column-major": 0, "row-major": 0}
     # (293 rows: 49 row panels on AVX2, 25 on AVX-512, the last of 5 rows; 209: 35 and 18)
     for m, k, n in ((293, 200, 33), (293, 200, 50), (293, 450, 40), (293, 300, 64), (293, 37, 56),
                     (209, 300, 300), (209, 600, 150)):
@@ -437,25 +436,24 @@ def test_all_zero_steps_skipped_give_every_steps_bits(isa, dtype):
         b = rng.standard_normal((k, n)).astype(dtype)
         aux = rng.standard_normal((m, n)).astype(dtype)
         c0 = rng.standard_normal((m, n)).astype(dtype)
-        layouts = np.asfortranarray(a), np.ascontiguousarray(a)  # (the first one skips)
-        if n > 64:
-            layouts = layouts[::-1]
+        every_step = np.repeat(a, 2, axis=1)[:, ::2]  # (no stride of 1: packed, never skips)
+        layouts = {"column-major": np.asfortranarray(a), "row-major": np.ascontiguousarray(a)}
         kinds = {"plain": {}, "accumulate": {"c": c0},
                  "weight_grad": {"epilogue": "weight_grad", "aux": aux, "alpha": 0.3, "scale": 0.01,
                                  "colsum": True}}
-        for threads in (1, 2, 3):
-            for kind, kw in kinds.items():
+        for threads, (kind, kw) in itertools.product((1, 2, 3), kinds.items()):
+            want = gemm(every_step, b, n_threads=threads, **kw)
+            for order, layout in layouts.items():
                 before = _cpu._skipped_zero_steps()
-                got = gemm(layouts[0], b, n_threads=threads, **kw)
-                skipped["row-major A" if n > 64 else "column-major A"] += _cpu._skipped_zero_steps() - before
-                want = gemm(layouts[1], b, n_threads=threads, **kw)
+                got = gemm(layout, b, n_threads=threads, **kw)
+                skipped[order] += _cpu._skipped_zero_steps() - before
                 for g, w in zip(*((got, want) if isinstance(got, tuple) else ((got,), (want,)))):
-                    what = f"{isa} m={m} k={k} n={n} threads={threads} {kind}"
+                    what = f"{isa} {order} m={m} k={k} n={n} threads={threads} {kind}"
                     np.testing.assert_array_equal(g, w, err_msg=what)
                     np.testing.assert_array_equal(np.signbit(g), np.signbit(w), err_msg=what)
         finite = np.isfinite(a).all(axis=1)
         ref = a[finite].astype(np.float64) @ b.astype(np.float64)
-        check_close(gemm(layouts[0], b)[finite], ref, k, dtype, f"{isa} m={m} k={k} n={n}")
+        check_close(gemm(every_step, b)[finite], ref, k, dtype, f"{isa} m={m} k={k} n={n}")
     for order, steps in skipped.items():
         assert steps > 0 if isa in ("avx2", "avx512") else steps == 0, (order, steps)
 

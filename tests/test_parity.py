@@ -229,13 +229,14 @@ def test_parity_with_runs_of_zero_inputs(isa, solver, batch_size):
     # Inputs zero outside a run of features in each row (an image's background): the weight
     # gradients' packed panels of X^T leave out their all-zero steps (compact_zero_steps, on AVX2
     # and AVX-512), in the weight updates fused into the products (batches of 32) and the
-    # blocks' own gradients (batches of 200; 400 inputs, so that the products of a block's 50
-    # rows split their rows, which a panel's packing needs). The same model to rounding as
-    # scikit-learn's.
-    X, y = make_data("multiclass", n=400, d=400)
+    # blocks' own gradients (batches of 200; enough inputs that the products of a block's 50
+    # rows go by row bands, which a panel's packing needs); so do the panels of X in the first
+    # layer's forward products in two halves of its depth (600 inputs, batches of 32). The same
+    # model to rounding as scikit-learn's.
+    X, y = make_data("multiclass", n=400, d=600)
     rng = np.random.default_rng(4)
     for row in X:
-        lo, hi = np.sort(rng.integers(0, 401, 2))
+        lo, hi = np.sort(rng.integers(0, 601, 2))
         row[:lo] = 0.0
         row[hi:] = 0.0
     params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 36), batch_size=batch_size, max_iter=4,

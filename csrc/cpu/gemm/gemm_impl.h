@@ -140,7 +140,8 @@ FUSEDMLP_ALWAYS_INLINE bool step_nonzero(const T* v) {
 // packed for compact_zero_steps, so that a panel of dense values, or of too few zero steps to
 // repay its packing, costs a few loads a step sampled.
 template <class T, int MR>
-bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_t kc, int min_part) {
+bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_t kc,
+                             int min_part) {
   const T* const base = a.data + i0 * a.rs + p0;
   const index_t rs = a.rs;
   index_t samples = 0, zeros = 0;
@@ -153,20 +154,20 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
   return zeros > 0 && min_part * zeros >= samples;
 }
 
-// A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR
-// values are all zeros (of either sign), when they are at least an eighth of its steps: the steps
-// kept moved down in place, step p's values to dst[q * MR] and ks[q] = p * ldb, q counting the
-// steps kept, whose number is returned (kc: the panel as it was, the steps too few to repay the
-// kernel that skips them, whose steps measured 4-10% slower: bench/RESULTS.md). The kernels that
-// run only those steps (SKIP_STEPS) make the same sums wherever B is finite, but for the sign of a
-// zero: a zero times a finite value is a zero, which leaves a nonzero chain as it is, while a
-// chain that a product rounded (or flushed) to -0 would turn +0 with a +0 step added and keeps -0
-// without it. A NaN or an infinity of B on a skipped step does not reach C, where the full
-// product's 0 * NaN would carry it; in training such a B is a non-finite gradient, which the bias
-// sums carry anyway. (A Fashion-MNIST batch's weight gradient X^T dZ: a third of the 6-pixel
-// panels' steps are all zeros on AVX2, a fifth of the 12-pixel panels' on AVX-512; MNIST's two
-// thirds and a half. The panel is scanned after pack_a_panel, in L1: checked while it was packed,
-// the packing of a panel of dense values took about twice its time.)
+// A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR values
+// are all zeros (of either sign), when they are at least an eighth of its steps: the steps kept
+// moved down in place, step p's values to dst[q * MR] and ks[q] = p * ldb, q counting the steps
+// kept, whose number is returned (kc: the panel as it was, the steps too few to repay the kernel
+// that skips them, whose steps measured 4-10% slower: bench/RESULTS.md). The kernels that run only
+// those steps (SKIP_STEPS) make the same sums wherever B is finite, but for the sign of a zero: a
+// zero times a finite value is a zero, which leaves a nonzero chain as it is, while a chain that a
+// product rounded (or flushed) to -0 would turn +0 with a +0 step added and keeps -0 without it. A
+// NaN or an infinity of B on a skipped step does not reach C, where the full product's 0 * NaN
+// would carry it; in training such a B is a non-finite gradient or weight, which the bias sums and
+// the other rows carry anyway. (A Fashion-MNIST batch's weight gradient X^T dZ: a third of the
+// 6-pixel panels' steps are all zeros on AVX2, a fifth of the 12-pixel panels' on AVX-512; MNIST's
+// two thirds and a half. The panel is scanned after pack_a_panel, in L1: checked while it was
+// packed, the packing of a panel of dense values took about twice its time.)
 template <class T, int MR>
 index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb, int min_part = 8) {
   // (every 8th step first: when none of those is all zeros, the panel is taken as it is, and a
@@ -644,10 +645,10 @@ void write_back_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i
   }
 }
 
-// Scratch elements per thread: its B panels, its own A panels (edge, or packed A block),
-// one tile and the steps' offsets of a block's panels (compact_zero_steps), plus alignment slack; an upper bound of what gemm_team_run carves, and
-// monotone in m and k, so a workspace reserved for the largest batch also serves a shorter last
-// batch (whose balanced depth blocks can be deeper).
+// Scratch elements per thread: its B panels, its own A panels (edge, or packed A block), one tile
+// and the steps' offsets of a block's panels (compact_zero_steps), plus alignment slack; an upper
+// bound of what gemm_team_run carves, and monotone in m and k, so a workspace reserved for the
+// largest batch also serves a shorter last batch (whose balanced depth blocks can be deeper).
 template <class T, class K>
 index_t gemm_scratch_elems(index_t m, index_t n, index_t k) {
   constexpr int MR = K::MR;
@@ -1419,7 +1420,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // in row-band order a column-major panel, which packed is read contiguously by all the
       // B panels that follow instead of a strided line per k step. (A row-major panel is read
       // in place: it stays in L1 across the band, and packing it measured 1.10-1.16x slower on
-      // AVX2, bench/RESULTS.md.)
+      // AVX2, bench/RESULTS.md; but for skip_rows below.)
       index_t packed_ip = -1;
       const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       // Such a panel of MR rows is packed without its all-zero steps (compact_zero_steps) when
@@ -1431,11 +1432,16 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       const bool skip_steps = skip_base && pack_col_panels;
       index_t panel_steps = kc;
       long long skipped = 0;  // (steps, this block's: skipped_zero_steps)
-      // A row-major A read in place by several B panels (the first layer's forward product in
-      // halves: X W, image rows in X): a whole panel one of whose every-8th steps is all zeros is
-      // packed into a_own (its place in the block) and compacted there; row_steps[ip], its steps
-      // kept, kc for a panel read in place (its offsets: ks + ip * kc).
-      const bool skip_rows = skip_base && a_mode == kRowMajor && nq > 1 && !check_a_any;
+      // A row-major A of a plain product (no epilogue: the first layer's forward product in
+      // halves, X W, image rows in X) whose B has several panels: a whole panel an eighth of
+      // whose every-8th steps are all zeros (row_panel_sampled_zeros) is packed into a_own (its
+      // place in the block) and compacted there; row_steps[ip], its steps kept, kc for a panel
+      // read in place (its offsets: ks + ip * kc). (B's panels, not this thread's: whether a
+      // panel skips does not depend on the team.)
+      static_assert(!has_skip_steps<K>::value || has_edge_rows<K>::value,
+                    "a_own holds the compacted row panels, never an edge panel");
+      const bool skip_rows = skip_base && a_mode == kRowMajor && ep.kind == EpilogueKind::none &&
+                             n_panels > 1 && !check_a_any;
       constexpr int kRowMinPart = 8;  // (a part of the steps zeros: row_panel_sampled_zeros)
       index_t row_steps[K::MC / K::MR];
       if (skip_rows)
@@ -1554,7 +1560,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
           if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
             if constexpr (CAN) {
-              panel_steps = skip_steps && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
+              panel_steps =
+                  skip_steps && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
               skipped += kc - panel_steps;
             }
             packed_ip = ip;

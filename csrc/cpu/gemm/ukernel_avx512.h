@@ -16,7 +16,7 @@
 // SKIP (ROW_A = false, a packed panel without its all-zero steps: compact_zero_steps in
 // gemm_impl.h): the sum runs over the kc steps kept, step q's row of B at b + ks[q], the same
 // sums but for a zero's sign; a NaN or infinity of B on a skipped step then does not reach C, so
-// for such a B the result depends on the panel's other rows (and on the split the panel came from).
+// for such a B a row's result depends on the values of the panel's other rows.
 #pragma once
 
 #include <immintrin.h>
