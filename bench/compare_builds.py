@@ -12,7 +12,8 @@ whole run (contention). An editable install of fusedmlp in the running Python is
 Cases: seconds per epoch (the difference of fits of two lengths) and the once-per-fit cost for
 California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 and float64 data
 (batch 200, Adam, float32 model), the same network on MNIST with float32 data (`mnist32`: its
-pixels are zeros four times in five, Fashion-MNIST's one in two); predict_proba and predict on
+pixels are zeros four times in five, Fashion-MNIST's one in two; needs mnist.npz, and is among the
+default cases); predict_proba and predict on
 10,000 Fashion-MNIST rows, predict on one;
 `rows`: one-row predict calls for 5 s straight on a model just fitted on 3,000 Fashion-MNIST rows
 (its first calls included, as a user's loop has them): the median and slowest call, the calls
@@ -71,10 +72,10 @@ if "fashion64" in cases:
     out["fashion float64 data epoch (s)"], out["fashion float64 data per fit (s)"] = per_epoch(
         lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xf64, yf, 1, 3)
 if "mnist32" in cases:
-    d = np.load(os.path.join(data, "mnist.npz"))
-    Xm = (d["X_train"] / 255.0).astype(np.float32)
+    mnist = np.load(os.path.join(data, "mnist.npz"))
+    Xm = (mnist["X_train"] / 255.0).astype(np.float32)
     out["mnist float32 epoch (s)"], out["mnist float32 per fit (s)"] = per_epoch(
-        lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xm, d["y_train"], 1, 3)
+        lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xm, mnist["y_train"], 1, 3)
 if "predict" in cases:
     m = MLPClassifier((300, 100), max_iter=1, random_state=0).fit(Xf64[:2000], yf[:2000])
     ts = []

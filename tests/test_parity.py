@@ -228,23 +228,27 @@ def fit_pair_on_isa(isa, params, X, y):
 def test_parity_with_runs_of_zero_inputs(isa, solver, batch_size):
     # Inputs zero outside a run of features in each row (an image's background): the weight
     # gradients' packed panels of X^T leave out their all-zero steps (compact_zero_steps, on AVX2
-    # and AVX-512), in the weight updates fused into the products (batches of 32) and the
-    # blocks' own gradients (batches of 200; enough inputs that the products of a block's 50
-    # rows go by row bands, which a panel's packing needs); so do the panels of X in the first
-    # layer's forward products in two halves of its depth (600 inputs, batches of 32). The same
-    # model to rounding as scikit-learn's.
+    # and AVX-512) in the weight updates fused into the products (both batch sizes; 120 hidden
+    # units: no row blocks), and so do the panels of X in the first layer's forward products in
+    # two halves of its depth (600 inputs) when the batch's rows are more than B_IN_PLACE_PANELS
+    # panels (batches of 200, not 32). The same model to rounding as scikit-learn's.
     X, y = make_data("multiclass", n=400, d=600)
     rng = np.random.default_rng(4)
     for row in X:
         lo, hi = np.sort(rng.integers(0, 601, 2))
         row[:lo] = 0.0
         row[hi:] = 0.0
-    params = dict(SOLVERS[solver], hidden_layer_sizes=(50, 36), batch_size=batch_size, max_iter=4,
+    params = dict(SOLVERS[solver], hidden_layer_sizes=(120, 36), batch_size=batch_size, max_iter=4,
                   learning_rate_init=0.002)
-    skipped_before = _cpu._skipped_zero_steps()
+    halves_before, skipped_before = _cpu._halves_epochs(), _cpu._skipped_zero_steps()
     assert_same_model(*fit_pair_on_isa(isa, params, X, y))
-    skipped = _cpu._skipped_zero_steps() - skipped_before
-    assert skipped > 0 if isa in ("avx2", "avx512") else skipped == 0
+    assert _cpu._halves_epochs() > halves_before
+    columns, rows = (after - before
+                     for before, after in zip(skipped_before, _cpu._skipped_zero_steps()))
+    if isa in ("avx2", "avx512"):
+        assert columns > 0 and (rows > 0) == (batch_size == 200), (columns, rows)
+    else:
+        assert columns == rows == 0
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 199, 623, 624, 625, 1249, 16512, 70000])

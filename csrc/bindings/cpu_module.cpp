@@ -723,10 +723,14 @@ PYBIND11_MODULE(_cpu, m) {
   m.def("_halves_epochs", [] { return cpu::halves_epochs.load(); },
         "Epochs whose first layer's forward pass ran in two halves of its depth, so far in this "
         "process (for tests).");
-  m.def("_skipped_zero_steps",
-        [] { return __atomic_load_n(&cpu::skipped_zero_steps, __ATOMIC_RELAXED); },
-        "Steps of packed A panels whose values were all zeros, skipped by the kernels so far in "
-        "this process (for tests).");
+  m.def(
+      "_skipped_zero_steps",
+      [] {
+        return py::make_tuple(__atomic_load_n(&cpu::skipped_zero_steps[0], __ATOMIC_RELAXED),
+                              __atomic_load_n(&cpu::skipped_zero_steps[1], __ATOMIC_RELAXED));
+      },
+      "Steps of packed A panels whose values were all zeros, skipped by the kernels so far in "
+      "this process: (of column-major panels, of row-major panels) (for tests).");
   m.def("_row_blocks", &row_block_bounds, py::arg("rows"), py::arg("mr"),
         "The first row of each row block of a batch, then its row count (for tests).");
   m.def("_same_objects", &same_objects, py::arg("state"), py::arg("names"), py::arg("objects"),

@@ -87,8 +87,8 @@ void pack_a_panel(const Operand<T>& a, index_t i0, int mr, index_t p0, index_t k
 }
 
 // Whether any of the MR values at v is not a zero: their bits or-ed, without their signs. With
-// AVX-512 and AVX2 as whole vectors (a loop over the values took about 9 cycles a step of 12
-// floats, a Fashion-MNIST weight gradient's product 7% slower on dense values).
+// AVX-512 and AVX2 as whole vectors (as a loop over the values, a weight gradient's product of
+// dense values 4-7% slower on AVX-512, bench/RESULTS.md).
 template <class T, int MR>
 FUSEDMLP_ALWAYS_INLINE bool step_nonzero(const T* v) {
   constexpr int kBytes = MR * static_cast<int>(sizeof(T));
@@ -167,9 +167,14 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
 // the other rows carry anyway. (A Fashion-MNIST batch's weight gradient X^T dZ: a third of the
 // 6-pixel panels' steps are all zeros on AVX2, a fifth of the 12-pixel panels' on AVX-512; MNIST's
 // two thirds and a half. The panel is scanned after pack_a_panel, in L1: checked while it was
-// packed, the packing of a panel of dense values took about twice its time.)
+// packed, a weight gradient's product of dense values was 3-5% slower on AVX-512,
+// bench/RESULTS.md.)
+// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
+constexpr int kZeroStepsMinPart = 8;
+
 template <class T, int MR>
-index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb, int min_part = 8) {
+index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb,
+                           int min_part = kZeroStepsMinPart) {
   // (every 8th step first: when none of those is all zeros, the panel is taken as it is, and a
   // panel of dense values costs an eighth of the scan)
   bool sampled_zero = false;
@@ -760,8 +765,10 @@ __attribute__((noinline)) void run_to_c_epilogue(index_t kc, const T* a, index_t
 
 // A whole-row tile's kernel on the steps of a panel packed without its all-zero steps
 // (compact_zero_steps: `steps` of them, ks their offsets into B), its sums to the tile, or to C
-// plainly when direct (SumsTo::c). Out of line: inlined beside the other kernels, the tile loop's
-// other products ran 6-7% slower on AVX2.
+// plainly when direct (SumsTo::c). Out of line: inlined beside the other kernels, a product of
+// dense values ran 6-12% slower on AVX2 (with the zero check then in the packing loop), and
+// inlined into the skipping blocks' loop alone, Fashion-MNIST's weight gradient 1-7% slower
+// (bench/RESULTS.md).
 template <class K, int NV, class T>
 __attribute__((noinline)) void run_skipping(index_t steps, const T* a, const T* b, index_t ldb,
                                             T* tile, T* c, index_t ldc, LinePrefetch pf,
@@ -1322,7 +1329,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
   T* a_own = b_block + b_elems;  // edge panel, or this thread's packed A block
   T* tile = a_own + a_elems;
   tile = reinterpret_cast<T*>((reinterpret_cast<std::uintptr_t>(tile) + 63) & ~std::uintptr_t(63));
-  std::int32_t* const ks = reinterpret_cast<std::int32_t*>(tile + MR * NR);  // (skip_steps)
+  // (the steps' offsets of a block's compacted panels: compact_zero_steps)
+  std::int32_t* const ks = reinterpret_cast<std::int32_t*>(tile + MR * NR);
 
   // This thread's rows [r0, r1) and columns [jlo, jhi), the latter as nq panels from jlo (the
   // last one possibly narrower). Columns are split in half panels, a half panel running the
@@ -1415,50 +1423,52 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         for (index_t ip = 0; ip < m_panels; ++ip)
           pack_a_panel<T, MR>(a, ic + ip * MR, static_cast<int>(imin(MR, mc - ip * MR)), p0, kc,
                               a_own + ip * MR * kc);
-      // a_own holds one packed A panel: a short edge panel (so every MR row is readable; not
+      // a_own holds one packed A panel (or, for skip_row_panels below, the block's compacted row
+      // panels, each at its place): a short edge panel (so every MR row is readable; not
       // for kernels with EDGE_ROWS), or
       // in row-band order a column-major panel, which packed is read contiguously by all the
       // B panels that follow instead of a strided line per k step. (A row-major panel is read
       // in place: it stays in L1 across the band, and packing it measured 1.10-1.16x slower on
-      // AVX2, bench/RESULTS.md; but for skip_rows below.)
+      // AVX2, bench/RESULTS.md; but for skip_row_panels below.)
       index_t packed_ip = -1;
       const bool pack_col_panels = split_m && a_mode == kColumnMajor && nq > 1;
       // Such a panel of MR rows is packed without its all-zero steps (compact_zero_steps) when
       // the kernel can skip them, B's panels are all packed (ldb is NR: each step's offset
       // p * NR), and the tiles' sums go to the tile or plainly to C (SumsTo::c); panel_steps, the
       // steps kept.
-      const bool check_a_any = ep.a_nonfinite != nullptr;  // (the prediction's input check)
+      // (Epilogue::a_nonfinite: the prediction's input check, below)
+      const bool check_a = ep.a_nonfinite != nullptr;
       const bool skip_base = has_skip_steps<K>::value && !b_in_place && last_to == SumsTo::c;
-      const bool skip_steps = skip_base && pack_col_panels;
+      const bool skip_col_panels = skip_base && pack_col_panels;
       index_t panel_steps = kc;
-      long long skipped = 0;  // (steps, this block's: skipped_zero_steps)
+      long long skipped[2] = {0, 0};  // (this block's, column- and row-major: skipped_zero_steps)
       // A row-major A of a plain product (no epilogue: the first layer's forward product in
       // halves, X W, image rows in X) whose B has several panels: a whole panel an eighth of
       // whose every-8th steps are all zeros (row_panel_sampled_zeros) is packed into a_own (its
       // place in the block) and compacted there; row_steps[ip], its steps kept, kc for a panel
-      // read in place (its offsets: ks + ip * kc). (B's panels, not this thread's: whether a
-      // panel skips does not depend on the team.)
+      // read in place (its offsets: ks + ip * kc; a panel packed whose steps prove too few zeros
+      // is read in place all the same, its packing wasted). (B's panels, not this thread's:
+      // whether a panel skips does not depend on the team.)
       static_assert(!has_skip_steps<K>::value || has_edge_rows<K>::value,
                     "a_own holds the compacted row panels, never an edge panel");
-      const bool skip_rows = skip_base && a_mode == kRowMajor && ep.kind == EpilogueKind::none &&
-                             n_panels > 1 && !check_a_any;
-      constexpr int kRowMinPart = 8;  // (a part of the steps zeros: row_panel_sampled_zeros)
+      const bool skip_row_panels = skip_base && a_mode == kRowMajor &&
+                                   ep.kind == EpilogueKind::none && n_panels > 1 && !check_a;
       index_t row_steps[K::MC / K::MR];
-      if (skip_rows)
+      if (skip_row_panels)
         for (index_t ip = 0; ip < m_panels; ++ip) {
           const index_t i0 = ic + ip * MR;
           row_steps[ip] = kc;
-          if (i0 + MR > m || !row_panel_sampled_zeros<T, MR>(a, i0, p0, kc, kRowMinPart)) continue;
+          if (i0 + MR > m || !row_panel_sampled_zeros<T, MR>(a, i0, p0, kc, kZeroStepsMinPart)) continue;
           T* dst = a_own + ip * MR * kc;
           pack_a_panel<T, MR>(a, i0, MR, p0, kc, dst);
-          row_steps[ip] = compact_zero_steps<T, MR>(dst, kc, ks + ip * kc, NR, kRowMinPart);
-          skipped += kc - row_steps[ip];
+          row_steps[ip] = compact_zero_steps<T, MR>(dst, kc, ks + ip * kc, NR, kZeroStepsMinPart);
+          skipped[1] += kc - row_steps[ip];
         }
-      // (CAN: a block where skip_steps or skip_rows holds; the other blocks' tile loop is
+      // (CAN_SKIP: a block where skip_col_panels or skip_row_panels holds; the other blocks' tile loop is
       // compiled without those paths, whose code beside it made the prediction's products 1-2%
       // slower)
       auto tile_at = [&](index_t ip, index_t pj, auto can_skip) {
-        constexpr bool CAN = decltype(can_skip)::value && has_skip_steps<K>::value;
+        constexpr bool CAN_SKIP = decltype(can_skip)::value && has_skip_steps<K>::value;
         if (edge_by_rows && pj == nq - 1) return;
         const index_t i0 = ic + ip * MR;
         const int mr = static_cast<int>(imin(MR, m - i0));
@@ -1503,7 +1513,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // has_quarter_edge, has_three_quarter_edge); one of fewer than MR rows on those rows
         // where the kernel can (has_edge_rows)
         // (SKIP: a panel packed without its all-zero steps, whole rows, whose tiles' sums go to
-        // the tile or plainly to C: skip_steps, skip_rows; skip_n steps at offsets skip_ks)
+        // the tile or plainly to C: skip_col_panels, skip_row_panels; skip_n steps at offsets skip_ks)
         index_t skip_n = kc;
         const std::int32_t* skip_ks = ks;
         auto kernel = [&](auto row_a, const T* ap, index_t lda, auto skip) {
@@ -1559,29 +1569,29 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         } else if ((mr < MR && !has_edge_rows<K>::value) || pack_col_panels) {
           if (packed_ip != ip) {
             pack_a_panel<T, MR>(a, i0, mr, p0, kc, a_own);
-            if constexpr (CAN) {
+            if constexpr (CAN_SKIP) {
               panel_steps =
-                  skip_steps && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
-              skipped += kc - panel_steps;
+                  skip_col_panels && mr == MR ? compact_zero_steps<T, MR>(a_own, kc, ks, NR) : kc;
+              skipped[0] += kc - panel_steps;
             }
             packed_ip = ip;
           }
-          // (all steps kept: the panel is pack_a_panel's)
           bool skipping = false;
-          if constexpr (CAN) {
+          if constexpr (CAN_SKIP) {
             if (panel_steps < kc) {
               skip_n = panel_steps;
               kernel(std::false_type{}, a_own, MR, std::true_type{});
               skipping = true;
             }
           }
+          // (all steps kept: the panel is pack_a_panel's)
           if (!skipping) kernel(std::false_type{}, a_own, MR, std::false_type{});
         } else if (a_mode == kColumnMajor) {
           kernel(std::false_type{}, a.data + i0 + p0 * a.cs, a.cs, std::false_type{});
         } else {
           bool skipping = false;
-          if constexpr (CAN) {
-            if (skip_rows && row_steps[ip] < kc) {
+          if constexpr (CAN_SKIP) {
+            if (skip_row_panels && row_steps[ip] < kc) {
               skip_n = row_steps[ip];
               skip_ks = ks + ip * kc;
               kernel(std::false_type{}, a_own + ip * MR * kc, MR, std::true_type{});
@@ -1594,7 +1604,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       };
       // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
       // reads whole, a share of the block's rows each)
-      const bool check_a = ep.a_nonfinite != nullptr;
       auto tiles = [&](auto can_skip) {
         if (split_m) {  // row bands: an A panel stays in L1 across the B panels
           for (index_t ip = 0; ip < m_panels; ++ip) {
@@ -1612,7 +1621,7 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
           }
         }
       };
-      if (skip_steps || skip_rows)
+      if (skip_col_panels || skip_row_panels)
         tiles(std::true_type{});
       else
         tiles(std::false_type{});
@@ -1624,7 +1633,9 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
                                      last, ep);
         }
       }
-      if (skipped > 0) __atomic_fetch_add(&skipped_zero_steps, skipped, __ATOMIC_RELAXED);
+      for (int order = 0; order < 2; ++order)
+        if (skipped[order] > 0)
+          __atomic_fetch_add(&skipped_zero_steps[order], skipped[order], __ATOMIC_RELAXED);
     }
   }
   if (update && colsum != nullptr) update_biases(ep, jlo, jhi);
