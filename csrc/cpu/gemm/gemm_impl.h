@@ -154,6 +154,9 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
   return zeros > 0 && min_part * zeros >= samples;
 }
 
+// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
+constexpr int kZeroStepsMinPart = 8;
+
 // A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR values
 // are all zeros (of either sign), when they are at least an eighth of its steps: the steps kept
 // moved down in place, step p's values to dst[q * MR] and ks[q] = p * ldb, q counting the steps
@@ -169,9 +172,6 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
 // two thirds and a half. The panel is scanned after pack_a_panel, in L1: checked while it was
 // packed, a weight gradient's product of dense values was 3-5% slower on AVX-512,
 // bench/RESULTS.md.)
-// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
-constexpr int kZeroStepsMinPart = 8;
-
 template <class T, int MR>
 index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb,
                            int min_part = kZeroStepsMinPart) {
@@ -767,7 +767,7 @@ __attribute__((noinline)) void run_to_c_epilogue(index_t kc, const T* a, index_t
 // (compact_zero_steps: `steps` of them, ks their offsets into B), its sums to the tile, or to C
 // plainly when direct (SumsTo::c). Out of line: inlined beside the other kernels, a product of
 // dense values ran 6-12% slower on AVX2 (with the zero check then in the packing loop), and
-// inlined into the skipping blocks' loop alone, Fashion-MNIST's weight gradient 1-7% slower
+// inlined into the skipping blocks' loop alone, Fashion-MNIST's weight gradient 2-7% slower
 // (bench/RESULTS.md).
 template <class K, int NV, class T>
 __attribute__((noinline)) void run_skipping(index_t steps, const T* a, const T* b, index_t ldb,
