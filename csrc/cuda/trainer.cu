@@ -926,7 +926,6 @@ EpochResult Trainer<T>::run_epoch(const index_t* order, index_t n_order, T* para
   EpochOptions opts = o;
   opts.batch_size = bs;
   const index_t n = I.layout.n_params;
-  const bool adam = o.solver == Solver::adam;
   const bool resident = params_host == nullptr;
   if (resident && !(I.resident && I.resident_solver == o.solver))
     throw std::logic_error("run_epoch: no device-resident parameters for this solver (set_parameters)");

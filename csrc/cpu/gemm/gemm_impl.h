@@ -135,13 +135,15 @@ FUSEDMLP_ALWAYS_INLINE bool step_nonzero(const T* v) {
 #endif
 }
 
-// Whether at least a part 1 / min_part of every 8th step of a row-major A's panel (MR whole rows
-// from i0, kc steps from p0) is all zeros (of either sign): read in place before a panel is
-// packed for compact_zero_steps, so that a panel of dense values, or of too few zero steps to
-// repay its packing, costs a few loads a step sampled.
+// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
+constexpr int kZeroStepsMinPart = 8;
+
+// Whether at least an eighth (kZeroStepsMinPart) of every 8th step of a row-major A's panel (MR
+// whole rows from i0, kc steps from p0) is all zeros (of either sign): read in place before a
+// panel is packed for compact_zero_steps, so that a panel of dense values, or of too few zero
+// steps to repay its packing, costs a few loads a step sampled.
 template <class T, int MR>
-bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_t kc,
-                             int min_part) {
+bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_t kc) {
   const T* const base = a.data + i0 * a.rs + p0;
   const index_t rs = a.rs;
   index_t samples = 0, zeros = 0;
@@ -151,11 +153,8 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
     zeros += zero ? 1 : 0;
     ++samples;
   }
-  return zeros > 0 && min_part * zeros >= samples;
+  return zeros > 0 && kZeroStepsMinPart * zeros >= samples;
 }
-
-// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
-constexpr int kZeroStepsMinPart = 8;
 
 // A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR values
 // are all zeros (of either sign), when they are at least an eighth of its steps: the steps kept
@@ -173,8 +172,7 @@ constexpr int kZeroStepsMinPart = 8;
 // packed, a weight gradient's product of dense values was 3-5% slower on AVX-512,
 // bench/RESULTS.md.)
 template <class T, int MR>
-index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb,
-                           int min_part = kZeroStepsMinPart) {
+index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb) {
   // (every 8th step first: when none of those is all zeros, the panel is taken as it is, and a
   // panel of dense values costs an eighth of the scan)
   bool sampled_zero = false;
@@ -186,7 +184,7 @@ index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb,
     ks[p] = nonzero ? 1 : 0;
     kept += nonzero ? 1 : 0;
   }
-  if (min_part * (kc - kept) < kc) return kc;
+  if (kZeroStepsMinPart * (kc - kept) < kc) return kc;
   index_t q = 0;
   for (index_t p = 0; p < kc; ++p) {
     if (ks[p] == 0) continue;
@@ -1458,15 +1456,15 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         for (index_t ip = 0; ip < m_panels; ++ip) {
           const index_t i0 = ic + ip * MR;
           row_steps[ip] = kc;
-          if (i0 + MR > m || !row_panel_sampled_zeros<T, MR>(a, i0, p0, kc, kZeroStepsMinPart)) continue;
+          if (i0 + MR > m || !row_panel_sampled_zeros<T, MR>(a, i0, p0, kc)) continue;
           T* dst = a_own + ip * MR * kc;
           pack_a_panel<T, MR>(a, i0, MR, p0, kc, dst);
-          row_steps[ip] = compact_zero_steps<T, MR>(dst, kc, ks + ip * kc, NR, kZeroStepsMinPart);
+          row_steps[ip] = compact_zero_steps<T, MR>(dst, kc, ks + ip * kc, NR);
           skipped[1] += kc - row_steps[ip];
         }
-      // (CAN_SKIP: a block where skip_col_panels or skip_row_panels holds; the other blocks' tile loop is
-      // compiled without those paths, whose code beside it made the prediction's products 1-2%
-      // slower)
+      // (CAN_SKIP: a block where skip_col_panels or skip_row_panels holds; the other blocks' tile
+      // loop is compiled without those paths, whose code beside it made the prediction's products
+      // 1-2% slower)
       auto tile_at = [&](index_t ip, index_t pj, auto can_skip) {
         constexpr bool CAN_SKIP = decltype(can_skip)::value && has_skip_steps<K>::value;
         if (edge_by_rows && pj == nq - 1) return;
@@ -1513,7 +1511,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // has_quarter_edge, has_three_quarter_edge); one of fewer than MR rows on those rows
         // where the kernel can (has_edge_rows)
         // (SKIP: a panel packed without its all-zero steps, whole rows, whose tiles' sums go to
-        // the tile or plainly to C: skip_col_panels, skip_row_panels; skip_n steps at offsets skip_ks)
+        // the tile or plainly to C: skip_col_panels, skip_row_panels; skip_n steps at offsets
+        // skip_ks)
         index_t skip_n = kc;
         const std::int32_t* skip_ks = ks;
         auto kernel = [&](auto row_a, const T* ap, index_t lda, auto skip) {
