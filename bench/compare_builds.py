@@ -1,7 +1,8 @@
 """Two builds of fusedmlp side by side: did a change make anything slower?
 
     python bench/compare_builds.py OLD_DIR NEW_DIR [--rounds 3] [--data ../shared/data] [--busy]
-                                   [--cases california,fashion32,fashion64,mnist32,predict,rows]
+                                   [--cases california,fashion32,fashion64,fashion_dtype64,
+                                            mnist32,predict,rows]
 
 Each directory holds an installed fusedmlp package (e.g. `pip install --no-deps --target DIR .`
 on each commit, with `-Ccmake.define.FUSEDMLP_CUDA=OFF` to save time). The builds run in turns
@@ -11,7 +12,8 @@ whole run (contention). An editable install of fusedmlp in the running Python is
 
 Cases: seconds per epoch (the difference of fits of two lengths) and the once-per-fit cost for
 California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 and float64 data
-(batch 200, Adam, float32 model), the same network on MNIST with float32 data (`mnist32`: its
+(batch 200, Adam, float32 model), the Fashion-MNIST network with `dtype="float64"`
+(`fashion_dtype64`: float64 products), the same network on MNIST with float32 data (`mnist32`: its
 pixels are zeros four times in five, Fashion-MNIST's one in two; needs mnist.npz, and is among the
 default cases); predict_proba and predict on
 10,000 Fashion-MNIST rows, predict on one;
@@ -29,7 +31,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("california", "fashion32", "fashion64", "mnist32", "predict", "rows")
+CASES = ("california", "fashion32", "fashion64", "fashion_dtype64", "mnist32", "predict", "rows")
 
 CHILD = r"""
 import json, os, sys, time, warnings
@@ -71,6 +73,10 @@ if "fashion32" in cases:
 if "fashion64" in cases:
     out["fashion float64 data epoch (s)"], out["fashion float64 data per fit (s)"] = per_epoch(
         lambda n: MLPClassifier((300, 100), max_iter=n, **never_stop), Xf64, yf, 1, 3)
+if "fashion_dtype64" in cases:
+    out["fashion dtype=float64 epoch (s)"], out["fashion dtype=float64 per fit (s)"] = per_epoch(
+        lambda n: MLPClassifier((300, 100), max_iter=n, dtype="float64", **never_stop),
+        Xf64, yf, 1, 3)
 if "mnist32" in cases:
     mnist = np.load(os.path.join(data, "mnist.npz"))
     Xm = (mnist["X_train"] / 255.0).astype(np.float32)
