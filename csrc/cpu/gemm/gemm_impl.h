@@ -159,8 +159,9 @@ bool row_panel_sampled_zeros(const Operand<T>& a, index_t i0, index_t p0, index_
 // A panel pack_a_panel packed (MR rows x kc steps at dst[p * MR]) without its steps whose MR values
 // are all zeros (of either sign), when they are at least an eighth of its steps: the steps kept
 // moved down in place, step p's values to dst[q * MR] and ks[q] = p * ldb, q counting the steps
-// kept, whose number is returned (kc: the panel as it was, the steps too few to repay the kernel
-// that skips them, whose steps measured 4-12% slower: bench/RESULTS.md). The kernels that run only
+// kept, whose number is returned (kc: the panel as it was and ks untouched, the steps too few to
+// repay the kernel that skips them, whose steps measured 4-12% slower: bench/RESULTS.md); the
+// places from that number on hold what is left of the move (unspecified). The kernels that run only
 // those steps (SKIP_STEPS) make the same sums wherever B is finite, but for the sign of a zero: a
 // zero times a finite value is a zero, which leaves a nonzero chain as it is, while a chain that a
 // product rounded (or flushed) to -0 would turn +0 with a +0 step added and keeps -0 without it. A
