@@ -418,28 +418,94 @@ def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
         warnings.simplefilter("ignore")
         model = Est(hidden_layer_sizes=(300, 37), max_iter=3, random_state=0, n_threads=2,
                     dtype=dtype).fit(Xw, yw)
+    rows = rng.standard_normal((slice_rows() + 77, 701)).astype(dtype)
+    two, one, _ = outputs_on_two_threads_and_one(model, rows, isa)
+    np.testing.assert_array_equal(two, one)
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(two, numpy_outputs(model, rows), rtol=tol, atol=tol)
+
+
+def outputs_on_two_threads_and_one(model, rows, isa):
+    """A two-thread model's outputs for rows on an instruction set (predict_proba for a
+    classifier), its one-thread copy's, and the row panels' steps the first left out."""
     alone = one_thread_copy(model)
+    predict = "predict_proba" if isinstance(model, fm.MLPClassifier) else "predict"
     before = _cpu.active_isa()
     _cpu.set_isa(isa)
     try:
-        rows = rng.standard_normal((slice_rows() + 77, 701)).astype(dtype)
-        two = model.predict_proba(rows) if kind == "classifier" else model.predict(rows)
-        one = alone.predict_proba(rows) if kind == "classifier" else alone.predict(rows)
+        skipped = _cpu._skipped_zero_steps()[1]
+        two = getattr(model, predict)(rows)
+        skipped = _cpu._skipped_zero_steps()[1] - skipped
+        one = getattr(alone, predict)(rows)
     finally:
         _cpu.set_isa(before)
-    np.testing.assert_array_equal(two, one)
+    return two, one, skipped
+
+
+def numpy_outputs(model, rows):
+    """The model's forward pass in float64 by numpy (relu or tanh hidden units)."""
     a = rows.astype(np.float64)
     for i, (W, b) in enumerate(zip(model.coefs_, model.intercepts_)):
         a = a @ W.astype(np.float64) + b
         if i + 1 < len(model.coefs_):
-            a = np.maximum(a, 0)
-    if kind == "classifier":
+            a = np.maximum(a, 0) if model.activation == "relu" else np.tanh(a)
+    if isinstance(model, fm.MLPClassifier):
         a = np.exp(a - a.max(axis=1, keepdims=True))
-        a /= a.sum(axis=1, keepdims=True)
+        return a / a.sum(axis=1, keepdims=True)
+    return a.ravel()
+
+
+@pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
+@pytest.mark.parametrize("isa", CPU_ISAS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind, activation", [("classifier", "relu"), ("regressor", "relu"),
+                                              ("classifier", "tanh")])
+def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activation):
+    # Rows zero outside a run of features (an image's background), 40 features zero in every row,
+    # and 80 hidden units dead for every row: the slices' products leave out the all-zero steps of
+    # their row panels (row_panel_kept_steps, on AVX2 and AVX-512), with the bias and relu
+    # applied by the kernel (hidden relu layers), the bias alone (a regressor's output) or through
+    # the tile (tanh), over every depth block of a 701-wide input and the edge panels of 37 and
+    # 10 columns: the one-thread outputs bit for bit (its products read every step) and numpy's
+    # float64 forward pass to rounding. A NaN weight of a feature zero in every row is then no
+    # step left out: its NaN reaches every output, as in the full product and on one thread
+    # (Operand::packed_finite: the weights' report when packed).
+    rng = np.random.default_rng(6)
+    rows = rng.random((slice_rows() + 77, 701))
+    for row in rows:
+        lo, hi = np.sort(rng.integers(40, 702, 2))
+        row[:lo] = 0.0
+        row[hi:] = 0.0
+    rows = rows.astype(dtype)
+    n_out = 10 if kind == "classifier" else 1
+    coefs = [rng.standard_normal((701, 300)) * 0.05, rng.standard_normal((300, 37)) * 0.1,
+             rng.standard_normal((37, n_out)) * 0.3]
+    intercepts = [rng.standard_normal(300) * 0.1, rng.standard_normal(37) * 0.1,
+                  rng.standard_normal(n_out) * 0.1]
+    intercepts[0][:80] = -50.0  # (dead relu units: all-zero steps of the second layer's rows)
+
+    def outputs(nan_weight):
+        kw = dict(hidden_layer_sizes=(300, 37), activation=activation, dtype=dtype, n_threads=2)
+        if kind == "classifier":
+            model = fm.MLPClassifier(**kw).set_weights(coefs, intercepts, classes=np.arange(10))
+        else:
+            model = fm.MLPRegressor(**kw).set_weights(coefs, intercepts)
+        if nan_weight:  # (set_weights refuses it; coefs_ is the model's own)
+            model.coefs_[0][5, 17] = np.nan
+        two, one, skipped = outputs_on_two_threads_and_one(model, rows, isa)
+        np.testing.assert_array_equal(two, one)
+        tol = 1e-4 if dtype == "float32" else 1e-10
+        np.testing.assert_allclose(two, numpy_outputs(model, rows), rtol=tol, atol=tol)
+        return two, skipped
+
+    two, skipped = outputs(nan_weight=False)
+    assert np.isfinite(two).all()
+    if isa in ("avx2", "avx512"):
+        assert skipped > 0
     else:
-        a = a.ravel()
-    tol = 1e-4 if dtype == "float32" else 1e-10
-    np.testing.assert_allclose(two, a, rtol=tol, atol=tol)
+        assert skipped == 0
+    two, _ = outputs(nan_weight=True)
+    assert np.isnan(two).all()
 
 
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")

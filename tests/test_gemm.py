@@ -410,16 +410,16 @@ def test_float32_tanh_within_one_and_a_half_ulps(isa):
 def test_all_zero_steps_skipped_give_every_step_bits(isa, dtype):
     # More row panels of A than B_IN_PLACE_PANELS, B of several panels. A column-major A's panels
     # (the weight gradient's X^T) are packed when the product goes by row bands (split_m in
-    # gemm_impl.h: here the shapes with n <= 64 on most thread counts), and a row-major A's panels
-    # (the first layer's X) when an eighth of their every-8th steps is all zeros, in plain products.
-    # A whole packed panel's steps whose MR values are all zeros (of either sign) are left out when
-    # they are at least an eighth of them (compact_zero_steps; the AVX2 and AVX-512 kernels). Both
-    # layouts must give the bits of the same product with A strided (packed as it is, every step):
-    # panels with no zero step, a few, most and all of them, the first and last steps zero, -0 among
-    # the zeros, a NaN on an otherwise zero step (never skipped); one and several depth blocks,
-    # whole and edge column panels, an edge row panel with zero steps; plain, the weight gradient's
-    # epilogue, accumulated; 1 to 3 threads. (No product of these values rounds to zero, so the
-    # zeros' signs match too: compact_zero_steps.)
+    # gemm_impl.h: here the shapes with n <= 64 on most thread counts) without their all-zero steps
+    # (compact_zero_steps), and a row-major A's panels (the first layer's X) are read in place on
+    # their other steps (row_panel_kept_steps), in plain products. A whole panel's steps whose MR
+    # values are all zeros (of either sign) are left out when they are at least an eighth of them
+    # (the AVX2 and AVX-512 kernels). Both layouts must give the bits of the same product with A
+    # strided (packed as it is, every step): panels with no zero step, a few, most and all of them,
+    # the first and last steps zero, -0 among the zeros, a NaN on an otherwise zero step (never
+    # skipped); one and several depth blocks, whole and edge column panels, an edge row panel with
+    # zero steps; plain, the weight gradient's epilogue, accumulated; 1 to 3 threads. (No product
+    # of these values rounds to zero, so the zeros' signs match too: compact_zero_steps.)
     rng = np.random.default_rng(23)
     gemm = GEMM[dtype]
     fractions = [0.9, 0.05, 0.3, 0.0, 1.0, 0.5]  # (of each 12-row band's steps zeroed, in turn)

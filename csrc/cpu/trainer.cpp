@@ -219,6 +219,7 @@ void Trainer<T>::ensure_packed_weights() {
   }
   const size_t want = static_cast<size_t>(total) + 64 / sizeof(T);
   if (packed_w_.size() < want) packed_w_.assign(want, T(0));
+  packed_nonfinite_.assign(layout_.layers.size(), 0);
 }
 
 template <class T>
@@ -229,7 +230,7 @@ const T* Trainer<T>::pack_weights(const Team& team, const T* params) {
     const LayerLayout& layer = layout_.layers[l];
     gemm_pack_b<T>(team, layer.fan_out, layer.fan_in,
                    Operand<T>{params + layer.w_offset, layer.fan_out, 1},
-                   base + packed_offsets_[l]);
+                   base + packed_offsets_[l], &packed_nonfinite_[l]);
   }
   return base;
 }
@@ -247,15 +248,18 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
     const T* b = params + layer.b_offset;
     const HiddenUnits<T> hidden = hidden_units(l, r0, pass);
     const T* wp = packed != nullptr ? packed + packed_offsets_[l] : nullptr;
+    const bool wp_finite =
+        packed != nullptr && __atomic_load_n(&packed_nonfinite_[l], __ATOMIC_RELAXED) == 0;
     const index_t split = l == 0 && pass.halves ? forward_halves_split(in.cols) : 0;
     if (split > 0)  // (an epoch's whole batch: r0 = 0; training, never asked for nonfinite)
       dense_forward_halves<T>(team, in, split, w, b, layer.fan_out, act, hidden, out(0, r0),
                               halves_.data(), ws_);
     else if (l == 0)
-      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp, nonfinite);
+      dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp, nonfinite,
+                       wp_finite);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
-                       layer.fan_out, act, hidden, out(l, r0), ws_, wp);
+                       layer.fan_out, act, hidden, out(l, r0), ws_, wp, nullptr, wp_finite);
     team_barrier(team);
   }
 }

@@ -119,7 +119,8 @@ class Trainer {
                     index_t rows, const Pass& pass, const T* packed = nullptr,
                     int* nonfinite = nullptr);
   // Every layer's W packed for the active kernels into packed_w_ (the team's share; a barrier
-  // before use); returns the buffer, 64-byte aligned, each layer's at packed_offsets_[layer].
+  // before use); returns the buffer, 64-byte aligned, each layer's at packed_offsets_[layer],
+  // packed_nonfinite_[layer] set when its W is not all finite (ensure_packed_weights clears them).
   const T* pack_weights(const Team& team, const T* params);
   void ensure_packed_weights();
   void backward_update(const Team& team, const BatchView<T>& input, T* params, index_t rows,
@@ -215,6 +216,7 @@ class Trainer {
   // Prediction in slices: every layer's W packed once per call for the slices' products
   std::vector<T> packed_w_;
   std::vector<index_t> packed_offsets_;
+  std::vector<int> packed_nonfinite_;  // (gemm_pack_b's report per layer: Operand::packed_finite)
   TeamChooser chooser_;          // the team of each epoch segment, learnt across epochs
   // The team of each prediction call of at most kLearntCallRows rows (the calls a kept engine
   // serves), learnt across the calls of one size class: every size up to 16 rows, then powers

@@ -31,7 +31,7 @@ namespace cpu {
   template <class T>                                                                            \
   std::size_t gemm_packed_b_elems(index_t n, index_t k);                                       \
   template <class T>                                                                            \
-  void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);               \
+  void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst, int* nonfinite); \
   template <class T>                                                                            \
   void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);                        \
   template <class T>                                                                            \
@@ -264,16 +264,16 @@ std::size_t gemm_packed_b_elems(index_t n, index_t k) {
 }
 
 template <class T>
-void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst) {
+void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst, int* nonfinite) {
   switch (active_isa()) {
 #if defined(FUSEDMLP_X86)
     case Isa::avx512:
-      return isa_avx512::gemm_pack_b<T>(team, n, k, b, dst);
+      return isa_avx512::gemm_pack_b<T>(team, n, k, b, dst, nonfinite);
     case Isa::avx2:
-      return isa_avx2::gemm_pack_b<T>(team, n, k, b, dst);
+      return isa_avx2::gemm_pack_b<T>(team, n, k, b, dst, nonfinite);
 #endif
     default:
-      return isa_generic::gemm_pack_b<T>(team, n, k, b, dst);
+      return isa_generic::gemm_pack_b<T>(team, n, k, b, dst, nonfinite);
   }
 }
 
@@ -336,7 +336,7 @@ void gemm(index_t m, index_t n, index_t k, Operand<T> a, Operand<T> b, T* c, ind
                               const HiddenUnits<T>&);                                            \
   template std::size_t gemm_scratch_bytes<T>(index_t, index_t, index_t);                       \
   template std::size_t gemm_packed_b_elems<T>(index_t, index_t);                               \
-  template void gemm_pack_b<T>(const Team&, index_t, index_t, Operand<T>, T*);
+  template void gemm_pack_b<T>(const Team&, index_t, index_t, Operand<T>, T*, int*);
 FUSEDMLP_INSTANTIATE(float)
 FUSEDMLP_INSTANTIATE(double)
 #undef FUSEDMLP_INSTANTIATE

@@ -36,6 +36,10 @@ struct Operand {
   // product of a few row panels (B_IN_PLACE_PANELS), C of at most NR/8 columns, a product of
   // depth one. Same arithmetic either way.
   const T* packed = nullptr;
+  // With packed: every value of B is finite (gemm_pack_b's report). A product with a bias and
+  // activation then leaves out the all-zero steps of a row-major A's panels (gemm_impl.h), whose
+  // zeros times a NaN or infinity of B would carry it to C.
+  bool packed_finite = false;
 };
 
 enum class EpilogueKind : int {
@@ -201,9 +205,13 @@ std::size_t gemm_packed_b_elems(index_t n, index_t k);
 
 // dst := B (k x n) as gemm_team packs it (every panel of every depth block, the edge panel
 // zero-padded), the panels split across the team; a barrier before the products read it. dst
-// holds gemm_packed_b_elems(n, k) elements, 64-byte aligned for the fastest reads.
+// holds gemm_packed_b_elems(n, k) elements, 64-byte aligned for the fastest reads. nonfinite,
+// optional: *nonfinite := 1 (a relaxed atomic store) when a column's sum over a depth block is
+// not finite (a NaN or infinity of B, or finite values whose sum overflows), left as it is
+// otherwise: 0 proves B finite (Operand::packed_finite).
 template <class T>
-void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst);
+void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst,
+                 int* nonfinite = nullptr);
 
 // Rows of the active micro-kernel's tile (MR): row blocks that are multiples of it have no
 // short edge panel.

@@ -126,8 +126,9 @@ struct Kernel6x2 : Blocking {
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 2 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
   static constexpr int ROW_EDGE_PASS = 2;
-  // SKIP (A packed, lda = MR): the steps left of a panel packed without its all-zero steps
-  // (compact_zero_steps, gemm_impl.h), kc of them, ks[q] the offset from b of step q's row of B.
+  // SKIP: kc steps kept of a panel without its all-zero steps, ks[q] step q's offset from b of
+  // its row of B (A packed, lda = MR: compact_zero_steps, gemm_impl.h), or its index p (A
+  // row-major in place: row_panel_kept_steps), A(i, p) and B's row p (B packed, ldb = NR).
   static constexpr bool SKIP_STEPS = true;
   // (always inlined: since the epilogue variants, GCC left the column-major whole-tile and
   // edge-row variants out of line, and the weight gradients' plain products of 50 x 50 x 50 to
@@ -142,7 +143,6 @@ struct Kernel6x2 : Blocking {
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
                   "C written directly by whole tiles only");
-    static_assert(!SKIP || !ROW_A, "skipped steps: a packed A");
     if constexpr (NV == 0)
       chains<Vec128<T>, ROW_A, 1, ROWS, SumsTo::tile, SKIP>(kc, a, lda, b, ldb, tile, c, ldc, pf,
                                                             c_acc, ep, ld_ep, ks);
@@ -170,20 +170,28 @@ struct Kernel6x2 : Blocking {
     const T* a3 = ROWS > 3 ? a + 3 * lda : a;  // (no pointer past the rows an edge panel has)
     const index_t l1 = lda, l2 = 2 * lda;
     auto k_step = [&]() __attribute__((always_inline)) {
-      const T* bk = SKIP ? b + *ks++ : b;  // (SKIP: the step's row of B at its offset)
+      // (SKIP: the step's row of B at its offset, or, A row-major, at its index)
+      const index_t kp = SKIP ? *ks++ : 0;
+      // (ROW_A: B packed, ldb = NR, a shift; a multiply by ldb a step made AVX2's products with
+      // a fifth of their steps left out 16% slower, bench/RESULTS.md)
+      const T* bk = SKIP ? b + (ROW_A ? kp * NR : kp) : b;
       const Reg b0 = W::load(bk);
       const Reg b1 = NV == 2 ? W::load(bk + W::width) : b0;
       if constexpr (ROW_A) {
-        const T* rows[MR] = {a0, ROWS > 1 ? a0 + l1 : a0, ROWS > 2 ? a0 + l2 : a0,
-                             a3, ROWS > 4 ? a3 + l1 : a3, ROWS > 5 ? a3 + l2 : a3};
+        const T* g0 = SKIP ? a0 + kp : a0;
+        const T* g3 = SKIP ? a3 + kp : a3;
+        const T* rows[MR] = {g0, ROWS > 1 ? g0 + l1 : g0, ROWS > 2 ? g0 + l2 : g0,
+                             g3, ROWS > 4 ? g3 + l1 : g3, ROWS > 5 ? g3 + l2 : g3};
 #pragma GCC unroll 6
         for (int i = 0; i < ROWS; ++i) {
           const Reg ai = W::bcast(rows[i]);
           c0[i] = W::fma(ai, b0, c0[i]);
           if constexpr (NV == 2) c1[i] = W::fma(ai, b1, c1[i]);
         }
-        ++a0;
-        ++a3;
+        if constexpr (!SKIP) {
+          ++a0;
+          ++a3;
+        }
       } else {
 #pragma GCC unroll 6
         for (int i = 0; i < ROWS; ++i) {

@@ -13,10 +13,13 @@
 // that go to C (SumsTo, blocking.h, with the bias or stored activations it names); pf's lines (a
 // fused update's next tile) are requested spread over the k steps. Every element is summed in the
 // same k order whatever its position, so a row's result never depends on the other rows.
-// SKIP (ROW_A = false, a packed panel without its all-zero steps: compact_zero_steps in
-// gemm_impl.h): the sum runs over the kc steps kept, step q's row of B at b + ks[q], the same
-// sums but for a zero's sign; a NaN or infinity of B on a skipped step then does not reach C, so
-// for such a B a row's result depends on the values of the panel's other rows.
+// SKIP: the sum runs over the kc steps kept of a panel's steps (its steps whose values are not
+// all zeros), the same sums but for a zero's sign; a NaN or infinity of B on a skipped step then
+// does not reach C, so for such a B a row's result depends on the values of the panel's other
+// rows. ROW_A = false: a packed panel without those steps (compact_zero_steps in gemm_impl.h),
+// step q's row of B at b + ks[q]. ROW_A = true: the steps kept of A read in place
+// (row_panel_kept_steps in gemm_impl.h), step q's column ks[q] of A and row ks[q] of B, packed
+// (ldb = NR).
 #pragma once
 
 #include <immintrin.h>
@@ -148,8 +151,9 @@ struct Kernel12x2 : Blocking {
   // An edge panel at most a quarter as wide of a column-major A: by row vectors, 4 columns a pass
   // over 6 vectors of rows (gemm_impl.h).
   static constexpr int ROW_EDGE_PASS = 4;
-  // SKIP (A packed, lda = MR): the steps left of a panel packed without its all-zero steps
-  // (compact_zero_steps, gemm_impl.h), kc of them, ks[q] the offset from b of step q's row of B.
+  // SKIP: kc steps kept of a panel without its all-zero steps, ks[q] step q's offset from b of
+  // its row of B (A packed, lda = MR: compact_zero_steps, gemm_impl.h), or its index p (A
+  // row-major in place: row_panel_kept_steps), A(i, p) and B's row p (B packed, ldb = NR).
   static constexpr bool SKIP_STEPS = true;
   template <bool ROW_A, int NV = 2, int ROWS = MR, SumsTo TO = SumsTo::tile, bool SKIP = false>
   static void run(index_t kc, const T* a, index_t lda, const T* b, index_t ldb, T* tile, T* c,
@@ -159,7 +163,6 @@ struct Kernel12x2 : Blocking {
     static_assert(ROWS >= 1 && ROWS <= MR, "rows of the tile");
     static_assert(TO == SumsTo::tile || (NV == 2 && ROWS == MR),
                   "C written directly by whole tiles only");
-    static_assert(!SKIP || !ROW_A, "skipped steps: a packed A");
     using H = Vec256<T>;
     static_assert(NR / 4 == H::width && V::width + H::width == 3 * NR / 4,
                   "a half vector is a quarter of the tile's columns");
@@ -183,7 +186,9 @@ struct Kernel12x2 : Blocking {
     const T* a8 = ROWS > 8 ? a + 8 * lda : a;
     const index_t l1 = lda, l2 = 2 * lda, l3 = 3 * lda;
     auto k_step = [&]() __attribute__((always_inline)) {
-      const T* bk = SKIP ? b + *ks++ : b;  // (SKIP: the step's row of B at its offset)
+      // (SKIP: the step's row of B at its offset, or, A row-major, at its index)
+      const index_t kp = SKIP ? *ks++ : 0;
+      const T* bk = SKIP ? b + (ROW_A ? kp * NR : kp) : b;  // (ROW_A: B packed, ldb = NR)
       const R0 b0 = W0::load(bk);
       R1 b1;
       if constexpr (SECOND) b1 = W1::load(bk + V::width);
@@ -198,11 +203,16 @@ struct Kernel12x2 : Blocking {
       };
       if constexpr (ROW_A) {
         const index_t offs[4] = {0, l1, l2, l3};
+        const T* g0 = SKIP ? a0 + kp : a0;
+        const T* g4 = SKIP ? a4 + kp : a4;
+        const T* g8 = SKIP ? a8 + kp : a8;
 #pragma GCC unroll 12
-        for (int i = 0; i < ROWS; ++i) step(i, (i < 4 ? a0 : (i < 8 ? a4 : a8)) + offs[i & 3]);
-        ++a0;
-        ++a4;
-        ++a8;
+        for (int i = 0; i < ROWS; ++i) step(i, (i < 4 ? g0 : (i < 8 ? g4 : g8)) + offs[i & 3]);
+        if constexpr (!SKIP) {
+          ++a0;
+          ++a4;
+          ++a8;
+        }
       } else {
 #pragma GCC unroll 12
         for (int i = 0; i < ROWS; ++i) step(i, a + i);
