@@ -251,26 +251,27 @@ index_t compact_zero_steps(T* dst, index_t kc, std::int32_t* ks, index_t ldb) {
   return q;
 }
 
-// Whether the first n sums are all finite (v - v is 0 for a finite v, NaN otherwise).
+// *nonfinite := 1 (a relaxed atomic store) when one of the first n sums is not finite (v - v is 0
+// for a finite v, NaN otherwise).
 template <class T>
-bool sums_finite(const T* sums, int n) {
+void report_nonfinite_sums(const T* sums, int n, int* nonfinite) {
   bool finite = true;
   for (int j = 0; j < n; ++j) finite = finite && sums[j] - sums[j] == T(0);
-  return finite;
+  if (!finite) __atomic_store_n(nonfinite, 1, __ATOMIC_RELAXED);
 }
 
 // B panel (kc x NR columns from j0) -> dst[p * NR + j], zero columns past nr. When colsum is
 // given, colsum[j] (+)= scale * sum_p B(p, j) for this block ('=' when set). With dst null
-// only the column sum is taken (B is then read in place by the micro-kernel). Returns whether the
-// columns' sums over the block are all finite (true when neither dst nor colsum is given: nothing
-// read), which a NaN or infinity of B, or finite values whose sum overflows, makes them not.
+// only the column sum is taken (B is then read in place by the micro-kernel). nonfinite, optional
+// (with dst): report_nonfinite_sums of the columns' sums over the block, which a NaN or infinity
+// of B, or finite values whose sum overflows, makes not finite.
 template <class T, int NR>
-bool pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst,
-                  T* colsum, T scale, bool set) {
+void pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst,
+                  T* colsum, T scale, bool set, int* nonfinite = nullptr) {
   T sums[NR];
   for (int j = 0; j < NR; ++j) sums[j] = T(0);
   if (dst == nullptr) {
-    if (colsum == nullptr) return true;
+    if (colsum == nullptr) return;
     for (index_t p = 0; p < kc; ++p) {
       const T* src = b.data + (p0 + p) * b.rs + j0 * b.cs;
       if (b.cs == 1 && nr == NR) {
@@ -315,7 +316,7 @@ bool pack_b_panel(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int n
   if (colsum != nullptr) {
     for (int j = 0; j < nr; ++j) colsum[j] = (set ? T(0) : colsum[j]) + scale * sums[j];
   }
-  return sums_finite(sums, nr);
+  if (nonfinite != nullptr) report_nonfinite_sums(sums, nr, nonfinite);
 }
 
 template <class K, class = void>
@@ -328,12 +329,12 @@ struct has_vector_registers<K, std::void_t<typename K::V>> : std::true_type {};
 // column sums in registers, lane by lane in the order of the rows as in pack_b_panel (a sum kept
 // in memory would wait on its own store every row). Other kernels and layouts: pack_b_panel.
 template <class T, class K>
-bool pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst, T* colsum,
-            T scale, bool set) {
+void pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* dst, T* colsum,
+            T scale, bool set, int* nonfinite = nullptr) {
   constexpr int NR = K::NR;
   if constexpr (has_vector_registers<K>::value) {
     if (b.cs == 1) {
-      if (dst == nullptr && colsum == nullptr) return true;
+      if (dst == nullptr && colsum == nullptr) return;
       using V = typename K::V;
       using Reg = typename V::type;
       constexpr int W = V::width;
@@ -358,14 +359,17 @@ bool pack_b(const Operand<T>& b, index_t p0, index_t kc, index_t j0, int nr, T* 
           if (dst != nullptr) V::storeu(dst + p * NR + v * W, x);
         }
       }
-      T sums[NR];
-      for (int v = 0; v < NV; ++v) V::storeu(sums + v * W, acc[v]);
-      if (colsum != nullptr)
-        for (int j = 0; j < nr; ++j) colsum[j] = (set ? T(0) : colsum[j]) + scale * sums[j];
-      return sums_finite(sums, nr);
+      if (colsum != nullptr || nonfinite != nullptr) {
+        T sums[NR];
+        for (int v = 0; v < NV; ++v) V::storeu(sums + v * W, acc[v]);
+        if (colsum != nullptr)
+          for (int j = 0; j < nr; ++j) colsum[j] = (set ? T(0) : colsum[j]) + scale * sums[j];
+        if (nonfinite != nullptr) report_nonfinite_sums(sums, nr, nonfinite);
+      }
+      return;
     }
   }
-  return pack_b_panel<T, NR>(b, p0, kc, j0, nr, dst, colsum, scale, set);
+  pack_b_panel<T, NR>(b, p0, kc, j0, nr, dst, colsum, scale, set, nonfinite);
 }
 
 // The depth blocks of a product of depth k: n_kblocks of kc_max rows, the last one shorter
@@ -399,9 +403,8 @@ void pack_b_whole(const Team& team, index_t n, index_t k, const Operand<T>& b, T
     const index_t p0 = kb * kc_max;
     const index_t kc = imin(kc_max, k - p0);
     const index_t j0 = pj * NR;
-    const bool finite = pack_b<T, K>(b, p0, kc, j0, static_cast<int>(imin(NR, n - j0)),
-                                     dst + p0 * n_panels * NR + pj * kc * NR, nullptr, T(1), false);
-    if (!finite && nonfinite != nullptr) __atomic_store_n(nonfinite, 1, __ATOMIC_RELAXED);
+    pack_b<T, K>(b, p0, kc, j0, static_cast<int>(imin(NR, n - j0)),
+                 dst + p0 * n_panels * NR + pj * kc * NR, nullptr, T(1), false, nonfinite);
   }
 }
 
@@ -1687,24 +1690,26 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       };
       // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
       // reads whole, a share of the block's rows each)
+      // (skip_row_panels in row bands: panel ip's rows requested a share after each tile of the
+      // panel before it, pj of nq, into L2, where its count reads them instead of from memory:
+      // Fashion-MNIST's first-layer product 1.5% faster on AVX-512, bench/RESULTS.md)
+      auto request_row_share = [&](index_t ip, index_t pj) {
+        const index_t row_lines = (kc * index_t(sizeof(T)) + 63) / 64;
+        const index_t l0 = row_lines * pj / nq, l1 = row_lines * (pj + 1) / nq;
+        const T* first = a.data + (ic + ip * MR) * a.rs + p0;
+        const int rows = static_cast<int>(imin(MR, mc - ip * MR));
+        for (int i = 0; i < rows; ++i) {
+          const char* row = reinterpret_cast<const char*>(first + i * a.rs);
+          for (index_t l = l0; l < l1; ++l) __builtin_prefetch(row + 64 * l, 0, 2);
+        }
+      };
       auto tiles = [&](auto can_skip) {
         if (split_m) {  // row bands: an A panel stays in L1 across the B panels
-          // (skip_row_panels: the next panel's rows requested a share after each tile, into L2,
-          // where its count reads them instead of from memory: Fashion-MNIST's first-layer
-          // product 1.5% faster on AVX-512, bench/RESULTS.md)
-          const index_t row_lines = (kc * index_t(sizeof(T)) + 63) / 64;
           for (index_t ip = 0; ip < m_panels; ++ip) {
-            const bool ahead = skip_row_panels && ip + 1 < m_panels;
-            const T* next = a.data + (ic + (ip + 1) * MR) * a.rs + p0;
-            const int next_rows = static_cast<int>(imin(MR, mc - (ip + 1) * MR));
             for (index_t pj = 0; pj < nq; ++pj) {
               tile_at(ip, pj, can_skip);
-              if (!ahead) continue;
-              const index_t l0 = row_lines * pj / nq, l1 = row_lines * (pj + 1) / nq;
-              for (int i = 0; i < next_rows; ++i) {
-                const char* row = reinterpret_cast<const char*>(next + i * a.rs);
-                for (index_t l = l0; l < l1; ++l) __builtin_prefetch(row + 64 * l, 0, 2);
-              }
+              if constexpr (decltype(can_skip)::value)
+                if (skip_row_panels && ip + 1 < m_panels) request_row_share(ip + 1, pj);
             }
             if (check_a)
               check_a_finite(a, ic + ip * MR, imin(ic + (ip + 1) * MR, ic + mc), p0, kc,
