@@ -1688,8 +1688,6 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         }
         if (!direct) store_tile<T, NR>(tile, mr, nr, ct, ldc, i0, j0, acc, last, ep);
       };
-      // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
-      // reads whole, a share of the block's rows each)
       // (skip_row_panels in row bands: panel ip's rows requested a share after each tile of the
       // panel before it, pj of nq, into L2, where its count reads them instead of from memory:
       // Fashion-MNIST's first-layer product 1.5% faster on AVX-512, bench/RESULTS.md)
@@ -1703,6 +1701,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
           for (index_t l = l0; l < l1; ++l) __builtin_prefetch(row + 64 * l, 0, 2);
         }
       };
+      // (Epilogue::a_nonfinite: each thread its rows of A; with split columns, which every thread
+      // reads whole, a share of the block's rows each)
       auto tiles = [&](auto can_skip) {
         if (split_m) {  // row bands: an A panel stays in L1 across the B panels
           for (index_t ip = 0; ip < m_panels; ++ip) {
