@@ -452,7 +452,7 @@ def numpy_outputs(model, rows):
     if isinstance(model, fm.MLPClassifier):
         a = np.exp(a - a.max(axis=1, keepdims=True))
         return a / a.sum(axis=1, keepdims=True)
-    return a.ravel()
+    return a.ravel() if a.shape[1] == 1 else a
 
 
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")
@@ -462,14 +462,15 @@ def numpy_outputs(model, rows):
                                               ("classifier", "tanh")])
 def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activation):
     # Rows zero outside a run of features (an image's background), 40 features zero in every row,
-    # and 80 hidden units dead for every row: the slices' products leave out the all-zero steps of
-    # their row panels (row_panel_kept_steps, on AVX2 and AVX-512), with the bias and relu
-    # applied by the kernel (hidden relu layers), the bias alone (a regressor's output) or through
-    # the tile (tanh), over every depth block of a 701-wide input and the edge panels of 37 and
-    # 10 columns: the one-thread outputs bit for bit (its products read every step) and numpy's
-    # float64 forward pass to rounding. A NaN weight of a feature zero in every row is then no
-    # step left out: its NaN reaches every output, as in the full product and on one thread
-    # (Operand::packed_finite: the weights' report when packed).
+    # and hidden units dead for every row (80 of the first layer's 300, 8 of the second's 37): the
+    # slices' products leave out the all-zero steps of their row panels (row_panel_kept_steps, on
+    # AVX2 and AVX-512), with the bias and relu applied by the kernel (the hidden relu layers),
+    # the bias alone (the 40 outputs) or through the tile (tanh; edge panels), over every depth
+    # block of a 701-wide input: the one-thread outputs bit for bit (its products read every step)
+    # and numpy's float64 forward pass to rounding. A NaN weight on a step that is zero in every
+    # row (a feature, or a dead unit of each hidden layer) is then no step left out: its NaN
+    # reaches the outputs, as in the full product and on one thread (Operand::packed_finite, each
+    # layer's weights' report when packed).
     rng = np.random.default_rng(6)
     rows = rng.random((slice_rows() + 77, 701))
     for row in rows:
@@ -477,35 +478,38 @@ def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activat
         row[:lo] = 0.0
         row[hi:] = 0.0
     rows = rows.astype(dtype)
-    n_out = 10 if kind == "classifier" else 1
     coefs = [rng.standard_normal((701, 300)) * 0.05, rng.standard_normal((300, 37)) * 0.1,
-             rng.standard_normal((37, n_out)) * 0.3]
+             rng.standard_normal((37, 40)) * 0.3]
     intercepts = [rng.standard_normal(300) * 0.1, rng.standard_normal(37) * 0.1,
-                  rng.standard_normal(n_out) * 0.1]
-    intercepts[0][:80] = -50.0  # (dead relu units: all-zero steps of the second layer's rows)
+                  rng.standard_normal(40) * 0.1]
+    intercepts[0][:80] = -50.0  # (dead relu units: all-zero steps of the next layer's rows)
+    intercepts[1][:8] = -50.0
 
-    def outputs(nan_weight):
+    def outputs(nan_weight=None):
         kw = dict(hidden_layer_sizes=(300, 37), activation=activation, dtype=dtype, n_threads=2)
         if kind == "classifier":
-            model = fm.MLPClassifier(**kw).set_weights(coefs, intercepts, classes=np.arange(10))
+            model = fm.MLPClassifier(**kw).set_weights(coefs, intercepts, classes=np.arange(40))
         else:
             model = fm.MLPRegressor(**kw).set_weights(coefs, intercepts)
-        if nan_weight:  # (set_weights refuses it; coefs_ is the model's own)
-            model.coefs_[0][5, 17] = np.nan
+        if nan_weight is not None:  # (set_weights refuses it; coefs_ is the model's own)
+            layer, i, j = nan_weight
+            model.coefs_[layer][i, j] = np.nan
         two, one, skipped = outputs_on_two_threads_and_one(model, rows, isa)
         np.testing.assert_array_equal(two, one)
         tol = 1e-4 if dtype == "float32" else 1e-10
         np.testing.assert_allclose(two, numpy_outputs(model, rows), rtol=tol, atol=tol)
         return two, skipped
 
-    two, skipped = outputs(nan_weight=False)
+    two, skipped = outputs()
     assert np.isfinite(two).all()
     if isa in ("avx2", "avx512"):
         assert skipped > 0
     else:
         assert skipped == 0
-    two, _ = outputs(nan_weight=True)
-    assert np.isnan(two).all()
+    # (feature 5, unit 3 of the first hidden layer, unit 2 of the second: zero in every row)
+    for nan_weight in ((0, 5, 17), (1, 3, 5), (2, 2, 7)):
+        two, _ = outputs(nan_weight)
+        assert np.isnan(two[:, 7]).all(), nan_weight
 
 
 @pytest.mark.skipif(_cpu.max_threads() < 2, reason="needs two threads")

@@ -729,7 +729,7 @@ PYBIND11_MODULE(_cpu, m) {
         return py::make_tuple(__atomic_load_n(&cpu::skipped_zero_steps[0], __ATOMIC_RELAXED),
                               __atomic_load_n(&cpu::skipped_zero_steps[1], __ATOMIC_RELAXED));
       },
-      "Steps of packed A panels whose values were all zeros, skipped by the kernels so far in "
+      "Steps of A panels whose values were all zeros, skipped by the kernels so far in "
       "this process: (of column-major panels, of row-major panels) (for tests).");
   m.def("_row_blocks", &row_block_bounds, py::arg("rows"), py::arg("mr"),
         "The first row of each row block of a batch, then its row count (for tests).");

@@ -31,7 +31,8 @@ namespace cpu {
   template <class T>                                                                            \
   std::size_t gemm_packed_b_elems(index_t n, index_t k);                                       \
   template <class T>                                                                            \
-  void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst, int* nonfinite); \
+  void gemm_pack_b(const Team& team, index_t n, index_t k, Operand<T> b, T* dst,               \
+                   int* nonfinite);                                                            \
   template <class T>                                                                            \
   void gemm_transpose(index_t rows, index_t cols, const T* src, T* dst);                        \
   template <class T>                                                                            \

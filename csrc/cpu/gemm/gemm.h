@@ -131,8 +131,8 @@ class GemmWorkspace {
   std::vector<std::unique_ptr<Buffer>> threads_;
 };
 
-// Steps of packed A panels the kernels skipped as all zeros (compact_zero_steps, gemm_impl.h),
-// so far in this process: [0] of column-major panels, [1] of row-major ones
+// Steps of A panels the kernels skipped as all zeros (compact_zero_steps, row_panel_kept_steps,
+// gemm_impl.h), so far in this process: [0] of column-major panels, [1] of row-major ones
 // (fusedmlp._cpu._skipped_zero_steps(), for tests). Added to with __atomic_fetch_add, read with
 // __atomic_load_n: gemm_impl.h calls no standard-library template.
 inline long long skipped_zero_steps[2] = {0, 0};

@@ -135,7 +135,7 @@ FUSEDMLP_ALWAYS_INLINE bool step_nonzero(const T* v) {
 #endif
 }
 
-// (the part of a panel's steps, or of its sampled steps, that must be zeros: 1 / 8)
+// (the part of a panel's steps that must be all zeros for the kernels to leave them out: 1 / 8)
 constexpr int kZeroStepsMinPart = 8;
 
 // The steps of a row-major A's panel (MR whole rows from i0, kc steps from p0) whose MR values
@@ -720,9 +720,10 @@ void write_back_tile(const T* tile, int mr, int nr, T* c, index_t ldc, index_t i
 }
 
 // Scratch elements per thread: its B panels, its own A panels (edge, or packed A block), one tile
-// and the steps' offsets of a block's panels (compact_zero_steps), plus alignment slack; an upper
-// bound of what gemm_team_run carves, and monotone in m and k, so a workspace reserved for the
-// largest batch also serves a shorter last batch (whose balanced depth blocks can be deeper).
+// and the steps kept of a block's panels (compact_zero_steps, row_panel_kept_steps), plus
+// alignment slack; an upper bound of what gemm_team_run carves, and monotone in m and k, so a
+// workspace reserved for the largest batch also serves a shorter last batch (whose balanced depth
+// blocks can be deeper).
 template <class T, class K>
 index_t gemm_scratch_elems(index_t m, index_t n, index_t k) {
   constexpr int MR = K::MR;
@@ -802,8 +803,9 @@ struct has_quarter_edge : std::false_type {};
 template <class K>
 struct has_quarter_edge<K, std::enable_if_t<K::QUARTER_EDGE && K::EDGE_ROWS>> : std::true_type {};
 
-// Kernels with K::SKIP_STEPS run a packed panel's steps without those compact_zero_steps left
-// out (run<false, NV, MR, TO, true>, the steps' offsets into B given).
+// Kernels with K::SKIP_STEPS run a panel's steps without its all-zero ones: packed without them
+// (run<false, NV, MR, TO, true>, compact_zero_steps, the steps' offsets into B given) or read in
+// place (run<true, NV, MR, TO, true>, row_panel_kept_steps, the steps' indices given).
 template <class K, class = void>
 struct has_skip_steps : std::false_type {};
 template <class K>
@@ -836,11 +838,11 @@ __attribute__((noinline)) void run_to_c_epilogue(index_t kc, const T* a, index_t
 // A whole-row tile's kernel on the steps of a panel without its all-zero steps (`steps` of them:
 // ROW_A, A row-major in place, ks their indices, row_panel_kept_steps; else A packed, lda = MR,
 // ks their offsets into B, compact_zero_steps), its sums to the tile, or to C when direct (`to`:
-// plainly, or with the bias and relu or the bias alone, bias the tile's first column's). Out of
-// line: inlined beside the other kernels, a product of
-// dense values ran 6-12% slower on AVX2 (with the zero check then in the packing loop), and
-// inlined into the skipping blocks' loop alone, Fashion-MNIST's weight gradient 2-7% slower
-// (bench/RESULTS.md).
+// plainly, or with the bias and relu or the bias alone, bias the tile's first column's; no other
+// `to`: skip_col_panels and skip_row_panels admit none). Out of line: inlined beside the other
+// kernels, a product of dense values ran 6-12% slower on AVX2 (with the zero check then in the
+// packing loop), and inlined into the skipping blocks' loop alone, Fashion-MNIST's weight gradient
+// 2-7% slower (bench/RESULTS.md).
 template <class K, bool ROW_A, int NV, class T>
 __attribute__((noinline)) void run_skipping(index_t steps, const T* a, index_t lda, const T* b,
                                             index_t ldb, T* tile, T* c, index_t ldc,
@@ -1594,9 +1596,10 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
         // quarter or three quarters as wide: on a half vector or a vector and a half,
         // has_quarter_edge, has_three_quarter_edge); one of fewer than MR rows on those rows
         // where the kernel can (has_edge_rows)
-        // (SKIP: a panel packed without its all-zero steps, whole rows, whose tiles' sums go to
-        // the tile or plainly to C: skip_col_panels, skip_row_panels; skip_n steps at offsets
-        // skip_ks)
+        // (SKIP: a panel of whole rows without its all-zero steps, packed without them
+        // (skip_col_panels: skip_n steps at offsets skip_ks, the tiles' sums to the tile or plainly
+        // to C) or read in place (skip_row_panels: skip_n steps at indices skip_ks, the sums to
+        // the tile, or to C plainly or with the bias and relu or the bias))
         index_t skip_n = kc;
         const std::int32_t* skip_ks = ks;
         auto kernel = [&](auto row_a, const T* ap, index_t lda, auto skip) {

@@ -173,7 +173,7 @@ struct Kernel6x2 : Blocking {
       // (SKIP: the step's row of B at its offset, or, A row-major, at its index)
       const index_t kp = SKIP ? *ks++ : 0;
       // (ROW_A: B packed, ldb = NR, a shift; a multiply by ldb a step made AVX2's products with
-      // a fifth of their steps left out 16% slower, bench/RESULTS.md)
+      // a quarter of their steps left out 16% slower, Fashion-MNIST's 11%, bench/RESULTS.md)
       const T* bk = SKIP ? b + (ROW_A ? kp * NR : kp) : b;
       const Reg b0 = W::load(bk);
       const Reg b1 = NV == 2 ? W::load(bk + W::width) : b0;
