@@ -116,14 +116,15 @@ print(json.dumps(out))
 
 def run_alternated(child, envs, rounds, busy=False):
     """The child program's JSON output per round for each side, the sides run in turns in fresh
-    processes (old, new; new, old; ...), each with its environment (envs: "old"/"new" -> the
-    variables added to os.environ); busy: one busy process per core for the whole run."""
+    processes (old, new; new, old; ...: envs' order, then reversed), each with its environment
+    (envs: a side's name, e.g. "old"/"new" -> the variables added to os.environ); busy: one busy
+    process per core for the whole run."""
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(os.cpu_count() or 1)] if busy else []
-    results = {"old": [], "new": []}
+    results = {name: [] for name in envs}
     try:
         for round_ in range(rounds):
-            for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
+            for name in list(envs) if round_ % 2 == 0 else list(envs)[::-1]:
                 run = subprocess.run([sys.executable, "-c", child], env=dict(os.environ, **envs[name]),
                                      capture_output=True, text=True, check=True)
                 results[name].append(json.loads(run.stdout))

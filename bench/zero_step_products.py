@@ -2,8 +2,9 @@
 
     python bench/zero_step_products.py [DIR ...] [--data ../shared/data] [--reps 60] [--threads 1]
 
-Each DIR holds an installed fusedmlp package (as for bench/compare_builds.py); without one, the
-fusedmlp that Python imports. For each, in a fresh process (builds in turns, twice), the median
+Each DIR holds an installed fusedmlp package (as for bench/compare_builds.py, whose
+run_alternated runs them); without one, the fusedmlp that Python imports. For each, in a fresh
+process (builds in turns, twice), the median
 time of `_cpu.gemm_f32(A, W)`, A row-major (2,400 x 784, the kernels read it in place) and W
 784 x 300 (Fashion-MNIST's first layer):
 
@@ -18,11 +19,13 @@ Also printed: the row panels' steps left out per call (`_cpu._skipped_zero_steps
 
 import argparse
 import os
-import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_builds import run_alternated  # noqa: E402
+
 CHILD = r"""
-import os, sys, time
+import json, os, sys, time
 sys.meta_path[:] = [m for m in sys.meta_path if "Redirecting" not in type(m).__name__]
 if os.environ.get("FUSEDMLP_PKG"):
     sys.path.insert(0, os.environ["FUSEDMLP_PKG"])
@@ -39,7 +42,7 @@ for part in (0.0, 0.25, 0.5):
     a = uniform.copy()
     a[:, rng.random(784) < part] = 0
     cases[f"cols {part:g}"] = a
-out = []
+out = {}
 for name, a in cases.items():
     _cpu.gemm_f32(a, W, n_threads=nt)
     skipped = _cpu._skipped_zero_steps()[1]
@@ -49,18 +52,9 @@ for name, a in cases.items():
         _cpu.gemm_f32(a, W, n_threads=nt)
         ts.append(time.perf_counter() - t)
     skipped = (_cpu._skipped_zero_steps()[1] - skipped) / reps
-    out.append((name, 1e3 * float(np.median(ts)), skipped))
-print("\n".join(f"{n}\t{t:.3f}\t{s:.0f}" for n, t, s in out))
+    out[name] = (1e3 * float(np.median(ts)), skipped)
+print(json.dumps(out))
 """
-
-
-def run(pkg, args):
-    env = dict(os.environ, FUSEDMLP_DATA=args.data, REPS=str(args.reps), THREADS=str(args.threads),
-               FUSEDMLP_PKG=os.path.abspath(pkg) if pkg else "")
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, check=True, capture_output=True,
-                         text=True).stdout
-    rows = (line.split("\t") for line in out.split("\n") if line)
-    return {name: (float(t), float(s)) for name, t, s in rows}
 
 
 def main():
@@ -71,10 +65,9 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     pkgs = args.dirs or [None]
-    results = {pkg: [] for pkg in pkgs}
-    for _ in range(2):
-        for pkg in pkgs:
-            results[pkg].append(run(pkg, args))
+    envs = {pkg: dict(FUSEDMLP_DATA=args.data, REPS=str(args.reps), THREADS=str(args.threads),
+                      FUSEDMLP_PKG=os.path.abspath(pkg) if pkg else "") for pkg in pkgs}
+    results = run_alternated(CHILD, envs, rounds=2)
     for pkg in pkgs:
         runs = results[pkg]
         best = {n: min(r[n][0] for r in runs) for n in runs[0]}
