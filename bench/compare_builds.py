@@ -31,7 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("california", "fashion32", "fashion64", "fashion_dtype64", "mnist32", "predict", "rows")
+CASES = ("california", "fashion32", "fashion64", "fashion_dtype64", "mnist32", "predict", "predict_short",
+         "rows")
 
 CHILD = r"""
 import json, os, sys, time, warnings
@@ -96,6 +97,18 @@ if "predict" in cases:
     for _ in range(3000):
         t = time.perf_counter(); m.predict(Xf64[:1]); ts.append(time.perf_counter() - t)
     out["predict 1 row (us)"] = 1e6 * float(np.median(ts))
+if "predict_short" in cases:
+    # (calls whose products pack the weights themselves: one thread, and a call too short for
+    # slices, layer by layer on the team)
+    m = MLPClassifier((300, 100), max_iter=1, random_state=0).fit(Xf64[:2000], yf[:2000])
+    alone = MLPClassifier((300, 100), max_iter=1, random_state=0, n_threads=1).fit(
+        Xf64[:2000], yf[:2000])
+    for name, model, rows, calls in (("n_threads=1 predict_proba 10k rows (ms)", alone, 10000, 15),
+                                     ("predict_proba 700 rows (ms)", m, 700, 200)):
+        ts = []
+        for _ in range(calls):
+            t = time.perf_counter(); model.predict_proba(Xf[:rows]); ts.append(time.perf_counter() - t)
+        out[name] = 1e3 * float(np.median(ts))
 if "rows" in cases:
     from fusedmlp import _cpu
     m = MLPClassifier((300, 100), max_iter=2, random_state=0).fit(Xf[:3000], yf[:3000])

@@ -425,21 +425,24 @@ def test_slices_read_the_weights_packed_once_per_call(isa, dtype, kind):
     np.testing.assert_allclose(two, numpy_outputs(model, rows), rtol=tol, atol=tol)
 
 
-def outputs_on_two_threads_and_one(model, rows, isa):
+def outputs_on_two_threads_and_one(model, rows, isa, skipped_by_one=False):
     """A two-thread model's outputs for rows on an instruction set (predict_proba for a
-    classifier), its one-thread copy's, and the row panels' steps the first left out."""
+    classifier), its one-thread copy's, and the row panels' steps the first left out (with
+    skipped_by_one, those of each: a pair)."""
     alone = one_thread_copy(model)
     predict = "predict_proba" if isinstance(model, fm.MLPClassifier) else "predict"
     before = _cpu.active_isa()
     _cpu.set_isa(isa)
     try:
-        skipped = _cpu._skipped_zero_steps()[1]
+        counts = [_cpu._skipped_zero_steps()[1]]
         two = getattr(model, predict)(rows)
-        skipped = _cpu._skipped_zero_steps()[1] - skipped
+        counts.append(_cpu._skipped_zero_steps()[1])
         one = getattr(alone, predict)(rows)
+        counts.append(_cpu._skipped_zero_steps()[1])
     finally:
         _cpu.set_isa(before)
-    return two, one, skipped
+    skipped = np.diff(counts)
+    return two, one, tuple(skipped) if skipped_by_one else skipped[0]
 
 
 def numpy_outputs(model, rows):
@@ -460,19 +463,22 @@ def numpy_outputs(model, rows):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("kind, activation", [("classifier", "relu"), ("regressor", "relu"),
                                               ("classifier", "tanh")])
-def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activation):
+@pytest.mark.parametrize("call", ["slices", "layers"])
+def test_predictions_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activation, call):
     # Rows zero outside a run of features (an image's background), 40 features zero in every row,
-    # and hidden units dead for every row (80 of the first layer's 300, 8 of the second's 37): the
-    # slices' products leave out the all-zero steps of their row panels (row_panel_kept_steps, on
-    # AVX2 and AVX-512), with the bias and relu applied by the kernel (the hidden relu layers),
+    # and hidden units dead for every row (80 of the first layer's 300, 8 of the second's 37): a
+    # prediction's products leave out the all-zero steps of their row panels (row_panel_kept_steps,
+    # on AVX2 and AVX-512), with the bias and relu applied by the kernel (the hidden relu layers),
     # the bias alone (the 40 outputs) or through the tile (tanh; edge panels), over every depth
-    # block of a 701-wide input: the one-thread outputs bit for bit (its products read every step)
-    # and numpy's float64 forward pass to rounding. A NaN weight on a step that is zero in every
-    # row (a feature, or a dead unit of each hidden layer) is then no step left out: its NaN
-    # reaches the outputs, as in the full product and on one thread (Operand::packed_finite, each
-    # layer's weights' report when packed).
+    # block of a 701-wide input: in slices (a call long enough, the weights packed once per call)
+    # or layer by layer (a shorter call, each product packing its weights, split between the
+    # team's threads), and on one thread: the one-thread outputs bit for bit and numpy's float64
+    # forward pass to rounding. A NaN weight on a step that is zero in every row (a feature, or a
+    # dead unit of each hidden layer) is then no step left out: its NaN reaches the outputs, as in
+    # the full product (Operand::packed_finite, each layer's weights' report when packed once;
+    # the report of each thread's own panels when a product packs them).
     rng = np.random.default_rng(6)
-    rows = rng.random((slice_rows() + 77, 701))
+    rows = rng.random((slice_rows() + 77 if call == "slices" else 700, 701))
     for row in rows:
         lo, hi = np.sort(rng.integers(40, 702, 2))
         row[:lo] = 0.0
@@ -494,7 +500,7 @@ def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activat
         if nan_weight is not None:  # (set_weights refuses it; coefs_ is the model's own)
             layer, i, j = nan_weight
             model.coefs_[layer][i, j] = np.nan
-        two, one, skipped = outputs_on_two_threads_and_one(model, rows, isa)
+        two, one, skipped = outputs_on_two_threads_and_one(model, rows, isa, skipped_by_one=True)
         np.testing.assert_array_equal(two, one)
         tol = 1e-4 if dtype == "float32" else 1e-10
         np.testing.assert_allclose(two, numpy_outputs(model, rows), rtol=tol, atol=tol)
@@ -503,9 +509,9 @@ def test_slices_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activat
     two, skipped = outputs()
     assert np.isfinite(two).all()
     if isa in ("avx2", "avx512"):
-        assert skipped > 0
+        assert min(skipped) > 0, skipped
     else:
-        assert skipped == 0
+        assert skipped == (0, 0)
     # (feature 5, unit 3 of the first hidden layer, unit 2 of the second: zero in every row)
     for nan_weight in ((0, 5, 17), (1, 3, 5), (2, 2, 7)):
         two, _ = outputs(nan_weight)

@@ -209,7 +209,7 @@ template <class T>
 void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_in, index_t ld,
                    const T* w, const T* b, index_t fan_out, Activation act,
                    const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws, const T* w_packed,
-                   int* nonfinite, bool w_packed_finite) {
+                   int* nonfinite, bool w_packed_finite, bool zero_steps) {
   Epilogue<T> ep;
   ep.kind = EpilogueKind::bias_activation;
   ep.act = act;
@@ -218,16 +218,18 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
   ep.a_nonfinite = nonfinite;
   // out (rows x fan_out) = act(input (rows x fan_in) W (fan_in x fan_out) + b)
   gemm_team<T>(team, rows, fan_out, fan_in, Operand<T>{input, ld, 1},
-               Operand<T>{w, fan_out, 1, w_packed, w_packed_finite}, out, fan_out, ep, false, ws);
+               Operand<T>{w, fan_out, 1, w_packed, w_packed_finite, zero_steps}, out, fan_out, ep,
+               false, ws);
 }
 
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
                    index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,
-                   GemmWorkspace& ws, const T* w_packed, int* nonfinite, bool w_packed_finite) {
+                   GemmWorkspace& ws, const T* w_packed, int* nonfinite, bool w_packed_finite,
+                   bool zero_steps) {
   if (!input.sparse) {
     dense_forward<T>(team, input.dense, input.rows, input.cols, input.ld, w, b, fan_out, act,
-                     hidden, out, ws, w_packed, nonfinite, w_packed_finite);
+                     hidden, out, ws, w_packed, nonfinite, w_packed_finite, zero_steps);
     return;
   }
   // CSR input: out[i, :] = act(b + sum_q values[q] * W[indices[q], :]), rows split
@@ -571,10 +573,10 @@ void weight_rows_sq(const Team& team, const LayerLayout& layer, const T* params,
                                              index_t, BatchInput<T>&);                            \
   template void dense_forward<T>(const Team&, const BatchView<T>&, const T*, const T*, index_t,    \
                                  Activation, const HiddenUnits<T>&, T*, GemmWorkspace&, const T*,   \
-                                 int*, bool);                                                      \
+                                 int*, bool, bool);                                                \
   template void dense_forward<T>(const Team&, const T*, index_t, index_t, index_t, const T*,       \
                                  const T*, index_t, Activation, const HiddenUnits<T>&, T*,          \
-                                 GemmWorkspace&, const T*, int*, bool);                            \
+                                 GemmWorkspace&, const T*, int*, bool, bool);                      \
   template void dense_forward_halves<T>(const Team&, const BatchView<T>&, index_t, const T*,       \
                                         const T*, index_t, Activation, const HiddenUnits<T>&, T*,   \
                                         T*, GemmWorkspace&);                                        \

@@ -114,14 +114,15 @@ void gather_rows(const Team& team, const T* src, index_t width, const index_t* r
 // out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse); `hidden`
 // carries the activation's parameter and, in training, where z goes and the dropout mask.
 // w_packed, optional: W as gemm_pack_b packed it (Operand::packed), w_packed_finite its report
-// that W is all finite (Operand::packed_finite). nonfinite, optional (dense input only; a sparse
+// that W is all finite (Operand::packed_finite). zero_steps (a prediction's): the product leaves
+// out the input's all-zero steps where W is finite (Operand::zero_steps). nonfinite, optional (dense input only; a sparse
 // input is not checked): *nonfinite := 1 when an element of the input is NaN or infinite,
 // checked by the product as it reads it (Epilogue::a_nonfinite).
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
                    index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,
                    GemmWorkspace& ws, const T* w_packed = nullptr, int* nonfinite = nullptr,
-                   bool w_packed_finite = false);
+                   bool w_packed_finite = false, bool zero_steps = false);
 
 // ... and for a hidden layer's input (rows x fan_in, row stride ld)
 template <class T>
@@ -129,7 +130,7 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
                    const T* w, const T* b, index_t fan_out, Activation act,
                    const HiddenUnits<T>& hidden, T* out, GemmWorkspace& ws,
                    const T* w_packed = nullptr, int* nonfinite = nullptr,
-                   bool w_packed_finite = false);
+                   bool w_packed_finite = false, bool zero_steps = false);
 
 // Where dense_forward_halves splits the depth of a first layer of fan_in inputs: at the first
 // row of W that the second thread of a team of two steps in the fused weight update (for the

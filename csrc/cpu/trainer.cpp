@@ -256,10 +256,11 @@ void Trainer<T>::forward_rows(const Team& team, const BatchView<T>& in, const T*
                               halves_.data(), ws_);
     else if (l == 0)
       dense_forward<T>(team, in, w, b, layer.fan_out, act, hidden, out(0, r0), ws_, wp, nonfinite,
-                       wp_finite);
+                       wp_finite, pass.zero_steps);
     else
       dense_forward<T>(team, out(l - 1, r0), rows, layer.fan_in, layer.fan_in, w, b,
-                       layer.fan_out, act, hidden, out(l, r0), ws_, wp, nullptr, wp_finite);
+                       layer.fan_out, act, hidden, out(l, r0), ws_, wp, nullptr, wp_finite,
+                       pass.zero_steps);
     team_barrier(team);
   }
 }
@@ -671,7 +672,8 @@ double Trainer<T>::objective(const TrainingData<T>& data, const T* params, doubl
   const int nth = team_size(chunk);
   const TrainingRunning running(nth);  // (other fits' choosers count its team; threads.h)
   // the whole-data objective: no dropout; without a gradient, prediction's forward pass
-  const Pass pass = grad != nullptr ? training_pass(nullptr) : Pass{};
+  Pass pass = grad != nullptr ? training_pass(nullptr) : Pass{};
+  pass.zero_steps = grad == nullptr;
   prepare_batches<T>(data.x, nullptr, n, chunk, batch_);
   ensure_rows(chunk, nth, pass.keep_pre, true);  // (the loss writes dZ)
   const index_t n_out = layout_.n_outputs();
@@ -782,7 +784,8 @@ bool Trainer<T>::predict(const InputMatrix& x, const T* params, double* result,
   if (own_slices) ensure_packed_weights();
   const index_t n_out = layout_.n_outputs();
   const size_t last = layout_.layers.size() - 1;
-  const Pass pass;  // prediction: no pre-activations, no dropout
+  Pass pass;  // prediction: no pre-activations, no dropout
+  pass.zero_steps = true;
   StopClock stop(should_stop);
   std::atomic<int> stop_flag{0};
   // A dense input's check for NaN and infinities: by the first layer's products, as they read

@@ -98,6 +98,11 @@ class Trainer {
     // the first layer's forward in two halves of its depth (dense_forward_halves): an epoch's
     // layer-by-layer batches on a dense input of at least kHalvesMinDepth columns
     bool halves = false;
+    // a prediction's (or an evaluation's) forward products: a row-major input's all-zero steps
+    // left out where the weights are finite (Operand::zero_steps). An epoch's products do not
+    // ask: their hidden layers' rows have few such steps, and finding them measured 1% slower
+    // California housing and MNIST epochs (bench/RESULTS.md).
+    bool zero_steps = false;
     std::uint64_t seed = 0, epoch = 0, batch = 0;
   };
   Pass training_pass(const EpochOptions* opts) const;

@@ -36,10 +36,13 @@ struct Operand {
   // product of a few row panels (B_IN_PLACE_PANELS), C of at most NR/8 columns, a product of
   // depth one. Same arithmetic either way.
   const T* packed = nullptr;
-  // With packed: every value of B is finite (gemm_pack_b's report). A product with a bias and
-  // activation then leaves out the all-zero steps of a row-major A's panels (gemm_impl.h), whose
-  // zeros times a NaN or infinity of B would carry it to C.
+  // With packed: every value of B is finite (gemm_pack_b's report).
   bool packed_finite = false;
+  // A product with a bias and activation (a prediction's) leaves out the all-zero steps of a
+  // row-major A's panels (gemm_impl.h) where B is finite, since those zeros times a NaN or
+  // infinity of B would carry it to C: B packed beforehand when packed_finite says so; B packed
+  // by the product, where the panels each thread packs prove finite.
+  bool zero_steps = false;
 };
 
 enum class EpilogueKind : int {

@@ -1492,12 +1492,19 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
     // this depth block's panels: packed beforehand, or packed here
     const T* b_panels =
         prepacked != nullptr ? prepacked + p0 * n_panels * NR + (jlo / NR) * kc * NR : b_block;
+    // (packed here for a product with a bias and activation whose row-major A may leave out its
+    // zero steps, skip_row_panels below: whether the thread's panels of this block are finite)
+    const bool check_b = prepacked == nullptr && has_skip_steps<K>::value && !b_in_place &&
+                         b.zero_steps && ep.kind == EpilogueKind::bias_activation &&
+                         a_mode == kRowMajor && n_panels > 1;
+    int b_nonfinite = 0;
     for (index_t pj = 0; pj < nq && prepacked == nullptr; ++pj) {
       const index_t j0 = jlo + pj * NR;
       const int nr = static_cast<int>(imin(NR, jhi - j0));
       pack_b<T, K>(b, p0, kc, j0, nr,
                    (b_in_place && nr == NR) ? nullptr : b_block + pj * kc * NR,
-                   colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set);
+                   colsum != nullptr ? colsum + j0 : nullptr, ep.colsum_scale, set,
+                   check_b ? &b_nonfinite : nullptr);
     }
     for (index_t ic = r0; ic < r1; ic += mc_max) {
       const index_t mc = imin(mc_max, r1 - ic);
@@ -1524,18 +1531,20 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       index_t panel_steps = kc;
       long long skipped[2] = {0, 0};  // (this block's, column- and row-major: skipped_zero_steps)
       // A row-major A whose B has several panels, of a plain product (the first layer's forward
-      // product in halves, X W, image rows in X) or of one with a bias and activation whose B is
-      // packed and finite (a prediction's layers: Operand::packed_finite, so that a NaN or
-      // infinity of the weights reaches C as in the full product): a whole panel is read in
-      // place on its steps kept (row_panel_kept_steps) when they leave out at least an eighth of
-      // its steps; row_steps[ip], its steps kept (their indices at ks + ip * kc), kc for a panel
-      // read whole. (B's panels, not this thread's, and B's finiteness as a whole: whether a panel
-      // skips does not depend on the team. The kernels' SKIP reads B's rows as packed, ldb = NR,
-      // as !b_in_place assures.)
+      // product in halves, X W, image rows in X) or of one with a bias and activation that asks
+      // (Operand::zero_steps) and whose B is finite (packed beforehand: Operand::packed_finite;
+      // packed here: the thread's panels of the block, check_b), so that a NaN or infinity of the
+      // weights reaches C as in the full product: a whole panel is read in place on its steps kept (row_panel_kept_steps) when
+      // they leave out at least an eighth of its steps; row_steps[ip], its steps kept (their
+      // indices at ks + ip * kc), kc for a panel read whole. (B's panels, not this thread's:
+      // whether a panel skips does not depend on the team; where a thread's panels are not
+      // finite its tiles read every step, and a column's sums are the same bits either way. The
+      // kernels' SKIP reads B's rows as packed, ldb = NR, as !b_in_place assures.)
       const bool skip_row_panels =
           skip_base && a_mode == kRowMajor && n_panels > 1 &&
           (ep.kind == EpilogueKind::none ||
-           (ep.kind == EpilogueKind::bias_activation && b.packed != nullptr && b.packed_finite));
+           (ep.kind == EpilogueKind::bias_activation && b.zero_steps &&
+            (prepacked != nullptr ? b.packed_finite : check_b && b_nonfinite == 0)));
       // (each panel's steps found before its first tile, -1 until then: in row-band order the
       // panel's rows are then requested during the previous panel's tiles)
       index_t row_steps[K::MC / K::MR];
