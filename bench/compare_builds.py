@@ -31,8 +31,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-CASES = ("california", "fashion32", "fashion64", "fashion_dtype64", "mnist32", "predict", "predict_short",
-         "rows")
+CASES = ("california", "fashion32", "fashion64", "fashion_dtype64", "mnist32", "predict",
+         "predict_short", "rows")
 
 CHILD = r"""
 import json, os, sys, time, warnings
@@ -107,7 +107,8 @@ if "predict_short" in cases:
                                      ("predict_proba 700 rows (ms)", m, 700, 200)):
         ts = []
         for _ in range(calls):
-            t = time.perf_counter(); model.predict_proba(Xf[:rows]); ts.append(time.perf_counter() - t)
+            t = time.perf_counter(); model.predict_proba(Xf[:rows])
+            ts.append(time.perf_counter() - t)
         out[name] = 1e3 * float(np.median(ts))
 if "rows" in cases:
     from fusedmlp import _cpu

@@ -471,9 +471,10 @@ def test_predictions_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, ac
     # on AVX2 and AVX-512), with the bias and relu applied by the kernel (the hidden relu layers),
     # the bias alone (the 40 outputs) or through the tile (tanh; edge panels), over every depth
     # block of a 701-wide input: in slices (a call long enough, the weights packed once per call)
-    # or layer by layer (a shorter call, each product packing its weights, split between the
-    # team's threads), and on one thread: the one-thread outputs bit for bit and numpy's float64
-    # forward pass to rounding. A NaN weight on a step that is zero in every row (a feature, or a
+    # or layer by layer (a shorter call, each product packing its weights, on the team or, on a
+    # loaded machine, one thread), and on one thread: the one-thread outputs bit for bit and
+    # numpy's float64 forward pass to rounding (the bits of products reading every step:
+    # test_gemm.py's test_bias_activation_products_leave_out_zero_steps_where_b_is_finite). A NaN weight on a step that is zero in every row (a feature, or a
     # dead unit of each hidden layer) is then no step left out: its NaN reaches the outputs, as in
     # the full product (Operand::packed_finite, each layer's weights' report when packed once;
     # the report of each thread's own panels when a product packs them).

@@ -460,6 +460,66 @@ def test_all_zero_steps_skipped_give_every_step_bits(isa, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bias_activation_products_leave_out_zero_steps_where_b_is_finite(isa, dtype):
+    # A prediction's products (zero_steps: bias and relu, the bias alone, tanh through the tile)
+    # read a row-major A's panels in place on their kept steps where the panels of B that a
+    # thread packs are finite, each thread checking its own (a column split: the 150-row shape on
+    # two and three threads): the bits of the same product reading every step, its zeros' signs
+    # too, over one and several depth blocks, whole and edge panels, 1 to 3 threads. A NaN or an
+    # infinity of B on a step that is zero in every row (in the first and the last depth block)
+    # reaches its column of C as in the full product, while the threads whose panels are finite
+    # still leave steps out.
+    rng = np.random.default_rng(29)
+    gemm = GEMM[dtype]
+    fractions = [0.9, 0.05, 0.3, 0.0, 1.0, 0.5]
+    skipped = {"finite": 0, "not finite": 0, "not asked": 0}
+    for m, k, n in ((293, 200, 50), (209, 701, 300), (150, 300, 300), (293, 37, 56)):
+        a = rng.random((m, k)).astype(dtype)
+        for band, fraction in zip(range(0, m, 12), itertools.cycle(fractions)):
+            zero = rng.random(k) < fraction
+            a[band:band + 12, zero] = -0.0 if band % 36 == 24 else 0.0
+        late, early = k - 3, 1  # (zero in every row)
+        a[:, [early, late]] = 0.0
+        b = (rng.standard_normal((k, n)) * 0.1).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        every_step = np.repeat(a, 2, axis=1)[:, ::2]  # (no stride of 1: packed, never skips)
+        nan_col, inf_col = n - 3, 2
+        b_bad = b.copy()
+        b_bad[late, nan_col] = np.nan
+        b_bad[early, inf_col] = np.inf
+        b_late_nan = b.copy()
+        b_late_nan[late, nan_col] = np.nan  # (the last thread's columns in a column split)
+        for (name, bb), act, threads in itertools.product(
+                (("finite", b), ("not finite", b_bad), ("late NaN", b_late_nan)),
+                ("relu", "identity", "tanh"), (1, 2, 3)):
+            kw = dict(epilogue="bias_activation", activation=act, bias=bias, n_threads=threads)
+            want = gemm(every_step, bb, **kw)
+            before = _cpu._skipped_zero_steps()[1]
+            got = gemm(a, bb, zero_steps=True, **kw)
+            key = "finite" if name == "finite" else "not finite"
+            skipped[key] += _cpu._skipped_zero_steps()[1] - before
+            what = f"{isa} {name} {act} m={m} k={k} n={n} threads={threads}"
+            np.testing.assert_array_equal(got, want, err_msg=what)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want), err_msg=what)
+            if name != "finite":
+                assert np.isnan(got[:, nan_col]).all(), what
+            if name == "not finite":
+                assert (~np.isfinite(got[:, inf_col])).all(), what
+            before = _cpu._skipped_zero_steps()[1]
+            assert_same = gemm(a, bb, **kw)  # (not asked: every step)
+            skipped["not asked"] += _cpu._skipped_zero_steps()[1] - before
+            np.testing.assert_array_equal(assert_same, want, err_msg=what)
+        ref = a.astype(np.float64) @ b.astype(np.float64) + bias
+        check_close(gemm(a, b, epilogue="bias_activation", bias=bias, zero_steps=True), ref, k,
+                    dtype, f"{isa} m={m} k={k} n={n}")
+    if isa in ("avx2", "avx512"):
+        assert skipped["finite"] > 0 and skipped["not finite"] > 0, skipped
+    else:
+        assert skipped["finite"] == skipped["not finite"] == 0, skipped
+    assert skipped["not asked"] == 0, skipped
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rank_one_products_are_exact(isa, dtype):
     # A product of depth one (the data gradient of a one-unit output layer, the forward of a
     # one-input layer) is each a_i b_j rounded once, as the tiled product's one multiply-add onto

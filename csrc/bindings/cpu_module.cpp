@@ -178,12 +178,14 @@ inline bool may_share_memory(const py::array& x, const py::array& y) {
 
 // C = epilogue(A B) for any strided float32/float64 A and B: the GEMM as the trainer calls it,
 // exposed for the tests and the benchmarks. check_a: A's check for NaN and infinities
-// (Epilogue::a_nonfinite), its answer appended to the result.
+// (Epilogue::a_nonfinite), its answer appended to the result. zero_steps: a product with a bias
+// and activation leaves out a row-major A's all-zero steps where B is finite, as a prediction's
+// do (Operand::zero_steps).
 template <class T>
 py::object gemm_py(const py::array& a, const py::array& b, const std::string& epilogue,
                        const std::string& activation, const py::object& bias, const py::object& aux,
                        double alpha, double scale, bool with_colsum, int n_threads,
-                       py::object c_in, py::object out_in, bool check_a) {
+                       py::object c_in, py::object out_in, bool check_a, bool zero_steps) {
   if (a.ndim() != 2 || b.ndim() != 2) throw py::value_error("gemm: A and B must be 2-D");
   if (!has_type<T>(a) || !has_type<T>(b)) throw py::type_error("gemm: A and B must share the dtype");
   if (a.shape(1) != b.shape(0)) throw py::value_error("gemm: inner dimensions differ");
@@ -195,6 +197,7 @@ py::object gemm_py(const py::array& a, const py::array& b, const std::string& ep
       throw py::value_error("gemm: A and B must be aligned, their strides multiples of the item size");
   Operand<T> A{static_cast<const T*>(a.data()), a.strides(0) / isz, a.strides(1) / isz};
   Operand<T> B{static_cast<const T*>(b.data()), b.strides(0) / isz, b.strides(1) / isz};
+  B.zero_steps = zero_steps;
   Epilogue<T> ep;
   py::array bias_arr, aux_arr;
   if (epilogue == "none") {
@@ -858,11 +861,11 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
         py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
-        py::arg("out") = py::none(), py::arg("check_a") = false);
+        py::arg("out") = py::none(), py::arg("check_a") = false, py::arg("zero_steps") = false);
   m.def("gemm_f64", &gemm_py<double>, py::arg("a"), py::arg("b"), py::arg("epilogue") = "none",
         py::arg("activation") = "identity", py::arg("bias") = py::none(),
         py::arg("aux") = py::none(), py::arg("alpha") = 0.0, py::arg("scale") = 1.0,
         py::arg("colsum") = false, py::arg("n_threads") = 0, py::arg("c") = py::none(),
-        py::arg("out") = py::none(), py::arg("check_a") = false);
+        py::arg("out") = py::none(), py::arg("check_a") = false, py::arg("zero_steps") = false);
   bind_perceptron(m);
 }

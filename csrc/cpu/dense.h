@@ -113,11 +113,11 @@ void gather_rows(const Team& team, const T* src, index_t width, const index_t* r
 
 // out (rows x fan_out) = act(input W + b), for the network's input (dense or sparse); `hidden`
 // carries the activation's parameter and, in training, where z goes and the dropout mask.
-// w_packed, optional: W as gemm_pack_b packed it (Operand::packed), w_packed_finite its report
-// that W is all finite (Operand::packed_finite). zero_steps (a prediction's): the product leaves
-// out the input's all-zero steps where W is finite (Operand::zero_steps). nonfinite, optional (dense input only; a sparse
-// input is not checked): *nonfinite := 1 when an element of the input is NaN or infinite,
-// checked by the product as it reads it (Epilogue::a_nonfinite).
+// w_packed, optional: W as gemm_pack_b packed it (Operand::packed), w_packed_finite its report that
+// W is all finite (Operand::packed_finite). zero_steps (a prediction's): the product leaves out the
+// input's all-zero steps where W is finite (Operand::zero_steps). nonfinite, optional (dense input
+// only; a sparse input is not checked): *nonfinite := 1 when an element of the input is NaN or
+// infinite, checked by the product as it reads it (Epilogue::a_nonfinite).
 template <class T>
 void dense_forward(const Team& team, const BatchView<T>& input, const T* w, const T* b,
                    index_t fan_out, Activation act, const HiddenUnits<T>& hidden, T* out,

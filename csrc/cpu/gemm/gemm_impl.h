@@ -1534,12 +1534,14 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // product in halves, X W, image rows in X) or of one with a bias and activation that asks
       // (Operand::zero_steps) and whose B is finite (packed beforehand: Operand::packed_finite;
       // packed here: the thread's panels of the block, check_b), so that a NaN or infinity of the
-      // weights reaches C as in the full product: a whole panel is read in place on its steps kept (row_panel_kept_steps) when
-      // they leave out at least an eighth of its steps; row_steps[ip], its steps kept (their
-      // indices at ks + ip * kc), kc for a panel read whole. (B's panels, not this thread's:
-      // whether a panel skips does not depend on the team; where a thread's panels are not
-      // finite its tiles read every step, and a column's sums are the same bits either way. The
-      // kernels' SKIP reads B's rows as packed, ldb = NR, as !b_in_place assures.)
+      // weights reaches C as in the full product: a whole panel is read in place on its steps
+      // kept (row_panel_kept_steps) when they leave out at least an eighth of its steps;
+      // row_steps[ip], its steps kept (their indices at ks + ip * kc), kc for a panel read whole.
+      // (B's panels, not this thread's, count: whether a panel has steps to leave out does not
+      // depend on the team. Whether B is finite can, when the threads pack their own columns: a
+      // thread whose panels are not finite reads every step, the others leave steps out, and a
+      // column's sums are the same bits either way. The kernels' SKIP reads B's rows as packed,
+      // ldb = NR, as !b_in_place assures.)
       const bool skip_row_panels =
           skip_base && a_mode == kRowMajor && n_panels > 1 &&
           (ep.kind == EpilogueKind::none ||
