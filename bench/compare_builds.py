@@ -99,16 +99,21 @@ if "predict" in cases:
     out["predict 1 row (us)"] = 1e6 * float(np.median(ts))
 if "predict_short" in cases:
     # (calls whose products pack the weights themselves: one thread, and a call too short for
-    # slices, layer by layer on the team)
+    # slices, layer by layer on the team; California housing's rows have no zero steps)
     m = MLPClassifier((300, 100), max_iter=1, random_state=0).fit(Xf64[:2000], yf[:2000])
     alone = MLPClassifier((300, 100), max_iter=1, random_state=0, n_threads=1).fit(
         Xf64[:2000], yf[:2000])
-    for name, model, rows, calls in (("n_threads=1 predict_proba 10k rows (ms)", alone, 10000, 15),
-                                     ("predict_proba 700 rows (ms)", m, 700, 200)):
+    reg = MLPRegressor(hidden_layer_sizes=(50, 50, 50), max_iter=2, random_state=0,
+                       n_threads=1).fit(Xc, yc)
+    Xc32 = Xc.astype(np.float32)
+    for name, call, calls in (
+            ("n_threads=1 predict_proba 10k rows (ms)", lambda: alone.predict_proba(Xf[:10000]),
+             15),
+            ("predict_proba 700 rows (ms)", lambda: m.predict_proba(Xf[:700]), 200),
+            ("n_threads=1 California predict 20k rows (ms)", lambda: reg.predict(Xc32), 40)):
         ts = []
         for _ in range(calls):
-            t = time.perf_counter(); model.predict_proba(Xf[:rows])
-            ts.append(time.perf_counter() - t)
+            t = time.perf_counter(); call(); ts.append(time.perf_counter() - t)
         out[name] = 1e3 * float(np.median(ts))
 if "rows" in cases:
     from fusedmlp import _cpu

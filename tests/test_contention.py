@@ -466,18 +466,20 @@ def numpy_outputs(model, rows):
 @pytest.mark.parametrize("call", ["slices", "layers"])
 def test_predictions_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, activation, call):
     # Rows zero outside a run of features (an image's background), 40 features zero in every row,
-    # and hidden units dead for every row (80 of the first layer's 300, 8 of the second's 37): a
+    # and hidden units dead for every row (80 of the first layer's 300, 30 of the second's 150): a
     # prediction's products leave out the all-zero steps of their row panels (row_panel_kept_steps,
     # on AVX2 and AVX-512), with the bias and relu applied by the kernel (the hidden relu layers),
     # the bias alone (the 40 outputs) or through the tile (tanh; edge panels), over every depth
-    # block of a 701-wide input: in slices (a call long enough, the weights packed once per call)
-    # or layer by layer (a shorter call, each product packing its weights, on the team or, on a
-    # loaded machine, one thread), and on one thread: the one-thread outputs bit for bit and
-    # numpy's float64 forward pass to rounding (the bits of products reading every step:
-    # test_gemm.py's test_bias_activation_products_leave_out_zero_steps_where_b_is_finite). A NaN weight on a step that is zero in every row (a feature, or a
-    # dead unit of each hidden layer) is then no step left out: its NaN reaches the outputs, as in
-    # the full product (Operand::packed_finite, each layer's weights' report when packed once;
-    # the report of each thread's own panels when a product packs them).
+    # block of a 701-wide input (depths of at least 128: kRowSkipMinDepth): in slices (a call long
+    # enough, the weights packed once per call) or layer by layer (a shorter call, each product
+    # packing its weights, on the team or, on a loaded machine, one thread), and on one thread: the
+    # one-thread outputs bit for bit and numpy's float64 forward pass to rounding (the bits of
+    # products reading every step: test_gemm.py's
+    # test_bias_activation_products_leave_out_zero_steps_where_b_is_finite). A NaN weight on a step
+    # that is zero in every row (a feature, or a dead unit of each hidden layer) is then no step
+    # left out: its NaN reaches the outputs, as in the full product (Operand::packed_finite, each
+    # layer's weights' report when packed once; the report of each thread's own panels when a
+    # product packs them).
     rng = np.random.default_rng(6)
     rows = rng.random((slice_rows() + 77 if call == "slices" else 700, 701))
     for row in rows:
@@ -485,15 +487,15 @@ def test_predictions_leave_out_the_zero_steps_of_their_rows(isa, dtype, kind, ac
         row[:lo] = 0.0
         row[hi:] = 0.0
     rows = rows.astype(dtype)
-    coefs = [rng.standard_normal((701, 300)) * 0.05, rng.standard_normal((300, 37)) * 0.1,
-             rng.standard_normal((37, 40)) * 0.3]
-    intercepts = [rng.standard_normal(300) * 0.1, rng.standard_normal(37) * 0.1,
+    coefs = [rng.standard_normal((701, 300)) * 0.05, rng.standard_normal((300, 150)) * 0.1,
+             rng.standard_normal((150, 40)) * 0.2]
+    intercepts = [rng.standard_normal(300) * 0.1, rng.standard_normal(150) * 0.1,
                   rng.standard_normal(40) * 0.1]
     intercepts[0][:80] = -50.0  # (dead relu units: all-zero steps of the next layer's rows)
-    intercepts[1][:8] = -50.0
+    intercepts[1][:30] = -50.0
 
     def outputs(nan_weight=None):
-        kw = dict(hidden_layer_sizes=(300, 37), activation=activation, dtype=dtype, n_threads=2)
+        kw = dict(hidden_layer_sizes=(300, 150), activation=activation, dtype=dtype, n_threads=2)
         if kind == "classifier":
             model = fm.MLPClassifier(**kw).set_weights(coefs, intercepts, classes=np.arange(40))
         else:
