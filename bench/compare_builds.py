@@ -2,7 +2,7 @@
 
     python bench/compare_builds.py OLD_DIR NEW_DIR [--rounds 3] [--data ../shared/data] [--busy]
                                    [--cases california,fashion32,fashion64,fashion_dtype64,
-                                            mnist32,predict,rows]
+                                            mnist32,predict,predict_short,rows]
 
 Each directory holds an installed fusedmlp package (e.g. `pip install --no-deps --target DIR .`
 on each commit, with `-Ccmake.define.FUSEDMLP_CUDA=OFF` to save time). The builds run in turns
@@ -16,7 +16,10 @@ California housing 8-50-50-50-1 and Fashion-MNIST 784-300-100-10 with float32 an
 (`fashion_dtype64`: float64 products), the same network on MNIST with float32 data (`mnist32`: its
 pixels are zeros four times in five, Fashion-MNIST's one in two; needs mnist.npz, and is among the
 default cases); predict_proba and predict on
-10,000 Fashion-MNIST rows, predict on one;
+10,000 Fashion-MNIST rows, predict on one; `predict_short`: predict_proba of 10,000 rows by an
+`n_threads=1` model and of 700 rows by a two-thread one (too short for slices: layer by layer, on
+the team or on one thread as the model's timings chose), predict of California housing's 20,640
+rows by an `n_threads=1` 8-50-50-50-1 model (rows without zero steps);
 `rows`: one-row predict calls for 5 s straight on a model just fitted on 3,000 Fashion-MNIST rows
 (its first calls included, as a user's loop has them): the median and slowest call, the calls
 made, and those that ran on a thread team. Printed: the medians over rounds, new/old, and in how
@@ -166,14 +169,14 @@ def main():
                        FUSEDMLP_DATA=str(Path(args.data).resolve()), FUSEDMLP_CASES=args.cases)
             for name in ("old", "new")}
     results = run_alternated(CHILD, envs, args.rounds, args.busy)
-    print(f"{'case':34s} {'old':>10s} {'new':>10s} {'new/old':>8s} {'new higher':>10s}"
+    print(f"{'case':44s} {'old':>10s} {'new':>10s} {'new/old':>8s} {'new higher':>10s}"
           f"   (medians of {args.rounds} rounds{', busy cores' if args.busy else ''})")
     for key in results["old"][0]:
         old = statistics.median(r[key] for r in results["old"])
         new = statistics.median(r[key] for r in results["new"])
         higher = sum(n[key] > o[key] for o, n in zip(results["old"], results["new"]))
         ratio = f"{new / old:8.3f}" if old else f"{'-':>8s}"
-        print(f"{key:34s} {old:10.4f} {new:10.4f} {ratio} {higher:>4d} of {args.rounds}")
+        print(f"{key:44s} {old:10.4f} {new:10.4f} {ratio} {higher:>4d} of {args.rounds}")
 
 
 if __name__ == "__main__":

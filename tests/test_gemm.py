@@ -465,7 +465,8 @@ def test_bias_activation_products_leave_out_zero_steps_where_b_is_finite(isa, dt
     # read a row-major A's panels in place on their kept steps where the panels of B that a
     # thread packs are finite, each thread checking its own (a column split: the 150-row shape on
     # two and three threads): the bits of the same product reading every step, its zeros' signs
-    # too, over one and several depth blocks, whole and edge panels, 1 to 3 threads. A NaN or an
+    # too, over one and several depth blocks (those of fewer than 128 steps, and depth 37, read
+    # every step: kRowSkipMinDepth), whole and edge panels, 1 to 3 threads. A NaN or an
     # infinity of B on a step that is zero in every row (in the first and the last depth block)
     # reaches its column of C as in the full product, while the threads whose panels are finite
     # still leave steps out.

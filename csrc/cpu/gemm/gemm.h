@@ -41,7 +41,8 @@ struct Operand {
   // A product with a bias and activation (a prediction's) leaves out the all-zero steps of a
   // row-major A's panels (gemm_impl.h) where B is finite, since those zeros times a NaN or
   // infinity of B would carry it to C: B packed beforehand when packed_finite says so; B packed
-  // by the product, where the panels each thread packs prove finite.
+  // by the product, where the panels each thread packs prove finite. (Depth blocks of at least
+  // kRowSkipMinDepth steps whose first panels have steps to leave out: gemm_impl.h.)
   bool zero_steps = false;
 };
 

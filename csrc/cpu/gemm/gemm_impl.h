@@ -1545,9 +1545,11 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // kept (row_panel_kept_steps) when they leave out at least an eighth of its steps;
       // row_steps[ip], its steps kept (their indices at ks + ip * kc), kc for a panel read whole.
       // (B's panels, not this thread's, count: whether a panel has steps to leave out does not
-      // depend on the team. Whether B is finite can, when the threads pack their own columns: a
-      // thread whose panels are not finite reads every step, the others leave steps out, and a
-      // column's sums are the same bits either way. The kernels' SKIP reads B's rows as packed,
+      // depend on the team. Whether they are left out can: with a bias and activation, a block's
+      // probe of its first panels (below) is of the thread's rows, and whether B is finite is of
+      // the thread's columns when the threads pack their own: a thread whose panels are not finite
+      // reads every step, the others leave steps out. A column's sums are the same bits either
+      // way, but for a zero sum's sign, which the bias then removes. The kernels' SKIP reads B's rows as packed,
       // ldb = NR, as !b_in_place assures.)
       const bool skip_row_panels =
           skip_base && a_mode == kRowMajor && n_panels > 1 &&
