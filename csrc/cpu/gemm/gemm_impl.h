@@ -1549,8 +1549,8 @@ void gemm_team_run(const Team& team, index_t m, index_t n, index_t k, Operand<T>
       // probe of its first panels (below) is of the thread's rows, and whether B is finite is of
       // the thread's columns when the threads pack their own: a thread whose panels are not finite
       // reads every step, the others leave steps out. A column's sums are the same bits either
-      // way, but for a zero sum's sign, which the bias then removes. The kernels' SKIP reads B's rows as packed,
-      // ldb = NR, as !b_in_place assures.)
+      // way, but for a zero sum's sign, which the bias then removes. The kernels' SKIP reads B's
+      // rows as packed, ldb = NR, as !b_in_place assures.)
       const bool skip_row_panels =
           skip_base && a_mode == kRowMajor && n_panels > 1 &&
           (ep.kind == EpilogueKind::none ||
