@@ -49,7 +49,7 @@ def layouts(a):
 
 # sizes around the micro-tile edges of every instruction set: MR in {4, 6, 12}, NR in {8, 16, 32}
 EDGE = [1, 3, 4, 5, 6, 7, 11, 12, 13, 15, 16, 17, 24, 31, 32, 33, 47, 49]
-KS = [0, 1, 2, 7, 8, 9, 255, 256, 257, 450]  # (KC = 256: one depth block, two)
+KS = [0, 1, 2, 7, 8, 9, 255, 256, 257, 450]  # (KC = 256: up to 256 one depth block, then two)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -789,9 +789,9 @@ def test_transpose(isa, dtype):
 # check's vectors. (The wrapper runs products below 64K multiply-adds per thread on one thread:
 # the larger shapes take the team's paths.)
 CHECK_SHAPES = [(1, 300, 784), (5, 100, 300), (11, 10, 450), (13, 3, 200), (97, 2, 450),
-                (400, 4, 193), (300, 33, 1), (4096, 64, 1), (2000, 1, 300), (40, 300, 600),
+                (400, 4, 257), (300, 33, 1), (4096, 64, 1), (2000, 1, 300), (40, 300, 600),
                 (97, 100, 300), (400, 20, 257), (2000, 20, 300), (120, 300, 450), (25, 49, 7),
-                (12, 32, 192)]
+                (12, 32, 256)]
 
 
 def check_layouts(a):

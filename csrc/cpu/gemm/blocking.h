@@ -119,7 +119,7 @@ struct Blocking {
 // the weight gradients' products, and every dot product is split at the same steps on every
 // instruction set. (AVX-512's float64 kernel had 192: its B panels 24 KiB instead of 32, but a
 // batch of 200 ran two depth blocks of 100, each tile's partial sums written to C and read back
-// by the fused update; a Fashion-MNIST dtype=float64 epoch took 1.19 times as long on Zen 4,
+// by the fused update; a Fashion-MNIST dtype=float64 epoch took 1.19-1.48 times as long on Zen 4,
 // bench/RESULTS.md.)
 //                              MR  NR   KC  B_IN_PLACE_PANELS
 using BlockingAvx512F32 = Blocking<12, 32, 256, 8>;
