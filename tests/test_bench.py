@@ -236,7 +236,7 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
     units = [3, 4, 1]
     peers = {"fusedmlp": (lambda: None, 2), "fusedmlp dtype=float64": (lambda: None, 1)}
     res = bench.training_case("t", X, y, units, peers, 4, np.float32, 1, limit64=True)
-    assert res["seconds"]["fusedmlp"] == pytest.approx((1.35 - 1.05) / 2)  # medians' difference
+    assert res["seconds"]["fusedmlp"] == pytest.approx(0.3 / 2)  # the rounds' median difference
     assert [n for n in res["notes"] if "kept round" in n] == [
         "seconds per epoch in each kept round (its long fit less its short one), and the limits: "
         "fusedmlp 0.2 0.3 0.1 - (median 0.2); fusedmlp dtype=float64 1 0.5 0.8 0.6 (median 0.7); "
@@ -245,6 +245,28 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
         "in each kept round: limit / fusedmlp 1 0.5 3 - (median 1); float64 limit / fusedmlp "
         "dtype=float64 0.5 1 0.5 0.5 (median 0.5); limit on the Haswell kernel / fusedmlp "
         "2 1 2 - (median 2)"]
+
+
+def test_training_case_takes_the_median_of_the_rounds_own_epochs(monkeypatch):
+    # a round's epoch is its long fit less its own short fit; the median of those, not the
+    # difference of the long and the short fits' medians, which pairs fits of different rounds
+    # (here 2.4 - 1.5 = 0.9, an epoch no round had); a configuration whose long fits ran no
+    # slower than its short ones in most rounds has no epoch
+    kept = {("a", 1): [1.0, 2.0, 1.5], ("a", 2): [1.4, 2.5, 2.4],
+            ("b", 1): [1.0, 1.0, 1.0], ("b", 2): [1.2, 0.9, 0.95], "limit": [0.2, 0.2, 0.2]}
+
+    def fake_interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0, rounds=None):
+        rounds.update(kept)
+        return {name: float(np.median(ts)) for name, ts in kept.items()}
+
+    monkeypatch.setattr(bench, "interleaved", fake_interleaved)
+    monkeypatch.setattr(bench, "openblas_coretype", lambda: "")
+    X, y = np.zeros((60, 3)), np.zeros(60)
+    peers = {"a": (lambda: None, 1), "b": (lambda: None, 2)}
+    res = bench.training_case("t", X, y, [3, 4, 1], peers, 3, np.float32, 1)
+    assert res["seconds"]["a"] == pytest.approx(0.5)
+    assert res["fixed"]["a"] == pytest.approx(1.0)  # the median short fit less one epoch
+    assert res["unmeasured"] == ["b"]
 
 
 def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):
