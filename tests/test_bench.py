@@ -218,7 +218,7 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
     # the medians hide how far the rounds lie apart; the notes give each kept round's epoch (its
     # long fit less its short one, over the epochs between them), limits and limit / fusedmlp
     # ratios, with their medians; a round whose long fit ran no slower than its short one has no
-    # epoch and no ratio ('-')
+    # epoch and no ratio ('-'), but its difference counts in the epoch's median, the table's
     kept = {("fusedmlp", 1): [1.0, 1.2, 1.1, 1.0], ("fusedmlp", 2): [1.4, 1.8, 1.3, 0.9],
             ("fusedmlp dtype=float64", 1): [2.0, 2.0, 2.0, 2.0],
             ("fusedmlp dtype=float64", 2): [3.0, 2.5, 2.8, 2.6],
@@ -239,7 +239,7 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
     assert res["seconds"]["fusedmlp"] == pytest.approx(0.3 / 2)  # the rounds' median difference
     assert [n for n in res["notes"] if "kept round" in n] == [
         "seconds per epoch in each kept round (its long fit less its short one), and the limits: "
-        "fusedmlp 0.2 0.3 0.1 - (median 0.2); fusedmlp dtype=float64 1 0.5 0.8 0.6 (median 0.7); "
+        "fusedmlp 0.2 0.3 0.1 - (median 0.15); fusedmlp dtype=float64 1 0.5 0.8 0.6 (median 0.7); "
         "numpy limit 0.2 0.15 0.3 0.2 (median 0.2); float64 limit 0.5 0.5 0.4 0.3 (median 0.45); "
         "limit on the Haswell kernel 0.4 0.3 0.2 0.1 (median 0.25)",
         "in each kept round: limit / fusedmlp 1 0.5 3 - (median 1); float64 limit / fusedmlp "
@@ -250,10 +250,13 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
 def test_training_case_takes_the_median_of_the_rounds_own_epochs(monkeypatch):
     # a round's epoch is its long fit less its own short fit; the median of those, not the
     # difference of the long and the short fits' medians, which pairs fits of different rounds
-    # (here 2.4 - 1.5 = 0.9, an epoch no round had); a configuration whose long fits ran no
-    # slower than its short ones in most rounds has no epoch
-    kept = {("a", 1): [1.0, 2.0, 1.5], ("a", 2): [1.4, 2.5, 2.4],
-            ("b", 1): [1.0, 1.0, 1.0], ("b", 2): [1.2, 0.9, 0.95], "limit": [0.2, 0.2, 0.2]}
+    # (here 2.4 of round 1 less 1.5 of round 3: 0.9, an epoch no round had); a configuration
+    # whose long fits ran no slower than its short ones in at least half the rounds has no epoch
+    # (b: the medians' difference 2.5 - 2.0 would give it one), one whose long fits ran slower in
+    # most rounds has one (c: the medians' difference 1.5 - 2.0 would give it none)
+    kept = {("a", 1): [1.0, 2.0, 1.5], ("a", 2): [2.4, 2.5, 1.6],
+            ("b", 1): [1.0, 2.0, 3.0], ("b", 2): [2.5, 1.9, 2.9],
+            ("c", 1): [1.0, 2.0, 3.0], ("c", 2): [1.1, 2.1, 1.5], "limit": [0.2, 0.2, 0.2]}
 
     def fake_interleaved(fns, repeats, self_timed=(), settle=0.0, keep=None, extra=0, rounds=None):
         rounds.update(kept)
@@ -262,11 +265,17 @@ def test_training_case_takes_the_median_of_the_rounds_own_epochs(monkeypatch):
     monkeypatch.setattr(bench, "interleaved", fake_interleaved)
     monkeypatch.setattr(bench, "openblas_coretype", lambda: "")
     X, y = np.zeros((60, 3)), np.zeros(60)
-    peers = {"a": (lambda: None, 1), "b": (lambda: None, 2)}
+    peers = {"a": (lambda: None, 1), "b": (lambda: None, 2), "c": (lambda: None, 2)}
     res = bench.training_case("t", X, y, [3, 4, 1], peers, 3, np.float32, 1)
     assert res["seconds"]["a"] == pytest.approx(0.5)
-    assert res["fixed"]["a"] == pytest.approx(1.0)  # the median short fit less one epoch
+    # once per fit: each round's short fit less its own epoch (-0.4, 1.5, 1.4), their median
+    assert res["fixed"]["a"] == pytest.approx(1.4)
     assert res["unmeasured"] == ["b"]
+    assert res["seconds"]["c"] == pytest.approx(0.1 / 2)
+    assert [n for n in res["notes"] if "kept round" in n] == [
+        "seconds per epoch in each kept round (its long fit less its short one), and the limits: "
+        "a 1.4 0.5 0.1 (median 0.5); b 0.75 - - (median -); c 0.05 0.05 - (median 0.05); "
+        "numpy limit 0.2 0.2 0.2 (median 0.2)"]
 
 
 def test_training_case_measures_the_coretype_limit_when_set(monkeypatch):

@@ -137,7 +137,7 @@ void dense_forward(const Team& team, const T* input, index_t rows, index_t fan_i
 // 6- and 4-row kernels up to a panel before it), so that each half of the forward pass reads the
 // rows of W its own thread wrote. 0 below kHalvesMinDepth inputs: no split. (Half of the 12-row
 // panels: gemm_team's row split on two threads for the 12-row kernels; one split for every
-// instruction set, whose float32 kernels sum in the same order.)
+// instruction set, so that the split adds no difference between them.)
 constexpr index_t kHalvesMinDepth = 512;
 constexpr index_t forward_halves_split(index_t fan_in) {
   return fan_in < kHalvesMinDepth ? 0 : (fan_in + 11) / 12 / 2 * 12;

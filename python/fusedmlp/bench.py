@@ -32,9 +32,10 @@ for the other core: its figure depends on the placement; the libraries alternate
 all of them see the same one), and counts fusedmlp's timed one-row calls that ran on one thread
 and on the team (fusedmlp._cpu.team_predictions). A training case's table gives each
 configuration's median epoch over the kept rounds, a round's epoch being its long fit less its
-short one (the two fits of one round share the host's state; medians of the long and the short
-fits taken apart pair fits of different rounds); its notes also give every kept round's epoch and
-limits, and limit / fusedmlp round by round, with their medians: how far the rounds lie apart.
+short one (fits of one round are closer in time than fits of different rounds; the medians of the
+long and the short fits taken apart can pair fits of different rounds); its notes also give every
+kept round's epoch and limits, and limit / fusedmlp round by round, with their medians: how far
+the rounds lie apart.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -612,14 +613,15 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     An epoch's cost is the difference between fits of `epochs` and 2 * `epochs` epochs, divided
     by `epochs`: what each further epoch costs, without the once-per-fit work (validation, label
     encoding, initialisation), which is reported apart. Each round gives one difference (its long
-    fit less its short one, run in the same minute) and the median of the rounds' differences is
-    the epoch; the notes give each kept round's difference and limit ratios. Peers that compile
+    fit less its short one, run in the same round) and the median of the rounds' differences is
+    the epoch, the median of (short less that round's epoch) the once-per-fit work; the notes give
+    each kept round's difference and limit ratios. Peers that compile
     are fitted once before (see PeerMLP); one that fails there is reported as failed, beside
     `absent` (name -> why a peer is not timed).
 
     The limits (numpy's products in `limit_dtype`, in float64 too with `limit64`, and on the
     kernel OPENBLAS_CORETYPE names when it is set) are measured in the same rounds as the fits,
-    one child process per round, and their medians taken like the fits': a limit measured once
+    one child process per round, and the median of each limit's rounds taken: a limit measured once
     after the fits would be compared with fits timed minutes apart from it, which on a host
     whose speed drifts moves the ratio more than any change of the code. With more than one
     thread, a round whose cores' round trips moved (see `steady`) is run again, at most
@@ -698,16 +700,18 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     kept = {}  # each callable's seconds, round by round
     raw = interleaved(fns, repeats, self_timed=limits, keep=steady if threads > 1 else None,
                       extra=extra, rounds=kept)
-    # The median of the rounds' own differences, not the difference of the two medians: the two
-    # medians can come from different rounds, and on a host whose speed moves between rounds
-    # their difference matched no round (Keras 3's Fashion-MNIST epoch read 0.362 s, its rounds
-    # 0.362, 0.605 and 0.496: bench/RESULTS.md).
+    # The median of the rounds' own differences, not the difference of the two medians: those
+    # can be two rounds' fits, and on a host whose speed moves between rounds their difference
+    # can be an outlying round's or no round's (Keras 3's Fashion-MNIST epoch read 0.362 s, its
+    # lowest round, against rounds of 0.362, 0.605 and 0.496: bench/RESULTS.md).
     diffs = {name: np.subtract(kept[(name, 2)], kept[(name, 1)]) for name in peers}
     per_epoch = {name: max(float(np.median(d)), 1e-9) / peers[name][1] for name, d in diffs.items()}
-    # the long fits no slower than the short ones in most rounds: the noise exceeds E epochs,
-    # no epoch time
+    # the long fits no slower than the short ones in at least half the rounds: the noise exceeds
+    # E epochs, no epoch time
     unmeasured = [name for name, d in diffs.items() if np.median(d) <= 0]
-    fixed = {name: max(raw[(name, 1)] - per_epoch[name] * peers[name][1], 0.0) for name in peers}
+    # each round's short fit less its own epochs: 2 * short - long
+    fixed = {name: max(float(np.median(np.subtract(kept[(name, 1)], d))), 0.0)
+             for name, d in diffs.items()}
     # What the thread team did in each fit: a round whose fit ran mostly on one thread (the
     # chooser timed the team slower, or read the machine as busy: threads.h) moves that round's
     # time, and the medians with it.
@@ -719,16 +723,21 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # change of the code (one run of the suite read limit / fusedmlp 1.75 in the Fashion-MNIST
     # case and 0.75 for the same network in the features case, bench/RESULTS.md). A round whose
     # long fit ran no slower than its short one has no epoch ('-').
-    def round_by_round(values):
+    def round_by_round(values, median=None):
+        # median: the one to tell (an epoch's: the table's, over every round's difference, '-'
+        # when it is none), if not the known values'
         told = " ".join("-" if v is None else f"{v:.4g}" for v in values)
         known = [v for v in values if v is not None]
-        return f"{told} (median {np.median(known):.4g})" if known else told
+        if median is None and known:
+            median = f"{np.median(known):.4g}"
+        return told if median is None else f"{told} (median {median})"
 
     epochs = {name: [(b - a) / peers[name][1] if b > a else None
                      for a, b in zip(kept[(name, 1)], kept[(name, 2)])] for name in peers}
     limit_names = {"limit": "numpy limit", "limit64": "float64 limit",
                    "limit_coretype": f"limit on the {coretype} kernel"}
-    told = [f"{name} {round_by_round(e)}" for name, e in epochs.items()]
+    told = [f"{name} {round_by_round(e, '-' if name in unmeasured else f'{per_epoch[name]:.4g}')}"
+            for name, e in epochs.items()]
     told += [f"{limit_names[key]} {round_by_round(kept[key])}" for key in limits]
     notes.append(f"seconds per epoch in each kept round (its long fit less its short one), and the "
                  f"limits: {'; '.join(told)}")
@@ -1139,7 +1148,8 @@ def report(results, markdown):
             for name, s in r["seconds"].items():
                 f = r["fixed"][name]
                 if name in r.get("unmeasured", ()):
-                    why = "not measured: its fit of 2E epochs ran no slower than its fit of E"
+                    why = ("not measured: its fits of 2E epochs ran no slower than its fits of E "
+                           "in at least half the kept rounds")
                     emit(f"| {name} | {why} | | |" if markdown else f"{name:<26} {why}")
                     continue
                 emit(f"| {name} | {s:.4f} | {s / fm:.2f}x | {f:.3f} |" if markdown else
