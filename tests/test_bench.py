@@ -244,7 +244,7 @@ def test_training_case_tells_each_rounds_epochs_and_limit_ratios(monkeypatch):
         "limit on the Haswell kernel 0.4 0.3 0.2 0.1 (median 0.25)",
         "in each kept round: limit / fusedmlp 1 0.5 3 - (median 1); float64 limit / fusedmlp "
         "dtype=float64 0.5 1 0.5 0.5 (median 0.5); limit on the Haswell kernel / fusedmlp "
-        "2 1 2 - (median 2)"]
+        "2 1 2 - (median 2); fusedmlp dtype=float64 / fusedmlp 5 1.667 8 - (median 5)"]
 
 
 def test_training_case_takes_the_median_of_the_rounds_own_epochs(monkeypatch):

@@ -34,8 +34,8 @@ and on the team (fusedmlp._cpu.team_predictions). A training case's table gives 
 configuration's median epoch over the kept rounds, a round's epoch being its long fit less its
 short one (fits of one round are closer in time than fits of different rounds; the medians of the
 long and the short fits taken apart can pair fits of different rounds); its notes also give every
-kept round's epoch and limits, and limit / fusedmlp round by round, with their medians: how far
-the rounds lie apart.
+kept round's epoch and limits, and limit / fusedmlp and each configuration's epoch / fusedmlp's
+round by round, with their medians: how far the rounds lie apart.
 
 Optional peers, each timed where its library is installed and listed as absent otherwise:
 PyTorch eager, and with torch.compile (fashion32, california); JAX with each epoch one jitted
@@ -746,6 +746,14 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
               (f"{limit_names['limit_coretype']} / fusedmlp", "limit_coretype", "fusedmlp")]
     told = [f"{label} {round_by_round([None if e is None else l / e for l, e in zip(kept[key], epochs[name])])}"
             for label, key, name in ratios if key in kept and name in epochs]
+    # and fusedmlp's speed-up over each other configuration round by round: the table's speed-up
+    # is the ratio of two medians, which on a drifting host can lie far from every round's (one
+    # run: California 10.43x scikit-learn in the table, rounds 8.11x, 11.37x and 8.15x)
+    if "fusedmlp" in epochs:
+        told += [f"{name} / fusedmlp "
+                 + round_by_round([None if a is None or b is None else a / b
+                                   for a, b in zip(e, epochs["fusedmlp"])])
+                 for name, e in epochs.items() if name != "fusedmlp"]
     if told:
         notes.append(f"in each kept round: {'; '.join(told)}")
     for name, counts in segments.items():
