@@ -253,7 +253,8 @@ def test_training_case_takes_the_median_of_the_rounds_own_epochs(monkeypatch):
     # (here 2.4 of round 1 less 1.5 of round 3: 0.9, an epoch no round had); a configuration
     # whose long fits ran no slower than its short ones in at least half the rounds has no epoch
     # (b: the medians' difference 2.5 - 2.0 would give it one), one whose long fits ran slower in
-    # most rounds has one (c: the medians' difference 1.5 - 2.0 would give it none)
+    # most rounds has one (c: the medians' difference 1.5 - 2.0 would give it none); without a
+    # configuration named fusedmlp the notes give no ratios
     kept = {("a", 1): [1.0, 2.0, 1.5], ("a", 2): [2.4, 2.5, 1.6],
             ("b", 1): [1.0, 2.0, 3.0], ("b", 2): [2.5, 1.9, 2.9],
             ("c", 1): [1.0, 2.0, 3.0], ("c", 2): [1.1, 2.1, 1.5], "limit": [0.2, 0.2, 0.2]}

@@ -614,8 +614,9 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     by `epochs`: what each further epoch costs, without the once-per-fit work (validation, label
     encoding, initialisation), which is reported apart. Each round gives one difference (its long
     fit less its short one, run in the same round) and the median of the rounds' differences is
-    the epoch, the median of (short less that round's epoch) the once-per-fit work; the notes give
-    each kept round's difference and limit ratios. Peers that compile
+    the epoch, the median of (short less that round's difference) the once-per-fit work; the
+    notes give each kept round's epoch, the limits, and limit / fusedmlp and each configuration's
+    epoch / fusedmlp's round by round. Peers that compile
     are fitted once before (see PeerMLP); one that fails there is reported as failed, beside
     `absent` (name -> why a peer is not timed).
 
@@ -706,8 +707,8 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     # lowest round, against rounds of 0.362, 0.605 and 0.496: bench/RESULTS.md).
     diffs = {name: np.subtract(kept[(name, 2)], kept[(name, 1)]) for name in peers}
     per_epoch = {name: max(float(np.median(d)), 1e-9) / peers[name][1] for name, d in diffs.items()}
-    # the long fits no slower than the short ones in at least half the rounds: the noise exceeds
-    # E epochs, no epoch time
+    # the median of its rounds' differences not positive (its long fits no slower than its short
+    # ones in at least half the rounds): the noise exceeds E epochs, no epoch time
     unmeasured = [name for name, d in diffs.items() if np.median(d) <= 0]
     # each round's short fit less its own epochs: 2 * short - long
     fixed = {name: max(float(np.median(np.subtract(kept[(name, 1)], d))), 0.0)
@@ -747,8 +748,9 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
     told = [f"{label} {round_by_round([None if e is None else l / e for l, e in zip(kept[key], epochs[name])])}"
             for label, key, name in ratios if key in kept and name in epochs]
     # and fusedmlp's speed-up over each other configuration round by round: the table's speed-up
-    # is the ratio of two medians, which on a drifting host can lie far from every round's (one
-    # run: California 10.43x scikit-learn in the table, rounds 8.11x, 11.37x and 8.15x)
+    # is the ratio of two medians, which on a drifting host can lie far from the median of the
+    # rounds' ratios (one run: California 10.43x scikit-learn in the table, 8.15x as the rounds'
+    # median; rounds 8.11x, 11.37x and 8.15x)
     if "fusedmlp" in epochs:
         told += [f"{name} / fusedmlp "
                  + round_by_round([None if a is None or b is None else a / b
@@ -1156,8 +1158,8 @@ def report(results, markdown):
             for name, s in r["seconds"].items():
                 f = r["fixed"][name]
                 if name in r.get("unmeasured", ()):
-                    why = ("not measured: its fits of 2E epochs ran no slower than its fits of E "
-                           "in at least half the kept rounds")
+                    why = ("not measured: the median of the kept rounds' 2E-epoch fit less "
+                           "their E-epoch fit is not positive")
                     emit(f"| {name} | {why} | | |" if markdown else f"{name:<26} {why}")
                     continue
                 emit(f"| {name} | {s:.4f} | {s / fm:.2f}x | {f:.3f} |" if markdown else
