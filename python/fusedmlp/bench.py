@@ -733,8 +733,7 @@ def training_case(title, X, y, units, peers, repeats, limit_dtype, threads, abse
             median = f"{np.median(known):.4g}"
         return told if median is None else f"{told} (median {median})"
 
-    epochs = {name: [(b - a) / peers[name][1] if b > a else None
-                     for a, b in zip(kept[(name, 1)], kept[(name, 2)])] for name in peers}
+    epochs = {name: [v / peers[name][1] if v > 0 else None for v in d] for name, d in diffs.items()}
     limit_names = {"limit": "numpy limit", "limit64": "float64 limit",
                    "limit_coretype": f"limit on the {coretype} kernel"}
     told = [f"{name} {round_by_round(e, '-' if name in unmeasured else f'{per_epoch[name]:.4g}')}"
